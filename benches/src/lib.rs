@@ -1,0 +1,1 @@
+//! Benchmarks; each binary prints its baseline and the ratio.

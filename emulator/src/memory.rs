@@ -1,0 +1,431 @@
+//! Device memory of the emulated GPU.
+//!
+//! A [`DeviceMemory`] is one device's budget (total bytes and bytes in use). An
+//! [`AddressSpace`] is one client's view of that device: allocations placed inside the address
+//! window the client reserved, so device addresses never collide with the client's host memory.
+//! Data is kept in `AtomicU64` words: every access is a relaxed atomic of the word, so kernels
+//! whose threads race (legal in CUDA) stay sound on the host.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+/// Alignment of every allocation, as `cuMemAlloc` guarantees (at least 256 bytes).
+pub const ALLOC_ALIGN: u64 = 256;
+
+/// What went wrong with a memory operation; each maps to one CUDA error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    /// The device budget cannot hold the request (`CUDA_ERROR_OUT_OF_MEMORY`).
+    #[error("out of device memory: {requested} bytes requested, {free} free")]
+    OutOfMemory { requested: u64, free: u64 },
+    /// A size of zero or one that cannot be represented (`CUDA_ERROR_INVALID_VALUE`).
+    #[error("invalid size {0}")]
+    InvalidSize(u64),
+    /// The pointer is not the start of a live allocation (`CUDA_ERROR_INVALID_VALUE`).
+    #[error("{0:#x} is not an allocation of this client")]
+    NotAllocated(u64),
+    /// `[addr, addr + len)` is not inside one live allocation (`CUDA_ERROR_INVALID_VALUE` for
+    /// copies, `CUDA_ERROR_ILLEGAL_ADDRESS` for kernels).
+    #[error("{len} bytes at {addr:#x} are outside any allocation of this client")]
+    OutOfBounds { addr: u64, len: u64 },
+    /// An access of `size` bytes at an address not aligned to `size`
+    /// (`CUDA_ERROR_MISALIGNED_ADDRESS`).
+    #[error("misaligned {size}-byte access at {addr:#x}")]
+    Misaligned { addr: u64, size: u64 },
+}
+
+/// One device's memory budget, shared by every address space on that device.
+#[derive(Debug)]
+pub struct DeviceMemory {
+    total: u64,
+    used: AtomicU64,
+}
+
+impl DeviceMemory {
+    pub fn new(total: u64) -> Arc<Self> {
+        Arc::new(Self { total, used: AtomicU64::new(0) })
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn free(&self) -> u64 {
+        self.total.saturating_sub(self.used.load(Relaxed))
+    }
+
+    fn reserve(&self, size: u64) -> Result<(), MemError> {
+        self.used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                used.checked_add(size).filter(|&u| u <= self.total)
+            })
+            .map(|_| ())
+            .map_err(|used| MemError::OutOfMemory {
+                requested: size,
+                free: self.total.saturating_sub(used),
+            })
+    }
+
+    fn release(&self, size: u64) {
+        self.used.fetch_sub(size, Relaxed);
+    }
+}
+
+/// One live allocation: `size` bytes at `base`, stored as little-endian atomic words.
+#[derive(Debug)]
+pub struct Allocation {
+    base: u64,
+    size: u64,
+    words: Box<[AtomicU64]>,
+}
+
+impl Allocation {
+    fn new(base: u64, size: u64) -> Self {
+        let words = (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        Self { base, size, words }
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether `[addr, addr + len)` lies inside this allocation.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base && addr.checked_add(len).is_some_and(|end| end <= self.base + self.size)
+    }
+
+    /// Copies bytes out, starting `off` bytes into the allocation. The caller checked bounds.
+    pub fn read_at(&self, off: u64, out: &mut [u8]) {
+        let mut pos = 0usize;
+        let mut addr = off;
+        while pos < out.len() {
+            let word = self.words[(addr / 8) as usize].load(Relaxed).to_le_bytes();
+            let start = (addr % 8) as usize;
+            let n = (8 - start).min(out.len() - pos);
+            out[pos..pos + n].copy_from_slice(&word[start..start + n]);
+            pos += n;
+            addr += n as u64;
+        }
+    }
+
+    /// Copies bytes in, starting `off` bytes into the allocation. The caller checked bounds.
+    pub fn write_at(&self, off: u64, data: &[u8]) {
+        let mut pos = 0usize;
+        let mut addr = off;
+        while pos < data.len() {
+            let idx = (addr / 8) as usize;
+            let start = (addr % 8) as usize;
+            let n = (8 - start).min(data.len() - pos);
+            if n == 8 {
+                let v = u64::from_le_bytes(data[pos..pos + 8].try_into().unwrap_or([0; 8]));
+                self.words[idx].store(v, Relaxed);
+            } else {
+                let mut bytes = [0u8; 8];
+                bytes[start..start + n].copy_from_slice(&data[pos..pos + n]);
+                self.merge(idx, u64::from_le_bytes(bytes), mask(start, n));
+            }
+            pos += n;
+            addr += n as u64;
+        }
+    }
+
+    /// Loads an aligned little-endian value of 1, 2, 4 or 8 bytes at offset `off`.
+    pub fn load(&self, off: u64, size: u32) -> u64 {
+        let word = self.words[(off / 8) as usize].load(Relaxed);
+        if size == 8 {
+            word
+        } else {
+            (word >> ((off % 8) * 8)) & ((1u64 << (size * 8)) - 1)
+        }
+    }
+
+    /// Stores an aligned little-endian value of 1, 2, 4 or 8 bytes at offset `off`.
+    pub fn store(&self, off: u64, size: u32, value: u64) {
+        let idx = (off / 8) as usize;
+        if size == 8 {
+            self.words[idx].store(value, Relaxed);
+        } else {
+            let shift = (off % 8) * 8;
+            let m = ((1u64 << (size * 8)) - 1) << shift;
+            self.merge(idx, (value << shift) & m, m);
+        }
+    }
+
+    /// The atomic word holding offset `off` (for atomics wider than a byte).
+    pub fn word(&self, off: u64) -> &AtomicU64 {
+        &self.words[(off / 8) as usize]
+    }
+
+    fn merge(&self, idx: usize, bits: u64, m: u64) {
+        // Only the bytes under `m` change: neighbours written by other threads are kept.
+        let _ = self.words[idx].fetch_update(Relaxed, Relaxed, |w| Some((w & !m) | bits));
+    }
+}
+
+fn mask(start: usize, n: usize) -> u64 {
+    let m = if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 };
+    m << (start * 8)
+}
+
+/// One client's allocations on one device, placed inside the client's address window.
+#[derive(Debug)]
+pub struct AddressSpace {
+    device: Arc<DeviceMemory>,
+    window_base: u64,
+    window_end: u64,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    allocs: BTreeMap<u64, Arc<Allocation>>,
+    next: u64,
+}
+
+impl AddressSpace {
+    /// An empty address space whose allocations fall inside `[window_base, window_base + size)`.
+    pub fn new(device: Arc<DeviceMemory>, window_base: u64, window_size: u64) -> Self {
+        let base = window_base.next_multiple_of(ALLOC_ALIGN);
+        Self {
+            device,
+            window_base: base,
+            window_end: window_base.saturating_add(window_size),
+            inner: RwLock::new(Inner { allocs: BTreeMap::new(), next: base }),
+        }
+    }
+
+    pub fn device(&self) -> &Arc<DeviceMemory> {
+        &self.device
+    }
+
+    /// Allocates `size` bytes, zero-filled, and returns the device address.
+    pub fn alloc(&self, size: u64) -> Result<u64, MemError> {
+        if size == 0 || size > self.window_end - self.window_base {
+            return Err(MemError::InvalidSize(size));
+        }
+        self.device.reserve(size)?;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let span = size.next_multiple_of(ALLOC_ALIGN);
+        // Bump allocation keeps freed addresses unused for as long as the window allows, which
+        // turns a use-after-free into a clean error instead of silent corruption.
+        let base = match inner.next.checked_add(span).filter(|&e| e <= self.window_end) {
+            Some(_) => inner.next,
+            None => match self.first_gap(&inner, span) {
+                Some(b) => b,
+                None => {
+                    drop(inner);
+                    self.device.release(size);
+                    return Err(MemError::OutOfMemory { requested: size, free: self.device.free() });
+                }
+            },
+        };
+        inner.next = inner.next.max(base + span);
+        inner.allocs.insert(base, Arc::new(Allocation::new(base, size)));
+        Ok(base)
+    }
+
+    fn first_gap(&self, inner: &Inner, span: u64) -> Option<u64> {
+        let mut cursor = self.window_base;
+        for a in inner.allocs.values() {
+            if a.base - cursor >= span {
+                return Some(cursor);
+            }
+            cursor = (a.base + a.size).next_multiple_of(ALLOC_ALIGN);
+        }
+        (self.window_end.saturating_sub(cursor) >= span).then_some(cursor)
+    }
+
+    /// Frees the allocation that starts at `ptr`; returns its size.
+    pub fn free(&self, ptr: u64) -> Result<u64, MemError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let a = inner.allocs.remove(&ptr).ok_or(MemError::NotAllocated(ptr))?;
+        self.device.release(a.size);
+        Ok(a.size)
+    }
+
+    /// Frees everything (a client that went away).
+    pub fn clear(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for a in std::mem::take(&mut inner.allocs).into_values() {
+            self.device.release(a.size);
+        }
+    }
+
+    /// Bytes allocated in this address space.
+    pub fn used(&self) -> u64 {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.allocs.values().map(|a| a.size).sum()
+    }
+
+    /// The allocation containing `addr`, if any.
+    pub fn find(&self, addr: u64) -> Option<Arc<Allocation>> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let (_, a) = inner.allocs.range(..=addr).next_back()?;
+        (addr < a.base + a.size.max(1)).then(|| a.clone())
+    }
+
+    /// The allocation holding all of `[addr, addr + len)`.
+    pub fn find_range(&self, addr: u64, len: u64) -> Result<Arc<Allocation>, MemError> {
+        self.find(addr)
+            .filter(|a| a.contains(addr, len))
+            .ok_or(MemError::OutOfBounds { addr, len })
+    }
+
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        let a = self.find_range(addr, data.len() as u64)?;
+        a.write_at(addr - a.base, data);
+        Ok(())
+    }
+
+    pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), MemError> {
+        let a = self.find_range(addr, out.len() as u64)?;
+        a.read_at(addr - a.base, out);
+        Ok(())
+    }
+
+    /// Copies `len` bytes between (possibly overlapping) device ranges.
+    pub fn copy(&self, dst: u64, src: u64, len: u64) -> Result<(), MemError> {
+        let s = self.find_range(src, len)?;
+        let d = self.find_range(dst, len)?;
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        // Copy in chunks, backwards when the ranges overlap with dst above src.
+        let chunks: Vec<u64> = (0..len).step_by(buf.len().max(1)).collect();
+        let order: Box<dyn Iterator<Item = &u64>> =
+            if dst > src { Box::new(chunks.iter().rev()) } else { Box::new(chunks.iter()) };
+        for &off in order {
+            let n = (len - off).min(buf.len() as u64) as usize;
+            s.read_at(src - s.base + off, &mut buf[..n]);
+            d.write_at(dst - d.base + off, &buf[..n]);
+        }
+        Ok(())
+    }
+
+    /// Sets `width` elements of `elem` bytes (1, 2 or 4) to `value` in each of `height` rows
+    /// `pitch` bytes apart (a plain memset is one row).
+    pub fn memset2d(
+        &self,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u32,
+        width: u64,
+        height: u64,
+    ) -> Result<(), MemError> {
+        if !matches!(elem, 1 | 2 | 4) {
+            return Err(MemError::InvalidSize(elem as u64));
+        }
+        if dst % elem as u64 != 0 {
+            return Err(MemError::Misaligned { addr: dst, size: elem as u64 });
+        }
+        let row_bytes = width * elem as u64;
+        if height == 0 || row_bytes == 0 {
+            return Ok(());
+        }
+        let last = (height - 1).checked_mul(pitch).and_then(|o| o.checked_add(row_bytes));
+        let a = self.find_range(dst, last.ok_or(MemError::InvalidSize(row_bytes))?)?;
+        let pattern: Vec<u8> = value.to_le_bytes()[..elem as usize].to_vec();
+        let row: Vec<u8> = pattern.iter().copied().cycle().take(row_bytes.min(1 << 20) as usize).collect();
+        for r in 0..height {
+            let start = dst - a.base + r * pitch;
+            let mut off = 0;
+            while off < row_bytes {
+                let n = (row_bytes - off).min(row.len() as u64) as usize;
+                a.write_at(start + off, &row[..n]);
+                off += n as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> AddressSpace {
+        AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30)
+    }
+
+    #[test]
+    fn alloc_write_read_round_trip_at_odd_offsets() {
+        let s = space();
+        let p = s.alloc(100).unwrap();
+        assert_eq!(p % ALLOC_ALIGN, 0);
+        let data: Vec<u8> = (0..37).collect();
+        s.write(p + 3, &data).unwrap();
+        let mut out = vec![0; 37];
+        s.read(p + 3, &mut out).unwrap();
+        assert_eq!(out, data);
+        let mut edge = [0u8; 4];
+        s.read(p, &mut edge).unwrap();
+        assert_eq!(edge, [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn out_of_bounds_and_double_free_are_errors() {
+        let s = space();
+        let p = s.alloc(16).unwrap();
+        assert!(matches!(s.write(p + 8, &[0; 9]), Err(MemError::OutOfBounds { .. })));
+        assert_eq!(s.free(p), Ok(16));
+        assert_eq!(s.free(p), Err(MemError::NotAllocated(p)));
+        assert!(s.read(p, &mut [0; 1]).is_err());
+    }
+
+    #[test]
+    fn budget_is_enforced_and_returned_on_drop() {
+        let dev = DeviceMemory::new(1000);
+        let s = AddressSpace::new(dev.clone(), 0x1000_0000, 1 << 30);
+        s.alloc(600).unwrap();
+        assert!(matches!(s.alloc(600), Err(MemError::OutOfMemory { .. })));
+        assert_eq!(dev.free(), 400);
+        drop(s);
+        assert_eq!(dev.free(), 1000);
+    }
+
+    #[test]
+    fn memset_widths_and_pitch() {
+        let s = space();
+        let p = s.alloc(64).unwrap();
+        s.memset2d(p, 16, 0xABCD, 2, 3, 2).unwrap();
+        let mut out = [0u8; 24];
+        s.read(p, &mut out).unwrap();
+        assert_eq!(&out[..6], &[0xCD, 0xAB, 0xCD, 0xAB, 0xCD, 0xAB]);
+        assert_eq!(&out[6..16], &[0; 10]);
+        assert_eq!(&out[16..22], &[0xCD, 0xAB, 0xCD, 0xAB, 0xCD, 0xAB]);
+        assert!(s.memset2d(p + 1, 16, 0, 4, 1, 1).is_err());
+    }
+
+    #[test]
+    fn overlapping_copy_moves_like_memmove() {
+        let s = space();
+        let p = s.alloc(32).unwrap();
+        s.write(p, &(0..32).collect::<Vec<u8>>()).unwrap();
+        s.copy(p + 4, p, 16).unwrap();
+        let mut out = [0u8; 20];
+        s.read(p, &mut out).unwrap();
+        assert_eq!(&out[4..20], &(0..16).collect::<Vec<u8>>()[..]);
+    }
+
+    #[test]
+    fn typed_loads_and_stores() {
+        let s = space();
+        let p = s.alloc(16).unwrap();
+        let a = s.find(p).unwrap();
+        a.store(2, 2, 0xBEEF);
+        a.store(8, 8, u64::MAX);
+        assert_eq!(a.load(2, 2), 0xBEEF);
+        assert_eq!(a.load(0, 4), 0xBEEF_0000);
+        assert_eq!(a.load(8, 8), u64::MAX);
+    }
+}
