@@ -1,1 +1,93 @@
+//! The Remora server.
+//!
+//! Listens for QUIC connections, checks each client's token before anything else, opens one
+//! isolated [`session::Session`] per client on a [`backend::Backend`], and executes the client's
+//! requests in order. When a client disconnects or dies, its session is dropped and everything
+//! it held is freed.
+//!
+//! It does not know which GPU does the work: the emulated backend ([`emulated`]) and the real
+//! one ([`cuda`]) implement the same trait.
 
+pub mod backend;
+pub mod connection;
+pub mod cuda;
+pub mod emulated;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use remora_protocol::endpoint::{self, EndpointError, Identity};
+use remora_protocol::messages::ServerInfo;
+
+pub use backend::{Backend, CuError, DeviceSession};
+
+/// How a server is set up.
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+    pub identity: Identity,
+    pub backend: Arc<dyn Backend>,
+    pub name: String,
+}
+
+/// State shared by every connection of a server.
+pub(crate) struct Shared {
+    pub token: String,
+    pub backend: Arc<dyn Backend>,
+    pub info: ServerInfo,
+    /// Module images by content hash, so each is uploaded once per server.
+    pub images: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds the endpoint. Must be called inside a tokio runtime.
+    pub fn bind(cfg: ServerConfig) -> Result<Self, EndpointError> {
+        let endpoint = endpoint::server(cfg.listen, &cfg.identity)?;
+        let info = ServerInfo {
+            driver_version: cfg.backend.driver_version(),
+            server_name: cfg.name,
+            devices: cfg.backend.devices().to_vec(),
+        };
+        let shared = Arc::new(Shared {
+            token: cfg.token,
+            backend: cfg.backend,
+            info,
+            images: Mutex::new(HashMap::new()),
+        });
+        Ok(Self { endpoint, shared })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Serves until the endpoint is closed.
+    pub async fn run(self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => connection::serve(conn, shared).await,
+                    Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
+                }
+            });
+        }
+    }
+}
+
+/// A random token of 32 hex digits.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}

@@ -1,0 +1,155 @@
+//! `remora run`: a command with the shim as its CUDA driver.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Connection file of the server to use. Without one (and without $REMORA_CONNECTION) an
+    /// embedded emulated server runs on loopback for the life of the command.
+    #[arg(long)]
+    connection: Option<PathBuf>,
+    /// Emulated devices of the embedded server.
+    #[arg(long, default_value_t = 1)]
+    devices: u32,
+    /// Memory of each emulated device of the embedded server.
+    #[arg(long, default_value = "4G")]
+    device_memory: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+/// The shim library: $REMORA_SHIM, or beside this executable.
+fn shim_path() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("REMORA_SHIM") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no folder")?;
+    for cand in [dir.join("libremora_shim.so"), dir.join("../lib/libremora_shim.so")] {
+        if cand.exists() {
+            return Ok(cand.canonicalize()?);
+        }
+    }
+    bail!("cannot find libremora_shim.so beside {}; set REMORA_SHIM", exe.display())
+}
+
+/// An embedded emulated server in its own process, stopped when dropped.
+struct Embedded {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_embedded(args: &RunArgs) -> anyhow::Result<(Embedded, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("remora-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let conn = dir.join("connection");
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "emulated"])
+        .arg("--devices")
+        .arg(args.devices.to_string())
+        .arg("--device-memory")
+        .arg(&args.device_memory)
+        .arg("--state-dir")
+        .arg(&dir)
+        .arg("--connection-file")
+        .arg(&conn)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to stop the server when
+        // this process dies, so an interrupted `remora run` leaves no server behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().context("starting the embedded server")?;
+    let mut embedded = Embedded { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !conn.exists() {
+        if let Some(status) = embedded.child.try_wait()? {
+            bail!("the embedded server exited before it was ready ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("the embedded server did not start within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((embedded, conn))
+}
+
+/// A folder with `libcuda.so` and `libcuda.so.1` naming the shim, for programs that dlopen
+/// the unversioned name or an absolute-free path search.
+fn link_dir(shim: &Path, base: &Path) -> anyhow::Result<PathBuf> {
+    let dir = base.join("lib");
+    std::fs::create_dir_all(&dir)?;
+    for name in ["libcuda.so", "libcuda.so.1"] {
+        let l = dir.join(name);
+        let _ = std::fs::remove_file(&l);
+        std::os::unix::fs::symlink(shim, &l)?;
+    }
+    Ok(dir)
+}
+
+fn prepend(var: &str, value: &Path, sep: &str) -> OsString {
+    let mut v = OsString::from(value);
+    if let Some(old) = std::env::var_os(var).filter(|o| !o.is_empty()) {
+        v.push(sep);
+        v.push(old);
+    }
+    v
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let shim = shim_path()?;
+    let given = args.connection.clone().or_else(|| std::env::var_os("REMORA_CONNECTION").map(PathBuf::from));
+    let (embedded, conn) = match given {
+        Some(c) => (None, c),
+        None => {
+            let (e, c) = start_embedded(&args)?;
+            (Some(e), c)
+        }
+    };
+    let conn = conn.canonicalize().with_context(|| format!("connection file {}", conn.display()))?;
+    let links_base = match &embedded {
+        Some(e) => e.dir.clone(),
+        None => {
+            let d = std::env::temp_dir().join(format!("remora-run-{}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+    };
+    let libs = link_dir(&shim, &links_base)?;
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..])
+        .env("REMORA_CONNECTION", &conn)
+        .env("LD_PRELOAD", prepend("LD_PRELOAD", &shim, ":"))
+        .env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &libs, ":"));
+    let status = cmd.status().with_context(|| format!("running {:?}", args.command[0]))?;
+    // The embedded server's folder holds the links too; otherwise they had a folder of their own.
+    if embedded.is_none() {
+        let _ = std::fs::remove_dir_all(&links_base);
+    }
+    drop(embedded);
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}

@@ -1,0 +1,158 @@
+//! `remora serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use remora_protocol::endpoint::Identity;
+use remora_protocol::ConnectionFile;
+use remora_server::emulated::EmulatedBackend;
+use remora_server::{Backend, Server, ServerConfig};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum BackendKind {
+    /// Every real GPU found, else emulated ones.
+    Auto,
+    /// Real GPUs through the CUDA driver (fails if there is none).
+    Cuda,
+    /// GPUs emulated on this machine's CPUs: runs PTX kernels.
+    Emulated,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (UDP). Use 0.0.0.0:PORT to accept other machines.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendKind,
+    /// Number of emulated devices.
+    #[arg(long, default_value_t = 1)]
+    devices: u32,
+    /// Memory of each emulated device (e.g. 512M, 4G).
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    device_memory: u64,
+    /// Where to write the connection file clients use (default: STATE_DIR/connection).
+    #[arg(long)]
+    connection_file: Option<PathBuf>,
+    /// Where the server keeps its key, certificate and token.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Address written into the connection file, when it differs from --listen (NAT, 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (num, shift) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("`{s}` is not a size like 512M or 4G"))?;
+    n.checked_mul(1 << shift).filter(|&v| v > 0).ok_or_else(|| format!("`{s}` is out of range"))
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("remora");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/remora"),
+        None => PathBuf::from(".remora"),
+    }
+}
+
+fn load_or_create_token(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let t = remora_server::new_token();
+    std::fs::write(&path, &t).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(t)
+}
+
+fn choose_backend(args: &ServeArgs, seed: [u8; 16]) -> anyhow::Result<Arc<dyn Backend>> {
+    let emulated = || -> Arc<dyn Backend> { Arc::new(EmulatedBackend::new(args.devices, args.device_memory, seed)) };
+    match args.backend {
+        BackendKind::Emulated => Ok(emulated()),
+        BackendKind::Cuda => remora_server::cuda::probe().map_err(|why| anyhow::anyhow!("--backend cuda: {why}")),
+        BackendKind::Auto => match remora_server::cuda::probe() {
+            Ok(b) => Ok(b),
+            Err(why) => {
+                tracing::info!("no real GPU ({why}); serving emulated GPUs");
+                Ok(emulated())
+            }
+        },
+    }
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
+    let state = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let identity = Identity::load_or_create(&state).context("server identity")?;
+    let token = load_or_create_token(&state)?;
+    let mut seed = [0u8; 16];
+    seed.copy_from_slice(&identity.fingerprint()[..16]);
+    let backend = choose_backend(&args, seed)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let kind = backend.kind();
+        let ndev = backend.devices().len();
+        let server = Server::bind(ServerConfig {
+            listen: args.listen,
+            token: token.clone(),
+            identity: identity.clone(),
+            backend,
+            name: hostname(),
+        })
+        .with_context(|| format!("listening on {}", args.listen))?;
+        let local = server.local_addr()?;
+        let mut address = args.advertise.unwrap_or(local);
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let file = ConnectionFile { address, cert_sha256: identity.fingerprint(), token };
+        let path = args.connection_file.clone().unwrap_or_else(|| state.join("connection"));
+        file.write(&path).with_context(|| format!("writing {}", path.display()))?;
+        println!("remora: serving {ndev} {kind} device(s) on {local}");
+        println!("remora: connection file {}", path.display());
+        tokio::select! {
+            _ = server.run() => {}
+            _ = tokio::signal::ctrl_c() => println!("remora: shutting down"),
+        }
+        Ok(0)
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "remora".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! Requests the shim sends and replies the server returns, as plain rkyv structs.
+//!
+//! Handles (contexts, streams, events, modules, functions) are minted by the client and only
+//! checked by the server; device pointers are minted by the server inside the client's address
+//! windows. Bulk bytes never travel inside a message: a request or reply that carries data says
+//! so in its frame's payload length, and the bytes follow the header raw (see [`crate::frame`]).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// An address window the client reserved in its own process for one device; the server places
+/// that device's allocations inside it, so device pointers never collide with host memory.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub device: u32,
+    pub base: u64,
+    pub size: u64,
+}
+
+/// What a client asks of a server. Every variant names the context it acts in where the CUDA
+/// call has one; `stream` is 0 for a context's default stream.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Request {
+    /// First request of a session: the address windows the client reserved, one per device.
+    SetWindows { windows: Vec<Window> },
+    /// Free and total memory of a device, as `cuMemGetInfo` reports.
+    MemGetInfo { device: u32 },
+    CtxCreate { ctx: u64, device: u32, flags: u32 },
+    CtxDestroy { ctx: u64 },
+    CtxSynchronize { ctx: u64 },
+    /// `cuDevicePrimaryCtxReset`: frees everything the context owns.
+    CtxReset { ctx: u64 },
+    MemAlloc { ctx: u64, size: u64 },
+    MemFree { ctx: u64, ptr: u64 },
+    /// Host to device; the bytes follow as the frame's payload.
+    MemcpyHtoD { ctx: u64, stream: u64, dst: u64 },
+    /// Device to host; the reply's payload carries `size` bytes.
+    MemcpyDtoH { ctx: u64, stream: u64, src: u64, size: u64 },
+    MemcpyDtoD { ctx: u64, stream: u64, dst: u64, src: u64, size: u64 },
+    /// `height` rows of `width` elements of `elem` bytes (1, 2, 4), rows `pitch` bytes apart.
+    Memset { ctx: u64, stream: u64, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64 },
+    StreamCreate { ctx: u64, stream: u64, flags: u32, priority: i32 },
+    StreamDestroy { ctx: u64, stream: u64 },
+    StreamSynchronize { ctx: u64, stream: u64 },
+    StreamQuery { ctx: u64, stream: u64 },
+    StreamWaitEvent { ctx: u64, stream: u64, event: u64 },
+    EventCreate { ctx: u64, event: u64, flags: u32 },
+    EventRecord { ctx: u64, event: u64, stream: u64 },
+    EventSynchronize { ctx: u64, event: u64 },
+    EventQuery { ctx: u64, event: u64 },
+    EventElapsed { ctx: u64, start: u64, end: u64 },
+    EventDestroy { ctx: u64, event: u64 },
+    /// Whether the server already holds the module image with this content hash.
+    ModuleHave { hash: [u8; 32] },
+    /// Loads a module image; the image bytes follow as the payload unless the server already
+    /// has `hash` (then the payload is empty).
+    ModuleLoad { ctx: u64, module: u64, hash: [u8; 32] },
+    ModuleUnload { ctx: u64, module: u64 },
+    /// A kernel launch. `params` is the packed parameter buffer laid out per the function's
+    /// [`KernelDesc`].
+    Launch {
+        ctx: u64,
+        stream: u64,
+        module: u64,
+        kernel: u32,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared: u32,
+        params: Vec<u8>,
+    },
+}
+
+impl Request {
+    /// The name used in logs and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::SetWindows { .. } => "SetWindows",
+            Request::MemGetInfo { .. } => "MemGetInfo",
+            Request::CtxCreate { .. } => "CtxCreate",
+            Request::CtxDestroy { .. } => "CtxDestroy",
+            Request::CtxSynchronize { .. } => "CtxSynchronize",
+            Request::CtxReset { .. } => "CtxReset",
+            Request::MemAlloc { .. } => "MemAlloc",
+            Request::MemFree { .. } => "MemFree",
+            Request::MemcpyHtoD { .. } => "MemcpyHtoD",
+            Request::MemcpyDtoH { .. } => "MemcpyDtoH",
+            Request::MemcpyDtoD { .. } => "MemcpyDtoD",
+            Request::Memset { .. } => "Memset",
+            Request::StreamCreate { .. } => "StreamCreate",
+            Request::StreamDestroy { .. } => "StreamDestroy",
+            Request::StreamSynchronize { .. } => "StreamSynchronize",
+            Request::StreamQuery { .. } => "StreamQuery",
+            Request::StreamWaitEvent { .. } => "StreamWaitEvent",
+            Request::EventCreate { .. } => "EventCreate",
+            Request::EventRecord { .. } => "EventRecord",
+            Request::EventSynchronize { .. } => "EventSynchronize",
+            Request::EventQuery { .. } => "EventQuery",
+            Request::EventElapsed { .. } => "EventElapsed",
+            Request::EventDestroy { .. } => "EventDestroy",
+            Request::ModuleHave { .. } => "ModuleHave",
+            Request::ModuleLoad { .. } => "ModuleLoad",
+            Request::ModuleUnload { .. } => "ModuleUnload",
+            Request::Launch { .. } => "Launch",
+        }
+    }
+}
+
+/// One parameter of a kernel: where it sits in the packed parameter buffer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamDesc {
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// A kernel of a loaded module, as the client needs it to launch without a round trip.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KernelDesc {
+    pub name: String,
+    pub params: Vec<ParamDesc>,
+    pub shared_bytes: u32,
+    pub local_bytes: u32,
+    pub num_regs: u32,
+    pub max_threads: u32,
+}
+
+/// A module-scope variable, placed in device memory at load.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GlobalDesc {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// What a reply carries besides its status.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ReplyBody {
+    None,
+    Ptr { ptr: u64 },
+    MemInfo { free: u64, total: u64 },
+    /// The frame's payload holds the bytes asked for.
+    Data,
+    Elapsed { ms: f32 },
+    Have { present: bool },
+    Module { kernels: Vec<KernelDesc>, globals: Vec<GlobalDesc> },
+}
+
+/// The answer to a request that wanted one. `status` may be the deferred error of an earlier
+/// asynchronous request, reported here as CUDA reports asynchronous errors at the next
+/// synchronising call; `output` is kernel `printf` text produced since the last reply.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u32,
+    pub message: String,
+    pub output: String,
+    pub body: ReplyBody,
+}
+
+impl Reply {
+    pub fn ok(body: ReplyBody) -> Self {
+        Self { status: 0, message: String::new(), output: String::new(), body }
+    }
+
+    pub fn error(status: crate::CuStatus, message: impl Into<String>) -> Self {
+        Self { status: status.0, message: message.into(), output: String::new(), body: ReplyBody::None }
+    }
+}
+
+/// Server facts the client caches for the life of the connection.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServerInfo {
+    pub driver_version: i32,
+    pub server_name: String,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// Everything the driver API reports about a device, fetched once at connect.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub uuid: [u8; 16],
+    pub total_mem: u64,
+    /// `CUdevice_attribute` value -> answer; absent attributes answer 0.
+    pub attributes: Vec<(u32, i32)>,
+    /// True for the emulated backend (the shim tells clients to prefer PTX).
+    pub emulated: bool,
+}
+
+impl DeviceInfo {
+    pub fn attribute(&self, attr: u32) -> Option<i32> {
+        self.attributes.iter().find(|a| a.0 == attr).map(|a| a.1)
+    }
+}
+
+/// Serialise any message to rkyv bytes.
+pub fn encode<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>>,
+{
+    // Serialising plain structs into a growable buffer cannot fail.
+    rkyv::to_bytes::<rkyv::rancor::Error>(value).map(|v| v.to_vec()).unwrap_or_default()
+}
+
+/// Validate and decode a message from bytes a peer sent.
+pub fn decode<T>(bytes: &[u8]) -> Result<T, crate::FrameError>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    // rkyv requires aligned input; frames arrive at arbitrary offsets, so copy when needed.
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| crate::FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            any::<(u64, u64)>().prop_map(|(ctx, size)| Request::MemAlloc { ctx, size }),
+            any::<(u64, u64, u64)>().prop_map(|(ctx, stream, dst)| Request::MemcpyHtoD { ctx, stream, dst }),
+            any::<(u64, u64, u32, u8, u64)>().prop_map(|(ctx, dst, value, elem, width)| Request::Memset {
+                ctx,
+                stream: 0,
+                dst,
+                pitch: width,
+                value,
+                elem,
+                width,
+                height: 1
+            }),
+            proptest::collection::vec(any::<(u32, u64, u64)>(), 0..4).prop_map(|w| Request::SetWindows {
+                windows: w.into_iter().map(|(device, base, size)| Window { device, base, size }).collect()
+            }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<[u32; 3]>()).prop_map(
+                |(module, params, grid)| Request::Launch {
+                    ctx: 1,
+                    stream: 0,
+                    module,
+                    kernel: 3,
+                    grid,
+                    block: [32, 1, 1],
+                    shared: 0,
+                    params
+                }
+            ),
+            any::<[u8; 32]>().prop_map(|hash| Request::ModuleLoad { ctx: 1, module: 2, hash }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(req in arb_request()) {
+            let bytes = encode(&req);
+            prop_assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        }
+
+        #[test]
+        fn replies_round_trip(status in any::<u32>(), message in ".{0,40}", ptr in any::<u64>()) {
+            let reply = Reply { status, message, output: String::new(), body: ReplyBody::Ptr { ptr } };
+            let bytes = encode(&reply);
+            prop_assert_eq!(decode::<Reply>(&bytes).unwrap(), reply);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Reply>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The seam between sessions and GPUs.
+//!
+//! A [`Backend`] owns devices; a [`DeviceSession`] is one client's use of them. Sessions have
+//! already checked every handle, pointer and size against what the client owns before a call
+//! reaches a backend, so backends can trust their arguments' ownership (they still report
+//! device-side failures as errors).
+
+use std::sync::Arc;
+
+use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, Window};
+use remora_protocol::CuStatus;
+
+/// A CUDA error with a human explanation, as it travels back to the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct CuError {
+    pub status: CuStatus,
+    pub message: String,
+}
+
+impl CuError {
+    pub fn new(status: CuStatus, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+pub type CuResult<T> = Result<T, CuError>;
+
+/// What a server offers, whatever executes the work.
+pub trait Backend: Send + Sync {
+    /// A short name for logs (`emulated`, `cuda`).
+    fn kind(&self) -> &'static str;
+    fn driver_version(&self) -> i32;
+    fn devices(&self) -> &[DeviceInfo];
+    /// Opens one client's session inside the address windows that client reserved.
+    fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>>;
+}
+
+/// A loaded module as the client needs to see it.
+pub struct ModuleImage {
+    pub kernels: Vec<KernelDesc>,
+    pub globals: Vec<GlobalDesc>,
+}
+
+/// Launch geometry and arguments.
+pub struct Launch<'a> {
+    pub module: u64,
+    pub kernel: u32,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared: u32,
+    pub params: &'a [u8],
+}
+
+/// One client's use of a backend's devices. Dropping it frees everything it holds.
+///
+/// Work is executed in the order calls arrive (a stronger order than CUDA's streams promise),
+/// so stream and event handles need only what a backend must track for them.
+pub trait DeviceSession: Send {
+    fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64>;
+    fn free(&mut self, ptr: u64) -> CuResult<()>;
+    fn mem_info(&self, device: u32) -> CuResult<(u64, u64)>;
+    fn write(&mut self, dst: u64, data: &[u8]) -> CuResult<()>;
+    fn read(&mut self, src: u64, out: &mut [u8]) -> CuResult<()>;
+    fn copy(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()>;
+    /// Waits for all work of the session (a no-op where execution is synchronous).
+    fn synchronize(&mut self) -> CuResult<()>;
+    /// Loads a module image (PTX, fatbin, cubin) on `device` under the client's handle.
+    fn load_module(&mut self, device: u32, module: u64, image: Arc<[u8]>) -> CuResult<ModuleImage>;
+    fn unload_module(&mut self, module: u64) -> CuResult<()>;
+    /// Runs a kernel; returns the `printf` output it produced.
+    fn launch(&mut self, launch: &Launch<'_>) -> CuResult<String>;
+}

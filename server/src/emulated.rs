@@ -1,0 +1,247 @@
+//! The emulated backend: devices that live in the server's CPU and memory.
+
+use std::sync::Arc;
+
+use remora_emulator::{AddressSpace, DeviceMemory, MemError};
+use remora_protocol::messages::{DeviceInfo, Window};
+use remora_protocol::CuStatus;
+
+use crate::backend::{Backend, CuError, CuResult, DeviceSession, Launch, ModuleImage};
+
+/// Compute capability the emulator presents (and picks PTX for).
+pub const COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+/// Reported driver version: at least 13000, so both cudart 12 and 13 accept it.
+pub const DRIVER_VERSION: i32 = 13050;
+
+pub struct EmulatedBackend {
+    devices: Vec<DeviceInfo>,
+    memory: Vec<Arc<DeviceMemory>>,
+}
+
+impl EmulatedBackend {
+    /// `count` devices of `memory` bytes each; `seed` makes UUIDs unique per server.
+    pub fn new(count: u32, memory: u64, seed: [u8; 16]) -> Self {
+        let devices = (0..count).map(|i| emulated_device(i, memory, seed)).collect();
+        let memory = (0..count).map(|_| DeviceMemory::new(memory)).collect();
+        Self { devices, memory }
+    }
+}
+
+impl Backend for EmulatedBackend {
+    fn kind(&self) -> &'static str {
+        "emulated"
+    }
+
+    fn driver_version(&self) -> i32 {
+        DRIVER_VERSION
+    }
+
+    fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>> {
+        let mut spaces = Vec::new();
+        for (i, mem) in self.memory.iter().enumerate() {
+            let w = windows.iter().find(|w| w.device == i as u32).ok_or_else(|| {
+                CuError::new(CuStatus::INVALID_VALUE, format!("no address window for device {i}"))
+            })?;
+            spaces.push(AddressSpace::new(mem.clone(), w.base, w.size));
+        }
+        Ok(Box::new(EmulatedSession { spaces }))
+    }
+}
+
+struct EmulatedSession {
+    spaces: Vec<AddressSpace>,
+}
+
+impl EmulatedSession {
+    fn space(&self, device: u32) -> CuResult<&AddressSpace> {
+        self.spaces
+            .get(device as usize)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_DEVICE, format!("no device {device}")))
+    }
+
+    /// The address space holding `addr` (copies carry no device: the address says it).
+    fn space_of(&self, addr: u64) -> CuResult<&AddressSpace> {
+        self.spaces
+            .iter()
+            .find(|s| s.find(addr).is_some())
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, format!("{addr:#x} is not device memory")))
+    }
+}
+
+pub(crate) fn mem_error(e: MemError) -> CuError {
+    let status = match e {
+        MemError::OutOfMemory { .. } => CuStatus::OUT_OF_MEMORY,
+        MemError::Misaligned { .. } => CuStatus::MISALIGNED_ADDRESS,
+        MemError::InvalidSize(_) | MemError::NotAllocated(_) | MemError::OutOfBounds { .. } => CuStatus::INVALID_VALUE,
+    };
+    CuError::new(status, e.to_string())
+}
+
+impl DeviceSession for EmulatedSession {
+    fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64> {
+        self.space(device)?.alloc(size).map_err(mem_error)
+    }
+
+    fn free(&mut self, ptr: u64) -> CuResult<()> {
+        self.space_of(ptr)?.free(ptr).map(|_| ()).map_err(mem_error)
+    }
+
+    fn mem_info(&self, device: u32) -> CuResult<(u64, u64)> {
+        let d = self.space(device)?.device();
+        Ok((d.free(), d.total()))
+    }
+
+    fn write(&mut self, dst: u64, data: &[u8]) -> CuResult<()> {
+        self.space_of(dst)?.write(dst, data).map_err(mem_error)
+    }
+
+    fn read(&mut self, src: u64, out: &mut [u8]) -> CuResult<()> {
+        self.space_of(src)?.read(src, out).map_err(mem_error)
+    }
+
+    fn copy(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()> {
+        let (ds, ss) = (self.space_of(dst)?, self.space_of(src)?);
+        if std::ptr::eq(ds, ss) {
+            return ds.copy(dst, src, size).map_err(mem_error);
+        }
+        // Between devices (peer copy): stage through the host in chunks.
+        let mut buf = vec![0u8; size.min(1 << 20) as usize];
+        let mut off = 0;
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            ss.read(src + off, &mut buf[..n]).map_err(mem_error)?;
+            ds.write(dst + off, &buf[..n]).map_err(mem_error)?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()> {
+        self.space_of(dst)?.memset2d(dst, pitch, value, elem as u32, width, height).map_err(mem_error)
+    }
+
+    fn synchronize(&mut self) -> CuResult<()> {
+        Ok(())
+    }
+
+    fn load_module(&mut self, _device: u32, _module: u64, _image: Arc<[u8]>) -> CuResult<ModuleImage> {
+        Err(CuError::new(CuStatus::NOT_SUPPORTED, "the emulated GPU cannot load modules yet"))
+    }
+
+    fn unload_module(&mut self, _module: u64) -> CuResult<()> {
+        Err(CuError::new(CuStatus::INVALID_HANDLE, "no such module"))
+    }
+
+    fn launch(&mut self, _launch: &Launch<'_>) -> CuResult<String> {
+        Err(CuError::new(CuStatus::NOT_SUPPORTED, "the emulated GPU cannot launch kernels yet"))
+    }
+}
+
+/// A device as an A100-class GPU of compute capability 8.0 would report itself.
+fn emulated_device(index: u32, memory: u64, seed: [u8; 16]) -> DeviceInfo {
+    let mut uuid = seed;
+    uuid[15] ^= index as u8;
+    uuid[14] ^= (index >> 8) as u8;
+    let mut attributes = ATTRIBUTES_SM80.to_vec();
+    attributes.extend([(33, 0x10 + index as i32), (34, 0), (50, 0)]);
+    DeviceInfo {
+        name: format!("Remora Emulated GPU (sm_{}{})", COMPUTE_CAPABILITY.0, COMPUTE_CAPABILITY.1),
+        uuid,
+        total_mem: memory,
+        attributes,
+        emulated: true,
+    }
+}
+
+/// `CUdevice_attribute` -> value. Attributes not listed answer 0 (the feature is absent).
+const ATTRIBUTES_SM80: &[(u32, i32)] = &[
+    (1, 1024),        // MAX_THREADS_PER_BLOCK
+    (2, 1024),        // MAX_BLOCK_DIM_X
+    (3, 1024),        // MAX_BLOCK_DIM_Y
+    (4, 64),          // MAX_BLOCK_DIM_Z
+    (5, 2147483647),  // MAX_GRID_DIM_X
+    (6, 65535),       // MAX_GRID_DIM_Y
+    (7, 65535),       // MAX_GRID_DIM_Z
+    (8, 49152),       // MAX_SHARED_MEMORY_PER_BLOCK
+    (9, 65536),       // TOTAL_CONSTANT_MEMORY
+    (10, 32),         // WARP_SIZE
+    (11, 2147483647), // MAX_PITCH
+    (12, 65536),      // MAX_REGISTERS_PER_BLOCK
+    (13, 1410000),    // CLOCK_RATE (kHz)
+    (14, 512),        // TEXTURE_ALIGNMENT
+    (15, 1),          // GPU_OVERLAP
+    (16, 16),         // MULTIPROCESSOR_COUNT
+    (21, 131072),     // MAXIMUM_TEXTURE1D_WIDTH
+    (22, 131072),
+    (23, 65536),
+    (24, 16384),
+    (25, 16384),
+    (26, 16384),
+    (27, 32768),
+    (28, 32768),
+    (29, 2048),
+    (30, 512),        // SURFACE_ALIGNMENT
+    (31, 1),          // CONCURRENT_KERNELS
+    (36, 1215000),    // MEMORY_CLOCK_RATE
+    (37, 5120),       // GLOBAL_MEMORY_BUS_WIDTH
+    (38, 41943040),   // L2_CACHE_SIZE
+    (39, 2048),       // MAX_THREADS_PER_MULTIPROCESSOR
+    (40, 2),          // ASYNC_ENGINE_COUNT
+    (41, 1),          // UNIFIED_ADDRESSING
+    (42, 32768),
+    (43, 2048),
+    (44, 1),
+    (45, 32768),
+    (46, 32768),
+    (47, 8192),
+    (48, 8192),
+    (49, 32768),
+    (51, 32),         // TEXTURE_PITCH_ALIGNMENT
+    (52, 32768),
+    (53, 32768),
+    (54, 2046),
+    (55, 32768),
+    (56, 131072),
+    (57, 65536),
+    (58, 16384),
+    (59, 16384),
+    (60, 16384),
+    (61, 32768),
+    (62, 2048),
+    (63, 32768),
+    (64, 32768),
+    (65, 2048),
+    (66, 32768),
+    (67, 32768),
+    (68, 2046),
+    (69, 268435456),
+    (70, 131072),
+    (71, 65000),
+    (72, 2097120),
+    (73, 32768),
+    (74, 32768),
+    (75, COMPUTE_CAPABILITY.0), // COMPUTE_CAPABILITY_MAJOR
+    (76, COMPUTE_CAPABILITY.1), // COMPUTE_CAPABILITY_MINOR
+    (77, 32768),
+    (78, 1),          // STREAM_PRIORITIES_SUPPORTED
+    (79, 1),          // GLOBAL_L1_CACHE_SUPPORTED
+    (80, 1),          // LOCAL_L1_CACHE_SUPPORTED
+    (81, 167936),     // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+    (82, 65536),      // MAX_REGISTERS_PER_MULTIPROCESSOR
+    (87, 2),          // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
+    (90, 1),          // COMPUTE_PREEMPTION_SUPPORTED
+    (95, 1),          // COOPERATIVE_LAUNCH
+    (97, 166912),     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+    (99, 1),          // HOST_REGISTER_SUPPORTED
+    (106, 32),        // MAX_BLOCKS_PER_MULTIPROCESSOR
+    (108, 31457280),  // MAX_PERSISTING_L2_CACHE_SIZE
+    (109, 134213632), // MAX_ACCESS_POLICY_WINDOW_SIZE
+    (111, 1024),      // RESERVED_SHARED_MEMORY_PER_BLOCK
+    (126, 1),         // MEM_SYNC_DOMAIN_COUNT
+    (131, -1),        // NUMA_ID
+    (134, -1),        // HOST_NUMA_ID
+];

@@ -1,0 +1,363 @@
+//! Device and page-locked host memory, copies and memsets.
+//!
+//! Copies and memsets are checked against the local mirror of the client's allocations and
+//! then queued: they return without waiting for the network (host-to-device bytes are
+//! captured first). Only calls whose result the application needs now wait: allocation,
+//! device-to-host copies, memory info.
+
+use std::alloc::Layout;
+use std::ffi::{c_uint, c_void};
+
+use remora_protocol::messages::{ReplyBody, Request};
+use remora_protocol::CuStatus;
+
+use crate::client;
+use crate::ffi::{bytes, bytes_mut, invalid, out, put, ShimError, ShimResult};
+use crate::state::{self, Alloc, HostRange};
+
+/// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
+const PITCH_ALIGN: usize = 512;
+/// Page-locked host allocations are page aligned.
+const HOST_ALIGN: usize = 4096;
+
+pub fn alloc(size: usize) -> ShimResult<u64> {
+    if size == 0 {
+        return Err(invalid("allocation of 0 bytes"));
+    }
+    let ctx = state::current_ctx()?;
+    let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
+    let reply = client::client()?.call(&Request::MemAlloc { ctx, size: size as u64 })?;
+    let ReplyBody::Ptr { ptr } = reply.body else {
+        return Err(ShimError::new(CuStatus::UNKNOWN, "server answered an allocation without a pointer"));
+    };
+    state::with(|s| s.allocs.insert(ptr, Alloc { size: size as u64, ctx, device }));
+    Ok(ptr)
+}
+
+pub unsafe fn mem_alloc(dptr: *mut u64, size: usize) -> ShimResult<()> {
+    // SAFETY: out-pointer from C, checked before the round trip.
+    let out = unsafe { out(dptr) }?;
+    *out = alloc(size)?;
+    Ok(())
+}
+
+pub unsafe fn alloc_pitch(dptr: *mut u64, pitch: *mut usize, width: usize, height: usize, elem: c_uint) -> ShimResult<()> {
+    if !matches!(elem, 4 | 8 | 16) {
+        return Err(invalid(format!("element size {elem} must be 4, 8 or 16")));
+    }
+    let p = width.checked_next_multiple_of(PITCH_ALIGN).ok_or_else(|| invalid("width overflows"))?;
+    let size = p.checked_mul(height).ok_or_else(|| invalid("pitch * height overflows"))?;
+    // SAFETY: out-pointers from C.
+    let (d, pp) = unsafe { (out(dptr)?, out(pitch)?) };
+    *d = alloc(size)?;
+    *pp = p;
+    Ok(())
+}
+
+pub fn free(ptr: u64) -> ShimResult<()> {
+    let ctx = state::with(|s| match s.allocs.get(&ptr) {
+        Some(a) => {
+            let ctx = a.ctx;
+            s.allocs.remove(&ptr);
+            Ok(ctx)
+        }
+        None => Err(invalid(format!("{ptr:#x} is not the start of a device allocation"))),
+    })?;
+    client::client()?.post(&Request::MemFree { ctx, ptr }, &[])
+}
+
+pub unsafe fn get_info(free: *mut usize, total: *mut usize) -> ShimResult<()> {
+    let ctx = state::current_ctx()?;
+    let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
+    let reply = client::client()?.call(&Request::MemGetInfo { device: device as u32 })?;
+    let ReplyBody::MemInfo { free: f, total: t } = reply.body else {
+        return Err(ShimError::new(CuStatus::UNKNOWN, "server answered memory info without numbers"));
+    };
+    // SAFETY: out-pointers from C; either may be NULL.
+    unsafe {
+        if !free.is_null() {
+            *free = f as usize;
+        }
+        if !total.is_null() {
+            *total = t as usize;
+        }
+    }
+    Ok(())
+}
+
+pub unsafe fn get_address_range(base: *mut u64, size: *mut usize, ptr: u64) -> ShimResult<()> {
+    let (b, sz) = state::with(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
+    // SAFETY: out-pointers from C; either may be NULL.
+    unsafe {
+        if !base.is_null() {
+            *base = b;
+        }
+        if !size.is_null() {
+            *size = sz as usize;
+        }
+    }
+    Ok(())
+}
+
+/// Context and stream of a copy, after checking every device range it touches.
+fn prepare(stream: u64, ranges: &[(u64, u64)]) -> ShimResult<(u64, u64)> {
+    state::with(|s| {
+        let cs = s.stream(stream)?;
+        for &(p, n) in ranges {
+            s.alloc_range(p, n)?;
+        }
+        Ok(cs)
+    })
+}
+
+pub fn htod(dst: u64, src: &[u8], stream: u64) -> ShimResult<()> {
+    if src.is_empty() {
+        return prepare(stream, &[]).map(|_| ());
+    }
+    let (ctx, stream) = prepare(stream, &[(dst, src.len() as u64)])?;
+    client::client()?.post(&Request::MemcpyHtoD { ctx, stream, dst }, src)
+}
+
+pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
+    if dst.is_empty() {
+        return prepare(stream, &[]).map(|_| ());
+    }
+    let (ctx, stream) = prepare(stream, &[(src, dst.len() as u64)])?;
+    let size = dst.len() as u64;
+    client::client()?.call_read(&Request::MemcpyDtoH { ctx, stream, src, size }, dst).map(|_| ())
+}
+
+pub fn dtod(dst: u64, src: u64, size: u64, stream: u64) -> ShimResult<()> {
+    if size == 0 {
+        return prepare(stream, &[]).map(|_| ());
+    }
+    let (ctx, stream) = prepare(stream, &[(src, size), (dst, size)])?;
+    client::client()?.post(&Request::MemcpyDtoD { ctx, stream, dst, src, size }, &[])
+}
+
+pub unsafe fn copy_htod(dst: u64, src: *const c_void, n: usize, stream: u64) -> ShimResult<()> {
+    // SAFETY: C buffer of n bytes.
+    htod(dst, unsafe { bytes(src, n) }?, stream)
+}
+
+pub unsafe fn copy_dtoh(dst: *mut c_void, src: u64, n: usize, stream: u64) -> ShimResult<()> {
+    // SAFETY: C buffer of n bytes.
+    dtoh(unsafe { bytes_mut(dst, n) }?, src, stream)
+}
+
+/// Whether an address is device memory of this client (unified addressing: the value says).
+fn is_device(p: u64) -> bool {
+    client::existing().is_some_and(|c| c.windows.iter().any(|w| p >= w.base && p - w.base < w.size))
+}
+
+/// `cuMemcpy`/`cuMemcpyAsync`: direction decided from the addresses.
+pub unsafe fn copy_unified(dst: u64, src: u64, n: usize, stream: u64) -> ShimResult<()> {
+    match (is_device(dst), is_device(src)) {
+        (true, true) => dtod(dst, src, n as u64, stream),
+        // SAFETY: a host address from C, valid for n bytes by the caller's contract.
+        (true, false) => unsafe { copy_htod(dst, src as *const c_void, n, stream) },
+        // SAFETY: as above.
+        (false, true) => unsafe { copy_dtoh(dst as *mut c_void, src, n, stream) },
+        (false, false) => {
+            // SAFETY: both host buffers of n bytes by the caller's contract; may overlap.
+            unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, n) };
+            Ok(())
+        }
+    }
+}
+
+/// Sets `height` rows of `width` elements of `elem` bytes, `pitch` bytes apart.
+pub fn memset(dst: u64, pitch: usize, value: u32, elem: u8, width: usize, height: usize, stream: u64) -> ShimResult<()> {
+    let row = width.checked_mul(elem as usize).ok_or_else(|| invalid("memset width overflows"))?;
+    if width == 0 || height == 0 {
+        return prepare(stream, &[]).map(|_| ());
+    }
+    if dst % elem as u64 != 0 {
+        return Err(invalid(format!("{dst:#x} is not aligned to {elem} bytes")));
+    }
+    if height > 1 && pitch < row {
+        return Err(invalid("pitch smaller than the row"));
+    }
+    let span = (height - 1).checked_mul(pitch).and_then(|v| v.checked_add(row)).ok_or_else(|| invalid("memset extent overflows"))?;
+    let (ctx, stream) = prepare(stream, &[(dst, span as u64)])?;
+    let req = Request::Memset {
+        ctx,
+        stream,
+        dst,
+        pitch: pitch as u64,
+        value,
+        elem,
+        width: width as u64,
+        height: height as u64,
+    };
+    client::client()?.post(&req, &[])
+}
+
+fn host_layout(size: usize) -> ShimResult<Layout> {
+    Layout::from_size_align(size.max(1), HOST_ALIGN).map_err(|_| invalid("host allocation too large"))
+}
+
+pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let out = unsafe { out(pp) }?;
+    if size == 0 {
+        return Err(invalid("host allocation of 0 bytes"));
+    }
+    let layout = host_layout(size)?;
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return Err(ShimError::new(CuStatus::OUT_OF_MEMORY, format!("cannot allocate {size} bytes of host memory")));
+    }
+    state::with(|s| s.host.insert(p as usize, HostRange { size, flags, owned: true }));
+    *out = p.cast();
+    Ok(())
+}
+
+pub fn free_host(p: *mut c_void) -> ShimResult<()> {
+    let size = state::with(|s| match s.host.get(&(p as usize)) {
+        Some(r) if r.owned => {
+            let size = r.size;
+            s.host.remove(&(p as usize));
+            Ok(size)
+        }
+        _ => Err(invalid(format!("{p:p} was not allocated by cuMemHostAlloc"))),
+    })?;
+    // SAFETY: allocated by host_alloc with this layout, and removed from the table so it cannot
+    // be freed twice.
+    unsafe { std::alloc::dealloc(p.cast(), host_layout(size)?) };
+    Ok(())
+}
+
+pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<()> {
+    if p.is_null() || size == 0 {
+        return Err(invalid("null or empty range to register"));
+    }
+    let base = p as usize;
+    state::with(|s| {
+        let end = base.checked_add(size).ok_or_else(|| invalid("range overflows"))?;
+        let overlaps = s.host.range(..end).next_back().is_some_and(|(&b, r)| b + r.size > base);
+        if overlaps {
+            return Err(ShimError::new(CuStatus::HOST_MEMORY_ALREADY_REGISTERED, format!("{p:p} is already registered")));
+        }
+        s.host.insert(base, HostRange { size, flags, owned: false });
+        Ok(())
+    })
+}
+
+pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
+    state::with(|s| match s.host.get(&(p as usize)) {
+        Some(r) if !r.owned => {
+            s.host.remove(&(p as usize));
+            Ok(())
+        }
+        _ => Err(ShimError::new(CuStatus::HOST_MEMORY_NOT_REGISTERED, format!("{p:p} is not registered"))),
+    })
+}
+
+pub unsafe fn host_get_flags(flags: *mut c_uint, p: *mut c_void) -> ShimResult<()> {
+    let f = state::with(|s| s.host_range(p as usize).map(|(_, r)| r.flags))
+        .ok_or_else(|| invalid(format!("{p:p} is not page-locked host memory")))?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(flags, f) }
+}
+
+/// Mapped (zero-copy) host memory cannot be reached by a GPU in another machine.
+pub fn host_get_device_pointer() -> ShimResult<()> {
+    Err(ShimError::new(
+        CuStatus::NOT_SUPPORTED,
+        "mapped host memory is not available on a remote GPU (CAN_MAP_HOST_MEMORY is 0)",
+    ))
+}
+
+/// What a pointer is, for `cuPointerGetAttribute(s)`.
+enum Kind {
+    Device { base: u64, size: u64, ctx: u64, device: i32 },
+    Host { base: usize, size: usize },
+    Unknown,
+}
+
+fn classify(p: u64) -> Kind {
+    state::with(|s| {
+        if let Ok((base, a)) = s.alloc_range(p, 0) {
+            return Kind::Device { base, size: a.size, ctx: a.ctx, device: a.device };
+        }
+        match s.host_range(p as usize) {
+            Some((base, r)) => Kind::Host { base, size: r.size },
+            None => Kind::Unknown,
+        }
+    })
+}
+
+/// Writes one attribute; `Ok(false)` when the pointer has no such attribute.
+unsafe fn write_attribute(data: *mut c_void, attr: c_uint, kind: &Kind, p: u64) -> ShimResult<bool> {
+    // SAFETY (all writes below): `data` is a C out-pointer sized for the attribute's type as
+    // the driver API documents it.
+    unsafe {
+        match (attr, kind) {
+            (1, Kind::Device { ctx, .. }) => put(data.cast::<u64>(), *ctx)?,
+            (2, Kind::Device { .. }) => put(data.cast::<u32>(), 2)?, // CU_MEMORYTYPE_DEVICE
+            (2, Kind::Host { .. }) => put(data.cast::<u32>(), 1)?,   // CU_MEMORYTYPE_HOST
+            (3, Kind::Device { .. }) => put(data.cast::<u64>(), p)?,
+            (4, Kind::Host { .. }) => put(data.cast::<u64>(), p)?,
+            (6 | 8 | 10 | 15, Kind::Device { .. } | Kind::Host { .. }) => put(data.cast::<u8>(), 0)?,
+            (13, Kind::Device { .. }) => put(data.cast::<u8>(), 1)?,
+            (7, Kind::Device { base, .. }) => put(data.cast::<u64>(), *base)?,
+            (9, Kind::Device { device, .. }) => put(data.cast::<i32>(), *device)?,
+            (11, Kind::Device { base, .. }) => put(data.cast::<u64>(), *base)?,
+            (11, Kind::Host { base, .. }) => put(data.cast::<u64>(), *base as u64)?,
+            (12, Kind::Device { size, .. }) => put(data.cast::<usize>(), *size as usize)?,
+            (12, Kind::Host { size, .. }) => put(data.cast::<usize>(), *size)?,
+            (14, Kind::Device { .. }) => put(data.cast::<u64>(), 0)?,
+            (16, Kind::Device { .. }) => put(data.cast::<u32>(), 3)?, // PROT_READWRITE
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+pub unsafe fn pointer_get_attribute(data: *mut c_void, attr: c_uint, p: u64) -> ShimResult<()> {
+    if data.is_null() {
+        return Err(invalid("null data pointer"));
+    }
+    let kind = classify(p);
+    if matches!(kind, Kind::Unknown) {
+        return Err(invalid(format!("{p:#x} is neither device memory nor page-locked host memory")));
+    }
+    // SAFETY: forwarded out-pointer.
+    if unsafe { write_attribute(data, attr, &kind, p) }? {
+        Ok(())
+    } else {
+        Err(invalid(format!("pointer attribute {attr} does not apply to {p:#x}")))
+    }
+}
+
+pub unsafe fn pointer_get_attributes(n: c_uint, attrs: *mut c_uint, data: *mut *mut c_void, p: u64) -> ShimResult<()> {
+    if n > 0 && (attrs.is_null() || data.is_null()) {
+        return Err(invalid("null attribute arrays"));
+    }
+    let kind = classify(p);
+    for i in 0..n as usize {
+        // SAFETY: both arrays have n entries by the caller's contract.
+        let (a, d) = unsafe { (*attrs.add(i), *data.add(i)) };
+        if d.is_null() {
+            continue;
+        }
+        // SAFETY: forwarded out-pointer. Unknown memory reports zeros (memory type 0), as the
+        // driver does for pageable host memory.
+        if !unsafe { write_attribute(d, a, &kind, p) }? {
+            let zero_len = match a {
+                2 | 9 | 16 => 4,
+                6 | 8 | 10 | 13 | 15 => 1,
+                _ => 8,
+            };
+            // SAFETY: `d` points to storage of the attribute's size.
+            unsafe { std::ptr::write_bytes(d.cast::<u8>(), 0, zero_len) };
+            if a == 9 {
+                // SAFETY: as above, an int.
+                unsafe { *d.cast::<i32>() = -2 };
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Streams and events.
+//!
+//! Creating, recording, waiting and destroying are queued (handles are minted here); only
+//! synchronise, query and elapsed time wait for the server.
+
+use std::ffi::{c_int, c_uint, c_void};
+
+use remora_protocol::messages::{ReplyBody, Request};
+use remora_protocol::CuStatus;
+
+use crate::client;
+use crate::ffi::{invalid, out, put, ShimError, ShimResult};
+use crate::state::{self, Event, Stream};
+
+fn h(p: *mut c_void) -> u64 {
+    p as u64
+}
+
+pub unsafe fn create(ph: *mut *mut c_void, flags: c_uint, priority: c_int) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let ph = unsafe { out(ph) }?;
+    if flags & !1 != 0 {
+        return Err(invalid(format!("stream flags {flags:#x}")));
+    }
+    let ctx = state::current_ctx()?;
+    let s = state::mint();
+    // Priorities clamp to the device's range [-5, 0], as the driver does.
+    let priority = priority.clamp(-5, 0);
+    client::client()?.post(&Request::StreamCreate { ctx, stream: s, flags, priority }, &[])?;
+    state::with(|st| st.streams.insert(s, Stream { ctx, flags, priority }));
+    *ph = s as *mut c_void;
+    Ok(())
+}
+
+pub fn destroy(stream: *mut c_void) -> ShimResult<()> {
+    let s = h(stream);
+    let ctx = state::with(|st| st.streams.remove(&s).map(|x| x.ctx))
+        .ok_or_else(|| ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown stream {s:#x}")))?;
+    client::client()?.post(&Request::StreamDestroy { ctx, stream: s }, &[])
+}
+
+pub fn synchronize(stream: *mut c_void) -> ShimResult<()> {
+    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+    client::client()?.call(&Request::StreamSynchronize { ctx, stream }).map(|_| ())
+}
+
+pub fn query(stream: *mut c_void) -> ShimResult<()> {
+    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+    client::client()?.call(&Request::StreamQuery { ctx, stream }).map(|_| ())
+}
+
+pub fn wait_event(stream: *mut c_void, event: *mut c_void, _flags: c_uint) -> ShimResult<()> {
+    let (ctx, stream) = state::with(|st| {
+        if !st.events.contains_key(&h(event)) {
+            return Err(ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown event {:#x}", h(event))));
+        }
+        st.stream(h(stream))
+    })?;
+    client::client()?.post(&Request::StreamWaitEvent { ctx, stream, event: h(event) }, &[])
+}
+
+pub unsafe fn get_flags(stream: *mut c_void, flags: *mut c_uint) -> ShimResult<()> {
+    let f = state::with(|st| {
+        st.stream(h(stream))?;
+        Ok::<_, ShimError>(st.streams.get(&h(stream)).map_or(0, |s| s.flags))
+    })?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(flags, f) }
+}
+
+pub unsafe fn get_priority(stream: *mut c_void, priority: *mut c_int) -> ShimResult<()> {
+    let p = state::with(|st| {
+        st.stream(h(stream))?;
+        Ok::<_, ShimError>(st.streams.get(&h(stream)).map_or(0, |s| s.priority))
+    })?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(priority, p) }
+}
+
+pub unsafe fn get_ctx(stream: *mut c_void, pctx: *mut *mut c_void) -> ShimResult<()> {
+    let (ctx, _) = state::with(|st| st.stream(h(stream)))?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(pctx, ctx as *mut c_void) }
+}
+
+pub unsafe fn get_id(stream: *mut c_void, id: *mut u64) -> ShimResult<()> {
+    let (_, s) = state::with(|st| st.stream(h(stream)))?;
+    // SAFETY: out-pointer from C. Default streams report their well-known handle values.
+    unsafe { put(id, if s == 0 { h(stream) } else { s }) }
+}
+
+pub unsafe fn event_create(ph: *mut *mut c_void, flags: c_uint) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let ph = unsafe { out(ph) }?;
+    if flags & !0xf != 0 {
+        return Err(invalid(format!("event flags {flags:#x}")));
+    }
+    let ctx = state::current_ctx()?;
+    let e = state::mint();
+    client::client()?.post(&Request::EventCreate { ctx, event: e, flags }, &[])?;
+    state::with(|st| st.events.insert(e, Event { ctx, flags }));
+    *ph = e as *mut c_void;
+    Ok(())
+}
+
+fn event_ctx(event: *mut c_void) -> ShimResult<u64> {
+    state::with(|st| st.events.get(&h(event)).map(|e| e.ctx))
+        .ok_or_else(|| ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown event {:#x}", h(event))))
+}
+
+pub fn event_record(event: *mut c_void, stream: *mut c_void) -> ShimResult<()> {
+    event_ctx(event)?;
+    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+    client::client()?.post(&Request::EventRecord { ctx, event: h(event), stream }, &[])
+}
+
+pub fn event_synchronize(event: *mut c_void) -> ShimResult<()> {
+    let ctx = event_ctx(event)?;
+    client::client()?.call(&Request::EventSynchronize { ctx, event: h(event) }).map(|_| ())
+}
+
+pub fn event_query(event: *mut c_void) -> ShimResult<()> {
+    let ctx = event_ctx(event)?;
+    client::client()?.call(&Request::EventQuery { ctx, event: h(event) }).map(|_| ())
+}
+
+pub unsafe fn event_elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let ms = unsafe { out(ms) }?;
+    let ctx = event_ctx(start)?;
+    event_ctx(end)?;
+    let reply = client::client()?.call(&Request::EventElapsed { ctx, start: h(start), end: h(end) })?;
+    match reply.body {
+        ReplyBody::Elapsed { ms: v } => {
+            *ms = v;
+            Ok(())
+        }
+        _ => Err(ShimError::new(CuStatus::UNKNOWN, "server answered elapsed time without a value")),
+    }
+}
+
+pub fn event_destroy(event: *mut c_void) -> ShimResult<()> {
+    let ctx = event_ctx(event)?;
+    state::with(|st| st.events.remove(&h(event)));
+    client::client()?.post(&Request::EventDestroy { ctx, event: h(event) }, &[])
+}

@@ -1,0 +1,257 @@
+//! The connection to the Remora server, opened lazily on the first call that needs it.
+//!
+//! One QUIC connection per process, one long-lived bidirectional stream for calls. A background
+//! thread runs the tokio runtime that drives quinn; application threads write and read the
+//! stream themselves (blocking on its futures), so a call costs no extra thread hop on the way
+//! out. Asynchronous calls are appended to a batch and written when a synchronising call needs
+//! the wire, or when the batch grows large: fire-and-forget costs a memcpy, not a packet.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use futures_lite::future::block_on;
+use quinn::{RecvStream, SendStream};
+use remora_protocol::frame::{self, FramePrefix, FLAG_REPLY, PREFIX_LEN};
+use remora_protocol::messages::{decode, encode, Reply, Request, ServerInfo, Window};
+use remora_protocol::{ConnectionFile, CuStatus};
+
+use crate::ffi::{ShimError, ShimResult};
+
+/// The environment variable naming the connection file (`remora run` sets it).
+pub const CONNECTION_ENV: &str = "REMORA_CONNECTION";
+/// Address space reserved per device for its allocations (never backed by host memory).
+pub const WINDOW_SIZE: u64 = 1 << 40;
+/// Payloads up to this size are copied into the batch; larger ones go straight to the stream.
+const INLINE_PAYLOAD: usize = 64 << 10;
+/// A batch this large is written even before a synchronising call.
+const BATCH_FLUSH: usize = 256 << 10;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Client {
+    pub info: ServerInfo,
+    pub windows: Vec<Window>,
+    pub address: SocketAddr,
+    io: Mutex<Io>,
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    rt: tokio::runtime::Handle,
+}
+
+struct Io {
+    send: SendStream,
+    recv: RecvStream,
+    batch: Vec<u8>,
+    /// Set once the connection failed; every later call reports it.
+    broken: Option<String>,
+}
+
+static CLIENT: OnceLock<Result<Arc<Client>, String>> = OnceLock::new();
+
+/// The process's connection, opened on first use.
+pub fn client() -> ShimResult<&'static Client> {
+    match CLIENT.get_or_init(|| {
+        connect().map(Arc::new).inspect_err(|e| eprintln!("remora: {e}"))
+    }) {
+        Ok(c) => Ok(c),
+        Err(e) => Err(ShimError::Unreachable(e.clone())),
+    }
+}
+
+/// The connection if it is already open (for calls that must not open one).
+pub fn existing() -> Option<&'static Client> {
+    CLIENT.get().and_then(|r| r.as_ref().ok()).map(|c| &**c)
+}
+
+fn connect() -> Result<Client, String> {
+    let path = std::env::var_os(CONNECTION_ENV).ok_or_else(|| {
+        format!("{CONNECTION_ENV} is not set: run the application under `remora run` or point it at a server's connection file")
+    })?;
+    let file = ConnectionFile::read(std::path::Path::new(&path)).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("remora-io".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))
+        .map_err(|e| format!("cannot start the I/O thread: {e}"))?;
+    let _enter = handle.enter();
+    let addr = file.address;
+    let c = block_on(remora_protocol::endpoint::connect(&file, CONNECT_TIMEOUT))?;
+    let (endpoint, conn, send, recv, info) = (c.endpoint, c.conn, c.send, c.recv, c.info);
+    let windows = reserve_windows(info.devices.len())?;
+    let client = Client {
+        info,
+        windows: windows.clone(),
+        address: addr,
+        io: Mutex::new(Io { send, recv, batch: Vec::with_capacity(BATCH_FLUSH * 2), broken: None }),
+        conn,
+        endpoint,
+        rt: handle.clone(),
+    };
+    client.call(&Request::SetWindows { windows }).map_err(|e| format!("Remora server at {addr}: {e}"))?;
+    // SAFETY: `close_at_exit` is a plain extern "C" fn with no arguments, as atexit expects.
+    unsafe { libc::atexit(close_at_exit) };
+    tracing::debug!(%addr, devices = client.info.devices.len(), "connected");
+    Ok(client)
+}
+
+/// Reserves one inaccessible window per device, so device addresses can never be host ones.
+fn reserve_windows(devices: usize) -> Result<Vec<Window>, String> {
+    (0..devices)
+        .map(|device| {
+            // SAFETY: an anonymous PROT_NONE mapping at an address of the kernel's choosing
+            // touches no existing memory; it is never unmapped, so the window stays reserved.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    WINDOW_SIZE as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(format!("cannot reserve a device address window: {}", std::io::Error::last_os_error()));
+            }
+            Ok(Window { device: device as u32, base: p as u64, size: WINDOW_SIZE })
+        })
+        .collect()
+}
+
+extern "C" fn close_at_exit() {
+    if let Some(c) = existing() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.close()));
+    }
+}
+
+impl Client {
+    fn io(&self) -> ShimResult<MutexGuard<'_, Io>> {
+        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        match &io.broken {
+            Some(why) => Err(ShimError::Unreachable(why.clone())),
+            None => Ok(io),
+        }
+    }
+
+    fn lost(&self, io: &mut Io, e: impl std::fmt::Display) -> ShimError {
+        let why = format!("lost the connection to the Remora server at {}: {e}", self.address);
+        if io.broken.is_none() {
+            eprintln!("remora: {why}");
+            io.broken = Some(why.clone());
+        }
+        ShimError::Unreachable(why)
+    }
+
+    fn flush(&self, io: &mut Io) -> ShimResult<()> {
+        if io.batch.is_empty() {
+            return Ok(());
+        }
+        let r = block_on(io.send.write_all(&io.batch));
+        io.batch.clear();
+        r.map_err(|e| self.lost(io, e))
+    }
+
+    /// Queues a call that wants no reply; its bytes are captured before this returns.
+    pub fn post(&self, req: &Request, payload: &[u8]) -> ShimResult<()> {
+        let mut io = self.io()?;
+        let header = encode(req);
+        frame::encode_prefixed(&mut io.batch, &header, 0, payload.len() as u64);
+        if payload.len() <= INLINE_PAYLOAD {
+            io.batch.extend_from_slice(payload);
+        } else {
+            self.flush(&mut io)?;
+                let r = block_on(io.send.write_all(payload));
+            r.map_err(|e| self.lost(&mut io, e))?;
+        }
+        if io.batch.len() >= BATCH_FLUSH {
+            self.flush(&mut io)?;
+        }
+        Ok(())
+    }
+
+    /// One round trip: everything queued before it, then this call, then its reply.
+    pub fn call(&self, req: &Request) -> ShimResult<Reply> {
+        self.call_with(req, &[], &mut [])
+    }
+
+    /// A round trip whose reply carries `out.len()` bytes of data, read straight into `out`.
+    pub fn call_read(&self, req: &Request, out: &mut [u8]) -> ShimResult<Reply> {
+        self.call_with(req, &[], out)
+    }
+
+    /// A round trip that sends `payload` with the request.
+    pub fn call_write(&self, req: &Request, payload: &[u8]) -> ShimResult<Reply> {
+        self.call_with(req, payload, &mut [])
+    }
+
+    fn call_with(&self, req: &Request, payload: &[u8], out: &mut [u8]) -> ShimResult<Reply> {
+        let mut io = self.io()?;
+        let header = encode(req);
+        frame::encode_prefixed(&mut io.batch, &header, FLAG_REPLY, payload.len() as u64);
+        if payload.len() <= INLINE_PAYLOAD {
+            io.batch.extend_from_slice(payload);
+            self.flush(&mut io)?;
+        } else {
+            self.flush(&mut io)?;
+                let r = block_on(io.send.write_all(payload));
+            r.map_err(|e| self.lost(&mut io, e))?;
+        }
+        let io = &mut *io;
+        let r = block_on(async {
+            let mut p = [0u8; PREFIX_LEN];
+            io.recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
+            let prefix = FramePrefix::parse(&p).map_err(|e| e.to_string())?;
+            let mut header = vec![0u8; prefix.header_len as usize];
+            io.recv.read_exact(&mut header).await.map_err(|e| e.to_string())?;
+            let reply = decode::<Reply>(&header).map_err(|e| e.to_string())?;
+            if prefix.payload_len != out.len() as u64 && prefix.payload_len != 0 {
+                return Err(format!("reply carries {} bytes, {} expected", prefix.payload_len, out.len()));
+            }
+            if prefix.payload_len > 0 {
+                io.recv.read_exact(out).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(reply)
+        });
+        let reply = r.map_err(|e| self.lost(io, e))?;
+        deliver_output(&reply.output);
+        if reply.status != 0 {
+            return Err(ShimError::new(CuStatus(reply.status), reply.message.clone()));
+        }
+        Ok(reply)
+    }
+
+    /// Closes the connection at process exit, so the server frees this client's resources at
+    /// once instead of after the idle timeout. Work still queued is dropped with the process,
+    /// as a real driver drops it. Runs without this thread's thread-locals (they may be gone).
+    fn close(&self) {
+        self.conn.close(0u32.into(), b"client exit");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let endpoint = self.endpoint.clone();
+        self.rt.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_millis(300));
+    }
+}
+
+/// Kernel `printf` output, written to C's stdout so it interleaves with the application's own.
+fn deliver_output(text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    extern "C" {
+        static mut stdout: *mut libc::FILE;
+    }
+    // SAFETY: glibc's `stdout` is initialised before any user code runs; fwrite and fflush
+    // are thread-safe and take a valid buffer of `len` bytes.
+    unsafe {
+        let f = stdout;
+        libc::fwrite(text.as_ptr().cast(), 1, text.len(), f);
+        libc::fflush(f);
+    }
+}
