@@ -13,6 +13,7 @@
 pub mod connection;
 pub mod endpoint;
 pub mod frame;
+pub mod fuzzing;
 pub mod handshake;
 pub mod messages;
 pub mod status;

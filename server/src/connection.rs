@@ -89,6 +89,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
         }
         Err(e) => {
             reply(&mut send, Reply::error(e.status, e.message.clone()), 0).await?;
+            drain(&mut send).await;
             return Err(ConnError::Refused(e.message));
         }
     };
@@ -180,8 +181,13 @@ fn check_windows(windows: &[Window], devices: usize) -> CuResult<()> {
 
 async fn refuse(send: &mut SendStream, outcome: Outcome, msg: &str) {
     let _ = send.write_all(&handshake::server_hello(outcome, msg.as_bytes())).await;
+    drain(send).await;
+}
+
+/// Finishes the stream and gives what was written time to reach the client before the
+/// connection is closed (closing at once could drop a refusal's explanation).
+async fn drain(send: &mut SendStream) {
     let _ = send.finish();
-    // Give the refusal time to reach the client before the connection closes.
     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
 }
 

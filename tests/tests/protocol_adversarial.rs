@@ -1,0 +1,163 @@
+//! A hostile or broken peer speaking the wire protocol directly, without the shim's local
+//! checks: the server must refuse what is not the client's, say why, and keep serving others.
+
+mod support;
+
+use std::time::Duration;
+
+use remora_protocol::frame::{encode_prefixed, FramePrefix, FLAG_REPLY, PREFIX_LEN};
+use remora_protocol::handshake;
+use remora_protocol::messages::{decode, encode, Reply, ReplyBody, Request, Window};
+use remora_protocol::{endpoint, ConnectionFile, MAGIC};
+use support::*;
+
+struct Raw {
+    c: endpoint::ClientConnection,
+}
+
+impl Raw {
+    async fn connect(file: &ConnectionFile, window_base: u64) -> Self {
+        let c = endpoint::connect(file, Duration::from_secs(10)).await.expect("connect");
+        let mut raw = Raw { c };
+        let windows = vec![Window { device: 0, base: window_base, size: 1 << 40 }];
+        let r = raw.call(&Request::SetWindows { windows }, &[]).await;
+        assert_eq!(r.status, 0, "{}", r.message);
+        raw
+    }
+
+    async fn send(&mut self, req: &Request, payload: &[u8], flags: u32) {
+        let mut buf = Vec::new();
+        encode_prefixed(&mut buf, &encode(req), flags, payload.len() as u64);
+        buf.extend_from_slice(payload);
+        self.c.send.write_all(&buf).await.unwrap();
+    }
+
+    async fn call(&mut self, req: &Request, payload: &[u8]) -> Reply {
+        self.send(req, payload, FLAG_REPLY).await;
+        let mut p = [0u8; PREFIX_LEN];
+        self.c.recv.read_exact(&mut p).await.unwrap();
+        let prefix = FramePrefix::parse(&p).unwrap();
+        let mut h = vec![0u8; prefix.header_len as usize];
+        self.c.recv.read_exact(&mut h).await.unwrap();
+        let mut data = vec![0u8; prefix.payload_len as usize];
+        self.c.recv.read_exact(&mut data).await.unwrap();
+        decode::<Reply>(&h).unwrap()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
+    let server = Server::start();
+    let file = ConnectionFile::read(&server.connection).unwrap();
+    rt().block_on(async {
+        let mut a = Raw::connect(&file, 0x7000_0000_0000).await;
+        a.send(&Request::CtxCreate { ctx: 1, device: 0, flags: 0 }, &[], 0).await;
+        let r = a.call(&Request::MemAlloc { ctx: 1, size: 4096 }, &[]).await;
+        let ReplyBody::Ptr { ptr } = r.body else { panic!("{r:?}") };
+        a.send(&Request::MemcpyHtoD { ctx: 1, stream: 0, dst: ptr }, &[7u8; 4096], 0).await;
+
+        let mut b = Raw::connect(&file, 0x6000_0000_0000).await;
+        b.send(&Request::CtxCreate { ctx: 1, device: 0, flags: 0 }, &[], 0).await;
+        let r = b.call(&Request::MemcpyDtoH { ctx: 1, stream: 0, src: ptr, size: 16 }, &[]).await;
+        assert_eq!(r.status, 1, "read of another client's memory: {r:?}");
+        let r = b.call(&Request::MemFree { ctx: 1, ptr }, &[]).await;
+        assert_eq!(r.status, 1, "free of another client's memory: {r:?}");
+        let r = b.call(&Request::MemcpyHtoD { ctx: 1, stream: 0, dst: ptr }, &[0u8; 16]).await;
+        assert_eq!(r.status, 1, "write into another client's memory: {r:?}");
+        let r = b.call(&Request::Memset { ctx: 1, stream: 0, dst: ptr, pitch: 16, value: 0, elem: 1, width: 16, height: 1 }, &[]).await;
+        assert_eq!(r.status, 1, "memset of another client's memory: {r:?}");
+        // Handles are per client too.
+        let r = b.call(&Request::StreamSynchronize { ctx: 1, stream: 99 }, &[]).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        let r = b.call(&Request::CtxSynchronize { ctx: 12345 }, &[]).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        // A deferred error from an asynchronous call surfaces at the next synchronising call.
+        b.send(&Request::MemcpyDtoD { ctx: 1, stream: 0, dst: ptr, src: ptr, size: 8 }, &[], 0).await;
+        let r = b.call(&Request::CtxSynchronize { ctx: 1 }, &[]).await;
+        assert_eq!(r.status, 1, "deferred error: {r:?}");
+        let r = b.call(&Request::CtxSynchronize { ctx: 1 }, &[]).await;
+        assert_eq!(r.status, 0, "reported once: {r:?}");
+
+        // A's memory is untouched.
+        a.send(&Request::MemcpyDtoH { ctx: 1, stream: 0, src: ptr, size: 4096 }, &[], FLAG_REPLY).await;
+        let mut p = [0u8; PREFIX_LEN];
+        a.c.recv.read_exact(&mut p).await.unwrap();
+        let prefix = FramePrefix::parse(&p).unwrap();
+        let mut h = vec![0u8; prefix.header_len as usize];
+        a.c.recv.read_exact(&mut h).await.unwrap();
+        let mut data = vec![0u8; prefix.payload_len as usize];
+        a.c.recv.read_exact(&mut data).await.unwrap();
+        assert_eq!(decode::<Reply>(&h).unwrap().status, 0);
+        assert!(data.iter().all(|&b| b == 7));
+    });
+}
+
+#[test]
+fn a_different_protocol_version_is_refused_with_a_clear_message() {
+    let server = Server::start();
+    let file = ConnectionFile::read(&server.connection).unwrap();
+    rt().block_on(async {
+        let ep = endpoint::client(file.address, file.cert_sha256).unwrap();
+        let conn = ep.connect(file.address, endpoint::SERVER_NAME).unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let mut hello = Vec::new();
+        hello.extend_from_slice(&MAGIC);
+        hello.extend_from_slice(&999u32.to_le_bytes());
+        hello.extend_from_slice(&(file.token.len() as u16).to_le_bytes());
+        hello.extend_from_slice(file.token.as_bytes());
+        send.write_all(&hello).await.unwrap();
+        let mut p = [0u8; 13];
+        recv.read_exact(&mut p).await.unwrap();
+        let (v, o, len) = handshake::parse_server_hello_prefix(&p).unwrap();
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.unwrap();
+        let err = handshake::finish_server_hello(v, o, &body).unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+    });
+}
+
+#[test]
+fn garbage_after_the_handshake_closes_only_that_connection() {
+    let mut server = Server::start();
+    let file = ConnectionFile::read(&server.connection).unwrap();
+    rt().block_on(async {
+        let mut bad = Raw::connect(&file, 0x7000_0000_0000).await;
+        // A frame whose header is not a request, then one announcing an absurd header.
+        let mut junk = Vec::new();
+        encode_prefixed(&mut junk, &[0xff; 40], FLAG_REPLY, 0);
+        bad.c.send.write_all(&junk).await.unwrap();
+        let mut p = [0u8; PREFIX_LEN];
+        assert!(bad.c.recv.read_exact(&mut p).await.is_err(), "the server must close a connection that sends garbage");
+        let mut ok = Raw::connect(&file, 0x7000_0000_0000).await;
+        let r = ok.call(&Request::MemGetInfo { device: 0 }, &[]).await;
+        assert_eq!(r.status, 0);
+        let mut huge = Raw::connect(&file, 0x7000_0000_0000).await;
+        huge.c.send.write_all(&FramePrefix { header_len: u32::MAX, flags: 0, payload_len: 0 }.to_bytes()).await.unwrap();
+        assert!(huge.c.recv.read_exact(&mut p).await.is_err());
+    });
+    assert!(server.alive(), "the server must survive bad input");
+}
+
+#[test]
+fn overlapping_or_missing_windows_are_refused() {
+    let server = Server::start();
+    let file = ConnectionFile::read(&server.connection).unwrap();
+    rt().block_on(async {
+        let mut c = endpoint::connect(&file, Duration::from_secs(10)).await.unwrap();
+        let mut buf = Vec::new();
+        encode_prefixed(&mut buf, &encode(&Request::SetWindows { windows: vec![] }), FLAG_REPLY, 0);
+        c.send.write_all(&buf).await.unwrap();
+        let mut p = [0u8; PREFIX_LEN];
+        c.recv.read_exact(&mut p).await.unwrap();
+        let prefix = FramePrefix::parse(&p).unwrap();
+        let mut h = vec![0u8; prefix.header_len as usize];
+        c.recv.read_exact(&mut h).await.unwrap();
+        let r = decode::<Reply>(&h).unwrap();
+        assert_eq!(r.status, 1);
+        assert!(r.message.contains("windows"), "{}", r.message);
+    });
+}

@@ -1,0 +1,193 @@
+//! Shared by the end-to-end tests: building client programs, starting real servers, running
+//! programs under `remora run`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// The `remora` binary and the shim, built by `.ci/run` (or `cargo build -p remora -p remora-shim`).
+pub fn remora() -> PathBuf {
+    let p = target_dir().join("debug/remora");
+    assert!(p.exists(), "{} is missing: run `cargo build -p remora -p remora-shim` first", p.display());
+    p
+}
+
+pub fn shim() -> PathBuf {
+    let p = target_dir().join("debug/libremora_shim.so");
+    assert!(p.exists(), "{} is missing: run `cargo build -p remora -p remora-shim` first", p.display());
+    p
+}
+
+/// Variables from `.cache/cuda/env.sh` (written by `scripts/setup-cuda.sh`).
+pub fn cuda_env(name: &str) -> String {
+    static ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let script = root().join(".cache/cuda/env.sh");
+        assert!(script.exists(), "{} is missing: run scripts/setup-cuda.sh", script.display());
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("source {} && env", script.display()))
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    });
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{name} not in env.sh"))
+}
+
+/// Builds `tests/programs/NAME.c` against CUDA 12's `cuda.h`, linked `-lcuda` against the shim.
+pub fn c_program(name: &str) -> PathBuf {
+    let out_dir = target_dir().join("c");
+    let lib = out_dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    // Tests run in parallel processes: build under private names, then rename into place.
+    let pid = std::process::id();
+    let tmp_link = lib.join(format!("libcuda.so.{pid}"));
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(shim(), &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, lib.join("libcuda.so")).unwrap();
+    let src = root().join("tests/programs").join(format!("{name}.c"));
+    let exe = out_dir.join(name);
+    let tmp = out_dir.join(format!("{name}.{pid}"));
+    let status = Command::new("gcc")
+        .args(["-O1", "-Wall", "-Wno-deprecated-declarations", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .arg(format!("-I{}", cuda_env("CUDA12_INCLUDE")))
+        .arg(format!("-I{}", root().join("tests/programs").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lcuda")
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "compiling {}", src.display());
+    std::fs::rename(&tmp, &exe).unwrap();
+    exe
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("remora-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A real `remora serve` on loopback, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub dir: TempDir,
+    pub connection: PathBuf,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = TempDir::new("server");
+        let connection = dir.0.join("connection");
+        let child = Command::new(remora())
+            .args(["serve", "--listen", "127.0.0.1:0", "--backend", "emulated", "--device-memory", "1G"])
+            .args(extra)
+            .arg("--state-dir")
+            .arg(&dir.0)
+            .arg("--connection-file")
+            .arg(&connection)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting remora serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !connection.exists() {
+            assert!(Instant::now() < deadline, "server did not write its connection file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir, connection }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `remora run --connection` for this server.
+    pub fn command(&self, prog: &Path) -> Command {
+        let mut c = Command::new(remora());
+        c.arg("run").arg("--connection").arg(&self.connection).arg("--").arg(prog);
+        c
+    }
+
+    pub fn run(&self, prog: &Path, args: &[&str]) -> Output {
+        self.command(prog).args(args).output().expect("remora run")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Reads lines from a child's stdout until one starts with `prefix`.
+pub fn wait_line(reader: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("reading child output");
+        assert!(n > 0, "child ended before printing `{prefix}`");
+        if line.starts_with(prefix) {
+            return line.trim().to_string();
+        }
+    }
+}
+
+/// Free memory of device 0 as a fresh client sees it.
+pub fn free_memory(server: &Server) -> (u64, u64) {
+    let o = server.run(&c_program("client_tool"), &["meminfo"]);
+    let t = text(&o);
+    let mut it = t.split_whitespace();
+    let mut free = None;
+    let mut total = None;
+    while let Some(w) = it.next() {
+        match w {
+            "free" => free = it.next().and_then(|v| v.parse().ok()),
+            "total" => total = it.next().and_then(|v| v.parse().ok()),
+            _ => {}
+        }
+    }
+    (free.unwrap_or_else(|| panic!("meminfo: {t}")), total.unwrap_or(0))
+}
