@@ -185,6 +185,12 @@ fn ctx_or_current(ctx: *mut c_void) -> ShimResult<u64> {
     Ok(h)
 }
 
+/// The device of the current context.
+pub fn current_device() -> ShimResult<c_int> {
+    let h = state::current_ctx()?;
+    state::with(|s| s.context(h).map(|c| c.device))
+}
+
 pub unsafe fn get_device(dev: *mut c_int, ctx: *mut c_void) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
     let d = state::with(|s| s.context(h).map(|c| c.device))?;

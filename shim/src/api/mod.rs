@@ -7,7 +7,9 @@
 
 pub mod context;
 pub mod device;
+pub mod image;
 pub mod init;
+pub mod launch;
 pub mod memory;
 pub mod module;
 pub mod stream;
@@ -36,6 +38,10 @@ macro_rules! implement {
 
 fn s(stream: CUstream) -> u64 {
     stream as u64
+}
+
+fn geometry(gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint) -> launch::Geometry {
+    launch::Geometry { grid: [gx, gy, gz], block: [bx, by, bz], shared }
 }
 
 implement! {
@@ -221,4 +227,91 @@ implement! {
     cuEventElapsedTime_v2(pMilliseconds: *mut c_float, hStart: CUevent, hEnd: CUevent) => stream::event_elapsed(pMilliseconds, hStart, hEnd);
     cuEventDestroy(hEvent: CUevent) => stream::event_destroy(hEvent);
     cuEventDestroy_v2(hEvent: CUevent) => stream::event_destroy(hEvent);
+
+    // Host functions and callbacks.
+    cuLaunchHostFunc(hStream: CUstream, fn_: CUhostFn, userData: *mut c_void) => stream::launch_host_func(hStream, fn_, userData);
+    cuLaunchHostFunc_ptsz(hStream: CUstream, fn_: CUhostFn, userData: *mut c_void) => stream::launch_host_func(hStream, fn_, userData);
+    cuStreamAddCallback(hStream: CUstream, callback: CUstreamCallback, userData: *mut c_void, flags: c_uint)
+        => stream::add_callback(hStream, callback, userData, flags);
+    cuStreamAddCallback_ptsz(hStream: CUstream, callback: CUstreamCallback, userData: *mut c_void, flags: c_uint)
+        => stream::add_callback(hStream, callback, userData, flags);
+
+    // Modules and libraries.
+    cuModuleLoad(module: *mut CUmodule, fname: *const c_char) => module::load_file(module, fname);
+    cuModuleLoadData(module: *mut CUmodule, image: *const c_void) => module::load_data(module, image, 0, std::ptr::null(), std::ptr::null());
+    cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void)
+        => module::load_data(module, image, numOptions, options, optionValues);
+    cuModuleLoadFatBinary(module: *mut CUmodule, fatCubin: *const c_void) => module::load_data(module, fatCubin, 0, std::ptr::null(), std::ptr::null());
+    cuModuleUnload(hmod: CUmodule) => module::unload(hmod);
+    cuModuleGetFunction(hfunc: *mut CUfunction, hmod: CUmodule, name: *const c_char) => module::get_function(hfunc, hmod, name);
+    cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, bytes: *mut size_t, hmod: CUmodule, name: *const c_char) => module::get_global(dptr, bytes, hmod, name);
+    cuModuleGetLoadingMode(mode: *mut CUmoduleLoadingMode) => ffi::put(mode, 2); // CU_MODULE_LAZY_LOADING
+    cuModuleGetFunctionCount(count: *mut c_uint, mod_: CUmodule) => module::function_count(count, mod_);
+    cuModuleEnumerateFunctions(functions: *mut CUfunction, numFunctions: c_uint, mod_: CUmodule) => module::enumerate_functions(functions, numFunctions, mod_);
+    cuLibraryLoadData(library: *mut CUlibrary, code: *const c_void, jitOptions: *mut CUjit_option, jitOptionsValues: *mut *mut c_void, numJitOptions: c_uint, libraryOptions: *mut CUlibraryOption, libraryOptionValues: *mut *mut c_void, numLibraryOptions: c_uint)
+        => module::load_data(library, code, numJitOptions, jitOptions, jitOptionsValues);
+    cuLibraryLoadFromFile(library: *mut CUlibrary, fileName: *const c_char, jitOptions: *mut CUjit_option, jitOptionsValues: *mut *mut c_void, numJitOptions: c_uint, libraryOptions: *mut CUlibraryOption, libraryOptionValues: *mut *mut c_void, numLibraryOptions: c_uint)
+        => module::load_file(library, fileName);
+    cuLibraryUnload(library: CUlibrary) => module::unload(library);
+    cuLibraryGetKernel(pKernel: *mut CUkernel, library: CUlibrary, name: *const c_char) => module::get_function(pKernel, library, name);
+    cuLibraryGetModule(pMod: *mut CUmodule, library: CUlibrary) => module::library_get_module(pMod, library);
+    cuLibraryGetGlobal(dptr: *mut CUdeviceptr, bytes: *mut size_t, library: CUlibrary, name: *const c_char) => module::get_global(dptr, bytes, library, name);
+    cuLibraryGetKernelCount(count: *mut c_uint, lib: CUlibrary) => module::function_count(count, lib);
+    cuLibraryEnumerateKernels(kernels: *mut CUkernel, numKernels: c_uint, lib: CUlibrary) => module::enumerate_functions(kernels, numKernels, lib);
+    cuKernelGetFunction(pFunc: *mut CUfunction, kernel: CUkernel) => module::kernel_get_function(pFunc, kernel);
+    cuKernelGetLibrary(pLib: *mut CUlibrary, kernel: CUkernel) => module::kernel_get_library(pLib, kernel);
+    cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, kernel: CUkernel, dev: CUdevice) => module::get_attribute(pi, attrib, kernel);
+    cuKernelSetAttribute(attrib: CUfunction_attribute, val: c_int, kernel: CUkernel, dev: CUdevice) => module::set_attribute(kernel, attrib, val);
+    cuKernelGetName(name: *mut *const c_char, hfunc: CUkernel) => module::get_name(name, hfunc);
+    cuKernelGetParamInfo(kernel: CUkernel, paramIndex: size_t, paramOffset: *mut size_t, paramSize: *mut size_t)
+        => module::get_param_info(kernel, paramIndex, paramOffset, paramSize);
+    cuKernelSetCacheConfig(kernel: CUkernel, config: CUfunc_cache, dev: CUdevice) => module::check_function(kernel);
+
+    // Functions.
+    cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, hfunc: CUfunction) => module::get_attribute(pi, attrib, hfunc);
+    cuFuncSetAttribute(hfunc: CUfunction, attrib: CUfunction_attribute, value: c_int) => module::set_attribute(hfunc, attrib, value);
+    cuFuncSetCacheConfig(hfunc: CUfunction, config: CUfunc_cache) => module::check_function(hfunc);
+    cuFuncSetSharedMemConfig(hfunc: CUfunction, config: CUsharedconfig) => module::check_function(hfunc);
+    cuFuncGetParamInfo(func: CUfunction, paramIndex: size_t, paramOffset: *mut size_t, paramSize: *mut size_t)
+        => module::get_param_info(func, paramIndex, paramOffset, paramSize);
+    cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) => module::get_name(name, hfunc);
+    cuFuncGetModule(hmod: *mut CUmodule, hfunc: CUfunction) => module::get_module(hmod, hfunc);
+    cuFuncLoad(function: CUfunction) => module::check_function(function);
+    cuFuncIsLoaded(state: *mut CUfunctionLoadingState, function: CUfunction) => module::check_function(function).and_then(|()| ffi::put(state, 1));
+
+    // Launches and occupancy.
+    cuLaunchKernel(f: CUfunction, gridDimX: c_uint, gridDimY: c_uint, gridDimZ: c_uint, blockDimX: c_uint, blockDimY: c_uint, blockDimZ: c_uint, sharedMemBytes: c_uint, hStream: CUstream, kernelParams: *mut *mut c_void, extra: *mut *mut c_void)
+        => launch::launch(f, geometry(gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes), s(hStream), kernelParams, extra);
+    cuLaunchKernel_ptsz(f: CUfunction, gridDimX: c_uint, gridDimY: c_uint, gridDimZ: c_uint, blockDimX: c_uint, blockDimY: c_uint, blockDimZ: c_uint, sharedMemBytes: c_uint, hStream: CUstream, kernelParams: *mut *mut c_void, extra: *mut *mut c_void)
+        => launch::launch(f, geometry(gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes), s(hStream), kernelParams, extra);
+    cuLaunchCooperativeKernel(f: CUfunction, gridDimX: c_uint, gridDimY: c_uint, gridDimZ: c_uint, blockDimX: c_uint, blockDimY: c_uint, blockDimZ: c_uint, sharedMemBytes: c_uint, hStream: CUstream, kernelParams: *mut *mut c_void)
+        => launch::launch(f, geometry(gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes), s(hStream), kernelParams, std::ptr::null_mut());
+    cuLaunchCooperativeKernel_ptsz(f: CUfunction, gridDimX: c_uint, gridDimY: c_uint, gridDimZ: c_uint, blockDimX: c_uint, blockDimY: c_uint, blockDimZ: c_uint, sharedMemBytes: c_uint, hStream: CUstream, kernelParams: *mut *mut c_void)
+        => launch::launch(f, geometry(gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes), s(hStream), kernelParams, std::ptr::null_mut());
+    cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, kernelParams: *mut *mut c_void, extra: *mut *mut c_void) => launch::launch_ex(config, f, kernelParams, extra);
+    cuLaunchKernelEx_ptsz(config: *const CUlaunchConfig, f: CUfunction, kernelParams: *mut *mut c_void, extra: *mut *mut c_void) => launch::launch_ex(config, f, kernelParams, extra);
+    cuOccupancyMaxActiveBlocksPerMultiprocessor(numBlocks: *mut c_int, func: CUfunction, blockSize: c_int, dynamicSMemSize: size_t)
+        => launch::max_active_blocks(numBlocks, func, blockSize, dynamicSMemSize);
+    cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks: *mut c_int, func: CUfunction, blockSize: c_int, dynamicSMemSize: size_t, flags: c_uint)
+        => launch::max_active_blocks(numBlocks, func, blockSize, dynamicSMemSize);
+    cuOccupancyMaxPotentialBlockSize(minGridSize: *mut c_int, blockSize: *mut c_int, func: CUfunction, blockSizeToDynamicSMemSize: CUoccupancyB2DSize, dynamicSMemSize: size_t, blockSizeLimit: c_int)
+        => launch::max_potential_block_size(minGridSize, blockSize, func, blockSizeToDynamicSMemSize, dynamicSMemSize, blockSizeLimit);
+    cuOccupancyMaxPotentialBlockSizeWithFlags(minGridSize: *mut c_int, blockSize: *mut c_int, func: CUfunction, blockSizeToDynamicSMemSize: CUoccupancyB2DSize, dynamicSMemSize: size_t, blockSizeLimit: c_int, flags: c_uint)
+        => launch::max_potential_block_size(minGridSize, blockSize, func, blockSizeToDynamicSMemSize, dynamicSMemSize, blockSizeLimit);
+    cuOccupancyAvailableDynamicSMemPerBlock(dynamicSmemSize: *mut size_t, func: CUfunction, numBlocks: c_int, blockSize: c_int)
+        => launch::available_dynamic_shared(dynamicSmemSize, func, numBlocks, blockSize);
+
+    // The linker (numba's driver path): PTX in, one PTX module out.
+    cuLinkCreate(numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void, stateOut: *mut CUlinkState) => module::link_create(stateOut);
+    cuLinkCreate_v2(numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void, stateOut: *mut CUlinkState) => module::link_create(stateOut);
+    cuLinkAddData(state: CUlinkState, type_: CUjitInputType, data: *mut c_void, size: size_t, name: *const c_char, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void)
+        => module::link_add_data(state, data, size, name);
+    cuLinkAddData_v2(state: CUlinkState, type_: CUjitInputType, data: *mut c_void, size: size_t, name: *const c_char, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void)
+        => module::link_add_data(state, data, size, name);
+    cuLinkAddFile(state: CUlinkState, type_: CUjitInputType, path: *const c_char, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void)
+        => module::link_add_file(state, path);
+    cuLinkAddFile_v2(state: CUlinkState, type_: CUjitInputType, path: *const c_char, numOptions: c_uint, options: *mut CUjit_option, optionValues: *mut *mut c_void)
+        => module::link_add_file(state, path);
+    cuLinkComplete(state: CUlinkState, cubinOut: *mut *mut c_void, sizeOut: *mut size_t) => module::link_complete(state, cubinOut, sizeOut);
+    cuLinkDestroy(state: CUlinkState) => module::link_destroy(state);
 }

@@ -1,4 +1,402 @@
-//! Modules, functions and launches (filled in with the emulated GPU's kernel support).
+//! Modules and libraries, functions and kernels, module globals, and the `cuLink*` linker.
+//!
+//! A module load is one round trip (two for a large image the server has not seen: images are
+//! keyed by content hash and uploaded once per server). Its reply carries every kernel's
+//! parameter layout, so later lookups and launches need no round trip. Libraries
+//! (`cuLibrary*`) are modules, and kernels (`CUkernel`) are functions: the same handles serve
+//! both families, as cudart expects when it hands a `CUkernel` to `cuLaunchKernel`.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+use std::sync::Mutex;
+
+use remora_protocol::messages::{GlobalDesc, KernelDesc, ReplyBody, Request};
+use remora_protocol::CuStatus;
+use sha2::{Digest, Sha256};
+
+use super::image;
+use crate::client;
+use crate::ffi::{bytes, c_str, invalid, out, put, ShimError, ShimResult};
+use crate::state;
+
+/// Images at most this large are sent with their load request instead of asking first.
+const ASK_FIRST: usize = 64 << 10;
+
+pub struct Module {
+    pub ctx: u64,
+    pub kernels: Vec<KernelDesc>,
+    pub globals: Vec<GlobalDesc>,
+    /// Function handles by kernel index, minted on first lookup.
+    pub functions: HashMap<u32, u64>,
+}
+
+pub struct Function {
+    pub module: u64,
+    pub index: u32,
+    pub name: CString,
+    pub max_dynamic_shared: i32,
+}
+
+#[derive(Default)]
+struct Modules {
+    modules: HashMap<u64, Module>,
+    functions: HashMap<u64, Function>,
+    /// Image hashes this connection has uploaded (the server keeps them).
+    uploaded: HashSet<[u8; 32]>,
+    links: HashMap<u64, Vec<Vec<u8>>>,
+    /// Linked images handed to the application, kept until `cuLinkDestroy`.
+    linked: HashMap<u64, Vec<u8>>,
+}
+
+static MODULES: Mutex<Option<Modules>> = Mutex::new(None);
+
+fn with<R>(f: impl FnOnce(&mut Modules) -> R) -> R {
+    let mut g = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(Modules::default))
+}
+
+fn invalid_handle(what: &str, h: u64) -> ShimError {
+    ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown {what} {h:#x}"))
+}
 
 /// Forgets the modules of a destroyed or reset context.
-pub fn forget_context(_ctx: u64) {}
+pub fn forget_context(ctx: u64) {
+    with(|m| {
+        let gone: Vec<u64> = m.modules.iter().filter(|(_, md)| md.ctx == ctx).map(|(&h, _)| h).collect();
+        for h in gone {
+            m.modules.remove(&h);
+            m.functions.retain(|_, f| f.module != h);
+        }
+    })
+}
+
+/// Loads an image into the current context; returns the module handle.
+pub fn load(image: &[u8]) -> ShimResult<u64> {
+    let ctx = state::current_ctx()?;
+    let c = client::client()?;
+    let hash: [u8; 32] = Sha256::digest(image).into();
+    let known = with(|m| m.uploaded.contains(&hash));
+    let send = if known {
+        false
+    } else if image.len() > ASK_FIRST {
+        let r = c.call(&Request::ModuleHave { hash })?;
+        !matches!(r.body, ReplyBody::Have { present: true })
+    } else {
+        true
+    };
+    let module = state::mint();
+    let payload = if send { image } else { &[][..] };
+    let reply = c.call_write(&Request::ModuleLoad { ctx, module, hash }, payload)?;
+    let ReplyBody::Module { kernels, globals } = reply.body else {
+        return Err(ShimError::new(CuStatus::UNKNOWN, "server answered a module load without its contents"));
+    };
+    with(|m| {
+        m.uploaded.insert(hash);
+        m.modules.insert(module, Module { ctx, kernels, globals, functions: HashMap::new() });
+    });
+    Ok(module)
+}
+
+/// JIT options that carry log buffers: the server's message goes into the error log.
+unsafe fn write_error_log(n: c_uint, options: *const c_uint, values: *const *mut c_void, msg: &str) {
+    if n == 0 || options.is_null() || values.is_null() {
+        return;
+    }
+    // SAFETY: both arrays have n entries by the driver API's contract.
+    let (opts, vals) = unsafe { (std::slice::from_raw_parts(options, n as usize), std::slice::from_raw_parts(values, n as usize)) };
+    let buf = opts.iter().position(|&o| o == 5).map(|i| vals[i].cast::<u8>()); // CU_JIT_ERROR_LOG_BUFFER
+    let size = opts.iter().position(|&o| o == 6).map(|i| vals[i] as usize); // ..._SIZE_BYTES
+    if let (Some(buf), Some(size)) = (buf, size) {
+        if !buf.is_null() && size > 0 {
+            let n = msg.len().min(size - 1);
+            // SAFETY: the application gave `size` writable bytes at `buf`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(msg.as_ptr(), buf, n);
+                *buf.add(n) = 0;
+            }
+        }
+    }
+}
+
+pub unsafe fn load_data(pmod: *mut *mut c_void, image: *const c_void, n: c_uint, options: *const c_uint, values: *const *mut c_void) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let pmod = unsafe { out(pmod) }?;
+    // SAFETY: the image is complete, as the driver API requires.
+    let bytes = unsafe { image::image_bytes(image.cast()) }?;
+    match load(bytes) {
+        Ok(h) => {
+            *pmod = h as *mut c_void;
+            Ok(())
+        }
+        Err(e) => {
+            // SAFETY: option arrays from C.
+            unsafe { write_error_log(n, options, values, &e.to_string()) };
+            Err(e)
+        }
+    }
+}
+
+pub unsafe fn load_file(pmod: *mut *mut c_void, fname: *const c_char) -> ShimResult<()> {
+    // SAFETY: out-pointer and C string from C.
+    let (pmod, path) = unsafe { (out(pmod)?, c_str(fname)?) };
+    let data = std::fs::read(path).map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
+    *pmod = load(&data)? as *mut c_void;
+    Ok(())
+}
+
+pub fn unload(module: *mut c_void) -> ShimResult<()> {
+    let h = module as u64;
+    let ctx = with(|m| {
+        let md = m.modules.remove(&h).ok_or_else(|| invalid_handle("module", h))?;
+        m.functions.retain(|_, f| f.module != h);
+        Ok::<_, ShimError>(md.ctx)
+    })?;
+    client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
+}
+
+fn function_handle(m: &mut Modules, module: u64, index: u32) -> u64 {
+    let md = m.modules.get_mut(&module).expect("caller checked the module");
+    if let Some(&f) = md.functions.get(&index) {
+        return f;
+    }
+    let f = state::mint();
+    md.functions.insert(index, f);
+    let name = CString::new(md.kernels[index as usize].name.clone()).unwrap_or_default();
+    m.functions.insert(f, Function { module, index, name, max_dynamic_shared: 48 << 10 });
+    f
+}
+
+pub unsafe fn get_function(pf: *mut *mut c_void, module: *mut c_void, name: *const c_char) -> ShimResult<()> {
+    // SAFETY: out-pointer and C string from C.
+    let (pf, name) = unsafe { (out(pf)?, c_str(name)?) };
+    let h = module as u64;
+    let f = with(|m| {
+        let md = m.modules.get(&h).ok_or_else(|| invalid_handle("module", h))?;
+        let idx = md
+            .kernels
+            .iter()
+            .position(|k| k.name == name)
+            .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no kernel named {name}")))?;
+        Ok::<_, ShimError>(function_handle(m, h, idx as u32))
+    })?;
+    *pf = f as *mut c_void;
+    Ok(())
+}
+
+pub unsafe fn get_global(dptr: *mut u64, size: *mut usize, module: *mut c_void, name: *const c_char) -> ShimResult<()> {
+    // SAFETY: C string from C.
+    let name = unsafe { c_str(name) }?;
+    let h = module as u64;
+    let (addr, sz) = with(|m| {
+        let md = m.modules.get(&h).ok_or_else(|| invalid_handle("module", h))?;
+        md.globals
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| (g.addr, g.size))
+            .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no global named {name}")))
+    })?;
+    // Globals are device memory the application may copy to (cudaMemcpyToSymbol).
+    state::with(|s| {
+        let ctx = with(|m| m.modules.get(&h).map(|md| md.ctx)).unwrap_or(0);
+        let device = s.contexts.get(&ctx).map_or(0, |c| c.device);
+        s.allocs.entry(addr).or_insert(state::Alloc { size: sz, ctx, device });
+    });
+    // SAFETY: out-pointers from C; either may be NULL.
+    unsafe {
+        if !dptr.is_null() {
+            *dptr = addr;
+        }
+        if !size.is_null() {
+            *size = sz as usize;
+        }
+    }
+    Ok(())
+}
+
+pub unsafe fn function_count(count: *mut c_uint, module: *mut c_void) -> ShimResult<()> {
+    let h = module as u64;
+    let n = with(|m| m.modules.get(&h).map(|md| md.kernels.len() as c_uint)).ok_or_else(|| invalid_handle("module", h))?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(count, n) }
+}
+
+pub unsafe fn enumerate_functions(fns: *mut *mut c_void, n: c_uint, module: *mut c_void) -> ShimResult<()> {
+    let h = module as u64;
+    let handles = with(|m| {
+        let count = m.modules.get(&h).ok_or_else(|| invalid_handle("module", h))?.kernels.len();
+        Ok::<_, ShimError>((0..count as u32).map(|i| function_handle(m, h, i)).collect::<Vec<_>>())
+    })?;
+    if fns.is_null() || (n as usize) < handles.len() {
+        return Err(invalid("function array too small"));
+    }
+    for (i, f) in handles.into_iter().enumerate() {
+        // SAFETY: the array has n >= handles.len() entries.
+        unsafe { *fns.add(i) = f as *mut c_void };
+    }
+    Ok(())
+}
+
+pub unsafe fn library_get_module(pmod: *mut *mut c_void, library: *mut c_void) -> ShimResult<()> {
+    let h = library as u64;
+    with(|m| m.modules.contains_key(&h)).then_some(()).ok_or_else(|| invalid_handle("library", h))?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(pmod, library) }
+}
+
+pub unsafe fn kernel_get_function(pf: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
+    function(kernel as u64)?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(pf, kernel) }
+}
+
+pub unsafe fn kernel_get_library(plib: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
+    let (module, _, _) = function(kernel as u64)?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(plib, module as *mut c_void) }
+}
+
+/// (module, kernel index, parameter layout) of a function handle.
+pub fn function(f: u64) -> ShimResult<(u64, u32, KernelDesc)> {
+    with(|m| {
+        let func = m.functions.get(&f).ok_or_else(|| invalid_handle("function", f))?;
+        let md = m.modules.get(&func.module).ok_or_else(|| invalid_handle("module", func.module))?;
+        Ok((func.module, func.index, md.kernels[func.index as usize].clone()))
+    })
+}
+
+/// `CUfunction_attribute` values as a compute capability 8.0 device reports them.
+pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let pi = unsafe { out(pi) }?;
+    let (_, _, k) = function(f as u64)?;
+    let dynamic = with(|m| m.functions.get(&(f as u64)).map_or(48 << 10, |x| x.max_dynamic_shared));
+    *pi = match attrib {
+        0 => k.max_threads.clamp(1, 1024) as c_int, // MAX_THREADS_PER_BLOCK
+        1 => k.shared_bytes as c_int,                // SHARED_SIZE_BYTES
+        2 => 0,                                      // CONST_SIZE_BYTES
+        3 => k.local_bytes as c_int,                 // LOCAL_SIZE_BYTES
+        4 => k.num_regs as c_int,                    // NUM_REGS
+        5 | 6 => 80,                                 // PTX_VERSION, BINARY_VERSION
+        7 => 0,                                      // CACHE_MODE_CA
+        8 => dynamic,                                // MAX_DYNAMIC_SHARED_SIZE_BYTES
+        9 => -1,                                     // PREFERRED_SHARED_MEMORY_CARVEOUT
+        10..=15 => 0,                                // cluster attributes
+        _ => return Err(invalid(format!("function attribute {attrib}"))),
+    };
+    Ok(())
+}
+
+pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult<()> {
+    function(f as u64)?;
+    match attrib {
+        8 => {
+            if !(0..=166_912).contains(&value) {
+                return Err(invalid(format!("dynamic shared memory of {value} bytes")));
+            }
+            with(|m| {
+                if let Some(x) = m.functions.get_mut(&(f as u64)) {
+                    x.max_dynamic_shared = value;
+                }
+            });
+            Ok(())
+        }
+        9 | 10..=15 => Ok(()),
+        _ => Err(invalid(format!("function attribute {attrib} cannot be set"))),
+    }
+}
+
+pub unsafe fn get_param_info(f: *mut c_void, index: usize, offset: *mut usize, size: *mut usize) -> ShimResult<()> {
+    let (_, _, k) = function(f as u64)?;
+    let p = k.params.get(index).ok_or_else(|| invalid(format!("kernel {} has no parameter {index}", k.name)))?;
+    // SAFETY: out-pointers from C; either may be NULL.
+    unsafe {
+        if !offset.is_null() {
+            *offset = p.offset as usize;
+        }
+        if !size.is_null() {
+            *size = p.size as usize;
+        }
+    }
+    Ok(())
+}
+
+pub unsafe fn get_name(name: *mut *const c_char, f: *mut c_void) -> ShimResult<()> {
+    let p = with(|m| m.functions.get(&(f as u64)).map(|x| x.name.as_ptr())).ok_or_else(|| invalid_handle("function", f as u64))?;
+    // SAFETY: out-pointer from C; the name lives as long as the function handle.
+    unsafe { put(name, p) }
+}
+
+pub unsafe fn get_module(pmod: *mut *mut c_void, f: *mut c_void) -> ShimResult<()> {
+    let (module, _, _) = function(f as u64)?;
+    // SAFETY: out-pointer from C.
+    unsafe { put(pmod, module as *mut c_void) }
+}
+
+pub fn check_function(f: *mut c_void) -> ShimResult<()> {
+    function(f as u64).map(|_| ())
+}
+
+pub unsafe fn link_create(state_out: *mut *mut c_void) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let out = unsafe { out(state_out) }?;
+    let h = state::mint();
+    with(|m| m.links.insert(h, Vec::new()));
+    *out = h as *mut c_void;
+    Ok(())
+}
+
+fn link_add(state: *mut c_void, data: Vec<u8>, name: &str) -> ShimResult<()> {
+    if !image::is_ptx(&data) {
+        return Err(ShimError::new(
+            CuStatus::NOT_SUPPORTED,
+            format!("cuLinkAddData: {name} is not PTX; the Remora linker combines PTX only"),
+        ));
+    }
+    with(|m| m.links.get_mut(&(state as u64)).map(|l| l.push(data))).ok_or_else(|| invalid_handle("link state", state as u64))
+}
+
+pub unsafe fn link_add_data(state: *mut c_void, data: *mut c_void, size: usize, name: *const c_char) -> ShimResult<()> {
+    // SAFETY: C buffer of `size` bytes; the name may be NULL.
+    let bytes = unsafe { bytes(data, size) }?.to_vec();
+    let name = if name.is_null() { "<data>" } else { unsafe { c_str(name) }.unwrap_or("<data>") };
+    link_add(state, bytes, name)
+}
+
+pub unsafe fn link_add_file(state: *mut c_void, path: *const c_char) -> ShimResult<()> {
+    // SAFETY: C string from C.
+    let path = unsafe { c_str(path) }?;
+    let data = std::fs::read(path).map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
+    link_add(state, data, path)
+}
+
+pub unsafe fn link_complete(state: *mut c_void, out_image: *mut *mut c_void, out_size: *mut usize) -> ShimResult<()> {
+    let h = state as u64;
+    let inputs = with(|m| m.links.get(&h).cloned()).ok_or_else(|| invalid_handle("link state", h))?;
+    if inputs.is_empty() {
+        return Err(invalid("nothing to link"));
+    }
+    let linked = image::link_ptx(&inputs)?;
+    let (ptr, len) = with(|m| {
+        let v = m.linked.entry(h).or_default();
+        *v = linked;
+        (v.as_ptr() as *mut c_void, v.len())
+    });
+    // SAFETY: out-pointers from C; the image lives until cuLinkDestroy.
+    unsafe {
+        put(out_image, ptr)?;
+        if !out_size.is_null() {
+            *out_size = len;
+        }
+    }
+    Ok(())
+}
+
+pub fn link_destroy(state: *mut c_void) -> ShimResult<()> {
+    let h = state as u64;
+    with(|m| {
+        m.linked.remove(&h);
+        m.links.remove(&h)
+    })
+    .map(|_| ())
+    .ok_or_else(|| invalid_handle("link state", h))
+}

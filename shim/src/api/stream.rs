@@ -144,3 +144,30 @@ pub fn event_destroy(event: *mut c_void) -> ShimResult<()> {
     state::with(|st| st.events.remove(&h(event)));
     client::client()?.post(&Request::EventDestroy { ctx, event: h(event) }, &[])
 }
+
+/// Host functions run on the client, in stream order: everything queued before them has
+/// finished (one round trip), and nothing queued after them starts until they return. They run
+/// on the calling thread, which a CUDA callback cannot tell apart from a driver thread.
+pub fn launch_host_func(stream: *mut c_void, f: crate::generated::CUhostFn, data: *mut c_void) -> ShimResult<()> {
+    let f = f.ok_or_else(|| invalid("null host function"))?;
+    synchronize(stream)?;
+    // SAFETY: the application's callback with its own user data, as cuLaunchHostFunc specifies.
+    unsafe { f(data) };
+    Ok(())
+}
+
+pub fn add_callback(stream: *mut c_void, cb: crate::generated::CUstreamCallback, data: *mut c_void, flags: c_uint) -> ShimResult<()> {
+    let cb = cb.ok_or_else(|| invalid("null stream callback"))?;
+    if flags != 0 {
+        return Err(invalid("stream callback flags must be 0"));
+    }
+    // The callback is told the stream's status: an error of earlier work is passed to it.
+    let status = match synchronize(stream) {
+        Ok(()) => 0,
+        Err(e) if matches!(e, ShimError::Unreachable(_)) => return Err(e),
+        Err(e) => e.status().0,
+    };
+    // SAFETY: the application's callback with its own user data, as cuStreamAddCallback specifies.
+    unsafe { cb(stream, status, data) };
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Kernel launches and occupancy.
+//!
+//! A launch packs `kernelParams` (or the `extra` buffer) into one parameter buffer using the
+//! layout the module load returned, and is queued: it never waits for the network. Its errors
+//! arrive with the next synchronising call, as a real GPU's do.
+
+use std::ffi::{c_int, c_uint, c_void};
+
+use remora_protocol::messages::Request;
+
+use super::module;
+use crate::client;
+use crate::ffi::{invalid, out, ShimResult};
+use crate::generated::{CUlaunchConfig, CUoccupancyB2DSize};
+use crate::state;
+
+/// `CU_LAUNCH_PARAM_END`, `CU_LAUNCH_PARAM_BUFFER_POINTER`, `CU_LAUNCH_PARAM_BUFFER_SIZE`.
+const PARAM_END: usize = 0;
+const PARAM_BUFFER_POINTER: usize = 1;
+const PARAM_BUFFER_SIZE: usize = 2;
+
+/// Threads per multiprocessor and blocks per multiprocessor of the devices Remora presents.
+const THREADS_PER_SM: i32 = 2048;
+const BLOCKS_PER_SM: i32 = 32;
+const SHARED_PER_SM: usize = 167_936;
+
+pub struct Geometry {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared: u32,
+}
+
+/// Packs the parameters and queues the launch.
+///
+/// # Safety
+/// `params` has one valid pointer per kernel parameter, or `extra` is a valid
+/// `CU_LAUNCH_PARAM_*` list, as the driver API requires.
+pub unsafe fn launch(f: *mut c_void, g: Geometry, stream: u64, params: *mut *mut c_void, extra: *mut *mut c_void) -> ShimResult<()> {
+    let (module, kernel, desc) = module::function(f as u64)?;
+    if g.grid.contains(&0) || g.block.contains(&0) {
+        return Err(invalid("grid and block dimensions must be at least 1"));
+    }
+    let threads = g.block.iter().map(|&d| d as u64).product::<u64>();
+    if threads > 1024 || g.block[2] > 64 || g.grid[1] > 65535 || g.grid[2] > 65535 {
+        return Err(invalid(format!("launch of {:?} x {:?} exceeds the device's limits", g.grid, g.block)));
+    }
+    let size = desc.params.iter().map(|p| (p.offset + p.size) as usize).max().unwrap_or(0);
+    let mut buf = vec![0u8; size];
+    if !params.is_null() {
+        for (i, p) in desc.params.iter().enumerate() {
+            // SAFETY: kernelParams has one pointer per parameter, each to `p.size` bytes.
+            let src = unsafe { *params.add(i) };
+            if src.is_null() {
+                return Err(invalid(format!("kernelParams[{i}] of {} is null", desc.name)));
+            }
+            // SAFETY: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), p.size as usize) };
+            buf[p.offset as usize..(p.offset + p.size) as usize].copy_from_slice(bytes);
+        }
+    } else if !extra.is_null() {
+        // SAFETY: `extra` is a NULL-terminated list of (key, value) pairs.
+        let (ptr, len) = unsafe { parse_extra(extra) }?;
+        if len < size {
+            return Err(invalid(format!("parameter buffer of {len} bytes, kernel {} needs {size}", desc.name)));
+        }
+        // SAFETY: the application gave a buffer of `len` bytes.
+        buf.copy_from_slice(&unsafe { std::slice::from_raw_parts(ptr, len) }[..size]);
+    } else if !desc.params.is_empty() {
+        return Err(invalid(format!("kernel {} takes parameters and none were given", desc.name)));
+    }
+    let (ctx, stream) = state::with(|s| s.stream(stream))?;
+    let req = Request::Launch { ctx, stream, module, kernel, grid: g.grid, block: g.block, shared: g.shared, params: buf };
+    client::client()?.post(&req, &[])
+}
+
+/// # Safety
+/// `extra` is a valid `CU_LAUNCH_PARAM_*` list.
+unsafe fn parse_extra(extra: *mut *mut c_void) -> ShimResult<(*const u8, usize)> {
+    let (mut ptr, mut len) = (std::ptr::null::<u8>(), None);
+    let mut i = 0;
+    loop {
+        // SAFETY: entries up to and including PARAM_END are readable.
+        let key = unsafe { *extra.add(i) } as usize;
+        match key {
+            PARAM_END => break,
+            PARAM_BUFFER_POINTER => ptr = unsafe { *extra.add(i + 1) }.cast(),
+            // SAFETY: the value of BUFFER_SIZE points to a size_t.
+            PARAM_BUFFER_SIZE => len = Some(unsafe { *(*extra.add(i + 1)).cast::<usize>() }),
+            other => return Err(invalid(format!("unknown launch extra key {other:#x}"))),
+        }
+        i += 2;
+        if i > 64 {
+            return Err(invalid("launch extra list is not terminated"));
+        }
+    }
+    match (ptr.is_null(), len) {
+        (false, Some(l)) => Ok((ptr, l)),
+        _ => Err(invalid("launch extra needs both BUFFER_POINTER and BUFFER_SIZE")),
+    }
+}
+
+/// `cuLaunchKernelEx`: the same launch from a `CUlaunchConfig`. Launch attributes (cluster
+/// shape, priority, programmatic serialisation) are hints this GPU model does not need.
+///
+/// # Safety
+/// `config` points to a valid `CUlaunchConfig`.
+pub unsafe fn launch_ex(config: *const CUlaunchConfig, f: *mut c_void, params: *mut *mut c_void, extra: *mut *mut c_void) -> ShimResult<()> {
+    if config.is_null() {
+        return Err(invalid("null launch config"));
+    }
+    #[repr(C)]
+    struct LaunchConfig {
+        grid: [c_uint; 3],
+        block: [c_uint; 3],
+        shared: c_uint,
+        stream: *mut c_void,
+        attrs: *mut c_void,
+        num_attrs: c_uint,
+    }
+    const _: () = assert!(std::mem::size_of::<LaunchConfig>() == 56);
+    // SAFETY: CUlaunchConfig has this layout in cuda.h (12.0 and later).
+    let c = unsafe { &*config.cast::<LaunchConfig>() };
+    let g = Geometry { grid: c.grid, block: c.block, shared: c.shared };
+    // SAFETY: forwarded contract.
+    unsafe { launch(f, g, c.stream as u64, params, extra) }
+}
+
+fn blocks_per_sm(block: i32, dynamic_shared: usize, static_shared: usize) -> i32 {
+    if block <= 0 {
+        return 0;
+    }
+    let warps = (block + 31) / 32 * 32;
+    let by_threads = THREADS_PER_SM / warps;
+    let shared = dynamic_shared + static_shared;
+    let by_shared = if shared == 0 { BLOCKS_PER_SM } else { (SHARED_PER_SM / shared) as i32 };
+    by_threads.min(by_shared).min(BLOCKS_PER_SM)
+}
+
+pub unsafe fn max_active_blocks(n: *mut c_int, f: *mut c_void, block: c_int, dynamic: usize) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let n = unsafe { out(n) }?;
+    let (_, _, k) = module::function(f as u64)?;
+    *n = blocks_per_sm(block, dynamic, k.shared_bytes as usize);
+    Ok(())
+}
+
+pub unsafe fn max_potential_block_size(
+    min_grid: *mut c_int,
+    block_size: *mut c_int,
+    f: *mut c_void,
+    to_dynamic: CUoccupancyB2DSize,
+    dynamic: usize,
+    limit: c_int,
+) -> ShimResult<()> {
+    // SAFETY: out-pointers from C.
+    let (mg, bs) = unsafe { (out(min_grid)?, out(block_size)?) };
+    let (_, _, k) = module::function(f as u64)?;
+    let max = if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
+    let sms = super::device::device(super::context::current_device()?)?.attribute(16).unwrap_or(1);
+    let (mut best, mut best_occ) = (32, -1);
+    let mut b = max / 32 * 32;
+    while b >= 32 {
+        // SAFETY: the callback, if any, is the application's `size_t (*)(int)`.
+        let dyn_b = match to_dynamic {
+            Some(cb) => unsafe { cb(b) },
+            None => dynamic,
+        };
+        let occ = blocks_per_sm(b, dyn_b, k.shared_bytes as usize) * b;
+        if occ > best_occ {
+            best_occ = occ;
+            best = b;
+        }
+        b -= 32;
+    }
+    *bs = best;
+    *mg = blocks_per_sm(best, dynamic, k.shared_bytes as usize) * sms;
+    Ok(())
+}
+
+pub unsafe fn available_dynamic_shared(size: *mut usize, f: *mut c_void, blocks: c_int, _block: c_int) -> ShimResult<()> {
+    // SAFETY: out-pointer from C.
+    let size = unsafe { out(size) }?;
+    let (_, _, k) = module::function(f as u64)?;
+    let per_block = SHARED_PER_SM / blocks.max(1) as usize;
+    *size = per_block.min(166_912).saturating_sub(k.shared_bytes as usize);
+    Ok(())
+}
