@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod ir;
+pub mod lower;
 pub mod memory;
 pub mod parser;
 
