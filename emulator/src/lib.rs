@@ -16,10 +16,18 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod exec;
+pub mod float;
+pub mod loader;
+pub mod printf;
 pub mod ir;
 pub mod lower;
 pub mod memory;
+pub mod module;
 pub mod parser;
 
 pub use error::EmuError;
 pub use memory::{AddressSpace, DeviceMemory, MemError};
+pub use module::{
+    GlobalInfo, GlobalSpace, KernelInfo, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule, Module, ParamInfo,
+};

@@ -1102,7 +1102,11 @@ impl<'a> FnLower<'a> {
                     Opnd::Pipe(d, p) => (self.dst(&Opnd::Name(d.clone()))?, self.pred(p)?),
                     o => (self.dst(o)?, SINK),
                 };
-                Op::Shfl { mode, d, p, a: self.src(&a[1], Ty::B32)?, b: self.src(&a[2], Ty::U32)?, c: self.src(&a[3], Ty::U32)? }
+                let member = match a.get(4) {
+                    Some(o) => self.src(o, Ty::B32)?,
+                    None => Src::Imm(0xFFFF_FFFF),
+                };
+                Op::Shfl { mode, d, p, a: self.src(&a[1], Ty::B32)?, b: self.src(&a[2], Ty::U32)?, c: self.src(&a[3], Ty::U32)?, member }
             }
             "vote" => {
                 let mode = if m.has("all") {
@@ -1120,7 +1124,11 @@ impl<'a> FnLower<'a> {
                     return self.err("vote takes 2 or 3 operands");
                 }
                 let d = if mode == VoteMode::Ballot { self.dst(&a[0])? } else { self.pdst(&a[0])? };
-                Op::Vote { mode, d, a: self.psrc(&a[1])? }
+                let member = match a.get(2) {
+                    Some(o) => self.src(o, Ty::B32)?,
+                    None => Src::Imm(0xFFFF_FFFF),
+                };
+                Op::Vote { mode, d, a: self.psrc(&a[1])?, member }
             }
             "activemask" => {
                 self.args(i, 1)?;
@@ -1135,7 +1143,7 @@ impl<'a> FnLower<'a> {
                     Opnd::Pipe(d, p) => (self.dst(&Opnd::Name(d.clone()))?, self.pred(p)?),
                     o => (self.dst(o)?, SINK),
                 };
-                Op::Match { all: m.has("all"), bits: ty.bits(), d, p, a: self.src(&a[1], ty)? }
+                Op::Match { all: m.has("all"), bits: ty.bits(), d, p, a: self.src(&a[1], ty)?, member: self.src(&a[2], Ty::B32)? }
             }
             "redux" => {
                 let ty = need_ty()?;
@@ -1154,7 +1162,7 @@ impl<'a> FnLower<'a> {
                 .find(|(s, _)| m.has(s))
                 .map(|x| x.1)
                 .ok_or_else(|| self.unsupported(i))?;
-                Op::Redux { op, signed: ty.signed(), d: self.dst(&a[0])?, a: self.src(&a[1], ty)? }
+                Op::Redux { op, signed: ty.signed(), d: self.dst(&a[0])?, a: self.src(&a[1], ty)?, member: self.src(&a[2], Ty::B32)? }
             }
             _ => return Err(self.unsupported(i)),
         };
