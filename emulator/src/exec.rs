@@ -224,6 +224,8 @@ struct Warp {
     cache: Option<Arc<Allocation>>,
     clock: u64,
     tinstr: u64,
+    /// %tid.x/y/z of each lane, computed once.
+    tid: [[u32; 32]; 3],
 }
 
 struct Block {
@@ -279,6 +281,17 @@ impl Block {
                     cache: None,
                     clock: 0,
                     tinstr: 0,
+                    tid: {
+                        let [bx, by, _] = ctx.block.map(|d| d.max(1));
+                        let mut tid = [[0u32; 32]; 3];
+                        for l in 0..32u32 {
+                            let t = w * 32 + l;
+                            tid[0][l as usize] = t % bx;
+                            tid[1][l as usize] = (t / bx) % by;
+                            tid[2][l as usize] = t / (bx * by);
+                        }
+                        tid
+                    },
                 }
             })
             .collect();
@@ -336,7 +349,8 @@ impl Block {
             if all_done {
                 return Ok(true);
             }
-            let released = self.release(ctx)?;
+            let waiting = self.warps.iter().any(|w| w.splits.iter().any(|s| matches!(s.wait, Wait::Barrier(..))));
+            let released = waiting && self.release(ctx)?;
             if !progress && !released {
                 return Err(EmuError::LaunchFailed(
                     "deadlock: threads wait at a barrier or warp collective that the others never reach".into(),
@@ -597,6 +611,10 @@ impl Runner<'_, '_> {
                 [base.wrapping_add(off as u64); 32]
             }
             Src::Local(off) => [(b.local + off) as u64; 32],
+            Src::Sreg(Sreg::Tid(d)) => self.w.tid[d as usize % 3].map(|v| v as u64),
+            Src::Sreg(s @ (Sreg::Ntid(_) | Sreg::Ctaid(_) | Sreg::Nctaid(_) | Sreg::Warpid | Sreg::Clock | Sreg::Clock64)) => {
+                [self.sreg(s, 0); 32]
+            }
             Src::Sreg(s) => {
                 let mut o = [0u64; 32];
                 for (l, v) in o.iter_mut().enumerate() {
@@ -609,9 +627,7 @@ impl Runner<'_, '_> {
 
     fn sreg(&self, s: Sreg, lane: usize) -> u64 {
         let c = self.ctx;
-        let t = self.w.id * 32 + lane as u32;
-        let [bx, by, _] = c.block;
-        let tid = [t % bx.max(1), (t / bx.max(1)) % by.max(1), t / (bx.max(1) * by.max(1))];
+        let tid = [self.w.tid[0][lane], self.w.tid[1][lane], self.w.tid[2][lane]];
         let lane = lane as u32;
         (match s {
             Sreg::Tid(d) => tid[d as usize % 3],
@@ -1060,24 +1076,44 @@ impl Runner<'_, '_> {
                 let mask = *mask;
                 self.write(*d, b, m, |l| if (pm >> l) & 1 != 0 { x[l] & mask } else { y[l] & mask });
             }
+            Op::Ld { space: Space::Param, size, n, ds, addr: Addr { base: Src::Imm(base), off }, sext } => {
+                // Kernel parameters at a constant address: one read for the warp.
+                let a = base.wrapping_add(*off as u64);
+                for (k, &d) in ds.iter().enumerate().take(*n as usize) {
+                    let v = self.load(Space::Param, a.wrapping_add(k as u64 * *size as u64), *size, 0, b, line)?;
+                    let v = if *sext != 0 { sx(v, *sext) as u64 } else { v };
+                    self.write(d, b, m, |_| v);
+                }
+            }
             Op::Ld { space, size, n, ds, addr, sext } => {
                 let base = self.fetch(&addr.base, b);
                 let (size, n, sext) = (*size, *n, *sext);
                 let total = (size * n) as u64;
-                let mut vals = [[0u64; 32]; 8];
+                let check_align = *space != Space::Local && *space != Space::Param;
                 for l in lanes(m) {
                     let a = base[l].wrapping_add(addr.off as u64);
-                    if a % total.max(1) != 0 && *space != Space::Local && *space != Space::Param {
+                    if check_align && a % total.max(1) != 0 {
                         return Err(misaligned(a, total, line));
                     }
-                    for k in 0..n as usize {
-                        let v = self.load(*space, a.wrapping_add(k as u64 * size as u64), size, l, b, line)?;
-                        vals[k][l] = if sext != 0 { sx(v, sext) as u64 } else { v };
+                    for (k, &d) in ds.iter().enumerate() {
+                        let ea = a.wrapping_add(k as u64 * size as u64);
+                        // Global fast path: the warp's last allocation.
+                        let hit = match (&self.w.cache, space) {
+                            (Some(al), Space::Global | Space::Generic)
+                                if ea >= al.base() && ea + size as u64 <= al.base() + al.size() =>
+                            {
+                                Some(al.load(ea - al.base(), size))
+                            }
+                            _ => None,
+                        };
+                        let v = match hit {
+                            Some(v) => v,
+                            None => self.load(*space, ea, size, l, b, line)?,
+                        };
+                        if d != SINK {
+                            self.w.regs[(b.reg + d) as usize * 32 + l] = if sext != 0 { sx(v, sext) as u64 } else { v };
+                        }
                     }
-                }
-                for (k, d) in ds.iter().enumerate() {
-                    let v = vals[k];
-                    self.write(*d, b, m, |l| v[l]);
                 }
             }
             Op::St { space, size, n, srcs, addr } => {
@@ -1090,8 +1126,15 @@ impl Runner<'_, '_> {
                     if a % total.max(1) != 0 && *space != Space::Local {
                         return Err(misaligned(a, total, line));
                     }
-                    for k in 0..n as usize {
-                        self.store(*space, a.wrapping_add(k as u64 * size as u64), size, vals[k][l], l, b, line)?;
+                    for (k, val) in vals.iter().enumerate().take(n as usize) {
+                        let ea = a.wrapping_add(k as u64 * size as u64);
+                        if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
+                            if ea >= al.base() && ea + size as u64 <= al.base() + al.size() {
+                                al.store(ea - al.base(), size, val[l]);
+                                continue;
+                            }
+                        }
+                        self.store(*space, ea, size, val[l], l, b, line)?;
                     }
                 }
             }

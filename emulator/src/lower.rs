@@ -936,7 +936,10 @@ impl<'a> FnLower<'a> {
             "ld" | "ldu" | "st" => {
                 self.args(i, 2)?;
                 let ty = need_ty()?;
-                let n = if m.has("v2") { 2 } else if m.has("v4") { 4 } else if m.has("v8") { 8 } else { 1 };
+                if m.has("v8") {
+                    return Err(self.unsupported(i));
+                }
+                let n = if m.has("v2") { 2 } else if m.has("v4") { 4 } else { 1 };
                 let is_ld = i.opcode != "st";
                 let (addr, sym) = self.addr(if is_ld { &a[1] } else { &a[0] })?;
                 let mut space = m.space().unwrap_or(Space::Generic);
