@@ -64,11 +64,17 @@ impl EmuError {
     }
 
     pub(crate) fn ptx(line: u32, msg: impl Into<String>) -> Self {
-        EmuError::InvalidPtx { line, msg: msg.into() }
+        EmuError::InvalidPtx {
+            line,
+            msg: msg.into(),
+        }
     }
 
     pub(crate) fn unsupported(line: u32, what: impl Into<String>) -> Self {
-        EmuError::NotSupported { line, what: what.into() }
+        EmuError::NotSupported {
+            line,
+            what: what.into(),
+        }
     }
 }
 

@@ -38,7 +38,12 @@ pub struct KernelLayout {
 
 /// Lays out frames for `kernel` and its callees; recursion is not supported.
 pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
-    let mut l = KernelLayout { bases: vec![None; funcs.len()], regs: 0, preds: 0, local: 0 };
+    let mut l = KernelLayout {
+        bases: vec![None; funcs.len()],
+        regs: 0,
+        preds: 0,
+        local: 0,
+    };
     // Iterative DFS with an explicit "on stack" marker to find cycles.
     let mut state = vec![0u8; funcs.len()];
     let mut stack: Vec<(u32, usize)> = vec![(kernel, 0)];
@@ -48,7 +53,11 @@ pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
             state[fi] = 1;
             let func = &funcs[fi];
             let local = l.local.next_multiple_of(16);
-            l.bases[fi] = Some(Bases { reg: l.regs, pred: l.preds, local });
+            l.bases[fi] = Some(Bases {
+                reg: l.regs,
+                pred: l.preds,
+                local,
+            });
             l.regs = l.regs.saturating_add(func.nregs);
             l.preds = l.preds.saturating_add(func.npreds);
             l.local = local.saturating_add(func.local_bytes);
@@ -72,10 +81,20 @@ pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
             stack.pop();
         }
     }
-    if funcs.iter().enumerate().any(|(i, f)| l.bases[i].is_some() && f.entry.is_none() && f.builtin.is_none()) {
-        let f = funcs.iter().enumerate().find(|(i, f)| l.bases[*i].is_some() && f.entry.is_none());
+    if funcs
+        .iter()
+        .enumerate()
+        .any(|(i, f)| l.bases[i].is_some() && f.entry.is_none() && f.builtin.is_none())
+    {
+        let f = funcs
+            .iter()
+            .enumerate()
+            .find(|(i, f)| l.bases[*i].is_some() && f.entry.is_none());
         let name = f.map(|x| x.1.name.clone()).unwrap_or_default();
-        return Err(EmuError::unsupported(0, format!("call to external function `{name}`")));
+        return Err(EmuError::unsupported(
+            0,
+            format!("call to external function `{name}`"),
+        ));
     }
     if l.local > 1 << 20 || l.regs > 1 << 16 {
         return Err(EmuError::unsupported(0, "kernel frame too large"));
@@ -134,7 +153,8 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
                 }
             };
             let others_waiting = || {
-                next.load(Relaxed) < nblocks || !parked.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+                next.load(Relaxed) < nblocks
+                    || !parked.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
             };
             loop {
                 let r = blk.run(ctx, BLOCK_SLICE);
@@ -143,7 +163,10 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
                     Ok(true) => {
                         if !blk.printf.is_empty() {
                             let s = std::mem::take(&mut blk.printf);
-                            outputs.lock().unwrap_or_else(|e| e.into_inner()).push((blk.linear, s));
+                            outputs
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((blk.linear, s));
                         }
                         break;
                     }
@@ -152,14 +175,20 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
                             break;
                         }
                         if others_waiting() {
-                            parked.lock().unwrap_or_else(|e| e.into_inner()).push_back(blk);
+                            parked
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push_back(blk);
                             break;
                         }
                     }
                     Err(e) => {
                         if !blk.printf.is_empty() {
                             let s = std::mem::take(&mut blk.printf);
-                            outputs.lock().unwrap_or_else(|e| e.into_inner()).push((blk.linear, s));
+                            outputs
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((blk.linear, s));
                         }
                         let mut g = error.lock().unwrap_or_else(|e| e.into_inner());
                         if g.as_ref().is_none_or(|(b, _)| blk.linear < *b) {
@@ -189,7 +218,11 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
         Some((_, e)) => Err(e),
         None => Ok(()),
     };
-    RunResult { printf, result, thread_instructions: tinstr.load(Relaxed) }
+    RunResult {
+        printf,
+        result,
+        thread_instructions: tinstr.load(Relaxed),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +286,11 @@ impl Block {
     fn new(ctx: &Ctx, linear: u64) -> Block {
         let gx = ctx.grid[0].max(1) as u64;
         let gy = ctx.grid[1].max(1) as u64;
-        let ctaid = [(linear % gx) as u32, ((linear / gx) % gy) as u32, (linear / (gx * gy)) as u32];
+        let ctaid = [
+            (linear % gx) as u32,
+            ((linear / gx) % gy) as u32,
+            (linear / (gx * gy)) as u32,
+        ];
         let nthreads = ctx.block.iter().product::<u32>();
         let nwarps = nthreads.div_ceil(32);
         let l = ctx.layout;
@@ -307,7 +344,10 @@ impl Block {
     }
 
     fn take_tinstr(&mut self) -> u64 {
-        self.warps.iter_mut().map(|w| std::mem::take(&mut w.tinstr)).sum()
+        self.warps
+            .iter_mut()
+            .map(|w| std::mem::take(&mut w.tinstr))
+            .sum()
     }
 
     /// Runs up to `slice` warp instructions; Ok(true) when every thread has exited.
@@ -349,7 +389,10 @@ impl Block {
             if all_done {
                 return Ok(true);
             }
-            let waiting = self.warps.iter().any(|w| w.splits.iter().any(|s| matches!(s.wait, Wait::Barrier(..))));
+            let waiting = self
+                .warps
+                .iter()
+                .any(|w| w.splits.iter().any(|s| matches!(s.wait, Wait::Barrier(..))));
             let released = waiting && self.release(ctx)?;
             if !progress && !released {
                 return Err(EmuError::LaunchFailed(
@@ -401,7 +444,13 @@ impl Block {
                 for s in &w.splits {
                     if s.wait == Wait::Barrier(id, expected) {
                         let inst = ctx.code.get(s.pc as usize);
-                        if let Some(i @ Inst { op: Op::Bar { kind, p, .. }, .. }) = inst {
+                        if let Some(
+                            i @ Inst {
+                                op: Op::Bar { kind, p, .. },
+                                ..
+                            },
+                        ) = inst
+                        {
                             if *kind != BarKind::Sync {
                                 red_inst = Some(i);
                                 let b = bases(ctx, s.func)?;
@@ -418,7 +467,11 @@ impl Block {
                 for s in &mut w.splits {
                     if s.wait == Wait::Barrier(id, expected) {
                         s.wait = Wait::None;
-                        if let Some(Inst { op: Op::Bar { kind, d, .. }, .. }) = red_inst {
+                        if let Some(Inst {
+                            op: Op::Bar { kind, d, .. },
+                            ..
+                        }) = red_inst
+                        {
                             let b = bases(ctx, s.func)?;
                             match kind {
                                 BarKind::RedPopc if *d != SINK => {
@@ -451,7 +504,9 @@ fn bases(ctx: &Ctx, func: u32) -> Result<Bases, EmuError> {
         .get(func as usize)
         .copied()
         .flatten()
-        .ok_or_else(|| EmuError::LaunchFailed("call into a function outside the kernel layout".into()))
+        .ok_or_else(|| {
+            EmuError::LaunchFailed("call into a function outside the kernel layout".into())
+        })
 }
 
 fn psrc_mask(preds: &[u32], pb: u32, p: PSrc) -> u32 {
@@ -533,7 +588,11 @@ impl Runner<'_, '_> {
         let start = self.steps;
         loop {
             if self.w.splits.is_empty() {
-                return Ok(if self.steps > start { WarpState::Ran } else { WarpState::Done });
+                return Ok(if self.steps > start {
+                    WarpState::Ran
+                } else {
+                    WarpState::Done
+                });
             }
             // Deepest call first, then the lowest program counter.
             let pick = self
@@ -564,7 +623,11 @@ impl Runner<'_, '_> {
                             i
                         }
                         None => {
-                            return Ok(if self.steps > start { WarpState::Ran } else { WarpState::Blocked });
+                            return Ok(if self.steps > start {
+                                WarpState::Ran
+                            } else {
+                                WarpState::Blocked
+                            });
                         }
                     }
                 }
@@ -574,7 +637,9 @@ impl Runner<'_, '_> {
                 .w
                 .splits
                 .iter()
-                .filter(|s| s.func == sp.func && s.stack.len() == sp.stack.len() && s.wait == Wait::None)
+                .filter(|s| {
+                    s.func == sp.func && s.stack.len() == sp.stack.len() && s.wait == Wait::None
+                })
                 .map(|s| s.pc)
                 .collect();
             let budget = (start + limit).saturating_sub(self.steps).max(1);
@@ -612,9 +677,14 @@ impl Runner<'_, '_> {
             }
             Src::Local(off) => [(b.local + off) as u64; 32],
             Src::Sreg(Sreg::Tid(d)) => self.w.tid[d as usize % 3].map(|v| v as u64),
-            Src::Sreg(s @ (Sreg::Ntid(_) | Sreg::Ctaid(_) | Sreg::Nctaid(_) | Sreg::Warpid | Sreg::Clock | Sreg::Clock64)) => {
-                [self.sreg(s, 0); 32]
-            }
+            Src::Sreg(
+                s @ (Sreg::Ntid(_)
+                | Sreg::Ctaid(_)
+                | Sreg::Nctaid(_)
+                | Sreg::Warpid
+                | Sreg::Clock
+                | Sreg::Clock64),
+            ) => [self.sreg(s, 0); 32],
             Src::Sreg(s) => {
                 let mut o = [0u64; 32];
                 for (l, v) in o.iter_mut().enumerate() {
@@ -627,7 +697,11 @@ impl Runner<'_, '_> {
 
     fn sreg(&self, s: Sreg, lane: usize) -> u64 {
         let c = self.ctx;
-        let tid = [self.w.tid[0][lane], self.w.tid[1][lane], self.w.tid[2][lane]];
+        let tid = [
+            self.w.tid[0][lane],
+            self.w.tid[1][lane],
+            self.w.tid[2][lane],
+        ];
         let lane = lane as u32;
         (match s {
             Sreg::Tid(d) => tid[d as usize % 3],
@@ -691,7 +765,9 @@ impl Runner<'_, '_> {
                 break Ok(Ev::Slice);
             }
             let Some(inst) = code.get(sp.pc as usize) else {
-                break Err(EmuError::LaunchFailed("ran past the end of the code".into()));
+                break Err(EmuError::LaunchFailed(
+                    "ran past the end of the code".into(),
+                ));
             };
             let mut m = sp.mask;
             if let Some((p, neg)) = inst.guard {
@@ -733,9 +809,15 @@ impl Runner<'_, '_> {
                         sp.mask = 0;
                         break Ok(Ev::Resched);
                     }
-                    let Some((ret_pc, caller, call_pc)) = sp.stack.pop() else { break Ok(Ev::Resched) };
+                    let Some((ret_pc, caller, call_pc)) = sp.stack.pop() else {
+                        break Ok(Ev::Resched);
+                    };
                     let cb = bases(self.ctx, caller)?;
-                    if let Some(Inst { op: Op::Call { func, rets, .. }, .. }) = code.get(call_pc as usize) {
+                    if let Some(Inst {
+                        op: Op::Call { func, rets, .. },
+                        ..
+                    }) = code.get(call_pc as usize)
+                    {
                         let callee = &self.ctx.funcs[*func as usize];
                         for (k, &(off, size)) in rets.iter().enumerate() {
                             if let Some(&(coff, csize)) = callee.rets.get(k) {
@@ -770,7 +852,9 @@ impl Runner<'_, '_> {
                     sp.pc = callee.entry.unwrap_or(0);
                     break Ok(Ev::Resched);
                 }
-                Op::Bar { kind, id, count, .. } if m != 0 => {
+                Op::Bar {
+                    kind, id, count, ..
+                } if m != 0 => {
                     if m != sp.mask {
                         let mut rest = sp.clone();
                         rest.mask = sp.mask & !m;
@@ -792,7 +876,10 @@ impl Runner<'_, '_> {
                     sp.wait = Wait::Barrier(id, expected);
                     break Ok(Ev::Resched);
                 }
-                Op::Shfl { member, .. } | Op::Vote { member, .. } | Op::Match { member, .. } | Op::Redux { member, .. }
+                Op::Shfl { member, .. }
+                | Op::Vote { member, .. }
+                | Op::Match { member, .. }
+                | Op::Redux { member, .. }
                     if m != 0 =>
                 {
                     let first = m.trailing_zeros() as usize;
@@ -805,7 +892,10 @@ impl Runner<'_, '_> {
                     self.exec(&inst.op, m, b, inst.line)?;
                 }
                 Op::Trap if m != 0 => {
-                    break Err(EmuError::LaunchFailed(format!("trap at line {}", inst.line)));
+                    break Err(EmuError::LaunchFailed(format!(
+                        "trap at line {}",
+                        inst.line
+                    )));
                 }
                 Op::Builtin { which, args, rets } if m != 0 => {
                     self.builtin(*which, args, rets, m, b)?;
@@ -853,7 +943,9 @@ impl Runner<'_, '_> {
                 let bits = *bits;
                 let pm = width_mask(bits);
                 self.write(*d, b, m, |l| {
-                    vals.iter().enumerate().fold(0u64, |acc, (k, v)| acc | ((v[l] & pm) << (k as u32 * bits)))
+                    vals.iter()
+                        .enumerate()
+                        .fold(0u64, |acc, (k, v)| acc | ((v[l] & pm) << (k as u32 * bits)))
                 });
             }
             Op::Unpack { ds, a, bits } => {
@@ -865,8 +957,22 @@ impl Runner<'_, '_> {
                     self.write(*d, b, m, |l| if sh >= 64 { 0 } else { (x[l] >> sh) & pm });
                 }
             }
-            Op::Int2 { op, bits, signed, sat, d, a, b: bb } => self.int2(*op, *bits, *signed, *sat, *d, a, bb, m, b),
-            Op::Int1 { op, bits, signed, d, a } => {
+            Op::Int2 {
+                op,
+                bits,
+                signed,
+                sat,
+                d,
+                a,
+                b: bb,
+            } => self.int2(*op, *bits, *signed, *sat, *d, a, bb, m, b),
+            Op::Int1 {
+                op,
+                bits,
+                signed,
+                d,
+                a,
+            } => {
                 let x = self.fetch(a, b);
                 let (bits, signed) = (*bits, *signed);
                 let mask = width_mask(bits);
@@ -874,13 +980,17 @@ impl Runner<'_, '_> {
                     I1::Not => self.write(*d, b, m, |l| !x[l] & mask),
                     I1::Cnot => self.write(*d, b, m, |l| (x[l] & mask == 0) as u64),
                     I1::Neg => self.write(*d, b, m, |l| x[l].wrapping_neg() & mask),
-                    I1::Abs => self.write(*d, b, m, |l| (sx(x[l], bits).wrapping_abs() as u64) & mask),
+                    I1::Abs => {
+                        self.write(*d, b, m, |l| (sx(x[l], bits).wrapping_abs() as u64) & mask)
+                    }
                     I1::Popc => self.write(*d, b, m, |l| (x[l] & mask).count_ones() as u64),
                     I1::Clz => self.write(*d, b, m, |l| {
                         let v = x[l] & mask;
                         (v.leading_zeros() - (64 - bits)) as u64
                     }),
-                    I1::Brev => self.write(*d, b, m, |l| (x[l] & mask).reverse_bits() >> (64 - bits)),
+                    I1::Brev => {
+                        self.write(*d, b, m, |l| (x[l] & mask).reverse_bits() >> (64 - bits))
+                    }
                     I1::Bfind | I1::BfindShift => {
                         let shift = *op == I1::BfindShift;
                         self.write(*d, b, m, |l| {
@@ -902,16 +1012,30 @@ impl Runner<'_, '_> {
                     }
                 }
             }
-            Op::Int3 { op, bits, signed, d, a, b: bb, c } => {
+            Op::Int3 {
+                op,
+                bits,
+                signed,
+                d,
+                a,
+                b: bb,
+                c,
+            } => {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
                 let (bits, signed) = (*bits, *signed);
                 let mask = width_mask(bits);
                 match op {
-                    I3::MadLo => self.write(*d, b, m, |l| x[l].wrapping_mul(y[l]).wrapping_add(z[l]) & mask),
-                    I3::MadHi => self.write(*d, b, m, |l| mul_hi(x[l], y[l], bits, signed).wrapping_add(z[l]) & mask),
+                    I3::MadLo => self.write(*d, b, m, |l| {
+                        x[l].wrapping_mul(y[l]).wrapping_add(z[l]) & mask
+                    }),
+                    I3::MadHi => self.write(*d, b, m, |l| {
+                        mul_hi(x[l], y[l], bits, signed).wrapping_add(z[l]) & mask
+                    }),
                     I3::MadWide => {
                         let wm = width_mask(bits * 2);
-                        self.write(*d, b, m, |l| mul_wide(x[l], y[l], bits, signed).wrapping_add(z[l]) & wm)
+                        self.write(*d, b, m, |l| {
+                            mul_wide(x[l], y[l], bits, signed).wrapping_add(z[l]) & wm
+                        })
                     }
                     I3::Bfe => self.write(*d, b, m, |l| bfe(x[l], y[l], z[l], bits, signed)),
                     I3::Prmt => self.write(*d, b, m, |l| prmt(x[l], y[l], z[l])),
@@ -920,7 +1044,11 @@ impl Runner<'_, '_> {
                         self.write(*d, b, m, |l| lop3(x[l], y[l], z[l], lut) & mask)
                     }
                     I3::Slct => self.write(*d, b, m, |l| {
-                        let ge = if signed { z[l] as u32 as i32 >= 0 } else { f32::from_bits(z[l] as u32) >= 0.0 };
+                        let ge = if signed {
+                            z[l] as u32 as i32 >= 0
+                        } else {
+                            f32::from_bits(z[l] as u32) >= 0.0
+                        };
                         if ge {
                             x[l]
                         } else {
@@ -937,8 +1065,20 @@ impl Runner<'_, '_> {
                     }),
                 }
             }
-            Op::Bfi { bits, d, a, b: bb, c, e } => {
-                let (x, y, p, n) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b), self.fetch(e, b));
+            Op::Bfi {
+                bits,
+                d,
+                a,
+                b: bb,
+                c,
+                e,
+            } => {
+                let (x, y, p, n) = (
+                    self.fetch(a, b),
+                    self.fetch(bb, b),
+                    self.fetch(c, b),
+                    self.fetch(e, b),
+                );
                 let bits = *bits;
                 self.write(*d, b, m, |l| {
                     let (pos, len) = ((p[l] & 0xff) as u32, (n[l] & 0xff) as u32);
@@ -950,7 +1090,17 @@ impl Runner<'_, '_> {
                     ((y[l] & !f) | ((x[l] << pos) & f)) & width_mask(bits)
                 });
             }
-            Op::Carry { sub, mad_hi, cin, cout, bits, d, a, b: bb, c } => {
+            Op::Carry {
+                sub,
+                mad_hi,
+                cin,
+                cout,
+                bits,
+                d,
+                a,
+                b: bb,
+                c,
+            } => {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
                 let bits = *bits;
                 let mask = width_mask(bits) as u128;
@@ -984,11 +1134,31 @@ impl Runner<'_, '_> {
                     self.w.cc = (cc & !m) | (out_cc & m);
                 }
             }
-            Op::Float2 { op, ty, rnd, ftz, sat, d, a, b: bb } => {
+            Op::Float2 {
+                op,
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a,
+                b: bb,
+            } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
-                if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat && matches!(op, F2::Add | F2::Mul | F2::Sub) {
+                if *ty == FTy::F32
+                    && *rnd == Rnd::Rn
+                    && !*ftz
+                    && !*sat
+                    && matches!(op, F2::Add | F2::Mul | F2::Sub)
+                {
                     let f = |l: usize| (f32::from_bits(x[l] as u32), f32::from_bits(y[l] as u32));
-                    let nan = |r: f32| if r.is_nan() { float::NAN32 } else { r.to_bits() as u64 };
+                    let nan = |r: f32| {
+                        if r.is_nan() {
+                            float::NAN32
+                        } else {
+                            r.to_bits() as u64
+                        }
+                    };
                     match op {
                         F2::Add => self.write(*d, b, m, |l| {
                             let (p, q) = f(l);
@@ -1008,16 +1178,34 @@ impl Runner<'_, '_> {
                     self.write(*d, b, m, |l| float::bin(op, ty, rnd, ftz, sat, x[l], y[l]));
                 }
             }
-            Op::Float1 { op, ty, rnd, ftz, sat, d, a } => {
+            Op::Float1 {
+                op,
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a,
+            } => {
                 let x = self.fetch(a, b);
                 let (op, ty, rnd, ftz, sat) = (*op, *ty, *rnd, *ftz, *sat);
                 self.write(*d, b, m, |l| float::un(op, ty, rnd, ftz, sat, x[l]));
             }
-            Op::Fma { ty, rnd, ftz, sat, d, a, b: bb, c } => {
+            Op::Fma {
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a,
+                b: bb,
+                c,
+            } => {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
                 if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
                     self.write(*d, b, m, |l| {
-                        let r = f32::from_bits(x[l] as u32).mul_add(f32::from_bits(y[l] as u32), f32::from_bits(z[l] as u32));
+                        let r = f32::from_bits(x[l] as u32)
+                            .mul_add(f32::from_bits(y[l] as u32), f32::from_bits(z[l] as u32));
                         if r.is_nan() {
                             float::NAN32
                         } else {
@@ -1026,15 +1214,35 @@ impl Runner<'_, '_> {
                     });
                 } else {
                     let (ty, rnd, ftz, sat) = (*ty, *rnd, *ftz, *sat);
-                    self.write(*d, b, m, |l| float::fma(ty, rnd, ftz, sat, x[l], y[l], z[l]));
+                    self.write(*d, b, m, |l| {
+                        float::fma(ty, rnd, ftz, sat, x[l], y[l], z[l])
+                    });
                 }
             }
-            Op::Cvt { to, from, rnd, int_rnd, ftz, sat, d, a } => {
+            Op::Cvt {
+                to,
+                from,
+                rnd,
+                int_rnd,
+                ftz,
+                sat,
+                d,
+                a,
+            } => {
                 let x = self.fetch(a, b);
                 let (to, from, rnd, int_rnd, ftz, sat) = (*to, *from, *rnd, *int_rnd, *ftz, *sat);
                 self.write(*d, b, m, |l| cvt(to, from, rnd, int_rnd, ftz, sat, x[l]));
             }
-            Op::Setp { cmp, ty, ftz, p, q, a, b: bb, comb } => {
+            Op::Setp {
+                cmp,
+                ty,
+                ftz,
+                p,
+                q,
+                a,
+                b: bb,
+                comb,
+            } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
                 let mut r = 0u32;
                 for l in lanes(m) {
@@ -1050,7 +1258,16 @@ impl Runner<'_, '_> {
                 self.set_pred(*p, b, m, pv);
                 self.set_pred(*q, b, m, qv);
             }
-            Op::Set { cmp, ty, dty, ftz, d, a, b: bb, comb } => {
+            Op::Set {
+                cmp,
+                ty,
+                dty,
+                ftz,
+                d,
+                a,
+                b: bb,
+                comb,
+            } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
                 let mut r = 0u32;
                 for l in lanes(m) {
@@ -1059,7 +1276,11 @@ impl Runner<'_, '_> {
                 if let Some((op, c)) = comb {
                     r = boolop(*op, r, self.pmask(*c, b));
                 }
-                let (t, f) = if *dty == Ty::F32 { (1.0f32.to_bits() as u64, 0) } else { (width_mask(dty.bits()), 0) };
+                let (t, f) = if *dty == Ty::F32 {
+                    (1.0f32.to_bits() as u64, 0)
+                } else {
+                    (width_mask(dty.bits()), 0)
+                };
                 self.write(*d, b, m, |l| if (r >> l) & 1 != 0 { t } else { f });
             }
             Op::PredLogic { op, d, a, b: bb } => {
@@ -1070,29 +1291,66 @@ impl Runner<'_, '_> {
                 let v = !self.pmask(*a, b);
                 self.set_pred(*d, b, m, v);
             }
-            Op::Selp { mask, d, a, b: bb, p } => {
+            Op::Selp {
+                mask,
+                d,
+                a,
+                b: bb,
+                p,
+            } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
                 let pm = self.pmask(*p, b);
                 let mask = *mask;
-                self.write(*d, b, m, |l| if (pm >> l) & 1 != 0 { x[l] & mask } else { y[l] & mask });
+                self.write(*d, b, m, |l| {
+                    if (pm >> l) & 1 != 0 {
+                        x[l] & mask
+                    } else {
+                        y[l] & mask
+                    }
+                });
             }
-            Op::Ld { space: Space::Param, size, n, ds, addr: Addr { base: Src::Imm(base), off }, sext } => {
+            Op::Ld {
+                space: Space::Param,
+                size,
+                n,
+                ds,
+                addr:
+                    Addr {
+                        base: Src::Imm(base),
+                        off,
+                    },
+                sext,
+            } => {
                 // Kernel parameters at a constant address: one read for the warp.
                 let a = base.wrapping_add(*off as u64);
                 for (k, &d) in ds.iter().enumerate().take(*n as usize) {
-                    let v = self.load(Space::Param, a.wrapping_add(k as u64 * *size as u64), *size, 0, b, line)?;
+                    let v = self.load(
+                        Space::Param,
+                        a.wrapping_add(k as u64 * *size as u64),
+                        *size,
+                        0,
+                        b,
+                        line,
+                    )?;
                     let v = if *sext != 0 { sx(v, *sext) as u64 } else { v };
                     self.write(d, b, m, |_| v);
                 }
             }
-            Op::Ld { space, size, n, ds, addr, sext } => {
+            Op::Ld {
+                space,
+                size,
+                n,
+                ds,
+                addr,
+                sext,
+            } => {
                 let base = self.fetch(&addr.base, b);
                 let (size, n, sext) = (*size, *n, *sext);
                 let total = (size * n) as u64;
                 let check_align = *space != Space::Local && *space != Space::Param;
                 for l in lanes(m) {
                     let a = base[l].wrapping_add(addr.off as u64);
-                    if check_align && a % total.max(1) != 0 {
+                    if check_align && a & (total.max(1) - 1) != 0 {
                         return Err(misaligned(a, total, line));
                     }
                     for (k, &d) in ds.iter().enumerate() {
@@ -1111,19 +1369,26 @@ impl Runner<'_, '_> {
                             None => self.load(*space, ea, size, l, b, line)?,
                         };
                         if d != SINK {
-                            self.w.regs[(b.reg + d) as usize * 32 + l] = if sext != 0 { sx(v, sext) as u64 } else { v };
+                            self.w.regs[(b.reg + d) as usize * 32 + l] =
+                                if sext != 0 { sx(v, sext) as u64 } else { v };
                         }
                     }
                 }
             }
-            Op::St { space, size, n, srcs, addr } => {
+            Op::St {
+                space,
+                size,
+                n,
+                srcs,
+                addr,
+            } => {
                 let base = self.fetch(&addr.base, b);
                 let (size, n) = (*size, *n);
                 let total = (size * n) as u64;
                 let vals: Vec<V> = srcs.iter().map(|s| self.fetch(s, b)).collect();
                 for l in lanes(m) {
                     let a = base[l].wrapping_add(addr.off as u64);
-                    if a % total.max(1) != 0 && *space != Space::Local {
+                    if a & (total.max(1) - 1) != 0 && *space != Space::Local {
                         return Err(misaligned(a, total, line));
                     }
                     for (k, val) in vals.iter().enumerate().take(n as usize) {
@@ -1138,7 +1403,15 @@ impl Runner<'_, '_> {
                     }
                 }
             }
-            Op::Atom { space, op, ty, d, addr, b: bb, c } => {
+            Op::Atom {
+                space,
+                op,
+                ty,
+                d,
+                addr,
+                b: bb,
+                c,
+            } => {
                 let base = self.fetch(&addr.base, b);
                 let (y, z) = (self.fetch(bb, b), self.fetch(c, b));
                 let mut res = [0u64; 32];
@@ -1148,7 +1421,13 @@ impl Runner<'_, '_> {
                 }
                 self.write(*d, b, m, |l| res[l]);
             }
-            Op::Cvta { to_generic, space, d, a, bits } => {
+            Op::Cvta {
+                to_generic,
+                space,
+                d,
+                a,
+                bits,
+            } => {
                 let x = self.fetch(a, b);
                 let win = match space {
                     Space::Shared => SHARED_WINDOW,
@@ -1204,7 +1483,15 @@ impl Runner<'_, '_> {
                 }
                 self.set_pred(*p, b, m, r);
             }
-            Op::Shfl { mode, d, p, a, b: bb, c, .. } => {
+            Op::Shfl {
+                mode,
+                d,
+                p,
+                a,
+                b: bb,
+                c,
+                ..
+            } => {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
                 let mut res = [0u64; 32];
                 let mut pv = 0u32;
@@ -1233,7 +1520,11 @@ impl Runner<'_, '_> {
                             (j, j <= max_lane as i32)
                         }
                     };
-                    let src = if ok && (0..32).contains(&j) { j as usize } else { l };
+                    let src = if ok && (0..32).contains(&j) {
+                        j as usize
+                    } else {
+                        l
+                    };
                     res[l] = x[src] & 0xFFFF_FFFF;
                     pv |= (ok as u32) << l;
                 }
@@ -1246,11 +1537,15 @@ impl Runner<'_, '_> {
                     VoteMode::Ballot => self.write(*d, b, m, |_| v as u64),
                     VoteMode::All => self.set_pred(*d, b, m, if v == m { FULL } else { 0 }),
                     VoteMode::Any => self.set_pred(*d, b, m, if v != 0 { FULL } else { 0 }),
-                    VoteMode::Uni => self.set_pred(*d, b, m, if v == m || v == 0 { FULL } else { 0 }),
+                    VoteMode::Uni => {
+                        self.set_pred(*d, b, m, if v == m || v == 0 { FULL } else { 0 })
+                    }
                 }
             }
             Op::Activemask { d } => self.write(*d, b, m, |_| m as u64),
-            Op::Match { all, bits, d, p, a, .. } => {
+            Op::Match {
+                all, bits, d, p, a, ..
+            } => {
                 let x = self.fetch(a, b);
                 let mask = width_mask(*bits);
                 let mut res = [0u64; 32];
@@ -1274,13 +1569,19 @@ impl Runner<'_, '_> {
                     self.write(*d, b, m, |l| res[l]);
                 }
             }
-            Op::Redux { op, signed, d, a, .. } => {
+            Op::Redux {
+                op, signed, d, a, ..
+            } => {
                 let x = self.fetch(a, b);
                 let vals = lanes(m).map(|l| x[l] & 0xFFFF_FFFF);
                 let r = match (op, signed) {
                     (ReduxOp::Add, _) => vals.fold(0u64, |s, v| s.wrapping_add(v)) & 0xFFFF_FFFF,
-                    (ReduxOp::Min, true) => vals.map(|v| v as u32 as i32).min().unwrap_or(0) as u32 as u64,
-                    (ReduxOp::Max, true) => vals.map(|v| v as u32 as i32).max().unwrap_or(0) as u32 as u64,
+                    (ReduxOp::Min, true) => {
+                        vals.map(|v| v as u32 as i32).min().unwrap_or(0) as u32 as u64
+                    }
+                    (ReduxOp::Max, true) => {
+                        vals.map(|v| v as u32 as i32).max().unwrap_or(0) as u32 as u64
+                    }
                     (ReduxOp::Min, false) => vals.min().unwrap_or(0),
                     (ReduxOp::Max, false) => vals.max().unwrap_or(0),
                     (ReduxOp::And, _) => vals.fold(0xFFFF_FFFF, |s, v| s & v),
@@ -1291,21 +1592,44 @@ impl Runner<'_, '_> {
             }
             Op::Nop => {}
             // Control flow is handled by run_split.
-            Op::Bra { .. } | Op::Call { .. } | Op::Builtin { .. } | Op::Ret | Op::Exit | Op::Trap | Op::Bar { .. } => {}
+            Op::Bra { .. }
+            | Op::Call { .. }
+            | Op::Builtin { .. }
+            | Op::Ret
+            | Op::Exit
+            | Op::Trap
+            | Op::Bar { .. } => {}
         }
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn int2(&mut self, op: I2, bits: u32, signed: bool, sat: bool, d: u32, a: &Src, bb: &Src, m: u32, b: Bases) {
+    fn int2(
+        &mut self,
+        op: I2,
+        bits: u32,
+        signed: bool,
+        sat: bool,
+        d: u32,
+        a: &Src,
+        bb: &Src,
+        m: u32,
+        b: Bases,
+    ) {
         let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
         let mask = width_mask(bits);
         match op {
             I2::Add if sat && signed => self.write(d, b, m, |l| {
-                (sx(x[l], bits).saturating_add(sx(y[l], bits)).clamp(i32::MIN as i64, i32::MAX as i64) as u64) & mask
+                (sx(x[l], bits)
+                    .saturating_add(sx(y[l], bits))
+                    .clamp(i32::MIN as i64, i32::MAX as i64) as u64)
+                    & mask
             }),
             I2::Sub if sat && signed => self.write(d, b, m, |l| {
-                (sx(x[l], bits).saturating_sub(sx(y[l], bits)).clamp(i32::MIN as i64, i32::MAX as i64) as u64) & mask
+                (sx(x[l], bits)
+                    .saturating_sub(sx(y[l], bits))
+                    .clamp(i32::MIN as i64, i32::MAX as i64) as u64)
+                    & mask
             }),
             I2::Add => self.write(d, b, m, |l| x[l].wrapping_add(y[l]) & mask),
             I2::Sub => self.write(d, b, m, |l| x[l].wrapping_sub(y[l]) & mask),
@@ -1324,12 +1648,7 @@ impl Runner<'_, '_> {
                 }
             }),
             I2::Div => self.write(d, b, m, |l| {
-                let (p, q) = (x[l] & mask, y[l] & mask);
-                if q == 0 {
-                    mask
-                } else {
-                    p / q
-                }
+                (x[l] & mask).checked_div(y[l] & mask).unwrap_or(mask)
             }),
             I2::Rem if signed => self.write(d, b, m, |l| {
                 let (p, q) = (sx(x[l], bits), sx(y[l], bits));
@@ -1347,8 +1666,12 @@ impl Runner<'_, '_> {
                     p % q
                 }
             }),
-            I2::Min if signed => self.write(d, b, m, |l| (sx(x[l], bits).min(sx(y[l], bits)) as u64) & mask),
-            I2::Max if signed => self.write(d, b, m, |l| (sx(x[l], bits).max(sx(y[l], bits)) as u64) & mask),
+            I2::Min if signed => self.write(d, b, m, |l| {
+                (sx(x[l], bits).min(sx(y[l], bits)) as u64) & mask
+            }),
+            I2::Max if signed => self.write(d, b, m, |l| {
+                (sx(x[l], bits).max(sx(y[l], bits)) as u64) & mask
+            }),
             I2::Min => self.write(d, b, m, |l| (x[l] & mask).min(y[l] & mask)),
             I2::Max => self.write(d, b, m, |l| (x[l] & mask).max(y[l] & mask)),
             I2::And => self.write(d, b, m, |l| x[l] & y[l] & mask),
@@ -1386,7 +1709,15 @@ impl Runner<'_, '_> {
         }
     }
 
-    fn load(&mut self, space: Space, addr: u64, size: u32, lane: usize, _b: Bases, line: u32) -> Result<u64, EmuError> {
+    fn load(
+        &mut self,
+        space: Space,
+        addr: u64,
+        size: u32,
+        lane: usize,
+        _b: Bases,
+        line: u32,
+    ) -> Result<u64, EmuError> {
         let (s, a) = self.resolve(space, addr);
         match s {
             Space::Global | Space::Generic | Space::Const => {
@@ -1398,7 +1729,11 @@ impl Runner<'_, '_> {
                         return Ok(al.load(a - al.base(), size));
                     }
                 }
-                let al = self.ctx.space.find_range(a, size as u64).map_err(|_| illegal(a, size, line))?;
+                let al = self
+                    .ctx
+                    .space
+                    .find_range(a, size as u64)
+                    .map_err(|_| illegal(a, size, line))?;
                 let v = al.load(a - al.base(), size);
                 self.w.cache = Some(al);
                 Ok(v)
@@ -1409,14 +1744,26 @@ impl Runner<'_, '_> {
                 if a.checked_add(size as u64).is_none_or(|e| e > ls) {
                     return Err(illegal(addr, size, line));
                 }
-                read_le(&self.w.local, lane as u64 * ls + a, size).ok_or_else(|| illegal(addr, size, line))
+                read_le(&self.w.local, lane as u64 * ls + a, size)
+                    .ok_or_else(|| illegal(addr, size, line))
             }
-            Space::Param => read_le(self.ctx.params, a, size).ok_or_else(|| illegal(addr, size, line)),
+            Space::Param => {
+                read_le(self.ctx.params, a, size).ok_or_else(|| illegal(addr, size, line))
+            }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn store(&mut self, space: Space, addr: u64, size: u32, v: u64, lane: usize, _b: Bases, line: u32) -> Result<(), EmuError> {
+    fn store(
+        &mut self,
+        space: Space,
+        addr: u64,
+        size: u32,
+        v: u64,
+        lane: usize,
+        _b: Bases,
+        line: u32,
+    ) -> Result<(), EmuError> {
         let (s, a) = self.resolve(space, addr);
         match s {
             Space::Global | Space::Generic | Space::Const => {
@@ -1429,25 +1776,41 @@ impl Runner<'_, '_> {
                         return Ok(());
                     }
                 }
-                let al = self.ctx.space.find_range(a, size as u64).map_err(|_| illegal(a, size, line))?;
+                let al = self
+                    .ctx
+                    .space
+                    .find_range(a, size as u64)
+                    .map_err(|_| illegal(a, size, line))?;
                 al.store(a - al.base(), size, v);
                 self.w.cache = Some(al);
                 Ok(())
             }
-            Space::Shared => write_le(self.shared, a, size, v).ok_or_else(|| illegal(addr, size, line)),
+            Space::Shared => {
+                write_le(self.shared, a, size, v).ok_or_else(|| illegal(addr, size, line))
+            }
             Space::Local => {
                 let ls = self.w.local_size as u64;
                 if a.checked_add(size as u64).is_none_or(|e| e > ls) {
                     return Err(illegal(addr, size, line));
                 }
-                write_le(&mut self.w.local, lane as u64 * ls + a, size, v).ok_or_else(|| illegal(addr, size, line))
+                write_le(&mut self.w.local, lane as u64 * ls + a, size, v)
+                    .ok_or_else(|| illegal(addr, size, line))
             }
             Space::Param => Err(illegal(addr, size, line)),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn atomic(&mut self, space: Space, op: AtomOp, ty: Ty, addr: u64, b: u64, c: u64, line: u32) -> Result<u64, EmuError> {
+    fn atomic(
+        &mut self,
+        space: Space,
+        op: AtomOp,
+        ty: Ty,
+        addr: u64,
+        b: u64,
+        c: u64,
+        line: u32,
+    ) -> Result<u64, EmuError> {
         let size = ty.bytes();
         let (s, a) = self.resolve(space, addr);
         if a & (size as u64 - 1) != 0 {
@@ -1460,7 +1823,11 @@ impl Runner<'_, '_> {
                 Ok(old)
             }
             Space::Global | Space::Generic | Space::Const => {
-                let al = self.ctx.space.find_range(a, size as u64).map_err(|_| illegal(a, size, line))?;
+                let al = self
+                    .ctx
+                    .space
+                    .find_range(a, size as u64)
+                    .map_err(|_| illegal(a, size, line))?;
                 let off = a - al.base();
                 let shift = (off % 8) * 8;
                 let wm = width_mask(size * 8) << shift;
@@ -1478,12 +1845,25 @@ impl Runner<'_, '_> {
         }
     }
 
-    fn builtin(&mut self, which: Builtin, args: &[(u32, u32)], rets: &[(u32, u32)], m: u32, b: Bases) -> Result<(), EmuError> {
+    fn builtin(
+        &mut self,
+        which: Builtin,
+        args: &[(u32, u32)],
+        rets: &[(u32, u32)],
+        m: u32,
+        b: Bases,
+    ) -> Result<(), EmuError> {
         let arg_slot = |k: usize| args.get(k).map(|a| a.0);
         for l in lanes(m) {
             let local = |s: &Self, off: Option<u32>, size: u32| -> u64 {
-                off.and_then(|o| read_le(&s.w.local, l as u64 * s.w.local_size as u64 + (b.local + o) as u64, size))
-                    .unwrap_or(0)
+                off.and_then(|o| {
+                    read_le(
+                        &s.w.local,
+                        l as u64 * s.w.local_size as u64 + (b.local + o) as u64,
+                        size,
+                    )
+                })
+                .unwrap_or(0)
             };
             match which {
                 Builtin::Vprintf => {
@@ -1497,7 +1877,9 @@ impl Runner<'_, '_> {
                         let this = &mut *self;
                         let mut reader = |size: u32| -> u64 {
                             cursor = cursor.next_multiple_of(size as u64);
-                            let v = this.load(Space::Generic, args_ptr.wrapping_add(cursor), size, l, b, 0).unwrap_or(0);
+                            let v = this
+                                .load(Space::Generic, args_ptr.wrapping_add(cursor), size, l, b, 0)
+                                .unwrap_or(0);
                             cursor += size as u64;
                             vals.push(v);
                             v
@@ -1518,7 +1900,12 @@ impl Runner<'_, '_> {
                     self.printf.push_str(&s);
                     if let Some(&(off, size)) = rets.first() {
                         let ls = self.w.local_size as u64;
-                        write_le(&mut self.w.local, l as u64 * ls + (b.local + off) as u64, size.min(4), nbytes as u64);
+                        write_le(
+                            &mut self.w.local,
+                            l as u64 * ls + (b.local + off) as u64,
+                            size.min(4),
+                            nbytes as u64,
+                        );
                     }
                 }
                 Builtin::AssertFail => {
@@ -1526,7 +1913,11 @@ impl Runner<'_, '_> {
                     let file = local(self, arg_slot(1), 8);
                     let line = local(self, arg_slot(2), 4);
                     let func = local(self, arg_slot(3), 8);
-                    let (msg, file, func) = (self.cstring(msg, l, b), self.cstring(file, l, b), self.cstring(func, l, b));
+                    let (msg, file, func) = (
+                        self.cstring(msg, l, b),
+                        self.cstring(file, l, b),
+                        self.cstring(func, l, b),
+                    );
                     let c = self.ctx;
                     let t = self.w.id * 32 + l as u32;
                     let bx = c.block[0].max(1);
@@ -1620,10 +2011,18 @@ fn bfe(a: u64, b: u64, c: u64, bits: u32, signed: bool) -> u64 {
     let len = (c & 0xff) as u32;
     let msb = bits - 1;
     let bit = |i: u32| (a >> i) & 1;
-    let sbit = if signed && len > 0 { bit((pos + len - 1).min(msb)) } else { 0 };
+    let sbit = if signed && len > 0 {
+        bit((pos + len - 1).min(msb))
+    } else {
+        0
+    };
     let mut r = 0u64;
     for i in 0..bits {
-        let v = if i < len && pos + i <= msb { bit(pos + i) } else { sbit };
+        let v = if i < len && pos + i <= msb {
+            bit(pos + i)
+        } else {
+            sbit
+        };
         r |= v << i;
     }
     r
@@ -1635,7 +2034,15 @@ fn prmt(a: u64, b: u64, c: u64) -> u64 {
     for i in 0..4 {
         let sel = (c >> (4 * i)) & 0xf;
         let byte = (bytes >> ((sel & 7) * 8)) & 0xff;
-        let byte = if sel & 8 != 0 { if byte & 0x80 != 0 { 0xff } else { 0 } } else { byte };
+        let byte = if sel & 8 != 0 {
+            if byte & 0x80 != 0 {
+                0xff
+            } else {
+                0
+            }
+        } else {
+            byte
+        };
         r |= byte << (8 * i);
     }
     r
@@ -1703,10 +2110,34 @@ fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
     match cmp {
         Cmp::Eq | Cmp::Equ => ua == ub,
         Cmp::Ne | Cmp::Neu => ua != ub,
-        Cmp::Lt | Cmp::Ltu => if s { sa < sb } else { ua < ub },
-        Cmp::Le | Cmp::Leu => if s { sa <= sb } else { ua <= ub },
-        Cmp::Gt | Cmp::Gtu => if s { sa > sb } else { ua > ub },
-        Cmp::Ge | Cmp::Geu => if s { sa >= sb } else { ua >= ub },
+        Cmp::Lt | Cmp::Ltu => {
+            if s {
+                sa < sb
+            } else {
+                ua < ub
+            }
+        }
+        Cmp::Le | Cmp::Leu => {
+            if s {
+                sa <= sb
+            } else {
+                ua <= ub
+            }
+        }
+        Cmp::Gt | Cmp::Gtu => {
+            if s {
+                sa > sb
+            } else {
+                ua > ub
+            }
+        }
+        Cmp::Ge | Cmp::Geu => {
+            if s {
+                sa >= sb
+            } else {
+                ua >= ub
+            }
+        }
         Cmp::Lo => ua < ub,
         Cmp::Ls => ua <= ub,
         Cmp::Hi => ua > ub,
@@ -1751,8 +2182,20 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let s = ty.signed();
     (match op {
         AtomOp::Add => old.wrapping_add(b),
-        AtomOp::Min => if s { sx(old, bits).min(sx(b, bits)) as u64 } else { old.min(b & mask) },
-        AtomOp::Max => if s { sx(old, bits).max(sx(b, bits)) as u64 } else { old.max(b & mask) },
+        AtomOp::Min => {
+            if s {
+                sx(old, bits).min(sx(b, bits)) as u64
+            } else {
+                old.min(b & mask)
+            }
+        }
+        AtomOp::Max => {
+            if s {
+                sx(old, bits).max(sx(b, bits)) as u64
+            } else {
+                old.max(b & mask)
+            }
+        }
         AtomOp::Inc => {
             if old >= b & mask {
                 0
@@ -1809,10 +2252,20 @@ fn cvt(to: Ty, from: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, 
         if x.is_nan() {
             return 0;
         }
-        let r = float::round_int(x, Some(if int_rnd { rnd.unwrap_or(Rnd::Rz) } else { Rnd::Rz }));
+        let r = float::round_int(
+            x,
+            Some(if int_rnd {
+                rnd.unwrap_or(Rnd::Rz)
+            } else {
+                Rnd::Rz
+            }),
+        );
         let bits = to.bits();
         return if to.signed() {
-            let (lo, hi) = (-(2f64.powi(bits as i32 - 1)), 2f64.powi(bits as i32 - 1) - 1.0);
+            let (lo, hi) = (
+                -(2f64.powi(bits as i32 - 1)),
+                2f64.powi(bits as i32 - 1) - 1.0,
+            );
             let c = r.clamp(lo, hi);
             (c as i64 as u64) & to_mask
         } else {
@@ -1822,13 +2275,21 @@ fn cvt(to: Ty, from: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, 
     }
     // Integer source.
     let fb = from.bits();
-    let ival: i128 = if from.signed() { sx(v, fb) as i128 } else { (v & width_mask(fb)) as i128 };
+    let ival: i128 = if from.signed() {
+        sx(v, fb) as i128
+    } else {
+        (v & width_mask(fb)) as i128
+    };
     if to.float() {
         let mode = rnd.unwrap_or(Rnd::Rn);
         return match to {
             Ty::F64 => {
                 let r = ival as f64;
-                let err = if r.is_finite() { (ival - r as i128).signum() as f64 } else { 0.0 };
+                let err = if r.is_finite() {
+                    (ival - r as i128).signum() as f64
+                } else {
+                    0.0
+                };
                 float::adjust64(r, err, mode).to_bits()
             }
             Ty::F32 => {
@@ -1865,12 +2326,60 @@ mod tests {
         assert_eq!(bfe(0xF0, 4, 4, 32, true), 0xFFFF_FFFF);
         assert_eq!(prmt(0x44332211, 0x88776655, 0x5410), 0x66552211);
         assert_eq!(lop3(0b1100, 0b1010, 0b0110, 0x96), 0b1100 ^ 0b1010 ^ 0b0110);
-        assert_eq!(cvt(Ty::S32, Ty::F32, Some(Rnd::Rz), true, false, false, (-3.7f32).to_bits() as u64), (-3i32) as u32 as u64);
-        assert_eq!(cvt(Ty::U8, Ty::F32, Some(Rnd::Rn), true, false, false, 300f32.to_bits() as u64), 255);
-        assert_eq!(cvt(Ty::S64, Ty::S32, None, false, false, false, 0xFFFF_FFFF), u64::MAX);
-        assert_eq!(cvt(Ty::F32, Ty::U64, Some(Rnd::Rz), false, false, false, u64::MAX), 0x5F7F_FFFF);
-        assert!(compare(Cmp::Ltu, Ty::F32, false, f32::NAN.to_bits() as u64, 0));
-        assert!(!compare(Cmp::Lt, Ty::F32, false, f32::NAN.to_bits() as u64, 0));
+        assert_eq!(
+            cvt(
+                Ty::S32,
+                Ty::F32,
+                Some(Rnd::Rz),
+                true,
+                false,
+                false,
+                (-3.7f32).to_bits() as u64
+            ),
+            (-3i32) as u32 as u64
+        );
+        assert_eq!(
+            cvt(
+                Ty::U8,
+                Ty::F32,
+                Some(Rnd::Rn),
+                true,
+                false,
+                false,
+                300f32.to_bits() as u64
+            ),
+            255
+        );
+        assert_eq!(
+            cvt(Ty::S64, Ty::S32, None, false, false, false, 0xFFFF_FFFF),
+            u64::MAX
+        );
+        assert_eq!(
+            cvt(
+                Ty::F32,
+                Ty::U64,
+                Some(Rnd::Rz),
+                false,
+                false,
+                false,
+                u64::MAX
+            ),
+            0x5F7F_FFFF
+        );
+        assert!(compare(
+            Cmp::Ltu,
+            Ty::F32,
+            false,
+            f32::NAN.to_bits() as u64,
+            0
+        ));
+        assert!(!compare(
+            Cmp::Lt,
+            Ty::F32,
+            false,
+            f32::NAN.to_bits() as u64,
+            0
+        ));
         assert!(compare(Cmp::Lt, Ty::S32, false, 0xFFFF_FFFF, 0));
         assert!(!compare(Cmp::Lo, Ty::S32, false, 0xFFFF_FFFF, 0));
     }

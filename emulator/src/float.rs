@@ -59,7 +59,11 @@ pub fn to_f32(x: f64, err: f64, mode: Rnd) -> f32 {
     match mode {
         Rnd::Rn => {
             if fd != x && err != 0.0 && f.is_finite() {
-                let (lo, hi) = if fd < x { (f, next_up32(f)) } else { (next_down32(f), f) };
+                let (lo, hi) = if fd < x {
+                    (f, next_up32(f))
+                } else {
+                    (next_down32(f), f)
+                };
                 if hi.is_finite() && lo.is_finite() && (lo as f64 + hi as f64) / 2.0 == x {
                     return if err > 0.0 { hi } else { lo };
                 }
@@ -357,7 +361,9 @@ pub fn bin(op: F2, ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64) -> u
             }
             r.to_bits()
         }
-        FTy::F16 | FTy::BF16 => half_bin(op, ty == FTy::BF16, rnd, ftz, sat, a as u16, b as u16) as u64,
+        FTy::F16 | FTy::BF16 => {
+            half_bin(op, ty == FTy::BF16, rnd, ftz, sat, a as u16, b as u16) as u64
+        }
         FTy::F16x2 | FTy::BF16x2 => {
             let bf = ty == FTy::BF16x2;
             let lo = half_bin(op, bf, rnd, ftz, sat, a as u16, b as u16) as u64;
@@ -378,9 +384,13 @@ pub fn h2f(bits: u16, bf: bool) -> f64 {
 /// Rounds `x` to f16/bf16 in `mode`.
 pub fn f2h(x: f64, bf: bool, mode: Rnd) -> u16 {
     if x.is_nan() {
-        return if bf { 0x7FFF } else { 0x7FFF };
+        return 0x7FFF;
     }
-    let bits = if bf { bf16::from_f64(x).to_bits() } else { f16::from_f64(x).to_bits() };
+    let bits = if bf {
+        bf16::from_f64(x).to_bits()
+    } else {
+        f16::from_f64(x).to_bits()
+    };
     if mode == Rnd::Rn {
         return bits;
     }
@@ -433,7 +443,11 @@ fn half_bin(op: F2, bf: bool, rnd: Rnd, ftz: bool, sat: bool, a: u16, b: u16) ->
 pub fn fma(ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, c: u64) -> u64 {
     match ty {
         FTy::F32 => {
-            let (mut x, mut y, mut z) = (f32::from_bits(a as u32), f32::from_bits(b as u32), f32::from_bits(c as u32));
+            let (mut x, mut y, mut z) = (
+                f32::from_bits(a as u32),
+                f32::from_bits(b as u32),
+                f32::from_bits(c as u32),
+            );
             if ftz {
                 x = ftz32(x);
                 y = ftz32(y);
@@ -468,7 +482,14 @@ pub fn fma(ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, c: u64) -> u
         FTy::F16x2 | FTy::BF16x2 => {
             let bf = ty == FTy::BF16x2;
             let lo = half_fma(bf, rnd, sat, a as u16, b as u16, c as u16) as u64;
-            let hi = half_fma(bf, rnd, sat, (a >> 16) as u16, (b >> 16) as u16, (c >> 16) as u16) as u64;
+            let hi = half_fma(
+                bf,
+                rnd,
+                sat,
+                (a >> 16) as u16,
+                (b >> 16) as u16,
+                (c >> 16) as u16,
+            ) as u64;
             lo | (hi << 16)
         }
     }
@@ -596,7 +617,10 @@ mod tests {
         assert_eq!(mul32(x, 3.0, Rnd::Rn), x * 3.0);
         assert!(mul32(x, 3.0, Rnd::Rm) <= mul32(x, 3.0, Rnd::Rp));
         assert_eq!(div32(1.0, 3.0, Rnd::Rz), div32(1.0, 3.0, Rnd::Rm));
-        assert_eq!(div32(1.0, 3.0, Rnd::Rp), next_up32(div32(1.0, 3.0, Rnd::Rm)));
+        assert_eq!(
+            div32(1.0, 3.0, Rnd::Rp),
+            next_up32(div32(1.0, 3.0, Rnd::Rm))
+        );
         assert_eq!(sqrt64(2.0, Rnd::Rp), next_up64(sqrt64(2.0, Rnd::Rm)));
         assert_eq!(add64(1.0, 1e-30, Rnd::Rp), next_up64(1.0));
         assert_eq!(fma64(1.0, 1.0, 1e-30, Rnd::Rp), next_up64(1.0));

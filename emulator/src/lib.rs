@@ -18,16 +18,17 @@
 pub mod error;
 pub mod exec;
 pub mod float;
-pub mod loader;
-pub mod printf;
 pub mod ir;
+pub mod loader;
 pub mod lower;
 pub mod memory;
 pub mod module;
 pub mod parser;
+pub mod printf;
 
 pub use error::EmuError;
 pub use memory::{AddressSpace, DeviceMemory, MemError};
 pub use module::{
-    GlobalInfo, GlobalSpace, KernelInfo, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule, Module, ParamInfo,
+    GlobalInfo, GlobalSpace, KernelInfo, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule,
+    Module, ParamInfo,
 };

@@ -15,28 +15,41 @@ const MAX_PAYLOAD: u64 = 1 << 30;
 
 /// Returns the PTX text to use for compute capability `cc`.
 pub fn extract_ptx(image: &[u8], cc: u32) -> Result<String, EmuError> {
-    if image.len() >= 4 && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC {
+    if image.len() >= 4
+        && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC
+    {
         return from_fatbin(image, cc);
     }
     if image.starts_with(b"\x7fELF") {
-        return Err(EmuError::NoBinaryForGpu("the image is an ELF cubin (SASS only)".into()));
+        return Err(EmuError::NoBinaryForGpu(
+            "the image is an ELF cubin (SASS only)".into(),
+        ));
     }
     let end = image.iter().position(|&b| b == 0).unwrap_or(image.len());
-    let text = std::str::from_utf8(&image[..end]).map_err(|_| EmuError::InvalidImage("not PTX text (invalid UTF-8)".into()))?;
+    let text = std::str::from_utf8(&image[..end])
+        .map_err(|_| EmuError::InvalidImage("not PTX text (invalid UTF-8)".into()))?;
     if !text.contains(".version") && !text.contains(".entry") && !text.contains(".func") {
-        return Err(EmuError::InvalidImage("not PTX text, a fatbin or an ELF image".into()));
+        return Err(EmuError::InvalidImage(
+            "not PTX text, a fatbin or an ELF image".into(),
+        ));
     }
     Ok(text.to_string())
 }
 
 fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(o..o.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(o..o.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 struct Entry<'a> {
@@ -56,7 +69,10 @@ fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
         let hsize = u16_at(image, pos + 6).ok_or_else(|| bad("header"))? as usize;
         let body = u64_at(image, pos + 8).ok_or_else(|| bad("header"))?;
         let start = pos.checked_add(hsize).ok_or_else(|| bad("header size"))?;
-        let end = usize::try_from(body).ok().and_then(|b| start.checked_add(b)).ok_or_else(|| bad("size"))?;
+        let end = usize::try_from(body)
+            .ok()
+            .and_then(|b| start.checked_add(b))
+            .ok_or_else(|| bad("size"))?;
         if end > image.len() {
             return Err(bad("truncated container"));
         }
@@ -68,12 +84,20 @@ fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
             let sm = u32_at(image, e + 28).ok_or_else(|| bad("entry"))?;
             let flags = u64_at(image, e + 40).ok_or_else(|| bad("entry"))?;
             let uncompressed = u64_at(image, e + 56).ok_or_else(|| bad("entry"))?;
-            let ps = e.checked_add(ehsize).ok_or_else(|| bad("entry header size"))?;
+            let ps = e
+                .checked_add(ehsize)
+                .ok_or_else(|| bad("entry header size"))?;
             let pe = ps.checked_add(psize).ok_or_else(|| bad("payload size"))?;
             if ehsize < 64 || pe > end {
                 return Err(bad("entry out of bounds"));
             }
-            out.push(Entry { kind, sm, flags, uncompressed, payload: &image[ps..pe] });
+            out.push(Entry {
+                kind,
+                sm,
+                flags,
+                uncompressed,
+                payload: &image[ps..pe],
+            });
             e = pe;
         }
         pos = end;
@@ -83,10 +107,25 @@ fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
 
 fn from_fatbin(image: &[u8], cc: u32) -> Result<String, EmuError> {
     let all = entries(image)?;
-    let best = all.iter().filter(|e| e.kind == KIND_PTX && e.sm <= cc).max_by_key(|e| e.sm);
+    let best = all
+        .iter()
+        .filter(|e| e.kind == KIND_PTX && e.sm <= cc)
+        .max_by_key(|e| e.sm);
     let Some(e) = best else {
-        let archs: Vec<String> = all.iter().map(|e| format!("{}sm_{}", if e.kind == KIND_PTX { "PTX " } else { "SASS " }, e.sm)).collect();
-        return Err(EmuError::NoBinaryForGpu(format!("no PTX for compute capability {cc} (image holds: {})", archs.join(", "))));
+        let archs: Vec<String> = all
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}sm_{}",
+                    if e.kind == KIND_PTX { "PTX " } else { "SASS " },
+                    e.sm
+                )
+            })
+            .collect();
+        return Err(EmuError::NoBinaryForGpu(format!(
+            "no PTX for compute capability {cc} (image holds: {})",
+            archs.join(", ")
+        )));
     };
     let bytes = if e.flags & FLAG_LZ4 != 0 {
         if e.uncompressed > MAX_PAYLOAD {
@@ -107,7 +146,8 @@ fn from_fatbin(image: &[u8], cc: u32) -> Result<String, EmuError> {
         e.payload.to_vec()
     };
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8(bytes[..end].to_vec()).map_err(|_| EmuError::InvalidImage("PTX payload is not UTF-8".into()))
+    String::from_utf8(bytes[..end].to_vec())
+        .map_err(|_| EmuError::InvalidImage("PTX payload is not UTF-8".into()))
 }
 
 /// Builds a fatbin with the given (kind, sm, flags, payload, uncompressed size) entries (tests).
@@ -139,7 +179,8 @@ pub fn build_fatbin(entries: &[(u16, u32, u64, Vec<u8>, u64)]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const PTX: &str = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n ret;\n}\n";
+    const PTX: &str =
+        ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n ret;\n}\n";
 
     #[test]
     fn picks_highest_ptx_not_above_cc_and_decompresses() {
@@ -155,7 +196,13 @@ mod tests {
         assert!(extract_ptx(&fb, 90).unwrap().contains("sm_90"));
         // Two containers back to back.
         let mut two = build_fatbin(&[(2, 80, 0, vec![1, 2, 3], 0)]);
-        two.extend(build_fatbin(&[(KIND_PTX, 75, 0, PTX.as_bytes().to_vec(), 0)]));
+        two.extend(build_fatbin(&[(
+            KIND_PTX,
+            75,
+            0,
+            PTX.as_bytes().to_vec(),
+            0,
+        )]));
         assert_eq!(extract_ptx(&two, 80).unwrap(), PTX);
     }
 
@@ -163,7 +210,10 @@ mod tests {
     fn sass_only_is_209_and_garbage_is_an_error() {
         let fb = build_fatbin(&[(2, 80, 0, vec![1, 2, 3], 0)]);
         assert_eq!(extract_ptx(&fb, 80).unwrap_err().cuda_code(), 209);
-        assert_eq!(extract_ptx(b"\x7fELF\x02\x01", 80).unwrap_err().cuda_code(), 209);
+        assert_eq!(
+            extract_ptx(b"\x7fELF\x02\x01", 80).unwrap_err().cuda_code(),
+            209
+        );
         let mut trunc = build_fatbin(&[(KIND_PTX, 80, 0, PTX.as_bytes().to_vec(), 0)]);
         trunc.truncate(40);
         assert!(extract_ptx(&trunc, 80).is_err());

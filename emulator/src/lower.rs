@@ -111,40 +111,64 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
     }
     for (global, offset, name, addend, size) in pending {
         let Some(Sym::Global(target)) = module.get(&name).copied() else {
-            return Err(EmuError::unsupported(0, format!("initialiser referring to `{name}`")));
+            return Err(EmuError::unsupported(
+                0,
+                format!("initialiser referring to `{name}`"),
+            ));
         };
-        out.relocs.push(Reloc { global, offset, target, addend, size });
+        out.relocs.push(Reloc {
+            global,
+            offset,
+            target,
+            addend,
+            size,
+        });
     }
     // Function-scope .shared variables are laid out after module ones, across all functions.
     for item in &ast.items {
         if let Item::Func(f) = item {
-            let Some(Sym::Func(idx)) = module.get(&f.name).copied() else { continue };
+            let Some(Sym::Func(idx)) = module.get(&f.name).copied() else {
+                continue;
+            };
             let has_body = f.body.is_some();
-            let already = out.funcs.get(idx as usize).is_some_and(|x| x.entry.is_some());
+            let already = out
+                .funcs
+                .get(idx as usize)
+                .is_some_and(|x| x.entry.is_some());
             if has_body && already {
-                return Err(EmuError::ptx(f.line, format!("function `{}` defined twice", f.name)));
+                return Err(EmuError::ptx(
+                    f.line,
+                    format!("function `{}` defined twice", f.name),
+                ));
             }
             let mut l = FnLower::new(&module, &mut out, f, idx, &mut shared)?;
             l.run(f)?;
         }
     }
-    out.shared_bytes = u32::try_from(shared).map_err(|_| EmuError::ptx(0, "too much shared memory"))?;
+    out.shared_bytes =
+        u32::try_from(shared).map_err(|_| EmuError::ptx(0, "too much shared memory"))?;
     Ok(out)
 }
 
 fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
-    let ty = Ty::parse(&v.ty)
-        .ok_or_else(|| EmuError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name)))?;
+    let ty = Ty::parse(&v.ty).ok_or_else(|| {
+        EmuError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name))
+    })?;
     let elem = (ty.bytes().max(1) as u64) * v.vector as u64;
     let mut n = 1u64;
     for d in &v.dims {
-        n = n.checked_mul(d.unwrap_or(0)).ok_or_else(|| EmuError::ptx(v.line, "array too large"))?;
+        n = n
+            .checked_mul(d.unwrap_or(0))
+            .ok_or_else(|| EmuError::ptx(v.line, "array too large"))?;
     }
     let size = elem.checked_mul(n).filter(|&s| s <= MAX_VAR);
     let size = size.ok_or_else(|| EmuError::ptx(v.line, format!("`{}` is too large", v.name)))?;
     let align = v.align.unwrap_or(elem as u32).max(1);
     if !align.is_power_of_two() {
-        return Err(EmuError::ptx(v.line, format!("alignment {align} is not a power of two")));
+        return Err(EmuError::ptx(
+            v.line,
+            format!("alignment {align} is not a power of two"),
+        ));
     }
     Ok((size, align, ty))
 }
@@ -165,7 +189,9 @@ fn module_var(
                 *shared = off;
                 return Ok(Sym::DynShared);
             }
-            u32::try_from(off).map(Sym::Shared).map_err(|_| EmuError::ptx(v.line, "shared too large"))
+            u32::try_from(off)
+                .map(Sym::Shared)
+                .map_err(|_| EmuError::ptx(v.line, "shared too large"))
         }
         "global" | "const" => {
             let idx = out.globals.len() as u32;
@@ -189,11 +215,18 @@ fn module_var(
                 size,
                 align,
                 init,
-                space: if v.space == "const" { GlobalSpace::Const } else { GlobalSpace::Global },
+                space: if v.space == "const" {
+                    GlobalSpace::Const
+                } else {
+                    GlobalSpace::Global
+                },
             });
             Ok(Sym::Global(idx))
         }
-        other => Err(EmuError::unsupported(v.line, format!(".{other} variable `{}` at module scope", v.name))),
+        other => Err(EmuError::unsupported(
+            v.line,
+            format!(".{other} variable `{}` at module scope", v.name),
+        )),
     }
 }
 
@@ -389,15 +422,24 @@ impl<'a> FnLower<'a> {
                         None => None,
                         Some((p, neg)) => Some((self.pred(p)?, *neg)),
                     };
-                    self.out.code.push(Inst { op, guard, line: i.line });
+                    self.out.code.push(Inst {
+                        op,
+                        guard,
+                        line: i.line,
+                    });
                 }
             }
         }
         if !has_ret_at_end {
             // Falling off the end returns.
-            self.out.code.push(Inst { op: Op::Ret, guard: None, line: self.line });
+            self.out.code.push(Inst {
+                op: Op::Ret,
+                guard: None,
+                line: self.line,
+            });
         }
-        let local = u32::try_from(self.local).map_err(|_| EmuError::ptx(f.line, "local frame too large"))?;
+        let local = u32::try_from(self.local)
+            .map_err(|_| EmuError::ptx(f.line, "local frame too large"))?;
         let func = &mut self.out.funcs[self.idx as usize];
         func.entry = Some(entry);
         func.nregs = self.nregs;
@@ -414,7 +456,9 @@ impl<'a> FnLower<'a> {
         let scope = self.scopes.len() - 1;
         match v.space.as_str() {
             "reg" => {
-                let ty = Ty::parse(&v.ty).ok_or_else(|| EmuError::ptx(v.line, format!("unknown register type `.{}`", v.ty)))?;
+                let ty = Ty::parse(&v.ty).ok_or_else(|| {
+                    EmuError::ptx(v.line, format!("unknown register type `.{}`", v.ty))
+                })?;
                 let names: Vec<String> = match v.range {
                     Some(n) if n > 1 << 20 => return self.err("register range too large"),
                     Some(n) => (0..n).map(|i| format!("{}{}", v.name, i)).collect(),
@@ -447,7 +491,12 @@ impl<'a> FnLower<'a> {
                 }
                 self.scopes[scope].insert(v.name.clone(), Sym::Shared(off as u32));
             }
-            other => return Err(EmuError::unsupported(v.line, format!(".{other} variable in a function"))),
+            other => {
+                return Err(EmuError::unsupported(
+                    v.line,
+                    format!(".{other} variable in a function"),
+                ))
+            }
         }
         Ok(())
     }
@@ -537,14 +586,34 @@ impl<'a> FnLower<'a> {
     }
 
     fn addr(&self, o: &Opnd) -> Result<(Addr, Option<Sym>), EmuError> {
-        let Opnd::Addr { base, imm } = o else { return self.err("expected an address [..]") };
+        let Opnd::Addr { base, imm } = o else {
+            return self.err("expected an address [..]");
+        };
         match base {
-            None => Ok((Addr { base: Src::Imm(0), off: *imm }, None)),
+            None => Ok((
+                Addr {
+                    base: Src::Imm(0),
+                    off: *imm,
+                },
+                None,
+            )),
             Some(n) => {
                 let sym = self.lookup(n);
                 match sym {
-                    Some(Sym::Local(l, _)) => Ok((Addr { base: Src::Local(l), off: *imm }, sym)),
-                    _ => Ok((Addr { base: self.sym_value(n, 0)?, off: *imm }, sym)),
+                    Some(Sym::Local(l, _)) => Ok((
+                        Addr {
+                            base: Src::Local(l),
+                            off: *imm,
+                        },
+                        sym,
+                    )),
+                    _ => Ok((
+                        Addr {
+                            base: self.sym_value(n, 0)?,
+                            off: *imm,
+                        },
+                        sym,
+                    )),
                 }
             }
         }
@@ -552,7 +621,11 @@ impl<'a> FnLower<'a> {
 
     fn args(&self, i: &PInst, n: usize) -> Result<(), EmuError> {
         if i.args.len() != n {
-            return self.err(format!("`{}` takes {n} operands, found {}", full_name(i), i.args.len()));
+            return self.err(format!(
+                "`{}` takes {n} operands, found {}",
+                full_name(i),
+                i.args.len()
+            ));
         }
         Ok(())
     }
@@ -561,7 +634,8 @@ impl<'a> FnLower<'a> {
         let m = Mods(&i.mods);
         let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
         let ty = tys.last().copied();
-        let need_ty = || ty.ok_or_else(|| EmuError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
+        let need_ty =
+            || ty.ok_or_else(|| EmuError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
         let a = &i.args;
         let rnd = m.rnd();
         let ftz = m.has("ftz");
@@ -571,25 +645,46 @@ impl<'a> FnLower<'a> {
                 let ty = need_ty()?;
                 self.args(i, 2)?;
                 if ty == Ty::Pred {
-                    return Ok(Op::MovPred { d: self.pdst(&a[0])?, a: self.psrc(&a[1])? });
+                    return Ok(Op::MovPred {
+                        d: self.pdst(&a[0])?,
+                        a: self.psrc(&a[1])?,
+                    });
                 }
                 match (&a[0], &a[1]) {
                     (Opnd::Vec(parts), _) => {
-                        let ds = parts.iter().map(|p| self.dst(p)).collect::<Result<Vec<_>, _>>()?;
+                        let ds = parts
+                            .iter()
+                            .map(|p| self.dst(p))
+                            .collect::<Result<Vec<_>, _>>()?;
                         let bits = ty.bits() / (ds.len().max(1) as u32);
-                        Op::Unpack { ds, a: self.src(&a[1], ty)?, bits }
+                        Op::Unpack {
+                            ds,
+                            a: self.src(&a[1], ty)?,
+                            bits,
+                        }
                     }
                     (_, Opnd::Vec(parts)) => {
                         let bits = ty.bits() / (parts.len().max(1) as u32);
                         let pty = int_ty(bits);
-                        let parts = parts.iter().map(|p| self.src(p, pty)).collect::<Result<Vec<_>, _>>()?;
-                        Op::Pack { d: self.dst(&a[0])?, parts, bits }
+                        let parts = parts
+                            .iter()
+                            .map(|p| self.src(p, pty))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Op::Pack {
+                            d: self.dst(&a[0])?,
+                            parts,
+                            bits,
+                        }
                     }
-                    _ => Op::Mov { d: self.dst(&a[0])?, a: self.src(&a[1], ty)?, mask: width_mask(ty.bits()) },
+                    _ => Op::Mov {
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        mask: width_mask(ty.bits()),
+                    },
                 }
             }
-            "add" | "sub" | "mul" | "div" | "min" | "max" | "rem" | "and" | "or" | "xor" | "shl" | "shr"
-            | "copysign" => {
+            "add" | "sub" | "mul" | "div" | "min" | "max" | "rem" | "and" | "or" | "xor"
+            | "shl" | "shr" | "copysign" => {
                 let ty = need_ty()?;
                 self.args(i, 3)?;
                 if ty == Ty::Pred {
@@ -599,7 +694,12 @@ impl<'a> FnLower<'a> {
                         "xor" => BoolOp::Xor,
                         _ => return Err(self.unsupported(i)),
                     };
-                    return Ok(Op::PredLogic { op, d: self.pdst(&a[0])?, a: self.psrc(&a[1])?, b: self.psrc(&a[2])? });
+                    return Ok(Op::PredLogic {
+                        op,
+                        d: self.pdst(&a[0])?,
+                        a: self.psrc(&a[1])?,
+                        b: self.psrc(&a[2])?,
+                    });
                 }
                 if (i.opcode == "add" || i.opcode == "sub") && m.has("cc") {
                     return Ok(Op::Carry {
@@ -655,7 +755,11 @@ impl<'a> FnLower<'a> {
                         "shr" => I2::Shr,
                         _ => return Err(self.unsupported(i)),
                     };
-                    let bty = if matches!(op, I2::Shl | I2::Shr) { Ty::U32 } else { ty };
+                    let bty = if matches!(op, I2::Shl | I2::Shr) {
+                        Ty::U32
+                    } else {
+                        ty
+                    };
                     Op::Int2 {
                         op,
                         bits: ty.bits(),
@@ -681,7 +785,11 @@ impl<'a> FnLower<'a> {
                     d: self.dst(&a[0])?,
                     a: self.src(&a[1], ty)?,
                     b: self.src(&a[2], ty)?,
-                    c: if mad { self.src(&a[3], ty)? } else { Src::Imm(0) },
+                    c: if mad {
+                        self.src(&a[3], ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
                 }
             }
             "mad" | "fma" => {
@@ -718,7 +826,11 @@ impl<'a> FnLower<'a> {
                     } else {
                         I3::MadLo
                     };
-                    let cty = if op == I3::MadWide { int_ty(ty.bits() * 2) } else { ty };
+                    let cty = if op == I3::MadWide {
+                        int_ty(ty.bits() * 2)
+                    } else {
+                        ty
+                    };
                     Op::Int3 {
                         op,
                         bits: ty.bits(),
@@ -747,11 +859,22 @@ impl<'a> FnLower<'a> {
                 let ty = need_ty()?;
                 self.args(i, 2)?;
                 if ty == Ty::Pred && i.opcode == "not" {
-                    return Ok(Op::PredNot { d: self.pdst(&a[0])?, a: self.psrc(&a[1])? });
+                    return Ok(Op::PredNot {
+                        d: self.pdst(&a[0])?,
+                        a: self.psrc(&a[1])?,
+                    });
                 }
                 if let (Some(fty), "abs" | "neg") = (fty(ty), i.opcode.as_str()) {
                     let op = if i.opcode == "abs" { F1::Abs } else { F1::Neg };
-                    return Ok(Op::Float1 { op, ty: fty, rnd: Rnd::Rn, ftz, sat, d: self.dst(&a[0])?, a: self.src(&a[1], ty)? });
+                    return Ok(Op::Float1 {
+                        op,
+                        ty: fty,
+                        rnd: Rnd::Rn,
+                        ftz,
+                        sat,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                    });
                 }
                 let op = match i.opcode.as_str() {
                     "abs" => I1::Abs,
@@ -764,7 +887,13 @@ impl<'a> FnLower<'a> {
                     _ if m.has("shiftamt") => I1::BfindShift,
                     _ => I1::Bfind,
                 };
-                Op::Int1 { op, bits: ty.bits(), signed: ty.signed(), d: self.dst(&a[0])?, a: self.src(&a[1], ty)? }
+                Op::Int1 {
+                    op,
+                    bits: ty.bits(),
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                }
             }
             "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" => {
                 let ty = need_ty()?;
@@ -783,7 +912,15 @@ impl<'a> FnLower<'a> {
                     "cos" => F1::Cos,
                     _ => F1::Tanh,
                 };
-                Op::Float1 { op, ty: fty, rnd: rnd.unwrap_or(Rnd::Rn), ftz, sat, d: self.dst(&a[0])?, a: self.src(&a[1], ty)? }
+                Op::Float1 {
+                    op,
+                    ty: fty,
+                    rnd: rnd.unwrap_or(Rnd::Rn),
+                    ftz,
+                    sat,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                }
             }
             "bfe" => {
                 let ty = need_ty()?;
@@ -812,7 +949,10 @@ impl<'a> FnLower<'a> {
             }
             "prmt" => {
                 self.args(i, 4)?;
-                if i.mods.iter().any(|s| matches!(s.as_str(), "f4e" | "b4e" | "rc8" | "ecl" | "ecr" | "rc16")) {
+                if i.mods
+                    .iter()
+                    .any(|s| matches!(s.as_str(), "f4e" | "b4e" | "rc8" | "ecl" | "ecr" | "rc16"))
+                {
                     return Err(self.unsupported(i));
                 }
                 Op::Int3 {
@@ -828,7 +968,9 @@ impl<'a> FnLower<'a> {
             "lop3" => {
                 let ty = need_ty()?;
                 self.args(i, 5)?;
-                let Opnd::Lit(Lit::Int(lut)) = a[4] else { return self.err("lop3 needs an immediate table") };
+                let Opnd::Lit(Lit::Int(lut)) = a[4] else {
+                    return self.err("lop3 needs an immediate table");
+                };
                 Op::Int3 {
                     op: I3::Lop3(lut as u8),
                     bits: ty.bits(),
@@ -852,7 +994,9 @@ impl<'a> FnLower<'a> {
             }
             "slct" => {
                 self.args(i, 4)?;
-                let (Some(&dty), Some(&cty)) = (tys.first(), tys.get(1)) else { return self.err("slct needs two types") };
+                let (Some(&dty), Some(&cty)) = (tys.first(), tys.get(1)) else {
+                    return self.err("slct needs two types");
+                };
                 Op::Int3 {
                     op: I3::Slct,
                     bits: dty.bits(),
@@ -890,14 +1034,30 @@ impl<'a> FnLower<'a> {
                     Opnd::Pipe(p, q) => (self.pred(p)?, self.pred(q)?),
                     o => (self.pdst(o)?, SINK),
                 };
-                Op::Setp { cmp, ty: sty, ftz, p, q, a: self.src(&a[1], sty)?, b: self.src(&a[2], sty)?, comb }
+                Op::Setp {
+                    cmp,
+                    ty: sty,
+                    ftz,
+                    p,
+                    q,
+                    a: self.src(&a[1], sty)?,
+                    b: self.src(&a[2], sty)?,
+                    comb,
+                }
             }
             "cvt" => {
                 self.args(i, 2)?;
-                let (Some(&to), Some(&from)) = (tys.first(), tys.get(1)) else { return self.err("cvt needs two types") };
-                let int_rnd = i.mods.iter().any(|s| matches!(s.as_str(), "rni" | "rzi" | "rmi" | "rpi"));
+                let (Some(&to), Some(&from)) = (tys.first(), tys.get(1)) else {
+                    return self.err("cvt needs two types");
+                };
+                let int_rnd = i
+                    .mods
+                    .iter()
+                    .any(|s| matches!(s.as_str(), "rni" | "rzi" | "rmi" | "rpi"));
                 if to.float() && to == from && !matches!(to, Ty::F16x2 | Ty::BF16x2) {
-                    let Some(fty) = fty(to) else { return Err(self.unsupported(i)) };
+                    let Some(fty) = fty(to) else {
+                        return Err(self.unsupported(i));
+                    };
                     return Ok(Op::Float1 {
                         op: F1::Round(if int_rnd { rnd } else { None }),
                         ty: fty,
@@ -908,30 +1068,63 @@ impl<'a> FnLower<'a> {
                         a: self.src(&a[1], from)?,
                     });
                 }
-                if matches!(to, Ty::F16x2 | Ty::BF16x2 | Ty::B128) || matches!(from, Ty::F16x2 | Ty::BF16x2 | Ty::B128) {
+                if matches!(to, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                    || matches!(from, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                {
                     return Err(self.unsupported(i));
                 }
-                Op::Cvt { to, from, rnd, int_rnd, ftz, sat, d: self.dst(&a[0])?, a: self.src(&a[1], from)? }
+                Op::Cvt {
+                    to,
+                    from,
+                    rnd,
+                    int_rnd,
+                    ftz,
+                    sat,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], from)?,
+                }
             }
             "cvta" => {
                 self.args(i, 2)?;
                 let space = m.space().ok_or_else(|| self.unsupported(i))?;
                 let ty = ty.unwrap_or(Ty::U64);
-                Op::Cvta { to_generic: !m.has("to"), space, d: self.dst(&a[0])?, a: self.src(&a[1], ty)?, bits: ty.bits() }
+                Op::Cvta {
+                    to_generic: !m.has("to"),
+                    space,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    bits: ty.bits(),
+                }
             }
             "isspacep" => {
                 self.args(i, 2)?;
                 let space = m.space().ok_or_else(|| self.unsupported(i))?;
-                Op::Isspacep { space, p: self.pdst(&a[0])?, a: self.src(&a[1], Ty::U64)? }
+                Op::Isspacep {
+                    space,
+                    p: self.pdst(&a[0])?,
+                    a: self.src(&a[1], Ty::U64)?,
+                }
             }
             "testp" => {
                 self.args(i, 2)?;
                 let ty = need_ty()?;
-                let op = ["finite", "infinite", "number", "notanumber", "normal", "subnormal"]
-                    .iter()
-                    .position(|t| m.has(t))
-                    .ok_or_else(|| self.unsupported(i))? as u8;
-                Op::Testp { op, ty: fty(ty).ok_or_else(|| self.unsupported(i))?, p: self.pdst(&a[0])?, a: self.src(&a[1], ty)? }
+                let op = [
+                    "finite",
+                    "infinite",
+                    "number",
+                    "notanumber",
+                    "normal",
+                    "subnormal",
+                ]
+                .iter()
+                .position(|t| m.has(t))
+                .ok_or_else(|| self.unsupported(i))? as u8;
+                Op::Testp {
+                    op,
+                    ty: fty(ty).ok_or_else(|| self.unsupported(i))?,
+                    p: self.pdst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                }
             }
             "ld" | "ldu" | "st" => {
                 self.args(i, 2)?;
@@ -939,7 +1132,13 @@ impl<'a> FnLower<'a> {
                 if m.has("v8") {
                     return Err(self.unsupported(i));
                 }
-                let n = if m.has("v2") { 2 } else if m.has("v4") { 4 } else { 1 };
+                let n = if m.has("v2") {
+                    2
+                } else if m.has("v4") {
+                    4
+                } else {
+                    1
+                };
                 let is_ld = i.opcode != "st";
                 let (addr, sym) = self.addr(if is_ld { &a[1] } else { &a[0] })?;
                 let mut space = m.space().unwrap_or(Space::Generic);
@@ -966,13 +1165,35 @@ impl<'a> FnLower<'a> {
                     return self.err(format!("`{}` needs {n} values", full_name(i)));
                 }
                 if is_ld {
-                    let ds = vals.iter().map(|o| self.dst(o)).collect::<Result<Vec<_>, _>>()?;
-                    let wide = vals.first().and_then(|o| self.reg_ty(o)).is_some_and(|t| t.bits() > ty.bits());
+                    let ds = vals
+                        .iter()
+                        .map(|o| self.dst(o))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let wide = vals
+                        .first()
+                        .and_then(|o| self.reg_ty(o))
+                        .is_some_and(|t| t.bits() > ty.bits());
                     let sext = if ty.signed() && wide { ty.bits() } else { 0 };
-                    Op::Ld { space, size, n, ds, addr, sext }
+                    Op::Ld {
+                        space,
+                        size,
+                        n,
+                        ds,
+                        addr,
+                        sext,
+                    }
                 } else {
-                    let srcs = vals.iter().map(|o| self.src(o, ty)).collect::<Result<Vec<_>, _>>()?;
-                    Op::St { space, size, n, srcs, addr }
+                    let srcs = vals
+                        .iter()
+                        .map(|o| self.src(o, ty))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Op::St {
+                        space,
+                        size,
+                        n,
+                        srcs,
+                        addr,
+                    }
                 }
             }
             "atom" | "red" => {
@@ -994,7 +1215,11 @@ impl<'a> FnLower<'a> {
                 .find(|(s, _)| m.has(s))
                 .map(|x| x.1)
                 .ok_or_else(|| self.unsupported(i))?;
-                if m.has("v2") || m.has("v4") || m.has("v8") || matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::B128) {
+                if m.has("v2")
+                    || m.has("v4")
+                    || m.has("v8")
+                    || matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                {
                     return Err(self.unsupported(i));
                 }
                 let base = if is_red { 0 } else { 1 };
@@ -1015,7 +1240,11 @@ impl<'a> FnLower<'a> {
                     d: if is_red { SINK } else { self.dst(&a[0])? },
                     addr,
                     b: self.src(&a[base + 1], ty)?,
-                    c: if op == AtomOp::Cas { self.src(&a[base + 2], ty)? } else { Src::Imm(0) },
+                    c: if op == AtomOp::Cas {
+                        self.src(&a[base + 2], ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
                 }
             }
             "bra" | "brx" => {
@@ -1023,16 +1252,21 @@ impl<'a> FnLower<'a> {
                     return Err(self.unsupported(i));
                 }
                 self.args(i, 1)?;
-                let Opnd::Name(l) = &a[0] else { return self.err("bra needs a label") };
-                let target = *self.labels.get(l).ok_or_else(|| EmuError::ptx(i.line, format!("undefined label `{l}`")))?;
+                let Opnd::Name(l) = &a[0] else {
+                    return self.err("bra needs a label");
+                };
+                let target = *self
+                    .labels
+                    .get(l)
+                    .ok_or_else(|| EmuError::ptx(i.line, format!("undefined label `{l}`")))?;
                 Op::Bra { target }
             }
             "call" => self.call(i)?,
             "ret" => Op::Ret,
             "exit" => Op::Exit,
             "trap" => Op::Trap,
-            "brkpt" | "membar" | "fence" | "nanosleep" | "pmevent" | "prefetch" | "prefetchu" | "discard"
-            | "griddepcontrol" | "applypriority" | "createpolicy" => {
+            "brkpt" | "membar" | "fence" | "nanosleep" | "pmevent" | "prefetch" | "prefetchu"
+            | "discard" | "griddepcontrol" | "applypriority" | "createpolicy" => {
                 if i.opcode == "fence" && (m.has("proxy") && m.has("tensormap")) {
                     return Err(self.unsupported(i));
                 }
@@ -1074,7 +1308,10 @@ impl<'a> FnLower<'a> {
                         _ => return self.err("bar.red needs a predicate"),
                     }
                 } else {
-                    (ops.get(1).map(|o| self.src(o, Ty::U32)).transpose()?, PSrc::Imm(true))
+                    (
+                        ops.get(1).map(|o| self.src(o, Ty::U32)).transpose()?,
+                        PSrc::Imm(true),
+                    )
                 };
                 let d = if red {
                     if kind == BarKind::RedPopc {
@@ -1086,7 +1323,13 @@ impl<'a> FnLower<'a> {
                 } else {
                     SINK
                 };
-                Op::Bar { kind, id, count, d, p }
+                Op::Bar {
+                    kind,
+                    id,
+                    count,
+                    d,
+                    p,
+                }
             }
             "shfl" => {
                 let mode = if m.has("up") {
@@ -1109,7 +1352,15 @@ impl<'a> FnLower<'a> {
                     Some(o) => self.src(o, Ty::B32)?,
                     None => Src::Imm(0xFFFF_FFFF),
                 };
-                Op::Shfl { mode, d, p, a: self.src(&a[1], Ty::B32)?, b: self.src(&a[2], Ty::U32)?, c: self.src(&a[3], Ty::U32)?, member }
+                Op::Shfl {
+                    mode,
+                    d,
+                    p,
+                    a: self.src(&a[1], Ty::B32)?,
+                    b: self.src(&a[2], Ty::U32)?,
+                    c: self.src(&a[3], Ty::U32)?,
+                    member,
+                }
             }
             "vote" => {
                 let mode = if m.has("all") {
@@ -1126,16 +1377,27 @@ impl<'a> FnLower<'a> {
                 if a.len() < 2 {
                     return self.err("vote takes 2 or 3 operands");
                 }
-                let d = if mode == VoteMode::Ballot { self.dst(&a[0])? } else { self.pdst(&a[0])? };
+                let d = if mode == VoteMode::Ballot {
+                    self.dst(&a[0])?
+                } else {
+                    self.pdst(&a[0])?
+                };
                 let member = match a.get(2) {
                     Some(o) => self.src(o, Ty::B32)?,
                     None => Src::Imm(0xFFFF_FFFF),
                 };
-                Op::Vote { mode, d, a: self.psrc(&a[1])?, member }
+                Op::Vote {
+                    mode,
+                    d,
+                    a: self.psrc(&a[1])?,
+                    member,
+                }
             }
             "activemask" => {
                 self.args(i, 1)?;
-                Op::Activemask { d: self.dst(&a[0])? }
+                Op::Activemask {
+                    d: self.dst(&a[0])?,
+                }
             }
             "match" => {
                 let ty = need_ty()?;
@@ -1146,7 +1408,14 @@ impl<'a> FnLower<'a> {
                     Opnd::Pipe(d, p) => (self.dst(&Opnd::Name(d.clone()))?, self.pred(p)?),
                     o => (self.dst(o)?, SINK),
                 };
-                Op::Match { all: m.has("all"), bits: ty.bits(), d, p, a: self.src(&a[1], ty)?, member: self.src(&a[2], Ty::B32)? }
+                Op::Match {
+                    all: m.has("all"),
+                    bits: ty.bits(),
+                    d,
+                    p,
+                    a: self.src(&a[1], ty)?,
+                    member: self.src(&a[2], Ty::B32)?,
+                }
             }
             "redux" => {
                 let ty = need_ty()?;
@@ -1165,7 +1434,13 @@ impl<'a> FnLower<'a> {
                 .find(|(s, _)| m.has(s))
                 .map(|x| x.1)
                 .ok_or_else(|| self.unsupported(i))?;
-                Op::Redux { op, signed: ty.signed(), d: self.dst(&a[0])?, a: self.src(&a[1], ty)?, member: self.src(&a[2], Ty::B32)? }
+                Op::Redux {
+                    op,
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    member: self.src(&a[2], Ty::B32)?,
+                }
             }
             _ => return Err(self.unsupported(i)),
         };
@@ -1185,10 +1460,18 @@ impl<'a> FnLower<'a> {
         let args = match it.next() {
             Some(Opnd::List(a)) => a.clone(),
             None => Vec::new(),
-            Some(_) => return Err(EmuError::unsupported(i.line, "indirect call through a prototype")),
+            Some(_) => {
+                return Err(EmuError::unsupported(
+                    i.line,
+                    "indirect call through a prototype",
+                ))
+            }
         };
         if it.next().is_some() {
-            return Err(EmuError::unsupported(i.line, "indirect call through a prototype"));
+            return Err(EmuError::unsupported(
+                i.line,
+                "indirect call through a prototype",
+            ));
         }
         let func = match self.lookup(fname) {
             Some(Sym::Func(f)) => f,
@@ -1198,16 +1481,26 @@ impl<'a> FnLower<'a> {
             match o {
                 Opnd::Name(n) => match self.lookup(n) {
                     Some(Sym::Local(off, size)) => Ok((off, size)),
-                    _ => Err(EmuError::unsupported(i.line, format!("call argument `{n}` that is not a .param"))),
+                    _ => Err(EmuError::unsupported(
+                        i.line,
+                        format!("call argument `{n}` that is not a .param"),
+                    )),
                 },
-                _ => Err(EmuError::unsupported(i.line, "call argument that is not a .param")),
+                _ => Err(EmuError::unsupported(
+                    i.line,
+                    "call argument that is not a .param",
+                )),
             }
         };
         let args = args.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
         let rets = rets.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
         let f = &self.out.funcs[func as usize];
         if let Some(b) = f.builtin {
-            return Ok(Op::Builtin { which: b, args, rets });
+            return Ok(Op::Builtin {
+                which: b,
+                args,
+                rets,
+            });
         }
         self.callees.push(func);
         Ok(Op::Call { func, args, rets })

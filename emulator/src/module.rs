@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::error::EmuError;
 use crate::exec::{self, KernelLayout};
 use crate::ir::{Func, Inst};
-pub use crate::lower::{GlobalInfo, GlobalSpace};
 use crate::lower::{self as lowering, Reloc};
+pub use crate::lower::{GlobalInfo, GlobalSpace};
 use crate::memory::AddressSpace;
 
 /// Most threads in a block.
@@ -38,7 +38,11 @@ pub struct KernelInfo {
 impl KernelInfo {
     /// Bytes of the packed parameter buffer.
     pub fn params_size(&self) -> u32 {
-        self.params.iter().map(|p| p.offset + p.size).max().unwrap_or(0)
+        self.params
+            .iter()
+            .map(|p| p.offset + p.size)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -78,11 +82,18 @@ impl Module {
             let (local, regs) = lay.as_ref().map(|x| (x.local, x.regs)).unwrap_or((0, 0));
             kernels.push(KernelInfo {
                 name: f.name.clone(),
-                params: f.kparams.iter().map(|&(offset, size)| ParamInfo { offset, size }).collect(),
+                params: f
+                    .kparams
+                    .iter()
+                    .map(|&(offset, size)| ParamInfo { offset, size })
+                    .collect(),
                 static_shared_bytes: l.shared_bytes,
                 local_bytes: local,
                 num_regs: regs.min(255),
-                max_threads_per_block: f.max_threads.unwrap_or(MAX_BLOCK_THREADS).clamp(1, MAX_BLOCK_THREADS),
+                max_threads_per_block: f
+                    .max_threads
+                    .unwrap_or(MAX_BLOCK_THREADS)
+                    .clamp(1, MAX_BLOCK_THREADS),
             });
             layouts.push((i as u32, lay));
         }
@@ -129,7 +140,10 @@ pub struct LaunchOptions {
 
 impl Default for LaunchOptions {
     fn default() -> Self {
-        LaunchOptions { threads: 0, instruction_budget: 1 << 36 }
+        LaunchOptions {
+            threads: 0,
+            instruction_budget: 1 << 36,
+        }
     }
 }
 
@@ -145,7 +159,11 @@ pub struct LaunchOutcome {
 
 impl LaunchOutcome {
     fn err(e: EmuError) -> Self {
-        LaunchOutcome { printf: String::new(), result: Err(e), thread_instructions: 0 }
+        LaunchOutcome {
+            printf: String::new(),
+            result: Err(e),
+            thread_instructions: 0,
+        }
     }
 }
 
@@ -182,7 +200,9 @@ impl LoadedModule {
             }
         }
         for r in &module.relocs {
-            let (Some(&base), Some(&target)) = (addrs.get(r.global as usize), addrs.get(r.target as usize)) else {
+            let (Some(&base), Some(&target)) =
+                (addrs.get(r.global as usize), addrs.get(r.target as usize))
+            else {
                 continue;
             };
             let v = target.wrapping_add(r.addend as u64);
@@ -232,10 +252,23 @@ impl LoadedModule {
         let bad = |msg: String| LaunchOutcome::err(EmuError::InvalidValue(msg));
         match threads_per_block {
             Some(t) if t >= 1 && t <= info.max_threads_per_block => {}
-            _ => return bad(format!("block {:?} exceeds {} threads or is empty", cfg.block, info.max_threads_per_block)),
+            _ => {
+                return bad(format!(
+                    "block {:?} exceeds {} threads or is empty",
+                    cfg.block, info.max_threads_per_block
+                ))
+            }
         }
-        if cfg.block[2] > 64 || cfg.grid.contains(&0) || cfg.grid[1] > 65535 || cfg.grid[2] > 65535 || cfg.grid[0] > i32::MAX as u32 {
-            return bad(format!("invalid launch dimensions grid {:?} block {:?}", cfg.grid, cfg.block));
+        if cfg.block[2] > 64
+            || cfg.grid.contains(&0)
+            || cfg.grid[1] > 65535
+            || cfg.grid[2] > 65535
+            || cfg.grid[0] > i32::MAX as u32
+        {
+            return bad(format!(
+                "invalid launch dimensions grid {:?} block {:?}",
+                cfg.grid, cfg.block
+            ));
         }
         let dyn_base = m.shared_bytes.next_multiple_of(16);
         let shared = dyn_base as u64 + cfg.dynamic_shared_bytes as u64;
@@ -243,10 +276,16 @@ impl LoadedModule {
             return bad(format!("{shared} bytes of shared memory requested"));
         }
         if (params.len() as u64) < info.params_size() as u64 {
-            return bad(format!("parameter buffer of {} bytes, kernel needs {}", params.len(), info.params_size()));
+            return bad(format!(
+                "parameter buffer of {} bytes, kernel needs {}",
+                params.len(),
+                info.params_size()
+            ));
         }
         let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             opts.threads
         };
@@ -267,6 +306,10 @@ impl LoadedModule {
             abort: AtomicBool::new(false),
         };
         let r = exec::run(&ctx, threads);
-        LaunchOutcome { printf: r.printf, result: r.result, thread_instructions: r.thread_instructions }
+        LaunchOutcome {
+            printf: r.printf,
+            result: r.result,
+            thread_instructions: r.thread_instructions,
+        }
     }
 }

@@ -106,9 +106,32 @@ const MAX_DEPTH: u32 = 64;
 
 /// Instruction families the emulator rejects (textures, surfaces, tensor cores, TMA).
 const UNPARSED: &[&str] = &[
-    "tex", "tld4", "txq", "suld", "sust", "sured", "suq", "mma", "wmma", "wgmma", "ldmatrix",
-    "stmatrix", "cp", "tensormap", "tcgen05", "movmatrix", "istypep", "mbarrier", "setmaxnreg",
-    "multimem", "clusterlaunchcontrol", "elect", "getctarank", "alloca", "stackrestore", "stacksave",
+    "tex",
+    "tld4",
+    "txq",
+    "suld",
+    "sust",
+    "sured",
+    "suq",
+    "mma",
+    "wmma",
+    "wgmma",
+    "ldmatrix",
+    "stmatrix",
+    "cp",
+    "tensormap",
+    "tcgen05",
+    "movmatrix",
+    "istypep",
+    "mbarrier",
+    "setmaxnreg",
+    "multimem",
+    "clusterlaunchcontrol",
+    "elect",
+    "getctarank",
+    "alloca",
+    "stackrestore",
+    "stacksave",
 ];
 
 fn lex(src: &str) -> Result<Vec<(Tok, u32)>, EmuError> {
@@ -154,17 +177,24 @@ fn lex(src: &str) -> Result<Vec<(Tok, u32)>, EmuError> {
             let start = i + 1;
             i += 1;
             // `.L1::evict_last` and `.L2::128B` are one modifier.
-            while i < b.len() && (ident_char(b[i]) || (b[i] == b':' && b.get(i + 1) == Some(&b':'))) {
+            while i < b.len() && (ident_char(b[i]) || (b[i] == b':' && b.get(i + 1) == Some(&b':')))
+            {
                 i += if b[i] == b':' { 2 } else { 1 };
             }
-            out.push((Tok::Dir(String::from_utf8_lossy(&b[start..i]).into_owned()), line));
+            out.push((
+                Tok::Dir(String::from_utf8_lossy(&b[start..i]).into_owned()),
+                line,
+            ));
         } else if ident_start(c) {
             let start = i;
             i += 1;
             while i < b.len() && ident_char(b[i]) {
                 i += 1;
             }
-            out.push((Tok::Ident(String::from_utf8_lossy(&b[start..i]).into_owned()), line));
+            out.push((
+                Tok::Ident(String::from_utf8_lossy(&b[start..i]).into_owned()),
+                line,
+            ));
         } else if c.is_ascii_digit() {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
@@ -179,7 +209,8 @@ fn lex(src: &str) -> Result<Vec<(Tok, u32)>, EmuError> {
                 i += 1;
             }
             let text = String::from_utf8_lossy(&b[start..i.min(b.len())]).into_owned();
-            let tok = number(&text).ok_or_else(|| EmuError::ptx(line, format!("bad number `{text}`")))?;
+            let tok =
+                number(&text).ok_or_else(|| EmuError::ptx(line, format!("bad number `{text}`")))?;
             out.push((tok, line));
         } else {
             out.push((Tok::Punct(c as char), line));
@@ -225,7 +256,10 @@ struct Parser {
 
 /// Parses PTX text into a syntax tree.
 pub fn parse(src: &str) -> Result<Ast, EmuError> {
-    let mut p = Parser { toks: lex(src)?, pos: 0 };
+    let mut p = Parser {
+        toks: lex(src)?,
+        pos: 0,
+    };
     p.module()
 }
 
@@ -234,10 +268,17 @@ impl Parser {
         self.toks.get(self.pos).map(|t| &t.0).unwrap_or(&Tok::Eof)
     }
     fn peek_at(&self, n: usize) -> &Tok {
-        self.toks.get(self.pos + n).map(|t| &t.0).unwrap_or(&Tok::Eof)
+        self.toks
+            .get(self.pos + n)
+            .map(|t| &t.0)
+            .unwrap_or(&Tok::Eof)
     }
     fn line(&self) -> u32 {
-        self.toks.get(self.pos).or(self.toks.last()).map(|t| t.1).unwrap_or(1)
+        self.toks
+            .get(self.pos)
+            .or(self.toks.last())
+            .map(|t| t.1)
+            .unwrap_or(1)
     }
     fn next(&mut self) -> Tok {
         let t = self.peek().clone();
@@ -383,9 +424,9 @@ impl Parser {
             params = self.param_list()?;
         }
         let mut max_threads = None;
-        loop {
-            match self.peek().clone() {
-                Tok::Dir(d) => {
+        while let Tok::Dir(d) = self.peek().clone() {
+            {
+                {
                     self.pos += 1;
                     let mut nums = Vec::new();
                     while let Tok::Int(v) = self.peek() {
@@ -401,7 +442,6 @@ impl Parser {
                         max_threads = prod.and_then(|p| u32::try_from(p).ok());
                     }
                 }
-                _ => break,
             }
         }
         let body = if self.eat_punct(';') {
@@ -409,9 +449,20 @@ impl Parser {
         } else if self.is_punct('{') {
             Some(self.body()?)
         } else {
-            return self.err(format!("expected function body, found {}", describe(self.peek())));
+            return self.err(format!(
+                "expected function body, found {}",
+                describe(self.peek())
+            ));
         };
-        Ok(FuncDecl { line, kernel, name, rets, params, body, max_threads })
+        Ok(FuncDecl {
+            line,
+            kernel,
+            name,
+            rets,
+            params,
+            body,
+            max_threads,
+        })
     }
 
     fn param_list(&mut self) -> Result<Vec<VarDecl>, EmuError> {
@@ -572,9 +623,8 @@ impl Parser {
                 }
                 Tok::Punct(';') => self.pos += 1,
                 Tok::Dir(d) => match d.as_str() {
-                    "loc" | "pragma" | "file" | "maxnreg" | "maxntid" | "reqntid" | "minnctapersm" => {
-                        self.skip_to_semicolon()
-                    }
+                    "loc" | "pragma" | "file" | "maxnreg" | "maxntid" | "reqntid"
+                    | "minnctapersm" => self.skip_to_semicolon(),
                     "section" => self.skip_section()?,
                     _ => {
                         let v = self.var_decl()?;
@@ -631,7 +681,13 @@ impl Parser {
         if UNPARSED.contains(&opcode.as_str()) {
             // Rejected later as not supported; their operand syntax is not worth parsing.
             self.skip_to_semicolon();
-            return Ok(Inst { line, guard: None, opcode, mods, args });
+            return Ok(Inst {
+                line,
+                guard: None,
+                opcode,
+                mods,
+                args,
+            });
         }
         if !self.is_punct(';') {
             loop {
@@ -644,7 +700,13 @@ impl Parser {
         } else {
             self.pos += 1;
         }
-        Ok(Inst { line, guard: None, opcode, mods, args })
+        Ok(Inst {
+            line,
+            guard: None,
+            opcode,
+            mods,
+            args,
+        })
     }
 
     fn name_operand(&mut self) -> Result<String, EmuError> {
@@ -790,11 +852,15 @@ $L__BB0_2:
 "#;
         let ast = parse(src).unwrap();
         assert_eq!(ast.items.len(), 2);
-        let Item::Func(f) = &ast.items[1] else { panic!() };
+        let Item::Func(f) = &ast.items[1] else {
+            panic!()
+        };
         assert_eq!(f.params.len(), 2);
         assert_eq!(f.max_threads, Some(256));
         let body = f.body.as_ref().unwrap();
-        assert!(body.iter().any(|s| matches!(s, Stmt::Label(l) if l == "$L__BB0_2")));
+        assert!(body
+            .iter()
+            .any(|s| matches!(s, Stmt::Label(l) if l == "$L__BB0_2")));
     }
 
     #[test]

@@ -3,7 +3,11 @@
 
 /// Formats `fmt` with arguments from `arg(size)` (returns the next argument of `size` bytes)
 /// and strings from `cstr(address)`.
-pub fn format(fmt: &[u8], mut arg: impl FnMut(u32) -> u64, mut cstr: impl FnMut(u64) -> String) -> String {
+pub fn format(
+    fmt: &[u8],
+    mut arg: impl FnMut(u32) -> u64,
+    mut cstr: impl FnMut(u64) -> String,
+) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < fmt.len() {
@@ -23,7 +27,8 @@ pub fn format(fmt: &[u8], mut arg: impl FnMut(u32) -> u64, mut cstr: impl FnMut(
             i += 1;
             continue;
         }
-        let (mut left, mut plus, mut space, mut zero, mut alt) = (false, false, false, false, false);
+        let (mut left, mut plus, mut space, mut zero, mut alt) =
+            (false, false, false, false, false);
         while let Some(&f) = fmt.get(i) {
             match f {
                 b'-' => left = true,
@@ -73,7 +78,11 @@ pub fn format(fmt: &[u8], mut arg: impl FnMut(u32) -> u64, mut cstr: impl FnMut(
         let (body, numeric, negative): (String, bool, bool) = match conv {
             b'd' | b'i' => {
                 let v = arg(size);
-                let v = if size == 4 { v as u32 as i32 as i64 } else { v as i64 };
+                let v = if size == 4 {
+                    v as u32 as i32 as i64
+                } else {
+                    v as i64
+                };
                 let mut s = v.unsigned_abs().to_string();
                 if let Some(p) = prec {
                     while s.len() < p {
@@ -97,19 +106,26 @@ pub fn format(fmt: &[u8], mut arg: impl FnMut(u32) -> u64, mut cstr: impl FnMut(
                     }
                 }
                 if alt && v != 0 {
-                    s.insert_str(0, match conv {
-                        b'x' => "0x",
-                        b'X' => "0X",
-                        b'o' => "0",
-                        _ => "",
-                    });
+                    s.insert_str(
+                        0,
+                        match conv {
+                            b'x' => "0x",
+                            b'X' => "0X",
+                            b'o' => "0",
+                            _ => "",
+                        },
+                    );
                 }
                 (s, true, false)
             }
             b'c' => (((arg(4) as u8) as char).to_string(), false, false),
             b's' => {
                 let p = arg(8);
-                let mut s = if p == 0 { "(null)".to_string() } else { cstr(p) };
+                let mut s = if p == 0 {
+                    "(null)".to_string()
+                } else {
+                    cstr(p)
+                };
                 if let Some(pr) = prec {
                     s = s.chars().take(pr).collect();
                 }
@@ -144,7 +160,10 @@ pub fn format(fmt: &[u8], mut arg: impl FnMut(u32) -> u64, mut cstr: impl FnMut(
             out.push_str(sign);
             out.push_str(&body);
             out.extend(std::iter::repeat_n(' ', width - len));
-        } else if zero && numeric && !(prec.is_some() && matches!(conv, b'd' | b'i' | b'u' | b'x' | b'X' | b'o')) {
+        } else if zero
+            && numeric
+            && !(prec.is_some() && matches!(conv, b'd' | b'i' | b'u' | b'x' | b'X' | b'o'))
+        {
             out.push_str(sign);
             out.extend(std::iter::repeat_n('0', width - len));
             out.push_str(&body);
@@ -171,7 +190,11 @@ fn float(v: f64, conv: u8, prec: usize, alt: bool) -> String {
             _ => {
                 let p = prec.max(1);
                 let e = exp(v, p - 1);
-                let x: i32 = e.rsplit('e').next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                let x: i32 = e
+                    .rsplit('e')
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
                 let mut s = if x < p as i32 && x >= -4 {
                     let decimals = (p as i32 - 1 - x).max(0) as usize;
                     format!("{v:.decimals$}")
@@ -208,7 +231,11 @@ fn exp(v: f64, prec: usize) -> String {
     match s.split_once('e') {
         Some((m, e)) => {
             let n: i32 = e.parse().unwrap_or(0);
-            format!("{m}e{}{:02}", if n < 0 { '-' } else { '+' }, n.unsigned_abs())
+            format!(
+                "{m}e{}{:02}",
+                if n < 0 { '-' } else { '+' },
+                n.unsigned_abs()
+            )
         }
         None => s,
     }
@@ -220,16 +247,35 @@ mod tests {
 
     fn run(fmt: &str, args: &[u64]) -> String {
         let mut it = args.iter();
-        format(fmt.as_bytes(), |_| *it.next().unwrap_or(&0), |_| "str".into())
+        format(
+            fmt.as_bytes(),
+            |_| *it.next().unwrap_or(&0),
+            |_| "str".into(),
+        )
     }
 
     #[test]
     fn c_formats() {
         assert_eq!(run("%d %i %u", &[(-5i32) as u32 as u64, 7, 8]), "-5 7 8");
         assert_eq!(run("%5d|%-5d|%05d", &[42, 42, 42]), "   42|42   |00042");
-        assert_eq!(run("%x %X %#x %lld", &[255, 255, 255, (-3i64) as u64]), "ff FF 0xff -3");
-        assert_eq!(run("%f %.2f %e", &[1.5f64.to_bits(), 3.14159f64.to_bits(), 1234.5f64.to_bits()]), "1.500000 3.14 1.234500e+03");
-        assert_eq!(run("%g %g %g", &[100000f64.to_bits(), 1e-5f64.to_bits(), 0.5f64.to_bits()]), "100000 1e-05 0.5");
+        assert_eq!(
+            run("%x %X %#x %lld", &[255, 255, 255, (-3i64) as u64]),
+            "ff FF 0xff -3"
+        );
+        assert_eq!(
+            run(
+                "%f %.2f %e",
+                &[1.5f64.to_bits(), 3.14659f64.to_bits(), 1234.5f64.to_bits()]
+            ),
+            "1.500000 3.15 1.234500e+03"
+        );
+        assert_eq!(
+            run(
+                "%g %g %g",
+                &[100000f64.to_bits(), 1e-5f64.to_bits(), 0.5f64.to_bits()]
+            ),
+            "100000 1e-05 0.5"
+        );
         assert_eq!(run("%s %c %%", &[1, 65]), "str A %");
         assert_eq!(run("%8.3f|", &[(-2.5f64).to_bits()]), "  -2.500|");
     }

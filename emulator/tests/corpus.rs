@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use remora_emulator::{AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule, Module};
+use remora_emulator::{
+    AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule, Module,
+};
 
 struct Gpu {
     space: AddressSpace,
@@ -54,20 +56,45 @@ impl Gpu {
         out
     }
     fn get_f32(&self, p: u64, n: usize) -> Vec<f32> {
-        self.read(p, n * 4).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.read(p, n * 4)
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     fn get_i32(&self, p: u64, n: usize) -> Vec<i32> {
-        self.read(p, n * 4).chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.read(p, n * 4)
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     fn get_f64(&self, p: u64, n: usize) -> Vec<f64> {
-        self.read(p, n * 8).chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        self.read(p, n * 8)
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     fn get_i64(&self, p: u64, n: usize) -> Vec<i64> {
-        self.read(p, n * 8).chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        self.read(p, n * 8)
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
-    fn launch_opts(&self, kernel: &str, grid: [u32; 3], block: [u32; 3], dyn_shared: u32, args: &[A], opts: LaunchOptions) -> LaunchOutcome {
-        let info = self.lm.module().kernel(kernel).unwrap_or_else(|| panic!("no kernel {kernel}")).clone();
+    fn launch_opts(
+        &self,
+        kernel: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dyn_shared: u32,
+        args: &[A],
+        opts: LaunchOptions,
+    ) -> LaunchOutcome {
+        let info = self
+            .lm
+            .module()
+            .kernel(kernel)
+            .unwrap_or_else(|| panic!("no kernel {kernel}"))
+            .clone();
         assert_eq!(info.params.len(), args.len(), "{kernel}: parameter count");
         let mut buf = vec![0u8; info.params_size() as usize];
         for (p, a) in info.params.iter().zip(args) {
@@ -80,18 +107,33 @@ impl Gpu {
             assert_eq!(bytes.len() as u32, p.size, "{kernel}: parameter size");
             buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
-        let cfg = LaunchConfig { grid, block, dynamic_shared_bytes: dyn_shared };
+        let cfg = LaunchConfig {
+            grid,
+            block,
+            dynamic_shared_bytes: dyn_shared,
+        };
         self.lm.launch(&self.space, kernel, &cfg, &buf, &opts)
     }
 
     fn launch(&self, kernel: &str, grid: u32, block: u32, args: &[A]) -> LaunchOutcome {
-        let out = self.launch_opts(kernel, [grid, 1, 1], [block, 1, 1], 0, args, LaunchOptions { threads: 2, instruction_budget: 1 << 32 });
-        out
+        self.launch_opts(
+            kernel,
+            [grid, 1, 1],
+            [block, 1, 1],
+            0,
+            args,
+            LaunchOptions {
+                threads: 2,
+                instruction_budget: 1 << 32,
+            },
+        )
     }
 }
 
 fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     move || {
         s ^= s << 13;
         s ^= s >> 7;
@@ -102,7 +144,9 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 
 fn randf(n: usize, seed: u64) -> Vec<f32> {
     let mut r = rng(seed);
-    (0..n).map(|_| ((r() % 20000) as f32 - 10000.0) / 1000.0).collect()
+    (0..n)
+        .map(|_| ((r() % 20000) as f32 - 10000.0) / 1000.0)
+        .collect()
 }
 
 fn ulps(a: f32, b: f32) -> u32 {
@@ -120,7 +164,10 @@ fn ulps(a: f32, b: f32) -> u32 {
 fn assert_close(got: &[f32], want: &[f32], max_ulps: u32, what: &str) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(ulps(*g, *w) <= max_ulps || (g - w).abs() <= 1e-6, "{what}[{i}]: got {g}, want {w}");
+        assert!(
+            ulps(*g, *w) <= max_ulps || (g - w).abs() <= 1e-6,
+            "{what}[{i}]: got {g}, want {w}"
+        );
     }
 }
 
@@ -131,9 +178,18 @@ fn saxpy_exact() {
     let x = randf(n, 1);
     let y = randf(n, 2);
     let (px, py) = (g.f32s(&x), g.f32s(&y));
-    let out = g.launch("saxpy", (n as u32).div_ceil(128), 128, &[A::I32(n as i32), A::F32(2.5), A::Ptr(px), A::Ptr(py)]);
+    let out = g.launch(
+        "saxpy",
+        (n as u32).div_ceil(128),
+        128,
+        &[A::I32(n as i32), A::F32(2.5), A::Ptr(px), A::Ptr(py)],
+    );
     out.result.unwrap();
-    let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 2.5f32.mul_add(*x, *y)).collect();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| 2.5f32.mul_add(*x, *y))
+        .collect();
     assert_close(&g.get_f32(py, n), &want, 0, "saxpy");
     assert!(out.thread_instructions > n as u64 * 10);
 }
@@ -145,8 +201,19 @@ fn grid_stride_loop() {
     let x = randf(n, 3);
     let y = randf(n, 4);
     let (px, py) = (g.f32s(&x), g.f32s(&y));
-    g.launch("grid_stride", 4, 96, &[A::I32(n as i32), A::F32(-1.5), A::Ptr(px), A::Ptr(py)]).result.unwrap();
-    let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| (-1.5f32).mul_add(*x, *y)).collect();
+    g.launch(
+        "grid_stride",
+        4,
+        96,
+        &[A::I32(n as i32), A::F32(-1.5), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| (-1.5f32).mul_add(*x, *y))
+        .collect();
     assert_close(&g.get_f32(py, n), &want, 0, "grid_stride");
 }
 
@@ -157,21 +224,50 @@ fn vector_add_int_float_double() {
     let a: Vec<i32> = (0..n as i32).map(|i| i * 7 - 1000).collect();
     let b: Vec<i32> = (0..n as i32).map(|i| i32::MAX - i).collect();
     let (pa, pb, pc) = (g.i32s(&a), g.i32s(&b), g.zeros(n * 4));
-    g.launch("vadd_i32", 7, 128, &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)]).result.unwrap();
+    g.launch(
+        "vadd_i32",
+        7,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+    )
+    .result
+    .unwrap();
     let want: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
     assert_eq!(g.get_i32(pc, n), want);
 
     let fa = randf(n, 5);
     let fb = randf(n, 6);
     let (pa, pb, pc) = (g.f32s(&fa), g.f32s(&fb), g.zeros(n * 4));
-    g.launch("vadd_f32", 7, 128, &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)]).result.unwrap();
-    assert_close(&g.get_f32(pc, n), &fa.iter().zip(&fb).map(|(x, y)| x + y).collect::<Vec<_>>(), 0, "vadd_f32");
+    g.launch(
+        "vadd_f32",
+        7,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+    )
+    .result
+    .unwrap();
+    assert_close(
+        &g.get_f32(pc, n),
+        &fa.iter().zip(&fb).map(|(x, y)| x + y).collect::<Vec<_>>(),
+        0,
+        "vadd_f32",
+    );
 
     let da: Vec<f64> = fa.iter().map(|&x| x as f64 / 3.0).collect();
     let db: Vec<f64> = fb.iter().map(|&x| x as f64 * 1.1).collect();
     let (pa, pb, pc) = (g.f64s(&da), g.f64s(&db), g.zeros(n * 8));
-    g.launch("vadd_f64", 7, 128, &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)]).result.unwrap();
-    assert_eq!(g.get_f64(pc, n), da.iter().zip(&db).map(|(x, y)| x + y).collect::<Vec<_>>());
+    g.launch(
+        "vadd_f64",
+        7,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+    )
+    .result
+    .unwrap();
+    assert_eq!(
+        g.get_f64(pc, n),
+        da.iter().zip(&db).map(|(x, y)| x + y).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -180,7 +276,14 @@ fn divergent_branches() {
     let n = 300;
     let input: Vec<i32> = (0..n as i32).map(|i| i * 13 - 500).collect();
     let (pi, po) = (g.i32s(&input), g.zeros(n * 4));
-    g.launch("divergent", 3, 128, &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    g.launch(
+        "divergent",
+        3,
+        128,
+        &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
     let want: Vec<i32> = input
         .iter()
         .map(|&v| {
@@ -206,7 +309,14 @@ fn device_function_call() {
     let n = 100;
     let x = randf(n, 7);
     let (px, py) = (g.f32s(&x), g.zeros(n * 4));
-    g.launch("devcall", 1, 128, &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)]).result.unwrap();
+    g.launch(
+        "devcall",
+        1,
+        128,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
     let want: Vec<f32> = x.iter().map(|&x| 2.0 * x * x + (-3.0) * x + 1.0).collect();
     assert_close(&g.get_f32(py, n), &want, 2, "devcall");
 }
@@ -220,8 +330,18 @@ fn constant_memory() {
     let n = 64;
     let x = randf(n, 8);
     let (px, py) = (g.f32s(&x), g.zeros(n * 4));
-    g.launch("constmem", 1, 64, &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)]).result.unwrap();
-    let want: Vec<f32> = x.iter().map(|&v| (1.0 + v * (0.5 + v * (0.25 + v * 0.125))) * 3.0).collect();
+    g.launch(
+        "constmem",
+        1,
+        64,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| (1.0 + v * (0.5 + v * (0.25 + v * 0.125))) * 3.0)
+        .collect();
     assert_close(&g.get_f32(py, n), &want, 4, "constmem");
 }
 
@@ -240,7 +360,9 @@ fn struct_by_value_param() {
     s.extend(0.5f32.to_le_bytes());
     let x = randf(n, 9);
     let (px, py) = (g.f32s(&x), g.zeros(n * 8));
-    g.launch("structparam", 1, 64, &[A::Bytes(s), A::Ptr(px), A::Ptr(py)]).result.unwrap();
+    g.launch("structparam", 1, 64, &[A::Bytes(s), A::Ptr(px), A::Ptr(py)])
+        .result
+        .unwrap();
     let got = g.get_f64(py, n);
     for i in 0..n {
         let want = (x[i] * 2.0) as f64 + 0.25 + 0.5 + 20.0;
@@ -255,13 +377,28 @@ fn int64_math() {
     let mut r = rng(11);
     let a: Vec<i64> = (0..n).map(|_| r() as i64 >> (r() % 40)).collect();
     let b: Vec<u64> = (0..n).map(|_| r() >> (r() % 50)).collect();
-    let (pa, pb, po) = (g.i64s(&a), g.i64s(&b.iter().map(|&x| x as i64).collect::<Vec<_>>()), g.zeros(n * 8));
-    g.launch("int64math", 2, 128, &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(po)]).result.unwrap();
+    let (pa, pb, po) = (
+        g.i64s(&a),
+        g.i64s(&b.iter().map(|&x| x as i64).collect::<Vec<_>>()),
+        g.zeros(n * 8),
+    );
+    g.launch(
+        "int64math",
+        2,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
     let want: Vec<i64> = a
         .iter()
         .zip(&b)
         .map(|(&x, &y)| {
-            let mut r = x.wrapping_mul((y | 1) as i64).wrapping_add((y >> 7) as i64).wrapping_sub(x / 7).wrapping_add(x % 13);
+            let mut r = x
+                .wrapping_mul((y | 1) as i64)
+                .wrapping_add((y >> 7) as i64)
+                .wrapping_sub(x / 7)
+                .wrapping_add(x % 13);
             r ^= ((y as u128 * 0x9E3779B97F4A7C15u128) >> 64) as i64;
             r = r.wrapping_add(y.count_ones() as i64 + (y | 1).leading_zeros() as i64);
             r
@@ -276,11 +413,17 @@ fn block_reduction_with_shared_memory() {
     let n = 1000;
     let x: Vec<f32> = (0..n).map(|i| (i % 17) as f32 * 0.5).collect();
     let (px, po) = (g.f32s(&x), g.zeros(4 * 4));
-    g.launch("block_reduce", 4, 256, &[A::I32(n as i32), A::Ptr(px), A::Ptr(po)]).result.unwrap();
+    g.launch("block_reduce", 4, 256, &[A::I32(n), A::Ptr(px), A::Ptr(po)])
+        .result
+        .unwrap();
     let got = g.get_f32(po, 4);
-    for b in 0..4 {
-        let want: f32 = x.iter().skip(b * 256).take(256).sum();
-        assert!((got[b] - want).abs() < 1e-3, "block {b}: {} vs {want}", got[b]);
+    for (b, chunk) in x.chunks(256).enumerate() {
+        let want: f32 = chunk.iter().sum();
+        assert!(
+            (got[b] - want).abs() < 1e-3,
+            "block {b}: {} vs {want}",
+            got[b]
+        );
     }
 }
 
@@ -288,9 +431,11 @@ fn block_reduction_with_shared_memory() {
 fn warp_reduction_with_shuffles() {
     let g = gpu("reduce.ptx");
     let n = 256;
-    let x: Vec<i32> = (0..n as i32).map(|i| i * 3 - 100).collect();
+    let x: Vec<i32> = (0..n).map(|i| i * 3 - 100).collect();
     let (px, po) = (g.i32s(&x), g.zeros(8 * 4));
-    g.launch("warp_reduce", 2, 128, &[A::I32(n as i32), A::Ptr(px), A::Ptr(po)]).result.unwrap();
+    g.launch("warp_reduce", 2, 128, &[A::I32(n), A::Ptr(px), A::Ptr(po)])
+        .result
+        .unwrap();
     let want: Vec<i32> = x.chunks(32).map(|c| c.iter().sum()).collect();
     assert_eq!(g.get_i32(po, 8), want);
 }
@@ -299,9 +444,26 @@ fn warp_reduction_with_shuffles() {
 fn vote_and_ballot() {
     let g = gpu("reduce.ptx");
     let n = 96;
-    let x: Vec<i32> = (0..n as i32).map(|i| if i < 32 { 1 } else if i < 64 { i % 3 } else { -1 }).collect();
+    let x: Vec<i32> = (0..n)
+        .map(|i| {
+            if i < 32 {
+                1
+            } else if i < 64 {
+                i % 3
+            } else {
+                -1
+            }
+        })
+        .collect();
     let (px, pb, pf) = (g.i32s(&x), g.zeros(12), g.zeros(12));
-    g.launch("vote", 1, 96, &[A::I32(n as i32), A::Ptr(px), A::Ptr(pb), A::Ptr(pf)]).result.unwrap();
+    g.launch(
+        "vote",
+        1,
+        96,
+        &[A::I32(n), A::Ptr(px), A::Ptr(pb), A::Ptr(pf)],
+    )
+    .result
+    .unwrap();
     let ballots: Vec<u32> = g.get_i32(pb, 3).iter().map(|&v| v as u32).collect();
     let mut want1 = 0u32;
     for l in 0..32 {
@@ -317,15 +479,39 @@ fn vote_and_ballot() {
 fn atomics_global() {
     let g = gpu("reduce.ptx");
     let n = 1000;
-    let x: Vec<i32> = (0..n as i32).map(|i| (i * 37) % 101 - 20).collect();
-    let (px, sum, fsum, mx, cas) = (g.i32s(&x), g.zeros(4), g.zeros(4), g.i32s(&[i32::MIN]), g.zeros(4));
-    g.launch("atomics", 8, 128, &[A::I32(n as i32), A::Ptr(px), A::Ptr(sum), A::Ptr(fsum), A::Ptr(mx), A::Ptr(cas)]).result.unwrap();
+    let x: Vec<i32> = (0..n).map(|i| (i * 37) % 101 - 20).collect();
+    let (px, sum, fsum, mx, cas) = (
+        g.i32s(&x),
+        g.zeros(4),
+        g.zeros(4),
+        g.i32s(&[i32::MIN]),
+        g.zeros(4),
+    );
+    g.launch(
+        "atomics",
+        8,
+        128,
+        &[
+            A::I32(n),
+            A::Ptr(px),
+            A::Ptr(sum),
+            A::Ptr(fsum),
+            A::Ptr(mx),
+            A::Ptr(cas),
+        ],
+    )
+    .result
+    .unwrap();
     assert_eq!(g.get_i32(sum, 1)[0], x.iter().sum::<i32>());
     let fwant: f32 = x.iter().map(|&v| (v & 15) as f32 * 0.5).sum();
-    assert_eq!(g.get_f32(fsum, 1)[0], fwant, "sums of halves are exact in any order");
+    assert_eq!(
+        g.get_f32(fsum, 1)[0],
+        fwant,
+        "sums of halves are exact in any order"
+    );
     assert_eq!(g.get_i32(mx, 1)[0], *x.iter().max().unwrap());
     let c = g.get_i32(cas, 1)[0];
-    assert!(c >= 1 && c <= n as i32, "exactly one CAS wins: {c}");
+    assert!(c >= 1 && c <= n, "exactly one CAS wins: {c}");
 }
 
 #[test]
@@ -335,7 +521,9 @@ fn histogram_with_shared_atomics() {
     let mut r = rng(12);
     let data: Vec<u8> = (0..n).map(|_| r() as u8).collect();
     let (pd, ph) = (g.upload(&data), g.zeros(64 * 4));
-    g.launch("histogram", 4, 128, &[A::I32(n as i32), A::Ptr(pd), A::Ptr(ph)]).result.unwrap();
+    g.launch("histogram", 4, 128, &[A::I32(n), A::Ptr(pd), A::Ptr(ph)])
+        .result
+        .unwrap();
     let mut want = vec![0i32; 64];
     for &d in &data {
         want[(d & 63) as usize] += 1;
@@ -349,14 +537,24 @@ fn prefix_scan_dynamic_shared() {
     let n = 200;
     let x: Vec<i32> = (0..n as i32).map(|i| i % 7 - 2).collect();
     let (px, po) = (g.i32s(&x), g.zeros(n * 4));
-    g.launch_opts("scan", [1, 1, 1], [256, 1, 1], 256 * 4, &[A::I32(n as i32), A::Ptr(px), A::Ptr(po)], LaunchOptions::default())
-        .result
-        .unwrap();
+    g.launch_opts(
+        "scan",
+        [1, 1, 1],
+        [256, 1, 1],
+        256 * 4,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(po)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
     let mut acc = 0;
-    let want: Vec<i32> = x.iter().map(|v| {
-        acc += v;
-        acc
-    }).collect();
+    let want: Vec<i32> = x
+        .iter()
+        .map(|v| {
+            acc += v;
+            acc
+        })
+        .collect();
     assert_eq!(g.get_i32(po, n), want);
 }
 
@@ -368,9 +566,16 @@ fn tiled_matmul() {
     let b = randf(n * n, 14);
     let (pa, pb, pc) = (g.f32s(&a), g.f32s(&b), g.zeros(n * n * 4));
     let t = (n as u32).div_ceil(16);
-    g.launch_opts("matmul", [t, t, 1], [16, 16, 1], 0, &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)], LaunchOptions::default())
-        .result
-        .unwrap();
+    g.launch_opts(
+        "matmul",
+        [t, t, 1],
+        [16, 16, 1],
+        0,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
     let got = g.get_f32(pc, n * n);
     for i in 0..n {
         for j in 0..n {
@@ -390,10 +595,16 @@ fn transpose_tiles() {
     let (w, h) = (70usize, 45usize);
     let x: Vec<f32> = (0..w * h).map(|i| i as f32).collect();
     let (pi, po) = (g.f32s(&x), g.zeros(w * h * 4));
-    g.launch_opts("transpose", [(w as u32).div_ceil(32), (h as u32).div_ceil(32), 1], [32, 32, 1], 0,
-        &[A::I32(w as i32), A::I32(h as i32), A::Ptr(pi), A::Ptr(po)], LaunchOptions::default())
-        .result
-        .unwrap();
+    g.launch_opts(
+        "transpose",
+        [(w as u32).div_ceil(32), (h as u32).div_ceil(32), 1],
+        [32, 32, 1],
+        0,
+        &[A::I32(w as i32), A::I32(h as i32), A::Ptr(pi), A::Ptr(po)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
     let got = g.get_f32(po, w * h);
     for y in 0..h {
         for xx in 0..w {
@@ -408,7 +619,16 @@ fn bitonic_sort() {
     let mut r = rng(15);
     let data: Vec<i32> = (0..512).map(|_| (r() % 10000) as i32 - 5000).collect();
     let p = g.i32s(&data);
-    g.launch_opts("bitonic", [2, 1, 1], [256, 1, 1], 256 * 4, &[A::Ptr(p)], LaunchOptions::default()).result.unwrap();
+    g.launch_opts(
+        "bitonic",
+        [2, 1, 1],
+        [256, 1, 1],
+        256 * 4,
+        &[A::Ptr(p)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
     let got = g.get_i32(p, 512);
     for blk in 0..2 {
         let mut want = data[blk * 256..(blk + 1) * 256].to_vec();
@@ -423,7 +643,19 @@ fn softmax_expf() {
     let (rows, cols) = (20, 33);
     let x = randf(rows * cols, 16);
     let (pi, po) = (g.f32s(&x), g.zeros(rows * cols * 4));
-    g.launch("softmax", 1, 32, &[A::I32(rows as i32), A::I32(cols as i32), A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    g.launch(
+        "softmax",
+        1,
+        32,
+        &[
+            A::I32(rows as i32),
+            A::I32(cols as i32),
+            A::Ptr(pi),
+            A::Ptr(po),
+        ],
+    )
+    .result
+    .unwrap();
     let got = g.get_f32(po, rows * cols);
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
@@ -432,7 +664,11 @@ fn softmax_expf() {
         for c in 0..cols {
             let want = ((row[c] as f64 - m).exp() / s) as f32;
             // expf is within 2 ulp; the sum accumulates in f32.
-            assert!(ulps(got[r * cols + c], want) <= 64, "[{r}][{c}] {} vs {want}", got[r * cols + c]);
+            assert!(
+                ulps(got[r * cols + c], want) <= 64,
+                "[{r}][{c}] {} vs {want}",
+                got[r * cols + c]
+            );
         }
     }
 }
@@ -444,18 +680,41 @@ fn layer_norm() {
     let x = randf(rows * cols, 17);
     let gamma: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 / 64.0).collect();
     let beta: Vec<f32> = (0..cols).map(|i| i as f32 / 128.0).collect();
-    let (pi, pg, pb, po) = (g.f32s(&x), g.f32s(&gamma), g.f32s(&beta), g.zeros(rows * cols * 4));
-    g.launch("layernorm", 1, 32, &[A::I32(rows as i32), A::I32(cols as i32), A::Ptr(pi), A::Ptr(pg), A::Ptr(pb), A::Ptr(po)])
-        .result
-        .unwrap();
+    let (pi, pg, pb, po) = (
+        g.f32s(&x),
+        g.f32s(&gamma),
+        g.f32s(&beta),
+        g.zeros(rows * cols * 4),
+    );
+    g.launch(
+        "layernorm",
+        1,
+        32,
+        &[
+            A::I32(rows as i32),
+            A::I32(cols as i32),
+            A::Ptr(pi),
+            A::Ptr(pg),
+            A::Ptr(pb),
+            A::Ptr(po),
+        ],
+    )
+    .result
+    .unwrap();
     let got = g.get_f32(po, rows * cols);
     for r in 0..rows {
-        let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v as f64).collect();
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let mean = row.iter().sum::<f64>() / cols as f64;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cols as f64;
         for c in 0..cols {
             let want = (row[c] - mean) / (var + 1e-5).sqrt() * gamma[c] as f64 + beta[c] as f64;
-            assert!((got[r * cols + c] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "[{r}][{c}]");
+            assert!(
+                (got[r * cols + c] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "[{r}][{c}]"
+            );
         }
     }
 }
@@ -465,10 +724,21 @@ fn nbody_step() {
     let g = gpu("matrix.ptx");
     let n = 64;
     let p = randf(n * 4, 18);
-    let pos: Vec<f32> = p.iter().enumerate().map(|(i, &v)| if i % 4 == 3 { v.abs() + 0.1 } else { v }).collect();
+    let pos: Vec<f32> = p
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 4 == 3 { v.abs() + 0.1 } else { v })
+        .collect();
     let vel = vec![0.0f32; n * 4];
     let (pp, pv) = (g.f32s(&pos), g.f32s(&vel));
-    g.launch("nbody", 2, 32, &[A::I32(n as i32), A::Ptr(pp), A::Ptr(pv), A::F32(0.01)]).result.unwrap();
+    g.launch(
+        "nbody",
+        2,
+        32,
+        &[A::I32(n as i32), A::Ptr(pp), A::Ptr(pv), A::F32(0.01)],
+    )
+    .result
+    .unwrap();
     let got = g.get_f32(pv, n * 4);
     for i in 0..n {
         let mut acc = [0f64; 3];
@@ -483,7 +753,11 @@ fn nbody_step() {
         }
         for k in 0..3 {
             let want = acc[k] * 0.01;
-            assert!((got[i * 4 + k] as f64 - want).abs() < 1e-3 * (1.0 + want.abs()), "v[{i}].{k}: {} vs {want}", got[i * 4 + k]);
+            assert!(
+                (got[i * 4 + k] as f64 - want).abs() < 1e-3 * (1.0 + want.abs()),
+                "v[{i}].{k}: {} vs {want}",
+                got[i * 4 + k]
+            );
         }
     }
 }
@@ -493,12 +767,42 @@ fn half_arithmetic() {
     use half::f16;
     let g = gpu("misc.ptx");
     let n = 100;
-    let a: Vec<f16> = (0..n).map(|i| f16::from_f32(i as f32 * 0.25 - 10.0)).collect();
-    let b: Vec<f16> = (0..n).map(|i| f16::from_f32(1.0 + i as f32 / 64.0)).collect();
-    let bytes = |v: &[f16]| v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect::<Vec<_>>();
-    let (pa, pb, po, pf) = (g.upload(&bytes(&a)), g.upload(&bytes(&b)), g.zeros(n * 2), g.zeros(n * 4));
-    g.launch("half_math", 1, 128, &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(po), A::Ptr(pf)]).result.unwrap();
-    let got: Vec<f16> = g.read(po, n * 2).chunks(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect();
+    let a: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(i as f32 * 0.25 - 10.0))
+        .collect();
+    let b: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(1.0 + i as f32 / 64.0))
+        .collect();
+    let bytes = |v: &[f16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<_>>()
+    };
+    let (pa, pb, po, pf) = (
+        g.upload(&bytes(&a)),
+        g.upload(&bytes(&b)),
+        g.zeros(n * 2),
+        g.zeros(n * 4),
+    );
+    g.launch(
+        "half_math",
+        1,
+        128,
+        &[
+            A::I32(n as i32),
+            A::Ptr(pa),
+            A::Ptr(pb),
+            A::Ptr(po),
+            A::Ptr(pf),
+        ],
+    )
+    .result
+    .unwrap();
+    let got: Vec<f16> = g
+        .read(po, n * 2)
+        .chunks(2)
+        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
     let gotf = g.get_f32(pf, n);
     for i in 0..n {
         let r = f16::from_f64(a[i].to_f64().mul_add(b[i].to_f64(), 1.5));
@@ -530,9 +834,22 @@ fn math_functions_within_tolerance() {
     let px = g.f32s(&x);
     let bufs: Vec<u64> = (0..4).map(|_| g.zeros(n * 4)).collect();
     let pd = g.zeros(n * 8);
-    g.launch("mathfun", 2, 128, &[A::I32(n as i32), A::Ptr(px), A::Ptr(bufs[0]), A::Ptr(bufs[1]), A::Ptr(bufs[2]), A::Ptr(bufs[3]), A::Ptr(pd)])
-        .result
-        .unwrap();
+    g.launch(
+        "mathfun",
+        2,
+        128,
+        &[
+            A::I32(n as i32),
+            A::Ptr(px),
+            A::Ptr(bufs[0]),
+            A::Ptr(bufs[1]),
+            A::Ptr(bufs[2]),
+            A::Ptr(bufs[3]),
+            A::Ptr(pd),
+        ],
+    )
+    .result
+    .unwrap();
     let s = g.get_f32(bufs[0], n);
     let c = g.get_f32(bufs[1], n);
     let l = g.get_f32(bufs[2], n);
@@ -543,10 +860,22 @@ fn math_functions_within_tolerance() {
         // CUDA's sinf/cosf/logf/powf are within 2-4 ulp of the correctly rounded result.
         assert!(ulps(s[i], v.sin() as f32) <= 4, "sin {v}: {}", s[i]);
         assert!(ulps(c[i], v.cos() as f32) <= 4, "cos {v}: {}", c[i]);
-        assert!(ulps(l[i], (v.abs() + 1.0).ln() as f32) <= 4, "log {v}: {}", l[i]);
-        assert!(ulps(e[i], (v.abs().powf(1.7)) as f32) <= 8, "pow {v}: {}", e[i]);
+        assert!(
+            ulps(l[i], (v.abs() + 1.0).ln() as f32) <= 4,
+            "log {v}: {}",
+            l[i]
+        );
+        assert!(
+            ulps(e[i], (v.abs().powf(1.7)) as f32) <= 8,
+            "pow {v}: {}",
+            e[i]
+        );
         let dw = v.abs().sqrt() + (v * 0.1).exp() + (v as i32) as f64;
-        assert!((d[i] - dw).abs() <= 4.0 * f64::EPSILON * dw.abs().max(1.0), "double {v}: {} vs {dw}", d[i]);
+        assert!(
+            (d[i] - dw).abs() <= 4.0 * f64::EPSILON * dw.abs().max(1.0),
+            "double {v}: {} vs {dw}",
+            d[i]
+        );
     }
 }
 
@@ -568,7 +897,9 @@ fn out_of_bounds_store_is_700() {
 fn misaligned_store_is_716() {
     let g = gpu("misc.ptx");
     let p = g.zeros(64);
-    g.launch("store_misaligned", 1, 1, &[A::Ptr(p), A::I32(8)]).result.unwrap();
+    g.launch("store_misaligned", 1, 1, &[A::Ptr(p), A::I32(8)])
+        .result
+        .unwrap();
     let out = g.launch("store_misaligned", 1, 1, &[A::Ptr(p), A::I32(2)]);
     assert_eq!(out.result.unwrap_err().cuda_code(), 716);
 }
@@ -580,7 +911,10 @@ fn assert_is_710_with_cuda_message() {
     let out = g.launch("asserter", 1, 32, &[A::I32(4), A::Ptr(p)]);
     assert_eq!(out.result.unwrap_err().cuda_code(), 710);
     assert!(
-        out.printf.contains("misc.cu:") && out.printf.contains("asserter: block: [0,0,0], thread: [2,0,0] Assertion `x[i] >= 0` failed."),
+        out.printf.contains("misc.cu:")
+            && out.printf.contains(
+                "asserter: block: [0,0,0], thread: [2,0,0] Assertion `x[i] >= 0` failed."
+            ),
         "{}",
         out.printf
     );
@@ -591,7 +925,13 @@ fn assert_is_710_with_cuda_message() {
 #[test]
 fn trap_is_719() {
     let g = gpu("misc.ptx");
-    assert_eq!(g.launch("trapper", 1, 32, &[A::I32(1)]).result.unwrap_err().cuda_code(), 719);
+    assert_eq!(
+        g.launch("trapper", 1, 32, &[A::I32(1)])
+            .result
+            .unwrap_err()
+            .cuda_code(),
+        719
+    );
     g.launch("trapper", 1, 32, &[A::I32(0)]).result.unwrap();
 }
 
@@ -599,21 +939,58 @@ fn trap_is_719() {
 fn infinite_loop_is_702() {
     let g = gpu("misc.ptx");
     let p = g.zeros(4);
-    let out = g.launch_opts("spinner", [1, 1, 1], [32, 1, 1], 0, &[A::Ptr(p)], LaunchOptions { threads: 1, instruction_budget: 100_000 });
+    let out = g.launch_opts(
+        "spinner",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[A::Ptr(p)],
+        LaunchOptions {
+            threads: 1,
+            instruction_budget: 100_000,
+        },
+    );
     assert_eq!(out.result.unwrap_err().cuda_code(), 702);
     g.space.write(p, &1i32.to_le_bytes()).unwrap();
-    g.launch_opts("spinner", [1, 1, 1], [32, 1, 1], 0, &[A::Ptr(p)], LaunchOptions { threads: 1, instruction_budget: 100_000 })
-        .result
-        .unwrap();
+    g.launch_opts(
+        "spinner",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[A::Ptr(p)],
+        LaunchOptions {
+            threads: 1,
+            instruction_budget: 100_000,
+        },
+    )
+    .result
+    .unwrap();
 }
 
 #[test]
 fn bad_launch_configs() {
     let g = gpu("basic.ptx");
     let p = g.zeros(4);
-    let out = g.launch_opts("saxpy", [1, 1, 1], [1025, 1, 1], 0, &[A::I32(0), A::F32(0.0), A::Ptr(p), A::Ptr(p)], LaunchOptions::default());
+    let out = g.launch_opts(
+        "saxpy",
+        [1, 1, 1],
+        [1025, 1, 1],
+        0,
+        &[A::I32(0), A::F32(0.0), A::Ptr(p), A::Ptr(p)],
+        LaunchOptions::default(),
+    );
     assert_eq!(out.result.unwrap_err().cuda_code(), 1);
-    let out = g.lm.launch(&g.space, "nope", &LaunchConfig { grid: [1; 3], block: [1; 3], dynamic_shared_bytes: 0 }, &[], &LaunchOptions::default());
+    let out = g.lm.launch(
+        &g.space,
+        "nope",
+        &LaunchConfig {
+            grid: [1; 3],
+            block: [1; 3],
+            dynamic_shared_bytes: 0,
+        },
+        &[],
+        &LaunchOptions::default(),
+    );
     assert_eq!(out.result.unwrap_err().cuda_code(), 500);
 }
 
