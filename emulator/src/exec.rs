@@ -96,7 +96,8 @@ pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
             format!("call to external function `{name}`"),
         ));
     }
-    if l.local > 1 << 20 || l.regs > 1 << 16 {
+    // Bounds on per-warp state, so one launch cannot exhaust host memory.
+    if l.local > 1 << 16 || l.regs > 1 << 14 {
         return Err(EmuError::unsupported(0, "kernel frame too large"));
     }
     Ok(l)
@@ -141,15 +142,14 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
             if ctx.abort.load(Relaxed) {
                 break;
             }
-            let popped = parked.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-            let mut blk = match popped {
-                Some(b) => b,
-                None => {
-                    let i = next.fetch_add(1, Relaxed);
-                    if i >= nblocks {
-                        break;
-                    }
-                    Box::new(Block::new(ctx, i))
+            // New blocks first, in increasing order; parked ones when none are left.
+            let i = next.fetch_add(1, Relaxed);
+            let mut blk = if i < nblocks {
+                Box::new(Block::new(ctx, i))
+            } else {
+                match parked.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                    Some(b) => b,
+                    None => break,
                 }
             };
             let others_waiting = || {
@@ -242,6 +242,9 @@ struct Split {
     stack: Vec<(u32, u32, u32)>,
     wait: Wait,
     forced: bool,
+    /// Ran out its time slice while other splits waited: they go first, so intra-warp spin
+    /// locks make progress.
+    yielded: bool,
 }
 
 struct Warp {
@@ -311,6 +314,7 @@ impl Block {
                         stack: Vec::new(),
                         wait: Wait::None,
                         forced: false,
+                        yielded: false,
                     }],
                     valid,
                     exited: 0,
@@ -539,6 +543,7 @@ fn merge(splits: &mut Vec<Split>) {
                 let m = b.mask;
                 splits[i].mask |= m;
                 splits[i].forced |= splits[j].forced;
+                splits[i].yielded &= splits[j].yielded;
                 splits.swap_remove(j);
             } else {
                 j += 1;
@@ -601,8 +606,16 @@ impl Runner<'_, '_> {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.wait == Wait::None)
-                .min_by_key(|(_, s)| (std::cmp::Reverse(s.stack.len()), s.pc))
+                .min_by_key(|(_, s)| (s.yielded, std::cmp::Reverse(s.stack.len()), s.pc))
                 .map(|(i, _)| i);
+            if let Some(i) = pick {
+                if self.w.splits[i].yielded {
+                    // Everyone has yielded: start a new round.
+                    for s in &mut self.w.splits {
+                        s.yielded = false;
+                    }
+                }
+            }
             let i = match pick {
                 Some(i) => i,
                 None => {
@@ -644,6 +657,9 @@ impl Runner<'_, '_> {
                 .collect();
             let budget = (start + limit).saturating_sub(self.steps).max(1);
             let r = self.run_split(&mut sp, budget, &others);
+            if matches!(r, Ok(Ev::Slice)) && !self.w.splits.is_empty() {
+                sp.yielded = true;
+            }
             if sp.mask != 0 {
                 self.w.splits.push(sp);
             }
@@ -891,6 +907,11 @@ impl Runner<'_, '_> {
                     sp.forced = false;
                     self.exec(&inst.op, m, b, inst.line)?;
                 }
+                Op::Activemask { d } if m != 0 => {
+                    // Threads predicated off are still active.
+                    let active = sp.mask as u64;
+                    self.write(*d, b, m, |_| active);
+                }
                 Op::Trap if m != 0 => {
                     break Err(EmuError::LaunchFailed(format!(
                         "trap at line {}",
@@ -1055,6 +1076,18 @@ impl Runner<'_, '_> {
                             y[l]
                         }
                     }),
+                    I3::Shf { left, wrap } => {
+                        let (left, wrap) = (*left, *wrap);
+                        self.write(*d, b, m, |l| {
+                            let n = if wrap { z[l] & 31 } else { (z[l] & 0xFFFF_FFFF).min(32) };
+                            let v = ((y[l] & 0xFFFF_FFFF) << 32) | (x[l] & 0xFFFF_FFFF);
+                            if left {
+                                ((v << n) >> 32) & 0xFFFF_FFFF
+                            } else {
+                                (v >> n) & 0xFFFF_FFFF
+                            }
+                        })
+                    }
                     I3::Sad => self.write(*d, b, m, |l| {
                         let diff = if signed {
                             (sx(x[l], bits) - sx(y[l], bits)).unsigned_abs()

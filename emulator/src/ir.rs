@@ -212,6 +212,8 @@ pub enum I3 {
     Lop3(u8),
     Slct,
     Sad,
+    /// Funnel shift: left or right, wrap (shift mod 32) or clamp (at most 32).
+    Shf { left: bool, wrap: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

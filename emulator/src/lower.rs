@@ -151,6 +151,9 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
 }
 
 fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
+    if matches!(v.ty.as_str(), "texref" | "samplerref" | "surfref") {
+        return Err(EmuError::unsupported(v.line, format!(".{} `{}`", v.ty, v.name)));
+    }
     let ty = Ty::parse(&v.ty).ok_or_else(|| {
         EmuError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name))
     })?;
@@ -250,8 +253,9 @@ fn fill_init(
             let start = *pos as usize;
             let bytes = v.to_le_bytes();
             let end = start.checked_add(n as usize).filter(|&e| e <= buf.len());
-            let end = end.ok_or_else(|| EmuError::ptx(line, "too many initialisers"))?;
-            buf[start..end].copy_from_slice(&bytes[..n.min(8) as usize]);
+            end.ok_or_else(|| EmuError::ptx(line, "too many initialisers"))?;
+            let k = (n as usize).min(8);
+            buf[start..start + k].copy_from_slice(&bytes[..k]);
             *pos += n;
         }
         Init::Sym(name, off) => {
@@ -633,6 +637,9 @@ impl<'a> FnLower<'a> {
     fn inst(&mut self, i: &PInst) -> Result<Op, EmuError> {
         let m = Mods(&i.mods);
         let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
+        if tys.contains(&Ty::B128) {
+            return Err(self.unsupported(i));
+        }
         let ty = tys.last().copied();
         let need_ty =
             || ty.ok_or_else(|| EmuError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
@@ -650,7 +657,11 @@ impl<'a> FnLower<'a> {
                         a: self.psrc(&a[1])?,
                     });
                 }
+                let parts_ok = |n: usize| matches!(n, 2 | 4 | 8) && ty.bits() % n as u32 == 0 && ty.bits() <= 128;
                 match (&a[0], &a[1]) {
+                    (Opnd::Vec(parts), _) | (_, Opnd::Vec(parts)) if !parts_ok(parts.len()) => {
+                        return self.err(format!("`{}` cannot split into {} parts", full_name(i), parts.len()));
+                    }
                     (Opnd::Vec(parts), _) => {
                         let ds = parts
                             .iter()
@@ -963,6 +974,18 @@ impl<'a> FnLower<'a> {
                     a: self.src(&a[1], Ty::B32)?,
                     b: self.src(&a[2], Ty::B32)?,
                     c: self.src(&a[3], Ty::B32)?,
+                }
+            }
+            "shf" => {
+                self.args(i, 4)?;
+                Op::Int3 {
+                    op: I3::Shf { left: m.has("l"), wrap: m.has("wrap") },
+                    bits: 32,
+                    signed: false,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], Ty::B32)?,
+                    b: self.src(&a[2], Ty::B32)?,
+                    c: self.src(&a[3], Ty::U32)?,
                 }
             }
             "lop3" => {

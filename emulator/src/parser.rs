@@ -326,6 +326,17 @@ impl Parser {
             }
         }
     }
+    fn skip_line(&mut self) {
+        let l = self.line();
+        self.pos += 1;
+        while !matches!(self.peek(), Tok::Eof) && self.line() == l {
+            self.pos += 1;
+            if self.toks.get(self.pos - 1).map(|t| &t.0) == Some(&Tok::Punct(';')) {
+                break;
+            }
+        }
+    }
+
     fn skip_to_semicolon(&mut self) {
         while !matches!(self.peek(), Tok::Eof) && !self.is_punct(';') {
             self.pos += 1;
@@ -339,17 +350,7 @@ impl Parser {
             match self.peek().clone() {
                 Tok::Eof => return Ok(ast),
                 Tok::Dir(d) => match d.as_str() {
-                    "version" | "target" | "address_size" | "file" | "loc" | "pragma" => {
-                        // Directive arguments run to the end of the line.
-                        let l = self.line();
-                        self.pos += 1;
-                        while !matches!(self.peek(), Tok::Eof) && self.line() == l {
-                            self.pos += 1;
-                            if self.toks.get(self.pos - 1).map(|t| &t.0) == Some(&Tok::Punct(';')) {
-                                break;
-                            }
-                        }
-                    }
+                    "version" | "target" | "address_size" | "file" | "loc" | "pragma" => self.skip_line(),
                     "section" => self.skip_section()?,
                     _ => self.item(&mut ast)?,
                 },
@@ -623,8 +624,9 @@ impl Parser {
                 }
                 Tok::Punct(';') => self.pos += 1,
                 Tok::Dir(d) => match d.as_str() {
-                    "loc" | "pragma" | "file" | "maxnreg" | "maxntid" | "reqntid"
-                    | "minnctapersm" => self.skip_to_semicolon(),
+                    // `.loc` and `.file` end at the end of the line, without `;`.
+                    "loc" | "file" => self.skip_line(),
+                    "pragma" | "maxnreg" | "maxntid" | "reqntid" | "minnctapersm" => self.skip_to_semicolon(),
                     "section" => self.skip_section()?,
                     _ => {
                         let v = self.var_decl()?;

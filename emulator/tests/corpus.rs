@@ -284,22 +284,7 @@ fn divergent_branches() {
     )
     .result
     .unwrap();
-    let want: Vec<i32> = input
-        .iter()
-        .map(|&v| {
-            if v % 3 == 0 {
-                let mut r = v * 2;
-                for k in 0..(v & 7) {
-                    r += k;
-                }
-                r
-            } else if v % 3 == 1 {
-                -v
-            } else {
-                v ^ 0x55
-            }
-        })
-        .collect();
+    let want: Vec<i32> = input.iter().map(|&v| divergent_ref(v)).collect();
     assert_eq!(g.get_i32(po, n), want);
 }
 
@@ -1044,5 +1029,269 @@ fn parse_ptx_never_panics() {
                 let _ = module.kernels();
             }
         }
+    }
+}
+
+// ---- warp collectives, barriers, bits, atomics, rounding (warp.ptx) ----
+
+fn u32s_of(g: &Gpu, p: u64, n: usize) -> Vec<u32> {
+    g.get_i32(p, n).into_iter().map(|v| v as u32).collect()
+}
+
+#[test]
+fn shuffle_modes() {
+    let g = gpu("warp.ptx");
+    let n = 64;
+    let input: Vec<i32> = (0..n as i32).map(|i| i * 11 + 3).collect();
+    let pi = g.i32s(&input);
+    let outs: Vec<u64> = (0..4).map(|_| g.zeros(n * 4)).collect();
+    g.launch("shuffles", 1, 64, &[A::Ptr(pi), A::Ptr(outs[0]), A::Ptr(outs[1]), A::Ptr(outs[2]), A::Ptr(outs[3])]).result.unwrap();
+    let (up, idx, xr, seg) = (g.get_i32(outs[0], n), g.get_i32(outs[1], n), g.get_i32(outs[2], n), g.get_i32(outs[3], n));
+    for i in 0..n {
+        let (w, lane) = (i / 32 * 32, i % 32);
+        assert_eq!(up[i], if lane >= 3 { input[i - 3] } else { input[i] }, "up {i}");
+        assert_eq!(idx[i], input[w + (lane * 7) % 32], "idx {i}");
+        assert_eq!(xr[i], input[w + (lane ^ 5)], "xor {i}");
+        let max_lane = (lane & 0x18) | 7;
+        assert_eq!(seg[i], if lane + 2 <= max_lane { input[i + 2] } else { input[i] }, "down width 8 {i}");
+    }
+}
+
+#[test]
+fn match_redux_activemask() {
+    let g = gpu("warp.ptx");
+    let input: Vec<i32> = (0..32).map(|i| (i * 5) % 7).collect();
+    let pi = g.i32s(&input);
+    let o: Vec<u64> = (0..5).map(|_| g.zeros(128)).collect();
+    g.launch("collectives", 1, 32, &[A::Ptr(pi), A::Ptr(o[0]), A::Ptr(o[1]), A::Ptr(o[2]), A::Ptr(o[3]), A::Ptr(o[4])]).result.unwrap();
+    let (any, all, sum, min, act) = (u32s_of(&g, o[0], 32), u32s_of(&g, o[1], 32), g.get_i32(o[2], 32), u32s_of(&g, o[3], 32), u32s_of(&g, o[4], 32));
+    let odd: u32 = (0..32).filter(|&l| input[l] & 1 == 1).map(|l| 1u32 << l).sum();
+    for l in 0..32 {
+        let same: u32 = (0..32).filter(|&k| input[k] == input[l]).map(|k| 1u32 << k).sum();
+        assert_eq!(any[l], same, "match.any {l}");
+        assert_eq!(all[l], u32::MAX, "match.all {l}");
+        assert_eq!(sum[l], input.iter().sum::<i32>());
+        assert_eq!(min[l], 0);
+        assert_eq!(act[l], if input[l] & 1 == 1 { odd } else { 0 }, "activemask {l}");
+    }
+}
+
+#[test]
+fn counting_barriers_and_exited_threads() {
+    let g = gpu("warp.ptx");
+    let input: Vec<i32> = (0..256).map(|i| if i < 128 { i - 30 } else { i * 10 }).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(6 * 4));
+    g.launch("barrier_counts", 2, 128, &[A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    let got = g.get_i32(po, 6);
+    for blk in 0..2 {
+        let v = &input[blk * 128..(blk + 1) * 128];
+        let want = [v.iter().filter(|&&x| x > 0).count() as i32, v.iter().all(|&x| x > -100) as i32, v.iter().any(|&x| x > 1000) as i32];
+        assert_eq!(&got[blk * 3..blk * 3 + 3], &want, "block {blk}");
+    }
+    let po = g.zeros(128 * 4);
+    g.launch("early_exit_barrier", 1, 128, &[A::I32(100), A::Ptr(po)]).result.unwrap();
+    let got = g.get_i32(po, 100);
+    for t in 0..100 {
+        assert_eq!(got[t], 2 * ((t as i32 + 1) % 100));
+    }
+}
+
+#[test]
+fn bit_manipulation() {
+    let g = gpu("warp.ptx");
+    let mut r = rng(21);
+    let mut input: Vec<u32> = (0..64).map(|_| r() as u32 >> (r() % 32)).collect();
+    input[0] = 0;
+    input[1] = u32::MAX;
+    let (pi, po) = (g.upload(&input.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()), g.zeros(64 * 12 * 4));
+    g.launch("bits", 2, 32, &[A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    let got = u32s_of(&g, po, 64 * 12);
+    for (i, &v) in input.iter().enumerate() {
+        let bytes = v as u64 | (0x12345678u64 << 32);
+        let perm = (0..4).map(|k| ((bytes >> (((0x7351u32 >> (4 * k)) & 7) * 8)) & 0xff) << (8 * k)).sum::<u64>() as u32;
+        let want = [
+            v.reverse_bits(),
+            v.leading_zeros(),
+            if v == 0 { 0 } else { v.trailing_zeros() + 1 },
+            v.count_ones(),
+            perm,
+            ((v & 0xF0F0F0F0) ^ (!v & 0x0F0F00FF)) | (v >> 3),
+            ((v as u64 * 0x9E3779B9) >> 32) as u32,
+            ((v as i32 as i64 * -123456) >> 32) as u32,
+            ((v as i32).wrapping_sub(77).unsigned_abs()).wrapping_add(5),
+            v / 7 + v % 13,
+            (((v as i32) >> 5) as u32).wrapping_add(v << (v & 31)),
+            ((((0xABCDEF01u64 << 32) | v as u64) << (v & 31)) >> 32) as u32,
+        ];
+        assert_eq!(&got[i * 12..i * 12 + 12], &want, "v = {v:#x}");
+    }
+}
+
+#[test]
+fn more_atomics_global_and_shared() {
+    let g = gpu("warp.ptx");
+    let n = 300;
+    let inc = g.zeros(4);
+    let dec = g.zeros(4);
+    let exch = g.i32s(&[-1]);
+    let bits = g.upload(&[0u32, u32::MAX, 0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let mn = g.i32s(&[i32::MAX]);
+    let dsum = g.zeros(8);
+    let fs = g.zeros(3 * 4);
+    g.launch("more_atomics", 3, 128, &[A::I32(n), A::Ptr(inc), A::Ptr(dec), A::Ptr(exch), A::Ptr(bits), A::Ptr(mn), A::Ptr(dsum), A::Ptr(fs)])
+        .result
+        .unwrap();
+    assert_eq!(u32s_of(&g, inc, 1)[0], n as u32 % 10);
+    assert_eq!(u32s_of(&g, dec, 1)[0], (6 - n as u32 % 6) % 6);
+    let e = g.get_i32(exch, 1)[0];
+    assert!((0..n).contains(&e));
+    assert_eq!(u32s_of(&g, bits, 3), vec![u32::MAX, 0, (0..n as u32).fold(0, |a, i| a ^ i)]);
+    assert_eq!(g.get_i32(mn, 1)[0], 1000 - (n - 1));
+    assert_eq!(g.get_f64(dsum, 1)[0], (0..n).map(|i| i as f64 * 0.25).sum::<f64>());
+    assert_eq!(g.get_f32(fs, 3), vec![128.0, 128.0, 44.0]);
+}
+
+fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        f32::from_bits(x.to_bits() - 1)
+    }
+}
+
+fn next_down(x: f32) -> f32 {
+    -next_up(-x)
+}
+
+#[test]
+fn directed_rounding_and_conversions() {
+    let g = gpu("warp.ptx");
+    let mut r = rng(31);
+    let a: Vec<f32> = (0..32).map(|i| if i == 0 { 2.5 } else if i == 1 { -3.5 } else { ((r() % 2_000_000) as f32 - 1e6) / 777.0 }).collect();
+    let b: Vec<f32> = (0..32).map(|_| ((r() % 2_000_000) as f32 + 1.0) / 3333.0 * if r() % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let (pa, pb, pf, pd, pr) = (g.f32s(&a), g.f32s(&b), g.zeros(32 * 8 * 4), g.zeros(32 * 4 * 8), g.zeros(32 * 6 * 4));
+    g.launch("rounding", 1, 32, &[A::Ptr(pa), A::Ptr(pb), A::Ptr(pf), A::Ptr(pd), A::Ptr(pr)]).result.unwrap();
+    let f = g.get_f32(pf, 32 * 8);
+    let d = g.get_f64(pd, 32 * 4);
+    let ri = g.get_i32(pr, 32 * 6);
+    for i in 0..32 {
+        let (x, y) = (a[i], b[i]);
+        let (xd, yd) = (x as f64, y as f64);
+        let o = &f[i * 8..i * 8 + 8];
+        // Exact values are representable in f64 for these magnitudes; check the bracket.
+        let s = xd + yd;
+        assert!((o[0] as f64) <= s && (next_up(o[0]) as f64) > s, "add.rm {x} {y}");
+        assert!((o[1] as f64) >= s && (next_down(o[1]) as f64) < s, "add.rp {x} {y}");
+        let p = xd * yd;
+        assert!((o[2] as f64).abs() <= p.abs() && (next_up(o[2].abs()) as f64) > p.abs(), "mul.rz {x} {y}");
+        // x / y rounded down: q*y <= x < next_up(q)*y for y > 0 (reversed for y < 0).
+        let (lo, hi) = ((o[3] as f64) * yd, (next_up(o[3]) as f64) * yd);
+        if y > 0.0 {
+            assert!(lo <= xd && xd < hi, "div.rm {x} {y}");
+        } else {
+            assert!(lo >= xd && xd > hi, "div.rm {x} {y}");
+        }
+        let q = o[4] as f64;
+        assert!(q * q >= xd.abs() && (next_down(o[4]) as f64).powi(2) < xd.abs(), "sqrt.rp {x}");
+        let e = p + 1.0;
+        assert!((o[5] as f64).abs() <= e.abs() && (next_up(o[5].abs()) as f64) > e.abs(), "fma.rz {x} {y}");
+        assert_eq!(o[6], x.clamp(0.0, 1.0));
+        assert_eq!(o[7], x.min(y) + 1.0f32.copysign(y));
+        let od = &d[i * 4..i * 4 + 4];
+        let t = xd / 3.0;
+        let (sum, err) = { let s = t + yd; let bb = s - t; (s, (t - (s - bb)) + (yd - bb)) };
+        assert_eq!(od[0], if err > 0.0 { sum.next_up() } else { sum }, "dadd.ru");
+        let (prod, perr) = (t * yd, t.mul_add(yd, -(t * yd)));
+        assert_eq!(od[1], if perr < 0.0 { prod.next_down() } else { prod }, "dmul.rd");
+        let qd = od[2];
+        assert!(qd.abs() <= (xd / yd).abs() + f64::EPSILON * (xd / yd).abs() && qd.abs() >= (xd / yd).abs() * (1.0 - 2.0 * f64::EPSILON), "ddiv.rz");
+        let fm = od[3];
+        assert!(fm <= t.mul_add(yd, 1.0) && fm.next_up() >= t.mul_add(yd, 1.0), "fma.rd");
+        let oi = &ri[i * 6..i * 6 + 6];
+        assert_eq!(oi[0], x.round_ties_even() as i32, "rni {x}");
+        assert_eq!(oi[1], x.floor() as i32, "rmi {x}");
+        assert_eq!(oi[2], x.ceil() as i32, "rpi {x}");
+        assert_eq!(oi[3], x.trunc() as i32, "rzi {x}");
+        let k = (i as i32).wrapping_mul(16777219).wrapping_add(1) as i64;
+        let mut kf = k as f32;
+        if kf as i64 > k {
+            kf = next_down(kf);
+        }
+        assert_eq!(oi[4], kf.to_bits() as i32, "cvt.rm.f32.s32 {k}");
+        let yy = y * 1e9f32;
+        assert_eq!(oi[5] as u32, if yy <= 0.0 { 0 } else { yy.round_ties_even().min(u32::MAX as f32) as u32 }, "cvt.rni.u32 {yy}");
+    }
+}
+
+#[test]
+fn intra_warp_spin_lock() {
+    let g = gpu("warp.ptx");
+    let (lock, counter) = (g.zeros(4), g.zeros(4));
+    let out = g.launch_opts("warp_lock", [2, 1, 1], [64, 1, 1], 0, &[A::Ptr(lock), A::Ptr(counter)], LaunchOptions { threads: 2, instruction_budget: 1 << 26 });
+    out.result.unwrap();
+    assert_eq!(g.get_i32(counter, 1)[0], 128);
+}
+
+#[test]
+fn block_waiting_for_a_later_block_is_parked() {
+    let g = gpu("warp.ptx");
+    let (flag, out) = (g.zeros(4), g.zeros(4));
+    let r = g.launch_opts("wait_for_other_block", [2, 1, 1], [32, 1, 1], 0, &[A::Ptr(flag), A::Ptr(out)], LaunchOptions { threads: 1, instruction_budget: 1 << 30 });
+    r.result.unwrap();
+    assert_eq!(g.get_i32(out, 1)[0], 42);
+}
+
+#[test]
+fn inline_asm_carry_chain() {
+    let g = gpu("warp.ptx");
+    let mut r = rng(41);
+    let a: Vec<u64> = (0..64).map(|i| if i < 2 { u64::MAX } else { r() }).collect();
+    let b: Vec<u64> = (0..64).map(|i| if i == 0 { 1 } else { r() }).collect();
+    let to_i = |v: &[u64]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+    let (pa, pb, po) = (g.i64s(&to_i(&a)), g.i64s(&to_i(&b)), g.zeros(64 * 8));
+    g.launch("add_carry", 1, 32, &[A::Ptr(pa), A::Ptr(pb), A::Ptr(po)]).result.unwrap();
+    let got = g.get_i64(po, 64);
+    for i in 0..32 {
+        let x = (a[2 * i] as u128) | ((a[2 * i + 1] as u128) << 64);
+        let y = (b[2 * i] as u128) | ((b[2 * i + 1] as u128) << 64);
+        let s = x.wrapping_add(y);
+        assert_eq!((got[2 * i] as u64, got[2 * i + 1] as u64), (s as u64, (s >> 64) as u64), "{i}");
+    }
+}
+
+#[test]
+fn debug_build_with_generic_addressing_and_sections() {
+    let g = gpu("basic_G.ptx");
+    let n = 300;
+    let x = randf(n, 51);
+    let y = randf(n, 52);
+    let (px, py) = (g.f32s(&x), g.f32s(&y));
+    g.launch("saxpy", 3, 128, &[A::I32(n as i32), A::F32(0.5), A::Ptr(px), A::Ptr(py)]).result.unwrap();
+    let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 0.5f32.mul_add(*x, *y)).collect();
+    // -G keeps mul and add separate: allow one rounding of difference.
+    assert_close(&g.get_f32(py, n), &want, 1, "saxpy -G");
+    let py = g.zeros(n * 4);
+    g.launch("devcall", 3, 128, &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)]).result.unwrap();
+    let want: Vec<f32> = x.iter().map(|&x| 2.0 * x * x + (-3.0) * x + 1.0).collect();
+    assert_close(&g.get_f32(py, n), &want, 4, "devcall -G");
+    let input: Vec<i32> = (0..n as i32).map(|i| i * 13 - 500).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(n * 4));
+    g.launch("divergent", 3, 128, &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    assert_eq!(g.get_i32(po, n), input.iter().map(|&v| divergent_ref(v)).collect::<Vec<_>>());
+}
+
+fn divergent_ref(v: i32) -> i32 {
+    if v % 3 == 0 {
+        let mut r = v * 2;
+        for k in 0..(v & 7) {
+            r += k;
+        }
+        r
+    } else if v % 3 == 1 {
+        -v
+    } else {
+        v ^ 0x55
     }
 }

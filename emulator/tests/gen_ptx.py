@@ -35,12 +35,16 @@ def check(nvrtc, rc, prog=None):
         sys.exit(msg)
 
 
-def compile_one(nvrtc, path):
+# Sources also compiled with -G (debug: generic loads, .loc, .section .debug_*).
+DEBUG = ["basic.cu"]
+
+
+def compile_one(nvrtc, path, extra=()):
     src = open(path, "rb").read()
     prog = ctypes.c_void_p()
     check(nvrtc, nvrtc.nvrtcCreateProgram(ctypes.byref(prog), src, os.path.basename(path).encode(), 0, None, None))
     include = os.path.join(ROOT, "nvidia/cuda_runtime/include")
-    opts = [b"--gpu-architecture=compute_80", b"-I" + include.encode(), b"-default-device"]
+    opts = [b"--gpu-architecture=compute_80", b"-I" + include.encode(), b"-default-device", *extra]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     check(nvrtc, nvrtc.nvrtcCompileProgram(prog, len(opts), arr), prog)
     size = ctypes.c_size_t()
@@ -57,6 +61,10 @@ def main():
         out = os.path.join(HERE, "ptx", os.path.basename(path)[:-3] + ".ptx")
         open(out, "wb").write(compile_one(nvrtc, path))
         print("wrote", out)
+        if os.path.basename(path) in DEBUG:
+            out = out[:-4] + "_G.ptx"
+            open(out, "wb").write(compile_one(nvrtc, path, [b"-G"]))
+            print("wrote", out)
 
 
 if __name__ == "__main__":
