@@ -1079,13 +1079,30 @@ impl Runner<'_, '_> {
                     I3::Shf { left, wrap } => {
                         let (left, wrap) = (*left, *wrap);
                         self.write(*d, b, m, |l| {
-                            let n = if wrap { z[l] & 31 } else { (z[l] & 0xFFFF_FFFF).min(32) };
+                            let n = if wrap {
+                                z[l] & 31
+                            } else {
+                                (z[l] & 0xFFFF_FFFF).min(32)
+                            };
                             let v = ((y[l] & 0xFFFF_FFFF) << 32) | (x[l] & 0xFFFF_FFFF);
                             if left {
                                 ((v << n) >> 32) & 0xFFFF_FFFF
                             } else {
                                 (v >> n) & 0xFFFF_FFFF
                             }
+                        })
+                    }
+                    I3::Mad24 { hi } => {
+                        let hi = *hi;
+                        self.write(*d, b, m, |l| {
+                            let (p, q) = if signed {
+                                (sx(x[l], 24) as i128, sx(y[l], 24) as i128)
+                            } else {
+                                ((x[l] & 0xFF_FFFF) as i128, (y[l] & 0xFF_FFFF) as i128)
+                            };
+                            let prod = (p * q) as u64;
+                            let part = if hi { prod >> 16 } else { prod };
+                            part.wrapping_add(z[l]) & 0xFFFF_FFFF
                         })
                     }
                     I3::Sad => self.write(*d, b, m, |l| {
@@ -1250,6 +1267,58 @@ impl Runner<'_, '_> {
                     self.write(*d, b, m, |l| {
                         float::fma(ty, rnd, ftz, sat, x[l], y[l], z[l])
                     });
+                }
+            }
+            Op::CvtPack {
+                bf,
+                rnd,
+                relu,
+                d,
+                a,
+                b: bb,
+            } => {
+                let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
+                let (bf, rnd, relu) = (*bf, *rnd, *relu);
+                let h = move |v: u64| {
+                    let f = f32::from_bits(v as u32) as f64;
+                    let f = if relu && (f < 0.0 || f.is_nan()) {
+                        0.0
+                    } else {
+                        f
+                    };
+                    float::f2h(f, bf, rnd) as u64
+                };
+                self.write(*d, b, m, |l| (h(x[l]) << 16) | h(y[l]));
+            }
+            Op::CpAsync {
+                size,
+                src_size,
+                dst,
+                src,
+            } => {
+                let (db, sb, ss) = (
+                    self.fetch(&dst.base, b),
+                    self.fetch(&src.base, b),
+                    self.fetch(src_size, b),
+                );
+                let size = *size as u64;
+                for l in lanes(m) {
+                    let (da, sa) = (
+                        db[l].wrapping_add(dst.off as u64),
+                        sb[l].wrapping_add(src.off as u64),
+                    );
+                    if da % size != 0 || sa % size != 0 {
+                        return Err(misaligned(if sa % size != 0 { sa } else { da }, size, line));
+                    }
+                    let n = ss[l].min(size);
+                    for k in 0..size {
+                        let v = if k < n {
+                            self.load(Space::Global, sa + k, 1, l, b, line)?
+                        } else {
+                            0
+                        };
+                        self.store(Space::Shared, da + k, 1, v, l, b, line)?;
+                    }
                 }
             }
             Op::Cvt {

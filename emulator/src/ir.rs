@@ -213,7 +213,14 @@ pub enum I3 {
     Slct,
     Sad,
     /// Funnel shift: left or right, wrap (shift mod 32) or clamp (at most 32).
-    Shf { left: bool, wrap: bool },
+    Shf {
+        left: bool,
+        wrap: bool,
+    },
+    /// mul24/mad24: 24-bit operands, low or high 32 bits of the 48-bit product, plus c.
+    Mad24 {
+        hi: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +431,22 @@ pub enum Op {
         a: Src,
         b: Src,
         c: Src,
+    },
+    /// cvt.rn.f16x2.f32 d, a, b: a into the upper half, b into the lower.
+    CvtPack {
+        bf: bool,
+        rnd: Rnd,
+        relu: bool,
+        d: u32,
+        a: Src,
+        b: Src,
+    },
+    /// cp.async, done at once: `size` bytes from global to shared, zero-filled past `src_size`.
+    CpAsync {
+        size: u32,
+        src_size: Src,
+        dst: Addr,
+        src: Addr,
     },
     Cvt {
         to: Ty,

@@ -152,7 +152,10 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
 
 fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
     if matches!(v.ty.as_str(), "texref" | "samplerref" | "surfref") {
-        return Err(EmuError::unsupported(v.line, format!(".{} `{}`", v.ty, v.name)));
+        return Err(EmuError::unsupported(
+            v.line,
+            format!(".{} `{}`", v.ty, v.name),
+        ));
     }
     let ty = Ty::parse(&v.ty).ok_or_else(|| {
         EmuError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name))
@@ -657,10 +660,16 @@ impl<'a> FnLower<'a> {
                         a: self.psrc(&a[1])?,
                     });
                 }
-                let parts_ok = |n: usize| matches!(n, 2 | 4 | 8) && ty.bits() % n as u32 == 0 && ty.bits() <= 128;
+                let parts_ok = |n: usize| {
+                    matches!(n, 2 | 4 | 8) && ty.bits() % n as u32 == 0 && ty.bits() <= 128
+                };
                 match (&a[0], &a[1]) {
                     (Opnd::Vec(parts), _) | (_, Opnd::Vec(parts)) if !parts_ok(parts.len()) => {
-                        return self.err(format!("`{}` cannot split into {} parts", full_name(i), parts.len()));
+                        return self.err(format!(
+                            "`{}` cannot split into {} parts",
+                            full_name(i),
+                            parts.len()
+                        ));
                     }
                     (Opnd::Vec(parts), _) => {
                         let ds = parts
@@ -782,7 +791,54 @@ impl<'a> FnLower<'a> {
                     }
                 }
             }
-            "mul24" | "mad24" => return Err(self.unsupported(i)),
+            "mul24" | "mad24" => {
+                let ty = need_ty()?;
+                let mad = i.opcode == "mad24";
+                self.args(i, if mad { 4 } else { 3 })?;
+                Op::Int3 {
+                    op: I3::Mad24 { hi: m.has("hi") },
+                    bits: 32,
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    c: if mad {
+                        self.src(&a[3], ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
+                }
+            }
+            "cp" => {
+                if !m.has("async") || !(m.has("shared") || m.has("shared::cta")) || !m.has("global")
+                {
+                    if m.has("async")
+                        && (m.has("commit_group") || m.has("wait_group") || m.has("wait_all"))
+                    {
+                        return Ok(Op::Nop);
+                    }
+                    return Err(self.unsupported(i));
+                }
+                if a.len() < 3 {
+                    return self.err("cp.async takes 3 or 4 operands");
+                }
+                let Opnd::Lit(Lit::Int(size)) = a[2] else {
+                    return self.err("cp.async needs a constant size");
+                };
+                if !matches!(size, 4 | 8 | 16) {
+                    return self.err("cp.async size must be 4, 8 or 16");
+                }
+                let src_size = match a.get(3) {
+                    Some(o @ (Opnd::Name(_) | Opnd::Lit(_))) => self.src(o, Ty::U32)?,
+                    _ => Src::Imm(size),
+                };
+                Op::CpAsync {
+                    size: size as u32,
+                    src_size,
+                    dst: self.addr(&a[0])?.0,
+                    src: self.addr(&a[1])?.0,
+                }
+            }
             "addc" | "subc" | "madc" => {
                 let ty = need_ty()?;
                 let mad = i.opcode == "madc";
@@ -979,7 +1035,10 @@ impl<'a> FnLower<'a> {
             "shf" => {
                 self.args(i, 4)?;
                 Op::Int3 {
-                    op: I3::Shf { left: m.has("l"), wrap: m.has("wrap") },
+                    op: I3::Shf {
+                        left: m.has("l"),
+                        wrap: m.has("wrap"),
+                    },
                     bits: 32,
                     signed: false,
                     d: self.dst(&a[0])?,
@@ -1069,10 +1128,12 @@ impl<'a> FnLower<'a> {
                 }
             }
             "cvt" => {
-                self.args(i, 2)?;
                 let (Some(&to), Some(&from)) = (tys.first(), tys.get(1)) else {
                     return self.err("cvt needs two types");
                 };
+                if !(matches!(to, Ty::F16x2 | Ty::BF16x2) && a.len() == 3) {
+                    self.args(i, 2)?;
+                }
                 let int_rnd = i
                     .mods
                     .iter()
@@ -1089,6 +1150,16 @@ impl<'a> FnLower<'a> {
                         sat,
                         d: self.dst(&a[0])?,
                         a: self.src(&a[1], from)?,
+                    });
+                }
+                if matches!(to, Ty::F16x2 | Ty::BF16x2) && from == Ty::F32 && a.len() == 3 {
+                    return Ok(Op::CvtPack {
+                        bf: to == Ty::BF16x2,
+                        rnd: rnd.unwrap_or(Rnd::Rn),
+                        relu: m.has("relu"),
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], Ty::F32)?,
+                        b: self.src(&a[2], Ty::F32)?,
                     });
                 }
                 if matches!(to, Ty::F16x2 | Ty::BF16x2 | Ty::B128)

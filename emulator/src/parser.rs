@@ -350,7 +350,9 @@ impl Parser {
             match self.peek().clone() {
                 Tok::Eof => return Ok(ast),
                 Tok::Dir(d) => match d.as_str() {
-                    "version" | "target" | "address_size" | "file" | "loc" | "pragma" => self.skip_line(),
+                    "version" | "target" | "address_size" | "file" | "loc" | "pragma" => {
+                        self.skip_line()
+                    }
                     "section" => self.skip_section()?,
                     _ => self.item(&mut ast)?,
                 },
@@ -626,7 +628,9 @@ impl Parser {
                 Tok::Dir(d) => match d.as_str() {
                     // `.loc` and `.file` end at the end of the line, without `;`.
                     "loc" | "file" => self.skip_line(),
-                    "pragma" | "maxnreg" | "maxntid" | "reqntid" | "minnctapersm" => self.skip_to_semicolon(),
+                    "pragma" | "maxnreg" | "maxntid" | "reqntid" | "minnctapersm" => {
+                        self.skip_to_semicolon()
+                    }
                     "section" => self.skip_section()?,
                     _ => {
                         let v = self.var_decl()?;
@@ -680,7 +684,8 @@ impl Parser {
             mods.push(d);
         }
         let mut args = Vec::new();
-        if UNPARSED.contains(&opcode.as_str()) {
+        let bulk = opcode == "cp" && mods.iter().any(|m| m.starts_with("bulk") || m == "reduce");
+        if (UNPARSED.contains(&opcode.as_str()) && opcode != "cp") || bulk {
             // Rejected later as not supported; their operand syntax is not worth parsing.
             self.skip_to_semicolon();
             return Ok(Inst {

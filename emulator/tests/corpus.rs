@@ -1045,15 +1045,45 @@ fn shuffle_modes() {
     let input: Vec<i32> = (0..n as i32).map(|i| i * 11 + 3).collect();
     let pi = g.i32s(&input);
     let outs: Vec<u64> = (0..4).map(|_| g.zeros(n * 4)).collect();
-    g.launch("shuffles", 1, 64, &[A::Ptr(pi), A::Ptr(outs[0]), A::Ptr(outs[1]), A::Ptr(outs[2]), A::Ptr(outs[3])]).result.unwrap();
-    let (up, idx, xr, seg) = (g.get_i32(outs[0], n), g.get_i32(outs[1], n), g.get_i32(outs[2], n), g.get_i32(outs[3], n));
+    g.launch(
+        "shuffles",
+        1,
+        64,
+        &[
+            A::Ptr(pi),
+            A::Ptr(outs[0]),
+            A::Ptr(outs[1]),
+            A::Ptr(outs[2]),
+            A::Ptr(outs[3]),
+        ],
+    )
+    .result
+    .unwrap();
+    let (up, idx, xr, seg) = (
+        g.get_i32(outs[0], n),
+        g.get_i32(outs[1], n),
+        g.get_i32(outs[2], n),
+        g.get_i32(outs[3], n),
+    );
     for i in 0..n {
         let (w, lane) = (i / 32 * 32, i % 32);
-        assert_eq!(up[i], if lane >= 3 { input[i - 3] } else { input[i] }, "up {i}");
+        assert_eq!(
+            up[i],
+            if lane >= 3 { input[i - 3] } else { input[i] },
+            "up {i}"
+        );
         assert_eq!(idx[i], input[w + (lane * 7) % 32], "idx {i}");
         assert_eq!(xr[i], input[w + (lane ^ 5)], "xor {i}");
         let max_lane = (lane & 0x18) | 7;
-        assert_eq!(seg[i], if lane + 2 <= max_lane { input[i + 2] } else { input[i] }, "down width 8 {i}");
+        assert_eq!(
+            seg[i],
+            if lane + 2 <= max_lane {
+                input[i + 2]
+            } else {
+                input[i]
+            },
+            "down width 8 {i}"
+        );
     }
 }
 
@@ -1063,33 +1093,73 @@ fn match_redux_activemask() {
     let input: Vec<i32> = (0..32).map(|i| (i * 5) % 7).collect();
     let pi = g.i32s(&input);
     let o: Vec<u64> = (0..5).map(|_| g.zeros(128)).collect();
-    g.launch("collectives", 1, 32, &[A::Ptr(pi), A::Ptr(o[0]), A::Ptr(o[1]), A::Ptr(o[2]), A::Ptr(o[3]), A::Ptr(o[4])]).result.unwrap();
-    let (any, all, sum, min, act) = (u32s_of(&g, o[0], 32), u32s_of(&g, o[1], 32), g.get_i32(o[2], 32), u32s_of(&g, o[3], 32), u32s_of(&g, o[4], 32));
-    let odd: u32 = (0..32).filter(|&l| input[l] & 1 == 1).map(|l| 1u32 << l).sum();
+    g.launch(
+        "collectives",
+        1,
+        32,
+        &[
+            A::Ptr(pi),
+            A::Ptr(o[0]),
+            A::Ptr(o[1]),
+            A::Ptr(o[2]),
+            A::Ptr(o[3]),
+            A::Ptr(o[4]),
+        ],
+    )
+    .result
+    .unwrap();
+    let (any, all, sum, min, act) = (
+        u32s_of(&g, o[0], 32),
+        u32s_of(&g, o[1], 32),
+        g.get_i32(o[2], 32),
+        u32s_of(&g, o[3], 32),
+        u32s_of(&g, o[4], 32),
+    );
+    let odd: u32 = (0..32)
+        .filter(|&l| input[l] & 1 == 1)
+        .map(|l| 1u32 << l)
+        .sum();
     for l in 0..32 {
-        let same: u32 = (0..32).filter(|&k| input[k] == input[l]).map(|k| 1u32 << k).sum();
+        let same: u32 = (0..32)
+            .filter(|&k| input[k] == input[l])
+            .map(|k| 1u32 << k)
+            .sum();
         assert_eq!(any[l], same, "match.any {l}");
         assert_eq!(all[l], u32::MAX, "match.all {l}");
         assert_eq!(sum[l], input.iter().sum::<i32>());
         assert_eq!(min[l], 0);
-        assert_eq!(act[l], if input[l] & 1 == 1 { odd } else { 0 }, "activemask {l}");
+        assert_eq!(
+            act[l],
+            if input[l] & 1 == 1 { odd } else { 0 },
+            "activemask {l}"
+        );
     }
 }
 
 #[test]
 fn counting_barriers_and_exited_threads() {
     let g = gpu("warp.ptx");
-    let input: Vec<i32> = (0..256).map(|i| if i < 128 { i - 30 } else { i * 10 }).collect();
+    let input: Vec<i32> = (0..256)
+        .map(|i| if i < 128 { i - 30 } else { i * 10 })
+        .collect();
     let (pi, po) = (g.i32s(&input), g.zeros(6 * 4));
-    g.launch("barrier_counts", 2, 128, &[A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    g.launch("barrier_counts", 2, 128, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
     let got = g.get_i32(po, 6);
     for blk in 0..2 {
         let v = &input[blk * 128..(blk + 1) * 128];
-        let want = [v.iter().filter(|&&x| x > 0).count() as i32, v.iter().all(|&x| x > -100) as i32, v.iter().any(|&x| x > 1000) as i32];
+        let want = [
+            v.iter().filter(|&&x| x > 0).count() as i32,
+            v.iter().all(|&x| x > -100) as i32,
+            v.iter().any(|&x| x > 1000) as i32,
+        ];
         assert_eq!(&got[blk * 3..blk * 3 + 3], &want, "block {blk}");
     }
     let po = g.zeros(128 * 4);
-    g.launch("early_exit_barrier", 1, 128, &[A::I32(100), A::Ptr(po)]).result.unwrap();
+    g.launch("early_exit_barrier", 1, 128, &[A::I32(100), A::Ptr(po)])
+        .result
+        .unwrap();
     let got = g.get_i32(po, 100);
     for t in 0..100 {
         assert_eq!(got[t], 2 * ((t as i32 + 1) % 100));
@@ -1103,12 +1173,24 @@ fn bit_manipulation() {
     let mut input: Vec<u32> = (0..64).map(|_| r() as u32 >> (r() % 32)).collect();
     input[0] = 0;
     input[1] = u32::MAX;
-    let (pi, po) = (g.upload(&input.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()), g.zeros(64 * 12 * 4));
-    g.launch("bits", 2, 32, &[A::Ptr(pi), A::Ptr(po)]).result.unwrap();
+    let (pi, po) = (
+        g.upload(
+            &input
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>(),
+        ),
+        g.zeros(64 * 12 * 4),
+    );
+    g.launch("bits", 2, 32, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
     let got = u32s_of(&g, po, 64 * 12);
     for (i, &v) in input.iter().enumerate() {
         let bytes = v as u64 | (0x12345678u64 << 32);
-        let perm = (0..4).map(|k| ((bytes >> (((0x7351u32 >> (4 * k)) & 7) * 8)) & 0xff) << (8 * k)).sum::<u64>() as u32;
+        let perm = (0..4)
+            .map(|k| ((bytes >> (((0x7351u32 >> (4 * k)) & 7) * 8)) & 0xff) << (8 * k))
+            .sum::<u64>() as u32;
         let want = [
             v.reverse_bits(),
             v.leading_zeros(),
@@ -1134,20 +1216,45 @@ fn more_atomics_global_and_shared() {
     let inc = g.zeros(4);
     let dec = g.zeros(4);
     let exch = g.i32s(&[-1]);
-    let bits = g.upload(&[0u32, u32::MAX, 0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let bits = g.upload(
+        &[0u32, u32::MAX, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
     let mn = g.i32s(&[i32::MAX]);
     let dsum = g.zeros(8);
     let fs = g.zeros(3 * 4);
-    g.launch("more_atomics", 3, 128, &[A::I32(n), A::Ptr(inc), A::Ptr(dec), A::Ptr(exch), A::Ptr(bits), A::Ptr(mn), A::Ptr(dsum), A::Ptr(fs)])
-        .result
-        .unwrap();
+    g.launch(
+        "more_atomics",
+        3,
+        128,
+        &[
+            A::I32(n),
+            A::Ptr(inc),
+            A::Ptr(dec),
+            A::Ptr(exch),
+            A::Ptr(bits),
+            A::Ptr(mn),
+            A::Ptr(dsum),
+            A::Ptr(fs),
+        ],
+    )
+    .result
+    .unwrap();
     assert_eq!(u32s_of(&g, inc, 1)[0], n as u32 % 10);
     assert_eq!(u32s_of(&g, dec, 1)[0], (6 - n as u32 % 6) % 6);
     let e = g.get_i32(exch, 1)[0];
     assert!((0..n).contains(&e));
-    assert_eq!(u32s_of(&g, bits, 3), vec![u32::MAX, 0, (0..n as u32).fold(0, |a, i| a ^ i)]);
+    assert_eq!(
+        u32s_of(&g, bits, 3),
+        vec![u32::MAX, 0, (0..n as u32).fold(0, |a, i| a ^ i)]
+    );
     assert_eq!(g.get_i32(mn, 1)[0], 1000 - (n - 1));
-    assert_eq!(g.get_f64(dsum, 1)[0], (0..n).map(|i| i as f64 * 0.25).sum::<f64>());
+    assert_eq!(
+        g.get_f64(dsum, 1)[0],
+        (0..n).map(|i| i as f64 * 0.25).sum::<f64>()
+    );
     assert_eq!(g.get_f32(fs, 3), vec![128.0, 128.0, 44.0]);
 }
 
@@ -1169,10 +1276,35 @@ fn next_down(x: f32) -> f32 {
 fn directed_rounding_and_conversions() {
     let g = gpu("warp.ptx");
     let mut r = rng(31);
-    let a: Vec<f32> = (0..32).map(|i| if i == 0 { 2.5 } else if i == 1 { -3.5 } else { ((r() % 2_000_000) as f32 - 1e6) / 777.0 }).collect();
-    let b: Vec<f32> = (0..32).map(|_| ((r() % 2_000_000) as f32 + 1.0) / 3333.0 * if r() % 2 == 0 { 1.0 } else { -1.0 }).collect();
-    let (pa, pb, pf, pd, pr) = (g.f32s(&a), g.f32s(&b), g.zeros(32 * 8 * 4), g.zeros(32 * 4 * 8), g.zeros(32 * 6 * 4));
-    g.launch("rounding", 1, 32, &[A::Ptr(pa), A::Ptr(pb), A::Ptr(pf), A::Ptr(pd), A::Ptr(pr)]).result.unwrap();
+    let a: Vec<f32> = (0..32)
+        .map(|i| {
+            if i == 0 {
+                2.5
+            } else if i == 1 {
+                -3.5
+            } else {
+                ((r() % 2_000_000) as f32 - 1e6) / 777.0
+            }
+        })
+        .collect();
+    let b: Vec<f32> = (0..32)
+        .map(|_| ((r() % 2_000_000) as f32 + 1.0) / 3333.0 * if r() % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let (pa, pb, pf, pd, pr) = (
+        g.f32s(&a),
+        g.f32s(&b),
+        g.zeros(32 * 8 * 4),
+        g.zeros(32 * 4 * 8),
+        g.zeros(32 * 6 * 4),
+    );
+    g.launch(
+        "rounding",
+        1,
+        32,
+        &[A::Ptr(pa), A::Ptr(pb), A::Ptr(pf), A::Ptr(pd), A::Ptr(pr)],
+    )
+    .result
+    .unwrap();
     let f = g.get_f32(pf, 32 * 8);
     let d = g.get_f64(pd, 32 * 4);
     let ri = g.get_i32(pr, 32 * 6);
@@ -1182,10 +1314,19 @@ fn directed_rounding_and_conversions() {
         let o = &f[i * 8..i * 8 + 8];
         // Exact values are representable in f64 for these magnitudes; check the bracket.
         let s = xd + yd;
-        assert!((o[0] as f64) <= s && (next_up(o[0]) as f64) > s, "add.rm {x} {y}");
-        assert!((o[1] as f64) >= s && (next_down(o[1]) as f64) < s, "add.rp {x} {y}");
+        assert!(
+            (o[0] as f64) <= s && (next_up(o[0]) as f64) > s,
+            "add.rm {x} {y}"
+        );
+        assert!(
+            (o[1] as f64) >= s && (next_down(o[1]) as f64) < s,
+            "add.rp {x} {y}"
+        );
         let p = xd * yd;
-        assert!((o[2] as f64).abs() <= p.abs() && (next_up(o[2].abs()) as f64) > p.abs(), "mul.rz {x} {y}");
+        assert!(
+            (o[2] as f64).abs() <= p.abs() && (next_up(o[2].abs()) as f64) > p.abs(),
+            "mul.rz {x} {y}"
+        );
         // x / y rounded down: q*y <= x < next_up(q)*y for y > 0 (reversed for y < 0).
         let (lo, hi) = ((o[3] as f64) * yd, (next_up(o[3]) as f64) * yd);
         if y > 0.0 {
@@ -1194,21 +1335,46 @@ fn directed_rounding_and_conversions() {
             assert!(lo >= xd && xd > hi, "div.rm {x} {y}");
         }
         let q = o[4] as f64;
-        assert!(q * q >= xd.abs() && (next_down(o[4]) as f64).powi(2) < xd.abs(), "sqrt.rp {x}");
+        assert!(
+            q * q >= xd.abs() && (next_down(o[4]) as f64).powi(2) < xd.abs(),
+            "sqrt.rp {x}"
+        );
         let e = p + 1.0;
-        assert!((o[5] as f64).abs() <= e.abs() && (next_up(o[5].abs()) as f64) > e.abs(), "fma.rz {x} {y}");
+        assert!(
+            (o[5] as f64).abs() <= e.abs() && (next_up(o[5].abs()) as f64) > e.abs(),
+            "fma.rz {x} {y}"
+        );
         assert_eq!(o[6], x.clamp(0.0, 1.0));
         assert_eq!(o[7], x.min(y) + 1.0f32.copysign(y));
         let od = &d[i * 4..i * 4 + 4];
         let t = xd / 3.0;
-        let (sum, err) = { let s = t + yd; let bb = s - t; (s, (t - (s - bb)) + (yd - bb)) };
-        assert_eq!(od[0], if err > 0.0 { sum.next_up() } else { sum }, "dadd.ru");
+        let (sum, err) = {
+            let s = t + yd;
+            let bb = s - t;
+            (s, (t - (s - bb)) + (yd - bb))
+        };
+        assert_eq!(
+            od[0],
+            if err > 0.0 { sum.next_up() } else { sum },
+            "dadd.ru"
+        );
         let (prod, perr) = (t * yd, t.mul_add(yd, -(t * yd)));
-        assert_eq!(od[1], if perr < 0.0 { prod.next_down() } else { prod }, "dmul.rd");
+        assert_eq!(
+            od[1],
+            if perr < 0.0 { prod.next_down() } else { prod },
+            "dmul.rd"
+        );
         let qd = od[2];
-        assert!(qd.abs() <= (xd / yd).abs() + f64::EPSILON * (xd / yd).abs() && qd.abs() >= (xd / yd).abs() * (1.0 - 2.0 * f64::EPSILON), "ddiv.rz");
+        assert!(
+            qd.abs() <= (xd / yd).abs() + f64::EPSILON * (xd / yd).abs()
+                && qd.abs() >= (xd / yd).abs() * (1.0 - 2.0 * f64::EPSILON),
+            "ddiv.rz"
+        );
         let fm = od[3];
-        assert!(fm <= t.mul_add(yd, 1.0) && fm.next_up() >= t.mul_add(yd, 1.0), "fma.rd");
+        assert!(
+            fm <= t.mul_add(yd, 1.0) && fm.next_up() >= t.mul_add(yd, 1.0),
+            "fma.rd"
+        );
         let oi = &ri[i * 6..i * 6 + 6];
         assert_eq!(oi[0], x.round_ties_even() as i32, "rni {x}");
         assert_eq!(oi[1], x.floor() as i32, "rmi {x}");
@@ -1221,7 +1387,15 @@ fn directed_rounding_and_conversions() {
         }
         assert_eq!(oi[4], kf.to_bits() as i32, "cvt.rm.f32.s32 {k}");
         let yy = y * 1e9f32;
-        assert_eq!(oi[5] as u32, if yy <= 0.0 { 0 } else { yy.round_ties_even().min(u32::MAX as f32) as u32 }, "cvt.rni.u32 {yy}");
+        assert_eq!(
+            oi[5] as u32,
+            if yy <= 0.0 {
+                0
+            } else {
+                yy.round_ties_even().min(u32::MAX as f32) as u32
+            },
+            "cvt.rni.u32 {yy}"
+        );
     }
 }
 
@@ -1229,7 +1403,17 @@ fn directed_rounding_and_conversions() {
 fn intra_warp_spin_lock() {
     let g = gpu("warp.ptx");
     let (lock, counter) = (g.zeros(4), g.zeros(4));
-    let out = g.launch_opts("warp_lock", [2, 1, 1], [64, 1, 1], 0, &[A::Ptr(lock), A::Ptr(counter)], LaunchOptions { threads: 2, instruction_budget: 1 << 26 });
+    let out = g.launch_opts(
+        "warp_lock",
+        [2, 1, 1],
+        [64, 1, 1],
+        0,
+        &[A::Ptr(lock), A::Ptr(counter)],
+        LaunchOptions {
+            threads: 2,
+            instruction_budget: 1 << 26,
+        },
+    );
     out.result.unwrap();
     assert_eq!(g.get_i32(counter, 1)[0], 128);
 }
@@ -1238,7 +1422,17 @@ fn intra_warp_spin_lock() {
 fn block_waiting_for_a_later_block_is_parked() {
     let g = gpu("warp.ptx");
     let (flag, out) = (g.zeros(4), g.zeros(4));
-    let r = g.launch_opts("wait_for_other_block", [2, 1, 1], [32, 1, 1], 0, &[A::Ptr(flag), A::Ptr(out)], LaunchOptions { threads: 1, instruction_budget: 1 << 30 });
+    let r = g.launch_opts(
+        "wait_for_other_block",
+        [2, 1, 1],
+        [32, 1, 1],
+        0,
+        &[A::Ptr(flag), A::Ptr(out)],
+        LaunchOptions {
+            threads: 1,
+            instruction_budget: 1 << 30,
+        },
+    );
     r.result.unwrap();
     assert_eq!(g.get_i32(out, 1)[0], 42);
 }
@@ -1247,17 +1441,25 @@ fn block_waiting_for_a_later_block_is_parked() {
 fn inline_asm_carry_chain() {
     let g = gpu("warp.ptx");
     let mut r = rng(41);
-    let a: Vec<u64> = (0..64).map(|i| if i < 2 { u64::MAX } else { r() }).collect();
+    let a: Vec<u64> = (0..64)
+        .map(|i| if i < 2 { u64::MAX } else { r() })
+        .collect();
     let b: Vec<u64> = (0..64).map(|i| if i == 0 { 1 } else { r() }).collect();
     let to_i = |v: &[u64]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
     let (pa, pb, po) = (g.i64s(&to_i(&a)), g.i64s(&to_i(&b)), g.zeros(64 * 8));
-    g.launch("add_carry", 1, 32, &[A::Ptr(pa), A::Ptr(pb), A::Ptr(po)]).result.unwrap();
+    g.launch("add_carry", 1, 32, &[A::Ptr(pa), A::Ptr(pb), A::Ptr(po)])
+        .result
+        .unwrap();
     let got = g.get_i64(po, 64);
     for i in 0..32 {
         let x = (a[2 * i] as u128) | ((a[2 * i + 1] as u128) << 64);
         let y = (b[2 * i] as u128) | ((b[2 * i + 1] as u128) << 64);
         let s = x.wrapping_add(y);
-        assert_eq!((got[2 * i] as u64, got[2 * i + 1] as u64), (s as u64, (s >> 64) as u64), "{i}");
+        assert_eq!(
+            (got[2 * i] as u64, got[2 * i + 1] as u64),
+            (s as u64, (s >> 64) as u64),
+            "{i}"
+        );
     }
 }
 
@@ -1268,18 +1470,46 @@ fn debug_build_with_generic_addressing_and_sections() {
     let x = randf(n, 51);
     let y = randf(n, 52);
     let (px, py) = (g.f32s(&x), g.f32s(&y));
-    g.launch("saxpy", 3, 128, &[A::I32(n as i32), A::F32(0.5), A::Ptr(px), A::Ptr(py)]).result.unwrap();
-    let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 0.5f32.mul_add(*x, *y)).collect();
+    g.launch(
+        "saxpy",
+        3,
+        128,
+        &[A::I32(n as i32), A::F32(0.5), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| 0.5f32.mul_add(*x, *y))
+        .collect();
     // -G keeps mul and add separate: allow one rounding of difference.
     assert_close(&g.get_f32(py, n), &want, 1, "saxpy -G");
     let py = g.zeros(n * 4);
-    g.launch("devcall", 3, 128, &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)]).result.unwrap();
+    g.launch(
+        "devcall",
+        3,
+        128,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
     let want: Vec<f32> = x.iter().map(|&x| 2.0 * x * x + (-3.0) * x + 1.0).collect();
     assert_close(&g.get_f32(py, n), &want, 4, "devcall -G");
     let input: Vec<i32> = (0..n as i32).map(|i| i * 13 - 500).collect();
     let (pi, po) = (g.i32s(&input), g.zeros(n * 4));
-    g.launch("divergent", 3, 128, &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)]).result.unwrap();
-    assert_eq!(g.get_i32(po, n), input.iter().map(|&v| divergent_ref(v)).collect::<Vec<_>>());
+    g.launch(
+        "divergent",
+        3,
+        128,
+        &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
+    assert_eq!(
+        g.get_i32(po, n),
+        input.iter().map(|&v| divergent_ref(v)).collect::<Vec<_>>()
+    );
 }
 
 fn divergent_ref(v: i32) -> i32 {
@@ -1294,4 +1524,313 @@ fn divergent_ref(v: i32) -> i32 {
     } else {
         v ^ 0x55
     }
+}
+
+// ---- half2/bf16, cp.async, local arrays, printf formats, templates (extra.ptx) ----
+
+#[test]
+fn half2_and_bf16() {
+    use half::{bf16, f16};
+    let g = gpu("extra.ptx");
+    let n = 64;
+    let a = randf(2 * n, 61);
+    let b: Vec<f32> = randf(2 * n, 62).iter().map(|v| v / 4.0).collect();
+    let (pa, pb, po) = (g.f32s(&a), g.f32s(&b), g.zeros(3 * n * 4));
+    g.launch(
+        "half2_math",
+        1,
+        64,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(po, 3 * n);
+    for i in 0..n {
+        for k in 0..2 {
+            let x = f16::from_f32(a[2 * i + k]);
+            let y = f16::from_f32(b[2 * i + k]);
+            let s = f16::from_f64(x.to_f64() + y.to_f64());
+            let want = f16::from_f64(x.to_f64().mul_add(y.to_f64(), s.to_f64()));
+            assert_eq!(got[3 * i + k], want.to_f32(), "half2 {i}.{k}");
+        }
+        let (bx, by) = (bf16::from_f32(a[2 * i]), bf16::from_f32(b[2 * i]));
+        assert_eq!(
+            got[3 * i + 2],
+            bf16::from_f64(bx.to_f64() * by.to_f64()).to_f32(),
+            "bf16 {i}"
+        );
+    }
+}
+
+#[test]
+fn cp_async_and_mul24() {
+    let g = gpu("extra.ptx");
+    let input: Vec<i32> = (0..2 * 64 * 4).map(|i| i * 3 - 7).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(128 * 4));
+    g.launch("async_copy", 2, 64, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i32(po, 128);
+    for blk in 0..2 {
+        for t in 0..64 {
+            let v = &input[(blk * 64 + 63 - t) * 4..][..4];
+            assert_eq!(
+                got[blk * 64 + t],
+                v[0] + v[1] * 2 + v[2] * 3 + v[3] * 4 + t as i32 * 3
+            );
+        }
+    }
+}
+
+#[test]
+fn local_memory_array() {
+    let g = gpu("extra.ptx");
+    let n = 100;
+    let idx: Vec<i32> = (0..n).map(|i| (i * 37) % 1024).collect();
+    let (pi, po) = (g.i32s(&idx), g.zeros(n as usize * 4));
+    g.launch("local_array", 1, 128, &[A::I32(n), A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i32(po, n as usize);
+    for i in 0..n as usize {
+        let t = |k: i32| k * k + i as i32;
+        assert_eq!(got[i], t(idx[i] & 31) + t((idx[i] >> 5) & 31));
+    }
+}
+
+#[test]
+fn printf_formats_and_block_order() {
+    let g = gpu("extra.ptx");
+    let s = g.upload(b"hello\0");
+    let out = g.launch(
+        "printf_formats",
+        2,
+        32,
+        &[
+            A::Bytes((-1234567890123i64).to_le_bytes().to_vec()),
+            A::Bytes(1234.5678f64.to_le_bytes().to_vec()),
+            A::Ptr(s),
+        ],
+    );
+    out.result.unwrap();
+    assert_eq!(
+        out.printf,
+        "block0 lane1\n[  -42|7   |009] -1234567890123 -1234567890123 18446742839141661493 Z 1.235e+03 1234.57 1234.57 hello beef\n"
+    );
+}
+
+#[test]
+fn template_instantiations() {
+    let g = gpu("extra.ptx");
+    let input: Vec<f64> = (0..32).map(|i| i as f64 * 1.25 - 3.0).collect();
+    let (pi, po, ps) = (g.f64s(&input), g.zeros(32 * 8), g.zeros(64));
+    g.launch("templated", 1, 32, &[A::Ptr(pi), A::Ptr(po), A::Ptr(ps)])
+        .result
+        .unwrap();
+    let got = g.get_f64(po, 32);
+    let shorts: Vec<u16> = g
+        .read(ps, 64)
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    for i in 0..32 {
+        assert_eq!(got[i], (input[i] + input[i]) * 0.5 - 1.0 / 3.0);
+        assert_eq!(shorts[i], ((i * 1000) as u16).wrapping_mul(2));
+    }
+}
+
+// ---- hand-written PTX ----
+
+fn ptx_kernel(body: &str, params: &str) -> Gpu {
+    let src = format!(".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k({params})\n{{\n{body}\n}}\n");
+    let module =
+        Arc::new(Module::load(src.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}\n{src}")));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 30), 0x7f00_0000_0000, 1 << 34);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    Gpu { space, lm }
+}
+
+#[test]
+fn set_slct_testp_isspacep_and_predicate_logic() {
+    let g = ptx_kernel(
+        r#"
+    .reg .pred %p<6>;
+    .reg .b32 %r<12>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b32 sh[4];
+    ld.param.u64 %rd1, [k_param_0];
+    mov.u32 %r1, %tid.x;
+    set.lt.u32.s32 %r2, %r1, 3;
+    cvt.rn.f32.u32 %f1, %r1;
+    sub.f32 %f2, %f1, 0f40000000;
+    slct.s32.f32 %r3, 100, 200, %f2;
+    div.rn.f32 %f3, %f2, 0f00000000;
+    testp.infinite.f32 %p1, %f3;
+    selp.u32 %r4, 1, 0, %p1;
+    mov.u64 %rd2, sh;
+    cvta.shared.u64 %rd3, %rd2;
+    isspacep.shared %p2, %rd3;
+    isspacep.global %p3, %rd3;
+    and.pred %p4, %p2, %p3;
+    or.pred %p5, %p2, %p3;
+    selp.u32 %r5, 1, 0, %p4;
+    selp.u32 %r6, 1, 0, %p5;
+    setp.gt.and.s32 %p1|%p3, %r1, 1, %p2;
+    selp.u32 %r7, 1, 0, %p3;
+    mul.wide.u32 %rd2, %r1, 24;
+    add.s64 %rd2, %rd1, %rd2;
+    st.global.v2.u32 [%rd2], {%r2, %r3};
+    st.global.v2.u32 [%rd2+8], {%r4, %r5};
+    st.global.v2.u32 [%rd2+16], {%r6, %r7};
+    ret;"#,
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(4 * 24);
+    g.launch("k", 1, 4, &[A::Ptr(p)]).result.unwrap();
+    let got = u32s_of(&g, p, 4 * 6);
+    for t in 0..4u32 {
+        let row = &got[t as usize * 6..][..6];
+        let f2 = t as f32 - 2.0;
+        assert_eq!(
+            row,
+            &[
+                if t < 3 { u32::MAX } else { 0 },
+                if f2 >= 0.0 { 100 } else { 200 },
+                (f2 != 0.0) as u32,
+                0,
+                1,
+                (t <= 1) as u32
+            ],
+            "thread {t}"
+        );
+    }
+}
+
+#[test]
+fn recursion_is_not_supported() {
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.func (.param .b32 r) f(.param .b32 a)
+{
+    .reg .b32 %x;
+    ld.param.b32 %x, [a];
+    {
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], %x;
+    call (r0), f, (p0);
+    }
+    st.param.b32 [r], %x;
+    ret;
+}
+.visible .entry k()
+{
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], 1;
+    call (r0), f, (p0);
+    ret;
+}
+"#;
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let out = lm.launch(
+        &space,
+        "k",
+        &LaunchConfig {
+            grid: [1; 3],
+            block: [1; 3],
+            dynamic_shared_bytes: 0,
+        },
+        &[],
+        &LaunchOptions::default(),
+    );
+    let e = out.result.unwrap_err();
+    assert_eq!(e.cuda_code(), 801);
+    assert!(e.to_string().contains("recursive"), "{e}");
+}
+
+#[test]
+fn barrier_deadlock_is_719() {
+    let g = ptx_kernel(
+        r#"
+    .reg .pred %p1;
+    .reg .b32 %r1;
+    mov.u32 %r1, %tid.x;
+    setp.lt.u32 %p1, %r1, 32;
+    @%p1 bra SKIP;
+    bar.sync 0;
+SKIP:
+    bar.sync 1, 64;
+    ret;"#,
+        "",
+    );
+    let out = g.launch("k", 1, 64, &[]);
+    assert_eq!(out.result.unwrap_err().cuda_code(), 719);
+}
+
+#[test]
+fn executing_mutated_kernels_never_panics() {
+    let src = std::fs::read_to_string(format!(
+        "{}/tests/ptx/basic.ptx",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut r = rng(77);
+    let lines: Vec<&str> = src.lines().collect();
+    let space = AddressSpace::new(DeviceMemory::new(1 << 24), 0x7f00_0000_0000, 1 << 30);
+    let buf = space.alloc(4096).unwrap();
+    let mut ran = 0;
+    for _ in 0..300 {
+        let mut m: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        for _ in 0..3 {
+            let i = r() as usize % m.len();
+            let j = r() as usize % m.len();
+            match r() % 3 {
+                0 => m[i] = m[j].clone(),
+                1 => m.swap(i, j),
+                _ => {
+                    m.remove(i);
+                }
+            }
+        }
+        let Ok(module) = Module::load(m.join("\n").as_bytes(), 80) else {
+            continue;
+        };
+        let module = Arc::new(module);
+        let Ok(lm) = LoadedModule::new(module.clone(), &space) else {
+            continue;
+        };
+        for k in module.kernels() {
+            let mut params = vec![0u8; k.params_size() as usize];
+            for (i, b) in params.iter_mut().enumerate() {
+                *b = if i % 8 < 8 {
+                    buf.to_le_bytes()[i % 8]
+                } else {
+                    0
+                };
+            }
+            let cfg = LaunchConfig {
+                grid: [2, 1, 1],
+                block: [40, 1, 1],
+                dynamic_shared_bytes: 0,
+            };
+            let _ = lm.launch(
+                &space,
+                &k.name,
+                &cfg,
+                &params,
+                &LaunchOptions {
+                    threads: 1,
+                    instruction_budget: 20_000,
+                },
+            );
+            ran += 1;
+        }
+        lm.free(&space);
+    }
+    assert!(ran > 50, "only {ran} mutated kernels ran");
 }
