@@ -1,0 +1,1768 @@
+//! Lowering of the syntax tree into the typed IR: names resolved (with `{ }` scopes),
+//! registers numbered, labels turned into instruction indices, modifiers decoded as sets, the
+//! kernel parameter and per-thread local frame layouts computed with PTX alignment rules.
+
+use std::collections::HashMap;
+
+use crate::error::EmuError;
+use crate::ir::*;
+use crate::parser::{Ast, FuncDecl, Init, Inst as PInst, Item, Lit, Opnd, Stmt, VarDecl};
+
+/// Where a module variable lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalSpace {
+    Global,
+    Const,
+}
+
+/// A module-scope `.global` or `.const` variable, placed in device memory at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalInfo {
+    pub name: String,
+    pub size: u64,
+    pub align: u32,
+    /// Initial bytes (zero-filled when the variable has no initialiser).
+    pub init: Vec<u8>,
+    pub space: GlobalSpace,
+}
+
+/// An initialiser that stores the address of another global: (global, offset, target, addend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloc {
+    pub global: u32,
+    pub offset: u64,
+    pub target: u32,
+    pub addend: i64,
+    pub size: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Lowered {
+    pub code: Vec<Inst>,
+    pub funcs: Vec<Func>,
+    pub globals: Vec<GlobalInfo>,
+    pub relocs: Vec<Reloc>,
+    pub shared_bytes: u32,
+}
+
+/// Largest variable the loader accepts (a bound, so hostile input cannot exhaust memory).
+const MAX_VAR: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Copy)]
+enum Sym {
+    Reg(u32, Ty),
+    Pred(u32),
+    /// Frame-relative local offset and size (`.local` variables, `.func` and call-site params).
+    Local(u32, u32),
+    KParam(u32),
+    Shared(u32),
+    DynShared,
+    Global(u32),
+    Func(u32),
+}
+
+pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
+    let mut out = Lowered::default();
+    let mut module: HashMap<String, Sym> = HashMap::new();
+    let mut shared = 0u64;
+    let mut pending = Vec::new();
+    // Module-scope variables and function names first: bodies may refer to later items.
+    for item in &ast.items {
+        match item {
+            Item::Var(v) => {
+                let sym = module_var(v, &mut out, &mut shared, &mut pending)?;
+                module.insert(v.name.clone(), sym);
+            }
+            Item::Func(f) => {
+                if let Some(Sym::Func(idx)) = module.get(&f.name) {
+                    // A prototype followed by the definition: keep the index.
+                    let idx = *idx as usize;
+                    if f.body.is_some() {
+                        if let Some(slot) = out.funcs.get_mut(idx) {
+                            slot.line = f.line;
+                        }
+                    }
+                    continue;
+                }
+                let idx = out.funcs.len() as u32;
+                let builtin = match f.name.as_str() {
+                    "vprintf" => Some(Builtin::Vprintf),
+                    "__assertfail" | "__assert_fail" => Some(Builtin::AssertFail),
+                    _ => None,
+                };
+                out.funcs.push(Func {
+                    name: f.name.clone(),
+                    kernel: f.kernel,
+                    entry: None,
+                    nregs: 0,
+                    npreds: 0,
+                    local_bytes: 0,
+                    params: Vec::new(),
+                    rets: Vec::new(),
+                    kparams: Vec::new(),
+                    callees: Vec::new(),
+                    max_threads: f.max_threads,
+                    builtin,
+                    line: f.line,
+                });
+                module.insert(f.name.clone(), Sym::Func(idx));
+            }
+        }
+    }
+    for (global, offset, name, addend, size) in pending {
+        let Some(Sym::Global(target)) = module.get(&name).copied() else {
+            return Err(EmuError::unsupported(
+                0,
+                format!("initialiser referring to `{name}`"),
+            ));
+        };
+        out.relocs.push(Reloc {
+            global,
+            offset,
+            target,
+            addend,
+            size,
+        });
+    }
+    // Function-scope .shared variables are laid out after module ones, across all functions.
+    for item in &ast.items {
+        if let Item::Func(f) = item {
+            let Some(Sym::Func(idx)) = module.get(&f.name).copied() else {
+                continue;
+            };
+            let has_body = f.body.is_some();
+            let already = out
+                .funcs
+                .get(idx as usize)
+                .is_some_and(|x| x.entry.is_some());
+            if has_body && already {
+                return Err(EmuError::ptx(
+                    f.line,
+                    format!("function `{}` defined twice", f.name),
+                ));
+            }
+            let mut l = FnLower::new(&module, &mut out, f, idx, &mut shared)?;
+            l.run(f)?;
+        }
+    }
+    out.shared_bytes =
+        u32::try_from(shared).map_err(|_| EmuError::ptx(0, "too much shared memory"))?;
+    Ok(out)
+}
+
+fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
+    if matches!(v.ty.as_str(), "texref" | "samplerref" | "surfref") {
+        return Err(EmuError::unsupported(
+            v.line,
+            format!(".{} `{}`", v.ty, v.name),
+        ));
+    }
+    let ty = Ty::parse(&v.ty).ok_or_else(|| {
+        EmuError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name))
+    })?;
+    let elem = (ty.bytes().max(1) as u64) * v.vector as u64;
+    let mut n = 1u64;
+    for d in &v.dims {
+        n = n
+            .checked_mul(d.unwrap_or(0))
+            .ok_or_else(|| EmuError::ptx(v.line, "array too large"))?;
+    }
+    let size = elem.checked_mul(n).filter(|&s| s <= MAX_VAR);
+    let size = size.ok_or_else(|| EmuError::ptx(v.line, format!("`{}` is too large", v.name)))?;
+    let align = v.align.unwrap_or(elem as u32).max(1);
+    if !align.is_power_of_two() {
+        return Err(EmuError::ptx(
+            v.line,
+            format!("alignment {align} is not a power of two"),
+        ));
+    }
+    Ok((size, align, ty))
+}
+
+fn module_var(
+    v: &VarDecl,
+    out: &mut Lowered,
+    shared: &mut u64,
+    pending: &mut Vec<(u32, u64, String, i64, u32)>,
+) -> Result<Sym, EmuError> {
+    let (mut size, align, ty) = decl_size(v)?;
+    match v.space.as_str() {
+        "shared" => {
+            let off = shared.next_multiple_of(align as u64);
+            *shared = off + size;
+            if v.dims.iter().any(|d| d.is_none()) || v.is_extern {
+                // Dynamic shared memory: placed after the static part at launch; all alias.
+                *shared = off;
+                return Ok(Sym::DynShared);
+            }
+            u32::try_from(off)
+                .map(Sym::Shared)
+                .map_err(|_| EmuError::ptx(v.line, "shared too large"))
+        }
+        "global" | "const" => {
+            let idx = out.globals.len() as u32;
+            if v.dims.iter().any(|d| d.is_none()) {
+                // `.global .u8 x[] = {...}`: size from the initialiser.
+                if let Some(Init::List(items)) = &v.init {
+                    size = (items.len() as u64) * (ty.bytes().max(1) as u64);
+                }
+            }
+            let mut init = vec![0u8; size as usize];
+            let mut relocs = Vec::new();
+            if let Some(i) = &v.init {
+                let mut pos = 0u64;
+                fill_init(i, ty, &mut init, &mut pos, &mut relocs, v.line)?;
+            }
+            for (offset, name, addend) in relocs {
+                pending.push((idx, offset, name, addend, ty.bytes()));
+            }
+            out.globals.push(GlobalInfo {
+                name: v.name.clone(),
+                size,
+                align,
+                init,
+                space: if v.space == "const" {
+                    GlobalSpace::Const
+                } else {
+                    GlobalSpace::Global
+                },
+            });
+            Ok(Sym::Global(idx))
+        }
+        other => Err(EmuError::unsupported(
+            v.line,
+            format!(".{other} variable `{}` at module scope", v.name),
+        )),
+    }
+}
+
+fn fill_init(
+    i: &Init,
+    ty: Ty,
+    buf: &mut [u8],
+    pos: &mut u64,
+    relocs: &mut Vec<(u64, String, i64)>,
+    line: u32,
+) -> Result<(), EmuError> {
+    match i {
+        Init::List(items) => {
+            for it in items {
+                fill_init(it, ty, buf, pos, relocs, line)?;
+            }
+        }
+        Init::Lit(l) => {
+            let n = ty.bytes().max(1) as u64;
+            let v = lit_bits(*l, ty);
+            let start = *pos as usize;
+            let bytes = v.to_le_bytes();
+            let end = start.checked_add(n as usize).filter(|&e| e <= buf.len());
+            end.ok_or_else(|| EmuError::ptx(line, "too many initialisers"))?;
+            let k = (n as usize).min(8);
+            buf[start..start + k].copy_from_slice(&bytes[..k]);
+            *pos += n;
+        }
+        Init::Sym(name, off) => {
+            relocs.push((*pos, name.clone(), *off));
+            *pos += ty.bytes().max(1) as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The bits of a constant as a value of type `ty`.
+pub fn lit_bits(l: Lit, ty: Ty) -> u64 {
+    let as_f64 = |l: Lit| match l {
+        Lit::Int(v) => v as i64 as f64,
+        Lit::F32(b) => f32::from_bits(b) as f64,
+        Lit::F64(b) => f64::from_bits(b),
+        Lit::Float(v) => v,
+    };
+    let v = match ty {
+        Ty::F32 => match l {
+            Lit::F32(b) => b as u64,
+            Lit::Int(v) => v & 0xFFFF_FFFF,
+            _ => (as_f64(l) as f32).to_bits() as u64,
+        },
+        Ty::F64 => match l {
+            Lit::F64(b) => b,
+            Lit::Int(v) => v,
+            _ => as_f64(l).to_bits(),
+        },
+        Ty::F16 => match l {
+            Lit::Int(v) => v & 0xFFFF,
+            _ => half::f16::from_f64(as_f64(l)).to_bits() as u64,
+        },
+        Ty::BF16 => match l {
+            Lit::Int(v) => v & 0xFFFF,
+            _ => half::bf16::from_f64(as_f64(l)).to_bits() as u64,
+        },
+        _ => match l {
+            Lit::Int(v) => v,
+            Lit::F32(b) => b as u64,
+            Lit::F64(b) => b,
+            Lit::Float(v) => v as i64 as u64,
+        },
+    };
+    let bits = ty.bits();
+    if bits >= 64 {
+        v
+    } else {
+        v & ((1u64 << bits) - 1)
+    }
+}
+
+struct FnLower<'a> {
+    module: &'a HashMap<String, Sym>,
+    out: &'a mut Lowered,
+    shared: &'a mut u64,
+    idx: u32,
+    kernel: bool,
+    scopes: Vec<HashMap<String, Sym>>,
+    labels: HashMap<String, u32>,
+    nregs: u32,
+    npreds: u32,
+    local: u64,
+    callees: Vec<u32>,
+    line: u32,
+}
+
+impl<'a> FnLower<'a> {
+    fn new(
+        module: &'a HashMap<String, Sym>,
+        out: &'a mut Lowered,
+        f: &FuncDecl,
+        idx: u32,
+        shared: &'a mut u64,
+    ) -> Result<Self, EmuError> {
+        Ok(FnLower {
+            module,
+            out,
+            shared,
+            idx,
+            kernel: f.kernel,
+            scopes: vec![HashMap::new()],
+            labels: HashMap::new(),
+            nregs: 0,
+            npreds: 0,
+            local: 0,
+            callees: Vec::new(),
+            line: f.line,
+        })
+    }
+
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, EmuError> {
+        Err(EmuError::ptx(self.line, msg))
+    }
+
+    fn local_slot(&mut self, v: &VarDecl) -> Result<(u32, u32), EmuError> {
+        let (size, align, _) = decl_size(v)?;
+        let off = self.local.next_multiple_of(align as u64);
+        self.local = off + size;
+        if self.local > MAX_VAR {
+            return self.err("local frame too large");
+        }
+        Ok((off as u32, size as u32))
+    }
+
+    fn run(&mut self, f: &FuncDecl) -> Result<(), EmuError> {
+        // Parameters.
+        let mut kparams = Vec::new();
+        let mut params = Vec::new();
+        let mut rets = Vec::new();
+        let mut koff = 0u64;
+        for p in &f.params {
+            if f.kernel {
+                let (size, align, _) = decl_size(p)?;
+                let off = koff.next_multiple_of(align as u64);
+                koff = off + size;
+                if koff > 1 << 20 {
+                    return Err(EmuError::ptx(p.line, "kernel parameters too large"));
+                }
+                kparams.push((off as u32, size as u32));
+                self.scopes[0].insert(p.name.clone(), Sym::KParam(off as u32));
+            } else {
+                let (off, size) = self.local_slot(p)?;
+                params.push((off, size));
+                self.scopes[0].insert(p.name.clone(), Sym::Local(off, size));
+            }
+        }
+        for r in &f.rets {
+            let (off, size) = self.local_slot(r)?;
+            rets.push((off, size));
+            self.scopes[0].insert(r.name.clone(), Sym::Local(off, size));
+        }
+        {
+            let func = &mut self.out.funcs[self.idx as usize];
+            func.kparams = kparams;
+            func.params = params;
+            func.rets = rets;
+        }
+        let Some(body) = &f.body else { return Ok(()) };
+        let entry = self.out.code.len() as u32;
+        // Labels first: instruction i of the body is at entry + i.
+        let mut n = 0u32;
+        for s in body {
+            match s {
+                Stmt::Inst(_) => n += 1,
+                Stmt::Label(l) => {
+                    self.labels.insert(l.clone(), entry + n);
+                }
+                _ => {}
+            }
+        }
+        let has_ret_at_end = matches!(body.iter().rev().find(|s| matches!(s, Stmt::Inst(_))),
+            Some(Stmt::Inst(i)) if i.opcode == "ret" || i.opcode == "exit" || (i.opcode == "bra" && i.guard.is_none()));
+        for s in body {
+            match s {
+                Stmt::Open => self.scopes.push(HashMap::new()),
+                Stmt::Close => {
+                    if self.scopes.len() > 1 {
+                        self.scopes.pop();
+                    }
+                }
+                Stmt::Label(_) => {}
+                Stmt::Decl(v) => self.decl(v)?,
+                Stmt::Inst(i) => {
+                    self.line = i.line;
+                    let op = self.inst(i)?;
+                    let guard = match &i.guard {
+                        None => None,
+                        Some((p, neg)) => Some((self.pred(p)?, *neg)),
+                    };
+                    self.out.code.push(Inst {
+                        op,
+                        guard,
+                        line: i.line,
+                    });
+                }
+            }
+        }
+        if !has_ret_at_end {
+            // Falling off the end returns.
+            self.out.code.push(Inst {
+                op: Op::Ret,
+                guard: None,
+                line: self.line,
+            });
+        }
+        let local = u32::try_from(self.local)
+            .map_err(|_| EmuError::ptx(f.line, "local frame too large"))?;
+        let func = &mut self.out.funcs[self.idx as usize];
+        func.entry = Some(entry);
+        func.nregs = self.nregs;
+        func.npreds = self.npreds;
+        func.local_bytes = local;
+        self.callees.sort_unstable();
+        self.callees.dedup();
+        func.callees = std::mem::take(&mut self.callees);
+        Ok(())
+    }
+
+    fn decl(&mut self, v: &VarDecl) -> Result<(), EmuError> {
+        self.line = v.line;
+        let scope = self.scopes.len() - 1;
+        match v.space.as_str() {
+            "reg" => {
+                let ty = Ty::parse(&v.ty).ok_or_else(|| {
+                    EmuError::ptx(v.line, format!("unknown register type `.{}`", v.ty))
+                })?;
+                let names: Vec<String> = match v.range {
+                    Some(n) if n > 1 << 20 => return self.err("register range too large"),
+                    Some(n) => (0..n).map(|i| format!("{}{}", v.name, i)).collect(),
+                    None => vec![v.name.clone()],
+                };
+                for name in names {
+                    let sym = if ty == Ty::Pred {
+                        self.npreds += 1;
+                        Sym::Pred(self.npreds - 1)
+                    } else {
+                        self.nregs += v.vector.max(1);
+                        Sym::Reg(self.nregs - v.vector.max(1), ty)
+                    };
+                    self.scopes[scope].insert(name, sym);
+                }
+                if self.nregs > 1 << 16 || self.npreds > 1 << 16 {
+                    return self.err("too many registers");
+                }
+            }
+            "local" | "param" => {
+                let (off, size) = self.local_slot(v)?;
+                self.scopes[scope].insert(v.name.clone(), Sym::Local(off, size));
+            }
+            "shared" => {
+                let (size, align, _) = decl_size(v)?;
+                let off = self.shared.next_multiple_of(align as u64);
+                *self.shared = off + size;
+                if *self.shared > u32::MAX as u64 / 2 {
+                    return self.err("shared memory too large");
+                }
+                self.scopes[scope].insert(v.name.clone(), Sym::Shared(off as u32));
+            }
+            other => {
+                return Err(EmuError::unsupported(
+                    v.line,
+                    format!(".{other} variable in a function"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, name: &str) -> Option<Sym> {
+        for s in self.scopes.iter().rev() {
+            if let Some(x) = s.get(name) {
+                return Some(*x);
+            }
+        }
+        self.module.get(name).copied()
+    }
+
+    fn pred(&self, name: &str) -> Result<u32, EmuError> {
+        match self.lookup(name) {
+            Some(Sym::Pred(p)) => Ok(p),
+            Some(_) => self.err(format!("`{name}` is not a predicate")),
+            None => self.err(format!("undefined predicate `{name}`")),
+        }
+    }
+
+    fn psrc(&self, o: &Opnd) -> Result<PSrc, EmuError> {
+        match o {
+            Opnd::Name(n) => Ok(PSrc::Reg(self.pred(n)?, false)),
+            Opnd::Not(inner) => match self.psrc(inner)? {
+                PSrc::Reg(p, neg) => Ok(PSrc::Reg(p, !neg)),
+                PSrc::Imm(b) => Ok(PSrc::Imm(!b)),
+            },
+            Opnd::Lit(Lit::Int(v)) => Ok(PSrc::Imm(*v != 0)),
+            _ => self.err("expected a predicate operand"),
+        }
+    }
+
+    fn pdst(&self, o: &Opnd) -> Result<u32, EmuError> {
+        match o {
+            Opnd::Name(n) => self.pred(n),
+            Opnd::Sink => Ok(SINK),
+            _ => self.err("expected a predicate destination"),
+        }
+    }
+
+    fn reg_ty(&self, o: &Opnd) -> Option<Ty> {
+        match o {
+            Opnd::Name(n) => match self.lookup(n) {
+                Some(Sym::Reg(_, t)) => Some(t),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn dst(&self, o: &Opnd) -> Result<u32, EmuError> {
+        match o {
+            Opnd::Name(n) => match self.lookup(n) {
+                Some(Sym::Reg(r, _)) => Ok(r),
+                Some(_) => self.err(format!("`{n}` is not a register")),
+                None => self.err(format!("undefined register `{n}`")),
+            },
+            Opnd::Sink => Ok(SINK),
+            _ => self.err("expected a register destination"),
+        }
+    }
+
+    fn sym_value(&self, n: &str, off: i64) -> Result<Src, EmuError> {
+        Ok(match self.lookup(n) {
+            Some(Sym::Reg(r, _)) if off == 0 => Src::Reg(r),
+            Some(Sym::Global(g)) => Src::Global(g, off),
+            Some(Sym::Shared(s)) => Src::Imm((s as i64).wrapping_add(off) as u64),
+            Some(Sym::DynShared) if off == 0 => Src::Sreg(Sreg::DynSharedBase),
+            Some(Sym::KParam(k)) => Src::Imm(PARAM_WINDOW.wrapping_add((k as i64 + off) as u64)),
+            Some(Sym::Local(l, _)) => Src::Local((l as i64 + off) as u32),
+            Some(_) => return self.err(format!("`{n}` cannot be used as a value")),
+            None => match sreg(n) {
+                Some(s) => Src::Sreg(s),
+                None => return self.err(format!("undefined name `{n}`")),
+            },
+        })
+    }
+
+    fn src(&self, o: &Opnd, ty: Ty) -> Result<Src, EmuError> {
+        match o {
+            Opnd::Name(n) => self.sym_value(n, 0),
+            Opnd::SymOff(n, off) => self.sym_value(n, *off),
+            Opnd::Lit(l) => Ok(Src::Imm(lit_bits(*l, ty))),
+            _ => self.err("expected a register or constant"),
+        }
+    }
+
+    fn addr(&self, o: &Opnd) -> Result<(Addr, Option<Sym>), EmuError> {
+        let Opnd::Addr { base, imm } = o else {
+            return self.err("expected an address [..]");
+        };
+        match base {
+            None => Ok((
+                Addr {
+                    base: Src::Imm(0),
+                    off: *imm,
+                },
+                None,
+            )),
+            Some(n) => {
+                let sym = self.lookup(n);
+                match sym {
+                    Some(Sym::Local(l, _)) => Ok((
+                        Addr {
+                            base: Src::Local(l),
+                            off: *imm,
+                        },
+                        sym,
+                    )),
+                    _ => Ok((
+                        Addr {
+                            base: self.sym_value(n, 0)?,
+                            off: *imm,
+                        },
+                        sym,
+                    )),
+                }
+            }
+        }
+    }
+
+    fn args(&self, i: &PInst, n: usize) -> Result<(), EmuError> {
+        if i.args.len() != n {
+            return self.err(format!(
+                "`{}` takes {n} operands, found {}",
+                full_name(i),
+                i.args.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn inst(&mut self, i: &PInst) -> Result<Op, EmuError> {
+        let m = Mods(&i.mods);
+        let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
+        if tys.contains(&Ty::B128) {
+            return Err(self.unsupported(i));
+        }
+        let ty = tys.last().copied();
+        let need_ty =
+            || ty.ok_or_else(|| EmuError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
+        let a = &i.args;
+        let rnd = m.rnd();
+        let ftz = m.has("ftz");
+        let sat = m.has("sat");
+        let op = match i.opcode.as_str() {
+            "mov" => {
+                let ty = need_ty()?;
+                self.args(i, 2)?;
+                if ty == Ty::Pred {
+                    return Ok(Op::MovPred {
+                        d: self.pdst(&a[0])?,
+                        a: self.psrc(&a[1])?,
+                    });
+                }
+                let parts_ok = |n: usize| {
+                    matches!(n, 2 | 4 | 8) && ty.bits() % n as u32 == 0 && ty.bits() <= 128
+                };
+                match (&a[0], &a[1]) {
+                    (Opnd::Vec(parts), _) | (_, Opnd::Vec(parts)) if !parts_ok(parts.len()) => {
+                        return self.err(format!(
+                            "`{}` cannot split into {} parts",
+                            full_name(i),
+                            parts.len()
+                        ));
+                    }
+                    (Opnd::Vec(parts), _) => {
+                        let ds = parts
+                            .iter()
+                            .map(|p| self.dst(p))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let bits = ty.bits() / (ds.len().max(1) as u32);
+                        Op::Unpack {
+                            ds,
+                            a: self.src(&a[1], ty)?,
+                            bits,
+                        }
+                    }
+                    (_, Opnd::Vec(parts)) => {
+                        let bits = ty.bits() / (parts.len().max(1) as u32);
+                        let pty = int_ty(bits);
+                        let parts = parts
+                            .iter()
+                            .map(|p| self.src(p, pty))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Op::Pack {
+                            d: self.dst(&a[0])?,
+                            parts,
+                            bits,
+                        }
+                    }
+                    _ => Op::Mov {
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        mask: width_mask(ty.bits()),
+                    },
+                }
+            }
+            "add" | "sub" | "mul" | "div" | "min" | "max" | "rem" | "and" | "or" | "xor"
+            | "shl" | "shr" | "copysign" => {
+                let ty = need_ty()?;
+                self.args(i, 3)?;
+                if ty == Ty::Pred {
+                    let op = match i.opcode.as_str() {
+                        "and" => BoolOp::And,
+                        "or" => BoolOp::Or,
+                        "xor" => BoolOp::Xor,
+                        _ => return Err(self.unsupported(i)),
+                    };
+                    return Ok(Op::PredLogic {
+                        op,
+                        d: self.pdst(&a[0])?,
+                        a: self.psrc(&a[1])?,
+                        b: self.psrc(&a[2])?,
+                    });
+                }
+                if (i.opcode == "add" || i.opcode == "sub") && m.has("cc") {
+                    return Ok(Op::Carry {
+                        sub: i.opcode == "sub",
+                        mad_hi: None,
+                        cin: false,
+                        cout: true,
+                        bits: ty.bits(),
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        b: self.src(&a[2], ty)?,
+                        c: Src::Imm(0),
+                    });
+                }
+                if let Some(fty) = fty(ty) {
+                    let op = match i.opcode.as_str() {
+                        "add" => F2::Add,
+                        "sub" => F2::Sub,
+                        "mul" => F2::Mul,
+                        "div" => F2::Div,
+                        "min" => F2::Min,
+                        "max" => F2::Max,
+                        "copysign" => F2::Copysign,
+                        _ => return Err(self.unsupported(i)),
+                    };
+                    let approx = m.has("approx") || m.has("full");
+                    let _ = approx;
+                    Op::Float2 {
+                        op,
+                        ty: fty,
+                        rnd: rnd.unwrap_or(Rnd::Rn),
+                        ftz,
+                        sat,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        b: self.src(&a[2], ty)?,
+                    }
+                } else {
+                    let op = match i.opcode.as_str() {
+                        "add" => I2::Add,
+                        "sub" => I2::Sub,
+                        "mul" if m.has("hi") => I2::MulHi,
+                        "mul" if m.has("wide") => I2::MulWide,
+                        "mul" => I2::MulLo,
+                        "div" => I2::Div,
+                        "rem" => I2::Rem,
+                        "min" => I2::Min,
+                        "max" => I2::Max,
+                        "and" => I2::And,
+                        "or" => I2::Or,
+                        "xor" => I2::Xor,
+                        "shl" => I2::Shl,
+                        "shr" => I2::Shr,
+                        _ => return Err(self.unsupported(i)),
+                    };
+                    let bty = if matches!(op, I2::Shl | I2::Shr) {
+                        Ty::U32
+                    } else {
+                        ty
+                    };
+                    Op::Int2 {
+                        op,
+                        bits: ty.bits(),
+                        signed: ty.signed(),
+                        sat,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        b: self.src(&a[2], bty)?,
+                    }
+                }
+            }
+            "mul24" | "mad24" => {
+                let ty = need_ty()?;
+                let mad = i.opcode == "mad24";
+                self.args(i, if mad { 4 } else { 3 })?;
+                Op::Int3 {
+                    op: I3::Mad24 { hi: m.has("hi") },
+                    bits: 32,
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    c: if mad {
+                        self.src(&a[3], ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
+                }
+            }
+            "cp" => {
+                if !m.has("async") || !(m.has("shared") || m.has("shared::cta")) || !m.has("global")
+                {
+                    if m.has("async")
+                        && (m.has("commit_group") || m.has("wait_group") || m.has("wait_all"))
+                    {
+                        return Ok(Op::Nop);
+                    }
+                    return Err(self.unsupported(i));
+                }
+                if a.len() < 3 {
+                    return self.err("cp.async takes 3 or 4 operands");
+                }
+                let Opnd::Lit(Lit::Int(size)) = a[2] else {
+                    return self.err("cp.async needs a constant size");
+                };
+                if !matches!(size, 4 | 8 | 16) {
+                    return self.err("cp.async size must be 4, 8 or 16");
+                }
+                let src_size = match a.get(3) {
+                    Some(o @ (Opnd::Name(_) | Opnd::Lit(_))) => self.src(o, Ty::U32)?,
+                    _ => Src::Imm(size),
+                };
+                Op::CpAsync {
+                    size: size as u32,
+                    src_size,
+                    dst: self.addr(&a[0])?.0,
+                    src: self.addr(&a[1])?.0,
+                }
+            }
+            "addc" | "subc" | "madc" => {
+                let ty = need_ty()?;
+                let mad = i.opcode == "madc";
+                self.args(i, if mad { 4 } else { 3 })?;
+                Op::Carry {
+                    sub: i.opcode == "subc",
+                    mad_hi: if mad { Some(m.has("hi")) } else { None },
+                    cin: true,
+                    cout: m.has("cc"),
+                    bits: ty.bits(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    c: if mad {
+                        self.src(&a[3], ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
+                }
+            }
+            "mad" | "fma" => {
+                let ty = need_ty()?;
+                self.args(i, 4)?;
+                if let Some(fty) = fty(ty) {
+                    Op::Fma {
+                        ty: fty,
+                        rnd: rnd.unwrap_or(Rnd::Rn),
+                        ftz,
+                        sat,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        b: self.src(&a[2], ty)?,
+                        c: self.src(&a[3], ty)?,
+                    }
+                } else if m.has("cc") {
+                    Op::Carry {
+                        sub: false,
+                        mad_hi: Some(m.has("hi")),
+                        cin: false,
+                        cout: true,
+                        bits: ty.bits(),
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        b: self.src(&a[2], ty)?,
+                        c: self.src(&a[3], ty)?,
+                    }
+                } else {
+                    let op = if m.has("hi") {
+                        I3::MadHi
+                    } else if m.has("wide") {
+                        I3::MadWide
+                    } else {
+                        I3::MadLo
+                    };
+                    let cty = if op == I3::MadWide {
+                        int_ty(ty.bits() * 2)
+                    } else {
+                        ty
+                    };
+                    Op::Int3 {
+                        op,
+                        bits: ty.bits(),
+                        signed: ty.signed(),
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                        b: self.src(&a[2], ty)?,
+                        c: self.src(&a[3], cty)?,
+                    }
+                }
+            }
+            "sad" => {
+                let ty = need_ty()?;
+                self.args(i, 4)?;
+                Op::Int3 {
+                    op: I3::Sad,
+                    bits: ty.bits(),
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    c: self.src(&a[3], ty)?,
+                }
+            }
+            "abs" | "neg" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" => {
+                let ty = need_ty()?;
+                self.args(i, 2)?;
+                if ty == Ty::Pred && i.opcode == "not" {
+                    return Ok(Op::PredNot {
+                        d: self.pdst(&a[0])?,
+                        a: self.psrc(&a[1])?,
+                    });
+                }
+                if let (Some(fty), "abs" | "neg") = (fty(ty), i.opcode.as_str()) {
+                    let op = if i.opcode == "abs" { F1::Abs } else { F1::Neg };
+                    return Ok(Op::Float1 {
+                        op,
+                        ty: fty,
+                        rnd: Rnd::Rn,
+                        ftz,
+                        sat,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], ty)?,
+                    });
+                }
+                let op = match i.opcode.as_str() {
+                    "abs" => I1::Abs,
+                    "neg" => I1::Neg,
+                    "not" => I1::Not,
+                    "cnot" => I1::Cnot,
+                    "popc" => I1::Popc,
+                    "clz" => I1::Clz,
+                    "brev" => I1::Brev,
+                    _ if m.has("shiftamt") => I1::BfindShift,
+                    _ => I1::Bfind,
+                };
+                Op::Int1 {
+                    op,
+                    bits: ty.bits(),
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                }
+            }
+            "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" => {
+                let ty = need_ty()?;
+                self.args(i, 2)?;
+                let fty = fty(ty).ok_or_else(|| self.unsupported(i))?;
+                let approx = m.has("approx");
+                let op = match i.opcode.as_str() {
+                    "rcp" if approx => F1::RcpApprox,
+                    "rcp" => F1::Rcp,
+                    "sqrt" if approx => F1::SqrtApprox,
+                    "sqrt" => F1::Sqrt,
+                    "rsqrt" => F1::Rsqrt,
+                    "ex2" => F1::Ex2,
+                    "lg2" => F1::Lg2,
+                    "sin" => F1::Sin,
+                    "cos" => F1::Cos,
+                    _ => F1::Tanh,
+                };
+                Op::Float1 {
+                    op,
+                    ty: fty,
+                    rnd: rnd.unwrap_or(Rnd::Rn),
+                    ftz,
+                    sat,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                }
+            }
+            "bfe" => {
+                let ty = need_ty()?;
+                self.args(i, 4)?;
+                Op::Int3 {
+                    op: I3::Bfe,
+                    bits: ty.bits(),
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], Ty::U32)?,
+                    c: self.src(&a[3], Ty::U32)?,
+                }
+            }
+            "bfi" => {
+                let ty = need_ty()?;
+                self.args(i, 5)?;
+                Op::Bfi {
+                    bits: ty.bits(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    c: self.src(&a[3], Ty::U32)?,
+                    e: self.src(&a[4], Ty::U32)?,
+                }
+            }
+            "prmt" => {
+                self.args(i, 4)?;
+                if i.mods
+                    .iter()
+                    .any(|s| matches!(s.as_str(), "f4e" | "b4e" | "rc8" | "ecl" | "ecr" | "rc16"))
+                {
+                    return Err(self.unsupported(i));
+                }
+                Op::Int3 {
+                    op: I3::Prmt,
+                    bits: 32,
+                    signed: false,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], Ty::B32)?,
+                    b: self.src(&a[2], Ty::B32)?,
+                    c: self.src(&a[3], Ty::B32)?,
+                }
+            }
+            "shf" => {
+                self.args(i, 4)?;
+                Op::Int3 {
+                    op: I3::Shf {
+                        left: m.has("l"),
+                        wrap: m.has("wrap"),
+                    },
+                    bits: 32,
+                    signed: false,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], Ty::B32)?,
+                    b: self.src(&a[2], Ty::B32)?,
+                    c: self.src(&a[3], Ty::U32)?,
+                }
+            }
+            "lop3" => {
+                let ty = need_ty()?;
+                self.args(i, 5)?;
+                let Opnd::Lit(Lit::Int(lut)) = a[4] else {
+                    return self.err("lop3 needs an immediate table");
+                };
+                Op::Int3 {
+                    op: I3::Lop3(lut as u8),
+                    bits: ty.bits(),
+                    signed: false,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    c: self.src(&a[3], ty)?,
+                }
+            }
+            "selp" => {
+                let ty = need_ty()?;
+                self.args(i, 4)?;
+                Op::Selp {
+                    mask: width_mask(ty.bits()),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    b: self.src(&a[2], ty)?,
+                    p: self.psrc(&a[3])?,
+                }
+            }
+            "slct" => {
+                self.args(i, 4)?;
+                let (Some(&dty), Some(&cty)) = (tys.first(), tys.get(1)) else {
+                    return self.err("slct needs two types");
+                };
+                Op::Int3 {
+                    op: I3::Slct,
+                    bits: dty.bits(),
+                    signed: cty == Ty::S32,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], dty)?,
+                    b: self.src(&a[2], dty)?,
+                    c: self.src(&a[3], cty)?,
+                }
+            }
+            "setp" | "set" => {
+                let cmp = m.cmp().ok_or_else(|| self.unsupported(i))?;
+                let comb = m.boolop();
+                let sty = *tys.last().ok_or_else(|| self.unsupported(i))?;
+                let n = if comb.is_some() { 4 } else { 3 };
+                self.args(i, n)?;
+                let comb = match comb {
+                    Some(op) => Some((op, self.psrc(&a[3])?)),
+                    None => None,
+                };
+                if i.opcode == "set" {
+                    let dty = *tys.first().ok_or_else(|| self.unsupported(i))?;
+                    return Ok(Op::Set {
+                        cmp,
+                        ty: sty,
+                        dty,
+                        ftz,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], sty)?,
+                        b: self.src(&a[2], sty)?,
+                        comb,
+                    });
+                }
+                let (p, q) = match &a[0] {
+                    Opnd::Pipe(p, q) => (self.pred(p)?, self.pred(q)?),
+                    o => (self.pdst(o)?, SINK),
+                };
+                Op::Setp {
+                    cmp,
+                    ty: sty,
+                    ftz,
+                    p,
+                    q,
+                    a: self.src(&a[1], sty)?,
+                    b: self.src(&a[2], sty)?,
+                    comb,
+                }
+            }
+            "cvt" => {
+                let (Some(&to), Some(&from)) = (tys.first(), tys.get(1)) else {
+                    return self.err("cvt needs two types");
+                };
+                if !(matches!(to, Ty::F16x2 | Ty::BF16x2) && a.len() == 3) {
+                    self.args(i, 2)?;
+                }
+                let int_rnd = i
+                    .mods
+                    .iter()
+                    .any(|s| matches!(s.as_str(), "rni" | "rzi" | "rmi" | "rpi"));
+                if to.float() && to == from && !matches!(to, Ty::F16x2 | Ty::BF16x2) {
+                    let Some(fty) = fty(to) else {
+                        return Err(self.unsupported(i));
+                    };
+                    return Ok(Op::Float1 {
+                        op: F1::Round(if int_rnd { rnd } else { None }),
+                        ty: fty,
+                        rnd: rnd.unwrap_or(Rnd::Rn),
+                        ftz,
+                        sat,
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], from)?,
+                    });
+                }
+                if matches!(to, Ty::F16x2 | Ty::BF16x2) && from == Ty::F32 && a.len() == 3 {
+                    return Ok(Op::CvtPack {
+                        bf: to == Ty::BF16x2,
+                        rnd: rnd.unwrap_or(Rnd::Rn),
+                        relu: m.has("relu"),
+                        d: self.dst(&a[0])?,
+                        a: self.src(&a[1], Ty::F32)?,
+                        b: self.src(&a[2], Ty::F32)?,
+                    });
+                }
+                if matches!(to, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                    || matches!(from, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                {
+                    return Err(self.unsupported(i));
+                }
+                Op::Cvt {
+                    to,
+                    from,
+                    rnd,
+                    int_rnd,
+                    ftz,
+                    sat,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], from)?,
+                }
+            }
+            "cvta" => {
+                self.args(i, 2)?;
+                let space = m.space().ok_or_else(|| self.unsupported(i))?;
+                let ty = ty.unwrap_or(Ty::U64);
+                Op::Cvta {
+                    to_generic: !m.has("to"),
+                    space,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    bits: ty.bits(),
+                }
+            }
+            "isspacep" => {
+                self.args(i, 2)?;
+                let space = m.space().ok_or_else(|| self.unsupported(i))?;
+                Op::Isspacep {
+                    space,
+                    p: self.pdst(&a[0])?,
+                    a: self.src(&a[1], Ty::U64)?,
+                }
+            }
+            "testp" => {
+                self.args(i, 2)?;
+                let ty = need_ty()?;
+                let op = [
+                    "finite",
+                    "infinite",
+                    "number",
+                    "notanumber",
+                    "normal",
+                    "subnormal",
+                ]
+                .iter()
+                .position(|t| m.has(t))
+                .ok_or_else(|| self.unsupported(i))? as u8;
+                Op::Testp {
+                    op,
+                    ty: fty(ty).ok_or_else(|| self.unsupported(i))?,
+                    p: self.pdst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                }
+            }
+            "ld" | "ldu" | "st" => {
+                self.args(i, 2)?;
+                let ty = need_ty()?;
+                if m.has("v8") {
+                    return Err(self.unsupported(i));
+                }
+                let n = if m.has("v2") {
+                    2
+                } else if m.has("v4") {
+                    4
+                } else {
+                    1
+                };
+                let is_ld = i.opcode != "st";
+                let (addr, sym) = self.addr(if is_ld { &a[1] } else { &a[0] })?;
+                let mut space = m.space().unwrap_or(Space::Generic);
+                if space == Space::Param {
+                    space = match sym {
+                        Some(Sym::Local(..)) => Space::Local,
+                        Some(Sym::KParam(_)) => Space::Param,
+                        _ if self.kernel => Space::Param,
+                        _ => Space::Local,
+                    };
+                }
+                if space == Space::Const {
+                    space = Space::Global;
+                }
+                if ty == Ty::B128 {
+                    return Err(self.unsupported(i));
+                }
+                let size = ty.bytes();
+                let vals: Vec<&Opnd> = match if is_ld { &a[0] } else { &a[1] } {
+                    Opnd::Vec(v) => v.iter().collect(),
+                    o => vec![o],
+                };
+                if vals.len() != n as usize {
+                    return self.err(format!("`{}` needs {n} values", full_name(i)));
+                }
+                if is_ld {
+                    let ds = vals
+                        .iter()
+                        .map(|o| self.dst(o))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let wide = vals
+                        .first()
+                        .and_then(|o| self.reg_ty(o))
+                        .is_some_and(|t| t.bits() > ty.bits());
+                    let sext = if ty.signed() && wide { ty.bits() } else { 0 };
+                    Op::Ld {
+                        space,
+                        size,
+                        n,
+                        ds,
+                        addr,
+                        sext,
+                    }
+                } else {
+                    let srcs = vals
+                        .iter()
+                        .map(|o| self.src(o, ty))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Op::St {
+                        space,
+                        size,
+                        n,
+                        srcs,
+                        addr,
+                    }
+                }
+            }
+            "atom" | "red" => {
+                let ty = need_ty()?;
+                let is_red = i.opcode == "red";
+                let op = [
+                    ("add", AtomOp::Add),
+                    ("min", AtomOp::Min),
+                    ("max", AtomOp::Max),
+                    ("inc", AtomOp::Inc),
+                    ("dec", AtomOp::Dec),
+                    ("and", AtomOp::And),
+                    ("or", AtomOp::Or),
+                    ("xor", AtomOp::Xor),
+                    ("exch", AtomOp::Exch),
+                    ("cas", AtomOp::Cas),
+                ]
+                .iter()
+                .find(|(s, _)| m.has(s))
+                .map(|x| x.1)
+                .ok_or_else(|| self.unsupported(i))?;
+                if m.has("v2")
+                    || m.has("v4")
+                    || m.has("v8")
+                    || matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                {
+                    return Err(self.unsupported(i));
+                }
+                let base = if is_red { 0 } else { 1 };
+                let n = base + if op == AtomOp::Cas { 3 } else { 2 };
+                self.args(i, n)?;
+                let (addr, _) = self.addr(&a[base])?;
+                let mut space = m.space().unwrap_or(Space::Generic);
+                if space == Space::Const || space == Space::Param || space == Space::Local {
+                    return Err(self.unsupported(i));
+                }
+                if space == Space::Global {
+                    space = Space::Global;
+                }
+                Op::Atom {
+                    space,
+                    op,
+                    ty,
+                    d: if is_red { SINK } else { self.dst(&a[0])? },
+                    addr,
+                    b: self.src(&a[base + 1], ty)?,
+                    c: if op == AtomOp::Cas {
+                        self.src(&a[base + 2], ty)?
+                    } else {
+                        Src::Imm(0)
+                    },
+                }
+            }
+            "bra" | "brx" => {
+                if i.opcode == "brx" {
+                    return Err(self.unsupported(i));
+                }
+                self.args(i, 1)?;
+                let Opnd::Name(l) = &a[0] else {
+                    return self.err("bra needs a label");
+                };
+                let target = *self
+                    .labels
+                    .get(l)
+                    .ok_or_else(|| EmuError::ptx(i.line, format!("undefined label `{l}`")))?;
+                Op::Bra { target }
+            }
+            "call" => self.call(i)?,
+            "ret" => Op::Ret,
+            "exit" => Op::Exit,
+            "trap" => Op::Trap,
+            "brkpt" | "membar" | "fence" | "nanosleep" | "pmevent" | "prefetch" | "prefetchu"
+            | "discard" | "griddepcontrol" | "applypriority" | "createpolicy" => {
+                if i.opcode == "fence" && (m.has("proxy") && m.has("tensormap")) {
+                    return Err(self.unsupported(i));
+                }
+                if i.opcode == "createpolicy" {
+                    return Err(self.unsupported(i));
+                }
+                Op::Nop
+            }
+            "bar" | "barrier" => {
+                if m.has("cluster") {
+                    return Err(self.unsupported(i));
+                }
+                if m.has("warp") {
+                    return Ok(Op::Nop);
+                }
+                let kind = if m.has("arrive") {
+                    BarKind::Arrive
+                } else if m.has("red") {
+                    if m.has("popc") {
+                        BarKind::RedPopc
+                    } else if m.has("and") {
+                        BarKind::RedAnd
+                    } else {
+                        BarKind::RedOr
+                    }
+                } else {
+                    BarKind::Sync
+                };
+                let red = matches!(kind, BarKind::RedPopc | BarKind::RedAnd | BarKind::RedOr);
+                let ops: &[Opnd] = if red { a.get(1..).unwrap_or(&[]) } else { a };
+                let id = match ops.first() {
+                    Some(o) => self.src(o, Ty::U32)?,
+                    None => Src::Imm(0),
+                };
+                let (count, p) = if red {
+                    match ops.len() {
+                        2 => (None, self.psrc(&ops[1])?),
+                        3 => (Some(self.src(&ops[1], Ty::U32)?), self.psrc(&ops[2])?),
+                        _ => return self.err("bar.red needs a predicate"),
+                    }
+                } else {
+                    (
+                        ops.get(1).map(|o| self.src(o, Ty::U32)).transpose()?,
+                        PSrc::Imm(true),
+                    )
+                };
+                let d = if red {
+                    if kind == BarKind::RedPopc {
+                        self.dst(&a[0])?
+                    } else {
+                        // and/or write a predicate.
+                        self.pdst(&a[0])?
+                    }
+                } else {
+                    SINK
+                };
+                Op::Bar {
+                    kind,
+                    id,
+                    count,
+                    d,
+                    p,
+                }
+            }
+            "shfl" => {
+                let mode = if m.has("up") {
+                    ShflMode::Up
+                } else if m.has("down") {
+                    ShflMode::Down
+                } else if m.has("bfly") {
+                    ShflMode::Bfly
+                } else {
+                    ShflMode::Idx
+                };
+                if a.len() != 5 && a.len() != 4 {
+                    return self.err("shfl takes 4 or 5 operands");
+                }
+                let (d, p) = match &a[0] {
+                    Opnd::Pipe(d, p) => (self.dst(&Opnd::Name(d.clone()))?, self.pred(p)?),
+                    o => (self.dst(o)?, SINK),
+                };
+                let member = match a.get(4) {
+                    Some(o) => self.src(o, Ty::B32)?,
+                    None => Src::Imm(0xFFFF_FFFF),
+                };
+                Op::Shfl {
+                    mode,
+                    d,
+                    p,
+                    a: self.src(&a[1], Ty::B32)?,
+                    b: self.src(&a[2], Ty::U32)?,
+                    c: self.src(&a[3], Ty::U32)?,
+                    member,
+                }
+            }
+            "vote" => {
+                let mode = if m.has("all") {
+                    VoteMode::All
+                } else if m.has("any") {
+                    VoteMode::Any
+                } else if m.has("uni") {
+                    VoteMode::Uni
+                } else if m.has("ballot") {
+                    VoteMode::Ballot
+                } else {
+                    return Err(self.unsupported(i));
+                };
+                if a.len() < 2 {
+                    return self.err("vote takes 2 or 3 operands");
+                }
+                let d = if mode == VoteMode::Ballot {
+                    self.dst(&a[0])?
+                } else {
+                    self.pdst(&a[0])?
+                };
+                let member = match a.get(2) {
+                    Some(o) => self.src(o, Ty::B32)?,
+                    None => Src::Imm(0xFFFF_FFFF),
+                };
+                Op::Vote {
+                    mode,
+                    d,
+                    a: self.psrc(&a[1])?,
+                    member,
+                }
+            }
+            "activemask" => {
+                self.args(i, 1)?;
+                Op::Activemask {
+                    d: self.dst(&a[0])?,
+                }
+            }
+            "match" => {
+                let ty = need_ty()?;
+                if a.len() != 3 {
+                    return self.err("match takes 3 operands");
+                }
+                let (d, p) = match &a[0] {
+                    Opnd::Pipe(d, p) => (self.dst(&Opnd::Name(d.clone()))?, self.pred(p)?),
+                    o => (self.dst(o)?, SINK),
+                };
+                Op::Match {
+                    all: m.has("all"),
+                    bits: ty.bits(),
+                    d,
+                    p,
+                    a: self.src(&a[1], ty)?,
+                    member: self.src(&a[2], Ty::B32)?,
+                }
+            }
+            "redux" => {
+                let ty = need_ty()?;
+                if a.len() != 3 || ty.float() {
+                    return Err(self.unsupported(i));
+                }
+                let op = [
+                    ("add", ReduxOp::Add),
+                    ("min", ReduxOp::Min),
+                    ("max", ReduxOp::Max),
+                    ("and", ReduxOp::And),
+                    ("or", ReduxOp::Or),
+                    ("xor", ReduxOp::Xor),
+                ]
+                .iter()
+                .find(|(s, _)| m.has(s))
+                .map(|x| x.1)
+                .ok_or_else(|| self.unsupported(i))?;
+                Op::Redux {
+                    op,
+                    signed: ty.signed(),
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ty)?,
+                    member: self.src(&a[2], Ty::B32)?,
+                }
+            }
+            _ => return Err(self.unsupported(i)),
+        };
+        Ok(op)
+    }
+
+    fn call(&mut self, i: &PInst) -> Result<Op, EmuError> {
+        let mut it = i.args.iter().peekable();
+        let mut rets = Vec::new();
+        if let Some(Opnd::List(r)) = it.peek() {
+            rets = r.clone();
+            it.next();
+        }
+        let Some(Opnd::Name(fname)) = it.next() else {
+            return Err(EmuError::unsupported(i.line, "indirect call"));
+        };
+        let args = match it.next() {
+            Some(Opnd::List(a)) => a.clone(),
+            None => Vec::new(),
+            Some(_) => {
+                return Err(EmuError::unsupported(
+                    i.line,
+                    "indirect call through a prototype",
+                ))
+            }
+        };
+        if it.next().is_some() {
+            return Err(EmuError::unsupported(
+                i.line,
+                "indirect call through a prototype",
+            ));
+        }
+        let func = match self.lookup(fname) {
+            Some(Sym::Func(f)) => f,
+            _ => return self.err(format!("call to undefined function `{fname}`")),
+        };
+        let slot = |o: &Opnd| -> Result<(u32, u32), EmuError> {
+            match o {
+                Opnd::Name(n) => match self.lookup(n) {
+                    Some(Sym::Local(off, size)) => Ok((off, size)),
+                    _ => Err(EmuError::unsupported(
+                        i.line,
+                        format!("call argument `{n}` that is not a .param"),
+                    )),
+                },
+                _ => Err(EmuError::unsupported(
+                    i.line,
+                    "call argument that is not a .param",
+                )),
+            }
+        };
+        let args = args.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
+        let rets = rets.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
+        let f = &self.out.funcs[func as usize];
+        if let Some(b) = f.builtin {
+            return Ok(Op::Builtin {
+                which: b,
+                args,
+                rets,
+            });
+        }
+        self.callees.push(func);
+        Ok(Op::Call { func, args, rets })
+    }
+
+    fn unsupported(&self, i: &PInst) -> EmuError {
+        EmuError::unsupported(i.line, format!("instruction `{}`", full_name(i)))
+    }
+}
+
+fn full_name(i: &PInst) -> String {
+    let mut s = i.opcode.clone();
+    for m in &i.mods {
+        s.push('.');
+        s.push_str(m);
+    }
+    s
+}
+
+struct Mods<'a>(&'a [String]);
+
+impl Mods<'_> {
+    fn has(&self, s: &str) -> bool {
+        self.0.iter().any(|m| m == s)
+    }
+    fn rnd(&self) -> Option<Rnd> {
+        self.0.iter().find_map(|m| match m.as_str() {
+            "rn" | "rni" => Some(Rnd::Rn),
+            "rz" | "rzi" => Some(Rnd::Rz),
+            "rm" | "rmi" => Some(Rnd::Rm),
+            "rp" | "rpi" => Some(Rnd::Rp),
+            _ => None,
+        })
+    }
+    fn space(&self) -> Option<Space> {
+        self.0.iter().find_map(|m| match m.as_str() {
+            "global" => Some(Space::Global),
+            "shared" | "shared::cta" => Some(Space::Shared),
+            "local" => Some(Space::Local),
+            "const" => Some(Space::Const),
+            "param" | "param::entry" | "param::func" => Some(Space::Param),
+            _ => None,
+        })
+    }
+    fn cmp(&self) -> Option<Cmp> {
+        self.0.iter().find_map(|m| {
+            Some(match m.as_str() {
+                "eq" => Cmp::Eq,
+                "ne" => Cmp::Ne,
+                "lt" => Cmp::Lt,
+                "le" => Cmp::Le,
+                "gt" => Cmp::Gt,
+                "ge" => Cmp::Ge,
+                "lo" => Cmp::Lo,
+                "ls" => Cmp::Ls,
+                "hi" => Cmp::Hi,
+                "hs" => Cmp::Hs,
+                "equ" => Cmp::Equ,
+                "neu" => Cmp::Neu,
+                "ltu" => Cmp::Ltu,
+                "leu" => Cmp::Leu,
+                "gtu" => Cmp::Gtu,
+                "geu" => Cmp::Geu,
+                "num" => Cmp::Num,
+                "nan" => Cmp::Nan,
+                _ => return None,
+            })
+        })
+    }
+    fn boolop(&self) -> Option<BoolOp> {
+        self.0.iter().find_map(|m| match m.as_str() {
+            "and" => Some(BoolOp::And),
+            "or" => Some(BoolOp::Or),
+            "xor" => Some(BoolOp::Xor),
+            _ => None,
+        })
+    }
+}
+
+fn fty(t: Ty) -> Option<FTy> {
+    Some(match t {
+        Ty::F16 => FTy::F16,
+        Ty::BF16 => FTy::BF16,
+        Ty::F32 => FTy::F32,
+        Ty::F64 => FTy::F64,
+        Ty::F16x2 => FTy::F16x2,
+        Ty::BF16x2 => FTy::BF16x2,
+        _ => return None,
+    })
+}
+
+fn int_ty(bits: u32) -> Ty {
+    match bits {
+        8 => Ty::B8,
+        16 => Ty::B16,
+        32 => Ty::B32,
+        _ => Ty::B64,
+    }
+}
+
+pub fn width_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+fn sreg(n: &str) -> Option<Sreg> {
+    let dim = |s: &str| match s {
+        "x" => Some(0u8),
+        "y" => Some(1),
+        "z" => Some(2),
+        _ => None,
+    };
+    if let Some((base, d)) = n.split_once('.') {
+        let d = dim(d)?;
+        return Some(match base {
+            "%tid" => Sreg::Tid(d),
+            "%ntid" => Sreg::Ntid(d),
+            "%ctaid" => Sreg::Ctaid(d),
+            "%nctaid" => Sreg::Nctaid(d),
+            _ => return None,
+        });
+    }
+    Some(match n {
+        "%laneid" => Sreg::Laneid,
+        "%warpid" => Sreg::Warpid,
+        "%nwarpid" => Sreg::Nwarpid,
+        "%smid" => Sreg::Smid,
+        "%nsmid" => Sreg::Nsmid,
+        "%gridid" => Sreg::Gridid,
+        "%clock" => Sreg::Clock,
+        "%clock64" => Sreg::Clock64,
+        "%globaltimer" => Sreg::GlobalTimer,
+        "%lanemask_eq" => Sreg::LanemaskEq,
+        "%lanemask_lt" => Sreg::LanemaskLt,
+        "%lanemask_le" => Sreg::LanemaskLe,
+        "%lanemask_gt" => Sreg::LanemaskGt,
+        "%lanemask_ge" => Sreg::LanemaskGe,
+        "%dynamic_smem_size" => Sreg::DynSmem,
+        "%total_smem_size" => Sreg::TotalSmem,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowers_the_corpus() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ptx");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let src = std::fs::read_to_string(&p).unwrap();
+            let ast = crate::parser::parse(&src).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            let l = lower(&ast).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            assert!(l.funcs.iter().any(|f| f.kernel), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn unsupported_instruction_is_named() {
+        let src = ".version 8.0\n.target sm_80\n.address_size 64\n.entry k()\n{\n.reg .b32 %r<4>;\n tex.1d.v4.s32.s32 {%r0,%r1,%r2,%r3}, [t, {%r0}];\n}\n";
+        let ast = crate::parser::parse(src).unwrap();
+        let e = lower(&ast).unwrap_err();
+        assert_eq!(e.cuda_code(), 801);
+        assert!(e.to_string().contains("tex.1d"), "{e}");
+    }
+}

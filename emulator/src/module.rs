@@ -1,0 +1,315 @@
+//! Modules and launches: [`Module`] is a parsed, lowered image (immutable, shareable);
+//! [`LoadedModule`] is a module whose globals live in one [`AddressSpace`], and launches its
+//! kernels there.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use crate::error::EmuError;
+use crate::exec::{self, KernelLayout};
+use crate::ir::{Func, Inst};
+use crate::lower::{self as lowering, Reloc};
+pub use crate::lower::{GlobalInfo, GlobalSpace};
+use crate::memory::AddressSpace;
+
+/// Most threads in a block.
+pub const MAX_BLOCK_THREADS: u32 = 1024;
+/// Most shared memory per block (static plus dynamic), as on sm_80.
+pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
+
+/// One kernel parameter: its offset and size in the packed parameter buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// What a launcher needs to know about a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInfo {
+    pub name: String,
+    pub params: Vec<ParamInfo>,
+    pub static_shared_bytes: u32,
+    pub local_bytes: u32,
+    pub num_regs: u32,
+    pub max_threads_per_block: u32,
+}
+
+impl KernelInfo {
+    /// Bytes of the packed parameter buffer.
+    pub fn params_size(&self) -> u32 {
+        self.params
+            .iter()
+            .map(|p| p.offset + p.size)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A parsed and lowered module image.
+#[derive(Debug)]
+pub struct Module {
+    code: Vec<Inst>,
+    funcs: Vec<Func>,
+    globals: Vec<GlobalInfo>,
+    relocs: Vec<Reloc>,
+    shared_bytes: u32,
+    kernels: Vec<KernelInfo>,
+    /// Per kernel (same order as `kernels`): function index and frame layout.
+    layouts: Vec<(u32, Result<KernelLayout, EmuError>)>,
+}
+
+impl Module {
+    /// Loads PTX text, a fatbin or an ELF image (ELF: 209, no PTX to run). `cc` is the
+    /// emulated compute capability (80 for sm_80); the PTX of the highest arch not above it
+    /// is used.
+    pub fn load(image: &[u8], cc: u32) -> Result<Module, EmuError> {
+        let text = crate::loader::extract_ptx(image, cc)?;
+        Self::from_ptx(&text)
+    }
+
+    /// Parses and lowers PTX text.
+    pub fn from_ptx(text: &str) -> Result<Module, EmuError> {
+        let ast = crate::parser::parse(text)?;
+        let l = lowering::lower(&ast)?;
+        let mut kernels = Vec::new();
+        let mut layouts = Vec::new();
+        for (i, f) in l.funcs.iter().enumerate() {
+            if !f.kernel || f.entry.is_none() {
+                continue;
+            }
+            let lay = exec::layout(&l.funcs, i as u32);
+            let (local, regs) = lay.as_ref().map(|x| (x.local, x.regs)).unwrap_or((0, 0));
+            kernels.push(KernelInfo {
+                name: f.name.clone(),
+                params: f
+                    .kparams
+                    .iter()
+                    .map(|&(offset, size)| ParamInfo { offset, size })
+                    .collect(),
+                static_shared_bytes: l.shared_bytes,
+                local_bytes: local,
+                num_regs: regs.min(255),
+                max_threads_per_block: f
+                    .max_threads
+                    .unwrap_or(MAX_BLOCK_THREADS)
+                    .clamp(1, MAX_BLOCK_THREADS),
+            });
+            layouts.push((i as u32, lay));
+        }
+        Ok(Module {
+            code: l.code,
+            funcs: l.funcs,
+            globals: l.globals,
+            relocs: l.relocs,
+            shared_bytes: l.shared_bytes,
+            kernels,
+            layouts,
+        })
+    }
+
+    pub fn kernels(&self) -> &[KernelInfo] {
+        &self.kernels
+    }
+
+    pub fn kernel(&self, name: &str) -> Option<&KernelInfo> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+
+    pub fn globals(&self) -> &[GlobalInfo] {
+        &self.globals
+    }
+}
+
+/// Launch geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_shared_bytes: u32,
+}
+
+/// How to run a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchOptions {
+    /// Worker threads; 0 uses every core.
+    pub threads: usize,
+    /// Warp instructions the launch may execute before it fails with 702 `LAUNCH_TIMEOUT`.
+    pub instruction_budget: u64,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            threads: 0,
+            instruction_budget: 1 << 36,
+        }
+    }
+}
+
+/// What a launch produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchOutcome {
+    /// Device `printf` output (and assertion messages), in block order.
+    pub printf: String,
+    pub result: Result<(), EmuError>,
+    /// Thread instructions executed (active lanes summed over warp instructions).
+    pub thread_instructions: u64,
+}
+
+impl LaunchOutcome {
+    fn err(e: EmuError) -> Self {
+        LaunchOutcome {
+            printf: String::new(),
+            result: Err(e),
+            thread_instructions: 0,
+        }
+    }
+}
+
+/// A module instantiated in one address space: its globals allocated and initialised there.
+#[derive(Debug)]
+pub struct LoadedModule {
+    module: Arc<Module>,
+    addrs: Vec<u64>,
+}
+
+impl LoadedModule {
+    pub fn new(module: Arc<Module>, space: &AddressSpace) -> Result<LoadedModule, EmuError> {
+        let mut addrs: Vec<u64> = Vec::with_capacity(module.globals.len());
+        let free_all = |addrs: &[u64]| {
+            for &a in addrs {
+                let _ = space.free(a);
+            }
+        };
+        for g in &module.globals {
+            match space.alloc(g.size.max(1)) {
+                Ok(a) => {
+                    addrs.push(a);
+                    if !g.init.is_empty() {
+                        if let Err(e) = space.write(a, &g.init) {
+                            free_all(&addrs);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Err(e) => {
+                    free_all(&addrs);
+                    return Err(e.into());
+                }
+            }
+        }
+        for r in &module.relocs {
+            let (Some(&base), Some(&target)) =
+                (addrs.get(r.global as usize), addrs.get(r.target as usize))
+            else {
+                continue;
+            };
+            let v = target.wrapping_add(r.addend as u64);
+            let n = (r.size as usize).min(8);
+            let _ = space.write(base + r.offset, &v.to_le_bytes()[..n]);
+        }
+        Ok(LoadedModule { module, addrs })
+    }
+
+    pub fn module(&self) -> &Arc<Module> {
+        &self.module
+    }
+
+    /// Device address and size of a module global.
+    pub fn global(&self, name: &str) -> Option<(u64, u64)> {
+        let i = self.module.globals.iter().position(|g| g.name == name)?;
+        Some((self.addrs[i], self.module.globals[i].size))
+    }
+
+    /// Frees the module's globals.
+    pub fn free(&self, space: &AddressSpace) {
+        for &a in &self.addrs {
+            let _ = space.free(a);
+        }
+    }
+
+    /// Runs `kernel` to completion.
+    pub fn launch(
+        &self,
+        space: &AddressSpace,
+        kernel: &str,
+        cfg: &LaunchConfig,
+        params: &[u8],
+        opts: &LaunchOptions,
+    ) -> LaunchOutcome {
+        let m = &*self.module;
+        let Some(k) = m.kernels.iter().position(|k| k.name == kernel) else {
+            return LaunchOutcome::err(EmuError::NotFound(format!("kernel `{kernel}`")));
+        };
+        let info = &m.kernels[k];
+        let (fidx, layout) = &m.layouts[k];
+        let layout = match layout {
+            Ok(l) => l,
+            Err(e) => return LaunchOutcome::err(e.clone()),
+        };
+        let threads_per_block = cfg.block.iter().try_fold(1u32, |a, &b| a.checked_mul(b));
+        let bad = |msg: String| LaunchOutcome::err(EmuError::InvalidValue(msg));
+        match threads_per_block {
+            Some(t) if t >= 1 && t <= info.max_threads_per_block => {}
+            _ => {
+                return bad(format!(
+                    "block {:?} exceeds {} threads or is empty",
+                    cfg.block, info.max_threads_per_block
+                ))
+            }
+        }
+        if cfg.block[2] > 64
+            || cfg.grid.contains(&0)
+            || cfg.grid[1] > 65535
+            || cfg.grid[2] > 65535
+            || cfg.grid[0] > i32::MAX as u32
+        {
+            return bad(format!(
+                "invalid launch dimensions grid {:?} block {:?}",
+                cfg.grid, cfg.block
+            ));
+        }
+        let dyn_base = m.shared_bytes.next_multiple_of(16);
+        let shared = dyn_base as u64 + cfg.dynamic_shared_bytes as u64;
+        if shared > MAX_SHARED_BYTES as u64 {
+            return bad(format!("{shared} bytes of shared memory requested"));
+        }
+        if (params.len() as u64) < info.params_size() as u64 {
+            return bad(format!(
+                "parameter buffer of {} bytes, kernel needs {}",
+                params.len(),
+                info.params_size()
+            ));
+        }
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            opts.threads
+        };
+        let ctx = exec::Ctx {
+            code: &m.code,
+            funcs: &m.funcs,
+            layout,
+            kernel: *fidx,
+            space,
+            params,
+            globals: &self.addrs,
+            grid: cfg.grid,
+            block: cfg.block,
+            shared_bytes: shared as u32,
+            dyn_base,
+            budget: opts.instruction_budget,
+            used: AtomicU64::new(0),
+            abort: AtomicBool::new(false),
+        };
+        let r = exec::run(&ctx, threads);
+        LaunchOutcome {
+            printf: r.printf,
+            result: r.result,
+            thread_instructions: r.thread_instructions,
+        }
+    }
+}

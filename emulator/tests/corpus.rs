@@ -1,0 +1,1836 @@
+//! PTX corpus tests: real NVRTC output (`tests/ptx`, generated from `tests/cuda` by
+//! `gen_ptx.py`) run on the emulator against results computed on the CPU.
+
+use std::sync::Arc;
+
+use remora_emulator::{
+    AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule, Module,
+};
+
+struct Gpu {
+    space: AddressSpace,
+    lm: LoadedModule,
+}
+
+#[derive(Clone)]
+enum A {
+    I32(i32),
+    F32(f32),
+    Ptr(u64),
+    Bytes(Vec<u8>),
+}
+
+fn gpu(file: &str) -> Gpu {
+    let path = format!("{}/tests/ptx/{file}", env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read(&path).unwrap();
+    let module = Arc::new(Module::load(&src, 80).unwrap_or_else(|e| panic!("{file}: {e}")));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 32), 0x7f00_0000_0000, 1 << 36);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    Gpu { space, lm }
+}
+
+impl Gpu {
+    fn upload(&self, bytes: &[u8]) -> u64 {
+        let p = self.space.alloc(bytes.len().max(1) as u64).unwrap();
+        self.space.write(p, bytes).unwrap();
+        p
+    }
+    fn f32s(&self, v: &[f32]) -> u64 {
+        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    fn i32s(&self, v: &[i32]) -> u64 {
+        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    fn f64s(&self, v: &[f64]) -> u64 {
+        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    fn i64s(&self, v: &[i64]) -> u64 {
+        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    fn zeros(&self, n: usize) -> u64 {
+        self.space.alloc(n.max(1) as u64).unwrap()
+    }
+    fn read(&self, p: u64, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        self.space.read(p, &mut out).unwrap();
+        out
+    }
+    fn get_f32(&self, p: u64, n: usize) -> Vec<f32> {
+        self.read(p, n * 4)
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    fn get_i32(&self, p: u64, n: usize) -> Vec<i32> {
+        self.read(p, n * 4)
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    fn get_f64(&self, p: u64, n: usize) -> Vec<f64> {
+        self.read(p, n * 8)
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    fn get_i64(&self, p: u64, n: usize) -> Vec<i64> {
+        self.read(p, n * 8)
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn launch_opts(
+        &self,
+        kernel: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dyn_shared: u32,
+        args: &[A],
+        opts: LaunchOptions,
+    ) -> LaunchOutcome {
+        let info = self
+            .lm
+            .module()
+            .kernel(kernel)
+            .unwrap_or_else(|| panic!("no kernel {kernel}"))
+            .clone();
+        assert_eq!(info.params.len(), args.len(), "{kernel}: parameter count");
+        let mut buf = vec![0u8; info.params_size() as usize];
+        for (p, a) in info.params.iter().zip(args) {
+            let bytes = match a {
+                A::I32(v) => v.to_le_bytes().to_vec(),
+                A::F32(v) => v.to_le_bytes().to_vec(),
+                A::Ptr(v) => v.to_le_bytes().to_vec(),
+                A::Bytes(b) => b.clone(),
+            };
+            assert_eq!(bytes.len() as u32, p.size, "{kernel}: parameter size");
+            buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        let cfg = LaunchConfig {
+            grid,
+            block,
+            dynamic_shared_bytes: dyn_shared,
+        };
+        self.lm.launch(&self.space, kernel, &cfg, &buf, &opts)
+    }
+
+    fn launch(&self, kernel: &str, grid: u32, block: u32, args: &[A]) -> LaunchOutcome {
+        self.launch_opts(
+            kernel,
+            [grid, 1, 1],
+            [block, 1, 1],
+            0,
+            args,
+            LaunchOptions {
+                threads: 2,
+                instruction_budget: 1 << 32,
+            },
+        )
+    }
+}
+
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+fn randf(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..n)
+        .map(|_| ((r() % 20000) as f32 - 10000.0) / 1000.0)
+        .collect()
+}
+
+fn ulps(a: f32, b: f32) -> u32 {
+    if a == b {
+        return 0;
+    }
+    if a.is_nan() || b.is_nan() {
+        return u32::MAX;
+    }
+    let (x, y) = (a.to_bits() as i32, b.to_bits() as i32);
+    let key = |v: i32| if v < 0 { i32::MIN - v } else { v } as i64;
+    (key(x) - key(y)).unsigned_abs() as u32
+}
+
+fn assert_close(got: &[f32], want: &[f32], max_ulps: u32, what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            ulps(*g, *w) <= max_ulps || (g - w).abs() <= 1e-6,
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn saxpy_exact() {
+    let g = gpu("basic.ptx");
+    let n = 1000;
+    let x = randf(n, 1);
+    let y = randf(n, 2);
+    let (px, py) = (g.f32s(&x), g.f32s(&y));
+    let out = g.launch(
+        "saxpy",
+        (n as u32).div_ceil(128),
+        128,
+        &[A::I32(n as i32), A::F32(2.5), A::Ptr(px), A::Ptr(py)],
+    );
+    out.result.unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| 2.5f32.mul_add(*x, *y))
+        .collect();
+    assert_close(&g.get_f32(py, n), &want, 0, "saxpy");
+    assert!(out.thread_instructions > n as u64 * 10);
+}
+
+#[test]
+fn grid_stride_loop() {
+    let g = gpu("basic.ptx");
+    let n = 5000;
+    let x = randf(n, 3);
+    let y = randf(n, 4);
+    let (px, py) = (g.f32s(&x), g.f32s(&y));
+    g.launch(
+        "grid_stride",
+        4,
+        96,
+        &[A::I32(n as i32), A::F32(-1.5), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| (-1.5f32).mul_add(*x, *y))
+        .collect();
+    assert_close(&g.get_f32(py, n), &want, 0, "grid_stride");
+}
+
+#[test]
+fn vector_add_int_float_double() {
+    let g = gpu("basic.ptx");
+    let n = 777;
+    let a: Vec<i32> = (0..n as i32).map(|i| i * 7 - 1000).collect();
+    let b: Vec<i32> = (0..n as i32).map(|i| i32::MAX - i).collect();
+    let (pa, pb, pc) = (g.i32s(&a), g.i32s(&b), g.zeros(n * 4));
+    g.launch(
+        "vadd_i32",
+        7,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
+    assert_eq!(g.get_i32(pc, n), want);
+
+    let fa = randf(n, 5);
+    let fb = randf(n, 6);
+    let (pa, pb, pc) = (g.f32s(&fa), g.f32s(&fb), g.zeros(n * 4));
+    g.launch(
+        "vadd_f32",
+        7,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+    )
+    .result
+    .unwrap();
+    assert_close(
+        &g.get_f32(pc, n),
+        &fa.iter().zip(&fb).map(|(x, y)| x + y).collect::<Vec<_>>(),
+        0,
+        "vadd_f32",
+    );
+
+    let da: Vec<f64> = fa.iter().map(|&x| x as f64 / 3.0).collect();
+    let db: Vec<f64> = fb.iter().map(|&x| x as f64 * 1.1).collect();
+    let (pa, pb, pc) = (g.f64s(&da), g.f64s(&db), g.zeros(n * 8));
+    g.launch(
+        "vadd_f64",
+        7,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+    )
+    .result
+    .unwrap();
+    assert_eq!(
+        g.get_f64(pc, n),
+        da.iter().zip(&db).map(|(x, y)| x + y).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn divergent_branches() {
+    let g = gpu("basic.ptx");
+    let n = 300;
+    let input: Vec<i32> = (0..n as i32).map(|i| i * 13 - 500).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(n * 4));
+    g.launch(
+        "divergent",
+        3,
+        128,
+        &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<i32> = input.iter().map(|&v| divergent_ref(v)).collect();
+    assert_eq!(g.get_i32(po, n), want);
+}
+
+#[test]
+fn device_function_call() {
+    let g = gpu("basic.ptx");
+    let n = 100;
+    let x = randf(n, 7);
+    let (px, py) = (g.f32s(&x), g.zeros(n * 4));
+    g.launch(
+        "devcall",
+        1,
+        128,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x.iter().map(|&x| 2.0 * x * x + (-3.0) * x + 1.0).collect();
+    assert_close(&g.get_f32(py, n), &want, 2, "devcall");
+}
+
+#[test]
+fn constant_memory() {
+    let g = gpu("basic.ptx");
+    let (addr, size) = g.lm.global("cscale").unwrap();
+    assert_eq!(size, 4);
+    g.space.write(addr, &3i32.to_le_bytes()).unwrap();
+    let n = 64;
+    let x = randf(n, 8);
+    let (px, py) = (g.f32s(&x), g.zeros(n * 4));
+    g.launch(
+        "constmem",
+        1,
+        64,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| (1.0 + v * (0.5 + v * (0.25 + v * 0.125))) * 3.0)
+        .collect();
+    assert_close(&g.get_f32(py, n), &want, 4, "constmem");
+}
+
+#[test]
+fn struct_by_value_param() {
+    let g = gpu("basic.ptx");
+    let n = 50;
+    // struct Params { int n; float scale; double offset; int pad[3]; float bias; } = 32 bytes
+    let mut s = Vec::new();
+    s.extend((n as i32).to_le_bytes());
+    s.extend(2.0f32.to_le_bytes());
+    s.extend(0.25f64.to_le_bytes());
+    for p in [10i32, 20, 30] {
+        s.extend(p.to_le_bytes());
+    }
+    s.extend(0.5f32.to_le_bytes());
+    let x = randf(n, 9);
+    let (px, py) = (g.f32s(&x), g.zeros(n * 8));
+    g.launch("structparam", 1, 64, &[A::Bytes(s), A::Ptr(px), A::Ptr(py)])
+        .result
+        .unwrap();
+    let got = g.get_f64(py, n);
+    for i in 0..n {
+        let want = (x[i] * 2.0) as f64 + 0.25 + 0.5 + 20.0;
+        assert!((got[i] - want).abs() < 1e-9, "{i}: {} vs {want}", got[i]);
+    }
+}
+
+#[test]
+fn int64_math() {
+    let g = gpu("basic.ptx");
+    let n = 200;
+    let mut r = rng(11);
+    let a: Vec<i64> = (0..n).map(|_| r() as i64 >> (r() % 40)).collect();
+    let b: Vec<u64> = (0..n).map(|_| r() >> (r() % 50)).collect();
+    let (pa, pb, po) = (
+        g.i64s(&a),
+        g.i64s(&b.iter().map(|&x| x as i64).collect::<Vec<_>>()),
+        g.zeros(n * 8),
+    );
+    g.launch(
+        "int64math",
+        2,
+        128,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<i64> = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| {
+            let mut r = x
+                .wrapping_mul((y | 1) as i64)
+                .wrapping_add((y >> 7) as i64)
+                .wrapping_sub(x / 7)
+                .wrapping_add(x % 13);
+            r ^= ((y as u128 * 0x9E3779B97F4A7C15u128) >> 64) as i64;
+            r = r.wrapping_add(y.count_ones() as i64 + (y | 1).leading_zeros() as i64);
+            r
+        })
+        .collect();
+    assert_eq!(g.get_i64(po, n), want);
+}
+
+#[test]
+fn block_reduction_with_shared_memory() {
+    let g = gpu("reduce.ptx");
+    let n = 1000;
+    let x: Vec<f32> = (0..n).map(|i| (i % 17) as f32 * 0.5).collect();
+    let (px, po) = (g.f32s(&x), g.zeros(4 * 4));
+    g.launch("block_reduce", 4, 256, &[A::I32(n), A::Ptr(px), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_f32(po, 4);
+    for (b, chunk) in x.chunks(256).enumerate() {
+        let want: f32 = chunk.iter().sum();
+        assert!(
+            (got[b] - want).abs() < 1e-3,
+            "block {b}: {} vs {want}",
+            got[b]
+        );
+    }
+}
+
+#[test]
+fn warp_reduction_with_shuffles() {
+    let g = gpu("reduce.ptx");
+    let n = 256;
+    let x: Vec<i32> = (0..n).map(|i| i * 3 - 100).collect();
+    let (px, po) = (g.i32s(&x), g.zeros(8 * 4));
+    g.launch("warp_reduce", 2, 128, &[A::I32(n), A::Ptr(px), A::Ptr(po)])
+        .result
+        .unwrap();
+    let want: Vec<i32> = x.chunks(32).map(|c| c.iter().sum()).collect();
+    assert_eq!(g.get_i32(po, 8), want);
+}
+
+#[test]
+fn vote_and_ballot() {
+    let g = gpu("reduce.ptx");
+    let n = 96;
+    let x: Vec<i32> = (0..n)
+        .map(|i| {
+            if i < 32 {
+                1
+            } else if i < 64 {
+                i % 3
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let (px, pb, pf) = (g.i32s(&x), g.zeros(12), g.zeros(12));
+    g.launch(
+        "vote",
+        1,
+        96,
+        &[A::I32(n), A::Ptr(px), A::Ptr(pb), A::Ptr(pf)],
+    )
+    .result
+    .unwrap();
+    let ballots: Vec<u32> = g.get_i32(pb, 3).iter().map(|&v| v as u32).collect();
+    let mut want1 = 0u32;
+    for l in 0..32 {
+        if x[32 + l] > 0 {
+            want1 |= 1 << l;
+        }
+    }
+    assert_eq!(ballots, vec![u32::MAX, want1, 0]);
+    assert_eq!(g.get_i32(pf, 3), vec![3, 1, 0]);
+}
+
+#[test]
+fn atomics_global() {
+    let g = gpu("reduce.ptx");
+    let n = 1000;
+    let x: Vec<i32> = (0..n).map(|i| (i * 37) % 101 - 20).collect();
+    let (px, sum, fsum, mx, cas) = (
+        g.i32s(&x),
+        g.zeros(4),
+        g.zeros(4),
+        g.i32s(&[i32::MIN]),
+        g.zeros(4),
+    );
+    g.launch(
+        "atomics",
+        8,
+        128,
+        &[
+            A::I32(n),
+            A::Ptr(px),
+            A::Ptr(sum),
+            A::Ptr(fsum),
+            A::Ptr(mx),
+            A::Ptr(cas),
+        ],
+    )
+    .result
+    .unwrap();
+    assert_eq!(g.get_i32(sum, 1)[0], x.iter().sum::<i32>());
+    let fwant: f32 = x.iter().map(|&v| (v & 15) as f32 * 0.5).sum();
+    assert_eq!(
+        g.get_f32(fsum, 1)[0],
+        fwant,
+        "sums of halves are exact in any order"
+    );
+    assert_eq!(g.get_i32(mx, 1)[0], *x.iter().max().unwrap());
+    let c = g.get_i32(cas, 1)[0];
+    assert!(c >= 1 && c <= n, "exactly one CAS wins: {c}");
+}
+
+#[test]
+fn histogram_with_shared_atomics() {
+    let g = gpu("reduce.ptx");
+    let n = 10000;
+    let mut r = rng(12);
+    let data: Vec<u8> = (0..n).map(|_| r() as u8).collect();
+    let (pd, ph) = (g.upload(&data), g.zeros(64 * 4));
+    g.launch("histogram", 4, 128, &[A::I32(n), A::Ptr(pd), A::Ptr(ph)])
+        .result
+        .unwrap();
+    let mut want = vec![0i32; 64];
+    for &d in &data {
+        want[(d & 63) as usize] += 1;
+    }
+    assert_eq!(g.get_i32(ph, 64), want);
+}
+
+#[test]
+fn prefix_scan_dynamic_shared() {
+    let g = gpu("reduce.ptx");
+    let n = 200;
+    let x: Vec<i32> = (0..n as i32).map(|i| i % 7 - 2).collect();
+    let (px, po) = (g.i32s(&x), g.zeros(n * 4));
+    g.launch_opts(
+        "scan",
+        [1, 1, 1],
+        [256, 1, 1],
+        256 * 4,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(po)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
+    let mut acc = 0;
+    let want: Vec<i32> = x
+        .iter()
+        .map(|v| {
+            acc += v;
+            acc
+        })
+        .collect();
+    assert_eq!(g.get_i32(po, n), want);
+}
+
+#[test]
+fn tiled_matmul() {
+    let g = gpu("matrix.ptx");
+    let n = 40;
+    let a = randf(n * n, 13);
+    let b = randf(n * n, 14);
+    let (pa, pb, pc) = (g.f32s(&a), g.f32s(&b), g.zeros(n * n * 4));
+    let t = (n as u32).div_ceil(16);
+    g.launch_opts(
+        "matmul",
+        [t, t, 1],
+        [16, 16, 1],
+        0,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(pc)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(pc, n * n);
+    for i in 0..n {
+        for j in 0..n {
+            // Same order of fused multiply-adds as the kernel: exact.
+            let mut acc = 0.0f32;
+            for k in 0..n {
+                acc = a[i * n + k].mul_add(b[k * n + j], acc);
+            }
+            assert_eq!(got[i * n + j], acc, "c[{i}][{j}]");
+        }
+    }
+}
+
+#[test]
+fn transpose_tiles() {
+    let g = gpu("matrix.ptx");
+    let (w, h) = (70usize, 45usize);
+    let x: Vec<f32> = (0..w * h).map(|i| i as f32).collect();
+    let (pi, po) = (g.f32s(&x), g.zeros(w * h * 4));
+    g.launch_opts(
+        "transpose",
+        [(w as u32).div_ceil(32), (h as u32).div_ceil(32), 1],
+        [32, 32, 1],
+        0,
+        &[A::I32(w as i32), A::I32(h as i32), A::Ptr(pi), A::Ptr(po)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(po, w * h);
+    for y in 0..h {
+        for xx in 0..w {
+            assert_eq!(got[xx * h + y], x[y * w + xx]);
+        }
+    }
+}
+
+#[test]
+fn bitonic_sort() {
+    let g = gpu("matrix.ptx");
+    let mut r = rng(15);
+    let data: Vec<i32> = (0..512).map(|_| (r() % 10000) as i32 - 5000).collect();
+    let p = g.i32s(&data);
+    g.launch_opts(
+        "bitonic",
+        [2, 1, 1],
+        [256, 1, 1],
+        256 * 4,
+        &[A::Ptr(p)],
+        LaunchOptions::default(),
+    )
+    .result
+    .unwrap();
+    let got = g.get_i32(p, 512);
+    for blk in 0..2 {
+        let mut want = data[blk * 256..(blk + 1) * 256].to_vec();
+        want.sort();
+        assert_eq!(&got[blk * 256..(blk + 1) * 256], &want[..]);
+    }
+}
+
+#[test]
+fn softmax_expf() {
+    let g = gpu("matrix.ptx");
+    let (rows, cols) = (20, 33);
+    let x = randf(rows * cols, 16);
+    let (pi, po) = (g.f32s(&x), g.zeros(rows * cols * 4));
+    g.launch(
+        "softmax",
+        1,
+        32,
+        &[
+            A::I32(rows as i32),
+            A::I32(cols as i32),
+            A::Ptr(pi),
+            A::Ptr(po),
+        ],
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(po, rows * cols);
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+        for c in 0..cols {
+            let want = ((row[c] as f64 - m).exp() / s) as f32;
+            // expf is within 2 ulp; the sum accumulates in f32.
+            assert!(
+                ulps(got[r * cols + c], want) <= 64,
+                "[{r}][{c}] {} vs {want}",
+                got[r * cols + c]
+            );
+        }
+    }
+}
+
+#[test]
+fn layer_norm() {
+    let g = gpu("matrix.ptx");
+    let (rows, cols) = (8, 64);
+    let x = randf(rows * cols, 17);
+    let gamma: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 / 64.0).collect();
+    let beta: Vec<f32> = (0..cols).map(|i| i as f32 / 128.0).collect();
+    let (pi, pg, pb, po) = (
+        g.f32s(&x),
+        g.f32s(&gamma),
+        g.f32s(&beta),
+        g.zeros(rows * cols * 4),
+    );
+    g.launch(
+        "layernorm",
+        1,
+        32,
+        &[
+            A::I32(rows as i32),
+            A::I32(cols as i32),
+            A::Ptr(pi),
+            A::Ptr(pg),
+            A::Ptr(pb),
+            A::Ptr(po),
+        ],
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(po, rows * cols);
+    for r in 0..rows {
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let mean = row.iter().sum::<f64>() / cols as f64;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cols as f64;
+        for c in 0..cols {
+            let want = (row[c] - mean) / (var + 1e-5).sqrt() * gamma[c] as f64 + beta[c] as f64;
+            assert!(
+                (got[r * cols + c] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "[{r}][{c}]"
+            );
+        }
+    }
+}
+
+#[test]
+fn nbody_step() {
+    let g = gpu("matrix.ptx");
+    let n = 64;
+    let p = randf(n * 4, 18);
+    let pos: Vec<f32> = p
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 4 == 3 { v.abs() + 0.1 } else { v })
+        .collect();
+    let vel = vec![0.0f32; n * 4];
+    let (pp, pv) = (g.f32s(&pos), g.f32s(&vel));
+    g.launch(
+        "nbody",
+        2,
+        32,
+        &[A::I32(n as i32), A::Ptr(pp), A::Ptr(pv), A::F32(0.01)],
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(pv, n * 4);
+    for i in 0..n {
+        let mut acc = [0f64; 3];
+        for j in 0..n {
+            let d = [0, 1, 2].map(|k| (pos[j * 4 + k] - pos[i * 4 + k]) as f64);
+            let d2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2] + 0.01;
+            let inv = 1.0 / d2.sqrt();
+            let s = pos[j * 4 + 3] as f64 * inv * inv * inv;
+            for k in 0..3 {
+                acc[k] += d[k] * s;
+            }
+        }
+        for k in 0..3 {
+            let want = acc[k] * 0.01;
+            assert!(
+                (got[i * 4 + k] as f64 - want).abs() < 1e-3 * (1.0 + want.abs()),
+                "v[{i}].{k}: {} vs {want}",
+                got[i * 4 + k]
+            );
+        }
+    }
+}
+
+#[test]
+fn half_arithmetic() {
+    use half::f16;
+    let g = gpu("misc.ptx");
+    let n = 100;
+    let a: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(i as f32 * 0.25 - 10.0))
+        .collect();
+    let b: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(1.0 + i as f32 / 64.0))
+        .collect();
+    let bytes = |v: &[f16]| {
+        v.iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect::<Vec<_>>()
+    };
+    let (pa, pb, po, pf) = (
+        g.upload(&bytes(&a)),
+        g.upload(&bytes(&b)),
+        g.zeros(n * 2),
+        g.zeros(n * 4),
+    );
+    g.launch(
+        "half_math",
+        1,
+        128,
+        &[
+            A::I32(n as i32),
+            A::Ptr(pa),
+            A::Ptr(pb),
+            A::Ptr(po),
+            A::Ptr(pf),
+        ],
+    )
+    .result
+    .unwrap();
+    let got: Vec<f16> = g
+        .read(po, n * 2)
+        .chunks(2)
+        .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    let gotf = g.get_f32(pf, n);
+    for i in 0..n {
+        let r = f16::from_f64(a[i].to_f64().mul_add(b[i].to_f64(), 1.5));
+        let sq = f16::from_f64(a[i].to_f64() * a[i].to_f64());
+        let want = f16::from_f64(r.to_f64() + sq.to_f64());
+        assert_eq!(got[i], want, "{i}");
+        assert_eq!(gotf[i], a[i].to_f32() * b[i].to_f32());
+    }
+}
+
+#[test]
+fn printf_output_in_thread_order() {
+    let g = gpu("misc.ptx");
+    let x = [1.5f32, -2.25, 3.0];
+    let px = g.f32s(&x);
+    let out = g.launch("printer", 1, 32, &[A::I32(3), A::Ptr(px)]);
+    out.result.unwrap();
+    assert_eq!(
+        out.printf,
+        "thread 0 value 1.500000 hex 0 str ok\nthread 1 value -2.250000 hex 11 str ok\nthread 2 value 3.000000 hex 22 str ok\n"
+    );
+}
+
+#[test]
+fn math_functions_within_tolerance() {
+    let g = gpu("misc.ptx");
+    let n = 256;
+    let x: Vec<f32> = (0..n).map(|i| (i as f32 - 128.0) * 0.37).collect();
+    let px = g.f32s(&x);
+    let bufs: Vec<u64> = (0..4).map(|_| g.zeros(n * 4)).collect();
+    let pd = g.zeros(n * 8);
+    g.launch(
+        "mathfun",
+        2,
+        128,
+        &[
+            A::I32(n as i32),
+            A::Ptr(px),
+            A::Ptr(bufs[0]),
+            A::Ptr(bufs[1]),
+            A::Ptr(bufs[2]),
+            A::Ptr(bufs[3]),
+            A::Ptr(pd),
+        ],
+    )
+    .result
+    .unwrap();
+    let s = g.get_f32(bufs[0], n);
+    let c = g.get_f32(bufs[1], n);
+    let l = g.get_f32(bufs[2], n);
+    let e = g.get_f32(bufs[3], n);
+    let d = g.get_f64(pd, n);
+    for i in 0..n {
+        let v = x[i] as f64;
+        // CUDA's sinf/cosf/logf/powf are within 2-4 ulp of the correctly rounded result.
+        assert!(ulps(s[i], v.sin() as f32) <= 4, "sin {v}: {}", s[i]);
+        assert!(ulps(c[i], v.cos() as f32) <= 4, "cos {v}: {}", c[i]);
+        assert!(
+            ulps(l[i], (v.abs() + 1.0).ln() as f32) <= 4,
+            "log {v}: {}",
+            l[i]
+        );
+        assert!(
+            ulps(e[i], (v.abs().powf(1.7)) as f32) <= 8,
+            "pow {v}: {}",
+            e[i]
+        );
+        let dw = v.abs().sqrt() + (v * 0.1).exp() + (v as i32) as f64;
+        assert!(
+            (d[i] - dw).abs() <= 4.0 * f64::EPSILON * dw.abs().max(1.0),
+            "double {v}: {} vs {dw}",
+            d[i]
+        );
+    }
+}
+
+// ---- negative tests ----
+
+#[test]
+fn out_of_bounds_store_is_700() {
+    let g = gpu("misc.ptx");
+    let p = g.zeros(64);
+    let ok = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(15), A::I32(1)]);
+    ok.result.unwrap();
+    let out = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(16), A::I32(1)]);
+    assert_eq!(out.result.unwrap_err().cuda_code(), 700);
+    let out = g.launch("store_at", 1, 1, &[A::Ptr(0), A::I32(0), A::I32(1)]);
+    assert_eq!(out.result.unwrap_err().cuda_code(), 700);
+}
+
+#[test]
+fn misaligned_store_is_716() {
+    let g = gpu("misc.ptx");
+    let p = g.zeros(64);
+    g.launch("store_misaligned", 1, 1, &[A::Ptr(p), A::I32(8)])
+        .result
+        .unwrap();
+    let out = g.launch("store_misaligned", 1, 1, &[A::Ptr(p), A::I32(2)]);
+    assert_eq!(out.result.unwrap_err().cuda_code(), 716);
+}
+
+#[test]
+fn assert_is_710_with_cuda_message() {
+    let g = gpu("misc.ptx");
+    let p = g.i32s(&[1, 2, -3, 4]);
+    let out = g.launch("asserter", 1, 32, &[A::I32(4), A::Ptr(p)]);
+    assert_eq!(out.result.unwrap_err().cuda_code(), 710);
+    assert!(
+        out.printf.contains("misc.cu:")
+            && out.printf.contains(
+                "asserter: block: [0,0,0], thread: [2,0,0] Assertion `x[i] >= 0` failed."
+            ),
+        "{}",
+        out.printf
+    );
+    let ok = g.launch("asserter", 1, 32, &[A::I32(2), A::Ptr(p)]);
+    ok.result.unwrap();
+}
+
+#[test]
+fn trap_is_719() {
+    let g = gpu("misc.ptx");
+    assert_eq!(
+        g.launch("trapper", 1, 32, &[A::I32(1)])
+            .result
+            .unwrap_err()
+            .cuda_code(),
+        719
+    );
+    g.launch("trapper", 1, 32, &[A::I32(0)]).result.unwrap();
+}
+
+#[test]
+fn infinite_loop_is_702() {
+    let g = gpu("misc.ptx");
+    let p = g.zeros(4);
+    let out = g.launch_opts(
+        "spinner",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[A::Ptr(p)],
+        LaunchOptions {
+            threads: 1,
+            instruction_budget: 100_000,
+        },
+    );
+    assert_eq!(out.result.unwrap_err().cuda_code(), 702);
+    g.space.write(p, &1i32.to_le_bytes()).unwrap();
+    g.launch_opts(
+        "spinner",
+        [1, 1, 1],
+        [32, 1, 1],
+        0,
+        &[A::Ptr(p)],
+        LaunchOptions {
+            threads: 1,
+            instruction_budget: 100_000,
+        },
+    )
+    .result
+    .unwrap();
+}
+
+#[test]
+fn bad_launch_configs() {
+    let g = gpu("basic.ptx");
+    let p = g.zeros(4);
+    let out = g.launch_opts(
+        "saxpy",
+        [1, 1, 1],
+        [1025, 1, 1],
+        0,
+        &[A::I32(0), A::F32(0.0), A::Ptr(p), A::Ptr(p)],
+        LaunchOptions::default(),
+    );
+    assert_eq!(out.result.unwrap_err().cuda_code(), 1);
+    let out = g.lm.launch(
+        &g.space,
+        "nope",
+        &LaunchConfig {
+            grid: [1; 3],
+            block: [1; 3],
+            dynamic_shared_bytes: 0,
+        },
+        &[],
+        &LaunchOptions::default(),
+    );
+    assert_eq!(out.result.unwrap_err().cuda_code(), 500);
+}
+
+#[test]
+fn bad_ptx_is_218_with_line() {
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n  .reg .b32 %r<3>;\n  add.s32 %r1, %r2, %r9;\n  ret;\n}\n";
+    let e = Module::load(src.as_bytes(), 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 218);
+    assert!(e.to_string().contains("line 7"), "{e}");
+    let e = Module::load(b".version 8.0\n.target sm_80\n.entry k( {\n", 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 218);
+}
+
+#[test]
+fn unsupported_instruction_is_801() {
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n  .reg .b32 %r<9>;\n  mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%r1,%r2,%r3,%r4}, {%r1,%r2,%r3,%r4}, {%r1,%r2}, {%r5,%r6,%r7,%r8};\n  ret;\n}\n";
+    let e = Module::load(src.as_bytes(), 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 801);
+    assert!(e.to_string().contains("mma.sync"), "{e}");
+}
+
+#[test]
+fn parse_ptx_never_panics() {
+    let dir = format!("{}/tests/ptx", env!("CARGO_MANIFEST_DIR"));
+    let mut r = rng(99);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let src = std::fs::read(e.unwrap().path()).unwrap();
+        // Truncations.
+        for cut in (0..src.len()).step_by(src.len() / 60 + 1) {
+            let _ = Module::load(&src[..cut], 80);
+        }
+        // Byte mutations, deletions and duplications.
+        for _ in 0..60 {
+            let mut m = src.clone();
+            for _ in 0..(1 + r() % 8) {
+                let i = (r() as usize) % m.len();
+                match r() % 4 {
+                    0 => m[i] = b"{}[]()<>;,.%@!|+-0123456789xfd_ \n"[(r() % 33) as usize],
+                    1 => {
+                        m.remove(i);
+                    }
+                    2 => {
+                        let j = (i + (r() as usize % 64)).min(m.len());
+                        let chunk = m[i..j].to_vec();
+                        m.splice(i..i, chunk);
+                    }
+                    _ => m[i] = r() as u8,
+                }
+            }
+            if let Ok(module) = Module::load(&m, 80) {
+                let _ = module.kernels();
+            }
+        }
+    }
+}
+
+// ---- warp collectives, barriers, bits, atomics, rounding (warp.ptx) ----
+
+fn u32s_of(g: &Gpu, p: u64, n: usize) -> Vec<u32> {
+    g.get_i32(p, n).into_iter().map(|v| v as u32).collect()
+}
+
+#[test]
+fn shuffle_modes() {
+    let g = gpu("warp.ptx");
+    let n = 64;
+    let input: Vec<i32> = (0..n as i32).map(|i| i * 11 + 3).collect();
+    let pi = g.i32s(&input);
+    let outs: Vec<u64> = (0..4).map(|_| g.zeros(n * 4)).collect();
+    g.launch(
+        "shuffles",
+        1,
+        64,
+        &[
+            A::Ptr(pi),
+            A::Ptr(outs[0]),
+            A::Ptr(outs[1]),
+            A::Ptr(outs[2]),
+            A::Ptr(outs[3]),
+        ],
+    )
+    .result
+    .unwrap();
+    let (up, idx, xr, seg) = (
+        g.get_i32(outs[0], n),
+        g.get_i32(outs[1], n),
+        g.get_i32(outs[2], n),
+        g.get_i32(outs[3], n),
+    );
+    for i in 0..n {
+        let (w, lane) = (i / 32 * 32, i % 32);
+        assert_eq!(
+            up[i],
+            if lane >= 3 { input[i - 3] } else { input[i] },
+            "up {i}"
+        );
+        assert_eq!(idx[i], input[w + (lane * 7) % 32], "idx {i}");
+        assert_eq!(xr[i], input[w + (lane ^ 5)], "xor {i}");
+        let max_lane = (lane & 0x18) | 7;
+        assert_eq!(
+            seg[i],
+            if lane + 2 <= max_lane {
+                input[i + 2]
+            } else {
+                input[i]
+            },
+            "down width 8 {i}"
+        );
+    }
+}
+
+#[test]
+fn match_redux_activemask() {
+    let g = gpu("warp.ptx");
+    let input: Vec<i32> = (0..32).map(|i| (i * 5) % 7).collect();
+    let pi = g.i32s(&input);
+    let o: Vec<u64> = (0..5).map(|_| g.zeros(128)).collect();
+    g.launch(
+        "collectives",
+        1,
+        32,
+        &[
+            A::Ptr(pi),
+            A::Ptr(o[0]),
+            A::Ptr(o[1]),
+            A::Ptr(o[2]),
+            A::Ptr(o[3]),
+            A::Ptr(o[4]),
+        ],
+    )
+    .result
+    .unwrap();
+    let (any, all, sum, min, act) = (
+        u32s_of(&g, o[0], 32),
+        u32s_of(&g, o[1], 32),
+        g.get_i32(o[2], 32),
+        u32s_of(&g, o[3], 32),
+        u32s_of(&g, o[4], 32),
+    );
+    let odd: u32 = (0..32)
+        .filter(|&l| input[l] & 1 == 1)
+        .map(|l| 1u32 << l)
+        .sum();
+    for l in 0..32 {
+        let same: u32 = (0..32)
+            .filter(|&k| input[k] == input[l])
+            .map(|k| 1u32 << k)
+            .sum();
+        assert_eq!(any[l], same, "match.any {l}");
+        assert_eq!(all[l], u32::MAX, "match.all {l}");
+        assert_eq!(sum[l], input.iter().sum::<i32>());
+        assert_eq!(min[l], 0);
+        assert_eq!(
+            act[l],
+            if input[l] & 1 == 1 { odd } else { 0 },
+            "activemask {l}"
+        );
+    }
+}
+
+#[test]
+fn counting_barriers_and_exited_threads() {
+    let g = gpu("warp.ptx");
+    let input: Vec<i32> = (0..256)
+        .map(|i| if i < 128 { i - 30 } else { i * 10 })
+        .collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(6 * 4));
+    g.launch("barrier_counts", 2, 128, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i32(po, 6);
+    for blk in 0..2 {
+        let v = &input[blk * 128..(blk + 1) * 128];
+        let want = [
+            v.iter().filter(|&&x| x > 0).count() as i32,
+            v.iter().all(|&x| x > -100) as i32,
+            v.iter().any(|&x| x > 1000) as i32,
+        ];
+        assert_eq!(&got[blk * 3..blk * 3 + 3], &want, "block {blk}");
+    }
+    let po = g.zeros(128 * 4);
+    g.launch("early_exit_barrier", 1, 128, &[A::I32(100), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i32(po, 100);
+    for t in 0..100 {
+        assert_eq!(got[t], 2 * ((t as i32 + 1) % 100));
+    }
+}
+
+#[test]
+fn bit_manipulation() {
+    let g = gpu("warp.ptx");
+    let mut r = rng(21);
+    let mut input: Vec<u32> = (0..64).map(|_| r() as u32 >> (r() % 32)).collect();
+    input[0] = 0;
+    input[1] = u32::MAX;
+    let (pi, po) = (
+        g.upload(
+            &input
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>(),
+        ),
+        g.zeros(64 * 12 * 4),
+    );
+    g.launch("bits", 2, 32, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = u32s_of(&g, po, 64 * 12);
+    for (i, &v) in input.iter().enumerate() {
+        let bytes = v as u64 | (0x12345678u64 << 32);
+        let perm = (0..4)
+            .map(|k| ((bytes >> (((0x7351u32 >> (4 * k)) & 7) * 8)) & 0xff) << (8 * k))
+            .sum::<u64>() as u32;
+        let want = [
+            v.reverse_bits(),
+            v.leading_zeros(),
+            if v == 0 { 0 } else { v.trailing_zeros() + 1 },
+            v.count_ones(),
+            perm,
+            ((v & 0xF0F0F0F0) ^ (!v & 0x0F0F00FF)) | (v >> 3),
+            ((v as u64 * 0x9E3779B9) >> 32) as u32,
+            ((v as i32 as i64 * -123456) >> 32) as u32,
+            ((v as i32).wrapping_sub(77).unsigned_abs()).wrapping_add(5),
+            v / 7 + v % 13,
+            (((v as i32) >> 5) as u32).wrapping_add(v << (v & 31)),
+            ((((0xABCDEF01u64 << 32) | v as u64) << (v & 31)) >> 32) as u32,
+        ];
+        assert_eq!(&got[i * 12..i * 12 + 12], &want, "v = {v:#x}");
+    }
+}
+
+#[test]
+fn more_atomics_global_and_shared() {
+    let g = gpu("warp.ptx");
+    let n = 300;
+    let inc = g.zeros(4);
+    let dec = g.zeros(4);
+    let exch = g.i32s(&[-1]);
+    let bits = g.upload(
+        &[0u32, u32::MAX, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
+    let mn = g.i32s(&[i32::MAX]);
+    let dsum = g.zeros(8);
+    let fs = g.zeros(3 * 4);
+    g.launch(
+        "more_atomics",
+        3,
+        128,
+        &[
+            A::I32(n),
+            A::Ptr(inc),
+            A::Ptr(dec),
+            A::Ptr(exch),
+            A::Ptr(bits),
+            A::Ptr(mn),
+            A::Ptr(dsum),
+            A::Ptr(fs),
+        ],
+    )
+    .result
+    .unwrap();
+    assert_eq!(u32s_of(&g, inc, 1)[0], n as u32 % 10);
+    assert_eq!(u32s_of(&g, dec, 1)[0], (6 - n as u32 % 6) % 6);
+    let e = g.get_i32(exch, 1)[0];
+    assert!((0..n).contains(&e));
+    assert_eq!(
+        u32s_of(&g, bits, 3),
+        vec![u32::MAX, 0, (0..n as u32).fold(0, |a, i| a ^ i)]
+    );
+    assert_eq!(g.get_i32(mn, 1)[0], 1000 - (n - 1));
+    assert_eq!(
+        g.get_f64(dsum, 1)[0],
+        (0..n).map(|i| i as f64 * 0.25).sum::<f64>()
+    );
+    assert_eq!(g.get_f32(fs, 3), vec![128.0, 128.0, 44.0]);
+}
+
+fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        f32::from_bits(x.to_bits() - 1)
+    }
+}
+
+fn next_down(x: f32) -> f32 {
+    -next_up(-x)
+}
+
+#[test]
+fn directed_rounding_and_conversions() {
+    let g = gpu("warp.ptx");
+    let mut r = rng(31);
+    let a: Vec<f32> = (0..32)
+        .map(|i| {
+            if i == 0 {
+                2.5
+            } else if i == 1 {
+                -3.5
+            } else {
+                ((r() % 2_000_000) as f32 - 1e6) / 777.0
+            }
+        })
+        .collect();
+    let b: Vec<f32> = (0..32)
+        .map(|_| ((r() % 2_000_000) as f32 + 1.0) / 3333.0 * if r() % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let (pa, pb, pf, pd, pr) = (
+        g.f32s(&a),
+        g.f32s(&b),
+        g.zeros(32 * 8 * 4),
+        g.zeros(32 * 4 * 8),
+        g.zeros(32 * 6 * 4),
+    );
+    g.launch(
+        "rounding",
+        1,
+        32,
+        &[A::Ptr(pa), A::Ptr(pb), A::Ptr(pf), A::Ptr(pd), A::Ptr(pr)],
+    )
+    .result
+    .unwrap();
+    let f = g.get_f32(pf, 32 * 8);
+    let d = g.get_f64(pd, 32 * 4);
+    let ri = g.get_i32(pr, 32 * 6);
+    for i in 0..32 {
+        let (x, y) = (a[i], b[i]);
+        let (xd, yd) = (x as f64, y as f64);
+        let o = &f[i * 8..i * 8 + 8];
+        // Exact values are representable in f64 for these magnitudes; check the bracket.
+        let s = xd + yd;
+        assert!(
+            (o[0] as f64) <= s && (next_up(o[0]) as f64) > s,
+            "add.rm {x} {y}"
+        );
+        assert!(
+            (o[1] as f64) >= s && (next_down(o[1]) as f64) < s,
+            "add.rp {x} {y}"
+        );
+        let p = xd * yd;
+        assert!(
+            (o[2] as f64).abs() <= p.abs() && (next_up(o[2].abs()) as f64) > p.abs(),
+            "mul.rz {x} {y}"
+        );
+        // x / y rounded down: q*y <= x < next_up(q)*y for y > 0 (reversed for y < 0).
+        let (lo, hi) = ((o[3] as f64) * yd, (next_up(o[3]) as f64) * yd);
+        if y > 0.0 {
+            assert!(lo <= xd && xd < hi, "div.rm {x} {y}");
+        } else {
+            assert!(lo >= xd && xd > hi, "div.rm {x} {y}");
+        }
+        let q = o[4] as f64;
+        assert!(
+            q * q >= xd.abs() && (next_down(o[4]) as f64).powi(2) < xd.abs(),
+            "sqrt.rp {x}"
+        );
+        let e = p + 1.0;
+        assert!(
+            (o[5] as f64).abs() <= e.abs() && (next_up(o[5].abs()) as f64) > e.abs(),
+            "fma.rz {x} {y}"
+        );
+        assert_eq!(o[6], x.clamp(0.0, 1.0));
+        assert_eq!(o[7], x.min(y) + 1.0f32.copysign(y));
+        let od = &d[i * 4..i * 4 + 4];
+        let t = xd / 3.0;
+        let (sum, err) = {
+            let s = t + yd;
+            let bb = s - t;
+            (s, (t - (s - bb)) + (yd - bb))
+        };
+        assert_eq!(
+            od[0],
+            if err > 0.0 { sum.next_up() } else { sum },
+            "dadd.ru"
+        );
+        let (prod, perr) = (t * yd, t.mul_add(yd, -(t * yd)));
+        assert_eq!(
+            od[1],
+            if perr < 0.0 { prod.next_down() } else { prod },
+            "dmul.rd"
+        );
+        let qd = od[2];
+        assert!(
+            qd.abs() <= (xd / yd).abs() + f64::EPSILON * (xd / yd).abs()
+                && qd.abs() >= (xd / yd).abs() * (1.0 - 2.0 * f64::EPSILON),
+            "ddiv.rz"
+        );
+        let fm = od[3];
+        assert!(
+            fm <= t.mul_add(yd, 1.0) && fm.next_up() >= t.mul_add(yd, 1.0),
+            "fma.rd"
+        );
+        let oi = &ri[i * 6..i * 6 + 6];
+        assert_eq!(oi[0], x.round_ties_even() as i32, "rni {x}");
+        assert_eq!(oi[1], x.floor() as i32, "rmi {x}");
+        assert_eq!(oi[2], x.ceil() as i32, "rpi {x}");
+        assert_eq!(oi[3], x.trunc() as i32, "rzi {x}");
+        let k = (i as i32).wrapping_mul(16777219).wrapping_add(1) as i64;
+        let mut kf = k as f32;
+        if kf as i64 > k {
+            kf = next_down(kf);
+        }
+        assert_eq!(oi[4], kf.to_bits() as i32, "cvt.rm.f32.s32 {k}");
+        let yy = y * 1e9f32;
+        assert_eq!(
+            oi[5] as u32,
+            if yy <= 0.0 {
+                0
+            } else {
+                yy.round_ties_even().min(u32::MAX as f32) as u32
+            },
+            "cvt.rni.u32 {yy}"
+        );
+    }
+}
+
+#[test]
+fn intra_warp_spin_lock() {
+    let g = gpu("warp.ptx");
+    let (lock, counter) = (g.zeros(4), g.zeros(4));
+    let out = g.launch_opts(
+        "warp_lock",
+        [2, 1, 1],
+        [64, 1, 1],
+        0,
+        &[A::Ptr(lock), A::Ptr(counter)],
+        LaunchOptions {
+            threads: 2,
+            instruction_budget: 1 << 26,
+        },
+    );
+    out.result.unwrap();
+    assert_eq!(g.get_i32(counter, 1)[0], 128);
+}
+
+#[test]
+fn block_waiting_for_a_later_block_is_parked() {
+    let g = gpu("warp.ptx");
+    let (flag, out) = (g.zeros(4), g.zeros(4));
+    let r = g.launch_opts(
+        "wait_for_other_block",
+        [2, 1, 1],
+        [32, 1, 1],
+        0,
+        &[A::Ptr(flag), A::Ptr(out)],
+        LaunchOptions {
+            threads: 1,
+            instruction_budget: 1 << 30,
+        },
+    );
+    r.result.unwrap();
+    assert_eq!(g.get_i32(out, 1)[0], 42);
+}
+
+#[test]
+fn inline_asm_carry_chain() {
+    let g = gpu("warp.ptx");
+    let mut r = rng(41);
+    let a: Vec<u64> = (0..64)
+        .map(|i| if i < 2 { u64::MAX } else { r() })
+        .collect();
+    let b: Vec<u64> = (0..64).map(|i| if i == 0 { 1 } else { r() }).collect();
+    let to_i = |v: &[u64]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+    let (pa, pb, po) = (g.i64s(&to_i(&a)), g.i64s(&to_i(&b)), g.zeros(64 * 8));
+    g.launch("add_carry", 1, 32, &[A::Ptr(pa), A::Ptr(pb), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i64(po, 64);
+    for i in 0..32 {
+        let x = (a[2 * i] as u128) | ((a[2 * i + 1] as u128) << 64);
+        let y = (b[2 * i] as u128) | ((b[2 * i + 1] as u128) << 64);
+        let s = x.wrapping_add(y);
+        assert_eq!(
+            (got[2 * i] as u64, got[2 * i + 1] as u64),
+            (s as u64, (s >> 64) as u64),
+            "{i}"
+        );
+    }
+}
+
+#[test]
+fn debug_build_with_generic_addressing_and_sections() {
+    let g = gpu("basic_G.ptx");
+    let n = 300;
+    let x = randf(n, 51);
+    let y = randf(n, 52);
+    let (px, py) = (g.f32s(&x), g.f32s(&y));
+    g.launch(
+        "saxpy",
+        3,
+        128,
+        &[A::I32(n as i32), A::F32(0.5), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| 0.5f32.mul_add(*x, *y))
+        .collect();
+    // -G keeps mul and add separate: allow one rounding of difference.
+    assert_close(&g.get_f32(py, n), &want, 1, "saxpy -G");
+    let py = g.zeros(n * 4);
+    g.launch(
+        "devcall",
+        3,
+        128,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(py)],
+    )
+    .result
+    .unwrap();
+    let want: Vec<f32> = x.iter().map(|&x| 2.0 * x * x + (-3.0) * x + 1.0).collect();
+    assert_close(&g.get_f32(py, n), &want, 4, "devcall -G");
+    let input: Vec<i32> = (0..n as i32).map(|i| i * 13 - 500).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(n * 4));
+    g.launch(
+        "divergent",
+        3,
+        128,
+        &[A::I32(n as i32), A::Ptr(pi), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
+    assert_eq!(
+        g.get_i32(po, n),
+        input.iter().map(|&v| divergent_ref(v)).collect::<Vec<_>>()
+    );
+}
+
+fn divergent_ref(v: i32) -> i32 {
+    if v % 3 == 0 {
+        let mut r = v * 2;
+        for k in 0..(v & 7) {
+            r += k;
+        }
+        r
+    } else if v % 3 == 1 {
+        -v
+    } else {
+        v ^ 0x55
+    }
+}
+
+// ---- half2/bf16, cp.async, local arrays, printf formats, templates (extra.ptx) ----
+
+#[test]
+fn half2_and_bf16() {
+    use half::{bf16, f16};
+    let g = gpu("extra.ptx");
+    let n = 64;
+    let a = randf(2 * n, 61);
+    let b: Vec<f32> = randf(2 * n, 62).iter().map(|v| v / 4.0).collect();
+    let (pa, pb, po) = (g.f32s(&a), g.f32s(&b), g.zeros(3 * n * 4));
+    g.launch(
+        "half2_math",
+        1,
+        64,
+        &[A::I32(n as i32), A::Ptr(pa), A::Ptr(pb), A::Ptr(po)],
+    )
+    .result
+    .unwrap();
+    let got = g.get_f32(po, 3 * n);
+    for i in 0..n {
+        for k in 0..2 {
+            let x = f16::from_f32(a[2 * i + k]);
+            let y = f16::from_f32(b[2 * i + k]);
+            let s = f16::from_f64(x.to_f64() + y.to_f64());
+            let want = f16::from_f64(x.to_f64().mul_add(y.to_f64(), s.to_f64()));
+            assert_eq!(got[3 * i + k], want.to_f32(), "half2 {i}.{k}");
+        }
+        let (bx, by) = (bf16::from_f32(a[2 * i]), bf16::from_f32(b[2 * i]));
+        assert_eq!(
+            got[3 * i + 2],
+            bf16::from_f64(bx.to_f64() * by.to_f64()).to_f32(),
+            "bf16 {i}"
+        );
+    }
+}
+
+#[test]
+fn cp_async_and_mul24() {
+    let g = gpu("extra.ptx");
+    let input: Vec<i32> = (0..2 * 64 * 4).map(|i| i * 3 - 7).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(128 * 4));
+    g.launch("async_copy", 2, 64, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i32(po, 128);
+    for blk in 0..2 {
+        for t in 0..64 {
+            let v = &input[(blk * 64 + 63 - t) * 4..][..4];
+            assert_eq!(
+                got[blk * 64 + t],
+                v[0] + v[1] * 2 + v[2] * 3 + v[3] * 4 + t as i32 * 3
+            );
+        }
+    }
+}
+
+#[test]
+fn local_memory_array() {
+    let g = gpu("extra.ptx");
+    let n = 100;
+    let idx: Vec<i32> = (0..n).map(|i| (i * 37) % 1024).collect();
+    let (pi, po) = (g.i32s(&idx), g.zeros(n as usize * 4));
+    g.launch("local_array", 1, 128, &[A::I32(n), A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_i32(po, n as usize);
+    for i in 0..n as usize {
+        let t = |k: i32| k * k + i as i32;
+        assert_eq!(got[i], t(idx[i] & 31) + t((idx[i] >> 5) & 31));
+    }
+}
+
+#[test]
+fn printf_formats_and_block_order() {
+    let g = gpu("extra.ptx");
+    let s = g.upload(b"hello\0");
+    let out = g.launch(
+        "printf_formats",
+        2,
+        32,
+        &[
+            A::Bytes((-1234567890123i64).to_le_bytes().to_vec()),
+            A::Bytes(1234.5678f64.to_le_bytes().to_vec()),
+            A::Ptr(s),
+        ],
+    );
+    out.result.unwrap();
+    assert_eq!(
+        out.printf,
+        "block0 lane1\n[  -42|7   |009] -1234567890123 -1234567890123 18446742839141661493 Z 1.235e+03 1234.57 1234.57 hello beef\n"
+    );
+}
+
+#[test]
+fn template_instantiations() {
+    let g = gpu("extra.ptx");
+    let input: Vec<f64> = (0..32).map(|i| i as f64 * 1.25 - 3.0).collect();
+    let (pi, po, ps) = (g.f64s(&input), g.zeros(32 * 8), g.zeros(64));
+    g.launch("templated", 1, 32, &[A::Ptr(pi), A::Ptr(po), A::Ptr(ps)])
+        .result
+        .unwrap();
+    let got = g.get_f64(po, 32);
+    let shorts: Vec<u16> = g
+        .read(ps, 64)
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    for i in 0..32 {
+        assert_eq!(got[i], (input[i] + input[i]) * 0.5 - 1.0 / 3.0);
+        assert_eq!(shorts[i], ((i * 1000) as u16).wrapping_mul(2));
+    }
+}
+
+// ---- hand-written PTX ----
+
+fn ptx_kernel(body: &str, params: &str) -> Gpu {
+    let src = format!(".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k({params})\n{{\n{body}\n}}\n");
+    let module =
+        Arc::new(Module::load(src.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}\n{src}")));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 30), 0x7f00_0000_0000, 1 << 34);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    Gpu { space, lm }
+}
+
+#[test]
+fn set_slct_testp_isspacep_and_predicate_logic() {
+    let g = ptx_kernel(
+        r#"
+    .reg .pred %p<6>;
+    .reg .b32 %r<12>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b32 sh[4];
+    ld.param.u64 %rd1, [k_param_0];
+    mov.u32 %r1, %tid.x;
+    set.lt.u32.s32 %r2, %r1, 3;
+    cvt.rn.f32.u32 %f1, %r1;
+    sub.f32 %f2, %f1, 0f40000000;
+    slct.s32.f32 %r3, 100, 200, %f2;
+    div.rn.f32 %f3, %f2, 0f00000000;
+    testp.infinite.f32 %p1, %f3;
+    selp.u32 %r4, 1, 0, %p1;
+    mov.u64 %rd2, sh;
+    cvta.shared.u64 %rd3, %rd2;
+    isspacep.shared %p2, %rd3;
+    isspacep.global %p3, %rd3;
+    and.pred %p4, %p2, %p3;
+    or.pred %p5, %p2, %p3;
+    selp.u32 %r5, 1, 0, %p4;
+    selp.u32 %r6, 1, 0, %p5;
+    setp.gt.and.s32 %p1|%p3, %r1, 1, %p2;
+    selp.u32 %r7, 1, 0, %p3;
+    mul.wide.u32 %rd2, %r1, 24;
+    add.s64 %rd2, %rd1, %rd2;
+    st.global.v2.u32 [%rd2], {%r2, %r3};
+    st.global.v2.u32 [%rd2+8], {%r4, %r5};
+    st.global.v2.u32 [%rd2+16], {%r6, %r7};
+    ret;"#,
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(4 * 24);
+    g.launch("k", 1, 4, &[A::Ptr(p)]).result.unwrap();
+    let got = u32s_of(&g, p, 4 * 6);
+    for t in 0..4u32 {
+        let row = &got[t as usize * 6..][..6];
+        let f2 = t as f32 - 2.0;
+        assert_eq!(
+            row,
+            &[
+                if t < 3 { u32::MAX } else { 0 },
+                if f2 >= 0.0 { 100 } else { 200 },
+                (f2 != 0.0) as u32,
+                0,
+                1,
+                (t <= 1) as u32
+            ],
+            "thread {t}"
+        );
+    }
+}
+
+#[test]
+fn recursion_is_not_supported() {
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.func (.param .b32 r) f(.param .b32 a)
+{
+    .reg .b32 %x;
+    ld.param.b32 %x, [a];
+    {
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], %x;
+    call (r0), f, (p0);
+    }
+    st.param.b32 [r], %x;
+    ret;
+}
+.visible .entry k()
+{
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], 1;
+    call (r0), f, (p0);
+    ret;
+}
+"#;
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let out = lm.launch(
+        &space,
+        "k",
+        &LaunchConfig {
+            grid: [1; 3],
+            block: [1; 3],
+            dynamic_shared_bytes: 0,
+        },
+        &[],
+        &LaunchOptions::default(),
+    );
+    let e = out.result.unwrap_err();
+    assert_eq!(e.cuda_code(), 801);
+    assert!(e.to_string().contains("recursive"), "{e}");
+}
+
+#[test]
+fn barrier_deadlock_is_719() {
+    let g = ptx_kernel(
+        r#"
+    .reg .pred %p1;
+    .reg .b32 %r1;
+    mov.u32 %r1, %tid.x;
+    setp.lt.u32 %p1, %r1, 32;
+    @%p1 bra SKIP;
+    bar.sync 0;
+SKIP:
+    bar.sync 1, 64;
+    ret;"#,
+        "",
+    );
+    let out = g.launch("k", 1, 64, &[]);
+    assert_eq!(out.result.unwrap_err().cuda_code(), 719);
+}
+
+#[test]
+fn executing_mutated_kernels_never_panics() {
+    let src = std::fs::read_to_string(format!(
+        "{}/tests/ptx/basic.ptx",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut r = rng(77);
+    let lines: Vec<&str> = src.lines().collect();
+    let space = AddressSpace::new(DeviceMemory::new(1 << 24), 0x7f00_0000_0000, 1 << 30);
+    let buf = space.alloc(4096).unwrap();
+    let mut ran = 0;
+    for _ in 0..300 {
+        let mut m: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        for _ in 0..3 {
+            let i = r() as usize % m.len();
+            let j = r() as usize % m.len();
+            match r() % 3 {
+                0 => m[i] = m[j].clone(),
+                1 => m.swap(i, j),
+                _ => {
+                    m.remove(i);
+                }
+            }
+        }
+        let Ok(module) = Module::load(m.join("\n").as_bytes(), 80) else {
+            continue;
+        };
+        let module = Arc::new(module);
+        let Ok(lm) = LoadedModule::new(module.clone(), &space) else {
+            continue;
+        };
+        for k in module.kernels() {
+            let mut params = vec![0u8; k.params_size() as usize];
+            for (i, b) in params.iter_mut().enumerate() {
+                *b = if i % 8 < 8 {
+                    buf.to_le_bytes()[i % 8]
+                } else {
+                    0
+                };
+            }
+            let cfg = LaunchConfig {
+                grid: [2, 1, 1],
+                block: [40, 1, 1],
+                dynamic_shared_bytes: 0,
+            };
+            let _ = lm.launch(
+                &space,
+                &k.name,
+                &cfg,
+                &params,
+                &LaunchOptions {
+                    threads: 1,
+                    instruction_budget: 20_000,
+                },
+            );
+            ran += 1;
+        }
+        lm.free(&space);
+    }
+    assert!(ran > 50, "only {ran} mutated kernels ran");
+}
