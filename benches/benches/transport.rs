@@ -69,7 +69,12 @@ struct Config {
 
 impl Config {
     fn new(full: bool) -> Self {
-        let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let env = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
         if full {
             Self {
                 rtt_iters: env("REMORA_BENCH_RTT_ITERS", 20_000),
@@ -78,7 +83,12 @@ impl Config {
                 async_calls: env("REMORA_BENCH_ASYNC_CALLS", 200_000),
             }
         } else {
-            Self { rtt_iters: 200, bulk_mib: 4, bulk_reps: 1, async_calls: 0 }
+            Self {
+                rtt_iters: 200,
+                bulk_mib: 4,
+                bulk_reps: 1,
+                async_calls: 0,
+            }
         }
     }
 }
@@ -120,20 +130,31 @@ fn raw_quinn(cfg: &Config) -> anyhow::Result<Raw> {
     let id = Identity::generate()?;
     let pin = id.fingerprint();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let server = std::thread::Builder::new().name("raw-server".into()).spawn(move || -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(raw_server(id, addr_tx))
-    })?;
+    let server = std::thread::Builder::new()
+        .name("raw-server".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(raw_server(id, addr_tx))
+        })?;
     let addr = addr_rx.recv().context("the raw server did not start")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let raw = rt.block_on(raw_client(addr, pin, cfg));
-    let served = server.join().map_err(|_| anyhow::anyhow!("the raw server panicked"))?;
+    let served = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the raw server panicked"))?;
     let raw = raw?;
     served?;
     Ok(raw)
 }
 
-async fn raw_server(id: Identity, addr_tx: std::sync::mpsc::Sender<SocketAddr>) -> anyhow::Result<()> {
+async fn raw_server(
+    id: Identity,
+    addr_tx: std::sync::mpsc::Sender<SocketAddr>,
+) -> anyhow::Result<()> {
     let ep = endpoint::server("127.0.0.1:0".parse()?, &id)?;
     addr_tx.send(ep.local_addr()?)?;
     let conn = ep.accept().await.context("no client came")?.await?;
@@ -192,7 +213,8 @@ async fn raw_client(addr: SocketAddr, pin: [u8; 32], cfg: &Config) -> anyhow::Re
     let warm = cfg.rtt_iters / 10 + 100;
     let req = [0xa5_u8; REQUEST];
     let mut rep = [0u8; REPLY];
-    send.write_all(&header(OP_RTT, (warm + cfg.rtt_iters) as u64)).await?;
+    send.write_all(&header(OP_RTT, (warm + cfg.rtt_iters) as u64))
+        .await?;
     for _ in 0..warm {
         send.write_all(&req).await?;
         recv.read_exact(&mut rep).await?;
@@ -208,7 +230,9 @@ async fn raw_client(addr: SocketAddr, pin: [u8; 32], cfg: &Config) -> anyhow::Re
     // The same shapes as the shim's copies: one write of the whole user buffer up, one
     // read_exact into the whole user buffer down.
     let n = cfg.bulk_mib << 20;
-    let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(131).wrapping_add(7)).collect();
+    let data: Vec<u8> = (0..n)
+        .map(|i| (i as u8).wrapping_mul(131).wrapping_add(7))
+        .collect();
     let mut back = vec![0u8; n];
     let (mut up_gbps, mut down_gbps) = (Vec::new(), Vec::new());
     let datagrams_before = udp_out_datagrams();
@@ -235,7 +259,12 @@ async fn raw_client(addr: SocketAddr, pin: [u8; 32], cfg: &Config) -> anyhow::Re
     let _ = recv.read(&mut rest).await;
     conn.close(0u32.into(), b"done");
     ep.wait_idle().await;
-    Ok(Raw { rtt_us, up_gbps, down_gbps, bulk_bytes_per_datagram })
+    Ok(Raw {
+        rtt_us,
+        up_gbps,
+        down_gbps,
+        bulk_bytes_per_datagram,
+    })
 }
 
 /// memcpy of the bulk size into a reused buffer, GB/s per repetition.
@@ -266,9 +295,18 @@ struct Paths {
 
 impl Paths {
     fn find() -> anyhow::Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("benches/ has no parent")?.to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let target = if target.is_relative() { root.join(target) } else { target };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("benches/ has no parent")?
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let target = if target.is_relative() {
+            root.join(target)
+        } else {
+            target
+        };
         let remora = target.join("release/remora");
         let shim = target.join("release/libremora_shim.so");
         for p in [&remora, &shim] {
@@ -281,14 +319,22 @@ impl Paths {
         }
         warn_if_stale(&root, &[&remora, &shim]);
         let cuda_include = cuda_include(&root)?;
-        Ok(Self { root, target, remora, shim, cuda_include })
+        Ok(Self {
+            root,
+            target,
+            remora,
+            shim,
+            cuda_include,
+        })
     }
 }
 
 /// The release binaries are built outside this bench; say so when sources are newer.
 fn warn_if_stale(root: &Path, built: &[&PathBuf]) {
     fn newest(dir: &Path, acc: &mut Option<SystemTime>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -304,7 +350,10 @@ fn warn_if_stale(root: &Path, built: &[&PathBuf]) {
     for d in ["shim/src", "server/src", "protocol/src", "cli/src"] {
         newest(&root.join(d), &mut src);
     }
-    let oldest_bin = built.iter().filter_map(|p| p.metadata().and_then(|m| m.modified()).ok()).min();
+    let oldest_bin = built
+        .iter()
+        .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .min();
     if let (Some(src), Some(bin)) = (src, oldest_bin) {
         if src > bin {
             eprintln!(
@@ -318,24 +367,36 @@ fn warn_if_stale(root: &Path, built: &[&PathBuf]) {
 /// `scripts/setup-cuda.sh` (idempotent) when it is missing.
 fn cuda_include(root: &Path) -> anyhow::Result<PathBuf> {
     let has_header = |p: &Path| p.join("cuda.h").exists();
-    if let Some(p) = std::env::var_os("CUDA12_INCLUDE").map(PathBuf::from).filter(|p| has_header(p)) {
+    if let Some(p) = std::env::var_os("CUDA12_INCLUDE")
+        .map(PathBuf::from)
+        .filter(|p| has_header(p))
+    {
         return Ok(p);
     }
     let env_sh = root.join(".cache/cuda/env.sh");
     let from_env_sh = || -> Option<PathBuf> {
         let text = std::fs::read_to_string(&env_sh).ok()?;
-        let line = text.lines().find_map(|l| l.trim().strip_prefix("export CUDA12_INCLUDE="))?;
-        Some(PathBuf::from(line.trim().trim_matches(|c| c == '\'' || c == '"')))
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("export CUDA12_INCLUDE="))?;
+        Some(PathBuf::from(
+            line.trim().trim_matches(|c| c == '\'' || c == '"'),
+        ))
     };
     if let Some(p) = from_env_sh().filter(|p| has_header(p)) {
         return Ok(p);
     }
     eprintln!("CUDA headers not found; running scripts/setup-cuda.sh");
-    let status = Command::new("bash").arg("scripts/setup-cuda.sh").current_dir(root).status()?;
+    let status = Command::new("bash")
+        .arg("scripts/setup-cuda.sh")
+        .current_dir(root)
+        .status()?;
     if !status.success() {
         bail!("scripts/setup-cuda.sh failed ({status})");
     }
-    from_env_sh().filter(|p| has_header(p)).context("scripts/setup-cuda.sh ran but cuda.h is still not found")
+    from_env_sh()
+        .filter(|p| has_header(p))
+        .context("scripts/setup-cuda.sh ran but cuda.h is still not found")
 }
 
 fn compile_program(paths: &Paths) -> anyhow::Result<PathBuf> {
@@ -385,7 +446,15 @@ fn start_server(paths: &Paths) -> anyhow::Result<(Server, PathBuf)> {
     std::fs::create_dir_all(&dir)?;
     let conn = dir.join("connection");
     let child = Command::new(&paths.remora)
-        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "emulated", "--device-memory", "2G"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "emulated",
+            "--device-memory",
+            "2G",
+        ])
         .arg("--state-dir")
         .arg(&dir)
         .arg("--connection-file")
@@ -463,7 +532,12 @@ fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
 
-fn report(cfg: &Config, raw: &Raw, memcpy: &[f64], shim: &HashMap<String, f64>) -> anyhow::Result<()> {
+fn report(
+    cfg: &Config,
+    raw: &Raw,
+    memcpy: &[f64],
+    shim: &HashMap<String, f64>,
+) -> anyhow::Result<()> {
     // A phase switched off by its size variable leaves its keys out; its rows show NaN.
     let get = |k: &str| -> anyhow::Result<f64> { Ok(shim.get(k).copied().unwrap_or(f64::NAN)) };
     let raw_p50 = percentile(&raw.rtt_us, 0.5);
@@ -480,24 +554,98 @@ fn report(cfg: &Config, raw: &Raw, memcpy: &[f64], shim: &HashMap<String, f64>) 
         if verdict == "FAIL" {
             failed += 1;
         }
-        println!("{name:<34} {unit:<8} {shim:>12.2} {base:>12.2} {ratio:>8.3}x  {tgt:<9} {verdict}");
+        println!(
+            "{name:<34} {unit:<8} {shim:>12.2} {base:>12.2} {ratio:>8.3}x  {tgt:<9} {verdict}"
+        );
     };
     println!();
-    println!("{:<34} {:<8} {:>12} {:>12} {:>9}  {:<9} verdict", "benchmark", "unit", "shim", "baseline", "ratio", "target");
+    println!(
+        "{:<34} {:<8} {:>12} {:>12} {:>9}  {:<9} verdict",
+        "benchmark", "unit", "shim", "baseline", "ratio", "target"
+    );
     println!("{}", "-".repeat(98));
-    println!("1. synchronising call: 4 B cuMemcpyDtoH vs raw quinn 128 B/64 B, {} calls", cfg.rtt_iters);
-    row("   round trip p50", "us", get("rtt_us_p50")?, raw_p50, Some((true, 1.3)));
-    row("   round trip mean", "us", get("rtt_us_mean")?, mean(&raw.rtt_us), Some((true, 1.3)));
-    row("   round trip p99", "us", get("rtt_us_p99")?, percentile(&raw.rtt_us, 0.99), None);
-    println!("2. bulk: {} MiB, {} repetitions, vs raw quinn one stream", cfg.bulk_mib, cfg.bulk_reps);
-    row("   cuMemcpyHtoD best", "GB/s", get("htod_gbps_best")?, best(&raw.up_gbps), Some((false, 0.8)));
-    row("   cuMemcpyHtoD median", "GB/s", get("htod_gbps_median")?, median(&raw.up_gbps), None);
-    row("   cuMemcpyDtoH best", "GB/s", get("dtoh_gbps_best")?, best(&raw.down_gbps), Some((false, 0.8)));
-    row("   cuMemcpyDtoH median", "GB/s", get("dtoh_gbps_median")?, median(&raw.down_gbps), None);
-    row("   context: HtoD best vs memcpy", "GB/s", get("htod_gbps_best")?, best(memcpy), None);
-    println!("3. async enqueue: {} x 4 B cuMemsetD32Async + 1 cuStreamSynchronize, vs 1/raw RTT p50", cfg.async_calls);
-    row("   calls/s incl. synchronize", "calls/s", get("async_calls_per_s")?, raw_rate, Some((false, 10.0)));
-    row("   calls/s enqueue only", "calls/s", get("async_enqueue_calls_per_s")?, raw_rate, None);
+    println!(
+        "1. synchronising call: 4 B cuMemcpyDtoH vs raw quinn 128 B/64 B, {} calls",
+        cfg.rtt_iters
+    );
+    row(
+        "   round trip p50",
+        "us",
+        get("rtt_us_p50")?,
+        raw_p50,
+        Some((true, 1.3)),
+    );
+    row(
+        "   round trip mean",
+        "us",
+        get("rtt_us_mean")?,
+        mean(&raw.rtt_us),
+        Some((true, 1.3)),
+    );
+    row(
+        "   round trip p99",
+        "us",
+        get("rtt_us_p99")?,
+        percentile(&raw.rtt_us, 0.99),
+        None,
+    );
+    println!(
+        "2. bulk: {} MiB, {} repetitions, vs raw quinn one stream",
+        cfg.bulk_mib, cfg.bulk_reps
+    );
+    row(
+        "   cuMemcpyHtoD best",
+        "GB/s",
+        get("htod_gbps_best")?,
+        best(&raw.up_gbps),
+        Some((false, 0.8)),
+    );
+    row(
+        "   cuMemcpyHtoD median",
+        "GB/s",
+        get("htod_gbps_median")?,
+        median(&raw.up_gbps),
+        None,
+    );
+    row(
+        "   cuMemcpyDtoH best",
+        "GB/s",
+        get("dtoh_gbps_best")?,
+        best(&raw.down_gbps),
+        Some((false, 0.8)),
+    );
+    row(
+        "   cuMemcpyDtoH median",
+        "GB/s",
+        get("dtoh_gbps_median")?,
+        median(&raw.down_gbps),
+        None,
+    );
+    row(
+        "   context: HtoD best vs memcpy",
+        "GB/s",
+        get("htod_gbps_best")?,
+        best(memcpy),
+        None,
+    );
+    println!(
+        "3. async enqueue: {} x 4 B cuMemsetD32Async + 1 cuStreamSynchronize, vs 1/raw RTT p50",
+        cfg.async_calls
+    );
+    row(
+        "   calls/s incl. synchronize",
+        "calls/s",
+        get("async_calls_per_s")?,
+        raw_rate,
+        Some((false, 10.0)),
+    );
+    row(
+        "   calls/s enqueue only",
+        "calls/s",
+        get("async_enqueue_calls_per_s")?,
+        raw_rate,
+        None,
+    );
     println!("{}", "-".repeat(98));
     println!(
         "raw quinn: rtt p50 {:.1} us mean {:.1} us; up best {:.2} median {:.2} GB/s; down best {:.2} median {:.2} GB/s; memcpy best {:.2} GB/s",

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Address written into the connection file, when it differs from --listen (NAT, 0.0.0.0).
     #[arg(long)]
     advertise: Option<SocketAddr>,
+    /// Warp instructions an emulated kernel may run before it fails with
+    /// CUDA_ERROR_LAUNCH_TIMEOUT (702).
+    #[arg(long, default_value_t = 1 << 36)]
+    kernel_budget: u64,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -87,7 +91,7 @@ fn load_or_create_token(dir: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn choose_backend(args: &ServeArgs, seed: [u8; 16]) -> anyhow::Result<Arc<dyn Backend>> {
-    let emulated = || -> Arc<dyn Backend> { Arc::new(EmulatedBackend::new(args.devices, args.device_memory, seed)) };
+    let emulated = || -> Arc<dyn Backend> { Arc::new(EmulatedBackend::new(args.devices, args.device_memory, seed).with_instruction_budget(args.kernel_budget)) };
     match args.backend {
         BackendKind::Emulated => Ok(emulated()),
         BackendKind::Cuda => remora_server::cuda::probe().map_err(|why| anyhow::anyhow!("--backend cuda: {why}")),

@@ -67,9 +67,10 @@ pub trait DeviceSession: Send {
     fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()>;
     /// Waits for all work of the session (a no-op where execution is synchronous).
     fn synchronize(&mut self) -> CuResult<()>;
-    /// Loads a module image (PTX, fatbin, cubin) on `device` under the client's handle.
-    fn load_module(&mut self, device: u32, module: u64, image: Arc<[u8]>) -> CuResult<ModuleImage>;
+    /// Loads a module image (PTX, fatbin, cubin) on `device` under the client's handle;
+    /// `hash` is the image's SHA-256 (verified), for caches shared between sessions.
+    fn load_module(&mut self, device: u32, module: u64, hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ModuleImage>;
     fn unload_module(&mut self, module: u64) -> CuResult<()>;
-    /// Runs a kernel; returns the `printf` output it produced.
-    fn launch(&mut self, launch: &Launch<'_>) -> CuResult<String>;
+    /// Runs a kernel; returns the `printf` output it produced (also when it failed).
+    fn launch(&mut self, launch: &Launch<'_>) -> (String, CuResult<()>);
 }

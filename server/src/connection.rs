@@ -131,14 +131,20 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
             Request::ModuleLoad { ctx, module, hash } => {
                 let image = receive_image(shared, &mut recv, hash, prefix.payload_len).await?;
                 match image {
-                    Ok(img) => session.load_module(ctx, module, img).map(|b| (b, 0)),
+                    // Parsing a large image is CPU work: let the runtime move other tasks away.
+                    Ok(img) => tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img)).map(|b| (b, 0)),
                     Err(e) => Err(e),
                 }
             }
+            launch @ Request::Launch { .. } => {
+                skip_payload(&mut recv, prefix.payload_len).await?;
+                // Kernels run for as long as they run: keep the QUIC driver (keep-alives, other
+                // clients) off this thread meanwhile.
+                tokio::task::block_in_place(|| session.handle(launch)).map(|b| (b, 0))
+            }
             other => {
                 skip_payload(&mut recv, prefix.payload_len).await?;
-                let r = session.handle(other);
-                r.map(|b| (b, 0))
+                session.handle(other).map(|b| (b, 0))
             }
         };
         if wants_reply {

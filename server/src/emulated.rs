@@ -1,9 +1,10 @@
 //! The emulated backend: devices that live in the server's CPU and memory.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use remora_emulator::{AddressSpace, DeviceMemory, MemError};
-use remora_protocol::messages::{DeviceInfo, Window};
+use remora_emulator::{AddressSpace, DeviceMemory, EmuError, LaunchConfig, LaunchOptions, LoadedModule, MemError, Module};
+use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
 
 use crate::backend::{Backend, CuError, CuResult, DeviceSession, Launch, ModuleImage};
@@ -13,9 +14,17 @@ pub const COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 /// Reported driver version: at least 13000, so both cudart 12 and 13 accept it.
 pub const DRIVER_VERSION: i32 = 13050;
 
+/// Parsed modules by image hash, shared by every session: an image is parsed once per server.
+type ModuleCache = Arc<Mutex<HashMap<[u8; 32], Arc<Module>>>>;
+
+/// Most parsed modules kept.
+const MAX_CACHED_MODULES: usize = 256;
+
 pub struct EmulatedBackend {
     devices: Vec<DeviceInfo>,
     memory: Vec<Arc<DeviceMemory>>,
+    modules: ModuleCache,
+    options: LaunchOptions,
 }
 
 impl EmulatedBackend {
@@ -23,7 +32,13 @@ impl EmulatedBackend {
     pub fn new(count: u32, memory: u64, seed: [u8; 16]) -> Self {
         let devices = (0..count).map(|i| emulated_device(i, memory, seed)).collect();
         let memory = (0..count).map(|_| DeviceMemory::new(memory)).collect();
-        Self { devices, memory }
+        Self { devices, memory, modules: ModuleCache::default(), options: LaunchOptions::default() }
+    }
+
+    /// Warp instructions a launch may run before it fails with `LAUNCH_TIMEOUT` (702).
+    pub fn with_instruction_budget(mut self, budget: u64) -> Self {
+        self.options.instruction_budget = budget;
+        self
     }
 }
 
@@ -48,12 +63,25 @@ impl Backend for EmulatedBackend {
             })?;
             spaces.push(AddressSpace::new(mem.clone(), w.base, w.size));
         }
-        Ok(Box::new(EmulatedSession { spaces }))
+        Ok(Box::new(EmulatedSession {
+            spaces,
+            loaded: HashMap::new(),
+            cache: self.modules.clone(),
+            options: self.options,
+        }))
     }
 }
 
 struct EmulatedSession {
     spaces: Vec<AddressSpace>,
+    /// Client module handle -> (device, module instantiated in that device's address space).
+    loaded: HashMap<u64, (u32, LoadedModule)>,
+    cache: ModuleCache,
+    options: LaunchOptions,
+}
+
+fn emu_error(e: EmuError) -> CuError {
+    CuError::new(CuStatus(e.cuda_code()), e.to_string())
 }
 
 impl EmulatedSession {
@@ -128,16 +156,70 @@ impl DeviceSession for EmulatedSession {
         Ok(())
     }
 
-    fn load_module(&mut self, _device: u32, _module: u64, _image: Arc<[u8]>) -> CuResult<ModuleImage> {
-        Err(CuError::new(CuStatus::NOT_SUPPORTED, "the emulated GPU cannot load modules yet"))
+    fn load_module(&mut self, device: u32, module: u64, hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ModuleImage> {
+        let cc = (COMPUTE_CAPABILITY.0 * 10 + COMPUTE_CAPABILITY.1) as u32;
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
+        let parsed = match cached {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(Module::load(&image, cc).map_err(emu_error)?);
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= MAX_CACHED_MODULES {
+                    cache.clear();
+                }
+                cache.insert(hash, m.clone());
+                m
+            }
+        };
+        let space = self.space(device)?;
+        let loaded = LoadedModule::new(parsed.clone(), space).map_err(emu_error)?;
+        let kernels = parsed
+            .kernels()
+            .iter()
+            .map(|k| KernelDesc {
+                name: k.name.clone(),
+                params: k.params.iter().map(|p| ParamDesc { offset: p.offset, size: p.size }).collect(),
+                shared_bytes: k.static_shared_bytes,
+                local_bytes: k.local_bytes,
+                num_regs: k.num_regs,
+                max_threads: k.max_threads_per_block,
+            })
+            .collect();
+        let globals = parsed
+            .globals()
+            .iter()
+            .filter_map(|g| {
+                let (addr, size) = loaded.global(&g.name)?;
+                Some(GlobalDesc { name: g.name.clone(), addr, size })
+            })
+            .collect();
+        self.loaded.insert(module, (device, loaded));
+        Ok(ModuleImage { kernels, globals })
     }
 
-    fn unload_module(&mut self, _module: u64) -> CuResult<()> {
-        Err(CuError::new(CuStatus::INVALID_HANDLE, "no such module"))
+    fn unload_module(&mut self, module: u64) -> CuResult<()> {
+        let (device, m) = self
+            .loaded
+            .remove(&module)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
+        m.free(self.space(device)?);
+        Ok(())
     }
 
-    fn launch(&mut self, _launch: &Launch<'_>) -> CuResult<String> {
-        Err(CuError::new(CuStatus::NOT_SUPPORTED, "the emulated GPU cannot launch kernels yet"))
+    fn launch(&mut self, l: &Launch<'_>) -> (String, CuResult<()>) {
+        let Some((device, m)) = self.loaded.get(&l.module) else {
+            return (String::new(), Err(CuError::new(CuStatus::INVALID_HANDLE, "no such module")));
+        };
+        let Some(kernel) = m.module().kernels().get(l.kernel as usize) else {
+            return (String::new(), Err(CuError::new(CuStatus::INVALID_HANDLE, "no such function")));
+        };
+        let space = match self.space(*device) {
+            Ok(s) => s,
+            Err(e) => return (String::new(), Err(e)),
+        };
+        let cfg = LaunchConfig { grid: l.grid, block: l.block, dynamic_shared_bytes: l.shared };
+        let outcome = m.launch(space, &kernel.name, &cfg, l.params, &self.options);
+        (outcome.printf, outcome.result.map_err(emu_error))
     }
 }
 

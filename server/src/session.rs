@@ -162,9 +162,9 @@ impl Session {
         Ok(device)
     }
 
-    pub fn load_module(&mut self, ctx: u64, module: u64, image: Arc<[u8]>) -> CuResult<ReplyBody> {
+    pub fn load_module(&mut self, ctx: u64, module: u64, hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ReplyBody> {
         let device = self.begin_module_load(ctx, module)?;
-        let loaded = self.backend.load_module(device, module, image)?;
+        let loaded = self.backend.load_module(device, module, hash, image)?;
         let mut globals = Vec::new();
         for g in &loaded.globals {
             self.allocs.insert(g.addr, Alloc { size: g.size.max(1), ctx, kind: AllocKind::ModuleGlobal });
@@ -345,11 +345,10 @@ impl Session {
                     return Err(invalid_handle("function", kernel as u64));
                 }
                 let launch = Launch { module, kernel, grid, block, shared, params: &params };
-                match self.backend.launch(&launch) {
-                    Ok(out) => {
-                        self.output.push_str(&out);
-                        Ok(ReplyBody::None)
-                    }
+                let (out, result) = self.backend.launch(&launch);
+                self.output.push_str(&out);
+                match result {
+                    Ok(()) => Ok(ReplyBody::None),
                     Err(e) => {
                         if e.status.is_sticky() {
                             if let Some(c) = self.contexts.get_mut(&ctx) {
@@ -364,11 +363,6 @@ impl Session {
                 Err(CuError::new(CuStatus::INVALID_VALUE, "request needs its payload handled by the connection"))
             }
         }
-    }
-
-    /// Appends kernel output (also used when a failed launch printed before failing).
-    pub fn push_output(&mut self, s: &str) {
-        self.output.push_str(s);
     }
 
     /// Frees everything a context owns.

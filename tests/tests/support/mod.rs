@@ -50,6 +50,11 @@ pub fn cuda_env(name: &str) -> String {
 
 /// Builds `tests/programs/NAME.c` against CUDA 12's `cuda.h`, linked `-lcuda` against the shim.
 pub fn c_program(name: &str) -> PathBuf {
+    c_program_with(name, &[])
+}
+
+/// As [`c_program`], with NVRTC and cudart 12 available to link (`-lnvrtc`, `-lcudart`).
+pub fn c_program_with(name: &str, libs: &[&str]) -> PathBuf {
     let out_dir = target_dir().join("c");
     let lib = out_dir.join("lib");
     std::fs::create_dir_all(&lib).unwrap();
@@ -69,7 +74,10 @@ pub fn c_program(name: &str) -> PathBuf {
         .arg(format!("-I{}", cuda_env("CUDA12_INCLUDE")))
         .arg(format!("-I{}", root().join("tests/programs").display()))
         .arg(format!("-L{}", lib.display()))
+        .arg(format!("-L{}", cuda_env("CUDA12_LINK")))
         .arg("-lcuda")
+        .args(libs)
+        .arg("-lm")
         .status()
         .expect("gcc");
     assert!(status.success(), "compiling {}", src.display());
@@ -144,6 +152,7 @@ impl Server {
     pub fn command(&self, prog: &Path) -> Command {
         let mut c = Command::new(remora());
         c.arg("run").arg("--connection").arg(&self.connection).arg("--").arg(prog);
+        c.env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
         c
     }
 

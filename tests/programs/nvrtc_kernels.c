@@ -1,0 +1,140 @@
+/* Driver API + NVRTC: compile CUDA C++ to PTX at run time, load it, launch, check results.
+ * Usage: nvrtc_kernels [compute|printf|fault KIND]
+ *   compute     saxpy, a shared-memory reduction, a struct-by-value kernel; results checked
+ *   printf      a kernel that prints from every thread of one warp
+ *   fault KIND  a kernel that faults (oob, misaligned, assert, trap, hang); prints the error
+ *               the synchronising call returns and what later calls in the context return */
+#include <cuda.h>
+#include <nvrtc.h>
+#include <math.h>
+#include "check.h"
+
+static const char *SRC =
+    "extern \"C\" __device__ void __assertfail(const char *, const char *, unsigned, const char *, unsigned long);\n"
+    "#define assert(e) ((e) ? (void)0 : __assertfail(#e, __FILE__, __LINE__, __func__, 1))\n"
+    "struct Affine { float a; float b; int n; };\n"
+    "extern \"C\" __global__ void saxpy(float a, const float *x, float *y, int n) {\n"
+    "  int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a * x[i] + y[i]; }\n"
+    "extern \"C\" __global__ void affine(Affine p, float *y) {\n"
+    "  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) y[i] = p.a * y[i] + p.b; }\n"
+    "extern \"C\" __global__ void block_sum(const int *x, int *out, int n) {\n"
+    "  extern __shared__ int s[]; int t = threadIdx.x; int i = blockIdx.x * blockDim.x + t;\n"
+    "  s[t] = i < n ? x[i] : 0; __syncthreads();\n"
+    "  for (int k = blockDim.x / 2; k > 0; k >>= 1) { if (t < k) s[t] += s[t + k]; __syncthreads(); }\n"
+    "  if (t == 0) atomicAdd(out, s[0]); }\n"
+    "extern \"C\" __global__ void hello(int base) { printf(\"hello from thread %d value %d\\n\", threadIdx.x, base + threadIdx.x); }\n"
+    "extern \"C\" __global__ void oob(int *p) { p[threadIdx.x + (1 << 26)] = 1; }\n"
+    "extern \"C\" __global__ void misaligned(char *p) { *(int *)(p + 1) = 1; }\n"
+    "extern \"C\" __global__ void fails_assert(int v) { assert(v == 42); }\n"
+    "extern \"C\" __global__ void traps() { __trap(); }\n"
+    "extern \"C\" __global__ void hangs(volatile int *p) { while (*p == 0) { } }\n";
+
+static char *compile(void) {
+    nvrtcProgram prog;
+    if (nvrtcCreateProgram(&prog, SRC, "kernels.cu", 0, NULL, NULL) != NVRTC_SUCCESS) { printf("FAIL nvrtcCreateProgram\n"); exit(1); }
+    const char *opts[] = {"--gpu-architecture=compute_80"};
+    nvrtcResult r = nvrtcCompileProgram(prog, 1, opts);
+    if (r != NVRTC_SUCCESS) {
+        size_t n; nvrtcGetProgramLogSize(prog, &n); char *log = malloc(n); nvrtcGetProgramLog(prog, log);
+        printf("FAIL nvrtc: %s\n%s\n", nvrtcGetErrorString(r), log); exit(1);
+    }
+    size_t n; nvrtcGetPTXSize(prog, &n);
+    char *ptx = malloc(n); nvrtcGetPTX(prog, ptx);
+    nvrtcDestroyProgram(&prog);
+    return ptx;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    const char *mode = argc > 1 ? argv[1] : "compute";
+    CUdevice dev; CUcontext ctx; CUmodule mod;
+    CHECK(cuInit(0));
+    CHECK(cuDeviceGet(&dev, 0));
+    CHECK(cuCtxCreate(&ctx, 0, dev));
+    char *ptx = compile();
+    CHECK(cuModuleLoadData(&mod, ptx));
+
+    if (!strcmp(mode, "compute")) {
+        CUfunction saxpy, affine, block_sum;
+        CHECK(cuModuleGetFunction(&saxpy, mod, "saxpy"));
+        CHECK(cuModuleGetFunction(&affine, mod, "affine"));
+        CHECK(cuModuleGetFunction(&block_sum, mod, "block_sum"));
+        EXPECT_ERR(cuModuleGetFunction(&saxpy, mod, "no_such_kernel"), CUDA_ERROR_NOT_FOUND);
+        CHECK(cuModuleGetFunction(&saxpy, mod, "saxpy"));
+        int n = 100000;
+        float *x = malloc(n * 4), *y = malloc(n * 4), *r = malloc(n * 4);
+        for (int i = 0; i < n; i++) { x[i] = (float)i * 0.5f; y[i] = (float)(n - i); }
+        CUdeviceptr dx, dy;
+        CHECK(cuMemAlloc(&dx, n * 4)); CHECK(cuMemAlloc(&dy, n * 4));
+        CHECK(cuMemcpyHtoD(dx, x, n * 4)); CHECK(cuMemcpyHtoD(dy, y, n * 4));
+        float a = 3.0f;
+        void *args[] = {&a, &dx, &dy, &n};
+        CHECK(cuLaunchKernel(saxpy, (n + 255) / 256, 1, 1, 256, 1, 1, 0, 0, args, NULL));
+        struct { float a; float b; int n; } p = {2.0f, 1.0f, n};
+        void *args2[] = {&p, &dy};
+        CHECK(cuLaunchKernel(affine, 64, 1, 1, 128, 1, 1, 0, 0, args2, NULL));
+        CHECK(cuMemcpyDtoH(r, dy, n * 4));
+        int bad = 0;
+        for (int i = 0; i < n; i++) { float want = 2.0f * (3.0f * x[i] + y[i]) + 1.0f; if (r[i] != want) bad++; }
+        EXPECT(bad == 0, "saxpy+affine: %d wrong", bad);
+        printf("ok   saxpy and struct-by-value kernel over %d elements\n", n);
+
+        int *xi = malloc(n * 4); long long want = 0;
+        for (int i = 0; i < n; i++) { xi[i] = (i * 7) % 1000 - 500; want += xi[i]; }
+        CUdeviceptr dxi, dsum; int zero = 0, got = 0;
+        CHECK(cuMemAlloc(&dxi, n * 4)); CHECK(cuMemAlloc(&dsum, 4));
+        CHECK(cuMemcpyHtoD(dxi, xi, n * 4)); CHECK(cuMemcpyHtoD(dsum, &zero, 4));
+        /* The `extra` form of passing parameters. */
+        struct { CUdeviceptr x; CUdeviceptr out; int n; } packed = {dxi, dsum, n};
+        size_t psize = sizeof packed;
+        void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &packed, CU_LAUNCH_PARAM_BUFFER_SIZE, &psize, CU_LAUNCH_PARAM_END};
+        CHECK(cuLaunchKernel(block_sum, (n + 255) / 256, 1, 1, 256, 1, 1, 256 * 4, 0, NULL, extra));
+        CHECK(cuMemcpyDtoH(&got, dsum, 4));
+        EXPECT(got == (int)want, "reduction %d, want %lld", got, want);
+        printf("ok   shared-memory reduction = %d\n", got);
+        size_t off, sz;
+        CHECK(cuFuncGetParamInfo(saxpy, 1, &off, &sz));
+        EXPECT(off == 8 && sz == 8, "param info %zu %zu", off, sz);
+        int regs = -1;
+        CHECK(cuFuncGetAttribute(&regs, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, saxpy));
+        EXPECT(regs > 0, "max threads %d", regs);
+        /* A launch with a bad geometry is refused at once. */
+        EXPECT_ERR(cuLaunchKernel(saxpy, 1, 1, 1, 2048, 1, 1, 0, 0, args, NULL), CUDA_ERROR_INVALID_VALUE);
+        CHECK(cuModuleUnload(mod));
+        return finish("nvrtc_kernels compute");
+    }
+    if (!strcmp(mode, "printf")) {
+        CUfunction hello;
+        CHECK(cuModuleGetFunction(&hello, mod, "hello"));
+        int base = 100;
+        void *args[] = {&base};
+        CHECK(cuLaunchKernel(hello, 1, 1, 1, 4, 1, 1, 0, 0, args, NULL));
+        CHECK(cuCtxSynchronize());
+        printf("after sync\n");
+        return 0;
+    }
+    if (!strcmp(mode, "fault") && argc > 2) {
+        const char *kind = argv[2];
+        CUfunction f;
+        CUdeviceptr p; CHECK(cuMemAlloc(&p, 4096)); CHECK(cuMemsetD8(p, 0, 4096));
+        int v = 7;
+        void *pargs[] = {&p}, *vargs[] = {&v};
+        void **args = pargs;
+        if (!strcmp(kind, "oob")) CHECK(cuModuleGetFunction(&f, mod, "oob"));
+        else if (!strcmp(kind, "misaligned")) CHECK(cuModuleGetFunction(&f, mod, "misaligned"));
+        else if (!strcmp(kind, "assert")) { CHECK(cuModuleGetFunction(&f, mod, "fails_assert")); args = vargs; }
+        else if (!strcmp(kind, "trap")) { CHECK(cuModuleGetFunction(&f, mod, "traps")); args = NULL; }
+        else if (!strcmp(kind, "hang")) CHECK(cuModuleGetFunction(&f, mod, "hangs"));
+        else { printf("unknown fault %s\n", kind); return 2; }
+        CHECK(cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, 0, args, NULL));
+        CUresult r = cuCtxSynchronize();
+        const char *name = "?"; cuGetErrorName(r, &name);
+        printf("sync %d %s\n", (int)r, name);
+        CUdeviceptr q;
+        printf("sticky alloc %d\n", (int)cuMemAlloc(&q, 16));
+        printf("sticky sync %d\n", (int)cuCtxSynchronize());
+        return 0;
+    }
+    printf("unknown mode %s\n", mode);
+    return 2;
+}

@@ -1,0 +1,70 @@
+//! Kernels on the emulated GPU through the shim: NVRTC-compiled PTX loaded and launched by a C
+//! driver-API program; printf; every device fault, sticky in its context, harmless to others.
+
+mod support;
+
+use support::*;
+
+fn nvrtc_program() -> std::path::PathBuf {
+    c_program_with("nvrtc_kernels", &["-lnvrtc"])
+}
+
+#[test]
+fn nvrtc_compiled_kernels_compute_checked_results() {
+    let server = Server::start();
+    let out = server.run(&nvrtc_program(), &["compute"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("nvrtc_kernels compute: all passed"), "{t}");
+}
+
+#[test]
+fn kernel_printf_reaches_stdout_at_synchronisation() {
+    let server = Server::start();
+    let out = server.run(&nvrtc_program(), &["printf"]);
+    let t = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = "hello from thread 0 value 100\nhello from thread 1 value 101\nhello from thread 2 value 102\nhello from thread 3 value 103\nafter sync\n";
+    assert!(t.ends_with(expected), "{t}");
+}
+
+/// Runs one faulting kernel and checks the synchronising call's error, that the context stays
+/// broken, and that another client of the same server is unaffected.
+fn fault(server: &Server, kind: &str, code: u32) {
+    let out = server.run(&nvrtc_program(), &["fault", kind]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains(&format!("sync {code} ")), "{kind}: {t}");
+    assert!(t.contains(&format!("sticky alloc {code}")), "{kind}: {t}");
+    assert!(t.contains(&format!("sticky sync {code}")), "{kind}: {t}");
+    let other = server.run(&nvrtc_program(), &["compute"]);
+    assert!(other.status.success(), "after {kind}: {}", text(&other));
+}
+
+#[test]
+fn out_of_bounds_access_is_700_and_sticky() {
+    fault(&Server::start(), "oob", 700);
+}
+
+#[test]
+fn misaligned_access_is_716_and_sticky() {
+    fault(&Server::start(), "misaligned", 716);
+}
+
+#[test]
+fn device_assert_is_710_with_cudas_message() {
+    let server = Server::start();
+    fault(&server, "assert", 710);
+    let t = text(&server.run(&nvrtc_program(), &["fault", "assert"]));
+    assert!(t.contains("block: [0,0,0], thread: [0,0,0] Assertion `v == 42` failed."), "{t}");
+}
+
+#[test]
+fn trap_is_719_and_sticky() {
+    fault(&Server::start(), "trap", 719);
+}
+
+#[test]
+fn a_kernel_that_never_ends_is_702_after_its_budget() {
+    fault(&Server::start_with(&["--kernel-budget", "2000000"]), "hang", 702);
+}
