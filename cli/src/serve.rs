@@ -113,7 +113,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let mut seed = [0u8; 16];
     seed.copy_from_slice(&identity.fingerprint()[..16]);
     let backend = choose_backend(&args, seed)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // One worker: the endpoint, every connection and its session run on one thread, which
+    // measured best (TRANSPORT.md); kernels leave it through block_in_place.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async move {
         let kind = backend.kind();
         let ndev = backend.devices().len();

@@ -107,6 +107,16 @@ fn transport(loopback: bool) -> quinn::TransportConfig {
     t
 }
 
+/// Endpoint settings: on loopback, allow 64 KiB datagrams. Each side advertises this limit and
+/// MTU discovery never grows past the peer's, so both must raise it.
+fn endpoint_config(loopback: bool) -> quinn::EndpointConfig {
+    let mut c = quinn::EndpointConfig::default();
+    if loopback {
+        let _ = c.max_udp_payload_size(65_527);
+    }
+    c
+}
+
 fn udp_socket(addr: SocketAddr) -> Result<UdpSocket, EndpointError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -131,7 +141,7 @@ pub fn server(addr: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Endpoi
     cfg.transport_config(Arc::new(transport(addr.ip().is_loopback())));
     let socket = udp_socket(addr)?;
     let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Quic("no async runtime".into()))?;
-    Ok(quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(cfg), socket, runtime)?)
+    Ok(quinn::Endpoint::new(endpoint_config(addr.ip().is_loopback()), Some(cfg), socket, runtime)?)
 }
 
 /// A client endpoint configured to trust only the certificate with `pinned` SHA-256.
@@ -152,7 +162,7 @@ pub fn client(server_addr: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoi
         .map_err(|_| EndpointError::Quic("bind address".into()))?;
     let socket = udp_socket(bind)?;
     let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Quic("no async runtime".into()))?;
-    let mut ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
+    let mut ep = quinn::Endpoint::new(endpoint_config(server_addr.ip().is_loopback()), None, socket, runtime)?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }

@@ -95,7 +95,6 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
     };
     let _ = prefix;
 
-    let mut out = Vec::with_capacity(CHUNK);
     while let Some((prefix, req)) = read_request(&mut recv).await? {
         let wants_reply = prefix.wants_reply();
         let name = req.name();
@@ -115,8 +114,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                             Some(e) => Reply { body: ReplyBody::Data, ..Reply::error(e.status, e.message) },
                         };
                         r.output = session.take_output();
-                        write_reply(&mut send, &r, size).await?;
-                        copy_out(&mut session, &mut send, src, size, &mut out).await?;
+                        copy_out(&mut session, &mut send, reply_bytes(&r, size), src, size).await?;
                         continue;
                     }
                     Ok(()) => Err(CuError::new(CuStatus::INVALID_VALUE, "device-to-host copy without a reply")),
@@ -212,11 +210,16 @@ async fn read_request(recv: &mut RecvStream) -> Result<Option<(FramePrefix, Requ
     Ok(Some((prefix, req)))
 }
 
-async fn write_reply(send: &mut SendStream, r: &Reply, payload_len: u64) -> Result<(), ConnError> {
+/// A reply's frame prefix and header, ready to be followed by `payload_len` bytes.
+fn reply_bytes(r: &Reply, payload_len: u64) -> Vec<u8> {
     let header = encode(r);
-    let mut buf = Vec::with_capacity(PREFIX_LEN + header.len());
+    let mut buf = Vec::with_capacity(PREFIX_LEN + header.len() + payload_len.min(CHUNK as u64) as usize);
     frame::encode_prefixed(&mut buf, &header, 0, payload_len);
-    send.write_all(&buf).await?;
+    buf
+}
+
+async fn write_reply(send: &mut SendStream, r: &Reply, payload_len: u64) -> Result<(), ConnError> {
+    send.write_all(&reply_bytes(r, payload_len)).await?;
     Ok(())
 }
 
@@ -262,19 +265,31 @@ async fn copy_in(
     Ok(result)
 }
 
+/// Streams device memory to the client after its reply header. Small copies go out with the
+/// header in one write (one datagram, one wake-up on the client); large ones in chunks.
 async fn copy_out(
     session: &mut Session,
     send: &mut SendStream,
+    header: Vec<u8>,
     src: u64,
     len: u64,
-    _scratch: &mut Vec<u8>,
 ) -> Result<(), ConnError> {
+    if len <= CHUNK as u64 {
+        let mut buf = header;
+        let start = buf.len();
+        buf.resize(start + len as usize, 0);
+        // Checked by begin_read; a backend fault here is reported by the next call.
+        if let Err(e) = session.read_chunk(src, &mut buf[start..]) {
+            session.defer(e);
+        }
+        send.write_all(&buf).await?;
+        return Ok(());
+    }
+    send.write_all(&header).await?;
     let mut off = 0u64;
     while off < len {
         let n = (len - off).min(CHUNK as u64) as usize;
         let mut buf = vec![0u8; n];
-        // Checked by begin_read; a failure here would be a backend fault: send zeros, and the
-        // error was already reported in the header or will be by the next call.
         if let Err(e) = session.read_chunk(src + off, &mut buf) {
             session.defer(e);
         }

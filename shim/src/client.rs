@@ -1,16 +1,16 @@
 //! The connection to the Remora server, opened lazily on the first call that needs it.
 //!
-//! One QUIC connection per process, one long-lived bidirectional stream for calls. A background
-//! thread runs the tokio runtime that drives quinn; application threads write and read the
-//! stream themselves (blocking on its futures), so a call costs no extra thread hop on the way
-//! out. Asynchronous calls are appended to a batch and written when a synchronising call needs
+//! One QUIC connection per process, one long-lived bidirectional stream for calls. The
+//! connection is driven by whichever thread is waiting on it: an application thread making a
+//! call runs the (current-thread) tokio runtime itself, so a round trip costs no thread hops on
+//! the client. While the application makes no calls, a background thread drives the runtime
+//! briefly every few milliseconds, so keep-alives and acknowledgements still flow. Asynchronous calls are appended to a batch and written when a synchronising call needs
 //! the wire, or when the batch grows large: fire-and-forget costs a memcpy, not a packet.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use futures_lite::future::block_on;
 use quinn::{RecvStream, SendStream};
 use remora_protocol::frame::{self, FramePrefix, FLAG_REPLY, PREFIX_LEN};
 use remora_protocol::messages::{decode, encode, Reply, Request, ServerInfo, Window};
@@ -34,9 +34,15 @@ pub struct Client {
     pub address: SocketAddr,
     io: Mutex<Io>,
     conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
-    rt: tokio::runtime::Handle,
+    rt: Arc<tokio::runtime::Runtime>,
+    driver: std::thread::Thread,
+    /// Set at process exit: the driver thread then sends the close and stops.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    closed: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// How long the background driver lets the connection rest between turns.
+const IDLE_DRIVE: Duration = Duration::from_millis(20);
 
 struct Io {
     send: SendStream,
@@ -72,15 +78,25 @@ fn connect() -> Result<Client, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-    let handle = rt.handle().clone();
-    std::thread::Builder::new()
-        .name("remora-io".into())
-        .spawn(move || rt.block_on(std::future::pending::<()>()))
-        .map_err(|e| format!("cannot start the I/O thread: {e}"))?;
-    let _enter = handle.enter();
+    let rt = Arc::new(rt);
     let addr = file.address;
-    let c = block_on(remora_protocol::endpoint::connect(&file, CONNECT_TIMEOUT))?;
+    // Connect on a helper thread: the calling thread may be inside a runtime of its own.
+    let c = std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(remora_protocol::endpoint::connect(&file, CONNECT_TIMEOUT))).join()
+    })
+    .map_err(|_| "the connection attempt panicked".to_string())??;
     let (endpoint, conn, send, recv, info) = (c.endpoint, c.conn, c.send, c.recv, c.info);
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let driver = {
+        let (rt, closing, endpoint) = (rt.clone(), closing.clone(), endpoint.clone());
+        std::thread::Builder::new()
+            .name("remora-io".into())
+            .spawn(move || drive_in_background(&rt, &closing, &endpoint, done_tx))
+            .map_err(|e| format!("cannot start the I/O thread: {e}"))?
+            .thread()
+            .clone()
+    };
     let windows = reserve_windows(info.devices.len())?;
     let client = Client {
         info,
@@ -88,8 +104,10 @@ fn connect() -> Result<Client, String> {
         address: addr,
         io: Mutex::new(Io { send, recv, batch: Vec::with_capacity(BATCH_FLUSH * 2), broken: None }),
         conn,
-        endpoint,
-        rt: handle.clone(),
+        rt,
+        driver,
+        closing,
+        closed: Mutex::new(Some(done_rx)),
     };
     client.call(&Request::SetWindows { windows }).map_err(|e| format!("Remora server at {addr}: {e}"))?;
     // SAFETY: `close_at_exit` is a plain extern "C" fn with no arguments, as atexit expects.
@@ -122,6 +140,25 @@ fn reserve_windows(devices: usize) -> Result<Vec<Window>, String> {
         .collect()
 }
 
+/// Drives the runtime for a moment at a time while no application thread does; at exit, sends
+/// the connection close.
+fn drive_in_background(
+    rt: &tokio::runtime::Runtime,
+    closing: &std::sync::atomic::AtomicBool,
+    endpoint: &quinn::Endpoint,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    use std::sync::atomic::Ordering;
+    while !closing.load(Ordering::Acquire) {
+        rt.block_on(tokio::time::sleep(Duration::from_micros(200)));
+        std::thread::park_timeout(IDLE_DRIVE);
+    }
+    rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
+    });
+    let _ = done.send(());
+}
+
 extern "C" fn close_at_exit() {
     if let Some(c) = existing() {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.close()));
@@ -129,6 +166,18 @@ extern "C" fn close_at_exit() {
 }
 
 impl Client {
+    /// Runs `f` to completion, driving the connection on this thread. An application thread
+    /// that is itself inside a tokio runtime cannot enter ours: it waits while the background
+    /// thread drives instead.
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.driver.unpark();
+            futures_lite::future::block_on(f)
+        } else {
+            self.rt.block_on(f)
+        }
+    }
+
     fn io(&self) -> ShimResult<MutexGuard<'_, Io>> {
         let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         match &io.broken {
@@ -150,7 +199,7 @@ impl Client {
         if io.batch.is_empty() {
             return Ok(());
         }
-        let r = block_on(io.send.write_all(&io.batch));
+        let r = self.block_on(io.send.write_all(&io.batch));
         io.batch.clear();
         r.map_err(|e| self.lost(io, e))
     }
@@ -164,7 +213,7 @@ impl Client {
             io.batch.extend_from_slice(payload);
         } else {
             self.flush(&mut io)?;
-                let r = block_on(io.send.write_all(payload));
+                let r = self.block_on(io.send.write_all(payload));
             r.map_err(|e| self.lost(&mut io, e))?;
         }
         if io.batch.len() >= BATCH_FLUSH {
@@ -197,11 +246,11 @@ impl Client {
             self.flush(&mut io)?;
         } else {
             self.flush(&mut io)?;
-                let r = block_on(io.send.write_all(payload));
+                let r = self.block_on(io.send.write_all(payload));
             r.map_err(|e| self.lost(&mut io, e))?;
         }
         let io = &mut *io;
-        let r = block_on(async {
+        let r = self.block_on(async {
             let mut p = [0u8; PREFIX_LEN];
             io.recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
             let prefix = FramePrefix::parse(&p).map_err(|e| e.to_string())?;
@@ -229,13 +278,12 @@ impl Client {
     /// as a real driver drops it. Runs without this thread's thread-locals (they may be gone).
     fn close(&self) {
         self.conn.close(0u32.into(), b"client exit");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let endpoint = self.endpoint.clone();
-        self.rt.spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
-            let _ = tx.send(());
-        });
-        let _ = rx.recv_timeout(Duration::from_millis(300));
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
+        self.driver.unpark();
+        let rx = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(rx) = rx {
+            let _ = rx.recv_timeout(Duration::from_millis(300));
+        }
     }
 }
 
