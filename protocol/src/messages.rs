@@ -191,12 +191,18 @@ impl DeviceInfo {
 }
 
 /// Serialise any message to rkyv bytes.
+///
+/// Uses a fresh arena rather than rkyv's thread-local one: the shim encodes from exit handlers,
+/// when thread-locals are already gone.
 pub fn encode<T>(value: &T) -> Vec<u8>
 where
     T: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>>,
 {
+    let mut arena = rkyv::ser::allocator::Arena::new();
     // Serialising plain structs into a growable buffer cannot fail.
-    rkyv::to_bytes::<rkyv::rancor::Error>(value).map(|v| v.to_vec()).unwrap_or_default()
+    rkyv::api::high::to_bytes_with_alloc::<_, rkyv::rancor::Error>(value, arena.acquire())
+        .map(|v| v.to_vec())
+        .unwrap_or_default()
 }
 
 /// Validate and decode a message from bytes a peer sent.

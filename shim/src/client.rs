@@ -150,7 +150,7 @@ fn drive_in_background(
 ) {
     use std::sync::atomic::Ordering;
     while !closing.load(Ordering::Acquire) {
-        rt.block_on(tokio::time::sleep(Duration::from_micros(200)));
+        rt.block_on(async { tokio::time::sleep(Duration::from_micros(200)).await });
         std::thread::park_timeout(IDLE_DRIVE);
     }
     rt.block_on(async {

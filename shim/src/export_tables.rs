@@ -381,8 +381,19 @@ extern "C" fn unsupported<const TABLE: usize, const SLOT: usize>() -> u32 {
     })
 }
 
+/// Tables clients ask for and work fine without (CUDA-COMPAT.md): refused without a word.
+const HARMLESS: [[u8; 16]; 2] = [
+    // Asked by cudart before cuInit.
+    [0xf8, 0xcf, 0xf9, 0x51, 0x21, 0x46, 0x8b, 0x4e, 0xb9, 0xe2, 0xfb, 0x46, 0x9e, 0x7c, 0x0d, 0xd9],
+    // Asked by NVRTC and nvJitLink while compiling.
+    [0xda, 0x91, 0x51, 0xd3, 0x3a, 0xe6, 0xcc, 0x41, 0xa5, 0xc0, 0x4f, 0x26, 0xd5, 0x33, 0xe3, 0x28],
+];
+
 fn log_unknown_uuid(uuid: &[u8; 16]) {
     static SEEN: Mutex<Vec<[u8; 16]>> = Mutex::new(Vec::new());
+    if HARMLESS.contains(uuid) {
+        return;
+    }
     let _ = catch_unwind(|| {
         let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
         if !seen.contains(uuid) {

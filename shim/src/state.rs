@@ -82,8 +82,11 @@ thread_local! {
     static CTX_STACK: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
+// The stack is reached with `try_with` throughout: cudart releases its contexts from exit
+// handlers, after this thread's thread-locals are gone, and that must not panic.
+
 pub fn current() -> Option<u64> {
-    CTX_STACK.with(|s| s.borrow().last().copied())
+    CTX_STACK.try_with(|s| s.borrow().last().copied()).ok().flatten()
 }
 
 /// The current context, or `CUDA_ERROR_INVALID_CONTEXT`.
@@ -92,26 +95,26 @@ pub fn current_ctx() -> ShimResult<u64> {
 }
 
 pub fn set_current(ctx: Option<u64>) {
-    CTX_STACK.with(|s| {
+    let _ = CTX_STACK.try_with(|s| {
         let mut s = s.borrow_mut();
         s.pop();
         if let Some(c) = ctx {
             s.push(c);
         }
-    })
+    });
 }
 
 pub fn push_current(ctx: u64) {
-    CTX_STACK.with(|s| s.borrow_mut().push(ctx))
+    let _ = CTX_STACK.try_with(|s| s.borrow_mut().push(ctx));
 }
 
 pub fn pop_current() -> Option<u64> {
-    CTX_STACK.with(|s| s.borrow_mut().pop())
+    CTX_STACK.try_with(|s| s.borrow_mut().pop()).ok().flatten()
 }
 
 /// Forgets a destroyed context in this thread's stack.
 pub fn drop_from_stack(ctx: u64) {
-    CTX_STACK.with(|s| s.borrow_mut().retain(|&c| c != ctx))
+    let _ = CTX_STACK.try_with(|s| s.borrow_mut().retain(|&c| c != ctx));
 }
 
 impl State {

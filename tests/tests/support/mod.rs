@@ -200,3 +200,26 @@ pub fn free_memory(server: &Server) -> (u64, u64) {
     }
     (free.unwrap_or_else(|| panic!("meminfo: {t}")), total.unwrap_or(0))
 }
+
+/// Builds `tests/programs/cuda/NAME.cu` with nvcc 13 to PTX for compute_80 (what the emulated
+/// GPU runs), with static or shared cudart, and a compressed (nvcc's default) or plain fatbin.
+pub fn nvcc_program(name: &str, shared_cudart: bool, compressed: bool) -> PathBuf {
+    let out_dir = target_dir().join("nvcc");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let tag = format!("{name}-{}-{}", if shared_cudart { "shared" } else { "static" }, if compressed { "z" } else { "plain" });
+    let exe = out_dir.join(&tag);
+    let tmp = out_dir.join(format!("{tag}.{}", std::process::id()));
+    let src = root().join("tests/programs/cuda").join(format!("{name}.cu"));
+    let mut cmd = Command::new(cuda_env("NVCC13"));
+    cmd.args(["-arch=compute_80", "-code=compute_80", "-o"]).arg(&tmp).arg(&src);
+    if shared_cudart {
+        cmd.args(["-cudart", "shared"]).arg(format!("-L{}", cuda_env("CUDA13_LINK")));
+    }
+    if !compressed {
+        cmd.arg("-compress-mode=none");
+    }
+    let out = cmd.output().expect("nvcc");
+    assert!(out.status.success(), "nvcc {}: {}", src.display(), text(&out));
+    std::fs::rename(&tmp, &exe).unwrap();
+    exe
+}

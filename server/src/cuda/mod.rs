@@ -1,0 +1,777 @@
+//! The real-GPU backend (cudarc), loaded at run time so the same server binary starts on
+//! machines without a driver.
+//!
+//! [`probe`] loads `libcuda` through cudarc's dynamic loading, initialises the driver and
+//! describes every device; it never panics and says why when there is no usable GPU.
+//!
+//! Each [`CudaSession`] creates its **own context** per device it uses (lazily, with
+//! `cuCtxCreate`), not the device's primary context: a client's faulting kernel makes its
+//! context unusable (a sticky error), and with a shared primary context that would break every
+//! other client of the GPU (DESIGN.md decision 9); destroying the session's contexts also frees
+//! whatever the driver still holds for it. The cost is one context's memory per client and
+//! device. Sessions may run on any tokio thread, so every driver call is preceded by
+//! `cuCtxSetCurrent` on the calling thread.
+//!
+//! Allocations land inside the client's address window (decision 3) through the VMM API: the
+//! window is reserved at its own address with `cuMemAddressReserve`, and each allocation is
+//! `cuMemCreate` + `cuMemMap` at a free offset + `cuMemSetAccess`. If the driver will not
+//! reserve at the window's address (something in the server process lives there, or another
+//! session already reserved the same range), the reservation goes elsewhere and a warning says
+//! that the client will misclassify those pointers.
+//!
+//! Known limits: module globals are placed by `cuModuleLoadData` outside the window (the client
+//! learns their addresses from the load reply and registers them); kernel `printf` output goes
+//! to the server's stdout, not to the client; every allocation takes at least the driver's
+//! granularity (2 MiB) of device memory.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod driver;
+mod image;
+mod space;
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::ptr;
+use std::sync::Arc;
+
+use cudarc::driver::sys::{
+    CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationHandleType,
+    CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1, CUmemAllocationType, CUmemLocation,
+    CUmemLocationType, CUmodule,
+};
+use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
+use remora_protocol::CuStatus;
+
+use crate::backend::{Backend, CuError, CuResult, DeviceSession, Launch, ModuleImage};
+use driver::{api, Api};
+use space::Space;
+
+pub use driver::{map_driver_error, map_status};
+
+/// Highest `CUdevice_attribute` asked for; the driver answers `INVALID_VALUE` for those it does
+/// not know (CUDA 13.x stops around 160), which are skipped.
+const MAX_ATTRIBUTE: c_int = 256;
+/// `CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED`.
+const ATTR_VMM_SUPPORTED: u32 = 102;
+/// `CU_FUNC_ATTRIBUTE_*` used for [`KernelDesc`].
+const FUNC_MAX_THREADS: c_int = 0;
+const FUNC_SHARED_BYTES: c_int = 1;
+const FUNC_LOCAL_BYTES: c_int = 3;
+const FUNC_NUM_REGS: c_int = 4;
+const FUNC_MAX_DYNAMIC_SHARED: c_int = 8;
+/// Dynamic shared memory a launch gets without opting in.
+const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
+/// `CU_LAUNCH_PARAM_*` markers of `cuLaunchKernel`'s `extra` array.
+const LAUNCH_PARAM_END: *mut c_void = ptr::null_mut();
+const LAUNCH_PARAM_BUFFER_POINTER: *mut c_void = 1 as *mut c_void;
+const LAUNCH_PARAM_BUFFER_SIZE: *mut c_void = 2 as *mut c_void;
+/// Bound on parameters asked of `cuFuncGetParamInfo` (the ABI allows 32 KiB of them).
+const MAX_PARAMS: usize = 32 * 1024;
+/// Chunk size when a copy between two devices is staged through the host.
+const STAGING: usize = 1 << 20;
+
+/// The real GPUs of this machine, or why there are none. Never panics.
+pub fn probe() -> Result<Arc<dyn Backend>, String> {
+    std::panic::catch_unwind(probe_inner)
+        .unwrap_or_else(|_| Err("the CUDA driver panicked while being probed".into()))
+        .map(|b| Arc::new(b) as Arc<dyn Backend>)
+}
+
+fn probe_inner() -> Result<CudaBackend, String> {
+    let api = api()?;
+    let why = |e: CuError| format!("CUDA driver: {}", e.message);
+    // SAFETY: plain driver calls with valid out-pointers to locals.
+    api.check(unsafe { (api.cuInit)(0) }, "cuInit").map_err(why)?;
+    let mut version = 0;
+    // SAFETY: as above.
+    api.check(unsafe { (api.cuDriverGetVersion)(&mut version) }, "cuDriverGetVersion").map_err(why)?;
+    let mut count = 0;
+    // SAFETY: as above.
+    api.check(unsafe { (api.cuDeviceGetCount)(&mut count) }, "cuDeviceGetCount").map_err(why)?;
+    if count <= 0 {
+        return Err(format!("the CUDA driver (version {version}) sees no GPU on this machine"));
+    }
+    let mut devices = Vec::new();
+    let mut ordinals = Vec::new();
+    for i in 0..count {
+        let mut dev = 0;
+        // SAFETY: as above; `i` is below the device count.
+        api.check(unsafe { (api.cuDeviceGet)(&mut dev, i) }, "cuDeviceGet").map_err(why)?;
+        let info = describe(api, dev).map_err(why)?;
+        if info.attribute(ATTR_VMM_SUPPORTED) != Some(1) {
+            tracing::warn!(device = i, name = %info.name, "no virtual memory management: allocations will fail");
+        }
+        tracing::info!(device = i, name = %info.name, total = info.total_mem, "CUDA device");
+        devices.push(info);
+        ordinals.push(dev);
+    }
+    Ok(CudaBackend { driver_version: version, devices, ordinals })
+}
+
+/// Name, UUID, memory and every attribute the driver knows of one device.
+fn describe(api: &Api, dev: c_int) -> CuResult<DeviceInfo> {
+    let mut name = [0 as c_char; 256];
+    // SAFETY: the buffer holds `len` bytes; the driver NUL-terminates within them.
+    api.check(unsafe { (api.cuDeviceGetName)(name.as_mut_ptr(), name.len() as c_int, dev) }, "cuDeviceGetName")?;
+    let bytes: Vec<u8> = name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let mut uuid = [0u8; 16];
+    // SAFETY: `CUuuid` is 16 bytes; the out-pointer is a valid local of that size.
+    api.check(unsafe { (api.cuDeviceGetUuid)(&mut uuid, dev) }, "cuDeviceGetUuid")?;
+    let mut total = 0usize;
+    // SAFETY: valid out-pointer.
+    api.check(unsafe { (api.cuDeviceTotalMem_v2)(&mut total, dev) }, "cuDeviceTotalMem")?;
+    let mut attributes = Vec::new();
+    for attr in 1..=MAX_ATTRIBUTE {
+        let mut v = 0;
+        // SAFETY: valid out-pointer; attributes are plain integers here, so one the driver
+        // does not know is an error return, not undefined behaviour.
+        if unsafe { (api.cuDeviceGetAttribute)(&mut v, attr, dev) } == 0 {
+            attributes.push((attr as u32, v));
+        }
+    }
+    Ok(DeviceInfo {
+        name: String::from_utf8_lossy(&bytes).into_owned(),
+        uuid,
+        total_mem: total as u64,
+        attributes,
+        emulated: false,
+    })
+}
+
+/// The GPUs of this machine as the driver reports them.
+pub struct CudaBackend {
+    driver_version: i32,
+    devices: Vec<DeviceInfo>,
+    /// `CUdevice` of each device index.
+    ordinals: Vec<c_int>,
+}
+
+impl Backend for CudaBackend {
+    fn kind(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn driver_version(&self) -> i32 {
+        self.driver_version
+    }
+
+    fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>> {
+        let api = api().map_err(|e| CuError::new(CuStatus::NOT_INITIALIZED, e))?;
+        let mut slots = Vec::new();
+        for (i, &ordinal) in self.ordinals.iter().enumerate() {
+            let window = *windows.iter().find(|w| w.device == i as u32).ok_or_else(|| {
+                CuError::new(CuStatus::INVALID_VALUE, format!("no address window for device {i}"))
+            })?;
+            slots.push(Slot { ordinal, window, total: self.devices[i].total_mem, state: OnceCell::new() });
+        }
+        Ok(Box::new(CudaSession { api, slots, allocs: HashMap::new(), modules: HashMap::new() }))
+    }
+}
+
+/// One device as a session sees it; the context is made on first use.
+struct Slot {
+    ordinal: c_int,
+    window: Window,
+    total: u64,
+    state: OnceCell<DeviceState>,
+}
+
+/// A session's context on one device and the address range its allocations go to.
+struct DeviceState {
+    ctx: CUcontext,
+    /// Start of the reserved range; equals the window's base unless the driver refused it.
+    base: u64,
+    space: Space,
+    granularity: u64,
+}
+
+struct Mapping {
+    device: usize,
+    /// Bytes mapped (the request rounded up to the granularity).
+    size: u64,
+    offset: u64,
+    handle: u64,
+}
+
+struct Loaded {
+    device: usize,
+    module: CUmodule,
+    functions: Vec<CUfunction>,
+    /// Address and size of each global, for finding a copy's device.
+    globals: Vec<(u64, u64)>,
+}
+
+/// One client's contexts, allocations and modules on the real GPUs.
+pub struct CudaSession {
+    api: &'static Api,
+    slots: Vec<Slot>,
+    allocs: HashMap<u64, Mapping>,
+    modules: HashMap<u64, Loaded>,
+}
+
+// SAFETY: the raw handles (contexts, modules, functions) are driver objects usable from any
+// thread once the context is made current there, which every operation does first; the session
+// is used by one thread at a time (`&mut self`, or `&self` for `mem_info` only, and the
+// `OnceCell`s are not shared because `CudaSession` is not `Sync`).
+unsafe impl Send for CudaSession {}
+
+fn alloc_prop(ordinal: c_int) -> CUmemAllocationProp {
+    CUmemAllocationProp {
+        type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+        requestedHandleTypes: CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE,
+        location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ordinal },
+        win32HandleMetaData: ptr::null_mut(),
+        allocFlags: CUmemAllocationProp_st__bindgen_ty_1 {
+            compressionType: 0,
+            gpuDirectRDMACapable: 0,
+            usage: 0,
+            reserved: [0; 4],
+        },
+    }
+}
+
+fn round_up(v: u64, to: u64) -> Option<u64> {
+    v.checked_add(to - 1).map(|x| x / to * to)
+}
+
+impl Slot {
+    /// Creates the context and reserves the window (once).
+    fn state(&self, api: &Api) -> CuResult<&DeviceState> {
+        if let Some(s) = self.state.get() {
+            // SAFETY: the context is alive until the session drops.
+            api.check(unsafe { (api.cuCtxSetCurrent)(s.ctx) }, "cuCtxSetCurrent")?;
+            return Ok(s);
+        }
+        let state = DeviceState::create(api, self.ordinal, self.window, self.total)?;
+        Ok(self.state.get_or_init(|| state))
+    }
+}
+
+impl DeviceState {
+    fn create(api: &Api, ordinal: c_int, window: Window, total: u64) -> CuResult<Self> {
+        let mut ctx: CUcontext = ptr::null_mut();
+        // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
+        // current on this thread.
+        api.check(unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) }, "cuCtxCreate")?;
+        match Self::reserve(api, ordinal, window, total) {
+            Ok((base, size, granularity)) => Ok(Self { ctx, base, space: Space::new(size), granularity }),
+            Err(e) => {
+                // SAFETY: the context was created above and holds nothing yet.
+                unsafe { (api.cuCtxDestroy_v2)(ctx) };
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserves the window at its own address: the whole window, else a part of it large
+    /// enough for the device's memory twice over; else anywhere, with a warning.
+    fn reserve(api: &Api, ordinal: c_int, window: Window, total: u64) -> CuResult<(u64, u64, u64)> {
+        let prop = alloc_prop(ordinal);
+        let mut granularity = 0usize;
+        // SAFETY: `prop` describes device memory on `ordinal`; valid out-pointer.
+        let r = unsafe { (api.cuMemGetAllocationGranularity)(&mut granularity, &prop, 0) };
+        api.check(r, "cuMemGetAllocationGranularity")?;
+        let g = (granularity as u64).max(1);
+        let base = round_up(window.base, g).ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "window overflows"))?;
+        let usable = (window.base + window.size).saturating_sub(base) / g * g;
+        let smaller = round_up(total.saturating_mul(2), g).unwrap_or(usable).min(usable);
+        let mut sizes = vec![usable];
+        if smaller < usable && smaller > 0 {
+            sizes.push(smaller);
+        }
+        for size in sizes {
+            let mut got: CUdeviceptr = 0;
+            // SAFETY: reserves virtual addresses only; `base` is a hint the driver may ignore.
+            let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, base, 0) };
+            if r != 0 {
+                continue;
+            }
+            if got == base {
+                return Ok((got, size, g));
+            }
+            // SAFETY: releases the reservation just made, which nothing uses.
+            unsafe { (api.cuMemAddressFree)(got, size as usize) };
+        }
+        let size = round_up(total.saturating_mul(2).max(g), g).unwrap_or(g);
+        let mut got: CUdeviceptr = 0;
+        // SAFETY: as above, at an address of the driver's choosing.
+        let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, 0, 0) };
+        api.check(r, "cuMemAddressReserve")?;
+        tracing::warn!(
+            window = format_args!("{:#x}+{:#x}", window.base, window.size),
+            placed = format_args!("{got:#x}+{size:#x}"),
+            "the driver would not reserve the client's address window; device pointers will lie \
+             outside it and the client will misclassify them as host memory"
+        );
+        Ok((got, size, g))
+    }
+}
+
+impl CudaSession {
+    fn slot(&self, device: u32) -> CuResult<&Slot> {
+        self.slots
+            .get(device as usize)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_DEVICE, format!("no device {device}")))
+    }
+
+    /// Makes the device's context current (creating it on first use).
+    fn enter(&self, device: usize) -> CuResult<&DeviceState> {
+        self.slot(device as u32)?.state(self.api)
+    }
+
+    /// The device holding `addr`: an allocation's reserved range or a module global.
+    fn device_of(&self, addr: u64) -> CuResult<usize> {
+        let in_range = self.slots.iter().position(|s| {
+            s.state.get().is_some_and(|st| addr >= st.base && addr - st.base < st.space.size())
+        });
+        in_range
+            .or_else(|| {
+                self.modules
+                    .values()
+                    .find(|m| m.globals.iter().any(|&(a, n)| addr >= a && addr - a < n.max(1)))
+                    .map(|m| m.device)
+            })
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, format!("{addr:#x} is not device memory")))
+    }
+
+    fn unmap(&mut self, ptr: u64) -> CuResult<()> {
+        let m = self.allocs.get(&ptr).ok_or_else(|| {
+            CuError::new(CuStatus::INVALID_VALUE, format!("{ptr:#x} is not an allocation of this session"))
+        })?;
+        let (device, size, handle, offset) = (m.device, m.size, m.handle, m.offset);
+        let api = self.api;
+        self.enter(device)?;
+        // Like cuMemFree, wait for work that may still use the memory. A fault reported here is
+        // sticky, so the client sees it again at its next synchronising call.
+        // SAFETY: the context is current.
+        let _ = unsafe { (api.cuCtxSynchronize)() };
+        // SAFETY: `[ptr, ptr + size)` was mapped by `alloc` and is unmapped exactly once.
+        api.check(unsafe { (api.cuMemUnmap)(ptr, size as usize) }, "cuMemUnmap")?;
+        // SAFETY: the handle came from `cuMemCreate` and is no longer mapped.
+        let released = api.check(unsafe { (api.cuMemRelease)(handle) }, "cuMemRelease");
+        self.allocs.remove(&ptr);
+        if let Some(st) = self.slots[device].state.get_mut() {
+            st.space.free(offset, size);
+        }
+        released
+    }
+
+    fn memset_on(&self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()> {
+        let api = self.api;
+        self.enter(self.device_of(dst)?)?;
+        let (p, w, h) = (pitch as usize, width as usize, height as usize);
+        // SAFETY (all arms): the session checked that the rows lie inside one of the client's
+        // allocations, which are mapped read-write for this device; the context is current.
+        let r = match (elem, height) {
+            (1, 1) => unsafe { (api.cuMemsetD8_v2)(dst, value as u8, w) },
+            (2, 1) => unsafe { (api.cuMemsetD16_v2)(dst, value as u16, w) },
+            (4, 1) => unsafe { (api.cuMemsetD32_v2)(dst, value, w) },
+            (1, _) => unsafe { (api.cuMemsetD2D8_v2)(dst, p, value as u8, w, h) },
+            (2, _) => unsafe { (api.cuMemsetD2D16_v2)(dst, p, value as u16, w, h) },
+            (4, _) => unsafe { (api.cuMemsetD2D32_v2)(dst, p, value, w, h) },
+            _ => return Err(CuError::new(CuStatus::INVALID_VALUE, format!("memset element of {elem} bytes"))),
+        };
+        api.check(r, "cuMemsetD2D")
+    }
+
+    /// Kernels of a loaded module: from the driver where it can enumerate them (12.4+), else
+    /// from the image, confirmed by `cuModuleGetFunction`.
+    fn kernels(&self, module: CUmodule, syms: &image::ImageSymbols) -> CuResult<Vec<(String, CUfunction)>> {
+        let api = self.api;
+        if let (Some(count_fn), Some(enum_fn), Some(name_fn)) =
+            (api.cuModuleGetFunctionCount, api.cuModuleEnumerateFunctions, api.cuFuncGetName)
+        {
+            let mut count = 0;
+            // SAFETY: valid module and out-pointer.
+            api.check(unsafe { count_fn(&mut count, module) }, "cuModuleGetFunctionCount")?;
+            let mut funcs: Vec<CUfunction> = vec![ptr::null_mut(); count as usize];
+            // SAFETY: the array holds `count` handles.
+            api.check(unsafe { enum_fn(funcs.as_mut_ptr(), count, module) }, "cuModuleEnumerateFunctions")?;
+            let mut out = Vec::with_capacity(funcs.len());
+            for f in funcs {
+                let mut p: *const c_char = ptr::null();
+                // SAFETY: `f` is a function of the module; valid out-pointer.
+                api.check(unsafe { name_fn(&mut p, f) }, "cuFuncGetName")?;
+                if p.is_null() {
+                    continue;
+                }
+                // SAFETY: the driver returns a NUL-terminated name owned by the function.
+                let name = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned();
+                out.push((name, f));
+            }
+            return Ok(out);
+        }
+        let mut out = Vec::new();
+        for name in syms.kernels.keys() {
+            let Ok(c) = CString::new(name.as_str()) else { continue };
+            let mut f: CUfunction = ptr::null_mut();
+            // SAFETY: valid module, NUL-terminated name, valid out-pointer.
+            if unsafe { (api.cuModuleGetFunction)(&mut f, module, c.as_ptr()) } == 0 {
+                out.push((name.clone(), f));
+            }
+        }
+        Ok(out)
+    }
+
+    fn describe_kernel(&self, name: String, f: CUfunction, syms: &image::ImageSymbols) -> CuResult<KernelDesc> {
+        let api = self.api;
+        let attr = |a: c_int| -> CuResult<u32> {
+            let mut v = 0;
+            // SAFETY: `f` is a live function of a loaded module; valid out-pointer.
+            api.check(unsafe { (api.cuFuncGetAttribute)(&mut v, a, f) }, "cuFuncGetAttribute")?;
+            Ok(v.max(0) as u32)
+        };
+        let params = match self.driver_params(f) {
+            Some(p) => p,
+            None => syms.kernels.get(&name).cloned().flatten().ok_or_else(|| {
+                CuError::new(
+                    CuStatus::NOT_SUPPORTED,
+                    format!("the parameter layout of {name} is unknown: the driver predates cuFuncGetParamInfo and the image does not say"),
+                )
+            })?,
+        };
+        Ok(KernelDesc {
+            name,
+            params,
+            shared_bytes: attr(FUNC_SHARED_BYTES)?,
+            local_bytes: attr(FUNC_LOCAL_BYTES)?,
+            num_regs: attr(FUNC_NUM_REGS)?,
+            max_threads: attr(FUNC_MAX_THREADS)?,
+        })
+    }
+
+    /// `cuFuncGetParamInfo` for each index until the driver says there is no such parameter.
+    fn driver_params(&self, f: CUfunction) -> Option<Vec<ParamDesc>> {
+        let get = self.api.cuFuncGetParamInfo?;
+        let mut params = Vec::new();
+        for i in 0..MAX_PARAMS {
+            let (mut offset, mut size) = (0usize, 0usize);
+            // SAFETY: `f` is live; valid out-pointers.
+            match unsafe { get(f, i, &mut offset, &mut size) } {
+                0 => params.push(ParamDesc { offset: u32::try_from(offset).ok()?, size: u32::try_from(size).ok()? }),
+                1 => return Some(params), // CUDA_ERROR_INVALID_VALUE: past the last parameter
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    fn load(&mut self, device: usize, image: &[u8]) -> CuResult<(Loaded, ModuleImage)> {
+        let api = self.api;
+        self.enter(device)?;
+        // PTX must reach the driver NUL-terminated; the client may have sent it without.
+        let owned;
+        let bytes = if image::is_text(image) && image.last() != Some(&0) {
+            owned = [image, &[0]].concat();
+            &owned[..]
+        } else {
+            image
+        };
+        let mut module: CUmodule = ptr::null_mut();
+        // SAFETY: `bytes` is a complete image (NUL-terminated if text) that outlives the call;
+        // the driver copies what it keeps. The context is current.
+        api.check(unsafe { (api.cuModuleLoadData)(&mut module, bytes.as_ptr().cast()) }, "cuModuleLoadData")?;
+        let described = self.describe_module(module, image);
+        match described {
+            Ok((functions, desc, globals)) => Ok((Loaded { device, module, functions, globals }, desc)),
+            Err(e) => {
+                // SAFETY: the module was loaded above and is referenced nowhere else.
+                unsafe { (api.cuModuleUnload)(module) };
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn describe_module(&self, module: CUmodule, image: &[u8]) -> CuResult<(Vec<CUfunction>, ModuleImage, Vec<(u64, u64)>)> {
+        let api = self.api;
+        let syms = image::symbols(image);
+        let mut functions = Vec::new();
+        let mut kernels = Vec::new();
+        for (name, f) in self.kernels(module, &syms)? {
+            kernels.push(self.describe_kernel(name, f, &syms)?);
+            functions.push(f);
+        }
+        let mut globals = Vec::new();
+        let mut ranges = Vec::new();
+        for name in &syms.globals {
+            let Ok(c) = CString::new(name.as_str()) else { continue };
+            let (mut addr, mut size): (CUdeviceptr, usize) = (0, 0);
+            // SAFETY: valid module, NUL-terminated name, valid out-pointers. Names the driver
+            // does not know (shared variables, extern declarations) fail and are skipped.
+            if unsafe { (api.cuModuleGetGlobal_v2)(&mut addr, &mut size, module, c.as_ptr()) } == 0 {
+                globals.push(GlobalDesc { name: name.clone(), addr, size: size as u64 });
+                ranges.push((addr, size as u64));
+            }
+        }
+        Ok((functions, ModuleImage { kernels, globals }, ranges))
+    }
+}
+
+impl DeviceSession for CudaSession {
+    fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64> {
+        let api = self.api;
+        let ordinal = self.slot(device)?.ordinal;
+        let (base, g) = {
+            let st = self.enter(device as usize)?;
+            (st.base, st.granularity)
+        };
+        let rounded = round_up(size, g).ok_or_else(|| CuError::new(CuStatus::OUT_OF_MEMORY, "allocation too large"))?;
+        let st = self.slots[device as usize]
+            .state
+            .get_mut()
+            .ok_or_else(|| CuError::new(CuStatus::NOT_INITIALIZED, "no context"))?;
+        let offset = st.space.alloc(rounded, g).ok_or_else(|| {
+            CuError::new(CuStatus::OUT_OF_MEMORY, format!("{rounded} bytes do not fit in the address window"))
+        })?;
+        let ptr = base + offset;
+        let prop = alloc_prop(ordinal);
+        let mut handle = 0u64;
+        // SAFETY: `prop` describes device memory on this device; valid out-pointer.
+        let created = api.check(unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) }, "cuMemCreate");
+        let mapped = created.and_then(|()| {
+            // SAFETY: `[ptr, ptr + rounded)` is inside this session's reservation and unmapped
+            // (the free list handed it out); the handle holds `rounded` bytes.
+            let r = api.check(unsafe { (api.cuMemMap)(ptr, rounded as usize, 0, handle, 0) }, "cuMemMap");
+            if r.is_err() {
+                // SAFETY: the handle was created above and is not mapped.
+                unsafe { (api.cuMemRelease)(handle) };
+            }
+            r
+        });
+        let accessible = mapped.and_then(|()| {
+            let desc = CUmemAccessDesc {
+                location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ordinal },
+                flags: CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+            };
+            // SAFETY: the range was just mapped; one access descriptor.
+            let r = api.check(unsafe { (api.cuMemSetAccess)(ptr, rounded as usize, &desc, 1) }, "cuMemSetAccess");
+            if r.is_err() {
+                // SAFETY: undo the mapping and creation above.
+                unsafe {
+                    (api.cuMemUnmap)(ptr, rounded as usize);
+                    (api.cuMemRelease)(handle);
+                }
+            }
+            r
+        });
+        if let Err(e) = accessible {
+            st.space.free(offset, rounded);
+            return Err(e);
+        }
+        self.allocs.insert(ptr, Mapping { device: device as usize, size: rounded, offset, handle });
+        Ok(ptr)
+    }
+
+    fn free(&mut self, ptr: u64) -> CuResult<()> {
+        self.unmap(ptr)
+    }
+
+    fn mem_info(&self, device: u32) -> CuResult<(u64, u64)> {
+        let api = self.api;
+        self.enter(device as usize)?;
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: the context is current; valid out-pointers.
+        api.check(unsafe { (api.cuMemGetInfo_v2)(&mut free, &mut total) }, "cuMemGetInfo")?;
+        Ok((free as u64, total as u64))
+    }
+
+    fn write(&mut self, dst: u64, data: &[u8]) -> CuResult<()> {
+        let api = self.api;
+        self.enter(self.device_of(dst)?)?;
+        // SAFETY: the session checked `[dst, dst + len)` lies in one of the client's
+        // allocations; `data` is valid for `len` bytes; the context is current.
+        api.check(unsafe { (api.cuMemcpyHtoD_v2)(dst, data.as_ptr().cast(), data.len()) }, "cuMemcpyHtoD")
+    }
+
+    fn read(&mut self, src: u64, out: &mut [u8]) -> CuResult<()> {
+        let api = self.api;
+        self.enter(self.device_of(src)?)?;
+        // SAFETY: as for `write`, with `out` writable for `len` bytes.
+        api.check(unsafe { (api.cuMemcpyDtoH_v2)(out.as_mut_ptr().cast(), src, out.len()) }, "cuMemcpyDtoH")
+    }
+
+    fn copy(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()> {
+        let api = self.api;
+        let (dd, sd) = (self.device_of(dst)?, self.device_of(src)?);
+        if dd == sd {
+            self.enter(dd)?;
+            // SAFETY: both ranges were checked by the session and lie on this device.
+            return api.check(unsafe { (api.cuMemcpyDtoD_v2)(dst, src, size as usize) }, "cuMemcpyDtoD");
+        }
+        // Between devices: VMM mappings are accessible only to their own device, so stage
+        // through the host.
+        let mut buf = vec![0u8; (size as usize).min(STAGING)];
+        let mut off = 0u64;
+        while off < size {
+            let n = ((size - off) as usize).min(buf.len());
+            self.read(src + off, &mut buf[..n])?;
+            self.write(dst + off, &buf[..n])?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()> {
+        self.memset_on(dst, pitch, value, elem, width, height)
+    }
+
+    fn synchronize(&mut self) -> CuResult<()> {
+        let api = self.api;
+        let mut first = Ok(());
+        for slot in &self.slots {
+            if let Some(st) = slot.state.get() {
+                // SAFETY: the context is alive until the session drops.
+                let r = api.check(unsafe { (api.cuCtxSetCurrent)(st.ctx) }, "cuCtxSetCurrent").and_then(|()| {
+                    // SAFETY: the context is current.
+                    api.check(unsafe { (api.cuCtxSynchronize)() }, "cuCtxSynchronize")
+                });
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+        }
+        first
+    }
+
+    fn load_module(&mut self, device: u32, module: u64, _hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ModuleImage> {
+        if self.modules.contains_key(&module) {
+            return Err(CuError::new(CuStatus::INVALID_VALUE, format!("module handle {module:#x} already in use")));
+        }
+        self.slot(device)?;
+        let (loaded, desc) = self.load(device as usize, &image)?;
+        self.modules.insert(module, loaded);
+        Ok(desc)
+    }
+
+    fn unload_module(&mut self, module: u64) -> CuResult<()> {
+        let m = self.modules.remove(&module).ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
+        let api = self.api;
+        self.enter(m.device)?;
+        // SAFETY: the module was loaded in this context and is dropped from the table above.
+        api.check(unsafe { (api.cuModuleUnload)(m.module) }, "cuModuleUnload")
+    }
+
+    fn launch(&mut self, l: &Launch<'_>) -> (String, CuResult<()>) {
+        (String::new(), self.launch_inner(l))
+    }
+}
+
+impl CudaSession {
+    fn launch_inner(&mut self, l: &Launch<'_>) -> CuResult<()> {
+        let api = self.api;
+        let m = self.modules.get(&l.module).ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
+        let f = *m
+            .functions
+            .get(l.kernel as usize)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such function"))?;
+        self.enter(m.device)?;
+        if l.shared > DEFAULT_DYNAMIC_SHARED {
+            // The client has no round trip for cuFuncSetAttribute; opt in as it would have. If
+            // the device cannot, the launch below reports it.
+            // SAFETY: `f` is live; plain integer attribute.
+            let _ = unsafe { (api.cuFuncSetAttribute)(f, FUNC_MAX_DYNAMIC_SHARED, l.shared as c_int) };
+        }
+        let mut size = l.params.len();
+        let mut extra = [
+            LAUNCH_PARAM_BUFFER_POINTER,
+            l.params.as_ptr() as *mut c_void,
+            LAUNCH_PARAM_BUFFER_SIZE,
+            (&mut size as *mut usize).cast(),
+            LAUNCH_PARAM_END,
+        ];
+        let extra_ptr = if l.params.is_empty() { ptr::null_mut() } else { extra.as_mut_ptr() };
+        let [gx, gy, gz] = l.grid;
+        let [bx, by, bz] = l.block;
+        // SAFETY: `f` belongs to a module loaded in the current context; `extra` is the
+        // END-terminated array the driver reads during the call (it copies the parameter
+        // buffer, laid out as the load reply told the client); the null stream runs after
+        // everything issued before, as the session's in-order execution needs.
+        let r = unsafe { (api.cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, l.shared, ptr::null_mut(), ptr::null_mut(), extra_ptr) };
+        api.check(r, "cuLaunchKernel")
+    }
+}
+
+impl Drop for CudaSession {
+    fn drop(&mut self) {
+        let api = self.api;
+        for slot in &self.slots {
+            if let Some(st) = slot.state.get() {
+                // SAFETY: the context is alive; waiting lets in-flight work finish before its
+                // memory goes.
+                unsafe {
+                    (api.cuCtxSetCurrent)(st.ctx);
+                    (api.cuCtxSynchronize)();
+                }
+            }
+        }
+        for (_, m) in self.modules.drain() {
+            if let Some(st) = self.slots[m.device].state.get() {
+                // SAFETY: the module was loaded in this context, which is alive.
+                unsafe {
+                    (api.cuCtxSetCurrent)(st.ctx);
+                    (api.cuModuleUnload)(m.module);
+                }
+            }
+        }
+        for (ptr, m) in self.allocs.drain() {
+            // SAFETY: each mapping was made by `alloc` and is released exactly once here.
+            let r = unsafe {
+                let a = (api.cuMemUnmap)(ptr, m.size as usize);
+                let b = (api.cuMemRelease)(m.handle);
+                a.max(b)
+            };
+            if r != 0 {
+                tracing::warn!(ptr = format_args!("{ptr:#x}"), code = r, "freeing a session's allocation failed");
+            }
+        }
+        for slot in &mut self.slots {
+            if let Some(st) = slot.state.take() {
+                // SAFETY: nothing is mapped in the reservation any more; the context holds no
+                // module of ours and is destroyed once.
+                let r = unsafe {
+                    let a = (api.cuMemAddressFree)(st.base, st.space.size() as usize);
+                    let b = (api.cuCtxDestroy_v2)(st.ctx);
+                    a.max(b)
+                };
+                if r != 0 {
+                    tracing::warn!(code = r, "releasing a session's context failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_without_a_driver_is_an_error_not_a_panic() {
+        match probe() {
+            Ok(b) => {
+                // A machine with a GPU: the backend must describe real devices.
+                assert_eq!(b.kind(), "cuda");
+                assert!(!b.devices().is_empty());
+                assert!(b.devices().iter().all(|d| !d.emulated && d.total_mem > 0));
+            }
+            Err(why) => {
+                assert!(why.contains("libcuda") || why.contains("driver"), "unhelpful: {why}");
+                // Twice: the failed load must not be cached as a panic or succeed by accident.
+                assert_eq!(probe().err(), Some(why));
+            }
+        }
+    }
+
+    #[test]
+    fn round_up_to_granularity() {
+        assert_eq!(round_up(1, 2 << 20), Some(2 << 20));
+        assert_eq!(round_up(2 << 20, 2 << 20), Some(2 << 20));
+        assert_eq!(round_up(u64::MAX, 2 << 20), None);
+    }
+}

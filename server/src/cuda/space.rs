@@ -1,0 +1,106 @@
+//! Placement of allocations inside one reserved virtual address range.
+//!
+//! First fit over a free list of granularity-aligned ranges, coalescing on free. The driver's
+//! granularity (2 MiB on current GPUs) keeps the list short.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub struct Space {
+    size: u64,
+    /// Offset -> length of each free range; ranges never touch (they are coalesced).
+    free: BTreeMap<u64, u64>,
+}
+
+impl Space {
+    pub fn new(size: u64) -> Self {
+        let mut free = BTreeMap::new();
+        if size > 0 {
+            free.insert(0, size);
+        }
+        Self { size, free }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// An offset for `len` bytes aligned to `align` (a power of two), or `None` when no free
+    /// range is large enough.
+    pub fn alloc(&mut self, len: u64, align: u64) -> Option<u64> {
+        if len == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let (start, flen, at) = self.free.iter().find_map(|(&start, &flen)| {
+            let at = start.checked_add(align - 1)? & !(align - 1);
+            let end = at.checked_add(len)?;
+            (end <= start + flen).then_some((start, flen, at))
+        })?;
+        self.free.remove(&start);
+        if at > start {
+            self.free.insert(start, at - start);
+        }
+        let end = at + len;
+        if end < start + flen {
+            self.free.insert(end, start + flen - end);
+        }
+        Some(at)
+    }
+
+    /// Returns `[offset, offset + len)` to the free list. The caller frees only what it got.
+    pub fn free(&mut self, offset: u64, len: u64) {
+        let (mut start, mut end) = (offset, offset + len);
+        if let Some((&prev, &plen)) = self.free.range(..offset).next_back() {
+            if prev + plen == offset {
+                self.free.remove(&prev);
+                start = prev;
+            }
+        }
+        if let Some(nlen) = self.free.remove(&end) {
+            end += nlen;
+        }
+        self.free.insert(start, end - start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: u64 = 2 << 20;
+
+    #[test]
+    fn first_fit_reuses_and_coalesces() {
+        let mut s = Space::new(8 * G);
+        let a = s.alloc(2 * G, G).expect("room");
+        let b = s.alloc(G, G).expect("room");
+        let c = s.alloc(G, G).expect("room");
+        assert_eq!((a, b, c), (0, 2 * G, 3 * G));
+        s.free(b, G);
+        assert_eq!(s.alloc(G, G), Some(2 * G), "the hole is reused");
+        s.free(2 * G, G);
+        s.free(a, 2 * G);
+        s.free(c, G);
+        assert_eq!(s.free.len(), 1, "everything coalesced back: {:?}", s.free);
+        assert_eq!(s.alloc(8 * G, G), Some(0));
+    }
+
+    #[test]
+    fn exhaustion_and_bad_arguments() {
+        let mut s = Space::new(4 * G);
+        assert_eq!(s.alloc(5 * G, G), None);
+        assert_eq!(s.alloc(0, G), None);
+        assert_eq!(s.alloc(G, 3), None);
+        assert_eq!(s.alloc(4 * G, G), Some(0));
+        assert_eq!(s.alloc(G, G), None);
+        assert_eq!(s.alloc(u64::MAX, G), None);
+    }
+
+    #[test]
+    fn alignment_leaves_the_gap_free() {
+        let mut s = Space::new(16 * G);
+        assert_eq!(s.alloc(G, G), Some(0));
+        assert_eq!(s.alloc(G, 4 * G), Some(4 * G));
+        assert_eq!(s.alloc(G, G), Some(G), "the gap before the aligned block stays usable");
+    }
+}
