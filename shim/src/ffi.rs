@@ -48,13 +48,32 @@ pub fn invalid(message: impl Into<String>) -> ShimError {
 
 /// Runs an implementation, stopping any panic at the C boundary.
 pub fn guard(name: &str, f: impl FnOnce() -> CUresult) -> CUresult {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let logged = || {
+        // Logging needs thread-locals, which are gone in exit handlers (where cudart still
+        // releases its contexts).
+        if crate::state::thread_alive() {
+            init_logging();
+            tracing::trace!("{name}");
+        }
+        f()
+    };
+    match catch_unwind(AssertUnwindSafe(logged)) {
         Ok(r) => r,
         Err(_) => {
             eprintln!("remora: internal error in {name}; returning CUDA_ERROR_UNKNOWN");
             CuStatus::UNKNOWN.0
         }
     }
+}
+
+/// Logs to stderr when `RUST_LOG` asks for it (`RUST_LOG=remora_shim=debug`).
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        }
+    });
 }
 
 /// Turns a result into the `CUresult` C sees, logging failures at debug level.

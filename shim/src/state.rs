@@ -85,6 +85,11 @@ thread_local! {
 // The stack is reached with `try_with` throughout: cudart releases its contexts from exit
 // handlers, after this thread's thread-locals are gone, and that must not panic.
 
+/// False while the calling thread is being torn down (its thread-locals are gone).
+pub fn thread_alive() -> bool {
+    CTX_STACK.try_with(|_| ()).is_ok()
+}
+
 pub fn current() -> Option<u64> {
     CTX_STACK.try_with(|s| s.borrow().last().copied()).ok().flatten()
 }

@@ -11,7 +11,9 @@
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::OnceLock;
 
-use cudarc::driver::sys::{self, CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAllocationProp, CUmodule, CUstream};
+use cudarc::driver::sys::{
+    self, CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAllocationProp, CUmodule, CUstream,
+};
 use cudarc::driver::DriverError;
 use remora_protocol::CuStatus;
 

@@ -101,9 +101,12 @@ fn fatbin_members(image: &[u8]) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while u32_at(image, pos) == Some(FATBIN_MAGIC) {
-        let (Some(hsize), Some(body)) = (u16_at(image, pos + 6), u64_at(image, pos + 8)) else { break };
+        let (Some(hsize), Some(body)) = (u16_at(image, pos + 6), u64_at(image, pos + 8)) else {
+            break;
+        };
         let start = pos + hsize as usize;
-        let Some(end) = usize::try_from(body).ok().and_then(|b| start.checked_add(b)).filter(|&e| e <= image.len()) else {
+        let Some(end) = usize::try_from(body).ok().and_then(|b| start.checked_add(b)).filter(|&e| e <= image.len())
+        else {
             break;
         };
         let mut e = start;
@@ -118,7 +121,9 @@ fn fatbin_members(image: &[u8]) -> Vec<(u16, Vec<u8>)> {
                 break;
             };
             let ps = e + ehsize as usize;
-            let Some(pe) = ps.checked_add(psize as usize).filter(|&pe| ehsize >= 64 && pe <= end) else { break };
+            let Some(pe) = ps.checked_add(psize as usize).filter(|&pe| ehsize >= 64 && pe <= end) else {
+                break;
+            };
             if let Some(bytes) = decompress(&image[ps..pe], flags, raw) {
                 out.push((kind, bytes));
             }
@@ -250,7 +255,9 @@ fn entry(stmt: &str) -> Option<(String, Option<Vec<ParamDesc>>)> {
     let open = after.find('(');
     let name_end = open.unwrap_or(after.len());
     let name = after[..name_end].split_whitespace().next()?.to_string();
-    let Some(open) = open else { return Some((name, Some(Vec::new()))) };
+    let Some(open) = open else {
+        return Some((name, Some(Vec::new())));
+    };
     let close = open + after[open..].find(')')?;
     let list = after[open + 1..close].trim();
     if list.is_empty() {
@@ -259,7 +266,9 @@ fn entry(stmt: &str) -> Option<(String, Option<Vec<ParamDesc>>)> {
     let mut params = Vec::new();
     let mut offset = 0u32;
     for p in list.split(',') {
-        let Some((size, align)) = param_size_align(p) else { return Some((name, None)) };
+        let Some((size, align)) = param_size_align(p) else {
+            return Some((name, None));
+        };
         offset = offset.checked_add(align - 1)? / align * align;
         params.push(ParamDesc { offset, size });
         offset = offset.checked_add(size)?;
@@ -408,7 +417,9 @@ pub fn elf_symbols(elf: &[u8]) -> Option<ImageSymbols> {
         let table = data(s)?;
         let strtab = data(sections.get(s.link as usize)?)?;
         for sym in table.chunks_exact(24) {
-            let Some(name) = cstr(strtab, u32::from_le_bytes([sym[0], sym[1], sym[2], sym[3]])) else { continue };
+            let Some(name) = cstr(strtab, u32::from_le_bytes([sym[0], sym[1], sym[2], sym[3]])) else {
+                continue;
+            };
             if name.is_empty() {
                 continue;
             }
@@ -477,10 +488,7 @@ mod tests {
     #[test]
     fn ptx_layout_follows_alignment_rules() {
         let s = ptx_symbols(PTX);
-        assert_eq!(
-            s.kernels["_Z3addPfS_i"],
-            Some(vec![p(0, 8), p(8, 1), p(12, 4), p(16, 24), p(40, 8), p(48, 2)])
-        );
+        assert_eq!(s.kernels["_Z3addPfS_i"], Some(vec![p(0, 8), p(8, 1), p(12, 4), p(16, 24), p(40, 8), p(48, 2)]));
         assert_eq!(s.kernels["noargs"], Some(vec![]));
         assert!(!s.kernels.contains_key("helper"), "a .func is not a kernel");
         assert_eq!(s.kernels.len(), 2);
@@ -519,7 +527,7 @@ mod tests {
         b.extend([0x01, 0x2a, 0, 0]); // an NVAL record
         b.extend([0x04, 0x0a, 8, 0, 9, 0, 0, 0, 0x60, 1, 0x18, 0]); // EIATTR_PARAM_CBANK
         b.extend([0x03, 0x19, 0x18, 0]); // EIATTR_CBANK_PARAM_SIZE (HVAL)
-        // ptxas writes the last parameter first.
+                                         // ptxas writes the last parameter first.
         b.extend(kparam(2, 16, 8));
         b.extend(kparam(1, 8, 4));
         b.extend(kparam(0, 0, 8));

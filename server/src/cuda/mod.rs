@@ -12,12 +12,13 @@
 //! device. Sessions may run on any tokio thread, so every driver call is preceded by
 //! `cuCtxSetCurrent` on the calling thread.
 //!
-//! Allocations land inside the client's address window (decision 3) through the VMM API: the
-//! window is reserved at its own address with `cuMemAddressReserve`, and each allocation is
-//! `cuMemCreate` + `cuMemMap` at a free offset + `cuMemSetAccess`. If the driver will not
-//! reserve at the window's address (something in the server process lives there, or another
-//! session already reserved the same range), the reservation goes elsewhere and a warning says
-//! that the client will misclassify those pointers.
+//! Allocations land inside the client's address window (decision 3) through the VMM API: each
+//! allocation is `cuMemCreate`, then `cuMemAddressReserve` at a free address of the window,
+//! `cuMemMap` there and `cuMemSetAccess`. Reservations are per allocation rather than one for
+//! the whole window because the windows of different clients (addresses in their processes)
+//! overlap in this one process; see [`DeviceState::reserve`]. Only when no address of the
+//! window can be had does an allocation go elsewhere, with a warning that the client will
+//! misclassify that pointer.
 //!
 //! Known limits: module globals are placed by `cuModuleLoadData` outside the window (the client
 //! learns their addresses from the load reply and registers them); kernel `printf` output goes
@@ -29,16 +30,16 @@ mod driver;
 mod image;
 mod space;
 
-use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::cell::{Cell, OnceCell};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::ptr;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{
     CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationHandleType,
-    CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1, CUmemAllocationType, CUmemLocation,
-    CUmemLocationType, CUmodule,
+    CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1, CUmemAllocationType, CUmemLocation, CUmemLocationType,
+    CUmodule,
 };
 use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
@@ -64,10 +65,12 @@ const FUNC_MAX_DYNAMIC_SHARED: c_int = 8;
 const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
 /// `CU_LAUNCH_PARAM_*` markers of `cuLaunchKernel`'s `extra` array.
 const LAUNCH_PARAM_END: *mut c_void = ptr::null_mut();
-const LAUNCH_PARAM_BUFFER_POINTER: *mut c_void = 1 as *mut c_void;
-const LAUNCH_PARAM_BUFFER_SIZE: *mut c_void = 2 as *mut c_void;
+const LAUNCH_PARAM_BUFFER_POINTER: *mut c_void = ptr::without_provenance_mut(1);
+const LAUNCH_PARAM_BUFFER_SIZE: *mut c_void = ptr::without_provenance_mut(2);
 /// Bound on parameters asked of `cuFuncGetParamInfo` (the ABI allows 32 KiB of them).
 const MAX_PARAMS: usize = 32 * 1024;
+/// Tries at placing one reservation inside the window before placing it anywhere.
+const MAX_RESERVE_ATTEMPTS: u32 = 48;
 /// Chunk size when a copy between two devices is staged through the host.
 const STAGING: usize = 1 << 20;
 
@@ -164,12 +167,13 @@ impl Backend for CudaBackend {
         let api = api().map_err(|e| CuError::new(CuStatus::NOT_INITIALIZED, e))?;
         let mut slots = Vec::new();
         for (i, &ordinal) in self.ordinals.iter().enumerate() {
-            let window = *windows.iter().find(|w| w.device == i as u32).ok_or_else(|| {
-                CuError::new(CuStatus::INVALID_VALUE, format!("no address window for device {i}"))
-            })?;
-            slots.push(Slot { ordinal, window, total: self.devices[i].total_mem, state: OnceCell::new() });
+            let window = *windows
+                .iter()
+                .find(|w| w.device == i as u32)
+                .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, format!("no address window for device {i}")))?;
+            slots.push(Slot { ordinal, window, state: OnceCell::new() });
         }
-        Ok(Box::new(CudaSession { api, slots, allocs: HashMap::new(), modules: HashMap::new() }))
+        Ok(Box::new(CudaSession { api, slots, allocs: BTreeMap::new(), modules: HashMap::new() }))
     }
 }
 
@@ -177,24 +181,27 @@ impl Backend for CudaBackend {
 struct Slot {
     ordinal: c_int,
     window: Window,
-    total: u64,
     state: OnceCell<DeviceState>,
 }
 
-/// A session's context on one device and the address range its allocations go to.
+/// A session's context on one device and the window its allocations go to.
 struct DeviceState {
     ctx: CUcontext,
-    /// Start of the reserved range; equals the window's base unless the driver refused it.
+    /// The window's base rounded up to the granularity; offsets in `space` count from here.
     base: u64,
+    /// This session's use of the window: its allocations, and ranges found taken by others.
     space: Space,
     granularity: u64,
+    /// Whether an allocation has already had to go outside the window (warned once).
+    strayed: Cell<bool>,
 }
 
 struct Mapping {
     device: usize,
-    /// Bytes mapped (the request rounded up to the granularity).
+    /// Bytes reserved and mapped at the pointer (the request rounded up to the granularity).
     size: u64,
-    offset: u64,
+    /// Where the allocation sits in the window's `space`; `None` when it had to go outside.
+    offset: Option<u64>,
     handle: u64,
 }
 
@@ -210,7 +217,7 @@ struct Loaded {
 pub struct CudaSession {
     api: &'static Api,
     slots: Vec<Slot>,
-    allocs: HashMap<u64, Mapping>,
+    allocs: BTreeMap<u64, Mapping>,
     modules: HashMap<u64, Loaded>,
 }
 
@@ -240,75 +247,79 @@ fn round_up(v: u64, to: u64) -> Option<u64> {
 }
 
 impl Slot {
-    /// Creates the context and reserves the window (once).
+    /// Makes the context current, creating it on first use.
     fn state(&self, api: &Api) -> CuResult<&DeviceState> {
         if let Some(s) = self.state.get() {
             // SAFETY: the context is alive until the session drops.
             api.check(unsafe { (api.cuCtxSetCurrent)(s.ctx) }, "cuCtxSetCurrent")?;
             return Ok(s);
         }
-        let state = DeviceState::create(api, self.ordinal, self.window, self.total)?;
+        let state = DeviceState::create(api, self.ordinal, self.window)?;
         Ok(self.state.get_or_init(|| state))
     }
 }
 
 impl DeviceState {
-    fn create(api: &Api, ordinal: c_int, window: Window, total: u64) -> CuResult<Self> {
-        let mut ctx: CUcontext = ptr::null_mut();
-        // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
-        // current on this thread.
-        api.check(unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) }, "cuCtxCreate")?;
-        match Self::reserve(api, ordinal, window, total) {
-            Ok((base, size, granularity)) => Ok(Self { ctx, base, space: Space::new(size), granularity }),
-            Err(e) => {
-                // SAFETY: the context was created above and holds nothing yet.
-                unsafe { (api.cuCtxDestroy_v2)(ctx) };
-                Err(e)
-            }
-        }
-    }
-
-    /// Reserves the window at its own address: the whole window, else a part of it large
-    /// enough for the device's memory twice over; else anywhere, with a warning.
-    fn reserve(api: &Api, ordinal: c_int, window: Window, total: u64) -> CuResult<(u64, u64, u64)> {
+    fn create(api: &Api, ordinal: c_int, window: Window) -> CuResult<Self> {
         let prop = alloc_prop(ordinal);
         let mut granularity = 0usize;
         // SAFETY: `prop` describes device memory on `ordinal`; valid out-pointer.
         let r = unsafe { (api.cuMemGetAllocationGranularity)(&mut granularity, &prop, 0) };
         api.check(r, "cuMemGetAllocationGranularity")?;
-        let g = (granularity as u64).max(1);
+        let g = (granularity as u64).max(1).next_power_of_two();
         let base = round_up(window.base, g).ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "window overflows"))?;
-        let usable = (window.base + window.size).saturating_sub(base) / g * g;
-        let smaller = round_up(total.saturating_mul(2), g).unwrap_or(usable).min(usable);
-        let mut sizes = vec![usable];
-        if smaller < usable && smaller > 0 {
-            sizes.push(smaller);
-        }
-        for size in sizes {
+        let usable = window.base.saturating_add(window.size).saturating_sub(base) / g * g;
+        let mut ctx: CUcontext = ptr::null_mut();
+        // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
+        // current on this thread.
+        api.check(unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) }, "cuCtxCreate")?;
+        Ok(Self { ctx, base, space: Space::new(usable), granularity: g, strayed: Cell::new(false) })
+    }
+
+    /// Reserves `size` bytes of virtual addresses inside the window, at the first offset no
+    /// other session (or host mapping of the server) holds, and returns the address and offset.
+    ///
+    /// Reservations are per allocation, not one for the whole window, because windows of
+    /// different clients are addresses in *different* processes that often overlap (ASLR
+    /// spreads mmap over about 1 TiB, the size of one window) while they all live in this one
+    /// process. A range the driver will not give at its address is marked taken, skipping
+    /// further each time, so a large foreign reservation is crossed in few attempts. If the
+    /// window is exhausted that way, the reservation goes anywhere, with a warning.
+    fn reserve(&mut self, api: &Api, size: u64) -> CuResult<(u64, Option<u64>)> {
+        let g = self.granularity;
+        for attempt in 0..MAX_RESERVE_ATTEMPTS {
+            let Some(offset) = self.space.alloc(size, g) else {
+                break;
+            };
+            let want = self.base + offset;
             let mut got: CUdeviceptr = 0;
-            // SAFETY: reserves virtual addresses only; `base` is a hint the driver may ignore.
-            let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, base, 0) };
-            if r != 0 {
-                continue;
+            // SAFETY: reserves virtual addresses only; `want` is a hint the driver may ignore.
+            let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, want, 0) };
+            if r == 0 && got == want {
+                return Ok((got, Some(offset)));
             }
-            if got == base {
-                return Ok((got, size, g));
+            if r == 0 {
+                // SAFETY: releases the reservation just made, which nothing uses.
+                unsafe { (api.cuMemAddressFree)(got, size as usize) };
             }
-            // SAFETY: releases the reservation just made, which nothing uses.
-            unsafe { (api.cuMemAddressFree)(got, size as usize) };
+            // Keep `[offset, offset + size)` marked as used, and skip a growing stretch after
+            // it: whatever holds it may be large.
+            let skip = g.saturating_mul(1 << attempt.min(40)).min(self.space.size());
+            self.space.take(offset + size, skip);
         }
-        let size = round_up(total.saturating_mul(2).max(g), g).unwrap_or(g);
         let mut got: CUdeviceptr = 0;
         // SAFETY: as above, at an address of the driver's choosing.
         let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, 0, 0) };
         api.check(r, "cuMemAddressReserve")?;
-        tracing::warn!(
-            window = format_args!("{:#x}+{:#x}", window.base, window.size),
-            placed = format_args!("{got:#x}+{size:#x}"),
-            "the driver would not reserve the client's address window; device pointers will lie \
-             outside it and the client will misclassify them as host memory"
-        );
-        Ok((got, size, g))
+        if !self.strayed.replace(true) {
+            tracing::warn!(
+                window = format_args!("{:#x}+{:#x}", self.base, self.space.size()),
+                placed = format_args!("{got:#x}"),
+                "no room left at the client's window addresses in this process; this device \
+                 pointer lies outside the window and the client will misclassify it as host memory"
+            );
+        }
+        Ok((got, None))
     }
 }
 
@@ -324,12 +335,10 @@ impl CudaSession {
         self.slot(device as u32)?.state(self.api)
     }
 
-    /// The device holding `addr`: an allocation's reserved range or a module global.
+    /// The device holding `addr`: an allocation's, else a module global's.
     fn device_of(&self, addr: u64) -> CuResult<usize> {
-        let in_range = self.slots.iter().position(|s| {
-            s.state.get().is_some_and(|st| addr >= st.base && addr - st.base < st.space.size())
-        });
-        in_range
+        let alloc = self.allocs.range(..=addr).next_back().filter(|(&p, m)| addr - p < m.size).map(|(_, m)| m.device);
+        alloc
             .or_else(|| {
                 self.modules
                     .values()
@@ -352,10 +361,13 @@ impl CudaSession {
         let _ = unsafe { (api.cuCtxSynchronize)() };
         // SAFETY: `[ptr, ptr + size)` was mapped by `alloc` and is unmapped exactly once.
         api.check(unsafe { (api.cuMemUnmap)(ptr, size as usize) }, "cuMemUnmap")?;
-        // SAFETY: the handle came from `cuMemCreate` and is no longer mapped.
-        let released = api.check(unsafe { (api.cuMemRelease)(handle) }, "cuMemRelease");
+        // SAFETY: the handle came from `cuMemCreate` and is no longer mapped; the reservation
+        // was made for this allocation alone and nothing is mapped in it any more.
+        let released = api
+            .check(unsafe { (api.cuMemRelease)(handle) }, "cuMemRelease")
+            .and(api.check(unsafe { (api.cuMemAddressFree)(ptr, size as usize) }, "cuMemAddressFree"));
         self.allocs.remove(&ptr);
-        if let Some(st) = self.slots[device].state.get_mut() {
+        if let (Some(st), Some(offset)) = (self.slots[device].state.get_mut(), offset) {
             st.space.free(offset, size);
         }
         released
@@ -365,16 +377,18 @@ impl CudaSession {
         let api = self.api;
         self.enter(self.device_of(dst)?)?;
         let (p, w, h) = (pitch as usize, width as usize, height as usize);
-        // SAFETY (all arms): the session checked that the rows lie inside one of the client's
-        // allocations, which are mapped read-write for this device; the context is current.
-        let r = match (elem, height) {
-            (1, 1) => unsafe { (api.cuMemsetD8_v2)(dst, value as u8, w) },
-            (2, 1) => unsafe { (api.cuMemsetD16_v2)(dst, value as u16, w) },
-            (4, 1) => unsafe { (api.cuMemsetD32_v2)(dst, value, w) },
-            (1, _) => unsafe { (api.cuMemsetD2D8_v2)(dst, p, value as u8, w, h) },
-            (2, _) => unsafe { (api.cuMemsetD2D16_v2)(dst, p, value as u16, w, h) },
-            (4, _) => unsafe { (api.cuMemsetD2D32_v2)(dst, p, value, w, h) },
-            _ => return Err(CuError::new(CuStatus::INVALID_VALUE, format!("memset element of {elem} bytes"))),
+        // SAFETY: the session checked that the rows lie inside one of the client's allocations,
+        // which are mapped read-write for this device; the context is current.
+        let r = unsafe {
+            match (elem, height) {
+                (1, 1) => (api.cuMemsetD8_v2)(dst, value as u8, w),
+                (2, 1) => (api.cuMemsetD16_v2)(dst, value as u16, w),
+                (4, 1) => (api.cuMemsetD32_v2)(dst, value, w),
+                (1, _) => (api.cuMemsetD2D8_v2)(dst, p, value as u8, w, h),
+                (2, _) => (api.cuMemsetD2D16_v2)(dst, p, value as u16, w, h),
+                (4, _) => (api.cuMemsetD2D32_v2)(dst, p, value, w, h),
+                _ => return Err(CuError::new(CuStatus::INVALID_VALUE, format!("memset element of {elem} bytes"))),
+            }
         };
         api.check(r, "cuMemsetD2D")
     }
@@ -408,7 +422,9 @@ impl CudaSession {
         }
         let mut out = Vec::new();
         for name in syms.kernels.keys() {
-            let Ok(c) = CString::new(name.as_str()) else { continue };
+            let Ok(c) = CString::new(name.as_str()) else {
+                continue;
+            };
             let mut f: CUfunction = ptr::null_mut();
             // SAFETY: valid module, NUL-terminated name, valid out-pointer.
             if unsafe { (api.cuModuleGetFunction)(&mut f, module, c.as_ptr()) } == 0 {
@@ -488,7 +504,11 @@ impl CudaSession {
     }
 
     #[allow(clippy::type_complexity)]
-    fn describe_module(&self, module: CUmodule, image: &[u8]) -> CuResult<(Vec<CUfunction>, ModuleImage, Vec<(u64, u64)>)> {
+    fn describe_module(
+        &self,
+        module: CUmodule,
+        image: &[u8],
+    ) -> CuResult<(Vec<CUfunction>, ModuleImage, Vec<(u64, u64)>)> {
         let api = self.api;
         let syms = image::symbols(image);
         let mut functions = Vec::new();
@@ -500,7 +520,9 @@ impl CudaSession {
         let mut globals = Vec::new();
         let mut ranges = Vec::new();
         for name in &syms.globals {
-            let Ok(c) = CString::new(name.as_str()) else { continue };
+            let Ok(c) = CString::new(name.as_str()) else {
+                continue;
+            };
             let (mut addr, mut size): (CUdeviceptr, usize) = (0, 0);
             // SAFETY: valid module, NUL-terminated name, valid out-pointers. Names the driver
             // does not know (shared variables, extern declarations) fail and are skipped.
@@ -517,51 +539,53 @@ impl DeviceSession for CudaSession {
     fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64> {
         let api = self.api;
         let ordinal = self.slot(device)?.ordinal;
-        let (base, g) = {
-            let st = self.enter(device as usize)?;
-            (st.base, st.granularity)
-        };
-        let rounded = round_up(size, g).ok_or_else(|| CuError::new(CuStatus::OUT_OF_MEMORY, "allocation too large"))?;
+        let g = self.enter(device as usize)?.granularity;
+        let rounded = round_up(size, g)
+            .filter(|&r| usize::try_from(r).is_ok())
+            .ok_or_else(|| CuError::new(CuStatus::OUT_OF_MEMORY, "allocation too large"))?;
+        let prop = alloc_prop(ordinal);
+        let mut handle = 0u64;
+        // SAFETY: `prop` describes device memory on this device; valid out-pointer. Memory
+        // comes first so that running out of it touches no address range.
+        api.check(unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) }, "cuMemCreate")?;
         let st = self.slots[device as usize]
             .state
             .get_mut()
             .ok_or_else(|| CuError::new(CuStatus::NOT_INITIALIZED, "no context"))?;
-        let offset = st.space.alloc(rounded, g).ok_or_else(|| {
-            CuError::new(CuStatus::OUT_OF_MEMORY, format!("{rounded} bytes do not fit in the address window"))
-        })?;
-        let ptr = base + offset;
-        let prop = alloc_prop(ordinal);
-        let mut handle = 0u64;
-        // SAFETY: `prop` describes device memory on this device; valid out-pointer.
-        let created = api.check(unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) }, "cuMemCreate");
-        let mapped = created.and_then(|()| {
-            // SAFETY: `[ptr, ptr + rounded)` is inside this session's reservation and unmapped
-            // (the free list handed it out); the handle holds `rounded` bytes.
-            let r = api.check(unsafe { (api.cuMemMap)(ptr, rounded as usize, 0, handle, 0) }, "cuMemMap");
-            if r.is_err() {
+        let placed = st.reserve(api, rounded);
+        let (ptr, offset) = match placed {
+            Ok(p) => p,
+            Err(e) => {
                 // SAFETY: the handle was created above and is not mapped.
                 unsafe { (api.cuMemRelease)(handle) };
+                return Err(e);
             }
-            r
-        });
+        };
+        let desc = CUmemAccessDesc {
+            location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ordinal },
+            flags: CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+        };
+        // SAFETY: `[ptr, ptr + rounded)` was reserved above for this allocation alone; the
+        // handle holds `rounded` bytes.
+        let mapped = api.check(unsafe { (api.cuMemMap)(ptr, rounded as usize, 0, handle, 0) }, "cuMemMap");
         let accessible = mapped.and_then(|()| {
-            let desc = CUmemAccessDesc {
-                location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ordinal },
-                flags: CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
-            };
             // SAFETY: the range was just mapped; one access descriptor.
             let r = api.check(unsafe { (api.cuMemSetAccess)(ptr, rounded as usize, &desc, 1) }, "cuMemSetAccess");
             if r.is_err() {
-                // SAFETY: undo the mapping and creation above.
-                unsafe {
-                    (api.cuMemUnmap)(ptr, rounded as usize);
-                    (api.cuMemRelease)(handle);
-                }
+                // SAFETY: undoes the mapping above.
+                unsafe { (api.cuMemUnmap)(ptr, rounded as usize) };
             }
             r
         });
         if let Err(e) = accessible {
-            st.space.free(offset, rounded);
+            // SAFETY: nothing is mapped in the reservation any more; the handle is unmapped.
+            unsafe {
+                (api.cuMemAddressFree)(ptr, rounded as usize);
+                (api.cuMemRelease)(handle);
+            }
+            if let Some(offset) = offset {
+                st.space.free(offset, rounded);
+            }
             return Err(e);
         }
         self.allocs.insert(ptr, Mapping { device: device as usize, size: rounded, offset, handle });
@@ -692,7 +716,9 @@ impl CudaSession {
         // END-terminated array the driver reads during the call (it copies the parameter
         // buffer, laid out as the load reply told the client); the null stream runs after
         // everything issued before, as the session's in-order execution needs.
-        let r = unsafe { (api.cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, l.shared, ptr::null_mut(), ptr::null_mut(), extra_ptr) };
+        let r = unsafe {
+            (api.cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, l.shared, ptr::null_mut(), ptr::null_mut(), extra_ptr)
+        };
         api.check(r, "cuLaunchKernel")
     }
 }
@@ -719,12 +745,14 @@ impl Drop for CudaSession {
                 }
             }
         }
-        for (ptr, m) in self.allocs.drain() {
-            // SAFETY: each mapping was made by `alloc` and is released exactly once here.
+        for (ptr, m) in std::mem::take(&mut self.allocs) {
+            // SAFETY: each allocation was mapped in its own reservation by `alloc`; both are
+            // released exactly once here.
             let r = unsafe {
                 let a = (api.cuMemUnmap)(ptr, m.size as usize);
                 let b = (api.cuMemRelease)(m.handle);
-                a.max(b)
+                let c = (api.cuMemAddressFree)(ptr, m.size as usize);
+                a.max(b).max(c)
             };
             if r != 0 {
                 tracing::warn!(ptr = format_args!("{ptr:#x}"), code = r, "freeing a session's allocation failed");
@@ -732,15 +760,11 @@ impl Drop for CudaSession {
         }
         for slot in &mut self.slots {
             if let Some(st) = slot.state.take() {
-                // SAFETY: nothing is mapped in the reservation any more; the context holds no
-                // module of ours and is destroyed once.
-                let r = unsafe {
-                    let a = (api.cuMemAddressFree)(st.base, st.space.size() as usize);
-                    let b = (api.cuCtxDestroy_v2)(st.ctx);
-                    a.max(b)
-                };
+                // SAFETY: the context holds no module or allocation of ours any more and is
+                // destroyed once.
+                let r = unsafe { (api.cuCtxDestroy_v2)(st.ctx) };
                 if r != 0 {
-                    tracing::warn!(code = r, "releasing a session's context failed");
+                    tracing::warn!(code = r, "destroying a session's context failed");
                 }
             }
         }

@@ -47,6 +47,22 @@ impl Space {
         Some(at)
     }
 
+    /// Marks whatever is still free of `[offset, offset + len)` as used, for good.
+    pub fn take(&mut self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.size);
+        let overlapping: Vec<(u64, u64)> =
+            self.free.range(..end).filter(|(&s, &l)| s + l > offset).map(|(&s, &l)| (s, l)).collect();
+        for (s, l) in overlapping {
+            self.free.remove(&s);
+            if s < offset {
+                self.free.insert(s, offset - s);
+            }
+            if s + l > end {
+                self.free.insert(end, s + l - end);
+            }
+        }
+    }
+
     /// Returns `[offset, offset + len)` to the free list. The caller frees only what it got.
     pub fn free(&mut self, offset: u64, len: u64) {
         let (mut start, mut end) = (offset, offset + len);
@@ -94,6 +110,18 @@ mod tests {
         assert_eq!(s.alloc(4 * G, G), Some(0));
         assert_eq!(s.alloc(G, G), None);
         assert_eq!(s.alloc(u64::MAX, G), None);
+    }
+
+    #[test]
+    fn taken_ranges_are_skipped() {
+        let mut s = Space::new(16 * G);
+        s.take(G, 3 * G);
+        s.take(15 * G, 10 * G);
+        assert_eq!(s.alloc(2 * G, G), Some(4 * G), "the first hole is too small");
+        assert_eq!(s.alloc(G, G), Some(0));
+        assert_eq!(s.alloc(10 * G, G), None, "only 9 G left before the taken tail");
+        assert_eq!(s.alloc(9 * G, G), Some(6 * G));
+        assert_eq!(s.alloc(G, G), None);
     }
 
     #[test]

@@ -300,8 +300,9 @@ unsafe fn write_attribute(data: *mut c_void, attr: c_uint, kind: &Kind, p: u64) 
             (2, Kind::Host { .. }) => put(data.cast::<u32>(), 1)?,   // CU_MEMORYTYPE_HOST
             (3, Kind::Device { .. }) => put(data.cast::<u64>(), p)?,
             (4, Kind::Host { .. }) => put(data.cast::<u64>(), p)?,
-            (6 | 8 | 10 | 15, Kind::Device { .. } | Kind::Host { .. }) => put(data.cast::<u8>(), 0)?,
-            (13, Kind::Device { .. }) => put(data.cast::<u8>(), 1)?,
+            // Booleans are written as 32-bit values, as the driver does (callers read ints).
+            (6 | 8 | 10 | 15, Kind::Device { .. } | Kind::Host { .. }) => put(data.cast::<u32>(), 0)?,
+            (13, Kind::Device { .. }) => put(data.cast::<u32>(), 1)?,
             (7, Kind::Device { base, .. }) => put(data.cast::<u64>(), *base)?,
             (9, Kind::Device { device, .. }) => put(data.cast::<i32>(), *device)?,
             (11, Kind::Device { base, .. }) => put(data.cast::<u64>(), *base)?,
@@ -347,8 +348,7 @@ pub unsafe fn pointer_get_attributes(n: c_uint, attrs: *mut c_uint, data: *mut *
         // driver does for pageable host memory.
         if !unsafe { write_attribute(d, a, &kind, p) }? {
             let zero_len = match a {
-                2 | 9 | 16 => 4,
-                6 | 8 | 10 | 13 | 15 => 1,
+                2 | 6 | 8 | 9 | 10 | 13 | 15 | 16 => 4,
                 _ => 8,
             };
             // SAFETY: `d` points to storage of the attribute's size.

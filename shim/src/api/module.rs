@@ -70,9 +70,14 @@ pub fn forget_context(ctx: u64) {
     })
 }
 
-/// Loads an image into the current context; returns the module handle.
+/// Loads an image into the current context; returns the module handle. Libraries are
+/// context-independent in CUDA and cudart loads them before any context exists: without a
+/// current context the image goes to device 0's primary context.
 pub fn load(image: &[u8]) -> ShimResult<u64> {
-    let ctx = state::current_ctx()?;
+    let ctx = match state::current() {
+        Some(c) => c,
+        None => super::context::primary_handle(0)?,
+    };
     let c = client::client()?;
     let hash: [u8; 32] = Sha256::digest(image).into();
     let known = with(|m| m.uploaded.contains(&hash));
