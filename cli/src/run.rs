@@ -119,6 +119,27 @@ fn prepend(var: &str, value: &Path, sep: &str) -> OsString {
     v
 }
 
+/// Whether the server offers emulated GPUs (asked with a handshake; false if it cannot be
+/// reached: the application will then report the failure itself).
+fn serves_emulated(conn: &Path) -> bool {
+    let Ok(file) = remora_protocol::ConnectionFile::read(conn) else { return false };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return false };
+    rt.block_on(async {
+        match remora_protocol::endpoint::connect(&file, Duration::from_secs(5)).await {
+            Ok(c) => {
+                c.conn.close(0u32.into(), b"probe");
+                c.info.devices.iter().any(|d| d.emulated)
+            }
+            Err(_) => false,
+        }
+    })
+}
+
+/// What CUDA clients need to be told to run on the emulated GPU, which executes PTX only:
+/// CuPy must compile kernels to PTX rather than machine code, and must not use CUB, whose
+/// prebuilt module carries PTX only for compute_100. A value the user set wins.
+const EMULATED_ENV: &[(&str, &str)] = &[("CUPY_COMPILE_WITH_PTX", "1"), ("CUPY_ACCELERATORS", "")];
+
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let shim = shim_path()?;
     let given = args.connection.clone().or_else(|| std::env::var_os("REMORA_CONNECTION").map(PathBuf::from));
@@ -144,6 +165,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .env("REMORA_CONNECTION", &conn)
         .env("LD_PRELOAD", prepend("LD_PRELOAD", &shim, ":"))
         .env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &libs, ":"));
+    if embedded.is_some() || serves_emulated(&conn) {
+        for (k, v) in EMULATED_ENV {
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
+    }
     let status = cmd.status().with_context(|| format!("running {:?}", args.command[0]))?;
     // The embedded server's folder holds the links too; otherwise they had a folder of their own.
     if embedded.is_none() {

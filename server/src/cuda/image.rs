@@ -78,6 +78,72 @@ pub fn is_text(image: &[u8]) -> bool {
     !fatbin && !image.starts_with(b"\x7fELF")
 }
 
+/// Checks that every extent a binary image's headers declare lies inside the bytes received.
+///
+/// `cuModuleLoadData` takes no length: it trusts the fatbin or ELF headers, so a truncated or
+/// hostile image would make the driver read past the buffer. Text (PTX) needs only its NUL,
+/// which the caller guarantees.
+pub fn check_extents(image: &[u8]) -> Result<(), String> {
+    let len = image.len() as u64;
+    if !is_text(image) && image.starts_with(b"\x7fELF") {
+        let bad = |what: &str| Err(format!("ELF image: {what} lies outside the {len} bytes sent"));
+        if image.get(4) != Some(&2) {
+            return Err("ELF image is not 64-bit".into());
+        }
+        let (Some(phoff), Some(phentsize), Some(phnum)) =
+            (u64_at(image, 0x20), u16_at(image, 0x36), u16_at(image, 0x38))
+        else {
+            return bad("the header");
+        };
+        let (Some(shoff), Some(shentsize), Some(shnum)) =
+            (u64_at(image, 0x28), u16_at(image, 0x3a), u16_at(image, 0x3c))
+        else {
+            return bad("the header");
+        };
+        let table_end = |off: u64, n: u16, size: u16| off.checked_add(n as u64 * size as u64).is_some_and(|e| e <= len);
+        if !table_end(phoff, phnum, phentsize) || !table_end(shoff, shnum, shentsize) {
+            return bad("a header table");
+        }
+        for i in 0..shnum as u64 {
+            let h = (shoff + i * shentsize as u64) as usize;
+            const SHT_NOBITS: u32 = 8;
+            let (Some(kind), Some(off), Some(size)) =
+                (u32_at(image, h + 4), u64_at(image, h + 0x18), u64_at(image, h + 0x20))
+            else {
+                return bad("a section header");
+            };
+            if kind != SHT_NOBITS && i > 0 && off.checked_add(size).is_none_or(|e| e > len) {
+                return bad("a section");
+            }
+        }
+        for i in 0..phnum as u64 {
+            let h = (phoff + i * phentsize as u64) as usize;
+            let (Some(off), Some(size)) = (u64_at(image, h + 8), u64_at(image, h + 0x20)) else {
+                return bad("a program header");
+            };
+            if off.checked_add(size).is_none_or(|e| e > len) {
+                return bad("a segment");
+            }
+        }
+        return Ok(());
+    }
+    if !is_text(image) {
+        // A fatbin: its containers, back to back, must each end inside the image.
+        let mut pos = 0usize;
+        while u32_at(image, pos) == Some(FATBIN_MAGIC) {
+            let (Some(hsize), Some(body)) = (u16_at(image, pos + 6), u64_at(image, pos + 8)) else {
+                return Err("fatbin: truncated header".into());
+            };
+            let end = (pos as u64).checked_add(hsize as u64).and_then(|s| s.checked_add(body));
+            match end {
+                Some(e) if e <= len => pos = e as usize,
+                _ => return Err(format!("fatbin: a container lies outside the {len} bytes sent")),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn ptx_text(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -601,6 +667,19 @@ mod tests {
         assert_eq!(s.kernels["kern"], Some(vec![p(0, 8), p(8, 4), p(16, 8)]));
         assert_eq!(s.globals, vec!["gvar"]);
         assert_eq!(symbols(&tiny_elf()), s);
+    }
+
+    #[test]
+    fn extents_of_truncated_images_are_refused() {
+        let elf = tiny_elf();
+        assert_eq!(check_extents(&elf), Ok(()));
+        assert!(check_extents(&elf[..elf.len() - 1]).is_err(), "section headers cut short");
+        assert!(check_extents(&elf[..200]).is_err());
+        let f = fatbin(&[(FATBIN_KIND_ELF, &elf)]);
+        assert_eq!(check_extents(&f), Ok(()));
+        assert!(check_extents(&f[..f.len() - 1]).is_err());
+        assert!(check_extents(&f[..10]).is_err());
+        assert_eq!(check_extents(b".version 8.0\0"), Ok(()));
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod driver;
 mod image;
 mod space;
 
-use std::cell::{Cell, OnceCell};
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::ptr;
@@ -193,7 +193,7 @@ struct DeviceState {
     space: Space,
     granularity: u64,
     /// Whether an allocation has already had to go outside the window (warned once).
-    strayed: Cell<bool>,
+    strayed: bool,
 }
 
 struct Mapping {
@@ -273,7 +273,7 @@ impl DeviceState {
         // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
         // current on this thread.
         api.check(unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) }, "cuCtxCreate")?;
-        Ok(Self { ctx, base, space: Space::new(usable), granularity: g, strayed: Cell::new(false) })
+        Ok(Self { ctx, base, space: Space::new(usable), granularity: g, strayed: false })
     }
 
     /// Reserves `size` bytes of virtual addresses inside the window, at the first offset no
@@ -287,7 +287,10 @@ impl DeviceState {
     /// window is exhausted that way, the reservation goes anywhere, with a warning.
     fn reserve(&mut self, api: &Api, size: u64) -> CuResult<(u64, Option<u64>)> {
         let g = self.granularity;
-        for attempt in 0..MAX_RESERVE_ATTEMPTS {
+        // Once the window has failed us, try it only briefly: a driver that ignores address
+        // hints altogether would otherwise cost every allocation all the attempts.
+        let attempts = if self.strayed { 4 } else { MAX_RESERVE_ATTEMPTS };
+        for attempt in 0..attempts {
             let Some(offset) = self.space.alloc(size, g) else {
                 break;
             };
@@ -311,7 +314,7 @@ impl DeviceState {
         // SAFETY: as above, at an address of the driver's choosing.
         let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, 0, 0) };
         api.check(r, "cuMemAddressReserve")?;
-        if !self.strayed.replace(true) {
+        if !std::mem::replace(&mut self.strayed, true) {
             tracing::warn!(
                 window = format_args!("{:#x}+{:#x}", self.base, self.space.size()),
                 placed = format_args!("{got:#x}"),
@@ -480,6 +483,7 @@ impl CudaSession {
     fn load(&mut self, device: usize, image: &[u8]) -> CuResult<(Loaded, ModuleImage)> {
         let api = self.api;
         self.enter(device)?;
+        image::check_extents(image).map_err(|e| CuError::new(CuStatus::INVALID_IMAGE, e))?;
         // PTX must reach the driver NUL-terminated; the client may have sent it without.
         let owned;
         let bytes = if image::is_text(image) && image.last() != Some(&0) {
@@ -785,6 +789,7 @@ mod tests {
                 assert!(b.devices().iter().all(|d| !d.emulated && d.total_mem > 0));
             }
             Err(why) => {
+                eprintln!("probe: {why}");
                 assert!(why.contains("libcuda") || why.contains("driver"), "unhelpful: {why}");
                 // Twice: the failed load must not be cached as a panic or succeed by accident.
                 assert_eq!(probe().err(), Some(why));

@@ -314,4 +314,19 @@ implement! {
         => module::link_add_file(state, path);
     cuLinkComplete(state: CUlinkState, cubinOut: *mut *mut c_void, sizeOut: *mut size_t) => module::link_complete(state, cubinOut, sizeOut);
     cuLinkDestroy(state: CUlinkState) => module::link_destroy(state);
+
+    // Stream capture: nothing is ever capturing.
+    cuStreamIsCapturing(hStream: CUstream, captureStatus: *mut CUstreamCaptureStatus) => stream::capture_status(hStream, captureStatus, std::ptr::null_mut());
+    cuStreamIsCapturing_ptsz(hStream: CUstream, captureStatus: *mut CUstreamCaptureStatus) => stream::capture_status(hStream, captureStatus, std::ptr::null_mut());
+    cuStreamGetCaptureInfo(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut cuuint64_t) => stream::capture_status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_ptsz(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut cuuint64_t) => stream::capture_status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_v2(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut cuuint64_t, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, numDependencies_out: *mut size_t)
+        => stream::capture_status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_v2_ptsz(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut cuuint64_t, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, numDependencies_out: *mut size_t)
+        => stream::capture_status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_v3(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut cuuint64_t, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, edgeData_out: *mut *const CUgraphEdgeData, numDependencies_out: *mut size_t)
+        => stream::capture_status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_v3_ptsz(hStream: CUstream, captureStatus_out: *mut CUstreamCaptureStatus, id_out: *mut cuuint64_t, graph_out: *mut CUgraph, dependencies_out: *mut *const CUgraphNode, edgeData_out: *mut *const CUgraphEdgeData, numDependencies_out: *mut size_t)
+        => stream::capture_status(hStream, captureStatus_out, id_out);
+    cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCaptureMode) => stream::exchange_capture_mode(mode);
 }

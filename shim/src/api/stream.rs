@@ -171,3 +171,30 @@ pub fn add_callback(stream: *mut c_void, cb: crate::generated::CUstreamCallback,
     unsafe { cb(stream, status, data) };
     Ok(())
 }
+
+/// Stream capture (graphs) is not offered: every stream reports "not capturing", which is the
+/// truth, and `cuStreamBeginCapture` answers `NOT_SUPPORTED`.
+pub unsafe fn capture_status(stream: *mut c_void, status: *mut c_uint, id: *mut u64) -> ShimResult<()> {
+    state::with(|st| st.stream(h(stream)))?;
+    // SAFETY: out-pointers from C; the id may be NULL.
+    unsafe {
+        put(status, 0)?; // CU_STREAM_CAPTURE_STATUS_NONE
+        if !id.is_null() {
+            *id = 0;
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    static CAPTURE_MODE: std::cell::Cell<c_uint> = const { std::cell::Cell::new(0) };
+}
+
+/// `cuThreadExchangeStreamCaptureMode`: swaps the calling thread's capture mode.
+pub unsafe fn exchange_capture_mode(mode: *mut c_uint) -> ShimResult<()> {
+    // SAFETY: in/out pointer from C.
+    let m = unsafe { out(mode) }?;
+    let old = CAPTURE_MODE.try_with(|c| c.replace(*m)).unwrap_or(0);
+    *m = old;
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! CuPy and numba-cuda, unmodified, through the shim on the emulated GPU; results compared with
+//! NumPy inside the scripts. `remora run` supplies the emulated-GPU settings itself.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn python(server: &Server, script: &str) -> std::process::Output {
+    // CuPy compiles with NVRTC and needs the CUDA headers under $CUDA_PATH/include.
+    let cuda_path = target_dir().join("cuda-path");
+    std::fs::create_dir_all(&cuda_path).unwrap();
+    let include = cuda_path.join("include");
+    if std::fs::symlink_metadata(&include).is_err() {
+        let _ = std::os::unix::fs::symlink(cuda_env("CUDA12_INCLUDE"), &include);
+    }
+    let dir = root().join("tests/python");
+    server
+        .command(Path::new("python3"))
+        .arg(dir.join("run_site.py"))
+        .arg(cuda_env("CUDA_PY"))
+        .arg(dir.join(script))
+        .env("CUDA_PATH", &cuda_path)
+        .env("CUPY_CACHE_DIR", target_dir().join("cupy-cache"))
+        .env("NUMBA_CACHE_DIR", target_dir().join("numba-cache"))
+        .output()
+        .unwrap()
+}
+
+use std::path::Path;
+
+#[test]
+fn cupy_elementwise_kernels_and_reductions_match_numpy() {
+    let server = Server::start();
+    let out = python(&server, "test_cupy.py");
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("cupy passed"), "{t}");
+}
+
+#[test]
+fn numba_jit_kernels_with_shared_memory_and_atomics_match_numpy() {
+    let server = Server::start();
+    let out = python(&server, "test_numba.py");
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("numba passed"), "{t}");
+}
+
+#[test]
+fn without_remora_cupy_finds_no_driver() {
+    let out = Command::new("python3")
+        .arg(root().join("tests/python/run_site.py"))
+        .arg(cuda_env("CUDA_PY"))
+        .arg(root().join("tests/python/test_cupy.py"))
+        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success());
+    assert!(t.contains("cudaErrorInsufficientDriver") || t.contains("CUDA driver"), "{t}");
+}
