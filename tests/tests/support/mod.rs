@@ -117,11 +117,14 @@ impl Server {
         Self::start_with(&[])
     }
 
+    /// A server on the backend `REMORA_TEST_BACKEND` names (`emulated` unless set; the GPU
+    /// check sets `cuda`, so the same tests run against real GPUs).
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = TempDir::new("server");
         let connection = dir.0.join("connection");
+        let backend = std::env::var("REMORA_TEST_BACKEND").unwrap_or_else(|_| "emulated".into());
         let child = Command::new(remora())
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", "emulated", "--device-memory", "1G"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--backend", &backend, "--device-memory", "1G"])
             .args(extra)
             .arg("--state-dir")
             .arg(&dir.0)
