@@ -32,6 +32,9 @@ const REPLY: usize = 64;
 const CHUNK: usize = 1 << 20;
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os(RAW_SERVER_ENV).is_some() {
+        return raw_server_process();
+    }
     // `cargo bench` passes --bench; `cargo test --benches` does not, and gets the smoke check.
     let full = std::env::args().any(|a| a == "--bench");
     let cfg = Config::new(full);
@@ -126,28 +129,47 @@ fn header(op: u8, n: u64) -> [u8; 9] {
     h
 }
 
-fn raw_quinn(cfg: &Config) -> anyhow::Result<Raw> {
+/// Set in the child process that serves the raw baseline.
+const RAW_SERVER_ENV: &str = "REMORA_BENCH_RAW_SERVER";
+
+/// The raw server runs in a process of its own, as `remora serve` does: on these VMs a wake-up
+/// across processes and vCPUs costs tens of microseconds, so a baseline with both ends in one
+/// process would compare unlike with like.
+fn raw_server_process() -> anyhow::Result<()> {
     let id = Identity::generate()?;
     let pin = id.fingerprint();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let server = std::thread::Builder::new()
-        .name("raw-server".into())
-        .spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(raw_server(id, addr_tx))
-        })?;
-    let addr = addr_rx.recv().context("the raw server did not start")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    std::thread::spawn(move || {
+        if let Ok(addr) = addr_rx.recv() {
+            let hex: String = pin.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{addr} {hex}");
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(raw_server(id, addr_tx))
+}
+
+fn raw_quinn(cfg: &Config) -> anyhow::Result<Raw> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .env(RAW_SERVER_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the raw quinn server process")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("raw server stdout")?).read_line(&mut line)?;
+    let mut words = line.split_whitespace();
+    let addr: SocketAddr = words.next().context("raw server address")?.parse()?;
+    let hex = words.next().context("raw server pin")?;
+    let mut pin = [0u8; 32];
+    for (i, b) in pin.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).context("pin")?, 16)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let raw = rt.block_on(raw_client(addr, pin, cfg));
-    let served = server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the raw server panicked"))?;
+    let status = child.wait()?;
     let raw = raw?;
-    served?;
+    anyhow::ensure!(status.success(), "the raw server failed: {status}");
     Ok(raw)
 }
 

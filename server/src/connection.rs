@@ -21,8 +21,8 @@ const CHUNK: usize = 1 << 20;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest module image accepted.
 const MAX_IMAGE: u64 = 1 << 30;
-/// Most images the server keeps by hash.
-const MAX_CACHED_IMAGES: usize = 256;
+/// Bytes of module images the server keeps by hash (shared by all clients).
+const MAX_CACHED_BYTES: usize = 2 << 30;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -323,7 +323,9 @@ async fn receive_image(
     }
     let image: Arc<[u8]> = image.into();
     let mut cache = lock(shared);
-    if cache.len() >= MAX_CACHED_IMAGES {
+    let held: usize = cache.values().map(|i| i.len()).sum();
+    if held + image.len() > MAX_CACHED_BYTES {
+        // Sessions keep their own references: dropping the cache only costs a re-upload.
         cache.clear();
     }
     cache.insert(hash, image.clone());

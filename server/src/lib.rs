@@ -71,9 +71,18 @@ impl Server {
 
     /// Serves until the endpoint is closed.
     pub async fn run(self) {
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         while let Some(incoming) = self.endpoint.accept().await {
+            use std::sync::atomic::Ordering;
+            if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                tracing::warn!(remote = %incoming.remote_address(), "refusing a connection: {MAX_CONNECTIONS} already open");
+                incoming.refuse();
+                continue;
+            }
             let shared = self.shared.clone();
+            let guard = ConnectionCount::new(active.clone());
             tokio::spawn(async move {
+                let _guard = guard;
                 let remote = incoming.remote_address();
                 match incoming.await {
                     Ok(conn) => connection::serve(conn, shared).await,
@@ -81,6 +90,25 @@ impl Server {
                 }
             });
         }
+    }
+}
+
+/// Most clients served at once; more are refused at the QUIC handshake.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Counts a connection for as long as it lives.
+struct ConnectionCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ConnectionCount {
+    fn new(n: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

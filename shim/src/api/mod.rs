@@ -147,16 +147,16 @@ implement! {
     // Memsets.
     cuMemsetD8_v2(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, 0);
     cuMemsetD8_v2_ptds(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, 0);
-    cuMemsetD16_v2(dstDevice: CUdeviceptr, us: c_ushort, N: size_t) => memory::memset(dstDevice, N * 2, us as u32, 2, N, 1, 0);
-    cuMemsetD16_v2_ptds(dstDevice: CUdeviceptr, us: c_ushort, N: size_t) => memory::memset(dstDevice, N * 2, us as u32, 2, N, 1, 0);
-    cuMemsetD32_v2(dstDevice: CUdeviceptr, ui: c_uint, N: size_t) => memory::memset(dstDevice, N * 4, ui, 4, N, 1, 0);
-    cuMemsetD32_v2_ptds(dstDevice: CUdeviceptr, ui: c_uint, N: size_t) => memory::memset(dstDevice, N * 4, ui, 4, N, 1, 0);
+    cuMemsetD16_v2(dstDevice: CUdeviceptr, us: c_ushort, N: size_t) => memory::memset(dstDevice, N.saturating_mul(2), us as u32, 2, N, 1, 0);
+    cuMemsetD16_v2_ptds(dstDevice: CUdeviceptr, us: c_ushort, N: size_t) => memory::memset(dstDevice, N.saturating_mul(2), us as u32, 2, N, 1, 0);
+    cuMemsetD32_v2(dstDevice: CUdeviceptr, ui: c_uint, N: size_t) => memory::memset(dstDevice, N.saturating_mul(4), ui, 4, N, 1, 0);
+    cuMemsetD32_v2_ptds(dstDevice: CUdeviceptr, ui: c_uint, N: size_t) => memory::memset(dstDevice, N.saturating_mul(4), ui, 4, N, 1, 0);
     cuMemsetD8Async(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, s(hStream));
     cuMemsetD8Async_ptsz(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, s(hStream));
-    cuMemsetD16Async(dstDevice: CUdeviceptr, us: c_ushort, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N * 2, us as u32, 2, N, 1, s(hStream));
-    cuMemsetD16Async_ptsz(dstDevice: CUdeviceptr, us: c_ushort, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N * 2, us as u32, 2, N, 1, s(hStream));
-    cuMemsetD32Async(dstDevice: CUdeviceptr, ui: c_uint, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N * 4, ui, 4, N, 1, s(hStream));
-    cuMemsetD32Async_ptsz(dstDevice: CUdeviceptr, ui: c_uint, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N * 4, ui, 4, N, 1, s(hStream));
+    cuMemsetD16Async(dstDevice: CUdeviceptr, us: c_ushort, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N.saturating_mul(2), us as u32, 2, N, 1, s(hStream));
+    cuMemsetD16Async_ptsz(dstDevice: CUdeviceptr, us: c_ushort, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N.saturating_mul(2), us as u32, 2, N, 1, s(hStream));
+    cuMemsetD32Async(dstDevice: CUdeviceptr, ui: c_uint, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N.saturating_mul(4), ui, 4, N, 1, s(hStream));
+    cuMemsetD32Async_ptsz(dstDevice: CUdeviceptr, ui: c_uint, N: size_t, hStream: CUstream) => memory::memset(dstDevice, N.saturating_mul(4), ui, 4, N, 1, s(hStream));
     cuMemsetD2D8_v2(dstDevice: CUdeviceptr, dstPitch: size_t, uc: c_uchar, Width: size_t, Height: size_t)
         => memory::memset(dstDevice, dstPitch, uc as u32, 1, Width, Height, 0);
     cuMemsetD2D8_v2_ptds(dstDevice: CUdeviceptr, dstPitch: size_t, uc: c_uchar, Width: size_t, Height: size_t)
