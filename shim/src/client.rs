@@ -241,16 +241,18 @@ impl Client {
         let mut io = self.io()?;
         let header = encode(req);
         frame::encode_prefixed(&mut io.batch, &header, FLAG_REPLY, payload.len() as u64);
-        if payload.len() <= INLINE_PAYLOAD {
+        let large = payload.len() > INLINE_PAYLOAD;
+        if !large {
             io.batch.extend_from_slice(payload);
-            self.flush(&mut io)?;
-        } else {
-            self.flush(&mut io)?;
-                let r = self.block_on(io.send.write_all(payload));
-            r.map_err(|e| self.lost(&mut io, e))?;
         }
         let io = &mut *io;
+        let batch = std::mem::take(&mut io.batch);
+        // One turn of the runtime for the whole call: queued work, the request, its reply.
         let r = self.block_on(async {
+            io.send.write_all(&batch).await.map_err(|e| e.to_string())?;
+            if large {
+                io.send.write_all(payload).await.map_err(|e| e.to_string())?;
+            }
             let mut p = [0u8; PREFIX_LEN];
             io.recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
             let prefix = FramePrefix::parse(&p).map_err(|e| e.to_string())?;
@@ -265,6 +267,9 @@ impl Client {
             }
             Ok::<_, String>(reply)
         });
+        // Keep the batch's allocation for the next calls.
+        io.batch = batch;
+        io.batch.clear();
         let reply = r.map_err(|e| self.lost(io, e))?;
         deliver_output(&reply.output);
         if reply.status != 0 {
