@@ -1457,8 +1457,9 @@ impl Runner<'_, '_> {
                     }
                     for (k, &d) in ds.iter().enumerate() {
                         let ea = a.wrapping_add(k as u64 * size as u64);
-                        // Global fast path: the warp's last allocation.
+                        // Fast paths: shared memory, and the warp's last global allocation.
                         let hit = match (&self.w.cache, space) {
+                            (_, Space::Shared) => read_le(self.shared, ea, size),
                             (Some(al), Space::Global | Space::Generic)
                                 if ea >= al.base() && ea + size as u64 <= al.base() + al.size() =>
                             {
@@ -1495,6 +1496,9 @@ impl Runner<'_, '_> {
                     }
                     for (k, val) in vals.iter().enumerate().take(n as usize) {
                         let ea = a.wrapping_add(k as u64 * size as u64);
+                        if *space == Space::Shared && write_le(self.shared, ea, size, val[l]).is_some() {
+                            continue;
+                        }
                         if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
                             if ea >= al.base() && ea + size as u64 <= al.base() + al.size() {
                                 al.store(ea - al.base(), size, val[l]);
@@ -2064,13 +2068,23 @@ fn classify(addr: u64) -> (Space, u64) {
     }
 }
 
+#[inline]
 fn read_le(buf: &[u8], off: u64, size: u32) -> Option<u64> {
     let s = usize::try_from(off).ok()?;
     let e = s.checked_add(size as usize)?;
     let bytes = buf.get(s..e)?;
-    let mut w = [0u8; 8];
-    w[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
-    Some(u64::from_le_bytes(w))
+    Some(match bytes.len() {
+        4 => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64,
+        8 => u64::from_le_bytes(bytes.try_into().ok()?),
+        1 => bytes[0] as u64,
+        2 => u16::from_le_bytes([bytes[0], bytes[1]]) as u64,
+        _ => {
+            let mut w = [0u8; 8];
+            let n = bytes.len().min(8);
+            w[..n].copy_from_slice(&bytes[..n]);
+            u64::from_le_bytes(w)
+        }
+    })
 }
 
 fn write_le(buf: &mut [u8], off: u64, size: u32, v: u64) -> Option<()> {
