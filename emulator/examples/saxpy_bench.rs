@@ -71,16 +71,33 @@ fn matmul(threads: usize) {
     let lm = LoadedModule::new(module.clone(), &space).expect("globals");
     let n = 256u32;
     let bytes = (n * n * 4) as u64;
-    let (a, b, c) = (space.alloc(bytes).expect("a"), space.alloc(bytes).expect("b"), space.alloc(bytes).expect("c"));
+    let (a, b, c) = (
+        space.alloc(bytes).expect("a"),
+        space.alloc(bytes).expect("b"),
+        space.alloc(bytes).expect("c"),
+    );
     let info = module.kernel("matmul").expect("matmul");
     let mut params = vec![0u8; info.params_size() as usize];
     params[0..4].copy_from_slice(&(n as i32).to_le_bytes());
     params[8..16].copy_from_slice(&a.to_le_bytes());
     params[16..24].copy_from_slice(&b.to_le_bytes());
     params[24..32].copy_from_slice(&c.to_le_bytes());
-    let cfg = LaunchConfig { grid: [n / 16, n / 16, 1], block: [16, 16, 1], dynamic_shared_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid: [n / 16, n / 16, 1],
+        block: [16, 16, 1],
+        dynamic_shared_bytes: 0,
+    };
     let t = Instant::now();
-    let out = lm.launch(&space, "matmul", &cfg, &params, &LaunchOptions { threads, instruction_budget: u64::MAX });
+    let out = lm.launch(
+        &space,
+        "matmul",
+        &cfg,
+        &params,
+        &LaunchOptions {
+            threads,
+            instruction_budget: u64::MAX,
+        },
+    );
     let dt = t.elapsed().as_secs_f64();
     out.result.expect("launch");
     println!(

@@ -1105,6 +1105,45 @@ impl Runner<'_, '_> {
                             part.wrapping_add(z[l]) & 0xFFFF_FFFF
                         })
                     }
+                    I3::Dp4a { sa, sb } => {
+                        let (sa, sb) = (*sa, *sb);
+                        self.write(*d, b, m, |l| {
+                            let part = |v: u64, k: u32, s: bool| {
+                                let byte = (v >> (8 * k)) & 0xff;
+                                if s {
+                                    byte as u8 as i8 as i64
+                                } else {
+                                    byte as i64
+                                }
+                            };
+                            let sum: i64 =
+                                (0..4).map(|k| part(x[l], k, sa) * part(y[l], k, sb)).sum();
+                            (z[l] as u32 as i64).wrapping_add(sum) as u64 & 0xFFFF_FFFF
+                        })
+                    }
+                    I3::Dp2a { sa, sb, hi } => {
+                        let (sa, sb, hi) = (*sa, *sb, *hi);
+                        self.write(*d, b, m, |l| {
+                            let h = |k: u32| {
+                                let v = (x[l] >> (16 * k)) & 0xffff;
+                                if sa {
+                                    v as u16 as i16 as i64
+                                } else {
+                                    v as i64
+                                }
+                            };
+                            let byte = |k: u32| {
+                                let v = (y[l] >> (8 * (k + if hi { 2 } else { 0 }))) & 0xff;
+                                if sb {
+                                    v as u8 as i8 as i64
+                                } else {
+                                    v as i64
+                                }
+                            };
+                            let sum = h(0) * byte(0) + h(1) * byte(1);
+                            (z[l] as u32 as i64).wrapping_add(sum) as u64 & 0xFFFF_FFFF
+                        })
+                    }
                     I3::Sad => self.write(*d, b, m, |l| {
                         let diff = if signed {
                             (sx(x[l], bits) - sx(y[l], bits)).unsigned_abs()
@@ -1496,7 +1535,9 @@ impl Runner<'_, '_> {
                     }
                     for (k, val) in vals.iter().enumerate().take(n as usize) {
                         let ea = a.wrapping_add(k as u64 * size as u64);
-                        if *space == Space::Shared && write_le(self.shared, ea, size, val[l]).is_some() {
+                        if *space == Space::Shared
+                            && write_le(self.shared, ea, size, val[l]).is_some()
+                        {
                             continue;
                         }
                         if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
@@ -2266,6 +2307,12 @@ fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
 fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let bits = ty.bits();
     let mask = width_mask(bits);
+    if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
+        let half = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
+        let lo = atom_apply(op, half, old & 0xFFFF, b & 0xFFFF, 0);
+        let hi = atom_apply(op, half, (old >> 16) & 0xFFFF, (b >> 16) & 0xFFFF, 0);
+        return (lo & 0xFFFF) | ((hi & 0xFFFF) << 16);
+    }
     if ty.float() {
         let f = |x: f64| -> u64 {
             match ty {

@@ -221,6 +221,17 @@ pub enum I3 {
     Mad24 {
         hi: bool,
     },
+    /// Four-way byte dot product plus c; operands signed or unsigned.
+    Dp4a {
+        sa: bool,
+        sb: bool,
+    },
+    /// Two-way: 16-bit halves of a times the low or high bytes of b, plus c.
+    Dp2a {
+        sa: bool,
+        sb: bool,
+        hi: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

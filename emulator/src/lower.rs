@@ -1047,6 +1047,38 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], Ty::U32)?,
                 }
             }
+            "dp4a" | "dp2a" => {
+                self.args(i, 4)?;
+                let (Some(&ta), Some(&tb)) = (tys.first(), tys.get(1)) else {
+                    return self.err(format!("`{}` needs two types", full_name(i)));
+                };
+                let op = if i.opcode == "dp4a" {
+                    I3::Dp4a {
+                        sa: ta.signed(),
+                        sb: tb.signed(),
+                    }
+                } else {
+                    I3::Dp2a {
+                        sa: ta.signed(),
+                        sb: tb.signed(),
+                        hi: m.has("hi"),
+                    }
+                };
+                let cty = if ta.signed() || tb.signed() {
+                    Ty::S32
+                } else {
+                    Ty::U32
+                };
+                Op::Int3 {
+                    op,
+                    bits: 32,
+                    signed: false,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ta)?,
+                    b: self.src(&a[2], tb)?,
+                    c: self.src(&a[3], cty)?,
+                }
+            }
             "lop3" => {
                 let ty = need_ty()?;
                 self.args(i, 5)?;
@@ -1312,7 +1344,9 @@ impl<'a> FnLower<'a> {
                 if m.has("v2")
                     || m.has("v4")
                     || m.has("v8")
-                    || matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                    || ty == Ty::B128
+                    || (matches!(ty, Ty::F16x2 | Ty::BF16x2)
+                        && !matches!(op, AtomOp::Add | AtomOp::Min | AtomOp::Max))
                 {
                     return Err(self.unsupported(i));
                 }

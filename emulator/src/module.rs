@@ -313,3 +313,10 @@ impl LoadedModule {
         }
     }
 }
+
+// A module is shared between sessions and launch threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Module>();
+    assert_send_sync::<LoadedModule>();
+};

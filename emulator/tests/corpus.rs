@@ -1834,3 +1834,39 @@ fn executing_mutated_kernels_never_panics() {
     }
     assert!(ran > 50, "only {ran} mutated kernels ran");
 }
+
+#[test]
+fn dp4a_dp2a_and_half2_atomics() {
+    let g = gpu("extra.ptx");
+    let mut r = rng(71);
+    let a: Vec<i32> = (0..32).map(|_| r() as i32).collect();
+    let b: Vec<i32> = (0..32).map(|_| r() as i32).collect();
+    let (pa, pb, po, pacc) = (g.i32s(&a), g.i32s(&b), g.zeros(96 * 4), g.zeros(4));
+    g.launch(
+        "int8_dots",
+        1,
+        32,
+        &[A::Ptr(pa), A::Ptr(pb), A::Ptr(po), A::Ptr(pacc)],
+    )
+    .result
+    .unwrap();
+    let got = g.get_i32(po, 96);
+    for i in 0..32 {
+        let (x, y) = (a[i].to_le_bytes(), b[i].to_le_bytes());
+        let s: i32 = (0..4)
+            .map(|k| x[k] as i8 as i32 * y[k] as i8 as i32)
+            .sum::<i32>()
+            + i as i32;
+        let u: u32 = (0..4)
+            .map(|k| x[k] as u32 * y[k] as u32)
+            .sum::<u32>()
+            .wrapping_add(7);
+        let h = |k: usize| (a[i] >> (16 * k)) as i16 as i32;
+        let d2 = h(0) * y[2] as i8 as i32 + h(1) * y[3] as i8 as i32 - i as i32;
+        assert_eq!(&got[3 * i..3 * i + 3], &[s, u as i32, d2], "{i}");
+    }
+    let acc = g.read(pacc, 4);
+    let lo = half::f16::from_bits(u16::from_le_bytes([acc[0], acc[1]]));
+    let hi = half::f16::from_bits(u16::from_le_bytes([acc[2], acc[3]]));
+    assert_eq!((lo.to_f32(), hi.to_f32()), (16.0, 48.0));
+}
