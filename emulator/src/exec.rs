@@ -119,7 +119,13 @@ pub struct Ctx<'a> {
     pub budget: u64,
     pub used: AtomicU64,
     pub abort: AtomicBool,
+    /// Bytes of printf output so far; output past [`PRINTF_LIMIT`] is dropped, as the device's
+    /// printf FIFO drops it.
+    pub printf_bytes: AtomicU64,
 }
+
+/// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
+pub const PRINTF_LIMIT: u64 = 1 << 20;
 
 pub struct RunResult {
     pub printf: String,
@@ -2044,7 +2050,10 @@ impl Runner<'_, '_> {
                         s = s.replacen(&format!("\u{0}STR{k}\u{0}"), &v, 1);
                     }
                     let nbytes = s.len();
-                    self.printf.push_str(&s);
+                    let before = self.ctx.printf_bytes.fetch_add(nbytes as u64, Relaxed);
+                    if before + nbytes as u64 <= PRINTF_LIMIT {
+                        self.printf.push_str(&s);
+                    }
                     if let Some(&(off, size)) = rets.first() {
                         let ls = self.w.local_size as u64;
                         write_le(

@@ -318,7 +318,11 @@ struct FnLower<'a> {
     idx: u32,
     kernel: bool,
     scopes: Vec<HashMap<String, Sym>>,
-    labels: HashMap<String, u32>,
+    /// Labels per `{ }` scope (inline asm may reuse a name in each of its scopes).
+    labels: HashMap<(u32, String), u32>,
+    scope_parent: Vec<u32>,
+    scope_ids: Vec<u32>,
+    next_scope: u32,
     nregs: u32,
     npreds: u32,
     local: u64,
@@ -342,6 +346,9 @@ impl<'a> FnLower<'a> {
             kernel: f.kernel,
             scopes: vec![HashMap::new()],
             labels: HashMap::new(),
+            scope_parent: vec![0],
+            scope_ids: vec![0],
+            next_scope: 1,
             nregs: 0,
             npreds: 0,
             local: 0,
@@ -401,23 +408,40 @@ impl<'a> FnLower<'a> {
         let entry = self.out.code.len() as u32;
         // Labels first: instruction i of the body is at entry + i.
         let mut n = 0u32;
+        let mut stack = vec![0u32];
         for s in body {
             match s {
                 Stmt::Inst(_) => n += 1,
                 Stmt::Label(l) => {
-                    self.labels.insert(l.clone(), entry + n);
+                    let scope = *stack.last().unwrap_or(&0);
+                    self.labels.insert((scope, l.clone()), entry + n);
                 }
-                _ => {}
+                Stmt::Open => {
+                    let id = self.scope_parent.len() as u32;
+                    self.scope_parent.push(*stack.last().unwrap_or(&0));
+                    stack.push(id);
+                }
+                Stmt::Close => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                }
+                Stmt::Decl(_) => {}
             }
         }
         let has_ret_at_end = matches!(body.iter().rev().find(|s| matches!(s, Stmt::Inst(_))),
             Some(Stmt::Inst(i)) if i.opcode == "ret" || i.opcode == "exit" || (i.opcode == "bra" && i.guard.is_none()));
         for s in body {
             match s {
-                Stmt::Open => self.scopes.push(HashMap::new()),
+                Stmt::Open => {
+                    self.scopes.push(HashMap::new());
+                    self.scope_ids.push(self.next_scope);
+                    self.next_scope += 1;
+                }
                 Stmt::Close => {
                     if self.scopes.len() > 1 {
                         self.scopes.pop();
+                        self.scope_ids.pop();
                     }
                 }
                 Stmt::Label(_) => {}
@@ -506,6 +530,21 @@ impl<'a> FnLower<'a> {
             }
         }
         Ok(())
+    }
+
+    fn label(&self, name: &str) -> Option<u32> {
+        let mut scope = *self.scope_ids.last()?;
+        // Bounded walk to the root: parents always have smaller ids.
+        for _ in 0..=self.scope_parent.len() {
+            if let Some(&pc) = self.labels.get(&(scope, name.to_string())) {
+                return Some(pc);
+            }
+            if scope == 0 {
+                return None;
+            }
+            scope = *self.scope_parent.get(scope as usize)?;
+        }
+        None
     }
 
     fn lookup(&self, name: &str) -> Option<Sym> {
@@ -1383,9 +1422,8 @@ impl<'a> FnLower<'a> {
                 let Opnd::Name(l) = &a[0] else {
                     return self.err("bra needs a label");
                 };
-                let target = *self
-                    .labels
-                    .get(l)
+                let target = self
+                    .label(l)
                     .ok_or_else(|| EmuError::ptx(i.line, format!("undefined label `{l}`")))?;
                 Op::Bra { target }
             }
@@ -1585,6 +1623,12 @@ impl<'a> FnLower<'a> {
         let Some(Opnd::Name(fname)) = it.next() else {
             return Err(EmuError::unsupported(i.line, "indirect call"));
         };
+        if matches!(self.lookup(fname), Some(Sym::Reg(..))) {
+            return Err(EmuError::unsupported(
+                i.line,
+                "indirect call through a function pointer",
+            ));
+        }
         let args = match it.next() {
             Some(Opnd::List(a)) => a.clone(),
             None => Vec::new(),

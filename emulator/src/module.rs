@@ -304,6 +304,7 @@ impl LoadedModule {
             budget: opts.instruction_budget,
             used: AtomicU64::new(0),
             abort: AtomicBool::new(false),
+            printf_bytes: AtomicU64::new(0),
         };
         let r = exec::run(&ctx, threads);
         LaunchOutcome {

@@ -1870,3 +1870,59 @@ fn dp4a_dp2a_and_half2_atomics() {
     let hi = half::f16::from_bits(u16::from_le_bytes([acc[2], acc[3]]));
     assert_eq!((lo.to_f32(), hi.to_f32()), (16.0, 48.0));
 }
+
+#[test]
+fn labels_are_scoped_to_inline_asm_blocks() {
+    // The same label in two `{ }` scopes, as two expansions of one inline asm would produce.
+    let g = ptx_kernel(
+        r#"
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [k_param_0];
+    mov.u32 %r1, 0;
+    {
+    .reg .pred p;
+    mov.u32 %r2, 0;
+LOOP:
+    add.u32 %r1, %r1, 1;
+    add.u32 %r2, %r2, 1;
+    setp.lt.u32 p, %r2, 3;
+    @p bra LOOP;
+    }
+    {
+    .reg .pred p;
+    mov.u32 %r2, 0;
+LOOP:
+    add.u32 %r1, %r1, 10;
+    add.u32 %r2, %r2, 1;
+    setp.lt.u32 p, %r2, 2;
+    @p bra LOOP;
+    }
+    st.global.u32 [%rd1], %r1;
+    ret;"#,
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(4);
+    g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(g.get_i32(p, 1)[0], 23);
+}
+
+#[test]
+fn printf_output_is_capped_like_the_device_fifo() {
+    let g = gpu("misc.ptx");
+    let n = 20000;
+    let x = g.f32s(&vec![1.0; n]);
+    let out = g.launch(
+        "printer",
+        (n as u32).div_ceil(256),
+        256,
+        &[A::I32(n as i32), A::Ptr(x)],
+    );
+    out.result.unwrap();
+    assert!(
+        out.printf.len() <= 1 << 20 && out.printf.len() > 500_000,
+        "{}",
+        out.printf.len()
+    );
+    assert!(out.printf.starts_with("thread 0 value 1.000000"));
+}
