@@ -1161,8 +1161,8 @@ fn counting_barriers_and_exited_threads() {
         .result
         .unwrap();
     let got = g.get_i32(po, 100);
-    for t in 0..100 {
-        assert_eq!(got[t], 2 * ((t as i32 + 1) % 100));
+    for (t, v) in got.iter().enumerate() {
+        assert_eq!(*v, 2 * ((t as i32 + 1) % 100));
     }
 }
 
