@@ -1926,3 +1926,224 @@ fn printf_output_is_capped_like_the_device_fifo() {
     );
     assert!(out.printf.starts_with("thread 0 value 1.000000"));
 }
+
+/// Runs one thread of `body` (which stores 32-bit results at [%rd1 + 4*k]) and returns them.
+fn run_scalar(body: &str, n: usize) -> Vec<u32> {
+    let g = ptx_kernel(
+        &format!(
+            "    .reg .pred %p<8>;\n    .reg .b32 %r<64>;\n    .reg .f32 %f<32>;\n    .reg .b64 %rd<16>;\n    .reg .f64 %fd<16>;\n    ld.param.u64 %rd1, [k_param_0];\n{body}\n    ret;"
+        ),
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(n * 4);
+    g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    u32s_of(&g, p, n)
+}
+
+#[test]
+fn integer_instruction_table() {
+    let got = run_scalar(
+        r#"
+    mov.u32 %r1, 0xF0F0A5A5;
+    mov.u32 %r2, 0x12345678;
+    mov.u32 %r3, 0x0FF000FF;
+    lop3.b32 %r10, %r1, %r2, %r3, 0xE8;
+    st.global.u32 [%rd1], %r10;
+    bfe.u32 %r11, %r1, 4, 12;
+    st.global.u32 [%rd1+4], %r11;
+    bfe.s32 %r12, %r1, 28, 8;
+    st.global.u32 [%rd1+8], %r12;
+    bfi.b32 %r13, %r2, %r1, 8, 12;
+    st.global.u32 [%rd1+12], %r13;
+    sub.cc.u32 %r14, 5, 7;
+    subc.u32 %r15, 10, 3;
+    st.global.u32 [%rd1+16], %r14;
+    st.global.u32 [%rd1+20], %r15;
+    mad.lo.cc.u32 %r16, %r1, %r2, %r3;
+    madc.hi.u32 %r17, %r1, %r2, 0;
+    st.global.u32 [%rd1+24], %r16;
+    st.global.u32 [%rd1+28], %r17;
+    add.sat.s32 %r18, 0x7FFFFFF0, 0x100;
+    st.global.u32 [%rd1+32], %r18;
+    cvt.sat.u8.s32 %r19, -5;
+    st.global.u32 [%rd1+36], %r19;
+    cvt.s8.s32 %r20, 200;
+    cvt.s32.s8 %r20, %r20;
+    st.global.u32 [%rd1+40], %r20;
+    bfind.s32 %r21, -1;
+    st.global.u32 [%rd1+44], %r21;
+    bfind.u32 %r22, 0x00010000;
+    st.global.u32 [%rd1+48], %r22;
+    shr.s32 %r23, -64, 40;
+    st.global.u32 [%rd1+52], %r23;
+    shl.b32 %r24, 1, 32;
+    st.global.u32 [%rd1+56], %r24;
+    rem.s32 %r25, -7, 3;
+    st.global.u32 [%rd1+60], %r25;
+    div.u32 %r26, 7, 0;
+    st.global.u32 [%rd1+64], %r26;
+    mul.hi.s32 %r27, -2, 0x40000000;
+    st.global.u32 [%rd1+68], %r27;
+    min.s32 %r28, -3, 2;
+    max.u32 %r29, -3, 2;
+    st.global.u32 [%rd1+72], %r28;
+    st.global.u32 [%rd1+76], %r29;
+    cnot.b32 %r30, 0;
+    popc.b32 %r31, %r1;
+    st.global.u32 [%rd1+80], %r30;
+    st.global.u32 [%rd1+84], %r31;
+    prmt.b32 %r32, %r1, %r2, 0x8F40;
+    st.global.u32 [%rd1+88], %r32;
+    mov.b64 %rd2, {%r1, %r2};
+    shr.u64 %rd3, %rd2, 16;
+    mov.b64 {%r33, %r34}, %rd3;
+    st.global.u32 [%rd1+92], %r33;
+    st.global.u32 [%rd1+96], %r34;
+    "#,
+        25,
+    );
+    let (a, b, c) = (0xF0F0A5A5u32, 0x12345678u32, 0x0FF000FFu32);
+    let lop = (a & b) | (a & c) | (b & c); // 0xE8 is majority
+    let p = (a as u64) * (b as u64);
+    let lo = (p as u32).overflowing_add(c);
+    let hi = ((p >> 32) as u32).wrapping_add(lo.1 as u32);
+    let prmt = {
+        let bytes = (a as u64) | ((b as u64) << 32);
+        let sel = [0x0u32, 0x4, 0xF, 0x8];
+        let mut r = 0u32;
+        for (k, s) in sel.iter().enumerate() {
+            let byte = ((bytes >> ((s & 7) * 8)) & 0xff) as u32;
+            let byte = if s & 8 != 0 {
+                if byte & 0x80 != 0 {
+                    0xff
+                } else {
+                    0
+                }
+            } else {
+                byte
+            };
+            r |= byte << (8 * k);
+        }
+        r
+    };
+    let packed = ((b as u64) << 32 | a as u64) >> 16;
+    let want = [
+        lop,
+        (a >> 4) & 0xFFF,
+        0xFFFF_FFFF, // bits 28..31 = 0xF, sign-extended
+        (a & !(0xFFF << 8)) | ((b & 0xFFF) << 8),
+        5u32.wrapping_sub(7),
+        10 - 3 - 1, // borrow from the first subtraction
+        lo.0,
+        hi,
+        i32::MAX as u32,
+        0,
+        (200u8 as i8) as i32 as u32,
+        u32::MAX,
+        16,
+        u32::MAX,
+        0,
+        (-1i32) as u32,
+        u32::MAX,
+        ((-2i64 * 0x40000000) >> 32) as u32,
+        (-3i32) as u32,
+        (-3i32) as u32,
+        1,
+        a.count_ones(),
+        prmt,
+        packed as u32,
+        (packed >> 32) as u32,
+    ];
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "result {k}: {g:#x} vs {w:#x}");
+    }
+}
+
+#[test]
+fn float_instruction_table() {
+    let got = run_scalar(
+        r#"
+    mov.f32 %f1, 0f3FC00000;
+    mov.f32 %f2, 0fC0200000;
+    mov.f32 %f3, 0f7FC00000;
+    min.f32 %f4, %f1, %f3;
+    st.global.f32 [%rd1], %f4;
+    max.f32 %f5, %f3, %f2;
+    st.global.f32 [%rd1+4], %f5;
+    ex2.approx.f32 %f6, %f1;
+    st.global.f32 [%rd1+8], %f6;
+    lg2.approx.f32 %f7, %f1;
+    st.global.f32 [%rd1+12], %f7;
+    sin.approx.f32 %f8, %f1;
+    st.global.f32 [%rd1+16], %f8;
+    cos.approx.f32 %f9, %f1;
+    st.global.f32 [%rd1+20], %f9;
+    tanh.approx.f32 %f10, %f2;
+    st.global.f32 [%rd1+24], %f10;
+    rcp.approx.f32 %f11, %f2;
+    st.global.f32 [%rd1+28], %f11;
+    rsqrt.approx.f32 %f12, %f1;
+    st.global.f32 [%rd1+32], %f12;
+    mov.f64 %fd1, 0d3FF0000000000001;
+    cvt.rn.f32.f64 %f13, %fd1;
+    cvt.rp.f32.f64 %f14, %fd1;
+    st.global.f32 [%rd1+36], %f13;
+    st.global.f32 [%rd1+40], %f14;
+    cvt.rzi.f32.f32 %f15, %f2;
+    cvt.rmi.f32.f32 %f16, %f2;
+    st.global.f32 [%rd1+44], %f15;
+    st.global.f32 [%rd1+48], %f16;
+    mov.f32 %f17, 0f00000001;
+    add.ftz.f32 %f18, %f17, %f17;
+    add.f32 %f19, %f17, %f17;
+    st.global.f32 [%rd1+52], %f18;
+    st.global.f32 [%rd1+56], %f19;
+    mul.sat.f32 %f20, %f1, %f1;
+    st.global.f32 [%rd1+60], %f20;
+    setp.nan.f32 %p1, %f3, %f1;
+    setp.equ.f32 %p2, %f3, %f1;
+    setp.eq.f32 %p3, %f3, %f3;
+    selp.u32 %r1, 1, 0, %p1;
+    selp.u32 %r2, 1, 0, %p2;
+    selp.u32 %r3, 1, 0, %p3;
+    st.global.u32 [%rd1+64], %r1;
+    st.global.u32 [%rd1+68], %r2;
+    st.global.u32 [%rd1+72], %r3;
+    cvt.rni.s32.f32 %r4, %f3;
+    st.global.u32 [%rd1+76], %r4;
+    mov.f32 %f21, 0f4F800000;
+    cvt.rzi.s32.f32 %r5, %f21;
+    st.global.u32 [%rd1+80], %r5;
+    div.full.f32 %f22, %f1, %f2;
+    st.global.f32 [%rd1+84], %f22;
+    neg.f32 %f23, %f3;
+    abs.f32 %f24, %f2;
+    st.global.f32 [%rd1+88], %f24;
+    "#,
+        23,
+    );
+    let f = |k: usize| f32::from_bits(got[k]);
+    assert_eq!(f(0), 1.5, "min with NaN returns the number");
+    assert_eq!(f(1), -2.5);
+    let close =
+        |x: f32, want: f64, what: &str| assert!(ulps(x, want as f32) <= 2, "{what}: {x} vs {want}");
+    close(f(2), 2f64.powf(1.5), "ex2");
+    close(f(3), 1.5f64.log2(), "lg2");
+    close(f(4), 1.5f64.sin(), "sin");
+    close(f(5), 1.5f64.cos(), "cos");
+    close(f(6), (-2.5f64).tanh(), "tanh");
+    close(f(7), 1.0 / -2.5, "rcp");
+    close(f(8), 1.0 / 1.5f64.sqrt(), "rsqrt");
+    assert_eq!(f(9), 1.0);
+    assert_eq!(f(10), next_up(1.0));
+    assert_eq!(f(11), -2.0);
+    assert_eq!(f(12), -3.0);
+    assert_eq!(f(13), 0.0, "ftz flushes the subnormal sum");
+    assert_eq!(got[14], 2, "without ftz the subnormal sum is exact");
+    assert_eq!(f(15), 1.0, "sat clamps 2.25");
+    assert_eq!(&got[16..19], &[1, 1, 0]);
+    assert_eq!(got[19], 0, "NaN converts to 0");
+    assert_eq!(got[20], i32::MAX as u32, "float to int saturates");
+    assert_eq!(f(21), 1.5 / -2.5);
+    assert_eq!(f(22), 2.5);
+}
