@@ -34,15 +34,24 @@ pub struct KernelLayout {
     pub regs: u32,
     pub preds: u32,
     pub local: u32,
+    /// Shared-space offset of each static shared variable the kernel uses.
+    pub shared_offsets: Vec<u32>,
+    pub static_shared: u32,
 }
 
 /// Lays out frames for `kernel` and its callees; recursion is not supported.
-pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
+pub fn layout(
+    funcs: &[Func],
+    shared_vars: &[(u32, u32)],
+    kernel: u32,
+) -> Result<KernelLayout, EmuError> {
     let mut l = KernelLayout {
         bases: vec![None; funcs.len()],
         regs: 0,
         preds: 0,
         local: 0,
+        shared_offsets: vec![0; shared_vars.len()],
+        static_shared: 0,
     };
     // Iterative DFS with an explicit "on stack" marker to find cycles.
     let mut state = vec![0u8; funcs.len()];
@@ -96,6 +105,28 @@ pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
             format!("call to external function `{name}`"),
         ));
     }
+    let mut used: Vec<u32> = (0..funcs.len())
+        .filter(|&i| l.bases[i].is_some())
+        .flat_map(|i| funcs[i].shared_used.iter().copied())
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let mut off = 0u64;
+    for v in used {
+        let Some(&(size, align)) = shared_vars.get(v as usize) else {
+            continue;
+        };
+        let o = off.next_multiple_of(align.max(1) as u64);
+        l.shared_offsets[v as usize] = o as u32;
+        off = o + size as u64;
+        if off > u32::MAX as u64 / 4 {
+            return Err(EmuError::unsupported(
+                0,
+                "kernel static shared memory too large",
+            ));
+        }
+    }
+    l.static_shared = off as u32;
     // Bounds on per-warp state, so one launch cannot exhaust host memory.
     if l.local > 1 << 16 || l.regs > 1 << 14 {
         return Err(EmuError::unsupported(0, "kernel frame too large"));
@@ -698,6 +729,16 @@ impl Runner<'_, '_> {
                 [base.wrapping_add(off as u64); 32]
             }
             Src::Local(off) => [(b.local + off) as u64; 32],
+            Src::Shared(v, off) => {
+                let base = self
+                    .ctx
+                    .layout
+                    .shared_offsets
+                    .get(v as usize)
+                    .copied()
+                    .unwrap_or(0);
+                [(base as i64).wrapping_add(off) as u64; 32]
+            }
             Src::Sreg(Sreg::Tid(d)) => self.w.tid[d as usize % 3].map(|v| v as u64),
             Src::Sreg(
                 s @ (Sreg::Ntid(_)

@@ -127,6 +127,8 @@ pub enum Src {
     Global(u32, i64),
     /// Local-space address of a frame-relative offset.
     Local(u32),
+    /// Shared-space address of static shared variable `idx` plus an offset (laid out per kernel).
+    Shared(u32, i64),
 }
 
 /// A predicate operand: a slot, possibly negated, or a constant.
@@ -632,6 +634,8 @@ pub struct Func {
     /// Kernel parameter buffer layout (offset, size).
     pub kparams: Vec<(u32, u32)>,
     pub callees: Vec<u32>,
+    /// Static shared variables this function refers to.
+    pub shared_used: Vec<u32>,
     pub max_threads: Option<u32>,
     pub builtin: Option<Builtin>,
     pub line: u32,

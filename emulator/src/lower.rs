@@ -42,7 +42,10 @@ pub struct Lowered {
     pub funcs: Vec<Func>,
     pub globals: Vec<GlobalInfo>,
     pub relocs: Vec<Reloc>,
-    pub shared_bytes: u32,
+    /// Static `.shared` variables (size, alignment); each kernel lays out the ones it uses.
+    pub shared_vars: Vec<(u32, u32)>,
+    /// Largest alignment asked of dynamic shared memory.
+    pub dyn_align: u32,
 }
 
 /// Largest variable the loader accepts (a bound, so hostile input cannot exhaust memory).
@@ -64,13 +67,12 @@ enum Sym {
 pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
     let mut out = Lowered::default();
     let mut module: HashMap<String, Sym> = HashMap::new();
-    let mut shared = 0u64;
     let mut pending = Vec::new();
     // Module-scope variables and function names first: bodies may refer to later items.
     for item in &ast.items {
         match item {
             Item::Var(v) => {
-                let sym = module_var(v, &mut out, &mut shared, &mut pending)?;
+                let sym = module_var(v, &mut out, &mut pending)?;
                 module.insert(v.name.clone(), sym);
             }
             Item::Func(f) => {
@@ -101,6 +103,7 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                     rets: Vec::new(),
                     kparams: Vec::new(),
                     callees: Vec::new(),
+                    shared_used: Vec::new(),
                     max_threads: f.max_threads,
                     builtin,
                     line: f.line,
@@ -124,7 +127,6 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
             size,
         });
     }
-    // Function-scope .shared variables are laid out after module ones, across all functions.
     for item in &ast.items {
         if let Item::Func(f) = item {
             let Some(Sym::Func(idx)) = module.get(&f.name).copied() else {
@@ -141,12 +143,11 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                     format!("function `{}` defined twice", f.name),
                 ));
             }
-            let mut l = FnLower::new(&module, &mut out, f, idx, &mut shared)?;
+            let mut l = FnLower::new(&module, &mut out, f, idx)?;
             l.run(f)?;
         }
     }
-    out.shared_bytes =
-        u32::try_from(shared).map_err(|_| EmuError::ptx(0, "too much shared memory"))?;
+    out.dyn_align = out.dyn_align.max(16);
     Ok(out)
 }
 
@@ -182,22 +183,18 @@ fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
 fn module_var(
     v: &VarDecl,
     out: &mut Lowered,
-    shared: &mut u64,
     pending: &mut Vec<(u32, u64, String, i64, u32)>,
 ) -> Result<Sym, EmuError> {
     let (mut size, align, ty) = decl_size(v)?;
     match v.space.as_str() {
         "shared" => {
-            let off = shared.next_multiple_of(align as u64);
-            *shared = off + size;
             if v.dims.iter().any(|d| d.is_none()) || v.is_extern {
-                // Dynamic shared memory: placed after the static part at launch; all alias.
-                *shared = off;
+                // Dynamic shared memory: placed after the kernel's static part; all alias.
+                out.dyn_align = out.dyn_align.max(align.min(1 << 12));
                 return Ok(Sym::DynShared);
             }
-            u32::try_from(off)
-                .map(Sym::Shared)
-                .map_err(|_| EmuError::ptx(v.line, "shared too large"))
+            out.shared_vars.push((size as u32, align.min(1 << 12)));
+            Ok(Sym::Shared(out.shared_vars.len() as u32 - 1))
         }
         "global" | "const" => {
             let idx = out.globals.len() as u32;
@@ -314,7 +311,6 @@ pub fn lit_bits(l: Lit, ty: Ty) -> u64 {
 struct FnLower<'a> {
     module: &'a HashMap<String, Sym>,
     out: &'a mut Lowered,
-    shared: &'a mut u64,
     idx: u32,
     kernel: bool,
     scopes: Vec<HashMap<String, Sym>>,
@@ -327,6 +323,7 @@ struct FnLower<'a> {
     npreds: u32,
     local: u64,
     callees: Vec<u32>,
+    shared_used: std::cell::RefCell<Vec<u32>>,
     line: u32,
 }
 
@@ -336,12 +333,10 @@ impl<'a> FnLower<'a> {
         out: &'a mut Lowered,
         f: &FuncDecl,
         idx: u32,
-        shared: &'a mut u64,
     ) -> Result<Self, EmuError> {
         Ok(FnLower {
             module,
             out,
-            shared,
             idx,
             kernel: f.kernel,
             scopes: vec![HashMap::new()],
@@ -353,6 +348,7 @@ impl<'a> FnLower<'a> {
             npreds: 0,
             local: 0,
             callees: Vec::new(),
+            shared_used: std::cell::RefCell::new(Vec::new()),
             line: f.line,
         })
     }
@@ -479,6 +475,10 @@ impl<'a> FnLower<'a> {
         self.callees.sort_unstable();
         self.callees.dedup();
         func.callees = std::mem::take(&mut self.callees);
+        let mut used = self.shared_used.take();
+        used.sort_unstable();
+        used.dedup();
+        func.shared_used = used;
         Ok(())
     }
 
@@ -515,12 +515,9 @@ impl<'a> FnLower<'a> {
             }
             "shared" => {
                 let (size, align, _) = decl_size(v)?;
-                let off = self.shared.next_multiple_of(align as u64);
-                *self.shared = off + size;
-                if *self.shared > u32::MAX as u64 / 2 {
-                    return self.err("shared memory too large");
-                }
-                self.scopes[scope].insert(v.name.clone(), Sym::Shared(off as u32));
+                self.out.shared_vars.push((size as u32, align.min(1 << 12)));
+                let idx = self.out.shared_vars.len() as u32 - 1;
+                self.scopes[scope].insert(v.name.clone(), Sym::Shared(idx));
             }
             other => {
                 return Err(EmuError::unsupported(
@@ -610,7 +607,10 @@ impl<'a> FnLower<'a> {
         Ok(match self.lookup(n) {
             Some(Sym::Reg(r, _)) if off == 0 => Src::Reg(r),
             Some(Sym::Global(g)) => Src::Global(g, off),
-            Some(Sym::Shared(s)) => Src::Imm((s as i64).wrapping_add(off) as u64),
+            Some(Sym::Shared(s)) => {
+                self.shared_used.borrow_mut().push(s);
+                Src::Shared(s, off)
+            }
             Some(Sym::DynShared) if off == 0 => Src::Sreg(Sreg::DynSharedBase),
             Some(Sym::KParam(k)) => Src::Imm(PARAM_WINDOW.wrapping_add((k as i64 + off) as u64)),
             Some(Sym::Local(l, _)) => Src::Local((l as i64 + off) as u32),

@@ -53,7 +53,7 @@ pub struct Module {
     funcs: Vec<Func>,
     globals: Vec<GlobalInfo>,
     relocs: Vec<Reloc>,
-    shared_bytes: u32,
+    dyn_align: u32,
     kernels: Vec<KernelInfo>,
     /// Per kernel (same order as `kernels`): function index and frame layout.
     layouts: Vec<(u32, Result<KernelLayout, EmuError>)>,
@@ -78,7 +78,7 @@ impl Module {
             if !f.kernel || f.entry.is_none() {
                 continue;
             }
-            let lay = exec::layout(&l.funcs, i as u32);
+            let lay = exec::layout(&l.funcs, &l.shared_vars, i as u32);
             let (local, regs) = lay.as_ref().map(|x| (x.local, x.regs)).unwrap_or((0, 0));
             kernels.push(KernelInfo {
                 name: f.name.clone(),
@@ -87,7 +87,7 @@ impl Module {
                     .iter()
                     .map(|&(offset, size)| ParamInfo { offset, size })
                     .collect(),
-                static_shared_bytes: l.shared_bytes,
+                static_shared_bytes: lay.as_ref().map(|x| x.static_shared).unwrap_or(0),
                 local_bytes: local,
                 num_regs: regs.min(255),
                 max_threads_per_block: f
@@ -102,7 +102,7 @@ impl Module {
             funcs: l.funcs,
             globals: l.globals,
             relocs: l.relocs,
-            shared_bytes: l.shared_bytes,
+            dyn_align: l.dyn_align,
             kernels,
             layouts,
         })
@@ -270,7 +270,7 @@ impl LoadedModule {
                 cfg.grid, cfg.block
             ));
         }
-        let dyn_base = m.shared_bytes.next_multiple_of(16);
+        let dyn_base = layout.static_shared.next_multiple_of(m.dyn_align.max(16));
         let shared = dyn_base as u64 + cfg.dynamic_shared_bytes as u64;
         if shared > MAX_SHARED_BYTES as u64 {
             return bad(format!("{shared} bytes of shared memory requested"));

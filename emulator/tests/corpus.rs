@@ -2280,3 +2280,59 @@ fn erf_ref(x: f64) -> f64 {
     }
     sum * 2.0 / std::f64::consts::PI.sqrt()
 }
+
+#[test]
+fn static_shared_memory_is_laid_out_per_kernel() {
+    // Two kernels with 150 KB of shared memory each: together over the limit, each fine.
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.shared .align 4 .b8 big_a[153600];
+.visible .entry ka(.param .u64 p)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [p];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    st.shared.u32 [big_a+153596], 7;
+    bar.sync 0;
+    ld.shared.u32 %r1, [big_a+153596];
+    st.global.u32 [%rd1], %r1;
+    ret;
+}
+.visible .entry kb(.param .u64 p)
+{
+    .shared .align 16 .b8 big_b[153600];
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [p];
+    mov.u32 %r2, big_b;
+    st.shared.u32 [%r2+16], 9;
+    ld.shared.u32 %r1, [big_b+16];
+    st.global.u32 [%rd1+4], %r1;
+    ret;
+}
+"#;
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    for k in module.kernels() {
+        assert_eq!(k.static_shared_bytes, 153600, "{}", k.name);
+    }
+    let space = AddressSpace::new(DeviceMemory::new(1 << 30), 0x7f00_0000_0000, 1 << 34);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(8);
+    g.launch("ka", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    g.launch("kb", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(g.get_i32(p, 2), vec![7, 9]);
+    // Plus 80 KB of dynamic shared memory is more than a block may have.
+    let out = g.launch_opts(
+        "ka",
+        [1, 1, 1],
+        [32, 1, 1],
+        80 * 1024,
+        &[A::Ptr(p)],
+        LaunchOptions::default(),
+    );
+    assert_eq!(out.result.unwrap_err().cuda_code(), 1);
+}
