@@ -1292,7 +1292,19 @@ impl<'a> FnLower<'a> {
                 }
             }
             "ld" | "ldu" | "st" => {
-                self.args(i, 2)?;
+                // `.L2::cache_hint` adds a policy operand, which is only a hint.
+                let a = if m.has("L2::cache_hint") && a.len() == 3 {
+                    &a[..2]
+                } else {
+                    &a[..]
+                };
+                if a.len() != 2 {
+                    return self.err(format!(
+                        "`{}` takes 2 operands, found {}",
+                        full_name(i),
+                        a.len()
+                    ));
+                }
                 let ty = need_ty()?;
                 if m.has("v8") {
                     return Err(self.unsupported(i));
@@ -1437,7 +1449,15 @@ impl<'a> FnLower<'a> {
                     return Err(self.unsupported(i));
                 }
                 if i.opcode == "createpolicy" {
-                    return Err(self.unsupported(i));
+                    // A cache policy is only a hint: any value will do.
+                    let d = a
+                        .first()
+                        .ok_or_else(|| EmuError::ptx(i.line, "createpolicy needs a destination"))?;
+                    return Ok(Op::Mov {
+                        d: self.dst(d)?,
+                        a: Src::Imm(0),
+                        mask: u64::MAX,
+                    });
                 }
                 Op::Nop
             }

@@ -2332,3 +2332,21 @@ fn static_shared_memory_is_laid_out_per_kernel() {
     );
     assert_eq!(out.result.unwrap_err().cuda_code(), 1);
 }
+
+#[test]
+fn cache_policies_are_hints() {
+    let got = run_scalar(
+        r#"
+    createpolicy.fractional.L2::evict_last.b64 %rd2, 1.0;
+    st.global.u32 [%rd1+4], 5;
+    ld.global.L2::cache_hint.u32 %r1, [%rd1+4], %rd2;
+    add.u32 %r1, %r1, 1;
+    st.global.L2::cache_hint.u32 [%rd1], %r1, %rd2;
+    prefetch.global.L2::evict_last [%rd1];
+    fence.acq_rel.gpu;
+    membar.sys;
+    "#,
+        2,
+    );
+    assert_eq!(got, vec![6, 5]);
+}
