@@ -2064,35 +2064,19 @@ impl Runner<'_, '_> {
                     let fmt_ptr = local(self, arg_slot(0), 8);
                     let args_ptr = local(self, arg_slot(1), 8);
                     let fmt = self.cstring(fmt_ptr, l, b);
-                    let mut cursor = 0u64;
-                    let mut vals = Vec::new();
-                    // Gather arguments lazily through a closure over a copy of the needed state.
-                    let text = {
-                        let this = &mut *self;
-                        let mut reader = |size: u32| -> u64 {
-                            cursor = cursor.next_multiple_of(size as u64);
-                            let v = this
-                                .load(Space::Generic, args_ptr.wrapping_add(cursor), size, l, b, 0)
-                                .unwrap_or(0);
-                            cursor += size as u64;
-                            vals.push(v);
-                            v
-                        };
-                        let mut strs: Vec<u64> = Vec::new();
-                        let s1 = crate::printf::format(fmt.as_bytes(), &mut reader, |p| {
-                            strs.push(p);
-                            format!("\u{0}STR{}\u{0}", strs.len() - 1)
-                        });
-                        (s1, strs)
+                    let mut src = PrintfArgs {
+                        r: self,
+                        lane: l,
+                        b,
+                        base: args_ptr,
+                        cursor: 0,
+                        count: 0,
                     };
-                    let (mut s, strs) = text;
-                    for (k, p) in strs.iter().enumerate() {
-                        let v = self.cstring(*p, l, b);
-                        s = s.replacen(&format!("\u{0}STR{k}\u{0}"), &v, 1);
-                    }
-                    let nbytes = s.len();
-                    let before = self.ctx.printf_bytes.fetch_add(nbytes as u64, Relaxed);
-                    if before + nbytes as u64 <= PRINTF_LIMIT {
+                    let s = crate::printf::format_with(fmt.as_bytes(), &mut src);
+                    let count = src.count;
+                    let nbytes = s.len() as u64;
+                    let before = self.ctx.printf_bytes.fetch_add(nbytes, Relaxed);
+                    if before + nbytes <= PRINTF_LIMIT {
                         self.printf.push_str(&s);
                     }
                     if let Some(&(off, size)) = rets.first() {
@@ -2101,7 +2085,7 @@ impl Runner<'_, '_> {
                             &mut self.w.local,
                             l as u64 * ls + (b.local + off) as u64,
                             size.min(4),
-                            nbytes as u64,
+                            count,
                         );
                     }
                 }
@@ -2144,6 +2128,39 @@ impl Runner<'_, '_> {
             a = a.wrapping_add(1);
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// vprintf's argument buffer, read through the executing lane's view of memory.
+struct PrintfArgs<'x, 'r, 'a> {
+    r: &'x mut Runner<'r, 'a>,
+    lane: usize,
+    b: Bases,
+    base: u64,
+    cursor: u64,
+    /// Arguments read: what device printf returns.
+    count: u64,
+}
+
+impl crate::printf::Args for PrintfArgs<'_, '_, '_> {
+    fn arg(&mut self, size: u32) -> u64 {
+        // Each argument is aligned to its size in the buffer.
+        self.cursor = self.cursor.next_multiple_of(size as u64);
+        let v = self.r.load(
+            Space::Generic,
+            self.base.wrapping_add(self.cursor),
+            size,
+            self.lane,
+            self.b,
+            0,
+        );
+        self.cursor += size as u64;
+        self.count += 1;
+        v.unwrap_or(0)
+    }
+
+    fn cstr(&mut self, addr: u64) -> String {
+        self.r.cstring(addr, self.lane, self.b)
     }
 }
 
