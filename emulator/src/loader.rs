@@ -216,6 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn zstandard_payloads_decompress() {
+        let z = ruzstd::encoding::compress_to_vec(
+            PTX.as_bytes(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let fb = build_fatbin(&[(KIND_PTX, 80, FLAG_ZSTD, z, PTX.len() as u64)]);
+        assert_eq!(extract_ptx(&fb, 80).unwrap(), PTX);
+        let bad = build_fatbin(&[(
+            KIND_PTX,
+            80,
+            FLAG_ZSTD,
+            vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3],
+            10,
+        )]);
+        assert_eq!(extract_ptx(&bad, 80).unwrap_err().cuda_code(), 200);
+    }
+
+    #[test]
     fn sass_only_is_209_and_garbage_is_an_error() {
         let fb = build_fatbin(&[(2, 80, 0, vec![1, 2, 3], 0)]);
         assert_eq!(extract_ptx(&fb, 80).unwrap_err().cuda_code(), 209);

@@ -321,3 +321,67 @@ const _: () = {
     assert_send_sync::<Module>();
     assert_send_sync::<LoadedModule>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::DeviceMemory;
+
+    const PTX: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.global .align 4 .u32 counter = 5;
+.visible .entry bump(.param .u32 by)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<2>;
+    ld.param.u32 %r1, [by];
+    mov.u64 %rd1, counter;
+    atom.global.add.u32 %r2, [%rd1], %r1;
+    ret;
+}
+"#;
+
+    #[test]
+    fn fatbin_image_loads_globals_and_launches() {
+        let lz = lz4_flex::block::compress(PTX.as_bytes());
+        let fb = crate::loader::build_fatbin(&[
+            (2, 80, 0, vec![0x7f, b'E', b'L', b'F'], 0),
+            (1, 80, 0x2000, lz, PTX.len() as u64),
+        ]);
+        let m = Arc::new(Module::load(&fb, 86).unwrap());
+        assert_eq!(
+            m.kernels()[0].params,
+            vec![ParamInfo { offset: 0, size: 4 }]
+        );
+        assert_eq!(m.globals()[0].init, 5u32.to_le_bytes().to_vec());
+        let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+        let lm = LoadedModule::new(m, &space).unwrap();
+        let cfg = LaunchConfig {
+            grid: [3, 1, 1],
+            block: [100, 1, 1],
+            dynamic_shared_bytes: 0,
+        };
+        let out = lm.launch(
+            &space,
+            "bump",
+            &cfg,
+            &2u32.to_le_bytes(),
+            &LaunchOptions::default(),
+        );
+        out.result.unwrap();
+        let (addr, size) = lm.global("counter").unwrap();
+        assert_eq!(size, 4);
+        let mut v = [0u8; 4];
+        space.read(addr, &mut v).unwrap();
+        assert_eq!(u32::from_le_bytes(v), 5 + 600);
+        assert_eq!(out.thread_instructions, 300 * 4);
+        lm.free(&space);
+        assert_eq!(space.used(), 0);
+        // Too short a parameter buffer.
+        let out = LoadedModule::new(lm.module().clone(), &space)
+            .unwrap()
+            .launch(&space, "bump", &cfg, &[0; 2], &LaunchOptions::default());
+        assert_eq!(out.result.unwrap_err().cuda_code(), 1);
+    }
+}
