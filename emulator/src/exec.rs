@@ -470,7 +470,9 @@ impl Block {
             }
             let exited: u32 = self.warps.iter().map(|w| w.exited.count_ones()).sum();
             let full = expected >= self.nthreads;
-            let have = arrived + self.arrive[id as usize] + if full { exited } else { 0 };
+            let have = arrived
+                .saturating_add(self.arrive[id as usize])
+                .saturating_add(if full { exited } else { 0 });
             if have < expected {
                 continue;
             }
@@ -932,7 +934,8 @@ impl Runner<'_, '_> {
                         None => self.ctx.block.iter().product(),
                     };
                     if *kind == BarKind::Arrive {
-                        self.arrive[id as usize] += m.count_ones();
+                        self.arrive[id as usize] =
+                            self.arrive[id as usize].saturating_add(m.count_ones());
                         sp.pc += 1;
                         continue;
                     }
@@ -1547,7 +1550,8 @@ impl Runner<'_, '_> {
                         let hit = match (&self.w.cache, space) {
                             (_, Space::Shared) => read_le(self.shared, ea, size),
                             (Some(al), Space::Global | Space::Generic)
-                                if ea >= al.base() && ea + size as u64 <= al.base() + al.size() =>
+                                if ea >= al.base()
+                                    && ea.saturating_add(size as u64) <= al.base() + al.size() =>
                             {
                                 Some(al.load(ea - al.base(), size))
                             }
@@ -1588,7 +1592,9 @@ impl Runner<'_, '_> {
                             continue;
                         }
                         if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
-                            if ea >= al.base() && ea + size as u64 <= al.base() + al.size() {
+                            if ea >= al.base()
+                                && ea.saturating_add(size as u64) <= al.base() + al.size()
+                            {
                                 al.store(ea - al.base(), size, val[l]);
                                 continue;
                             }
@@ -1919,7 +1925,7 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a + size as u64 <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
                         return Ok(al.load(a - al.base(), size));
                     }
                 }
@@ -1965,7 +1971,7 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a + size as u64 <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
                         al.store(a - al.base(), size, v);
                         return Ok(());
                     }

@@ -2350,3 +2350,58 @@ fn cache_policies_are_hints() {
     );
     assert_eq!(got, vec![6, 5]);
 }
+
+#[test]
+fn extreme_operands_are_errors_not_panics() {
+    // Each body is run on its own; it may fail, but must not panic (debug builds check overflow).
+    let bodies = [
+        "mov.u64 %rd2, -4;\n ld.global.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, -8;\n st.global.u64 [%rd2], %rd2;",
+        "mov.u64 %rd2, -16;\n ld.global.v4.u32 {%r1,%r2,%r3,%r4}, [%rd2];",
+        "mov.u64 %rd2, -4;\n atom.global.add.u32 %r1, [%rd2], 1;",
+        "mov.u64 %rd2, -4;\n ld.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, 0xF0000000FFFFFFFC;\n ld.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, 0xF10000FFFFFFFFFC;\n st.u32 [%rd2], 1;",
+        "mov.u64 %rd2, 0xF2000000FFFFFFFC;\n ld.u32 %r1, [%rd2];",
+        "mov.u32 %r2, -4;\n ld.shared.u32 %r1, [%r2];",
+        "mov.u64 %rd2, -4;\n ld.local.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, -4;\n ld.param.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, -4;\n atom.shared.add.u32 %r1, [%rd2], 1;",
+        "cvta.to.shared.u64 %rd2, 0;\n ld.shared.u32 %r1, [%rd2];",
+        "cvta.local.u64 %rd2, -1;\n ld.u8 %r1, [%rd2];",
+        "div.s32 %r1, -2147483648, -1;\n rem.s32 %r2, -2147483648, -1;\n div.s64 %rd2, -9223372036854775808, -1;",
+        "shl.b32 %r1, 1, -1;\n shr.s32 %r2, -1, -1;\n shr.u64 %rd2, -1, 4294967295;",
+        "bfe.u32 %r1, -1, 255, 255;\n bfe.s64 %rd2, -1, 200, 100;\n bfi.b32 %r2, -1, 0, 255, 255;",
+        "mov.f32 %f1, 0f7F800000;\n cvt.rzi.s32.f32 %r1, %f1;\n cvt.rni.u64.f32 %rd2, %f1;\n cvt.rn.f32.u64 %f2, -1;",
+        "mov.f64 %fd1, 0dFFF8000000000000;\n cvt.rzi.s64.f64 %rd2, %fd1;\n cvt.rn.f16.f64 %r1, %fd1;",
+        "shfl.sync.idx.b32 %r1, %r2, -1, -1, -1;\n shfl.sync.up.b32 %r1|%p1, %r2, 4294967295, 0, -1;",
+        "bar.sync 15, -1;",
+        "bar.arrive 3, 64;\n bar.arrive 3, 64;",
+        "mul.wide.s32 %rd2, -2147483648, -2147483648;\n mul.hi.s64 %rd3, -9223372036854775808, -1;\n mad.hi.u64 %rd4, -1, -1, -1;",
+        "add.sat.s32 %r1, 2147483647, 2147483647;\n sub.sat.s32 %r2, -2147483648, 1;\n abs.s32 %r3, -2147483648;\n neg.s64 %rd2, -9223372036854775808;",
+        "clz.b64 %r1, 0;\n bfind.u64 %r2, 0;\n brev.b64 %rd2, -1;\n popc.b64 %r3, -1;",
+        "prmt.b32 %r1, -1, -1, -1;\n lop3.b32 %r2, -1, 0, -1, 255;\n shf.r.clamp.b32 %r3, -1, -1, -1;",
+        "cvt.sat.s8.s64 %r1, -9223372036854775808;\n cvt.u8.s64 %r2, -1;",
+        "vote.sync.ballot.b32 %r1, %p1, 0;\n match.any.sync.b64 %rd2, %rd1, 0;\n redux.sync.min.s32 %r2, %r1, 0;",
+    ];
+    for body in bodies {
+        let g = ptx_kernel(
+            &format!("    .reg .pred %p<4>;\n    .reg .b32 %r<8>;\n    .reg .f32 %f<4>;\n    .reg .b64 %rd<8>;\n    .reg .f64 %fd<4>;\n    {body}\n    ret;"),
+            "",
+        );
+        let out = g.launch_opts(
+            "k",
+            [1, 1, 1],
+            [33, 1, 1],
+            0,
+            &[],
+            LaunchOptions {
+                threads: 1,
+                instruction_budget: 10_000,
+            },
+        );
+        if let Err(e) = out.result {
+            assert!([700, 716, 719, 702].contains(&e.cuda_code()), "{body}: {e}");
+        }
+    }
+}
