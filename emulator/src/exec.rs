@@ -1343,8 +1343,11 @@ impl Runner<'_, '_> {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
                 if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
                     self.write(*d, b, m, |l| {
-                        let r = f32::from_bits(x[l] as u32)
-                            .mul_add(f32::from_bits(y[l] as u32), f32::from_bits(z[l] as u32));
+                        let r = float::fma32_rn(
+                            f32::from_bits(x[l] as u32),
+                            f32::from_bits(y[l] as u32),
+                            f32::from_bits(z[l] as u32),
+                        );
                         if r.is_nan() {
                             float::NAN32
                         } else {
