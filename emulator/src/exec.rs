@@ -27,7 +27,7 @@ pub struct Bases {
     pub local: u32,
 }
 
-/// Frame layout of a kernel and every function it can call (no recursion).
+/// Frame layout of a kernel and every function it can call: one frame per function.
 #[derive(Debug, Clone)]
 pub struct KernelLayout {
     pub bases: Vec<Option<Bases>>,
@@ -39,7 +39,7 @@ pub struct KernelLayout {
     pub static_shared: u32,
 }
 
-/// Lays out frames for `kernel` and its callees; recursion is not supported.
+/// Lays out frames for `kernel` and its callees.
 pub fn layout(
     funcs: &[Func],
     shared_vars: &[(u32, u32)],
@@ -75,15 +75,10 @@ pub fn layout(
         if *next < callees.len() {
             let c = callees[*next];
             *next += 1;
-            match state[c as usize] {
-                0 => stack.push((c, 0)),
-                1 => {
-                    return Err(EmuError::unsupported(
-                        funcs[c as usize].line,
-                        format!("recursive call to `{}`", funcs[c as usize].name),
-                    ))
-                }
-                _ => {}
+            // A function already on the DFS stack is a recursive call: its one frame is
+            // saved and restored around nested activations at run time.
+            if state[c as usize] == 0 {
+                stack.push((c, 0));
             }
         } else {
             state[fi] = 2;
@@ -275,13 +270,44 @@ struct Split {
     pc: u32,
     mask: u32,
     func: u32,
-    /// (return pc, caller function, call instruction)
-    stack: Vec<(u32, u32, u32)>,
+    stack: Vec<Frame>,
     wait: Wait,
     forced: bool,
     /// Ran out its time slice while other splits waited: they go first, so intra-warp spin
     /// locks make progress.
     yielded: bool,
+}
+
+/// A call in progress.
+#[derive(Debug, Clone)]
+struct Frame {
+    ret_pc: u32,
+    caller: u32,
+    call_pc: u32,
+    /// The callee's frame as it was before a recursive call overwrote it.
+    saved: Option<Arc<Saved>>,
+}
+
+// Splits from one call share its saved frame: they may merge; different calls may not.
+impl PartialEq for Frame {
+    fn eq(&self, o: &Frame) -> bool {
+        self.ret_pc == o.ret_pc
+            && self.caller == o.caller
+            && self.call_pc == o.call_pc
+            && match (&self.saved, &o.saved) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+/// Registers, predicates and local memory of one function frame, all 32 lanes.
+#[derive(Debug)]
+struct Saved {
+    regs: Vec<u64>,
+    preds: Vec<u32>,
+    local: Vec<u8>,
 }
 
 struct Warp {
@@ -874,24 +900,33 @@ impl Runner<'_, '_> {
                         sp.mask = 0;
                         break Ok(Ev::Resched);
                     }
-                    let Some((ret_pc, caller, call_pc)) = sp.stack.pop() else {
+                    let Some(frame) = sp.stack.pop() else {
                         break Ok(Ev::Resched);
                     };
-                    let cb = bases(self.ctx, caller)?;
+                    let cb = bases(self.ctx, frame.caller)?;
+                    // Return values leave the callee's frame before a saved one comes back.
+                    let mut values = Vec::new();
                     if let Some(Inst {
                         op: Op::Call { func, rets, .. },
                         ..
-                    }) = code.get(call_pc as usize)
+                    }) = code.get(frame.call_pc as usize)
                     {
                         let callee = &self.ctx.funcs[*func as usize];
                         for (k, &(off, size)) in rets.iter().enumerate() {
                             if let Some(&(coff, csize)) = callee.rets.get(k) {
-                                self.copy_local(m, b.local + coff, cb.local + off, size.min(csize));
+                                let size = size.min(csize);
+                                values.push((off, size, self.read_local(m, b.local + coff, size)));
                             }
                         }
                     }
-                    sp.func = caller;
-                    sp.pc = ret_pc;
+                    if let Some(saved) = &frame.saved {
+                        self.restore(sp.func, b, m, saved);
+                    }
+                    for (off, size, bytes) in values {
+                        self.write_local(m, cb.local + off, size, &bytes);
+                    }
+                    sp.func = frame.caller;
+                    sp.pc = frame.ret_pc;
                     break Ok(Ev::Resched);
                 }
                 Op::Call { func, args, .. } if m != 0 => {
@@ -907,12 +942,20 @@ impl Runner<'_, '_> {
                     }
                     let callee = &self.ctx.funcs[*func as usize];
                     let nb = bases(self.ctx, *func)?;
+                    // A recursive call reuses the callee's frame: keep the active one.
+                    let active = sp.func == *func || sp.stack.iter().any(|f| f.caller == *func);
+                    let saved = active.then(|| Arc::new(self.save(*func, nb)));
                     for (k, &(off, size)) in args.iter().enumerate() {
                         if let Some(&(coff, csize)) = callee.params.get(k) {
                             self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
                         }
                     }
-                    sp.stack.push((sp.pc + 1, sp.func, sp.pc));
+                    sp.stack.push(Frame {
+                        ret_pc: sp.pc + 1,
+                        caller: sp.func,
+                        call_pc: sp.pc,
+                        saved,
+                    });
                     sp.func = *func;
                     sp.pc = callee.entry.unwrap_or(0);
                     break Ok(Ev::Resched);
@@ -986,6 +1029,85 @@ impl Runner<'_, '_> {
         self.steps += n;
         self.w.clock += n;
         res
+    }
+
+    fn save(&self, func: u32, b: Bases) -> Saved {
+        let f = &self.ctx.funcs[func as usize];
+        let (r0, p0) = (b.reg as usize * 32, b.pred as usize);
+        let regs = self
+            .w
+            .regs
+            .get(r0..r0 + f.nregs as usize * 32)
+            .unwrap_or(&[])
+            .to_vec();
+        let preds = self
+            .w
+            .preds
+            .get(p0..p0 + f.npreds as usize)
+            .unwrap_or(&[])
+            .to_vec();
+        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
+        let mut local = Vec::with_capacity(32 * lb);
+        for l in 0..32 {
+            let s = l * ls + b.local as usize;
+            local.extend_from_slice(self.w.local.get(s..s + lb).unwrap_or(&[]));
+        }
+        Saved { regs, preds, local }
+    }
+
+    /// Puts back the lanes `m` of a saved frame.
+    fn restore(&mut self, func: u32, b: Bases, m: u32, saved: &Saved) {
+        let f = &self.ctx.funcs[func as usize];
+        for slot in 0..f.nregs as usize {
+            for l in lanes(m) {
+                if let (Some(d), Some(v)) = (
+                    self.w.regs.get_mut((b.reg as usize + slot) * 32 + l),
+                    saved.regs.get(slot * 32 + l),
+                ) {
+                    *d = *v;
+                }
+            }
+        }
+        for (p, v) in saved.preds.iter().enumerate() {
+            if let Some(d) = self.w.preds.get_mut(b.pred as usize + p) {
+                *d = (*d & !m) | (v & m);
+            }
+        }
+        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
+        for l in lanes(m) {
+            let s = l * ls + b.local as usize;
+            if let (Some(d), Some(v)) = (
+                self.w.local.get_mut(s..s + lb),
+                saved.local.get(l * lb..(l + 1) * lb),
+            ) {
+                d.copy_from_slice(v);
+            }
+        }
+    }
+
+    /// `size` bytes at a local offset of each lane in `m`, lane by lane.
+    fn read_local(&self, m: u32, off: u32, size: u32) -> Vec<u8> {
+        let ls = self.w.local_size as usize;
+        let mut out = Vec::new();
+        for l in lanes(m) {
+            let s = l * ls + off as usize;
+            match self.w.local.get(s..s + size as usize) {
+                Some(b) => out.extend_from_slice(b),
+                None => out.extend(std::iter::repeat_n(0, size as usize)),
+            }
+        }
+        out
+    }
+
+    fn write_local(&mut self, m: u32, off: u32, size: u32, bytes: &[u8]) {
+        let ls = self.w.local_size as usize;
+        for (k, l) in lanes(m).enumerate() {
+            let s = l * ls + off as usize;
+            let src = bytes.get(k * size as usize..(k + 1) * size as usize);
+            if let (Some(d), Some(v)) = (self.w.local.get_mut(s..s + size as usize), src) {
+                d.copy_from_slice(v);
+            }
+        }
     }
 
     fn copy_local(&mut self, m: u32, from: u32, to: u32, size: u32) {

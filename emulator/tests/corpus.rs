@@ -1708,49 +1708,63 @@ fn set_slct_testp_isspacep_and_predicate_logic() {
 }
 
 #[test]
-fn recursion_is_not_supported() {
+fn recursive_device_functions() {
+    // Each lane recurses to its own depth: divergence inside recursion.
     let src = r#".version 8.0
 .target sm_80
 .address_size 64
-.func (.param .b32 r) f(.param .b32 a)
+.func (.param .b32 r) fact(.param .b32 a)
 {
-    .reg .b32 %x;
+    .reg .pred %p;
+    .reg .b32 %x, %y;
     ld.param.b32 %x, [a];
+    setp.le.s32 %p, %x, 1;
+    @%p bra BASE;
     {
     .param .b32 p0;
     .param .b32 r0;
-    st.param.b32 [p0], %x;
-    call (r0), f, (p0);
+    sub.s32 %y, %x, 1;
+    st.param.b32 [p0], %y;
+    call (r0), fact, (p0);
+    ld.param.b32 %y, [r0];
     }
+    mul.lo.s32 %x, %x, %y;
     st.param.b32 [r], %x;
     ret;
+BASE:
+    st.param.b32 [r], 1;
+    ret;
 }
-.visible .entry k()
+.visible .entry k(.param .u64 out)
 {
+    .reg .b32 %t, %v;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %t, %tid.x;
+    rem.u32 %t, %t, 13;
+    {
     .param .b32 p0;
     .param .b32 r0;
-    st.param.b32 [p0], 1;
-    call (r0), f, (p0);
+    st.param.b32 [p0], %t;
+    call (r0), fact, (p0);
+    ld.param.b32 %v, [r0];
+    }
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %rd2, %t, 4;
+    add.s64 %rd2, %rd1, %rd2;
+    st.global.u32 [%rd2], %v;
     ret;
 }
 "#;
     let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
     let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
     let lm = LoadedModule::new(module, &space).unwrap();
-    let out = lm.launch(
-        &space,
-        "k",
-        &LaunchConfig {
-            grid: [1; 3],
-            block: [1; 3],
-            dynamic_shared_bytes: 0,
-        },
-        &[],
-        &LaunchOptions::default(),
-    );
-    let e = out.result.unwrap_err();
-    assert_eq!(e.cuda_code(), 801);
-    assert!(e.to_string().contains("recursive"), "{e}");
+    let g = Gpu { space, lm };
+    let p = g.zeros(64 * 4);
+    g.launch("k", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    let fact = |n: i32| (1..=n).product::<i32>().max(1);
+    let want: Vec<i32> = (0..64).map(|t| fact(t % 13)).collect();
+    assert_eq!(g.get_i32(p, 64), want);
 }
 
 #[test]
@@ -2404,4 +2418,22 @@ fn extreme_operands_are_errors_not_panics() {
             assert!([700, 716, 719, 702].contains(&e.cuda_code()), "{body}: {e}");
         }
     }
+}
+
+#[test]
+fn recursive_fibonacci_from_nvrtc() {
+    let g = gpu("extra.ptx");
+    let p = g.zeros(64 * 4);
+    g.launch("fib_kernel", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    fn fib(n: i32) -> i32 {
+        if n < 2 {
+            n
+        } else {
+            fib(n - 1) + fib(n - 2)
+        }
+    }
+    assert_eq!(
+        g.get_i32(p, 64),
+        (0..64).map(|t| fib(t % 16)).collect::<Vec<_>>()
+    );
 }

@@ -50,3 +50,5 @@ extern "C" __global__ void int8_dots(const int *a, const int *b, int *out, __hal
     out[3 * i + 2] = __dp2a_hi(a[i], b[i], -i);
     atomicAdd(acc, __floats2half2_rn(0.5f, (float)(i & 3)));
 }
+__device__ __noinline__ int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+extern "C" __global__ void fib_kernel(int *out) { out[threadIdx.x] = fib(threadIdx.x % 16); }
