@@ -1560,6 +1560,24 @@ impl Runner<'_, '_> {
                 comb,
             } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
+                if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
+                    // Two comparisons: the lower halves into p, the upper ones into q.
+                    let h = if *ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
+                    let (mut lo, mut hi) = (0u32, 0u32);
+                    for l in lanes(m) {
+                        lo |= (compare(*cmp, h, *ftz, x[l] & 0xFFFF, y[l] & 0xFFFF) as u32) << l;
+                        hi |= (compare(*cmp, h, *ftz, (x[l] >> 16) & 0xFFFF, (y[l] >> 16) & 0xFFFF)
+                            as u32)
+                            << l;
+                    }
+                    if let Some((op, c)) = comb {
+                        let c = self.pmask(*c, b);
+                        (lo, hi) = (boolop(*op, lo, c), boolop(*op, hi, c));
+                    }
+                    self.set_pred(*p, b, m, lo);
+                    self.set_pred(*q, b, m, hi);
+                    return Ok(());
+                }
                 let mut r = 0u32;
                 for l in lanes(m) {
                     r |= (compare(*cmp, *ty, *ftz, x[l], y[l]) as u32) << l;

@@ -1170,6 +1170,9 @@ impl<'a> FnLower<'a> {
                     Some(op) => Some((op, self.psrc(&a[3])?)),
                     None => None,
                 };
+                if i.opcode == "set" && matches!(sty, Ty::F16x2 | Ty::BF16x2 | Ty::B128) {
+                    return Err(self.unsupported(i));
+                }
                 if i.opcode == "set" {
                     let dty = *tys.first().ok_or_else(|| self.unsupported(i))?;
                     return Ok(Op::Set {

@@ -2437,3 +2437,20 @@ fn recursive_fibonacci_from_nvrtc() {
         (0..64).map(|t| fib(t % 16)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn half2_comparisons_set_two_predicates() {
+    let got = run_scalar(
+        r#"
+    mov.b32 %r1, 0x3C004000;
+    mov.b32 %r2, 0x3E003E00;
+    setp.lt.f16x2 %p1|%p2, %r1, %r2;
+    selp.u32 %r3, 1, 0, %p1;
+    selp.u32 %r4, 1, 0, %p2;
+    st.global.v2.u32 [%rd1], {%r3, %r4};
+    "#,
+        2,
+    );
+    // Lower halves: 2.0 < 1.5 is false; upper: 1.0 < 1.5 is true.
+    assert_eq!(got, vec![0, 1]);
+}
