@@ -679,7 +679,23 @@ impl<'a> FnLower<'a> {
     fn inst(&mut self, i: &PInst) -> Result<Op, EmuError> {
         let m = Mods(&i.mods);
         let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
-        if tys.contains(&Ty::B128) {
+        let exotic = |t: &String| {
+            matches!(
+                t.as_str(),
+                "tf32"
+                    | "e4m3x2"
+                    | "e5m2x2"
+                    | "e2m1x2"
+                    | "e2m3x2"
+                    | "e3m2x2"
+                    | "ue8m0x2"
+                    | "s4"
+                    | "u4"
+                    | "b1"
+            ) || t.starts_with("e4m3")
+                || t.starts_with("e5m2")
+        };
+        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || m.has("relu") {
             return Err(self.unsupported(i));
         }
         let ty = tys.last().copied();
