@@ -33,6 +33,27 @@ fn main() {
         block: [256, 1, 1],
         dynamic_shared_bytes: 0,
     };
+    // With one worker the launch runs on this thread: its CPU time shows the per-core rate
+    // even on a loaded machine.
+    let cpu0 = thread_cpu_ns();
+    let out = lm.launch(
+        &space,
+        "saxpy",
+        &cfg,
+        &params,
+        &LaunchOptions {
+            threads: 1,
+            instruction_budget: u64::MAX,
+        },
+    );
+    out.result.expect("launch");
+    if let (Some(a), Some(b)) = (cpu0, thread_cpu_ns()) {
+        let secs = (b - a) as f64 / 1e9;
+        println!(
+            "saxpy n={n} threads=1: {:.0} M thread-instr per CPU-second",
+            out.thread_instructions as f64 / secs / 1e6
+        );
+    }
     for threads in [1usize, 2] {
         let mut best = f64::MAX;
         let mut ti = 0;
@@ -105,4 +126,10 @@ fn matmul(threads: usize) {
         dt * 1e3,
         out.thread_instructions as f64 / dt / 1e6
     );
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux schedstat), if available.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }

@@ -170,6 +170,8 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
     let workers = threads.clamp(1, 256).min(nblocks.max(1) as usize);
     let work = || {
         let mut local_t = 0u64;
+        // The last finished block, whose buffers the next one reuses.
+        let mut spare: Option<Box<Block>> = None;
         loop {
             if ctx.abort.load(Relaxed) {
                 break;
@@ -177,7 +179,13 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
             // New blocks first, in increasing order; parked ones when none are left.
             let i = next.fetch_add(1, Relaxed);
             let mut blk = if i < nblocks {
-                Box::new(Block::new(ctx, i))
+                match spare.take() {
+                    Some(mut b) => {
+                        b.reset(ctx, i);
+                        b
+                    }
+                    None => Box::new(Block::new(ctx, i)),
+                }
             } else {
                 match parked.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
                     Some(b) => b,
@@ -200,6 +208,7 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push((blk.linear, s));
                         }
+                        spare = Some(blk);
                         break;
                     }
                     Ok(false) => {
@@ -407,6 +416,42 @@ impl Block {
             printf: String::new(),
             arrive: [0; 16],
             nthreads,
+        }
+    }
+
+    /// Makes a finished block of the same launch into block `linear`, reusing its buffers.
+    fn reset(&mut self, ctx: &Ctx, linear: u64) {
+        let gx = ctx.grid[0].max(1) as u64;
+        let gy = ctx.grid[1].max(1) as u64;
+        self.linear = linear;
+        self.ctaid = [
+            (linear % gx) as u32,
+            ((linear / gx) % gy) as u32,
+            (linear / (gx * gy)) as u32,
+        ];
+        // Shared and local memory and registers start at zero, so runs are reproducible.
+        self.shared.fill(0);
+        self.printf.clear();
+        self.arrive = [0; 16];
+        let entry = ctx.funcs[ctx.kernel as usize].entry.unwrap_or(0);
+        for w in &mut self.warps {
+            w.regs.fill(0);
+            w.preds.fill(0);
+            w.local.fill(0);
+            w.splits.clear();
+            w.splits.push(Split {
+                pc: entry,
+                mask: w.valid,
+                func: ctx.kernel,
+                stack: Vec::new(),
+                wait: Wait::None,
+                forced: false,
+                yielded: false,
+            });
+            w.exited = 0;
+            w.cc = 0;
+            w.clock = 0;
+            w.tinstr = 0;
         }
     }
 
