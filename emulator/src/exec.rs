@@ -30,12 +30,14 @@ pub struct Bases {
 /// Frame layout of a kernel and every function it can call: one frame per function.
 #[derive(Debug, Clone)]
 pub struct KernelLayout {
-    pub bases: Vec<Option<Bases>>,
+    /// (function, bases), sorted by function: sparse, since modules can hold thousands of
+    /// functions and kernels.
+    pub bases: Vec<(u32, Bases)>,
     pub regs: u32,
     pub preds: u32,
     pub local: u32,
-    /// Shared-space offset of each static shared variable the kernel uses.
-    pub shared_offsets: Vec<u32>,
+    /// (variable, shared-space offset) of each static shared variable the kernel uses, sorted.
+    pub shared_offsets: Vec<(u32, u32)>,
     pub static_shared: u32,
 }
 
@@ -46,27 +48,29 @@ pub fn layout(
     kernel: u32,
 ) -> Result<KernelLayout, EmuError> {
     let mut l = KernelLayout {
-        bases: vec![None; funcs.len()],
+        bases: Vec::new(),
         regs: 0,
         preds: 0,
         local: 0,
-        shared_offsets: vec![0; shared_vars.len()],
+        shared_offsets: Vec::new(),
         static_shared: 0,
     };
-    // Iterative DFS with an explicit "on stack" marker to find cycles.
-    let mut state = vec![0u8; funcs.len()];
+    // Iterative DFS; `seen` marks functions already given a frame.
+    let mut seen = std::collections::HashSet::new();
     let mut stack: Vec<(u32, usize)> = vec![(kernel, 0)];
     while let Some(&mut (f, ref mut next)) = stack.last_mut() {
         let fi = f as usize;
-        if *next == 0 && state[fi] == 0 {
-            state[fi] = 1;
+        if *next == 0 && seen.insert(f) {
             let func = &funcs[fi];
             let local = l.local.next_multiple_of(16);
-            l.bases[fi] = Some(Bases {
-                reg: l.regs,
-                pred: l.preds,
-                local,
-            });
+            l.bases.push((
+                f,
+                Bases {
+                    reg: l.regs,
+                    pred: l.preds,
+                    local,
+                },
+            ));
             l.regs = l.regs.saturating_add(func.nregs);
             l.preds = l.preds.saturating_add(func.npreds);
             l.local = local.saturating_add(func.local_bytes);
@@ -75,34 +79,31 @@ pub fn layout(
         if *next < callees.len() {
             let c = callees[*next];
             *next += 1;
-            // A function already on the DFS stack is a recursive call: its one frame is
-            // saved and restored around nested activations at run time.
-            if state[c as usize] == 0 {
+            // A function already seen may be on the DFS stack (a recursive call): its one
+            // frame is saved and restored around nested activations at run time.
+            if !seen.contains(&c) {
                 stack.push((c, 0));
             }
         } else {
-            state[fi] = 2;
             stack.pop();
         }
     }
-    if funcs
+    l.bases.sort_unstable_by_key(|b| b.0);
+    if let Some(f) = l
+        .bases
         .iter()
-        .enumerate()
-        .any(|(i, f)| l.bases[i].is_some() && f.entry.is_none() && f.builtin.is_none())
+        .map(|b| &funcs[b.0 as usize])
+        .find(|f| f.entry.is_none() && f.builtin.is_none())
     {
-        let f = funcs
-            .iter()
-            .enumerate()
-            .find(|(i, f)| l.bases[*i].is_some() && f.entry.is_none());
-        let name = f.map(|x| x.1.name.clone()).unwrap_or_default();
         return Err(EmuError::unsupported(
-            0,
-            format!("call to external function `{name}`"),
+            f.line,
+            format!("call to external function `{}`", f.name),
         ));
     }
-    let mut used: Vec<u32> = (0..funcs.len())
-        .filter(|&i| l.bases[i].is_some())
-        .flat_map(|i| funcs[i].shared_used.iter().copied())
+    let mut used: Vec<u32> = l
+        .bases
+        .iter()
+        .flat_map(|b| funcs[b.0 as usize].shared_used.iter().copied())
         .collect();
     used.sort_unstable();
     used.dedup();
@@ -112,7 +113,7 @@ pub fn layout(
             continue;
         };
         let o = off.next_multiple_of(align.max(1) as u64);
-        l.shared_offsets[v as usize] = o as u32;
+        l.shared_offsets.push((v, o as u32));
         off = o + size as u64;
         if off > u32::MAX as u64 / 4 {
             return Err(EmuError::unsupported(
@@ -613,11 +614,11 @@ impl Block {
 }
 
 fn bases(ctx: &Ctx, func: u32) -> Result<Bases, EmuError> {
-    ctx.layout
-        .bases
-        .get(func as usize)
-        .copied()
-        .flatten()
+    let b = &ctx.layout.bases;
+    b.binary_search_by_key(&func, |x| x.0)
+        .ok()
+        .and_then(|i| b.get(i))
+        .map(|x| x.1)
         .ok_or_else(|| {
             EmuError::LaunchFailed("call into a function outside the kernel layout".into())
         })
@@ -803,13 +804,12 @@ impl Runner<'_, '_> {
             }
             Src::Local(off) => [(b.local + off) as u64; 32],
             Src::Shared(v, off) => {
-                let base = self
-                    .ctx
-                    .layout
-                    .shared_offsets
-                    .get(v as usize)
-                    .copied()
-                    .unwrap_or(0);
+                let offs = &self.ctx.layout.shared_offsets;
+                let base = offs
+                    .binary_search_by_key(&v, |x| x.0)
+                    .ok()
+                    .and_then(|i| offs.get(i))
+                    .map_or(0, |x| x.1);
                 [(base as i64).wrapping_add(off) as u64; 32]
             }
             Src::Sreg(Sreg::Tid(d)) => self.w.tid[d as usize % 3].map(|v| v as u64),

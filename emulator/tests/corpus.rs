@@ -2454,3 +2454,25 @@ fn half2_comparisons_set_two_predicates() {
     // Lower halves: 2.0 < 1.5 is false; upper: 1.0 < 1.5 is true.
     assert_eq!(got, vec![0, 1]);
 }
+
+#[test]
+fn modules_with_thousands_of_kernels_load_quickly() {
+    let mut src = String::from(".version 8.0\n.target sm_80\n.address_size 64\n");
+    let n = 3000;
+    for k in 0..n {
+        src.push_str(&format!(
+            ".shared .align 4 .b8 sh{k}[64];\n.func (.param .b32 r) f{k}(.param .b32 a)\n{{\n .reg .b32 %x;\n ld.param.b32 %x, [a];\n add.s32 %x, %x, {k};\n st.param.b32 [r], %x;\n ret;\n}}\n.visible .entry k{k}(.param .u64 p)\n{{\n .reg .b32 %v;\n .reg .b64 %rd;\n ld.param.u64 %rd, [p];\n {{\n .param .b32 a0;\n .param .b32 r0;\n st.param.b32 [a0], 1;\n call (r0), f{k}, (a0);\n ld.param.b32 %v, [r0];\n }}\n st.shared.u32 [sh{k}], %v;\n ld.shared.u32 %v, [sh{k}];\n st.global.u32 [%rd], %v;\n ret;\n}}\n"
+        ));
+    }
+    let t = std::time::Instant::now();
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    assert!(t.elapsed().as_secs_f64() < 10.0, "{:?}", t.elapsed());
+    assert_eq!(module.kernels().len(), n);
+    assert!(module.kernels().iter().all(|k| k.static_shared_bytes == 64));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(4);
+    g.launch("k2999", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(g.get_i32(p, 1)[0], 3000);
+}
