@@ -33,6 +33,27 @@ fn main() {
         block: [256, 1, 1],
         dynamic_shared_bytes: 0,
     };
+    // With one worker the launch runs on this thread: its CPU time shows the per-core rate
+    // even on a loaded machine.
+    let cpu0 = thread_cpu_ns();
+    let out = lm.launch(
+        &space,
+        "saxpy",
+        &cfg,
+        &params,
+        &LaunchOptions {
+            threads: 1,
+            instruction_budget: u64::MAX,
+        },
+    );
+    out.result.expect("launch");
+    if let (Some(a), Some(b)) = (cpu0, thread_cpu_ns()) {
+        let secs = (b - a) as f64 / 1e9;
+        println!(
+            "saxpy n={n} threads=1: {:.0} M thread-instr per CPU-second",
+            out.thread_instructions as f64 / secs / 1e6
+        );
+    }
     for threads in [1usize, 2] {
         let mut best = f64::MAX;
         let mut ti = 0;
@@ -59,4 +80,56 @@ fn main() {
             ti as f64 / best / 1e6
         );
     }
+    matmul(1);
+    matmul(2);
+}
+
+/// A 256x256 tiled matmul (shared memory, barriers) for comparison.
+fn matmul(threads: usize) {
+    let src = include_str!("../tests/ptx/matrix.ptx");
+    let module = Arc::new(Module::load(src.as_bytes(), 80).expect("load"));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 32), 0x7f00_0000_0000, 1 << 36);
+    let lm = LoadedModule::new(module.clone(), &space).expect("globals");
+    let n = 256u32;
+    let bytes = (n * n * 4) as u64;
+    let (a, b, c) = (
+        space.alloc(bytes).expect("a"),
+        space.alloc(bytes).expect("b"),
+        space.alloc(bytes).expect("c"),
+    );
+    let info = module.kernel("matmul").expect("matmul");
+    let mut params = vec![0u8; info.params_size() as usize];
+    params[0..4].copy_from_slice(&(n as i32).to_le_bytes());
+    params[8..16].copy_from_slice(&a.to_le_bytes());
+    params[16..24].copy_from_slice(&b.to_le_bytes());
+    params[24..32].copy_from_slice(&c.to_le_bytes());
+    let cfg = LaunchConfig {
+        grid: [n / 16, n / 16, 1],
+        block: [16, 16, 1],
+        dynamic_shared_bytes: 0,
+    };
+    let t = Instant::now();
+    let out = lm.launch(
+        &space,
+        "matmul",
+        &cfg,
+        &params,
+        &LaunchOptions {
+            threads,
+            instruction_budget: u64::MAX,
+        },
+    );
+    let dt = t.elapsed().as_secs_f64();
+    out.result.expect("launch");
+    println!(
+        "matmul 256x256 threads={threads}: {:.1} ms, {:.0} M thread-instr/s",
+        dt * 1e3,
+        out.thread_instructions as f64 / dt / 1e6
+    );
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux schedstat), if available.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }

@@ -27,37 +27,50 @@ pub struct Bases {
     pub local: u32,
 }
 
-/// Frame layout of a kernel and every function it can call (no recursion).
+/// Frame layout of a kernel and every function it can call: one frame per function.
 #[derive(Debug, Clone)]
 pub struct KernelLayout {
-    pub bases: Vec<Option<Bases>>,
+    /// (function, bases), sorted by function: sparse, since modules can hold thousands of
+    /// functions and kernels.
+    pub bases: Vec<(u32, Bases)>,
     pub regs: u32,
     pub preds: u32,
     pub local: u32,
+    /// (variable, shared-space offset) of each static shared variable the kernel uses, sorted.
+    pub shared_offsets: Vec<(u32, u32)>,
+    pub static_shared: u32,
 }
 
-/// Lays out frames for `kernel` and its callees; recursion is not supported.
-pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
+/// Lays out frames for `kernel` and its callees.
+pub fn layout(
+    funcs: &[Func],
+    shared_vars: &[(u32, u32)],
+    kernel: u32,
+) -> Result<KernelLayout, EmuError> {
     let mut l = KernelLayout {
-        bases: vec![None; funcs.len()],
+        bases: Vec::new(),
         regs: 0,
         preds: 0,
         local: 0,
+        shared_offsets: Vec::new(),
+        static_shared: 0,
     };
-    // Iterative DFS with an explicit "on stack" marker to find cycles.
-    let mut state = vec![0u8; funcs.len()];
+    // Iterative DFS; `seen` marks functions already given a frame.
+    let mut seen = std::collections::HashSet::new();
     let mut stack: Vec<(u32, usize)> = vec![(kernel, 0)];
     while let Some(&mut (f, ref mut next)) = stack.last_mut() {
         let fi = f as usize;
-        if *next == 0 && state[fi] == 0 {
-            state[fi] = 1;
+        if *next == 0 && seen.insert(f) {
             let func = &funcs[fi];
             let local = l.local.next_multiple_of(16);
-            l.bases[fi] = Some(Bases {
-                reg: l.regs,
-                pred: l.preds,
-                local,
-            });
+            l.bases.push((
+                f,
+                Bases {
+                    reg: l.regs,
+                    pred: l.preds,
+                    local,
+                },
+            ));
             l.regs = l.regs.saturating_add(func.nregs);
             l.preds = l.preds.saturating_add(func.npreds);
             l.local = local.saturating_add(func.local_bytes);
@@ -66,36 +79,50 @@ pub fn layout(funcs: &[Func], kernel: u32) -> Result<KernelLayout, EmuError> {
         if *next < callees.len() {
             let c = callees[*next];
             *next += 1;
-            match state[c as usize] {
-                0 => stack.push((c, 0)),
-                1 => {
-                    return Err(EmuError::unsupported(
-                        funcs[c as usize].line,
-                        format!("recursive call to `{}`", funcs[c as usize].name),
-                    ))
-                }
-                _ => {}
+            // A function already seen may be on the DFS stack (a recursive call): its one
+            // frame is saved and restored around nested activations at run time.
+            if !seen.contains(&c) {
+                stack.push((c, 0));
             }
         } else {
-            state[fi] = 2;
             stack.pop();
         }
     }
-    if funcs
+    l.bases.sort_unstable_by_key(|b| b.0);
+    if let Some(f) = l
+        .bases
         .iter()
-        .enumerate()
-        .any(|(i, f)| l.bases[i].is_some() && f.entry.is_none() && f.builtin.is_none())
+        .map(|b| &funcs[b.0 as usize])
+        .find(|f| f.entry.is_none() && f.builtin.is_none())
     {
-        let f = funcs
-            .iter()
-            .enumerate()
-            .find(|(i, f)| l.bases[*i].is_some() && f.entry.is_none());
-        let name = f.map(|x| x.1.name.clone()).unwrap_or_default();
         return Err(EmuError::unsupported(
-            0,
-            format!("call to external function `{name}`"),
+            f.line,
+            format!("call to external function `{}`", f.name),
         ));
     }
+    let mut used: Vec<u32> = l
+        .bases
+        .iter()
+        .flat_map(|b| funcs[b.0 as usize].shared_used.iter().copied())
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let mut off = 0u64;
+    for v in used {
+        let Some(&(size, align)) = shared_vars.get(v as usize) else {
+            continue;
+        };
+        let o = off.next_multiple_of(align.max(1) as u64);
+        l.shared_offsets.push((v, o as u32));
+        off = o + size as u64;
+        if off > u32::MAX as u64 / 4 {
+            return Err(EmuError::unsupported(
+                0,
+                "kernel static shared memory too large",
+            ));
+        }
+    }
+    l.static_shared = off as u32;
     // Bounds on per-warp state, so one launch cannot exhaust host memory.
     if l.local > 1 << 16 || l.regs > 1 << 14 {
         return Err(EmuError::unsupported(0, "kernel frame too large"));
@@ -119,7 +146,13 @@ pub struct Ctx<'a> {
     pub budget: u64,
     pub used: AtomicU64,
     pub abort: AtomicBool,
+    /// Bytes of printf output so far; output past [`PRINTF_LIMIT`] is dropped, as the device's
+    /// printf FIFO drops it.
+    pub printf_bytes: AtomicU64,
 }
+
+/// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
+pub const PRINTF_LIMIT: u64 = 1 << 20;
 
 pub struct RunResult {
     pub printf: String,
@@ -138,6 +171,8 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
     let workers = threads.clamp(1, 256).min(nblocks.max(1) as usize);
     let work = || {
         let mut local_t = 0u64;
+        // The last finished block, whose buffers the next one reuses.
+        let mut spare: Option<Box<Block>> = None;
         loop {
             if ctx.abort.load(Relaxed) {
                 break;
@@ -145,7 +180,13 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
             // New blocks first, in increasing order; parked ones when none are left.
             let i = next.fetch_add(1, Relaxed);
             let mut blk = if i < nblocks {
-                Box::new(Block::new(ctx, i))
+                match spare.take() {
+                    Some(mut b) => {
+                        b.reset(ctx, i);
+                        b
+                    }
+                    None => Box::new(Block::new(ctx, i)),
+                }
             } else {
                 match parked.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
                     Some(b) => b,
@@ -168,6 +209,7 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push((blk.linear, s));
                         }
+                        spare = Some(blk);
                         break;
                     }
                     Ok(false) => {
@@ -238,13 +280,44 @@ struct Split {
     pc: u32,
     mask: u32,
     func: u32,
-    /// (return pc, caller function, call instruction)
-    stack: Vec<(u32, u32, u32)>,
+    stack: Vec<Frame>,
     wait: Wait,
     forced: bool,
     /// Ran out its time slice while other splits waited: they go first, so intra-warp spin
     /// locks make progress.
     yielded: bool,
+}
+
+/// A call in progress.
+#[derive(Debug, Clone)]
+struct Frame {
+    ret_pc: u32,
+    caller: u32,
+    call_pc: u32,
+    /// The callee's frame as it was before a recursive call overwrote it.
+    saved: Option<Arc<Saved>>,
+}
+
+// Splits from one call share its saved frame: they may merge; different calls may not.
+impl PartialEq for Frame {
+    fn eq(&self, o: &Frame) -> bool {
+        self.ret_pc == o.ret_pc
+            && self.caller == o.caller
+            && self.call_pc == o.call_pc
+            && match (&self.saved, &o.saved) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+/// Registers, predicates and local memory of one function frame, all 32 lanes.
+#[derive(Debug)]
+struct Saved {
+    regs: Vec<u64>,
+    preds: Vec<u32>,
+    local: Vec<u8>,
 }
 
 struct Warp {
@@ -347,6 +420,42 @@ impl Block {
         }
     }
 
+    /// Makes a finished block of the same launch into block `linear`, reusing its buffers.
+    fn reset(&mut self, ctx: &Ctx, linear: u64) {
+        let gx = ctx.grid[0].max(1) as u64;
+        let gy = ctx.grid[1].max(1) as u64;
+        self.linear = linear;
+        self.ctaid = [
+            (linear % gx) as u32,
+            ((linear / gx) % gy) as u32,
+            (linear / (gx * gy)) as u32,
+        ];
+        // Shared and local memory and registers start at zero, so runs are reproducible.
+        self.shared.fill(0);
+        self.printf.clear();
+        self.arrive = [0; 16];
+        let entry = ctx.funcs[ctx.kernel as usize].entry.unwrap_or(0);
+        for w in &mut self.warps {
+            w.regs.fill(0);
+            w.preds.fill(0);
+            w.local.fill(0);
+            w.splits.clear();
+            w.splits.push(Split {
+                pc: entry,
+                mask: w.valid,
+                func: ctx.kernel,
+                stack: Vec::new(),
+                wait: Wait::None,
+                forced: false,
+                yielded: false,
+            });
+            w.exited = 0;
+            w.cc = 0;
+            w.clock = 0;
+            w.tinstr = 0;
+        }
+    }
+
     fn take_tinstr(&mut self) -> u64 {
         self.warps
             .iter_mut()
@@ -433,7 +542,9 @@ impl Block {
             }
             let exited: u32 = self.warps.iter().map(|w| w.exited.count_ones()).sum();
             let full = expected >= self.nthreads;
-            let have = arrived + self.arrive[id as usize] + if full { exited } else { 0 };
+            let have = arrived
+                .saturating_add(self.arrive[id as usize])
+                .saturating_add(if full { exited } else { 0 });
             if have < expected {
                 continue;
             }
@@ -503,11 +614,11 @@ impl Block {
 }
 
 fn bases(ctx: &Ctx, func: u32) -> Result<Bases, EmuError> {
-    ctx.layout
-        .bases
-        .get(func as usize)
-        .copied()
-        .flatten()
+    let b = &ctx.layout.bases;
+    b.binary_search_by_key(&func, |x| x.0)
+        .ok()
+        .and_then(|i| b.get(i))
+        .map(|x| x.1)
         .ok_or_else(|| {
             EmuError::LaunchFailed("call into a function outside the kernel layout".into())
         })
@@ -692,6 +803,15 @@ impl Runner<'_, '_> {
                 [base.wrapping_add(off as u64); 32]
             }
             Src::Local(off) => [(b.local + off) as u64; 32],
+            Src::Shared(v, off) => {
+                let offs = &self.ctx.layout.shared_offsets;
+                let base = offs
+                    .binary_search_by_key(&v, |x| x.0)
+                    .ok()
+                    .and_then(|i| offs.get(i))
+                    .map_or(0, |x| x.1);
+                [(base as i64).wrapping_add(off) as u64; 32]
+            }
             Src::Sreg(Sreg::Tid(d)) => self.w.tid[d as usize % 3].map(|v| v as u64),
             Src::Sreg(
                 s @ (Sreg::Ntid(_)
@@ -825,24 +945,33 @@ impl Runner<'_, '_> {
                         sp.mask = 0;
                         break Ok(Ev::Resched);
                     }
-                    let Some((ret_pc, caller, call_pc)) = sp.stack.pop() else {
+                    let Some(frame) = sp.stack.pop() else {
                         break Ok(Ev::Resched);
                     };
-                    let cb = bases(self.ctx, caller)?;
+                    let cb = bases(self.ctx, frame.caller)?;
+                    // Return values leave the callee's frame before a saved one comes back.
+                    let mut values = Vec::new();
                     if let Some(Inst {
                         op: Op::Call { func, rets, .. },
                         ..
-                    }) = code.get(call_pc as usize)
+                    }) = code.get(frame.call_pc as usize)
                     {
                         let callee = &self.ctx.funcs[*func as usize];
                         for (k, &(off, size)) in rets.iter().enumerate() {
                             if let Some(&(coff, csize)) = callee.rets.get(k) {
-                                self.copy_local(m, b.local + coff, cb.local + off, size.min(csize));
+                                let size = size.min(csize);
+                                values.push((off, size, self.read_local(m, b.local + coff, size)));
                             }
                         }
                     }
-                    sp.func = caller;
-                    sp.pc = ret_pc;
+                    if let Some(saved) = &frame.saved {
+                        self.restore(sp.func, b, m, saved);
+                    }
+                    for (off, size, bytes) in values {
+                        self.write_local(m, cb.local + off, size, &bytes);
+                    }
+                    sp.func = frame.caller;
+                    sp.pc = frame.ret_pc;
                     break Ok(Ev::Resched);
                 }
                 Op::Call { func, args, .. } if m != 0 => {
@@ -858,12 +987,20 @@ impl Runner<'_, '_> {
                     }
                     let callee = &self.ctx.funcs[*func as usize];
                     let nb = bases(self.ctx, *func)?;
+                    // A recursive call reuses the callee's frame: keep the active one.
+                    let active = sp.func == *func || sp.stack.iter().any(|f| f.caller == *func);
+                    let saved = active.then(|| Arc::new(self.save(*func, nb)));
                     for (k, &(off, size)) in args.iter().enumerate() {
                         if let Some(&(coff, csize)) = callee.params.get(k) {
                             self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
                         }
                     }
-                    sp.stack.push((sp.pc + 1, sp.func, sp.pc));
+                    sp.stack.push(Frame {
+                        ret_pc: sp.pc + 1,
+                        caller: sp.func,
+                        call_pc: sp.pc,
+                        saved,
+                    });
                     sp.func = *func;
                     sp.pc = callee.entry.unwrap_or(0);
                     break Ok(Ev::Resched);
@@ -885,7 +1022,8 @@ impl Runner<'_, '_> {
                         None => self.ctx.block.iter().product(),
                     };
                     if *kind == BarKind::Arrive {
-                        self.arrive[id as usize] += m.count_ones();
+                        self.arrive[id as usize] =
+                            self.arrive[id as usize].saturating_add(m.count_ones());
                         sp.pc += 1;
                         continue;
                     }
@@ -936,6 +1074,85 @@ impl Runner<'_, '_> {
         self.steps += n;
         self.w.clock += n;
         res
+    }
+
+    fn save(&self, func: u32, b: Bases) -> Saved {
+        let f = &self.ctx.funcs[func as usize];
+        let (r0, p0) = (b.reg as usize * 32, b.pred as usize);
+        let regs = self
+            .w
+            .regs
+            .get(r0..r0 + f.nregs as usize * 32)
+            .unwrap_or(&[])
+            .to_vec();
+        let preds = self
+            .w
+            .preds
+            .get(p0..p0 + f.npreds as usize)
+            .unwrap_or(&[])
+            .to_vec();
+        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
+        let mut local = Vec::with_capacity(32 * lb);
+        for l in 0..32 {
+            let s = l * ls + b.local as usize;
+            local.extend_from_slice(self.w.local.get(s..s + lb).unwrap_or(&[]));
+        }
+        Saved { regs, preds, local }
+    }
+
+    /// Puts back the lanes `m` of a saved frame.
+    fn restore(&mut self, func: u32, b: Bases, m: u32, saved: &Saved) {
+        let f = &self.ctx.funcs[func as usize];
+        for slot in 0..f.nregs as usize {
+            for l in lanes(m) {
+                if let (Some(d), Some(v)) = (
+                    self.w.regs.get_mut((b.reg as usize + slot) * 32 + l),
+                    saved.regs.get(slot * 32 + l),
+                ) {
+                    *d = *v;
+                }
+            }
+        }
+        for (p, v) in saved.preds.iter().enumerate() {
+            if let Some(d) = self.w.preds.get_mut(b.pred as usize + p) {
+                *d = (*d & !m) | (v & m);
+            }
+        }
+        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
+        for l in lanes(m) {
+            let s = l * ls + b.local as usize;
+            if let (Some(d), Some(v)) = (
+                self.w.local.get_mut(s..s + lb),
+                saved.local.get(l * lb..(l + 1) * lb),
+            ) {
+                d.copy_from_slice(v);
+            }
+        }
+    }
+
+    /// `size` bytes at a local offset of each lane in `m`, lane by lane.
+    fn read_local(&self, m: u32, off: u32, size: u32) -> Vec<u8> {
+        let ls = self.w.local_size as usize;
+        let mut out = Vec::new();
+        for l in lanes(m) {
+            let s = l * ls + off as usize;
+            match self.w.local.get(s..s + size as usize) {
+                Some(b) => out.extend_from_slice(b),
+                None => out.extend(std::iter::repeat_n(0, size as usize)),
+            }
+        }
+        out
+    }
+
+    fn write_local(&mut self, m: u32, off: u32, size: u32, bytes: &[u8]) {
+        let ls = self.w.local_size as usize;
+        for (k, l) in lanes(m).enumerate() {
+            let s = l * ls + off as usize;
+            let src = bytes.get(k * size as usize..(k + 1) * size as usize);
+            if let (Some(d), Some(v)) = (self.w.local.get_mut(s..s + size as usize), src) {
+                d.copy_from_slice(v);
+            }
+        }
     }
 
     fn copy_local(&mut self, m: u32, from: u32, to: u32, size: u32) {
@@ -1105,6 +1322,45 @@ impl Runner<'_, '_> {
                             part.wrapping_add(z[l]) & 0xFFFF_FFFF
                         })
                     }
+                    I3::Dp4a { sa, sb } => {
+                        let (sa, sb) = (*sa, *sb);
+                        self.write(*d, b, m, |l| {
+                            let part = |v: u64, k: u32, s: bool| {
+                                let byte = (v >> (8 * k)) & 0xff;
+                                if s {
+                                    byte as u8 as i8 as i64
+                                } else {
+                                    byte as i64
+                                }
+                            };
+                            let sum: i64 =
+                                (0..4).map(|k| part(x[l], k, sa) * part(y[l], k, sb)).sum();
+                            (z[l] as u32 as i64).wrapping_add(sum) as u64 & 0xFFFF_FFFF
+                        })
+                    }
+                    I3::Dp2a { sa, sb, hi } => {
+                        let (sa, sb, hi) = (*sa, *sb, *hi);
+                        self.write(*d, b, m, |l| {
+                            let h = |k: u32| {
+                                let v = (x[l] >> (16 * k)) & 0xffff;
+                                if sa {
+                                    v as u16 as i16 as i64
+                                } else {
+                                    v as i64
+                                }
+                            };
+                            let byte = |k: u32| {
+                                let v = (y[l] >> (8 * (k + if hi { 2 } else { 0 }))) & 0xff;
+                                if sb {
+                                    v as u8 as i8 as i64
+                                } else {
+                                    v as i64
+                                }
+                            };
+                            let sum = h(0) * byte(0) + h(1) * byte(1);
+                            (z[l] as u32 as i64).wrapping_add(sum) as u64 & 0xFFFF_FFFF
+                        })
+                    }
                     I3::Sad => self.write(*d, b, m, |l| {
                         let diff = if signed {
                             (sx(x[l], bits) - sx(y[l], bits)).unsigned_abs()
@@ -1254,8 +1510,11 @@ impl Runner<'_, '_> {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
                 if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
                     self.write(*d, b, m, |l| {
-                        let r = f32::from_bits(x[l] as u32)
-                            .mul_add(f32::from_bits(y[l] as u32), f32::from_bits(z[l] as u32));
+                        let r = float::fma32_rn(
+                            f32::from_bits(x[l] as u32),
+                            f32::from_bits(y[l] as u32),
+                            f32::from_bits(z[l] as u32),
+                        );
                         if r.is_nan() {
                             float::NAN32
                         } else {
@@ -1346,6 +1605,24 @@ impl Runner<'_, '_> {
                 comb,
             } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
+                if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
+                    // Two comparisons: the lower halves into p, the upper ones into q.
+                    let h = if *ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
+                    let (mut lo, mut hi) = (0u32, 0u32);
+                    for l in lanes(m) {
+                        lo |= (compare(*cmp, h, *ftz, x[l] & 0xFFFF, y[l] & 0xFFFF) as u32) << l;
+                        hi |= (compare(*cmp, h, *ftz, (x[l] >> 16) & 0xFFFF, (y[l] >> 16) & 0xFFFF)
+                            as u32)
+                            << l;
+                    }
+                    if let Some((op, c)) = comb {
+                        let c = self.pmask(*c, b);
+                        (lo, hi) = (boolop(*op, lo, c), boolop(*op, hi, c));
+                    }
+                    self.set_pred(*p, b, m, lo);
+                    self.set_pred(*q, b, m, hi);
+                    return Ok(());
+                }
                 let mut r = 0u32;
                 for l in lanes(m) {
                     r |= (compare(*cmp, *ty, *ftz, x[l], y[l]) as u32) << l;
@@ -1457,10 +1734,12 @@ impl Runner<'_, '_> {
                     }
                     for (k, &d) in ds.iter().enumerate() {
                         let ea = a.wrapping_add(k as u64 * size as u64);
-                        // Global fast path: the warp's last allocation.
+                        // Fast paths: shared memory, and the warp's last global allocation.
                         let hit = match (&self.w.cache, space) {
+                            (_, Space::Shared) => read_le(self.shared, ea, size),
                             (Some(al), Space::Global | Space::Generic)
-                                if ea >= al.base() && ea + size as u64 <= al.base() + al.size() =>
+                                if ea >= al.base()
+                                    && ea.saturating_add(size as u64) <= al.base() + al.size() =>
                             {
                                 Some(al.load(ea - al.base(), size))
                             }
@@ -1495,8 +1774,15 @@ impl Runner<'_, '_> {
                     }
                     for (k, val) in vals.iter().enumerate().take(n as usize) {
                         let ea = a.wrapping_add(k as u64 * size as u64);
+                        if *space == Space::Shared
+                            && write_le(self.shared, ea, size, val[l]).is_some()
+                        {
+                            continue;
+                        }
                         if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
-                            if ea >= al.base() && ea + size as u64 <= al.base() + al.size() {
+                            if ea >= al.base()
+                                && ea.saturating_add(size as u64) <= al.base() + al.size()
+                            {
                                 al.store(ea - al.base(), size, val[l]);
                                 continue;
                             }
@@ -1827,7 +2113,7 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a + size as u64 <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
                         return Ok(al.load(a - al.base(), size));
                     }
                 }
@@ -1873,7 +2159,7 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a + size as u64 <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
                         al.store(a - al.base(), size, v);
                         return Ok(());
                     }
@@ -1972,41 +2258,28 @@ impl Runner<'_, '_> {
                     let fmt_ptr = local(self, arg_slot(0), 8);
                     let args_ptr = local(self, arg_slot(1), 8);
                     let fmt = self.cstring(fmt_ptr, l, b);
-                    let mut cursor = 0u64;
-                    let mut vals = Vec::new();
-                    // Gather arguments lazily through a closure over a copy of the needed state.
-                    let text = {
-                        let this = &mut *self;
-                        let mut reader = |size: u32| -> u64 {
-                            cursor = cursor.next_multiple_of(size as u64);
-                            let v = this
-                                .load(Space::Generic, args_ptr.wrapping_add(cursor), size, l, b, 0)
-                                .unwrap_or(0);
-                            cursor += size as u64;
-                            vals.push(v);
-                            v
-                        };
-                        let mut strs: Vec<u64> = Vec::new();
-                        let s1 = crate::printf::format(fmt.as_bytes(), &mut reader, |p| {
-                            strs.push(p);
-                            format!("\u{0}STR{}\u{0}", strs.len() - 1)
-                        });
-                        (s1, strs)
+                    let mut src = PrintfArgs {
+                        r: self,
+                        lane: l,
+                        b,
+                        base: args_ptr,
+                        cursor: 0,
+                        count: 0,
                     };
-                    let (mut s, strs) = text;
-                    for (k, p) in strs.iter().enumerate() {
-                        let v = self.cstring(*p, l, b);
-                        s = s.replacen(&format!("\u{0}STR{k}\u{0}"), &v, 1);
+                    let s = crate::printf::format_with(fmt.as_bytes(), &mut src);
+                    let count = src.count;
+                    let nbytes = s.len() as u64;
+                    let before = self.ctx.printf_bytes.fetch_add(nbytes, Relaxed);
+                    if before + nbytes <= PRINTF_LIMIT {
+                        self.printf.push_str(&s);
                     }
-                    let nbytes = s.len();
-                    self.printf.push_str(&s);
                     if let Some(&(off, size)) = rets.first() {
                         let ls = self.w.local_size as u64;
                         write_le(
                             &mut self.w.local,
                             l as u64 * ls + (b.local + off) as u64,
                             size.min(4),
-                            nbytes as u64,
+                            count,
                         );
                     }
                 }
@@ -2052,6 +2325,39 @@ impl Runner<'_, '_> {
     }
 }
 
+/// vprintf's argument buffer, read through the executing lane's view of memory.
+struct PrintfArgs<'x, 'r, 'a> {
+    r: &'x mut Runner<'r, 'a>,
+    lane: usize,
+    b: Bases,
+    base: u64,
+    cursor: u64,
+    /// Arguments read: what device printf returns.
+    count: u64,
+}
+
+impl crate::printf::Args for PrintfArgs<'_, '_, '_> {
+    fn arg(&mut self, size: u32) -> u64 {
+        // Each argument is aligned to its size in the buffer.
+        self.cursor = self.cursor.next_multiple_of(size as u64);
+        let v = self.r.load(
+            Space::Generic,
+            self.base.wrapping_add(self.cursor),
+            size,
+            self.lane,
+            self.b,
+            0,
+        );
+        self.cursor += size as u64;
+        self.count += 1;
+        v.unwrap_or(0)
+    }
+
+    fn cstr(&mut self, addr: u64) -> String {
+        self.r.cstring(addr, self.lane, self.b)
+    }
+}
+
 fn classify(addr: u64) -> (Space, u64) {
     if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
         (Space::Shared, addr - SHARED_WINDOW)
@@ -2064,13 +2370,23 @@ fn classify(addr: u64) -> (Space, u64) {
     }
 }
 
+#[inline]
 fn read_le(buf: &[u8], off: u64, size: u32) -> Option<u64> {
     let s = usize::try_from(off).ok()?;
     let e = s.checked_add(size as usize)?;
     let bytes = buf.get(s..e)?;
-    let mut w = [0u8; 8];
-    w[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
-    Some(u64::from_le_bytes(w))
+    Some(match bytes.len() {
+        4 => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64,
+        8 => u64::from_le_bytes(bytes.try_into().ok()?),
+        1 => bytes[0] as u64,
+        2 => u16::from_le_bytes([bytes[0], bytes[1]]) as u64,
+        _ => {
+            let mut w = [0u8; 8];
+            let n = bytes.len().min(8);
+            w[..n].copy_from_slice(&bytes[..n]);
+            u64::from_le_bytes(w)
+        }
+    })
 }
 
 fn write_le(buf: &mut [u8], off: u64, size: u32, v: u64) -> Option<()> {
@@ -2252,6 +2568,12 @@ fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
 fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let bits = ty.bits();
     let mask = width_mask(bits);
+    if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
+        let half = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
+        let lo = atom_apply(op, half, old & 0xFFFF, b & 0xFFFF, 0);
+        let hi = atom_apply(op, half, (old >> 16) & 0xFFFF, (b >> 16) & 0xFFFF, 0);
+        return (lo & 0xFFFF) | ((hi & 0xFFFF) << 16);
+    }
     if ty.float() {
         let f = |x: f64| -> u64 {
             match ty {

@@ -186,9 +186,21 @@ pub fn sqrt32(a: f32, mode: Rnd) -> f32 {
     to_f32(r, rem, mode)
 }
 
+/// Round-to-nearest f32 fma without a libm call on CPUs built without FMA: the f64 product is
+/// exact and one f64 rounding of the sum cannot cross an f32 rounding boundary, so only a sum
+/// that lands exactly on a midpoint (or in the subnormal range) needs the slow exact path.
+#[inline(always)]
+pub fn fma32_rn(a: f32, b: f32, c: f32) -> f32 {
+    let s = a as f64 * b as f64 + c as f64;
+    if (s.to_bits() & 0x1FFF_FFFF) == 0x1000_0000 || s.abs() < f32::MIN_POSITIVE as f64 {
+        return a.mul_add(b, c);
+    }
+    s as f32
+}
+
 pub fn fma32(a: f32, b: f32, c: f32, mode: Rnd) -> f32 {
     if mode == Rnd::Rn {
-        return a.mul_add(b, c);
+        return fma32_rn(a, b, c);
     }
     let p = a as f64 * b as f64;
     let (s, e) = two_sum(p, c as f64);
@@ -636,6 +648,32 @@ mod tests {
         assert_eq!(to_f32(x, 1e-40, Rnd::Rn), next_up32(1.0));
         assert_eq!(to_f32(x, -1e-40, Rnd::Rn), 1.0);
         assert_eq!(to_f32(x, 0.0, Rnd::Rn), 1.0);
+    }
+
+    #[test]
+    fn fast_fma_matches_the_exact_one() {
+        let mut x = 0x1234_5678u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            f32::from_bits(x)
+        };
+        for _ in 0..200_000 {
+            let (a, b, c) = (next(), next(), next());
+            let (r, want) = (fma32_rn(a, b, c), a.mul_add(b, c));
+            assert!(
+                r.to_bits() == want.to_bits() || (r.is_nan() && want.is_nan()),
+                "{a:e} {b:e} {c:e}"
+            );
+        }
+        // Exact midpoint cases: 1 + 2^-24 (+ tiny) must round by the tiny part.
+        let t = f32::from_bits(1);
+        assert_eq!(
+            fma32_rn(1.0, 1.0 + f32::EPSILON, 2f32.powi(-24) - 0.0),
+            1.0f32.mul_add(1.0 + f32::EPSILON, 2f32.powi(-24))
+        );
+        assert_eq!(fma32_rn(2f32.powi(-24), 1.0, 1.0 + t * 0.0), 1.0);
     }
 
     #[test]

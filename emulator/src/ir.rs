@@ -127,6 +127,8 @@ pub enum Src {
     Global(u32, i64),
     /// Local-space address of a frame-relative offset.
     Local(u32),
+    /// Shared-space address of static shared variable `idx` plus an offset (laid out per kernel).
+    Shared(u32, i64),
 }
 
 /// A predicate operand: a slot, possibly negated, or a constant.
@@ -219,6 +221,17 @@ pub enum I3 {
     },
     /// mul24/mad24: 24-bit operands, low or high 32 bits of the 48-bit product, plus c.
     Mad24 {
+        hi: bool,
+    },
+    /// Four-way byte dot product plus c; operands signed or unsigned.
+    Dp4a {
+        sa: bool,
+        sb: bool,
+    },
+    /// Two-way: 16-bit halves of a times the low or high bytes of b, plus c.
+    Dp2a {
+        sa: bool,
+        sb: bool,
         hi: bool,
     },
 }
@@ -621,6 +634,8 @@ pub struct Func {
     /// Kernel parameter buffer layout (offset, size).
     pub kparams: Vec<(u32, u32)>,
     pub callees: Vec<u32>,
+    /// Static shared variables this function refers to.
+    pub shared_used: Vec<u32>,
     pub max_threads: Option<u32>,
     pub builtin: Option<Builtin>,
     pub line: u32,

@@ -7,6 +7,7 @@ use std::io::Read;
 use crate::error::EmuError;
 
 const FATBIN_MAGIC: u32 = 0xBA55_ED50;
+const WRAPPER_MAGIC: u32 = 0x4662_43B1;
 const KIND_PTX: u16 = 1;
 const FLAG_LZ4: u64 = 0x2000;
 const FLAG_ZSTD: u64 = 0x8000;
@@ -19,6 +20,14 @@ pub fn extract_ptx(image: &[u8], cc: u32) -> Result<String, EmuError> {
         && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC
     {
         return from_fatbin(image, cc);
+    }
+    if image.len() >= 4
+        && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == WRAPPER_MAGIC
+    {
+        // The wrapper holds a pointer into the client's memory, meaningless here.
+        return Err(EmuError::InvalidImage(
+            "a fatbin wrapper: send the fatbin it points to instead".into(),
+        ));
     }
     if image.starts_with(b"\x7fELF") {
         return Err(EmuError::NoBinaryForGpu(
@@ -204,6 +213,24 @@ mod tests {
             0,
         )]));
         assert_eq!(extract_ptx(&two, 80).unwrap(), PTX);
+    }
+
+    #[test]
+    fn zstandard_payloads_decompress() {
+        let z = ruzstd::encoding::compress_to_vec(
+            PTX.as_bytes(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let fb = build_fatbin(&[(KIND_PTX, 80, FLAG_ZSTD, z, PTX.len() as u64)]);
+        assert_eq!(extract_ptx(&fb, 80).unwrap(), PTX);
+        let bad = build_fatbin(&[(
+            KIND_PTX,
+            80,
+            FLAG_ZSTD,
+            vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3],
+            10,
+        )]);
+        assert_eq!(extract_ptx(&bad, 80).unwrap_err().cuda_code(), 200);
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub struct Lowered {
     pub funcs: Vec<Func>,
     pub globals: Vec<GlobalInfo>,
     pub relocs: Vec<Reloc>,
-    pub shared_bytes: u32,
+    /// Static `.shared` variables (size, alignment); each kernel lays out the ones it uses.
+    pub shared_vars: Vec<(u32, u32)>,
+    /// Largest alignment asked of dynamic shared memory.
+    pub dyn_align: u32,
 }
 
 /// Largest variable the loader accepts (a bound, so hostile input cannot exhaust memory).
@@ -64,13 +67,12 @@ enum Sym {
 pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
     let mut out = Lowered::default();
     let mut module: HashMap<String, Sym> = HashMap::new();
-    let mut shared = 0u64;
     let mut pending = Vec::new();
     // Module-scope variables and function names first: bodies may refer to later items.
     for item in &ast.items {
         match item {
             Item::Var(v) => {
-                let sym = module_var(v, &mut out, &mut shared, &mut pending)?;
+                let sym = module_var(v, &mut out, &mut pending)?;
                 module.insert(v.name.clone(), sym);
             }
             Item::Func(f) => {
@@ -101,6 +103,7 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                     rets: Vec::new(),
                     kparams: Vec::new(),
                     callees: Vec::new(),
+                    shared_used: Vec::new(),
                     max_threads: f.max_threads,
                     builtin,
                     line: f.line,
@@ -124,7 +127,6 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
             size,
         });
     }
-    // Function-scope .shared variables are laid out after module ones, across all functions.
     for item in &ast.items {
         if let Item::Func(f) = item {
             let Some(Sym::Func(idx)) = module.get(&f.name).copied() else {
@@ -141,12 +143,11 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                     format!("function `{}` defined twice", f.name),
                 ));
             }
-            let mut l = FnLower::new(&module, &mut out, f, idx, &mut shared)?;
+            let mut l = FnLower::new(&module, &mut out, f, idx)?;
             l.run(f)?;
         }
     }
-    out.shared_bytes =
-        u32::try_from(shared).map_err(|_| EmuError::ptx(0, "too much shared memory"))?;
+    out.dyn_align = out.dyn_align.max(16);
     Ok(out)
 }
 
@@ -182,22 +183,18 @@ fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
 fn module_var(
     v: &VarDecl,
     out: &mut Lowered,
-    shared: &mut u64,
     pending: &mut Vec<(u32, u64, String, i64, u32)>,
 ) -> Result<Sym, EmuError> {
     let (mut size, align, ty) = decl_size(v)?;
     match v.space.as_str() {
         "shared" => {
-            let off = shared.next_multiple_of(align as u64);
-            *shared = off + size;
             if v.dims.iter().any(|d| d.is_none()) || v.is_extern {
-                // Dynamic shared memory: placed after the static part at launch; all alias.
-                *shared = off;
+                // Dynamic shared memory: placed after the kernel's static part; all alias.
+                out.dyn_align = out.dyn_align.max(align.min(1 << 12));
                 return Ok(Sym::DynShared);
             }
-            u32::try_from(off)
-                .map(Sym::Shared)
-                .map_err(|_| EmuError::ptx(v.line, "shared too large"))
+            out.shared_vars.push((size as u32, align.min(1 << 12)));
+            Ok(Sym::Shared(out.shared_vars.len() as u32 - 1))
         }
         "global" | "const" => {
             let idx = out.globals.len() as u32;
@@ -314,15 +311,19 @@ pub fn lit_bits(l: Lit, ty: Ty) -> u64 {
 struct FnLower<'a> {
     module: &'a HashMap<String, Sym>,
     out: &'a mut Lowered,
-    shared: &'a mut u64,
     idx: u32,
     kernel: bool,
     scopes: Vec<HashMap<String, Sym>>,
-    labels: HashMap<String, u32>,
+    /// Labels per `{ }` scope (inline asm may reuse a name in each of its scopes).
+    labels: HashMap<(u32, String), u32>,
+    scope_parent: Vec<u32>,
+    scope_ids: Vec<u32>,
+    next_scope: u32,
     nregs: u32,
     npreds: u32,
     local: u64,
     callees: Vec<u32>,
+    shared_used: std::cell::RefCell<Vec<u32>>,
     line: u32,
 }
 
@@ -332,20 +333,22 @@ impl<'a> FnLower<'a> {
         out: &'a mut Lowered,
         f: &FuncDecl,
         idx: u32,
-        shared: &'a mut u64,
     ) -> Result<Self, EmuError> {
         Ok(FnLower {
             module,
             out,
-            shared,
             idx,
             kernel: f.kernel,
             scopes: vec![HashMap::new()],
             labels: HashMap::new(),
+            scope_parent: vec![0],
+            scope_ids: vec![0],
+            next_scope: 1,
             nregs: 0,
             npreds: 0,
             local: 0,
             callees: Vec::new(),
+            shared_used: std::cell::RefCell::new(Vec::new()),
             line: f.line,
         })
     }
@@ -401,23 +404,40 @@ impl<'a> FnLower<'a> {
         let entry = self.out.code.len() as u32;
         // Labels first: instruction i of the body is at entry + i.
         let mut n = 0u32;
+        let mut stack = vec![0u32];
         for s in body {
             match s {
                 Stmt::Inst(_) => n += 1,
                 Stmt::Label(l) => {
-                    self.labels.insert(l.clone(), entry + n);
+                    let scope = *stack.last().unwrap_or(&0);
+                    self.labels.insert((scope, l.clone()), entry + n);
                 }
-                _ => {}
+                Stmt::Open => {
+                    let id = self.scope_parent.len() as u32;
+                    self.scope_parent.push(*stack.last().unwrap_or(&0));
+                    stack.push(id);
+                }
+                Stmt::Close => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                }
+                Stmt::Decl(_) => {}
             }
         }
         let has_ret_at_end = matches!(body.iter().rev().find(|s| matches!(s, Stmt::Inst(_))),
             Some(Stmt::Inst(i)) if i.opcode == "ret" || i.opcode == "exit" || (i.opcode == "bra" && i.guard.is_none()));
         for s in body {
             match s {
-                Stmt::Open => self.scopes.push(HashMap::new()),
+                Stmt::Open => {
+                    self.scopes.push(HashMap::new());
+                    self.scope_ids.push(self.next_scope);
+                    self.next_scope += 1;
+                }
                 Stmt::Close => {
                     if self.scopes.len() > 1 {
                         self.scopes.pop();
+                        self.scope_ids.pop();
                     }
                 }
                 Stmt::Label(_) => {}
@@ -455,6 +475,10 @@ impl<'a> FnLower<'a> {
         self.callees.sort_unstable();
         self.callees.dedup();
         func.callees = std::mem::take(&mut self.callees);
+        let mut used = self.shared_used.take();
+        used.sort_unstable();
+        used.dedup();
+        func.shared_used = used;
         Ok(())
     }
 
@@ -491,12 +515,9 @@ impl<'a> FnLower<'a> {
             }
             "shared" => {
                 let (size, align, _) = decl_size(v)?;
-                let off = self.shared.next_multiple_of(align as u64);
-                *self.shared = off + size;
-                if *self.shared > u32::MAX as u64 / 2 {
-                    return self.err("shared memory too large");
-                }
-                self.scopes[scope].insert(v.name.clone(), Sym::Shared(off as u32));
+                self.out.shared_vars.push((size as u32, align.min(1 << 12)));
+                let idx = self.out.shared_vars.len() as u32 - 1;
+                self.scopes[scope].insert(v.name.clone(), Sym::Shared(idx));
             }
             other => {
                 return Err(EmuError::unsupported(
@@ -506,6 +527,21 @@ impl<'a> FnLower<'a> {
             }
         }
         Ok(())
+    }
+
+    fn label(&self, name: &str) -> Option<u32> {
+        let mut scope = *self.scope_ids.last()?;
+        // Bounded walk to the root: parents always have smaller ids.
+        for _ in 0..=self.scope_parent.len() {
+            if let Some(&pc) = self.labels.get(&(scope, name.to_string())) {
+                return Some(pc);
+            }
+            if scope == 0 {
+                return None;
+            }
+            scope = *self.scope_parent.get(scope as usize)?;
+        }
+        None
     }
 
     fn lookup(&self, name: &str) -> Option<Sym> {
@@ -571,7 +607,10 @@ impl<'a> FnLower<'a> {
         Ok(match self.lookup(n) {
             Some(Sym::Reg(r, _)) if off == 0 => Src::Reg(r),
             Some(Sym::Global(g)) => Src::Global(g, off),
-            Some(Sym::Shared(s)) => Src::Imm((s as i64).wrapping_add(off) as u64),
+            Some(Sym::Shared(s)) => {
+                self.shared_used.borrow_mut().push(s);
+                Src::Shared(s, off)
+            }
             Some(Sym::DynShared) if off == 0 => Src::Sreg(Sreg::DynSharedBase),
             Some(Sym::KParam(k)) => Src::Imm(PARAM_WINDOW.wrapping_add((k as i64 + off) as u64)),
             Some(Sym::Local(l, _)) => Src::Local((l as i64 + off) as u32),
@@ -640,7 +679,23 @@ impl<'a> FnLower<'a> {
     fn inst(&mut self, i: &PInst) -> Result<Op, EmuError> {
         let m = Mods(&i.mods);
         let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
-        if tys.contains(&Ty::B128) {
+        let exotic = |t: &String| {
+            matches!(
+                t.as_str(),
+                "tf32"
+                    | "e4m3x2"
+                    | "e5m2x2"
+                    | "e2m1x2"
+                    | "e2m3x2"
+                    | "e3m2x2"
+                    | "ue8m0x2"
+                    | "s4"
+                    | "u4"
+                    | "b1"
+            ) || t.starts_with("e4m3")
+                || t.starts_with("e5m2")
+        };
+        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || m.has("relu") {
             return Err(self.unsupported(i));
         }
         let ty = tys.last().copied();
@@ -1047,6 +1102,38 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], Ty::U32)?,
                 }
             }
+            "dp4a" | "dp2a" => {
+                self.args(i, 4)?;
+                let (Some(&ta), Some(&tb)) = (tys.first(), tys.get(1)) else {
+                    return self.err(format!("`{}` needs two types", full_name(i)));
+                };
+                let op = if i.opcode == "dp4a" {
+                    I3::Dp4a {
+                        sa: ta.signed(),
+                        sb: tb.signed(),
+                    }
+                } else {
+                    I3::Dp2a {
+                        sa: ta.signed(),
+                        sb: tb.signed(),
+                        hi: m.has("hi"),
+                    }
+                };
+                let cty = if ta.signed() || tb.signed() {
+                    Ty::S32
+                } else {
+                    Ty::U32
+                };
+                Op::Int3 {
+                    op,
+                    bits: 32,
+                    signed: false,
+                    d: self.dst(&a[0])?,
+                    a: self.src(&a[1], ta)?,
+                    b: self.src(&a[2], tb)?,
+                    c: self.src(&a[3], cty)?,
+                }
+            }
             "lop3" => {
                 let ty = need_ty()?;
                 self.args(i, 5)?;
@@ -1099,6 +1186,9 @@ impl<'a> FnLower<'a> {
                     Some(op) => Some((op, self.psrc(&a[3])?)),
                     None => None,
                 };
+                if i.opcode == "set" && matches!(sty, Ty::F16x2 | Ty::BF16x2 | Ty::B128) {
+                    return Err(self.unsupported(i));
+                }
                 if i.opcode == "set" {
                     let dty = *tys.first().ok_or_else(|| self.unsupported(i))?;
                     return Ok(Op::Set {
@@ -1221,7 +1311,19 @@ impl<'a> FnLower<'a> {
                 }
             }
             "ld" | "ldu" | "st" => {
-                self.args(i, 2)?;
+                // `.L2::cache_hint` adds a policy operand, which is only a hint.
+                let a = if m.has("L2::cache_hint") && a.len() == 3 {
+                    &a[..2]
+                } else {
+                    &a[..]
+                };
+                if a.len() != 2 {
+                    return self.err(format!(
+                        "`{}` takes 2 operands, found {}",
+                        full_name(i),
+                        a.len()
+                    ));
+                }
                 let ty = need_ty()?;
                 if m.has("v8") {
                     return Err(self.unsupported(i));
@@ -1312,7 +1414,9 @@ impl<'a> FnLower<'a> {
                 if m.has("v2")
                     || m.has("v4")
                     || m.has("v8")
-                    || matches!(ty, Ty::F16x2 | Ty::BF16x2 | Ty::B128)
+                    || ty == Ty::B128
+                    || (matches!(ty, Ty::F16x2 | Ty::BF16x2)
+                        && !matches!(op, AtomOp::Add | AtomOp::Min | AtomOp::Max))
                 {
                     return Err(self.unsupported(i));
                 }
@@ -1349,9 +1453,8 @@ impl<'a> FnLower<'a> {
                 let Opnd::Name(l) = &a[0] else {
                     return self.err("bra needs a label");
                 };
-                let target = *self
-                    .labels
-                    .get(l)
+                let target = self
+                    .label(l)
                     .ok_or_else(|| EmuError::ptx(i.line, format!("undefined label `{l}`")))?;
                 Op::Bra { target }
             }
@@ -1365,7 +1468,15 @@ impl<'a> FnLower<'a> {
                     return Err(self.unsupported(i));
                 }
                 if i.opcode == "createpolicy" {
-                    return Err(self.unsupported(i));
+                    // A cache policy is only a hint: any value will do.
+                    let d = a
+                        .first()
+                        .ok_or_else(|| EmuError::ptx(i.line, "createpolicy needs a destination"))?;
+                    return Ok(Op::Mov {
+                        d: self.dst(d)?,
+                        a: Src::Imm(0),
+                        mask: u64::MAX,
+                    });
                 }
                 Op::Nop
             }
@@ -1551,6 +1662,12 @@ impl<'a> FnLower<'a> {
         let Some(Opnd::Name(fname)) = it.next() else {
             return Err(EmuError::unsupported(i.line, "indirect call"));
         };
+        if matches!(self.lookup(fname), Some(Sym::Reg(..))) {
+            return Err(EmuError::unsupported(
+                i.line,
+                "indirect call through a function pointer",
+            ));
+        }
         let args = match it.next() {
             Some(Opnd::List(a)) => a.clone(),
             None => Vec::new(),

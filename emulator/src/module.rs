@@ -53,7 +53,7 @@ pub struct Module {
     funcs: Vec<Func>,
     globals: Vec<GlobalInfo>,
     relocs: Vec<Reloc>,
-    shared_bytes: u32,
+    dyn_align: u32,
     kernels: Vec<KernelInfo>,
     /// Per kernel (same order as `kernels`): function index and frame layout.
     layouts: Vec<(u32, Result<KernelLayout, EmuError>)>,
@@ -78,7 +78,7 @@ impl Module {
             if !f.kernel || f.entry.is_none() {
                 continue;
             }
-            let lay = exec::layout(&l.funcs, i as u32);
+            let lay = exec::layout(&l.funcs, &l.shared_vars, i as u32);
             let (local, regs) = lay.as_ref().map(|x| (x.local, x.regs)).unwrap_or((0, 0));
             kernels.push(KernelInfo {
                 name: f.name.clone(),
@@ -87,7 +87,7 @@ impl Module {
                     .iter()
                     .map(|&(offset, size)| ParamInfo { offset, size })
                     .collect(),
-                static_shared_bytes: l.shared_bytes,
+                static_shared_bytes: lay.as_ref().map(|x| x.static_shared).unwrap_or(0),
                 local_bytes: local,
                 num_regs: regs.min(255),
                 max_threads_per_block: f
@@ -102,7 +102,7 @@ impl Module {
             funcs: l.funcs,
             globals: l.globals,
             relocs: l.relocs,
-            shared_bytes: l.shared_bytes,
+            dyn_align: l.dyn_align,
             kernels,
             layouts,
         })
@@ -270,7 +270,7 @@ impl LoadedModule {
                 cfg.grid, cfg.block
             ));
         }
-        let dyn_base = m.shared_bytes.next_multiple_of(16);
+        let dyn_base = layout.static_shared.next_multiple_of(m.dyn_align.max(16));
         let shared = dyn_base as u64 + cfg.dynamic_shared_bytes as u64;
         if shared > MAX_SHARED_BYTES as u64 {
             return bad(format!("{shared} bytes of shared memory requested"));
@@ -304,6 +304,7 @@ impl LoadedModule {
             budget: opts.instruction_budget,
             used: AtomicU64::new(0),
             abort: AtomicBool::new(false),
+            printf_bytes: AtomicU64::new(0),
         };
         let r = exec::run(&ctx, threads);
         LaunchOutcome {
@@ -311,5 +312,76 @@ impl LoadedModule {
             result: r.result,
             thread_instructions: r.thread_instructions,
         }
+    }
+}
+
+// A module is shared between sessions and launch threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Module>();
+    assert_send_sync::<LoadedModule>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::DeviceMemory;
+
+    const PTX: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.global .align 4 .u32 counter = 5;
+.visible .entry bump(.param .u32 by)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<2>;
+    ld.param.u32 %r1, [by];
+    mov.u64 %rd1, counter;
+    atom.global.add.u32 %r2, [%rd1], %r1;
+    ret;
+}
+"#;
+
+    #[test]
+    fn fatbin_image_loads_globals_and_launches() {
+        let lz = lz4_flex::block::compress(PTX.as_bytes());
+        let fb = crate::loader::build_fatbin(&[
+            (2, 80, 0, vec![0x7f, b'E', b'L', b'F'], 0),
+            (1, 80, 0x2000, lz, PTX.len() as u64),
+        ]);
+        let m = Arc::new(Module::load(&fb, 86).unwrap());
+        assert_eq!(
+            m.kernels()[0].params,
+            vec![ParamInfo { offset: 0, size: 4 }]
+        );
+        assert_eq!(m.globals()[0].init, 5u32.to_le_bytes().to_vec());
+        let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+        let lm = LoadedModule::new(m, &space).unwrap();
+        let cfg = LaunchConfig {
+            grid: [3, 1, 1],
+            block: [100, 1, 1],
+            dynamic_shared_bytes: 0,
+        };
+        let out = lm.launch(
+            &space,
+            "bump",
+            &cfg,
+            &2u32.to_le_bytes(),
+            &LaunchOptions::default(),
+        );
+        out.result.unwrap();
+        let (addr, size) = lm.global("counter").unwrap();
+        assert_eq!(size, 4);
+        let mut v = [0u8; 4];
+        space.read(addr, &mut v).unwrap();
+        assert_eq!(u32::from_le_bytes(v), 5 + 600);
+        assert_eq!(out.thread_instructions, 300 * 4);
+        lm.free(&space);
+        assert_eq!(space.used(), 0);
+        // Too short a parameter buffer.
+        let out = LoadedModule::new(lm.module().clone(), &space)
+            .unwrap()
+            .launch(&space, "bump", &cfg, &[0; 2], &LaunchOptions::default());
+        assert_eq!(out.result.unwrap_err().cuda_code(), 1);
     }
 }

@@ -632,6 +632,8 @@ impl Parser {
                         self.skip_to_semicolon()
                     }
                     "section" => self.skip_section()?,
+                    // Prototypes of indirect calls; the call itself is rejected when lowered.
+                    "callprototype" | "branchtargets" | "calltargets" => self.skip_to_semicolon(),
                     _ => {
                         let v = self.var_decl()?;
                         let mut decls = vec![v];

@@ -1,13 +1,33 @@
 //! Device-side `printf` (`vprintf`): the C format subset CUDA supports, arguments read from
 //! the packed argument buffer (each aligned to its size, floats promoted to double).
 
+/// Where `printf` arguments come from.
+pub trait Args {
+    /// The next argument of `size` bytes.
+    fn arg(&mut self, size: u32) -> u64;
+    /// The NUL-terminated string at a device address.
+    fn cstr(&mut self, addr: u64) -> String;
+}
+
+struct Closures<A, C>(A, C);
+
+impl<A: FnMut(u32) -> u64, C: FnMut(u64) -> String> Args for Closures<A, C> {
+    fn arg(&mut self, size: u32) -> u64 {
+        (self.0)(size)
+    }
+    fn cstr(&mut self, addr: u64) -> String {
+        (self.1)(addr)
+    }
+}
+
 /// Formats `fmt` with arguments from `arg(size)` (returns the next argument of `size` bytes)
 /// and strings from `cstr(address)`.
-pub fn format(
-    fmt: &[u8],
-    mut arg: impl FnMut(u32) -> u64,
-    mut cstr: impl FnMut(u64) -> String,
-) -> String {
+pub fn format(fmt: &[u8], arg: impl FnMut(u32) -> u64, cstr: impl FnMut(u64) -> String) -> String {
+    format_with(fmt, &mut Closures(arg, cstr))
+}
+
+/// Formats `fmt` with arguments from `src`.
+pub fn format_with(fmt: &[u8], src: &mut dyn Args) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < fmt.len() {
@@ -42,7 +62,7 @@ pub fn format(
         }
         let mut width = 0usize;
         if fmt.get(i) == Some(&b'*') {
-            width = arg(4) as i32 as usize;
+            width = src.arg(4) as i32 as usize;
             i += 1;
         }
         while let Some(d) = fmt.get(i).filter(|d| d.is_ascii_digit()) {
@@ -54,7 +74,7 @@ pub fn format(
             i += 1;
             let mut p = 0usize;
             if fmt.get(i) == Some(&b'*') {
-                p = arg(4) as i32 as usize;
+                p = src.arg(4) as i32 as usize;
                 i += 1;
             }
             while let Some(d) = fmt.get(i).filter(|d| d.is_ascii_digit()) {
@@ -77,7 +97,7 @@ pub fn format(
         let size = if long > 0 { 8 } else { 4 };
         let (body, numeric, negative): (String, bool, bool) = match conv {
             b'd' | b'i' => {
-                let v = arg(size);
+                let v = src.arg(size);
                 let v = if size == 4 {
                     v as u32 as i32 as i64
                 } else {
@@ -92,7 +112,7 @@ pub fn format(
                 (s, true, v < 0)
             }
             b'u' | b'x' | b'X' | b'o' => {
-                let v = arg(size);
+                let v = src.arg(size);
                 let v = if size == 4 { v as u32 as u64 } else { v };
                 let mut s = match conv {
                     b'u' => v.to_string(),
@@ -118,22 +138,22 @@ pub fn format(
                 }
                 (s, true, false)
             }
-            b'c' => (((arg(4) as u8) as char).to_string(), false, false),
+            b'c' => (((src.arg(4) as u8) as char).to_string(), false, false),
             b's' => {
-                let p = arg(8);
+                let p = src.arg(8);
                 let mut s = if p == 0 {
                     "(null)".to_string()
                 } else {
-                    cstr(p)
+                    src.cstr(p)
                 };
                 if let Some(pr) = prec {
                     s = s.chars().take(pr).collect();
                 }
                 (s, false, false)
             }
-            b'p' => (format!("0x{:x}", arg(8)), false, false),
+            b'p' => (format!("0x{:x}", src.arg(8)), false, false),
             b'f' | b'F' | b'e' | b'E' | b'g' | b'G' | b'a' | b'A' => {
-                let v = f64::from_bits(arg(8));
+                let v = f64::from_bits(src.arg(8));
                 let s = float(v.abs(), conv, prec.unwrap_or(6), alt);
                 (s, v.is_finite(), v.is_sign_negative() && !v.is_nan())
             }
@@ -278,5 +298,6 @@ mod tests {
         );
         assert_eq!(run("%s %c %%", &[1, 65]), "str A %");
         assert_eq!(run("%8.3f|", &[(-2.5f64).to_bits()]), "  -2.500|");
+        assert_eq!(run("[%.2s|%5s|%-4s]", &[1, 2, 3]), "[st|  str|str ]");
     }
 }

@@ -1161,8 +1161,8 @@ fn counting_barriers_and_exited_threads() {
         .result
         .unwrap();
     let got = g.get_i32(po, 100);
-    for t in 0..100 {
-        assert_eq!(got[t], 2 * ((t as i32 + 1) % 100));
+    for (t, v) in got.iter().enumerate() {
+        assert_eq!(*v, 2 * ((t as i32 + 1) % 100));
     }
 }
 
@@ -1708,49 +1708,63 @@ fn set_slct_testp_isspacep_and_predicate_logic() {
 }
 
 #[test]
-fn recursion_is_not_supported() {
+fn recursive_device_functions() {
+    // Each lane recurses to its own depth: divergence inside recursion.
     let src = r#".version 8.0
 .target sm_80
 .address_size 64
-.func (.param .b32 r) f(.param .b32 a)
+.func (.param .b32 r) fact(.param .b32 a)
 {
-    .reg .b32 %x;
+    .reg .pred %p;
+    .reg .b32 %x, %y;
     ld.param.b32 %x, [a];
+    setp.le.s32 %p, %x, 1;
+    @%p bra BASE;
     {
     .param .b32 p0;
     .param .b32 r0;
-    st.param.b32 [p0], %x;
-    call (r0), f, (p0);
+    sub.s32 %y, %x, 1;
+    st.param.b32 [p0], %y;
+    call (r0), fact, (p0);
+    ld.param.b32 %y, [r0];
     }
+    mul.lo.s32 %x, %x, %y;
     st.param.b32 [r], %x;
     ret;
+BASE:
+    st.param.b32 [r], 1;
+    ret;
 }
-.visible .entry k()
+.visible .entry k(.param .u64 out)
 {
+    .reg .b32 %t, %v;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %t, %tid.x;
+    rem.u32 %t, %t, 13;
+    {
     .param .b32 p0;
     .param .b32 r0;
-    st.param.b32 [p0], 1;
-    call (r0), f, (p0);
+    st.param.b32 [p0], %t;
+    call (r0), fact, (p0);
+    ld.param.b32 %v, [r0];
+    }
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %rd2, %t, 4;
+    add.s64 %rd2, %rd1, %rd2;
+    st.global.u32 [%rd2], %v;
     ret;
 }
 "#;
     let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
     let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
     let lm = LoadedModule::new(module, &space).unwrap();
-    let out = lm.launch(
-        &space,
-        "k",
-        &LaunchConfig {
-            grid: [1; 3],
-            block: [1; 3],
-            dynamic_shared_bytes: 0,
-        },
-        &[],
-        &LaunchOptions::default(),
-    );
-    let e = out.result.unwrap_err();
-    assert_eq!(e.cuda_code(), 801);
-    assert!(e.to_string().contains("recursive"), "{e}");
+    let g = Gpu { space, lm };
+    let p = g.zeros(64 * 4);
+    g.launch("k", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    let fact = |n: i32| (1..=n).product::<i32>().max(1);
+    let want: Vec<i32> = (0..64).map(|t| fact(t % 13)).collect();
+    assert_eq!(g.get_i32(p, 64), want);
 }
 
 #[test]
@@ -1774,63 +1788,691 @@ SKIP:
 
 #[test]
 fn executing_mutated_kernels_never_panics() {
-    let src = std::fs::read_to_string(format!(
-        "{}/tests/ptx/basic.ptx",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let dir = format!("{}/tests/ptx", env!("CARGO_MANIFEST_DIR"));
     let mut r = rng(77);
-    let lines: Vec<&str> = src.lines().collect();
-    let space = AddressSpace::new(DeviceMemory::new(1 << 24), 0x7f00_0000_0000, 1 << 30);
-    let buf = space.alloc(4096).unwrap();
+    let space = AddressSpace::new(DeviceMemory::new(1 << 26), 0x7f00_0000_0000, 1 << 30);
+    let buf = space.alloc(1 << 16).unwrap();
     let mut ran = 0;
-    for _ in 0..300 {
-        let mut m: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-        for _ in 0..3 {
-            let i = r() as usize % m.len();
-            let j = r() as usize % m.len();
-            match r() % 3 {
-                0 => m[i] = m[j].clone(),
-                1 => m.swap(i, j),
-                _ => {
-                    m.remove(i);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = src.lines().collect();
+        for _ in 0..60 {
+            let mut m: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+            for _ in 0..3 {
+                let i = r() as usize % m.len();
+                let j = r() as usize % m.len();
+                match r() % 3 {
+                    0 => m[i] = m[j].clone(),
+                    1 => m.swap(i, j),
+                    _ => {
+                        m.remove(i);
+                    }
                 }
             }
-        }
-        let Ok(module) = Module::load(m.join("\n").as_bytes(), 80) else {
-            continue;
-        };
-        let module = Arc::new(module);
-        let Ok(lm) = LoadedModule::new(module.clone(), &space) else {
-            continue;
-        };
-        for k in module.kernels() {
-            let mut params = vec![0u8; k.params_size() as usize];
-            for (i, b) in params.iter_mut().enumerate() {
-                *b = if i % 8 < 8 {
-                    buf.to_le_bytes()[i % 8]
-                } else {
-                    0
-                };
-            }
-            let cfg = LaunchConfig {
-                grid: [2, 1, 1],
-                block: [40, 1, 1],
-                dynamic_shared_bytes: 0,
+            let Ok(module) = Module::load(m.join("\n").as_bytes(), 80) else {
+                continue;
             };
-            let _ = lm.launch(
-                &space,
-                &k.name,
-                &cfg,
-                &params,
-                &LaunchOptions {
+            let module = Arc::new(module);
+            let Ok(lm) = LoadedModule::new(module.clone(), &space) else {
+                continue;
+            };
+            for k in module.kernels() {
+                // Every 8-byte slot holds the buffer's address; small integers read its low half.
+                let mut params = vec![0u8; k.params_size() as usize];
+                for (i, b) in params.iter_mut().enumerate() {
+                    *b = (buf + 64).to_le_bytes()[i % 8];
+                }
+                let cfg = LaunchConfig {
+                    grid: [2, 1, 1],
+                    block: [40, 1, 1],
+                    dynamic_shared_bytes: 256,
+                };
+                let opts = LaunchOptions {
                     threads: 1,
                     instruction_budget: 20_000,
-                },
-            );
-            ran += 1;
+                };
+                let _ = lm.launch(&space, &k.name, &cfg, &params, &opts);
+                ran += 1;
+            }
+            lm.free(&space);
         }
-        lm.free(&space);
     }
-    assert!(ran > 50, "only {ran} mutated kernels ran");
+    assert!(ran > 200, "only {ran} mutated kernels ran");
+}
+
+#[test]
+fn dp4a_dp2a_and_half2_atomics() {
+    let g = gpu("extra.ptx");
+    let mut r = rng(71);
+    let a: Vec<i32> = (0..32).map(|_| r() as i32).collect();
+    let b: Vec<i32> = (0..32).map(|_| r() as i32).collect();
+    let (pa, pb, po, pacc) = (g.i32s(&a), g.i32s(&b), g.zeros(96 * 4), g.zeros(4));
+    g.launch(
+        "int8_dots",
+        1,
+        32,
+        &[A::Ptr(pa), A::Ptr(pb), A::Ptr(po), A::Ptr(pacc)],
+    )
+    .result
+    .unwrap();
+    let got = g.get_i32(po, 96);
+    for i in 0..32 {
+        let (x, y) = (a[i].to_le_bytes(), b[i].to_le_bytes());
+        let s: i32 = (0..4)
+            .map(|k| x[k] as i8 as i32 * y[k] as i8 as i32)
+            .sum::<i32>()
+            + i as i32;
+        let u: u32 = (0..4)
+            .map(|k| x[k] as u32 * y[k] as u32)
+            .sum::<u32>()
+            .wrapping_add(7);
+        let h = |k: usize| (a[i] >> (16 * k)) as i16 as i32;
+        let d2 = h(0) * y[2] as i8 as i32 + h(1) * y[3] as i8 as i32 - i as i32;
+        assert_eq!(&got[3 * i..3 * i + 3], &[s, u as i32, d2], "{i}");
+    }
+    let acc = g.read(pacc, 4);
+    let lo = half::f16::from_bits(u16::from_le_bytes([acc[0], acc[1]]));
+    let hi = half::f16::from_bits(u16::from_le_bytes([acc[2], acc[3]]));
+    assert_eq!((lo.to_f32(), hi.to_f32()), (16.0, 48.0));
+}
+
+#[test]
+fn labels_are_scoped_to_inline_asm_blocks() {
+    // The same label in two `{ }` scopes, as two expansions of one inline asm would produce.
+    let g = ptx_kernel(
+        r#"
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [k_param_0];
+    mov.u32 %r1, 0;
+    {
+    .reg .pred p;
+    mov.u32 %r2, 0;
+LOOP:
+    add.u32 %r1, %r1, 1;
+    add.u32 %r2, %r2, 1;
+    setp.lt.u32 p, %r2, 3;
+    @p bra LOOP;
+    }
+    {
+    .reg .pred p;
+    mov.u32 %r2, 0;
+LOOP:
+    add.u32 %r1, %r1, 10;
+    add.u32 %r2, %r2, 1;
+    setp.lt.u32 p, %r2, 2;
+    @p bra LOOP;
+    }
+    st.global.u32 [%rd1], %r1;
+    ret;"#,
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(4);
+    g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(g.get_i32(p, 1)[0], 23);
+}
+
+#[test]
+fn printf_output_is_capped_like_the_device_fifo() {
+    let g = gpu("misc.ptx");
+    let n = 20000;
+    let x = g.f32s(&vec![1.0; n]);
+    let out = g.launch(
+        "printer",
+        (n as u32).div_ceil(256),
+        256,
+        &[A::I32(n as i32), A::Ptr(x)],
+    );
+    out.result.unwrap();
+    assert!(
+        out.printf.len() <= 1 << 20 && out.printf.len() > 500_000,
+        "{}",
+        out.printf.len()
+    );
+    assert!(out.printf.starts_with("thread 0 value 1.000000"));
+}
+
+/// Runs one thread of `body` (which stores 32-bit results at [%rd1 + 4*k]) and returns them.
+fn run_scalar(body: &str, n: usize) -> Vec<u32> {
+    let g = ptx_kernel(
+        &format!(
+            "    .reg .pred %p<8>;\n    .reg .b32 %r<64>;\n    .reg .f32 %f<32>;\n    .reg .b64 %rd<16>;\n    .reg .f64 %fd<16>;\n    ld.param.u64 %rd1, [k_param_0];\n{body}\n    ret;"
+        ),
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(n * 4);
+    g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    u32s_of(&g, p, n)
+}
+
+#[test]
+fn integer_instruction_table() {
+    let got = run_scalar(
+        r#"
+    mov.u32 %r1, 0xF0F0A5A5;
+    mov.u32 %r2, 0x12345678;
+    mov.u32 %r3, 0x0FF000FF;
+    lop3.b32 %r10, %r1, %r2, %r3, 0xE8;
+    st.global.u32 [%rd1], %r10;
+    bfe.u32 %r11, %r1, 4, 12;
+    st.global.u32 [%rd1+4], %r11;
+    bfe.s32 %r12, %r1, 28, 8;
+    st.global.u32 [%rd1+8], %r12;
+    bfi.b32 %r13, %r2, %r1, 8, 12;
+    st.global.u32 [%rd1+12], %r13;
+    sub.cc.u32 %r14, 5, 7;
+    subc.u32 %r15, 10, 3;
+    st.global.u32 [%rd1+16], %r14;
+    st.global.u32 [%rd1+20], %r15;
+    mad.lo.cc.u32 %r16, %r1, %r2, %r3;
+    madc.hi.u32 %r17, %r1, %r2, 0;
+    st.global.u32 [%rd1+24], %r16;
+    st.global.u32 [%rd1+28], %r17;
+    add.sat.s32 %r18, 0x7FFFFFF0, 0x100;
+    st.global.u32 [%rd1+32], %r18;
+    cvt.sat.u8.s32 %r19, -5;
+    st.global.u32 [%rd1+36], %r19;
+    cvt.s8.s32 %r20, 200;
+    cvt.s32.s8 %r20, %r20;
+    st.global.u32 [%rd1+40], %r20;
+    bfind.s32 %r21, -1;
+    st.global.u32 [%rd1+44], %r21;
+    bfind.u32 %r22, 0x00010000;
+    st.global.u32 [%rd1+48], %r22;
+    shr.s32 %r23, -64, 40;
+    st.global.u32 [%rd1+52], %r23;
+    shl.b32 %r24, 1, 32;
+    st.global.u32 [%rd1+56], %r24;
+    rem.s32 %r25, -7, 3;
+    st.global.u32 [%rd1+60], %r25;
+    div.u32 %r26, 7, 0;
+    st.global.u32 [%rd1+64], %r26;
+    mul.hi.s32 %r27, -2, 0x40000000;
+    st.global.u32 [%rd1+68], %r27;
+    min.s32 %r28, -3, 2;
+    max.u32 %r29, -3, 2;
+    st.global.u32 [%rd1+72], %r28;
+    st.global.u32 [%rd1+76], %r29;
+    cnot.b32 %r30, 0;
+    popc.b32 %r31, %r1;
+    st.global.u32 [%rd1+80], %r30;
+    st.global.u32 [%rd1+84], %r31;
+    prmt.b32 %r32, %r1, %r2, 0x8F40;
+    st.global.u32 [%rd1+88], %r32;
+    mov.b64 %rd2, {%r1, %r2};
+    shr.u64 %rd3, %rd2, 16;
+    mov.b64 {%r33, %r34}, %rd3;
+    st.global.u32 [%rd1+92], %r33;
+    st.global.u32 [%rd1+96], %r34;
+    "#,
+        25,
+    );
+    let (a, b, c) = (0xF0F0A5A5u32, 0x12345678u32, 0x0FF000FFu32);
+    let lop = (a & b) | (a & c) | (b & c); // 0xE8 is majority
+    let p = (a as u64) * (b as u64);
+    let lo = (p as u32).overflowing_add(c);
+    let hi = ((p >> 32) as u32).wrapping_add(lo.1 as u32);
+    let prmt = {
+        let bytes = (a as u64) | ((b as u64) << 32);
+        let sel = [0x0u32, 0x4, 0xF, 0x8];
+        let mut r = 0u32;
+        for (k, s) in sel.iter().enumerate() {
+            let byte = ((bytes >> ((s & 7) * 8)) & 0xff) as u32;
+            let byte = if s & 8 != 0 {
+                if byte & 0x80 != 0 {
+                    0xff
+                } else {
+                    0
+                }
+            } else {
+                byte
+            };
+            r |= byte << (8 * k);
+        }
+        r
+    };
+    let packed = ((b as u64) << 32 | a as u64) >> 16;
+    let want = [
+        lop,
+        (a >> 4) & 0xFFF,
+        0xFFFF_FFFF, // bits 28..31 = 0xF, sign-extended
+        (a & !(0xFFF << 8)) | ((b & 0xFFF) << 8),
+        5u32.wrapping_sub(7),
+        10 - 3 - 1, // borrow from the first subtraction
+        lo.0,
+        hi,
+        i32::MAX as u32,
+        0,
+        (200u8 as i8) as i32 as u32,
+        u32::MAX,
+        16,
+        u32::MAX,
+        0,
+        (-1i32) as u32,
+        u32::MAX,
+        ((-2i64 * 0x40000000) >> 32) as u32,
+        (-3i32) as u32,
+        (-3i32) as u32,
+        1,
+        a.count_ones(),
+        prmt,
+        packed as u32,
+        (packed >> 32) as u32,
+    ];
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "result {k}: {g:#x} vs {w:#x}");
+    }
+}
+
+#[test]
+fn float_instruction_table() {
+    let got = run_scalar(
+        r#"
+    mov.f32 %f1, 0f3FC00000;
+    mov.f32 %f2, 0fC0200000;
+    mov.f32 %f3, 0f7FC00000;
+    min.f32 %f4, %f1, %f3;
+    st.global.f32 [%rd1], %f4;
+    max.f32 %f5, %f3, %f2;
+    st.global.f32 [%rd1+4], %f5;
+    ex2.approx.f32 %f6, %f1;
+    st.global.f32 [%rd1+8], %f6;
+    lg2.approx.f32 %f7, %f1;
+    st.global.f32 [%rd1+12], %f7;
+    sin.approx.f32 %f8, %f1;
+    st.global.f32 [%rd1+16], %f8;
+    cos.approx.f32 %f9, %f1;
+    st.global.f32 [%rd1+20], %f9;
+    tanh.approx.f32 %f10, %f2;
+    st.global.f32 [%rd1+24], %f10;
+    rcp.approx.f32 %f11, %f2;
+    st.global.f32 [%rd1+28], %f11;
+    rsqrt.approx.f32 %f12, %f1;
+    st.global.f32 [%rd1+32], %f12;
+    mov.f64 %fd1, 0d3FF0000000000001;
+    cvt.rn.f32.f64 %f13, %fd1;
+    cvt.rp.f32.f64 %f14, %fd1;
+    st.global.f32 [%rd1+36], %f13;
+    st.global.f32 [%rd1+40], %f14;
+    cvt.rzi.f32.f32 %f15, %f2;
+    cvt.rmi.f32.f32 %f16, %f2;
+    st.global.f32 [%rd1+44], %f15;
+    st.global.f32 [%rd1+48], %f16;
+    mov.f32 %f17, 0f00000001;
+    add.ftz.f32 %f18, %f17, %f17;
+    add.f32 %f19, %f17, %f17;
+    st.global.f32 [%rd1+52], %f18;
+    st.global.f32 [%rd1+56], %f19;
+    mul.sat.f32 %f20, %f1, %f1;
+    st.global.f32 [%rd1+60], %f20;
+    setp.nan.f32 %p1, %f3, %f1;
+    setp.equ.f32 %p2, %f3, %f1;
+    setp.eq.f32 %p3, %f3, %f3;
+    selp.u32 %r1, 1, 0, %p1;
+    selp.u32 %r2, 1, 0, %p2;
+    selp.u32 %r3, 1, 0, %p3;
+    st.global.u32 [%rd1+64], %r1;
+    st.global.u32 [%rd1+68], %r2;
+    st.global.u32 [%rd1+72], %r3;
+    cvt.rni.s32.f32 %r4, %f3;
+    st.global.u32 [%rd1+76], %r4;
+    mov.f32 %f21, 0f4F800000;
+    cvt.rzi.s32.f32 %r5, %f21;
+    st.global.u32 [%rd1+80], %r5;
+    div.full.f32 %f22, %f1, %f2;
+    st.global.f32 [%rd1+84], %f22;
+    neg.f32 %f23, %f3;
+    abs.f32 %f24, %f2;
+    st.global.f32 [%rd1+88], %f24;
+    "#,
+        23,
+    );
+    let f = |k: usize| f32::from_bits(got[k]);
+    assert_eq!(f(0), 1.5, "min with NaN returns the number");
+    assert_eq!(f(1), -2.5);
+    let close =
+        |x: f32, want: f64, what: &str| assert!(ulps(x, want as f32) <= 2, "{what}: {x} vs {want}");
+    close(f(2), 2f64.powf(1.5), "ex2");
+    close(f(3), 1.5f64.log2(), "lg2");
+    close(f(4), 1.5f64.sin(), "sin");
+    close(f(5), 1.5f64.cos(), "cos");
+    close(f(6), (-2.5f64).tanh(), "tanh");
+    close(f(7), 1.0 / -2.5, "rcp");
+    close(f(8), 1.0 / 1.5f64.sqrt(), "rsqrt");
+    assert_eq!(f(9), 1.0);
+    assert_eq!(f(10), next_up(1.0));
+    assert_eq!(f(11), -2.0);
+    assert_eq!(f(12), -3.0);
+    assert_eq!(f(13), 0.0, "ftz flushes the subnormal sum");
+    assert_eq!(got[14], 2, "without ftz the subnormal sum is exact");
+    assert_eq!(f(15), 1.0, "sat clamps 2.25");
+    assert_eq!(&got[16..19], &[1, 1, 0]);
+    assert_eq!(got[19], 0, "NaN converts to 0");
+    assert_eq!(got[20], i32::MAX as u32, "float to int saturates");
+    assert_eq!(f(21), 1.5 / -2.5);
+    assert_eq!(f(22), 2.5);
+}
+
+// ---- code in the wild (wild.ptx): 64-bit shuffles, tiles, 64-bit atomics, libdevice math ----
+
+#[test]
+fn double_shuffles_and_tile_reductions() {
+    let g = gpu("wild.ptx");
+    let x: Vec<f64> = (0..32).map(|i| i as f64 * 0.5 + 1e-3).collect();
+    let (px, po) = (g.f64s(&x), g.zeros(32 * 8));
+    g.launch("shfl_double", 1, 32, &[A::Ptr(px), A::Ptr(po)])
+        .result
+        .unwrap();
+    let got = g.get_f64(po, 32);
+    // Butterfly: every lane ends with the same sum (in the butterfly's order).
+    assert!(got.iter().all(|&v| v == got[0]));
+    assert!((got[0] - x.iter().sum::<f64>()).abs() < 1e-9);
+
+    let input: Vec<i32> = (0..64).map(|i| i * i - 100).collect();
+    let (pi, po) = (g.i32s(&input), g.zeros(8 * 4));
+    g.launch("tile_reduce", 1, 64, &[A::Ptr(pi), A::Ptr(po)])
+        .result
+        .unwrap();
+    let want: Vec<i32> = input.chunks(8).map(|c| c.iter().sum()).collect();
+    assert_eq!(g.get_i32(po, 8), want);
+}
+
+#[test]
+fn atomics_64_bit_and_clock() {
+    let g = gpu("wild.ptx");
+    let (sum, cas, clk) = (g.zeros(8), g.i64s(&[1]), g.zeros(8));
+    g.launch("atomics64", 1, 64, &[A::Ptr(sum), A::Ptr(cas), A::Ptr(clk)])
+        .result
+        .unwrap();
+    assert_eq!(
+        g.get_i64(sum, 1)[0] as u64,
+        (0..64u64).map(|t| t << 33).sum::<u64>()
+    );
+    // Every thread's CAS loop applied exactly once: the value is some order of x*3+t.
+    let v = g.get_i64(cas, 1)[0] as u64;
+    assert_ne!(v, 1);
+    assert!(g.get_i64(clk, 1)[0] > 0, "clock64 advances");
+}
+
+#[test]
+fn libdevice_math_matches_the_host() {
+    let g = gpu("wild.ptx");
+    let n = 200;
+    let x: Vec<f64> = (0..n)
+        .map(|i| (i as f64 - 100.0) * 0.0731 + 0.013)
+        .collect();
+    let (px, po, pf) = (g.f64s(&x), g.zeros(n * 4 * 8), g.zeros(n * 2 * 4));
+    g.launch(
+        "heavy_math",
+        2,
+        128,
+        &[A::I32(n as i32), A::Ptr(px), A::Ptr(po), A::Ptr(pf)],
+    )
+    .result
+    .unwrap();
+    let d = g.get_f64(po, n * 4);
+    let f = g.get_f32(pf, n * 2);
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-300);
+    for i in 0..n {
+        let v = x[i];
+        // libdevice double functions are within 1-4 ulp (lgamma near its zeros: absolute error).
+        assert!(
+            rel(d[4 * i], (v * 1e6).sin()) < 1e-14,
+            "sin(1e6 * {v}): {}",
+            d[4 * i]
+        );
+        let lg = libm_lgamma(v.abs() + 0.5);
+        assert!(
+            (d[4 * i + 1] - lg).abs() < 1e-13 * lg.abs().max(1.0),
+            "lgamma {v}: {} vs {lg}",
+            d[4 * i + 1]
+        );
+        assert!((d[4 * i + 2] - erf_ref(v / 10.0)).abs() < 1e-14, "erf {v}");
+        let fm = v % 3.7 + v.cbrt();
+        assert!(
+            (d[4 * i + 3] - fm).abs() < 1e-14 * fm.abs().max(1.0),
+            "fmod+cbrt {v}"
+        );
+        let fv = v as f32;
+        assert!(
+            ulps(f[2 * i], ((fv * 1000.0) as f64).sin() as f32) <= 2,
+            "sinf(1000 * {fv}): {}",
+            f[2 * i]
+        );
+        let t = ((fv / 20.0) as f64).tanh() + (fv as f64).atan2(3.0);
+        assert!(
+            (f[2 * i + 1] as f64 - t).abs() < 4.0 * f32::EPSILON as f64 * t.abs().max(1.0),
+            "tanhf+atan2f {fv}"
+        );
+    }
+}
+
+/// lgamma for x > 0 by the Lanczos approximation (g = 7, n = 9), good to ~1e-15.
+fn libm_lgamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln()
+            - libm_lgamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = G[0];
+    let t = x + 7.5;
+    for (k, g) in G.iter().enumerate().skip(1) {
+        a += g / (x + k as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// erf by its Taylor series (|x| <= 1 here), summed until the terms vanish.
+fn erf_ref(x: f64) -> f64 {
+    let mut sum = 0.0;
+    let mut term = x;
+    let mut k = 0.0;
+    while term.abs() > 1e-20 {
+        sum += term / (2.0 * k + 1.0);
+        k += 1.0;
+        term *= -x * x / k;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+#[test]
+fn static_shared_memory_is_laid_out_per_kernel() {
+    // Two kernels with 150 KB of shared memory each: together over the limit, each fine.
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.shared .align 4 .b8 big_a[153600];
+.visible .entry ka(.param .u64 p)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [p];
+    mov.u32 %r1, %tid.x;
+    shl.b32 %r2, %r1, 2;
+    st.shared.u32 [big_a+153596], 7;
+    bar.sync 0;
+    ld.shared.u32 %r1, [big_a+153596];
+    st.global.u32 [%rd1], %r1;
+    ret;
+}
+.visible .entry kb(.param .u64 p)
+{
+    .shared .align 16 .b8 big_b[153600];
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [p];
+    mov.u32 %r2, big_b;
+    st.shared.u32 [%r2+16], 9;
+    ld.shared.u32 %r1, [big_b+16];
+    st.global.u32 [%rd1+4], %r1;
+    ret;
+}
+"#;
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    for k in module.kernels() {
+        assert_eq!(k.static_shared_bytes, 153600, "{}", k.name);
+    }
+    let space = AddressSpace::new(DeviceMemory::new(1 << 30), 0x7f00_0000_0000, 1 << 34);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(8);
+    g.launch("ka", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    g.launch("kb", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(g.get_i32(p, 2), vec![7, 9]);
+    // Plus 80 KB of dynamic shared memory is more than a block may have.
+    let out = g.launch_opts(
+        "ka",
+        [1, 1, 1],
+        [32, 1, 1],
+        80 * 1024,
+        &[A::Ptr(p)],
+        LaunchOptions::default(),
+    );
+    assert_eq!(out.result.unwrap_err().cuda_code(), 1);
+}
+
+#[test]
+fn cache_policies_are_hints() {
+    let got = run_scalar(
+        r#"
+    createpolicy.fractional.L2::evict_last.b64 %rd2, 1.0;
+    st.global.u32 [%rd1+4], 5;
+    ld.global.L2::cache_hint.u32 %r1, [%rd1+4], %rd2;
+    add.u32 %r1, %r1, 1;
+    st.global.L2::cache_hint.u32 [%rd1], %r1, %rd2;
+    prefetch.global.L2::evict_last [%rd1];
+    fence.acq_rel.gpu;
+    membar.sys;
+    "#,
+        2,
+    );
+    assert_eq!(got, vec![6, 5]);
+}
+
+#[test]
+fn extreme_operands_are_errors_not_panics() {
+    // Each body is run on its own; it may fail, but must not panic (debug builds check overflow).
+    let bodies = [
+        "mov.u64 %rd2, -4;\n ld.global.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, -8;\n st.global.u64 [%rd2], %rd2;",
+        "mov.u64 %rd2, -16;\n ld.global.v4.u32 {%r1,%r2,%r3,%r4}, [%rd2];",
+        "mov.u64 %rd2, -4;\n atom.global.add.u32 %r1, [%rd2], 1;",
+        "mov.u64 %rd2, -4;\n ld.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, 0xF0000000FFFFFFFC;\n ld.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, 0xF10000FFFFFFFFFC;\n st.u32 [%rd2], 1;",
+        "mov.u64 %rd2, 0xF2000000FFFFFFFC;\n ld.u32 %r1, [%rd2];",
+        "mov.u32 %r2, -4;\n ld.shared.u32 %r1, [%r2];",
+        "mov.u64 %rd2, -4;\n ld.local.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, -4;\n ld.param.u32 %r1, [%rd2];",
+        "mov.u64 %rd2, -4;\n atom.shared.add.u32 %r1, [%rd2], 1;",
+        "cvta.to.shared.u64 %rd2, 0;\n ld.shared.u32 %r1, [%rd2];",
+        "cvta.local.u64 %rd2, -1;\n ld.u8 %r1, [%rd2];",
+        "div.s32 %r1, -2147483648, -1;\n rem.s32 %r2, -2147483648, -1;\n div.s64 %rd2, -9223372036854775808, -1;",
+        "shl.b32 %r1, 1, -1;\n shr.s32 %r2, -1, -1;\n shr.u64 %rd2, -1, 4294967295;",
+        "bfe.u32 %r1, -1, 255, 255;\n bfe.s64 %rd2, -1, 200, 100;\n bfi.b32 %r2, -1, 0, 255, 255;",
+        "mov.f32 %f1, 0f7F800000;\n cvt.rzi.s32.f32 %r1, %f1;\n cvt.rni.u64.f32 %rd2, %f1;\n cvt.rn.f32.u64 %f2, -1;",
+        "mov.f64 %fd1, 0dFFF8000000000000;\n cvt.rzi.s64.f64 %rd2, %fd1;\n cvt.rn.f16.f64 %r1, %fd1;",
+        "shfl.sync.idx.b32 %r1, %r2, -1, -1, -1;\n shfl.sync.up.b32 %r1|%p1, %r2, 4294967295, 0, -1;",
+        "bar.sync 15, -1;",
+        "bar.arrive 3, 64;\n bar.arrive 3, 64;",
+        "mul.wide.s32 %rd2, -2147483648, -2147483648;\n mul.hi.s64 %rd3, -9223372036854775808, -1;\n mad.hi.u64 %rd4, -1, -1, -1;",
+        "add.sat.s32 %r1, 2147483647, 2147483647;\n sub.sat.s32 %r2, -2147483648, 1;\n abs.s32 %r3, -2147483648;\n neg.s64 %rd2, -9223372036854775808;",
+        "clz.b64 %r1, 0;\n bfind.u64 %r2, 0;\n brev.b64 %rd2, -1;\n popc.b64 %r3, -1;",
+        "prmt.b32 %r1, -1, -1, -1;\n lop3.b32 %r2, -1, 0, -1, 255;\n shf.r.clamp.b32 %r3, -1, -1, -1;",
+        "cvt.sat.s8.s64 %r1, -9223372036854775808;\n cvt.u8.s64 %r2, -1;",
+        "vote.sync.ballot.b32 %r1, %p1, 0;\n match.any.sync.b64 %rd2, %rd1, 0;\n redux.sync.min.s32 %r2, %r1, 0;",
+    ];
+    for body in bodies {
+        let g = ptx_kernel(
+            &format!("    .reg .pred %p<4>;\n    .reg .b32 %r<8>;\n    .reg .f32 %f<4>;\n    .reg .b64 %rd<8>;\n    .reg .f64 %fd<4>;\n    {body}\n    ret;"),
+            "",
+        );
+        let out = g.launch_opts(
+            "k",
+            [1, 1, 1],
+            [33, 1, 1],
+            0,
+            &[],
+            LaunchOptions {
+                threads: 1,
+                instruction_budget: 10_000,
+            },
+        );
+        if let Err(e) = out.result {
+            assert!([700, 716, 719, 702].contains(&e.cuda_code()), "{body}: {e}");
+        }
+    }
+}
+
+#[test]
+fn recursive_fibonacci_from_nvrtc() {
+    let g = gpu("extra.ptx");
+    let p = g.zeros(64 * 4);
+    g.launch("fib_kernel", 1, 64, &[A::Ptr(p)]).result.unwrap();
+    fn fib(n: i32) -> i32 {
+        if n < 2 {
+            n
+        } else {
+            fib(n - 1) + fib(n - 2)
+        }
+    }
+    assert_eq!(
+        g.get_i32(p, 64),
+        (0..64).map(|t| fib(t % 16)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn half2_comparisons_set_two_predicates() {
+    let got = run_scalar(
+        r#"
+    mov.b32 %r1, 0x3C004000;
+    mov.b32 %r2, 0x3E003E00;
+    setp.lt.f16x2 %p1|%p2, %r1, %r2;
+    selp.u32 %r3, 1, 0, %p1;
+    selp.u32 %r4, 1, 0, %p2;
+    st.global.v2.u32 [%rd1], {%r3, %r4};
+    "#,
+        2,
+    );
+    // Lower halves: 2.0 < 1.5 is false; upper: 1.0 < 1.5 is true.
+    assert_eq!(got, vec![0, 1]);
+}
+
+#[test]
+fn modules_with_thousands_of_kernels_load_quickly() {
+    let mut src = String::from(".version 8.0\n.target sm_80\n.address_size 64\n");
+    let n = 3000;
+    for k in 0..n {
+        src.push_str(&format!(
+            ".shared .align 4 .b8 sh{k}[64];\n.func (.param .b32 r) f{k}(.param .b32 a)\n{{\n .reg .b32 %x;\n ld.param.b32 %x, [a];\n add.s32 %x, %x, {k};\n st.param.b32 [r], %x;\n ret;\n}}\n.visible .entry k{k}(.param .u64 p)\n{{\n .reg .b32 %v;\n .reg .b64 %rd;\n ld.param.u64 %rd, [p];\n {{\n .param .b32 a0;\n .param .b32 r0;\n st.param.b32 [a0], 1;\n call (r0), f{k}, (a0);\n ld.param.b32 %v, [r0];\n }}\n st.shared.u32 [sh{k}], %v;\n ld.shared.u32 %v, [sh{k}];\n st.global.u32 [%rd], %v;\n ret;\n}}\n"
+        ));
+    }
+    let t = std::time::Instant::now();
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    assert!(t.elapsed().as_secs_f64() < 10.0, "{:?}", t.elapsed());
+    assert_eq!(module.kernels().len(), n);
+    assert!(module.kernels().iter().all(|k| k.static_shared_bytes == 64));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(4);
+    g.launch("k2999", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(g.get_i32(p, 1)[0], 3000);
 }

@@ -59,11 +59,13 @@ def main():
     nvrtc = load_nvrtc()
     for path in sorted(glob.glob(os.path.join(HERE, "cuda", "*.cu"))):
         out = os.path.join(HERE, "ptx", os.path.basename(path)[:-3] + ".ptx")
-        open(out, "wb").write(compile_one(nvrtc, path))
+        ptx = compile_one(nvrtc, path)
+        open(out, "wb").write(ptx)
         print("wrote", out)
         if os.path.basename(path) in DEBUG:
             out = out[:-4] + "_G.ptx"
-            open(out, "wb").write(compile_one(nvrtc, path, [b"-G"]))
+            ptx = compile_one(nvrtc, path, [b"-G"])
+            open(out, "wb").write(ptx)
             print("wrote", out)
 
 

@@ -43,3 +43,12 @@ extern "C" __global__ void templated(const double *in, double *out, unsigned sho
     out[i] = twice(in[i]) * 0.5 - 1.0 / 3.0;
     s[i] = twice((unsigned short)(i * 1000));
 }
+extern "C" __global__ void int8_dots(const int *a, const int *b, int *out, __half2 *acc) {
+    int i = threadIdx.x;
+    out[3 * i] = __dp4a(a[i], b[i], i);
+    out[3 * i + 1] = (int)__dp4a((unsigned)a[i], (unsigned)b[i], 7u);
+    out[3 * i + 2] = __dp2a_hi(a[i], b[i], -i);
+    atomicAdd(acc, __floats2half2_rn(0.5f, (float)(i & 3)));
+}
+__device__ __noinline__ int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+extern "C" __global__ void fib_kernel(int *out) { out[threadIdx.x] = fib(threadIdx.x % 16); }
