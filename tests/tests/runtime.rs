@@ -126,3 +126,21 @@ fn without_remora_an_nvcc_program_reports_no_driver() {
     assert!(!out.status.success());
     assert!(t.contains("-> 35"), "{t}");
 }
+
+#[test]
+fn a_machine_code_only_program_fails_clearly_on_the_emulated_gpu() {
+    // Built for sm_80 machine code with no PTX: a real A100 runs it, the emulated GPU cannot.
+    let server = Server::start();
+    let exe = target_dir().join("nvcc").join("vector_add-sass-only");
+    let out = Command::new(cuda_env("NVCC13"))
+        .args(["-arch=compute_80", "-code=sm_80", "-o"])
+        .arg(&exe)
+        .arg(root().join("tests/programs/cuda/vector_add.cu"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_with_lib(&server, &exe, "CUDA13_LIB");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("needs a real GPU") && t.contains("SASS sm_80"), "{t}");
+}

@@ -91,7 +91,17 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
     };
     let module = state::mint();
     let payload = if send { image } else { &[][..] };
-    let reply = c.call_write(&Request::ModuleLoad { ctx, module, hash }, payload)?;
+    let reply = c.call_write(&Request::ModuleLoad { ctx, module, hash }, payload).inspect_err(|e| {
+        // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
+        // often swallow the error, so say it where the user will see it, once per image.
+        if e.status() == CuStatus::NO_BINARY_FOR_GPU && with(|m| m.uploaded.insert(hash)) {
+            eprintln!(
+                "remora: module {} ({} bytes) cannot be loaded: {e}; it needs a real GPU",
+                hex_prefix(&hash),
+                image.len()
+            );
+        }
+    })?;
     let ReplyBody::Module { kernels, globals } = reply.body else {
         return Err(ShimError::new(CuStatus::UNKNOWN, "server answered a module load without its contents"));
     };
@@ -157,6 +167,10 @@ pub fn unload(module: *mut c_void) -> ShimResult<()> {
         Ok::<_, ShimError>(md.ctx)
     })?;
     client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
+}
+
+fn hex_prefix(hash: &[u8; 32]) -> String {
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn function_handle(m: &mut Modules, module: u64, index: u32) -> u64 {
