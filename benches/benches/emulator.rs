@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use remora_emulator::{AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LoadedModule, Module};
+use remora_emulator::{
+    AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LoadedModule, Module,
+};
 
 const BASIC: &str = include_str!("../../emulator/tests/ptx/basic.ptx");
 const MATRIX: &str = include_str!("../../emulator/tests/ptx/matrix.ptx");
@@ -35,14 +37,27 @@ fn floats(space: &AddressSpace, n: usize, f: impl Fn(usize) -> f32) -> u64 {
 
 fn saxpy(space: &AddressSpace, n: usize) -> Case {
     let module = Arc::new(Module::load(BASIC.as_bytes(), 80).expect("basic.ptx"));
-    let (x, y) = (floats(space, n, |i| i as f32), floats(space, n, |i| 1.0 - i as f32));
+    let (x, y) = (
+        floats(space, n, |i| i as f32),
+        floats(space, n, |i| 1.0 - i as f32),
+    );
     let mut params = Vec::new();
     params.extend((n as i32).to_le_bytes());
     params.extend(2.0f32.to_le_bytes());
     params.extend(x.to_le_bytes());
     params.extend(y.to_le_bytes());
-    let cfg = LaunchConfig { grid: [(n as u32).div_ceil(256), 1, 1], block: [256, 1, 1], dynamic_shared_bytes: 0 };
-    Case { name: format!("saxpy n={n}"), module, kernel: "saxpy", cfg, params }
+    let cfg = LaunchConfig {
+        grid: [(n as u32).div_ceil(256), 1, 1],
+        block: [256, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    Case {
+        name: format!("saxpy n={n}"),
+        module,
+        kernel: "saxpy",
+        cfg,
+        params,
+    }
 }
 
 fn matmul(space: &AddressSpace, n: usize) -> Case {
@@ -57,14 +72,27 @@ fn matmul(space: &AddressSpace, n: usize) -> Case {
     params.extend(b.to_le_bytes());
     params.extend(c.to_le_bytes());
     let tiles = (n as u32).div_ceil(16);
-    let cfg = LaunchConfig { grid: [tiles, tiles, 1], block: [16, 16, 1], dynamic_shared_bytes: 0 };
-    Case { name: format!("tiled matmul {n}x{n}"), module, kernel: "matmul", cfg, params }
+    let cfg = LaunchConfig {
+        grid: [tiles, tiles, 1],
+        block: [16, 16, 1],
+        dynamic_shared_bytes: 0,
+    };
+    Case {
+        name: format!("tiled matmul {n}x{n}"),
+        module,
+        kernel: "matmul",
+        cfg,
+        params,
+    }
 }
 
 /// Best of `reps` runs: (seconds, thread-instructions).
 fn run(case: &Case, space: &AddressSpace, threads: usize, reps: usize) -> (f64, u64) {
     let lm = LoadedModule::new(case.module.clone(), space).expect("globals");
-    let opts = LaunchOptions { threads, instruction_budget: u64::MAX };
+    let opts = LaunchOptions {
+        threads,
+        instruction_budget: u64::MAX,
+    };
     let mut best = (f64::MAX, 0);
     for _ in 0..reps {
         let t = Instant::now();
@@ -88,13 +116,25 @@ fn main() {
         vec![saxpy(&space, 1 << 22), matmul(&space, 256)]
     };
     let reps = if quick { 1 } else { 3 };
-    println!("emulated GPU interpreter, {cores} core(s); M = million thread-instructions per second");
-    println!("{:<24} {:>12} {:>14} {:>14} {:>9}", "kernel", "instr", "1 thread M/s", "all cores M/s", "scaling");
+    println!(
+        "emulated GPU interpreter, {cores} core(s); M = million thread-instructions per second"
+    );
+    println!(
+        "{:<24} {:>12} {:>14} {:>14} {:>9}",
+        "kernel", "instr", "1 thread M/s", "all cores M/s", "scaling"
+    );
     for case in &cases {
         let (t1, n1) = run(case, &space, 1, reps);
         let (tn, nn) = run(case, &space, 0, reps);
         let (r1, rn) = (n1 as f64 / t1 / 1e6, nn as f64 / tn / 1e6);
-        println!("{:<24} {:>12} {:>14.0} {:>14.0} {:>8.2}x", case.name, n1, r1, rn, rn / r1);
+        println!(
+            "{:<24} {:>12} {:>14.0} {:>14.0} {:>8.2}x",
+            case.name,
+            n1,
+            r1,
+            rn,
+            rn / r1
+        );
     }
     println!("targets: >= 300 M/s per core on the converged kernel, >= 1.7x on two cores");
 }

@@ -145,7 +145,9 @@ fn raw_server_process() -> anyhow::Result<()> {
             println!("{addr} {hex}");
         }
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(raw_server(id, addr_tx))
 }
 
@@ -157,7 +159,8 @@ fn raw_quinn(cfg: &Config) -> anyhow::Result<Raw> {
         .spawn()
         .context("starting the raw quinn server process")?;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("raw server stdout")?).read_line(&mut line)?;
+    std::io::BufReader::new(child.stdout.take().context("raw server stdout")?)
+        .read_line(&mut line)?;
     let mut words = line.split_whitespace();
     let addr: SocketAddr = words.next().context("raw server address")?.parse()?;
     let hex = words.next().context("raw server pin")?;
@@ -165,7 +168,9 @@ fn raw_quinn(cfg: &Config) -> anyhow::Result<Raw> {
     for (i, b) in pin.iter_mut().enumerate() {
         *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).context("pin")?, 16)?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let raw = rt.block_on(raw_client(addr, pin, cfg));
     let status = child.wait()?;
     let raw = raw?;

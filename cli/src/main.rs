@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "remora", version, about = "Run unmodified CUDA applications on GPUs in other machines")]
+#[command(
+    name = "remora",
+    version,
+    about = "Run unmodified CUDA applications on GPUs in other machines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,12 +57,16 @@ fn main() {
 fn connection_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     given
         .or_else(|| std::env::var_os("REMORA_CONNECTION").map(PathBuf::from))
-        .ok_or_else(|| anyhow::anyhow!("no server given: pass --connection FILE or set REMORA_CONNECTION"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no server given: pass --connection FILE or set REMORA_CONNECTION")
+        })
 }
 
 fn devices(connection: Option<PathBuf>) -> anyhow::Result<i32> {
     let file = remora_protocol::ConnectionFile::read(&connection_path(connection)?)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let info = rt.block_on(async {
         let c = remora_protocol::endpoint::connect(&file, std::time::Duration::from_secs(10)).await;
         c.map(|c| {
@@ -67,9 +75,16 @@ fn devices(connection: Option<PathBuf>) -> anyhow::Result<i32> {
         })
     });
     let info = info.map_err(|e| anyhow::anyhow!(e))?;
-    println!("server {} at {} (driver version {})", info.server_name, file.address, info.driver_version);
+    println!(
+        "server {} at {} (driver version {})",
+        info.server_name, file.address, info.driver_version
+    );
     for (i, d) in info.devices.iter().enumerate() {
-        let uuid = d.uuid.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let uuid = d
+            .uuid
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
         println!(
             "GPU {i}: {} ({} MiB) (UUID: GPU-{}-{}-{}-{}-{})",
             d.name,

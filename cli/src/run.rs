@@ -32,12 +32,18 @@ fn shim_path() -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no folder")?;
-    for cand in [dir.join("libremora_shim.so"), dir.join("../lib/libremora_shim.so")] {
+    for cand in [
+        dir.join("libremora_shim.so"),
+        dir.join("../lib/libremora_shim.so"),
+    ] {
         if cand.exists() {
             return Ok(cand.canonicalize()?);
         }
     }
-    bail!("cannot find libremora_shim.so beside {}; set REMORA_SHIM", exe.display())
+    bail!(
+        "cannot find libremora_shim.so beside {}; set REMORA_SHIM",
+        exe.display()
+    )
 }
 
 /// An embedded emulated server in its own process, stopped when dropped.
@@ -122,8 +128,15 @@ fn prepend(var: &str, value: &Path, sep: &str) -> OsString {
 /// Whether the server offers emulated GPUs (asked with a handshake; false if it cannot be
 /// reached: the application will then report the failure itself).
 fn serves_emulated(conn: &Path) -> bool {
-    let Ok(file) = remora_protocol::ConnectionFile::read(conn) else { return false };
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return false };
+    let Ok(file) = remora_protocol::ConnectionFile::read(conn) else {
+        return false;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
     rt.block_on(async {
         match remora_protocol::endpoint::connect(&file, Duration::from_secs(5)).await {
             Ok(c) => {
@@ -142,7 +155,10 @@ const EMULATED_ENV: &[(&str, &str)] = &[("CUPY_COMPILE_WITH_PTX", "1"), ("CUPY_A
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let shim = shim_path()?;
-    let given = args.connection.clone().or_else(|| std::env::var_os("REMORA_CONNECTION").map(PathBuf::from));
+    let given = args
+        .connection
+        .clone()
+        .or_else(|| std::env::var_os("REMORA_CONNECTION").map(PathBuf::from));
     let (embedded, conn) = match given {
         Some(c) => (None, c),
         None => {
@@ -150,7 +166,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             (Some(e), c)
         }
     };
-    let conn = conn.canonicalize().with_context(|| format!("connection file {}", conn.display()))?;
+    let conn = conn
+        .canonicalize()
+        .with_context(|| format!("connection file {}", conn.display()))?;
     let links_base = match &embedded {
         Some(e) => e.dir.clone(),
         None => {
@@ -172,12 +190,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let status = cmd.status().with_context(|| format!("running {:?}", args.command[0]))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", args.command[0]))?;
     // The embedded server's folder holds the links too; otherwise they had a folder of their own.
     if embedded.is_none() {
         let _ = std::fs::remove_dir_all(&links_base);
     }
     drop(embedded);
     use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }

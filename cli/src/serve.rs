@@ -59,8 +59,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("`{s}` is not a size like 512M or 4G"))?;
-    n.checked_mul(1 << shift).filter(|&v| v > 0).ok_or_else(|| format!("`{s}` is out of range"))
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512M or 4G"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("`{s}` is out of range"))
 }
 
 fn default_state_dir() -> PathBuf {
@@ -91,10 +96,17 @@ fn load_or_create_token(dir: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn choose_backend(args: &ServeArgs, seed: [u8; 16]) -> anyhow::Result<Arc<dyn Backend>> {
-    let emulated = || -> Arc<dyn Backend> { Arc::new(EmulatedBackend::new(args.devices, args.device_memory, seed).with_instruction_budget(args.kernel_budget)) };
+    let emulated = || -> Arc<dyn Backend> {
+        Arc::new(
+            EmulatedBackend::new(args.devices, args.device_memory, seed)
+                .with_instruction_budget(args.kernel_budget),
+        )
+    };
     match args.backend {
         BackendKind::Emulated => Ok(emulated()),
-        BackendKind::Cuda => remora_server::cuda::probe().map_err(|why| anyhow::anyhow!("--backend cuda: {why}")),
+        BackendKind::Cuda => {
+            remora_server::cuda::probe().map_err(|why| anyhow::anyhow!("--backend cuda: {why}"))
+        }
         BackendKind::Auto => match remora_server::cuda::probe() {
             Ok(b) => Ok(b),
             Err(why) => {
@@ -115,7 +127,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let backend = choose_backend(&args, seed)?;
     // One worker: the endpoint, every connection and its session run on one thread, which
     // measured best (TRANSPORT.md); kernels leave it through block_in_place.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let kind = backend.kind();
         let ndev = backend.devices().len();
@@ -132,9 +147,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         if address.ip().is_unspecified() {
             address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let file = ConnectionFile { address, cert_sha256: identity.fingerprint(), token };
-        let path = args.connection_file.clone().unwrap_or_else(|| state.join("connection"));
-        file.write(&path).with_context(|| format!("writing {}", path.display()))?;
+        let file = ConnectionFile {
+            address,
+            cert_sha256: identity.fingerprint(),
+            token,
+        };
+        let path = args
+            .connection_file
+            .clone()
+            .unwrap_or_else(|| state.join("connection"));
+        file.write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("remora: serving {ndev} {kind} device(s) on {local}");
         println!("remora: connection file {}", path.display());
         tokio::select! {
@@ -146,7 +169,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "remora".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "remora".into())
 }
 
 #[cfg(test)]

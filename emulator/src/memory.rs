@@ -44,7 +44,10 @@ pub struct DeviceMemory {
 
 impl DeviceMemory {
     pub fn new(total: u64) -> Arc<Self> {
-        Arc::new(Self { total, used: AtomicU64::new(0) })
+        Arc::new(Self {
+            total,
+            used: AtomicU64::new(0),
+        })
     }
 
     pub fn total(&self) -> u64 {
@@ -96,7 +99,10 @@ impl Allocation {
 
     /// Whether `[addr, addr + len)` lies inside this allocation.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
-        addr >= self.base && addr.checked_add(len).is_some_and(|end| end <= self.base + self.size)
+        addr >= self.base
+            && addr
+                .checked_add(len)
+                .is_some_and(|end| end <= self.base + self.size)
     }
 
     /// Copies bytes out, starting `off` bytes into the allocation. The caller checked bounds.
@@ -177,7 +183,11 @@ impl Allocation {
 }
 
 fn mask(start: usize, n: usize) -> u64 {
-    let m = if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 };
+    let m = if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    };
     m << (start * 8)
 }
 
@@ -204,7 +214,10 @@ impl AddressSpace {
             device,
             window_base: base,
             window_end: window_base.saturating_add(window_size),
-            inner: RwLock::new(Inner { allocs: BTreeMap::new(), next: base }),
+            inner: RwLock::new(Inner {
+                allocs: BTreeMap::new(),
+                next: base,
+            }),
         }
     }
 
@@ -222,19 +235,28 @@ impl AddressSpace {
         let span = size.next_multiple_of(ALLOC_ALIGN);
         // Bump allocation keeps freed addresses unused for as long as the window allows, which
         // turns a use-after-free into a clean error instead of silent corruption.
-        let base = match inner.next.checked_add(span).filter(|&e| e <= self.window_end) {
+        let base = match inner
+            .next
+            .checked_add(span)
+            .filter(|&e| e <= self.window_end)
+        {
             Some(_) => inner.next,
             None => match self.first_gap(&inner, span) {
                 Some(b) => b,
                 None => {
                     drop(inner);
                     self.device.release(size);
-                    return Err(MemError::OutOfMemory { requested: size, free: self.device.free() });
+                    return Err(MemError::OutOfMemory {
+                        requested: size,
+                        free: self.device.free(),
+                    });
                 }
             },
         };
         inner.next = inner.next.max(base + span);
-        inner.allocs.insert(base, Arc::new(Allocation::new(base, size)));
+        inner
+            .allocs
+            .insert(base, Arc::new(Allocation::new(base, size)));
         Ok(base)
     }
 
@@ -252,7 +274,10 @@ impl AddressSpace {
     /// Frees the allocation that starts at `ptr`; returns its size.
     pub fn free(&self, ptr: u64) -> Result<u64, MemError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let a = inner.allocs.remove(&ptr).ok_or(MemError::NotAllocated(ptr))?;
+        let a = inner
+            .allocs
+            .remove(&ptr)
+            .ok_or(MemError::NotAllocated(ptr))?;
         self.device.release(a.size);
         Ok(a.size)
     }
@@ -304,8 +329,11 @@ impl AddressSpace {
         let mut buf = vec![0u8; len.min(1 << 20) as usize];
         // Copy in chunks, backwards when the ranges overlap with dst above src.
         let chunks: Vec<u64> = (0..len).step_by(buf.len().max(1)).collect();
-        let order: Box<dyn Iterator<Item = &u64>> =
-            if dst > src { Box::new(chunks.iter().rev()) } else { Box::new(chunks.iter()) };
+        let order: Box<dyn Iterator<Item = &u64>> = if dst > src {
+            Box::new(chunks.iter().rev())
+        } else {
+            Box::new(chunks.iter())
+        };
         for &off in order {
             let n = (len - off).min(buf.len() as u64) as usize;
             s.read_at(src - s.base + off, &mut buf[..n]);
@@ -329,16 +357,26 @@ impl AddressSpace {
             return Err(MemError::InvalidSize(elem as u64));
         }
         if dst % elem as u64 != 0 {
-            return Err(MemError::Misaligned { addr: dst, size: elem as u64 });
+            return Err(MemError::Misaligned {
+                addr: dst,
+                size: elem as u64,
+            });
         }
         let row_bytes = width * elem as u64;
         if height == 0 || row_bytes == 0 {
             return Ok(());
         }
-        let last = (height - 1).checked_mul(pitch).and_then(|o| o.checked_add(row_bytes));
+        let last = (height - 1)
+            .checked_mul(pitch)
+            .and_then(|o| o.checked_add(row_bytes));
         let a = self.find_range(dst, last.ok_or(MemError::InvalidSize(row_bytes))?)?;
         let pattern: Vec<u8> = value.to_le_bytes()[..elem as usize].to_vec();
-        let row: Vec<u8> = pattern.iter().copied().cycle().take(row_bytes.min(1 << 20) as usize).collect();
+        let row: Vec<u8> = pattern
+            .iter()
+            .copied()
+            .cycle()
+            .take(row_bytes.min(1 << 20) as usize)
+            .collect();
         for r in 0..height {
             let start = dst - a.base + r * pitch;
             let mut off = 0;
@@ -385,7 +423,10 @@ mod tests {
     fn out_of_bounds_and_double_free_are_errors() {
         let s = space();
         let p = s.alloc(16).unwrap();
-        assert!(matches!(s.write(p + 8, &[0; 9]), Err(MemError::OutOfBounds { .. })));
+        assert!(matches!(
+            s.write(p + 8, &[0; 9]),
+            Err(MemError::OutOfBounds { .. })
+        ));
         assert_eq!(s.free(p), Ok(16));
         assert_eq!(s.free(p), Err(MemError::NotAllocated(p)));
         assert!(s.read(p, &mut [0; 1]).is_err());

@@ -21,47 +21,70 @@ pub struct ConnectionFile {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionFileError {
     #[error("cannot read connection file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("connection file {path}, line {line}: {what}")]
-    Invalid { path: String, line: usize, what: String },
+    Invalid {
+        path: String,
+        line: usize,
+        what: String,
+    },
     #[error("connection file {path} lacks `{key}`")]
     Missing { path: String, key: &'static str },
 }
 
 impl ConnectionFile {
     pub fn read(path: &Path) -> Result<Self, ConnectionFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConnectionFileError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConnectionFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ConnectionFileError> {
         let (mut address, mut cert, mut token) = (None, None, None);
-        let invalid = |line: usize, what: String| ConnectionFileError::Invalid { path: path.into(), line, what };
+        let invalid = |line: usize, what: String| ConnectionFileError::Invalid {
+            path: path.into(),
+            line,
+            what,
+        };
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
-                return Err(invalid(i + 1, format!("expected `key = value`, found `{line}`")));
+                return Err(invalid(
+                    i + 1,
+                    format!("expected `key = value`, found `{line}`"),
+                ));
             };
             let v = v.trim();
             match k.trim() {
                 "address" => {
-                    address = Some(v.parse().map_err(|e| invalid(i + 1, format!("address `{v}`: {e}")))?)
+                    address = Some(
+                        v.parse()
+                            .map_err(|e| invalid(i + 1, format!("address `{v}`: {e}")))?,
+                    )
                 }
                 "cert_sha256" => {
                     let mut h = [0u8; 32];
-                    hex::decode_to_slice(v, &mut h)
-                        .map_err(|e| invalid(i + 1, format!("cert_sha256 must be 64 hex digits: {e}")))?;
+                    hex::decode_to_slice(v, &mut h).map_err(|e| {
+                        invalid(i + 1, format!("cert_sha256 must be 64 hex digits: {e}"))
+                    })?;
                     cert = Some(h);
                 }
                 "token" => token = Some(v.to_string()),
                 other => return Err(invalid(i + 1, format!("unknown key `{other}`"))),
             }
         }
-        let missing = |key| ConnectionFileError::Missing { path: path.into(), key };
+        let missing = |key| ConnectionFileError::Missing {
+            path: path.into(),
+            key,
+        };
         Ok(Self {
             address: address.ok_or_else(|| missing("address"))?,
             cert_sha256: cert.ok_or_else(|| missing("cert_sha256"))?,
@@ -102,15 +125,23 @@ mod tests {
 
     #[test]
     fn renders_and_parses_back() {
-        let c = ConnectionFile { address: "127.0.0.1:4433".parse().unwrap(), cert_sha256: [0xab; 32], token: "t0k".into() };
+        let c = ConnectionFile {
+            address: "127.0.0.1:4433".parse().unwrap(),
+            cert_sha256: [0xab; 32],
+            token: "t0k".into(),
+        };
         assert_eq!(ConnectionFile::parse(&c.render(), "x").unwrap(), c);
     }
 
     #[test]
     fn errors_name_the_line_and_key() {
-        let e = ConnectionFile::parse("address = nope\n", "f").unwrap_err().to_string();
+        let e = ConnectionFile::parse("address = nope\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("nope"), "{e}");
-        let e = ConnectionFile::parse("address = 1.2.3.4:5\ntoken = x\n", "f").unwrap_err().to_string();
+        let e = ConnectionFile::parse("address = 1.2.3.4:5\ntoken = x\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cert_sha256"), "{e}");
     }
 }

@@ -44,7 +44,10 @@ impl Identity {
     pub fn generate() -> Result<Self, EndpointError> {
         let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
             .map_err(|e| EndpointError::Certificate(e.to_string()))?;
-        Ok(Self { cert_der: ck.cert.der().to_vec(), key_der: ck.key_pair.serialize_der() })
+        Ok(Self {
+            cert_der: ck.cert.der().to_vec(),
+            key_der: ck.key_pair.serialize_der(),
+        })
     }
 
     /// Loads `cert.der` and `key.der` from `dir`, making and keeping them on first use.
@@ -84,14 +87,21 @@ pub fn fingerprint(cert_der: &[u8]) -> [u8; 32] {
 fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as cs;
     let mut p = rustls::crypto::ring::default_provider();
-    p.cipher_suites =
-        vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
+    p.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
     Arc::new(p)
 }
 
 fn transport(loopback: bool) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6000)))));
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6000))),
+    ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
     t.receive_window(quinn::VarInt::from_u32(128 << 20));
@@ -136,33 +146,54 @@ pub fn server(addr: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Endpoi
         .with_single_cert(vec![CertificateDer::from(id.cert_der.clone())], key)?;
     tls.alpn_protocols = vec![crate::ALPN.to_vec()];
     tls.max_early_data_size = 0;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Quic(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(addr.ip().is_loopback())));
     let socket = udp_socket(addr)?;
-    let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Quic("no async runtime".into()))?;
-    Ok(quinn::Endpoint::new(endpoint_config(addr.ip().is_loopback()), Some(cfg), socket, runtime)?)
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| EndpointError::Quic("no async runtime".into()))?;
+    Ok(quinn::Endpoint::new(
+        endpoint_config(addr.ip().is_loopback()),
+        Some(cfg),
+        socket,
+        runtime,
+    )?)
 }
 
 /// A client endpoint configured to trust only the certificate with `pinned` SHA-256.
 /// Must be called inside a tokio runtime.
 pub fn client(server_addr: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoint, EndpointError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedCert { pinned, provider: provider.clone() });
+    let verifier = Arc::new(PinnedCert {
+        pinned,
+        provider: provider.clone(),
+    });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![crate::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EndpointError::Quic(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(server_addr.ip().is_loopback())));
-    let bind: SocketAddr = if server_addr.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }
-        .map_err(|_| EndpointError::Quic("bind address".into()))?;
+    let bind: SocketAddr = if server_addr.is_ipv6() {
+        "[::]:0".parse()
+    } else {
+        "0.0.0.0:0".parse()
+    }
+    .map_err(|_| EndpointError::Quic("bind address".into()))?;
     let socket = udp_socket(bind)?;
-    let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Quic("no async runtime".into()))?;
-    let mut ep = quinn::Endpoint::new(endpoint_config(server_addr.ip().is_loopback()), None, socket, runtime)?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| EndpointError::Quic("no async runtime".into()))?;
+    let mut ep = quinn::Endpoint::new(
+        endpoint_config(server_addr.ip().is_loopback()),
+        None,
+        socket,
+        runtime,
+    )?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }
@@ -209,11 +240,18 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -229,10 +267,14 @@ pub struct ClientConnection {
 /// Connects to the server a connection file names, pins its certificate, presents the token
 /// and completes the versioned handshake. Must be polled with a tokio runtime entered.
 /// Errors are sentences for a person.
-pub async fn connect(file: &crate::ConnectionFile, timeout: Duration) -> Result<ClientConnection, String> {
+pub async fn connect(
+    file: &crate::ConnectionFile,
+    timeout: Duration,
+) -> Result<ClientConnection, String> {
     use crate::handshake;
     let addr = file.address;
-    let fail = |e: &dyn std::fmt::Display| format!("cannot connect to the Remora server at {addr}: {e}");
+    let fail =
+        |e: &dyn std::fmt::Display| format!("cannot connect to the Remora server at {addr}: {e}");
     let endpoint = client(addr, file.cert_sha256).map_err(|e| fail(&e))?;
     let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| fail(&e))?;
     let conn = tokio::time::timeout(timeout, connecting)
@@ -241,17 +283,28 @@ pub async fn connect(file: &crate::ConnectionFile, timeout: Duration) -> Result<
         .map_err(|e| fail(&e))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&e))?;
     let exchange = async {
-        send.write_all(&handshake::client_hello(&file.token)).await.map_err(|e| e.to_string())?;
+        send.write_all(&handshake::client_hello(&file.token))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut p = [0u8; 13];
         recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
-        let (version, outcome, len) = handshake::parse_server_hello_prefix(&p).map_err(|e| e.to_string())?;
+        let (version, outcome, len) =
+            handshake::parse_server_hello_prefix(&p).map_err(|e| e.to_string())?;
         let mut body = vec![0u8; len];
-        recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+        recv.read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
         handshake::finish_server_hello(version, outcome, &body).map_err(|e| e.to_string())
     };
     let info = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| fail(&"no handshake reply"))?
         .map_err(|e| format!("Remora server at {addr}: {e}"))?;
-    Ok(ClientConnection { endpoint, conn, send, recv, info })
+    Ok(ClientConnection {
+        endpoint,
+        conn,
+        send,
+        recv,
+        info,
+    })
 }

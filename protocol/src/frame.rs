@@ -38,7 +38,8 @@ pub struct FramePrefix {
 
 impl FramePrefix {
     pub fn parse(bytes: &[u8; PREFIX_LEN]) -> Result<Self, FrameError> {
-        let le32 = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let le32 =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let header_len = le32(0);
         let flags = le32(4);
         let mut p = [0u8; 8];
@@ -53,7 +54,11 @@ impl FramePrefix {
         if flags & !FLAG_REPLY != 0 {
             return Err(FrameError::BadFlags(flags));
         }
-        Ok(Self { header_len, flags, payload_len })
+        Ok(Self {
+            header_len,
+            flags,
+            payload_len,
+        })
     }
 
     pub fn to_bytes(self) -> [u8; PREFIX_LEN] {
@@ -71,7 +76,11 @@ impl FramePrefix {
 
 /// Appends a frame whose payload (if any) the caller writes right after.
 pub fn encode_prefixed(out: &mut Vec<u8>, header: &[u8], flags: u32, payload_len: u64) {
-    let prefix = FramePrefix { header_len: header.len() as u32, flags, payload_len };
+    let prefix = FramePrefix {
+        header_len: header.len() as u32,
+        flags,
+        payload_len,
+    };
     out.extend_from_slice(&prefix.to_bytes());
     out.extend_from_slice(header);
 }
@@ -102,12 +111,17 @@ impl FrameDecoder {
     /// The next complete frame, `Ok(None)` if more bytes are needed, or an error for bytes no
     /// correct peer sends (the connection should then be closed).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some(prefix_bytes) = self.buf.get(..PREFIX_LEN) else { return Ok(None) };
+        let Some(prefix_bytes) = self.buf.get(..PREFIX_LEN) else {
+            return Ok(None);
+        };
         let mut p = [0u8; PREFIX_LEN];
         p.copy_from_slice(prefix_bytes);
         let prefix = FramePrefix::parse(&p)?;
         let header_end = PREFIX_LEN + prefix.header_len as usize;
-        let Some(total) = usize::try_from(prefix.payload_len).ok().and_then(|n| header_end.checked_add(n)) else {
+        let Some(total) = usize::try_from(prefix.payload_len)
+            .ok()
+            .and_then(|n| header_end.checked_add(n))
+        else {
             return Err(FrameError::PayloadTooLarge(prefix.payload_len));
         };
         if self.buf.len() < total {
@@ -116,7 +130,11 @@ impl FrameDecoder {
         let header = self.buf[PREFIX_LEN..header_end].to_vec();
         let payload = self.buf[header_end..total].to_vec();
         self.buf.drain(..total);
-        Ok(Some(Frame { flags: prefix.flags, header, payload }))
+        Ok(Some(Frame {
+            flags: prefix.flags,
+            header,
+            payload,
+        }))
     }
 }
 
@@ -127,7 +145,11 @@ mod tests {
 
     #[test]
     fn frames_split_at_every_byte_reassemble() {
-        let req = Request::MemcpyHtoD { ctx: 1, stream: 0, dst: 0x7000_0000_0000 };
+        let req = Request::MemcpyHtoD {
+            ctx: 1,
+            stream: 0,
+            dst: 0x7000_0000_0000,
+        };
         let header = encode(&req);
         let mut wire = Vec::new();
         encode_prefixed(&mut wire, &header, 0, 5);
@@ -154,14 +176,38 @@ mod tests {
     #[test]
     fn oversized_and_bad_flags_are_errors_not_allocations() {
         let mut d = FrameDecoder::new();
-        d.feed(&FramePrefix { header_len: u32::MAX, flags: 0, payload_len: 0 }.to_bytes());
+        d.feed(
+            &FramePrefix {
+                header_len: u32::MAX,
+                flags: 0,
+                payload_len: 0,
+            }
+            .to_bytes(),
+        );
         assert_eq!(d.next_frame(), Err(FrameError::HeaderTooLarge(u32::MAX)));
         let mut d = FrameDecoder::new();
-        d.feed(&FramePrefix { header_len: 1, flags: 0x80, payload_len: 0 }.to_bytes());
+        d.feed(
+            &FramePrefix {
+                header_len: 1,
+                flags: 0x80,
+                payload_len: 0,
+            }
+            .to_bytes(),
+        );
         assert_eq!(d.next_frame(), Err(FrameError::BadFlags(0x80)));
         let mut d = FrameDecoder::new();
-        d.feed(&FramePrefix { header_len: 1, flags: 0, payload_len: u64::MAX }.to_bytes());
-        assert!(matches!(d.next_frame(), Err(FrameError::PayloadTooLarge(_))));
+        d.feed(
+            &FramePrefix {
+                header_len: 1,
+                flags: 0,
+                payload_len: u64::MAX,
+            }
+            .to_bytes(),
+        );
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::PayloadTooLarge(_))
+        ));
     }
 
     #[test]

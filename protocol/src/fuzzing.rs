@@ -10,14 +10,9 @@ pub fn frames(data: &[u8]) {
     let mut d = FrameDecoder::new();
     d.feed(&data[..split]);
     for chunk in [&data[split..], &[][..]] {
-        loop {
-            match d.next_frame() {
-                Ok(Some(f)) => {
-                    let _ = decode::<Request>(&f.header);
-                    let _ = decode::<Reply>(&f.header);
-                }
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(f)) = d.next_frame() {
+            let _ = decode::<Request>(&f.header);
+            let _ = decode::<Reply>(&f.header);
         }
         d.feed(chunk);
     }

@@ -85,19 +85,27 @@ pub fn parse_server_hello_prefix(bytes: &[u8; 13]) -> Result<(u32, u8, usize), H
     let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let len = u32::from_le_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]) as usize;
     if len > crate::frame::MAX_HEADER as usize {
-        return Err(HandshakeError::Malformed(format!("server hello of {len} bytes")));
+        return Err(HandshakeError::Malformed(format!(
+            "server hello of {len} bytes"
+        )));
     }
     Ok((version, bytes[8], len))
 }
 
 /// Interprets a complete server hello body.
-pub fn finish_server_hello(version: u32, outcome: u8, body: &[u8]) -> Result<ServerInfo, HandshakeError> {
+pub fn finish_server_hello(
+    version: u32,
+    outcome: u8,
+    body: &[u8],
+) -> Result<ServerInfo, HandshakeError> {
     let text = || String::from_utf8_lossy(body).into_owned();
     match outcome {
-        0 if version == PROTOCOL_VERSION => {
-            decode::<ServerInfo>(body).map_err(|e: FrameError| HandshakeError::Malformed(e.to_string()))
-        }
-        0 | 1 => Err(HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version }),
+        0 if version == PROTOCOL_VERSION => decode::<ServerInfo>(body)
+            .map_err(|e: FrameError| HandshakeError::Malformed(e.to_string())),
+        0 | 1 => Err(HandshakeError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: version,
+        }),
         2 => Err(HandshakeError::BadToken(text())),
         _ => Err(HandshakeError::Refused(text())),
     }
@@ -140,7 +148,10 @@ mod tests {
         assert!(!token_matches("secret", b"secreT"));
         let reply = server_accept(&info());
         let (v, o, len) = parse_server_hello_prefix(reply[..13].try_into().unwrap()).unwrap();
-        assert_eq!(finish_server_hello(v, o, &reply[13..13 + len]).unwrap(), info());
+        assert_eq!(
+            finish_server_hello(v, o, &reply[13..13 + len]).unwrap(),
+            info()
+        );
     }
 
     #[test]
@@ -149,10 +160,19 @@ mod tests {
         reply[4..8].copy_from_slice(&99u32.to_le_bytes());
         let (v, o, len) = parse_server_hello_prefix(reply[..13].try_into().unwrap()).unwrap();
         let err = finish_server_hello(v, o, &reply[13..13 + len]).unwrap_err();
-        assert_eq!(err, HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: 99 });
+        assert_eq!(
+            err,
+            HandshakeError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 99
+            }
+        );
         let reply = server_hello(Outcome::BadToken, b"wrong token");
         let err = finish_server_hello(PROTOCOL_VERSION, reply[8], &reply[13..]).unwrap_err();
         assert!(err.to_string().contains("wrong token"));
-        assert_eq!(parse_client_hello_prefix(b"HTTP/1.1 2"), Err(HandshakeError::NotRemora));
+        assert_eq!(
+            parse_client_hello_prefix(b"HTTP/1.1 2"),
+            Err(HandshakeError::NotRemora)
+        );
     }
 }

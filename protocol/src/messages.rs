@@ -21,40 +21,132 @@ pub struct Window {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
     /// First request of a session: the address windows the client reserved, one per device.
-    SetWindows { windows: Vec<Window> },
+    SetWindows {
+        windows: Vec<Window>,
+    },
     /// Free and total memory of a device, as `cuMemGetInfo` reports.
-    MemGetInfo { device: u32 },
-    CtxCreate { ctx: u64, device: u32, flags: u32 },
-    CtxDestroy { ctx: u64 },
-    CtxSynchronize { ctx: u64 },
+    MemGetInfo {
+        device: u32,
+    },
+    CtxCreate {
+        ctx: u64,
+        device: u32,
+        flags: u32,
+    },
+    CtxDestroy {
+        ctx: u64,
+    },
+    CtxSynchronize {
+        ctx: u64,
+    },
     /// `cuDevicePrimaryCtxReset`: frees everything the context owns.
-    CtxReset { ctx: u64 },
-    MemAlloc { ctx: u64, size: u64 },
-    MemFree { ctx: u64, ptr: u64 },
+    CtxReset {
+        ctx: u64,
+    },
+    MemAlloc {
+        ctx: u64,
+        size: u64,
+    },
+    MemFree {
+        ctx: u64,
+        ptr: u64,
+    },
     /// Host to device; the bytes follow as the frame's payload.
-    MemcpyHtoD { ctx: u64, stream: u64, dst: u64 },
+    MemcpyHtoD {
+        ctx: u64,
+        stream: u64,
+        dst: u64,
+    },
     /// Device to host; the reply's payload carries `size` bytes.
-    MemcpyDtoH { ctx: u64, stream: u64, src: u64, size: u64 },
-    MemcpyDtoD { ctx: u64, stream: u64, dst: u64, src: u64, size: u64 },
+    MemcpyDtoH {
+        ctx: u64,
+        stream: u64,
+        src: u64,
+        size: u64,
+    },
+    MemcpyDtoD {
+        ctx: u64,
+        stream: u64,
+        dst: u64,
+        src: u64,
+        size: u64,
+    },
     /// `height` rows of `width` elements of `elem` bytes (1, 2, 4), rows `pitch` bytes apart.
-    Memset { ctx: u64, stream: u64, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64 },
-    StreamCreate { ctx: u64, stream: u64, flags: u32, priority: i32 },
-    StreamDestroy { ctx: u64, stream: u64 },
-    StreamSynchronize { ctx: u64, stream: u64 },
-    StreamQuery { ctx: u64, stream: u64 },
-    StreamWaitEvent { ctx: u64, stream: u64, event: u64 },
-    EventCreate { ctx: u64, event: u64, flags: u32 },
-    EventRecord { ctx: u64, event: u64, stream: u64 },
-    EventSynchronize { ctx: u64, event: u64 },
-    EventQuery { ctx: u64, event: u64 },
-    EventElapsed { ctx: u64, start: u64, end: u64 },
-    EventDestroy { ctx: u64, event: u64 },
+    Memset {
+        ctx: u64,
+        stream: u64,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+    },
+    StreamCreate {
+        ctx: u64,
+        stream: u64,
+        flags: u32,
+        priority: i32,
+    },
+    StreamDestroy {
+        ctx: u64,
+        stream: u64,
+    },
+    StreamSynchronize {
+        ctx: u64,
+        stream: u64,
+    },
+    StreamQuery {
+        ctx: u64,
+        stream: u64,
+    },
+    StreamWaitEvent {
+        ctx: u64,
+        stream: u64,
+        event: u64,
+    },
+    EventCreate {
+        ctx: u64,
+        event: u64,
+        flags: u32,
+    },
+    EventRecord {
+        ctx: u64,
+        event: u64,
+        stream: u64,
+    },
+    EventSynchronize {
+        ctx: u64,
+        event: u64,
+    },
+    EventQuery {
+        ctx: u64,
+        event: u64,
+    },
+    EventElapsed {
+        ctx: u64,
+        start: u64,
+        end: u64,
+    },
+    EventDestroy {
+        ctx: u64,
+        event: u64,
+    },
     /// Whether the server already holds the module image with this content hash.
-    ModuleHave { hash: [u8; 32] },
+    ModuleHave {
+        hash: [u8; 32],
+    },
     /// Loads a module image; the image bytes follow as the payload unless the server already
     /// has `hash` (then the payload is empty).
-    ModuleLoad { ctx: u64, module: u64, hash: [u8; 32] },
-    ModuleUnload { ctx: u64, module: u64 },
+    ModuleLoad {
+        ctx: u64,
+        module: u64,
+        hash: [u8; 32],
+    },
+    ModuleUnload {
+        ctx: u64,
+        module: u64,
+    },
     /// A kernel launch. `params` is the packed parameter buffer laid out per the function's
     /// [`KernelDesc`].
     Launch {
@@ -134,13 +226,25 @@ pub struct GlobalDesc {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ReplyBody {
     None,
-    Ptr { ptr: u64 },
-    MemInfo { free: u64, total: u64 },
+    Ptr {
+        ptr: u64,
+    },
+    MemInfo {
+        free: u64,
+        total: u64,
+    },
     /// The frame's payload holds the bytes asked for.
     Data,
-    Elapsed { ms: f32 },
-    Have { present: bool },
-    Module { kernels: Vec<KernelDesc>, globals: Vec<GlobalDesc> },
+    Elapsed {
+        ms: f32,
+    },
+    Have {
+        present: bool,
+    },
+    Module {
+        kernels: Vec<KernelDesc>,
+        globals: Vec<GlobalDesc>,
+    },
 }
 
 /// The answer to a request that wanted one. `status` may be the deferred error of an earlier
@@ -156,11 +260,21 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(body: ReplyBody) -> Self {
-        Self { status: 0, message: String::new(), output: String::new(), body }
+        Self {
+            status: 0,
+            message: String::new(),
+            output: String::new(),
+            body,
+        }
     }
 
     pub fn error(status: crate::CuStatus, message: impl Into<String>) -> Self {
-        Self { status: status.0, message: message.into(), output: String::new(), body: ReplyBody::None }
+        Self {
+            status: status.0,
+            message: message.into(),
+            output: String::new(),
+            body: ReplyBody::None,
+        }
     }
 }
 
@@ -196,7 +310,13 @@ impl DeviceInfo {
 /// when thread-locals are already gone.
 pub fn encode<T>(value: &T) -> Vec<u8>
 where
-    T: for<'a> Serialize<rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>>,
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
 {
     let mut arena = rkyv::ser::allocator::Arena::new();
     // Serialising plain structs into a growable buffer cannot fail.
@@ -215,7 +335,8 @@ where
     // rkyv requires aligned input; frames arrive at arbitrary offsets, so copy when needed.
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| crate::FrameError::Malformed(e.to_string()))
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| crate::FrameError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -226,22 +347,37 @@ mod tests {
     fn arb_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             any::<(u64, u64)>().prop_map(|(ctx, size)| Request::MemAlloc { ctx, size }),
-            any::<(u64, u64, u64)>().prop_map(|(ctx, stream, dst)| Request::MemcpyHtoD { ctx, stream, dst }),
-            any::<(u64, u64, u32, u8, u64)>().prop_map(|(ctx, dst, value, elem, width)| Request::Memset {
+            any::<(u64, u64, u64)>().prop_map(|(ctx, stream, dst)| Request::MemcpyHtoD {
                 ctx,
-                stream: 0,
-                dst,
-                pitch: width,
-                value,
-                elem,
-                width,
-                height: 1
+                stream,
+                dst
             }),
-            proptest::collection::vec(any::<(u32, u64, u64)>(), 0..4).prop_map(|w| Request::SetWindows {
-                windows: w.into_iter().map(|(device, base, size)| Window { device, base, size }).collect()
+            any::<(u64, u64, u32, u8, u64)>().prop_map(|(ctx, dst, value, elem, width)| {
+                Request::Memset {
+                    ctx,
+                    stream: 0,
+                    dst,
+                    pitch: width,
+                    value,
+                    elem,
+                    width,
+                    height: 1,
+                }
             }),
-            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<[u32; 3]>()).prop_map(
-                |(module, params, grid)| Request::Launch {
+            proptest::collection::vec(any::<(u32, u64, u64)>(), 0..4).prop_map(|w| {
+                Request::SetWindows {
+                    windows: w
+                        .into_iter()
+                        .map(|(device, base, size)| Window { device, base, size })
+                        .collect(),
+                }
+            }),
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                any::<[u32; 3]>()
+            )
+                .prop_map(|(module, params, grid)| Request::Launch {
                     ctx: 1,
                     stream: 0,
                     module,
@@ -250,9 +386,12 @@ mod tests {
                     block: [32, 1, 1],
                     shared: 0,
                     params
-                }
-            ),
-            any::<[u8; 32]>().prop_map(|hash| Request::ModuleLoad { ctx: 1, module: 2, hash }),
+                }),
+            any::<[u8; 32]>().prop_map(|hash| Request::ModuleLoad {
+                ctx: 1,
+                module: 2,
+                hash
+            }),
         ]
     }
 

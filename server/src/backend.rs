@@ -20,7 +20,10 @@ pub struct CuError {
 
 impl CuError {
     pub fn new(status: CuStatus, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -64,12 +67,26 @@ pub trait DeviceSession: Send {
     fn read(&mut self, src: u64, out: &mut [u8]) -> CuResult<()>;
     fn copy(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()>;
     #[allow(clippy::too_many_arguments)]
-    fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()>;
+    fn memset(
+        &mut self,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+    ) -> CuResult<()>;
     /// Waits for all work of the session (a no-op where execution is synchronous).
     fn synchronize(&mut self) -> CuResult<()>;
     /// Loads a module image (PTX, fatbin, cubin) on `device` under the client's handle;
     /// `hash` is the image's SHA-256 (verified), for caches shared between sessions.
-    fn load_module(&mut self, device: u32, module: u64, hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ModuleImage>;
+    fn load_module(
+        &mut self,
+        device: u32,
+        module: u64,
+        hash: [u8; 32],
+        image: Arc<[u8]>,
+    ) -> CuResult<ModuleImage>;
     fn unload_module(&mut self, module: u64) -> CuResult<()>;
     /// Runs a kernel; returns the `printf` output it produced (also when it failed).
     fn launch(&mut self, launch: &Launch<'_>) -> (String, CuResult<()>);

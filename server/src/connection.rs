@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::Digest;
 use quinn::{RecvStream, SendStream};
 use remora_protocol::frame::{self, FramePrefix, PREFIX_LEN};
 use remora_protocol::handshake::{self, Outcome};
 use remora_protocol::messages::{decode, encode, Reply, ReplyBody, Request, Window};
 use remora_protocol::{CuStatus, PROTOCOL_VERSION};
+use sha2::Digest;
 
 use crate::backend::{CuError, CuResult};
 use crate::session::Session;
@@ -57,31 +57,48 @@ pub(crate) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
 }
 
 async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError> {
-    let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.map_err(|_| ConnError::Timeout)??;
+    let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| ConnError::Timeout)??;
     let mut hello = [0u8; 10];
-    tokio::time::timeout(HELLO_TIMEOUT, recv.read_exact(&mut hello)).await.map_err(|_| ConnError::Timeout)??;
+    tokio::time::timeout(HELLO_TIMEOUT, recv.read_exact(&mut hello))
+        .await
+        .map_err(|_| ConnError::Timeout)??;
     let (version, token_len) = handshake::parse_client_hello_prefix(&hello)?;
     let mut token = vec![0u8; token_len];
     recv.read_exact(&mut token).await?;
     // The token is checked before anything else, version included, so an unauthenticated peer
     // learns nothing but that it was refused.
     if !handshake::token_matches(&shared.token, &token) {
-        refuse(&mut send, Outcome::BadToken, "invalid token: check the connection file's token").await;
+        refuse(
+            &mut send,
+            Outcome::BadToken,
+            "invalid token: check the connection file's token",
+        )
+        .await;
         return Err(ConnError::Refused("invalid token".into()));
     }
     if version != PROTOCOL_VERSION {
-        let msg = format!("server speaks Remora protocol {PROTOCOL_VERSION}, client speaks {version}");
+        let msg =
+            format!("server speaks Remora protocol {PROTOCOL_VERSION}, client speaks {version}");
         refuse(&mut send, Outcome::VersionMismatch, &msg).await;
         return Err(ConnError::Refused(msg));
     }
-    send.write_all(&handshake::server_accept(&shared.info)).await?;
+    send.write_all(&handshake::server_accept(&shared.info))
+        .await?;
 
     // First request: the client's address windows, which the backend's session is placed in.
-    let (prefix, req) = read_request(&mut recv).await?.ok_or_else(|| ConnError::Refused("closed before set-up".into()))?;
+    let (prefix, req) = read_request(&mut recv)
+        .await?
+        .ok_or_else(|| ConnError::Refused("closed before set-up".into()))?;
     let Request::SetWindows { windows } = req else {
-        return Err(ConnError::Refused(format!("expected SetWindows first, got {}", req.name())));
+        return Err(ConnError::Refused(format!(
+            "expected SetWindows first, got {}",
+            req.name()
+        )));
     };
-    let opened = check_windows(&windows, shared.info.devices.len()).and_then(|()| shared.backend.open(&windows));
+    let opened = check_windows(&windows, shared.info.devices.len())
+        .and_then(|()| shared.backend.open(&windows));
     let mut session = match opened {
         Ok(b) => {
             reply(&mut send, Reply::ok(ReplyBody::None), 0).await?;
@@ -99,10 +116,22 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
         let wants_reply = prefix.wants_reply();
         let name = req.name();
         let result: CuResult<(ReplyBody, u64)> = match req {
-            Request::MemcpyHtoD { ctx, stream, dst } => {
-                copy_in(&mut session, &mut recv, ctx, stream, dst, prefix.payload_len).await?.map(|()| (ReplyBody::None, 0))
-            }
-            Request::MemcpyDtoH { ctx, stream, src, size } => {
+            Request::MemcpyHtoD { ctx, stream, dst } => copy_in(
+                &mut session,
+                &mut recv,
+                ctx,
+                stream,
+                dst,
+                prefix.payload_len,
+            )
+            .await?
+            .map(|()| (ReplyBody::None, 0)),
+            Request::MemcpyDtoH {
+                ctx,
+                stream,
+                src,
+                size,
+            } => {
                 let check = session.begin_read(ctx, stream, src, size);
                 match check {
                     Ok(()) if wants_reply => {
@@ -111,13 +140,19 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                         let status = body.as_ref().err().cloned();
                         let mut r = match status {
                             None => Reply::ok(ReplyBody::Data),
-                            Some(e) => Reply { body: ReplyBody::Data, ..Reply::error(e.status, e.message) },
+                            Some(e) => Reply {
+                                body: ReplyBody::Data,
+                                ..Reply::error(e.status, e.message)
+                            },
                         };
                         r.output = session.take_output();
                         copy_out(&mut session, &mut send, reply_bytes(&r, size), src, size).await?;
                         continue;
                     }
-                    Ok(()) => Err(CuError::new(CuStatus::INVALID_VALUE, "device-to-host copy without a reply")),
+                    Ok(()) => Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        "device-to-host copy without a reply",
+                    )),
                     Err(e) => Err(e),
                 }
             }
@@ -130,7 +165,10 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                 let image = receive_image(shared, &mut recv, hash, prefix.payload_len).await?;
                 match image {
                     // Parsing a large image is CPU work: let the runtime move other tasks away.
-                    Ok(img) => tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img)).map(|b| (b, 0)),
+                    Ok(img) => {
+                        tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img))
+                            .map(|b| (b, 0))
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -153,7 +191,10 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                     Reply::error(e.status, e.message)
                 }
             };
-            let r = Reply { output: session.take_output(), ..r };
+            let r = Reply {
+                output: session.take_output(),
+                ..r
+            };
             write_reply(&mut send, &r, 0).await?;
         } else if let Err(e) = result {
             session.defer(e);
@@ -162,29 +203,42 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
     Ok(())
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Arc<[u8]>>> {
+fn lock(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Arc<[u8]>>> {
     shared.images.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn check_windows(windows: &[Window], devices: usize) -> CuResult<()> {
     for (i, w) in windows.iter().enumerate() {
         if w.base == 0 || w.base.checked_add(w.size).is_none() || w.size < (1 << 30) {
-            return Err(CuError::new(CuStatus::INVALID_VALUE, format!("address window {i} is unusable")));
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("address window {i} is unusable"),
+            ));
         }
         for o in &windows[i + 1..] {
             if w.device == o.device || (w.base < o.base + o.size && o.base < w.base + w.size) {
-                return Err(CuError::new(CuStatus::INVALID_VALUE, "address windows overlap"));
+                return Err(CuError::new(
+                    CuStatus::INVALID_VALUE,
+                    "address windows overlap",
+                ));
             }
         }
     }
     if windows.len() < devices {
-        return Err(CuError::new(CuStatus::INVALID_VALUE, format!("{} windows for {devices} devices", windows.len())));
+        return Err(CuError::new(
+            CuStatus::INVALID_VALUE,
+            format!("{} windows for {devices} devices", windows.len()),
+        ));
     }
     Ok(())
 }
 
 async fn refuse(send: &mut SendStream, outcome: Outcome, msg: &str) {
-    let _ = send.write_all(&handshake::server_hello(outcome, msg.as_bytes())).await;
+    let _ = send
+        .write_all(&handshake::server_hello(outcome, msg.as_bytes()))
+        .await;
     drain(send).await;
 }
 
@@ -213,7 +267,8 @@ async fn read_request(recv: &mut RecvStream) -> Result<Option<(FramePrefix, Requ
 /// A reply's frame prefix and header, ready to be followed by `payload_len` bytes.
 fn reply_bytes(r: &Reply, payload_len: u64) -> Vec<u8> {
     let header = encode(r);
-    let mut buf = Vec::with_capacity(PREFIX_LEN + header.len() + payload_len.min(CHUNK as u64) as usize);
+    let mut buf =
+        Vec::with_capacity(PREFIX_LEN + header.len() + payload_len.min(CHUNK as u64) as usize);
     frame::encode_prefixed(&mut buf, &header, 0, payload_len);
     buf
 }
@@ -229,7 +284,10 @@ async fn reply(send: &mut SendStream, r: Reply, payload_len: u64) -> Result<(), 
 
 async fn skip_payload(recv: &mut RecvStream, mut len: u64) -> Result<(), ConnError> {
     while len > 0 {
-        match recv.read_chunk(len.min(CHUNK as u64) as usize, true).await? {
+        match recv
+            .read_chunk(len.min(CHUNK as u64) as usize, true)
+            .await?
+        {
             Some(c) => len -= c.bytes.len() as u64,
             None => return Err(ConnError::Refused("stream ended inside a payload".into())),
         }
@@ -254,7 +312,10 @@ async fn copy_in(
     let mut off = 0u64;
     let mut result = Ok(());
     while off < len {
-        let Some(chunk) = recv.read_chunk((len - off).min(CHUNK as u64) as usize, true).await? else {
+        let Some(chunk) = recv
+            .read_chunk((len - off).min(CHUNK as u64) as usize, true)
+            .await?
+        else {
             return Err(ConnError::Refused("stream ended inside a copy".into()));
         };
         if result.is_ok() {
@@ -307,19 +368,28 @@ async fn receive_image(
 ) -> Result<CuResult<Arc<[u8]>>, ConnError> {
     if len == 0 {
         return Ok(lock(shared).get(&hash).cloned().ok_or_else(|| {
-            CuError::new(CuStatus::INVALID_VALUE, "module image is not cached on the server; send it")
+            CuError::new(
+                CuStatus::INVALID_VALUE,
+                "module image is not cached on the server; send it",
+            )
         }));
     }
     if len > MAX_IMAGE {
         skip_payload(recv, len).await?;
-        return Ok(Err(CuError::new(CuStatus::INVALID_IMAGE, format!("module image of {len} bytes is too large"))));
+        return Ok(Err(CuError::new(
+            CuStatus::INVALID_IMAGE,
+            format!("module image of {len} bytes is too large"),
+        )));
     }
     let mut image = vec![0u8; len as usize];
     recv.read_exact(&mut image).await?;
     // The cache is shared between clients: never trust a client's claim about its content.
     let actual: [u8; 32] = sha2::Sha256::digest(&image).into();
     if actual != hash {
-        return Ok(Err(CuError::new(CuStatus::INVALID_IMAGE, "module image does not match its content hash")));
+        return Ok(Err(CuError::new(
+            CuStatus::INVALID_IMAGE,
+            "module image does not match its content hash",
+        )));
     }
     let image: Arc<[u8]> = image.into();
     let mut cache = lock(shared);

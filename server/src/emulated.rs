@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use remora_emulator::{AddressSpace, DeviceMemory, EmuError, LaunchConfig, LaunchOptions, LoadedModule, MemError, Module};
+use remora_emulator::{
+    AddressSpace, DeviceMemory, EmuError, LaunchConfig, LaunchOptions, LoadedModule, MemError,
+    Module,
+};
 use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
 
@@ -30,9 +33,16 @@ pub struct EmulatedBackend {
 impl EmulatedBackend {
     /// `count` devices of `memory` bytes each; `seed` makes UUIDs unique per server.
     pub fn new(count: u32, memory: u64, seed: [u8; 16]) -> Self {
-        let devices = (0..count).map(|i| emulated_device(i, memory, seed)).collect();
+        let devices = (0..count)
+            .map(|i| emulated_device(i, memory, seed))
+            .collect();
         let memory = (0..count).map(|_| DeviceMemory::new(memory)).collect();
-        Self { devices, memory, modules: ModuleCache::default(), options: LaunchOptions::default() }
+        Self {
+            devices,
+            memory,
+            modules: ModuleCache::default(),
+            options: LaunchOptions::default(),
+        }
     }
 
     /// Warp instructions a launch may run before it fails with `LAUNCH_TIMEOUT` (702).
@@ -58,9 +68,15 @@ impl Backend for EmulatedBackend {
     fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>> {
         let mut spaces = Vec::new();
         for (i, mem) in self.memory.iter().enumerate() {
-            let w = windows.iter().find(|w| w.device == i as u32).ok_or_else(|| {
-                CuError::new(CuStatus::INVALID_VALUE, format!("no address window for device {i}"))
-            })?;
+            let w = windows
+                .iter()
+                .find(|w| w.device == i as u32)
+                .ok_or_else(|| {
+                    CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("no address window for device {i}"),
+                    )
+                })?;
             spaces.push(AddressSpace::new(mem.clone(), w.base, w.size));
         }
         Ok(Box::new(EmulatedSession {
@@ -96,7 +112,12 @@ impl EmulatedSession {
         self.spaces
             .iter()
             .find(|s| s.find(addr).is_some())
-            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, format!("{addr:#x} is not device memory")))
+            .ok_or_else(|| {
+                CuError::new(
+                    CuStatus::INVALID_VALUE,
+                    format!("{addr:#x} is not device memory"),
+                )
+            })
     }
 }
 
@@ -104,7 +125,9 @@ pub(crate) fn mem_error(e: MemError) -> CuError {
     let status = match e {
         MemError::OutOfMemory { .. } => CuStatus::OUT_OF_MEMORY,
         MemError::Misaligned { .. } => CuStatus::MISALIGNED_ADDRESS,
-        MemError::InvalidSize(_) | MemError::NotAllocated(_) | MemError::OutOfBounds { .. } => CuStatus::INVALID_VALUE,
+        MemError::InvalidSize(_) | MemError::NotAllocated(_) | MemError::OutOfBounds { .. } => {
+            CuStatus::INVALID_VALUE
+        }
     };
     CuError::new(status, e.to_string())
 }
@@ -148,17 +171,38 @@ impl DeviceSession for EmulatedSession {
         Ok(())
     }
 
-    fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()> {
-        self.space_of(dst)?.memset2d(dst, pitch, value, elem as u32, width, height).map_err(mem_error)
+    fn memset(
+        &mut self,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+    ) -> CuResult<()> {
+        self.space_of(dst)?
+            .memset2d(dst, pitch, value, elem as u32, width, height)
+            .map_err(mem_error)
     }
 
     fn synchronize(&mut self) -> CuResult<()> {
         Ok(())
     }
 
-    fn load_module(&mut self, device: u32, module: u64, hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ModuleImage> {
+    fn load_module(
+        &mut self,
+        device: u32,
+        module: u64,
+        hash: [u8; 32],
+        image: Arc<[u8]>,
+    ) -> CuResult<ModuleImage> {
         let cc = (COMPUTE_CAPABILITY.0 * 10 + COMPUTE_CAPABILITY.1) as u32;
-        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned();
         let parsed = match cached {
             Some(m) => m,
             None => {
@@ -178,7 +222,14 @@ impl DeviceSession for EmulatedSession {
             .iter()
             .map(|k| KernelDesc {
                 name: k.name.clone(),
-                params: k.params.iter().map(|p| ParamDesc { offset: p.offset, size: p.size }).collect(),
+                params: k
+                    .params
+                    .iter()
+                    .map(|p| ParamDesc {
+                        offset: p.offset,
+                        size: p.size,
+                    })
+                    .collect(),
                 shared_bytes: k.static_shared_bytes,
                 local_bytes: k.local_bytes,
                 num_regs: k.num_regs,
@@ -190,7 +241,11 @@ impl DeviceSession for EmulatedSession {
             .iter()
             .filter_map(|g| {
                 let (addr, size) = loaded.global(&g.name)?;
-                Some(GlobalDesc { name: g.name.clone(), addr, size })
+                Some(GlobalDesc {
+                    name: g.name.clone(),
+                    addr,
+                    size,
+                })
             })
             .collect();
         self.loaded.insert(module, (device, loaded));
@@ -208,16 +263,26 @@ impl DeviceSession for EmulatedSession {
 
     fn launch(&mut self, l: &Launch<'_>) -> (String, CuResult<()>) {
         let Some((device, m)) = self.loaded.get(&l.module) else {
-            return (String::new(), Err(CuError::new(CuStatus::INVALID_HANDLE, "no such module")));
+            return (
+                String::new(),
+                Err(CuError::new(CuStatus::INVALID_HANDLE, "no such module")),
+            );
         };
         let Some(kernel) = m.module().kernels().get(l.kernel as usize) else {
-            return (String::new(), Err(CuError::new(CuStatus::INVALID_HANDLE, "no such function")));
+            return (
+                String::new(),
+                Err(CuError::new(CuStatus::INVALID_HANDLE, "no such function")),
+            );
         };
         let space = match self.space(*device) {
             Ok(s) => s,
             Err(e) => return (String::new(), Err(e)),
         };
-        let cfg = LaunchConfig { grid: l.grid, block: l.block, dynamic_shared_bytes: l.shared };
+        let cfg = LaunchConfig {
+            grid: l.grid,
+            block: l.block,
+            dynamic_shared_bytes: l.shared,
+        };
         let outcome = m.launch(space, &kernel.name, &cfg, l.params, &self.options);
         (outcome.printf, outcome.result.map_err(emu_error))
     }
@@ -231,7 +296,10 @@ fn emulated_device(index: u32, memory: u64, seed: [u8; 16]) -> DeviceInfo {
     let mut attributes = ATTRIBUTES_SM80.to_vec();
     attributes.extend([(33, 0x10 + index as i32), (34, 0), (50, 0)]);
     DeviceInfo {
-        name: format!("Remora Emulated GPU (sm_{}{})", COMPUTE_CAPABILITY.0, COMPUTE_CAPABILITY.1),
+        name: format!(
+            "Remora Emulated GPU (sm_{}{})",
+            COMPUTE_CAPABILITY.0, COMPUTE_CAPABILITY.1
+        ),
         uuid,
         total_mem: memory,
         attributes,
@@ -266,14 +334,14 @@ const ATTRIBUTES_SM80: &[(u32, i32)] = &[
     (27, 32768),
     (28, 32768),
     (29, 2048),
-    (30, 512),        // SURFACE_ALIGNMENT
-    (31, 1),          // CONCURRENT_KERNELS
-    (36, 1215000),    // MEMORY_CLOCK_RATE
-    (37, 5120),       // GLOBAL_MEMORY_BUS_WIDTH
-    (38, 41943040),   // L2_CACHE_SIZE
-    (39, 2048),       // MAX_THREADS_PER_MULTIPROCESSOR
-    (40, 2),          // ASYNC_ENGINE_COUNT
-    (41, 1),          // UNIFIED_ADDRESSING
+    (30, 512),      // SURFACE_ALIGNMENT
+    (31, 1),        // CONCURRENT_KERNELS
+    (36, 1215000),  // MEMORY_CLOCK_RATE
+    (37, 5120),     // GLOBAL_MEMORY_BUS_WIDTH
+    (38, 41943040), // L2_CACHE_SIZE
+    (39, 2048),     // MAX_THREADS_PER_MULTIPROCESSOR
+    (40, 2),        // ASYNC_ENGINE_COUNT
+    (41, 1),        // UNIFIED_ADDRESSING
     (42, 32768),
     (43, 2048),
     (44, 1),
@@ -282,7 +350,7 @@ const ATTRIBUTES_SM80: &[(u32, i32)] = &[
     (47, 8192),
     (48, 8192),
     (49, 32768),
-    (51, 32),         // TEXTURE_PITCH_ALIGNMENT
+    (51, 32), // TEXTURE_PITCH_ALIGNMENT
     (52, 32768),
     (53, 32768),
     (54, 2046),

@@ -62,7 +62,10 @@ pub struct Session {
 }
 
 fn invalid_handle(what: &str, h: u64) -> CuError {
-    CuError::new(CuStatus::INVALID_HANDLE, format!("unknown {what} handle {h:#x}"))
+    CuError::new(
+        CuStatus::INVALID_HANDLE,
+        format!("unknown {what} handle {h:#x}"),
+    )
 }
 
 impl Session {
@@ -101,7 +104,10 @@ impl Session {
 
     fn ctx(&self, ctx: u64) -> CuResult<&Ctx> {
         let c = self.contexts.get(&ctx).ok_or_else(|| {
-            CuError::new(CuStatus::INVALID_CONTEXT, format!("unknown context {ctx:#x}"))
+            CuError::new(
+                CuStatus::INVALID_CONTEXT,
+                format!("unknown context {ctx:#x}"),
+            )
         })?;
         match &c.sticky {
             Some(e) => Err(e.clone()),
@@ -157,25 +163,54 @@ impl Session {
     pub fn begin_module_load(&self, ctx: u64, module: u64) -> CuResult<u32> {
         let device = self.ctx(ctx)?.device;
         if self.modules.contains_key(&module) {
-            return Err(CuError::new(CuStatus::INVALID_VALUE, format!("module handle {module:#x} already in use")));
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("module handle {module:#x} already in use"),
+            ));
         }
         Ok(device)
     }
 
-    pub fn load_module(&mut self, ctx: u64, module: u64, hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ReplyBody> {
+    pub fn load_module(
+        &mut self,
+        ctx: u64,
+        module: u64,
+        hash: [u8; 32],
+        image: Arc<[u8]>,
+    ) -> CuResult<ReplyBody> {
         let device = self.begin_module_load(ctx, module)?;
         let loaded = self.backend.load_module(device, module, hash, image)?;
         let mut globals = Vec::new();
         for g in &loaded.globals {
-            self.allocs.insert(g.addr, Alloc { size: g.size.max(1), ctx, kind: AllocKind::ModuleGlobal });
+            self.allocs.insert(
+                g.addr,
+                Alloc {
+                    size: g.size.max(1),
+                    ctx,
+                    kind: AllocKind::ModuleGlobal,
+                },
+            );
             globals.push(g.addr);
         }
-        self.modules.insert(module, Module { ctx, kernels: loaded.kernels.len() as u32, globals });
-        Ok(ReplyBody::Module { kernels: loaded.kernels, globals: loaded.globals })
+        self.modules.insert(
+            module,
+            Module {
+                ctx,
+                kernels: loaded.kernels.len() as u32,
+                globals,
+            },
+        );
+        Ok(ReplyBody::Module {
+            kernels: loaded.kernels,
+            globals: loaded.globals,
+        })
     }
 
     fn unload_module(&mut self, module: u64) -> CuResult<()> {
-        let m = self.modules.remove(&module).ok_or_else(|| invalid_handle("module", module))?;
+        let m = self
+            .modules
+            .remove(&module)
+            .ok_or_else(|| invalid_handle("module", module))?;
         for g in m.globals {
             self.allocs.remove(&g);
         }
@@ -186,29 +221,48 @@ impl Session {
     pub fn handle(&mut self, req: Request) -> CuResult<ReplyBody> {
         use Request as R;
         match req {
-            R::SetWindows { .. } => Err(CuError::new(CuStatus::ILLEGAL_STATE, "address windows are already set")),
+            R::SetWindows { .. } => Err(CuError::new(
+                CuStatus::ILLEGAL_STATE,
+                "address windows are already set",
+            )),
             R::MemGetInfo { device } => {
                 let (free, total) = self.backend.mem_info(device)?;
                 Ok(ReplyBody::MemInfo { free, total })
             }
             R::CtxCreate { ctx, device, .. } => {
                 if device >= self.device_count {
-                    return Err(CuError::new(CuStatus::INVALID_DEVICE, format!("no device {device}")));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_DEVICE,
+                        format!("no device {device}"),
+                    ));
                 }
                 if self.contexts.contains_key(&ctx) {
-                    return Err(CuError::new(CuStatus::INVALID_VALUE, format!("context {ctx:#x} already exists")));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("context {ctx:#x} already exists"),
+                    ));
                 }
-                self.contexts.insert(ctx, Ctx { device, sticky: None });
+                self.contexts.insert(
+                    ctx,
+                    Ctx {
+                        device,
+                        sticky: None,
+                    },
+                );
                 Ok(ReplyBody::None)
             }
             R::CtxDestroy { ctx } => {
-                self.contexts.get(&ctx).ok_or_else(|| invalid_handle("context", ctx))?;
+                self.contexts
+                    .get(&ctx)
+                    .ok_or_else(|| invalid_handle("context", ctx))?;
                 self.release_context(ctx);
                 self.contexts.remove(&ctx);
                 Ok(ReplyBody::None)
             }
             R::CtxReset { ctx } => {
-                self.contexts.get(&ctx).ok_or_else(|| invalid_handle("context", ctx))?;
+                self.contexts
+                    .get(&ctx)
+                    .ok_or_else(|| invalid_handle("context", ctx))?;
                 self.release_context(ctx);
                 if let Some(c) = self.contexts.get_mut(&ctx) {
                     c.sticky = None;
@@ -223,10 +277,20 @@ impl Session {
             R::MemAlloc { ctx, size } => {
                 let device = self.ctx(ctx)?.device;
                 if size == 0 {
-                    return Err(CuError::new(CuStatus::INVALID_VALUE, "allocation of 0 bytes"));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        "allocation of 0 bytes",
+                    ));
                 }
                 let ptr = self.backend.alloc(device, size)?;
-                self.allocs.insert(ptr, Alloc { size, ctx, kind: AllocKind::User });
+                self.allocs.insert(
+                    ptr,
+                    Alloc {
+                        size,
+                        ctx,
+                        kind: AllocKind::User,
+                    },
+                );
                 Ok(ReplyBody::Ptr { ptr })
             }
             R::MemFree { ctx, ptr } => {
@@ -244,7 +308,13 @@ impl Session {
                 self.allocs.remove(&ptr);
                 Ok(ReplyBody::None)
             }
-            R::MemcpyDtoD { ctx, stream, dst, src, size } => {
+            R::MemcpyDtoD {
+                ctx,
+                stream,
+                dst,
+                src,
+                size,
+            } => {
                 self.stream(ctx, stream)?;
                 self.check_range(src, size)?;
                 self.check_range(dst, size)?;
@@ -253,33 +323,60 @@ impl Session {
                 }
                 Ok(ReplyBody::None)
             }
-            R::Memset { ctx, stream, dst, pitch, value, elem, width, height } => {
+            R::Memset {
+                ctx,
+                stream,
+                dst,
+                pitch,
+                value,
+                elem,
+                width,
+                height,
+            } => {
                 self.stream(ctx, stream)?;
                 if !matches!(elem, 1 | 2 | 4) {
-                    return Err(CuError::new(CuStatus::INVALID_VALUE, format!("memset element of {elem} bytes")));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("memset element of {elem} bytes"),
+                    ));
                 }
                 let row = width.checked_mul(elem as u64);
-                let span = row.and_then(|r| height.checked_sub(1).map_or(Some(0), |h| h.checked_mul(pitch)?.checked_add(r)));
-                let span = span.ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "memset extent overflows"))?;
+                let span = row.and_then(|r| {
+                    height
+                        .checked_sub(1)
+                        .map_or(Some(0), |h| h.checked_mul(pitch)?.checked_add(r))
+                });
+                let span = span.ok_or_else(|| {
+                    CuError::new(CuStatus::INVALID_VALUE, "memset extent overflows")
+                })?;
                 if height > 1 && pitch < row.unwrap_or(0) {
-                    return Err(CuError::new(CuStatus::INVALID_VALUE, "memset pitch smaller than its width"));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        "memset pitch smaller than its width",
+                    ));
                 }
                 if span > 0 {
                     self.check_range(dst, span)?;
-                    self.backend.memset(dst, pitch, value, elem, width, height)?;
+                    self.backend
+                        .memset(dst, pitch, value, elem, width, height)?;
                 }
                 Ok(ReplyBody::None)
             }
             R::StreamCreate { ctx, stream, .. } => {
                 self.ctx(ctx)?;
                 if stream == 0 || self.streams.contains_key(&stream) {
-                    return Err(CuError::new(CuStatus::INVALID_VALUE, format!("stream {stream:#x} already exists")));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("stream {stream:#x} already exists"),
+                    ));
                 }
                 self.streams.insert(stream, ctx);
                 Ok(ReplyBody::None)
             }
             R::StreamDestroy { stream, .. } => {
-                self.streams.remove(&stream).ok_or_else(|| invalid_handle("stream", stream))?;
+                self.streams
+                    .remove(&stream)
+                    .ok_or_else(|| invalid_handle("stream", stream))?;
                 Ok(ReplyBody::None)
             }
             R::StreamSynchronize { ctx, stream } | R::StreamQuery { ctx, stream } => {
@@ -289,48 +386,83 @@ impl Session {
             }
             R::StreamWaitEvent { ctx, stream, event } => {
                 self.stream(ctx, stream)?;
-                self.events.get(&event).ok_or_else(|| invalid_handle("event", event))?;
+                self.events
+                    .get(&event)
+                    .ok_or_else(|| invalid_handle("event", event))?;
                 // Work runs in arrival order, so the event has already completed.
                 Ok(ReplyBody::None)
             }
             R::EventCreate { ctx, event, flags } => {
                 self.ctx(ctx)?;
                 if self.events.contains_key(&event) {
-                    return Err(CuError::new(CuStatus::INVALID_VALUE, format!("event {event:#x} already exists")));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("event {event:#x} already exists"),
+                    ));
                 }
-                self.events.insert(event, Event { ctx, timing: flags & EVENT_DISABLE_TIMING == 0, recorded: None });
+                self.events.insert(
+                    event,
+                    Event {
+                        ctx,
+                        timing: flags & EVENT_DISABLE_TIMING == 0,
+                        recorded: None,
+                    },
+                );
                 Ok(ReplyBody::None)
             }
             R::EventRecord { ctx, event, stream } => {
                 self.stream(ctx, stream)?;
-                let e = self.events.get_mut(&event).ok_or_else(|| invalid_handle("event", event))?;
+                let e = self
+                    .events
+                    .get_mut(&event)
+                    .ok_or_else(|| invalid_handle("event", event))?;
                 e.recorded = Some(Instant::now());
                 Ok(ReplyBody::None)
             }
             R::EventSynchronize { event, .. } | R::EventQuery { event, .. } => {
-                let ctx = self.events.get(&event).ok_or_else(|| invalid_handle("event", event))?.ctx;
+                let ctx = self
+                    .events
+                    .get(&event)
+                    .ok_or_else(|| invalid_handle("event", event))?
+                    .ctx;
                 self.ctx(ctx)?;
                 self.backend.synchronize()?;
                 Ok(ReplyBody::None)
             }
             R::EventElapsed { start, end, .. } => {
                 let (s, e) = (
-                    self.events.get(&start).ok_or_else(|| invalid_handle("event", start))?,
-                    self.events.get(&end).ok_or_else(|| invalid_handle("event", end))?,
+                    self.events
+                        .get(&start)
+                        .ok_or_else(|| invalid_handle("event", start))?,
+                    self.events
+                        .get(&end)
+                        .ok_or_else(|| invalid_handle("event", end))?,
                 );
                 if !s.timing || !e.timing {
-                    return Err(CuError::new(CuStatus::INVALID_HANDLE, "event created with CU_EVENT_DISABLE_TIMING"));
+                    return Err(CuError::new(
+                        CuStatus::INVALID_HANDLE,
+                        "event created with CU_EVENT_DISABLE_TIMING",
+                    ));
                 }
                 match (s.recorded, e.recorded) {
                     (Some(a), Some(b)) => {
-                        let ms = if b >= a { (b - a).as_secs_f64() * 1e3 } else { -((a - b).as_secs_f64() * 1e3) };
+                        let ms = if b >= a {
+                            (b - a).as_secs_f64() * 1e3
+                        } else {
+                            -((a - b).as_secs_f64() * 1e3)
+                        };
                         Ok(ReplyBody::Elapsed { ms: ms as f32 })
                     }
-                    _ => Err(CuError::new(CuStatus::INVALID_HANDLE, "event has not been recorded")),
+                    _ => Err(CuError::new(
+                        CuStatus::INVALID_HANDLE,
+                        "event has not been recorded",
+                    )),
                 }
             }
             R::EventDestroy { event, .. } => {
-                self.events.remove(&event).ok_or_else(|| invalid_handle("event", event))?;
+                self.events
+                    .remove(&event)
+                    .ok_or_else(|| invalid_handle("event", event))?;
                 Ok(ReplyBody::None)
             }
             R::ModuleUnload { ctx, module } => {
@@ -338,13 +470,32 @@ impl Session {
                 self.unload_module(module)?;
                 Ok(ReplyBody::None)
             }
-            R::Launch { ctx, stream, module, kernel, grid, block, shared, params } => {
+            R::Launch {
+                ctx,
+                stream,
+                module,
+                kernel,
+                grid,
+                block,
+                shared,
+                params,
+            } => {
                 self.stream(ctx, stream)?;
-                let m = self.modules.get(&module).ok_or_else(|| invalid_handle("module", module))?;
+                let m = self
+                    .modules
+                    .get(&module)
+                    .ok_or_else(|| invalid_handle("module", module))?;
                 if kernel >= m.kernels {
                     return Err(invalid_handle("function", kernel as u64));
                 }
-                let launch = Launch { module, kernel, grid, block, shared, params: &params };
+                let launch = Launch {
+                    module,
+                    kernel,
+                    grid,
+                    block,
+                    shared,
+                    params: &params,
+                };
                 let (out, result) = self.backend.launch(&launch);
                 self.output.push_str(&out);
                 match result {
@@ -359,20 +510,33 @@ impl Session {
                     }
                 }
             }
-            R::MemcpyHtoD { .. } | R::MemcpyDtoH { .. } | R::ModuleHave { .. } | R::ModuleLoad { .. } => {
-                Err(CuError::new(CuStatus::INVALID_VALUE, "request needs its payload handled by the connection"))
-            }
+            R::MemcpyHtoD { .. }
+            | R::MemcpyDtoH { .. }
+            | R::ModuleHave { .. }
+            | R::ModuleLoad { .. } => Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                "request needs its payload handled by the connection",
+            )),
         }
     }
 
     /// Frees everything a context owns.
     fn release_context(&mut self, ctx: u64) {
-        let modules: Vec<u64> = self.modules.iter().filter(|(_, m)| m.ctx == ctx).map(|(&h, _)| h).collect();
+        let modules: Vec<u64> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.ctx == ctx)
+            .map(|(&h, _)| h)
+            .collect();
         for m in modules {
             let _ = self.unload_module(m);
         }
-        let ptrs: Vec<u64> =
-            self.allocs.iter().filter(|(_, a)| a.ctx == ctx && a.kind == AllocKind::User).map(|(&p, _)| p).collect();
+        let ptrs: Vec<u64> = self
+            .allocs
+            .iter()
+            .filter(|(_, a)| a.ctx == ctx && a.kind == AllocKind::User)
+            .map(|(&p, _)| p)
+            .collect();
         for p in ptrs {
             let _ = self.backend.free(p);
             self.allocs.remove(&p);

@@ -57,7 +57,9 @@ static CLIENT: OnceLock<Result<Arc<Client>, String>> = OnceLock::new();
 /// The process's connection, opened on first use.
 pub fn client() -> ShimResult<&'static Client> {
     match CLIENT.get_or_init(|| {
-        connect().map(Arc::new).inspect_err(|e| eprintln!("remora: {e}"))
+        connect()
+            .map(Arc::new)
+            .inspect_err(|e| eprintln!("remora: {e}"))
     }) {
         Ok(c) => Ok(c),
         Err(e) => Err(ShimError::Unreachable(e.clone())),
@@ -82,7 +84,8 @@ fn connect() -> Result<Client, String> {
     let addr = file.address;
     // Connect on a helper thread: the calling thread may be inside a runtime of its own.
     let c = std::thread::scope(|s| {
-        s.spawn(|| rt.block_on(remora_protocol::endpoint::connect(&file, CONNECT_TIMEOUT))).join()
+        s.spawn(|| rt.block_on(remora_protocol::endpoint::connect(&file, CONNECT_TIMEOUT)))
+            .join()
     })
     .map_err(|_| "the connection attempt panicked".to_string())??;
     let (endpoint, conn, send, recv, info) = (c.endpoint, c.conn, c.send, c.recv, c.info);
@@ -102,14 +105,21 @@ fn connect() -> Result<Client, String> {
         info,
         windows: windows.clone(),
         address: addr,
-        io: Mutex::new(Io { send, recv, batch: Vec::with_capacity(BATCH_FLUSH * 2), broken: None }),
+        io: Mutex::new(Io {
+            send,
+            recv,
+            batch: Vec::with_capacity(BATCH_FLUSH * 2),
+            broken: None,
+        }),
         conn,
         rt,
         driver,
         closing,
         closed: Mutex::new(Some(done_rx)),
     };
-    client.call(&Request::SetWindows { windows }).map_err(|e| format!("Remora server at {addr}: {e}"))?;
+    client
+        .call(&Request::SetWindows { windows })
+        .map_err(|e| format!("Remora server at {addr}: {e}"))?;
     // SAFETY: `close_at_exit` is a plain extern "C" fn with no arguments, as atexit expects.
     unsafe { libc::atexit(close_at_exit) };
     tracing::debug!(%addr, devices = client.info.devices.len(), "connected");
@@ -133,9 +143,16 @@ fn reserve_windows(devices: usize) -> Result<Vec<Window>, String> {
                 )
             };
             if p == libc::MAP_FAILED {
-                return Err(format!("cannot reserve a device address window: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot reserve a device address window: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
-            Ok(Window { device: device as u32, base: p as u64, size: WINDOW_SIZE })
+            Ok(Window {
+                device: device as u32,
+                base: p as u64,
+                size: WINDOW_SIZE,
+            })
         })
         .collect()
 }
@@ -187,7 +204,10 @@ impl Client {
     }
 
     fn lost(&self, io: &mut Io, e: impl std::fmt::Display) -> ShimError {
-        let why = format!("lost the connection to the Remora server at {}: {e}", self.address);
+        let why = format!(
+            "lost the connection to the Remora server at {}: {e}",
+            self.address
+        );
         if io.broken.is_none() {
             eprintln!("remora: {why}");
             io.broken = Some(why.clone());
@@ -213,7 +233,7 @@ impl Client {
             io.batch.extend_from_slice(payload);
         } else {
             self.flush(&mut io)?;
-                let r = self.block_on(io.send.write_all(payload));
+            let r = self.block_on(io.send.write_all(payload));
             r.map_err(|e| self.lost(&mut io, e))?;
         }
         if io.batch.len() >= BATCH_FLUSH {
@@ -251,16 +271,29 @@ impl Client {
         let r = self.block_on(async {
             io.send.write_all(&batch).await.map_err(|e| e.to_string())?;
             if large {
-                io.send.write_all(payload).await.map_err(|e| e.to_string())?;
+                io.send
+                    .write_all(payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             let mut p = [0u8; PREFIX_LEN];
-            io.recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
+            io.recv
+                .read_exact(&mut p)
+                .await
+                .map_err(|e| e.to_string())?;
             let prefix = FramePrefix::parse(&p).map_err(|e| e.to_string())?;
             let mut header = vec![0u8; prefix.header_len as usize];
-            io.recv.read_exact(&mut header).await.map_err(|e| e.to_string())?;
+            io.recv
+                .read_exact(&mut header)
+                .await
+                .map_err(|e| e.to_string())?;
             let reply = decode::<Reply>(&header).map_err(|e| e.to_string())?;
             if prefix.payload_len != out.len() as u64 && prefix.payload_len != 0 {
-                return Err(format!("reply carries {} bytes, {} expected", prefix.payload_len, out.len()));
+                return Err(format!(
+                    "reply carries {} bytes, {} expected",
+                    prefix.payload_len,
+                    out.len()
+                ));
             }
             if prefix.payload_len > 0 {
                 io.recv.read_exact(out).await.map_err(|e| e.to_string())?;
@@ -273,7 +306,10 @@ impl Client {
         let reply = r.map_err(|e| self.lost(io, e))?;
         deliver_output(&reply.output);
         if reply.status != 0 {
-            return Err(ShimError::new(CuStatus(reply.status), reply.message.clone()));
+            return Err(ShimError::new(
+                CuStatus(reply.status),
+                reply.message.clone(),
+            ));
         }
         Ok(reply)
     }
@@ -283,7 +319,8 @@ impl Client {
     /// as a real driver drops it. Runs without this thread's thread-locals (they may be gone).
     fn close(&self) {
         self.conn.close(0u32.into(), b"client exit");
-        self.closing.store(true, std::sync::atomic::Ordering::Release);
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         self.driver.unpark();
         let rx = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(rx) = rx {

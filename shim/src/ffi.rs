@@ -22,7 +22,10 @@ pub enum ShimError {
 
 impl ShimError {
     pub fn new(status: CuStatus, message: impl Into<String>) -> Self {
-        Self::Cuda { status, message: message.into() }
+        Self::Cuda {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> CuStatus {
@@ -71,7 +74,10 @@ fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
         }
     });
 }
@@ -157,5 +163,7 @@ pub unsafe fn c_str<'a>(p: *const std::ffi::c_char) -> ShimResult<&'a str> {
         return Err(invalid("null string"));
     }
     // SAFETY: NUL-terminated by the caller's contract.
-    unsafe { std::ffi::CStr::from_ptr(p) }.to_str().map_err(|_| invalid("string is not UTF-8"))
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| invalid("string is not UTF-8"))
 }

@@ -91,7 +91,10 @@ pub fn thread_alive() -> bool {
 }
 
 pub fn current() -> Option<u64> {
-    CTX_STACK.try_with(|s| s.borrow().last().copied()).ok().flatten()
+    CTX_STACK
+        .try_with(|s| s.borrow().last().copied())
+        .ok()
+        .flatten()
 }
 
 /// The current context, or `CUDA_ERROR_INVALID_CONTEXT`.
@@ -132,20 +135,29 @@ impl State {
         }
         match self.streams.get(&stream) {
             Some(s) => Ok((s.ctx, stream)),
-            None => Err(ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown stream {stream:#x}"))),
+            None => Err(ShimError::new(
+                CuStatus::INVALID_HANDLE,
+                format!("unknown stream {stream:#x}"),
+            )),
         }
     }
 
     pub fn context(&self, ctx: u64) -> ShimResult<&Context> {
-        self.contexts
-            .get(&ctx)
-            .ok_or_else(|| ShimError::new(CuStatus::INVALID_CONTEXT, format!("unknown context {ctx:#x}")))
+        self.contexts.get(&ctx).ok_or_else(|| {
+            ShimError::new(
+                CuStatus::INVALID_CONTEXT,
+                format!("unknown context {ctx:#x}"),
+            )
+        })
     }
 
     /// The allocation holding `[ptr, ptr + len)`.
     pub fn alloc_range(&self, ptr: u64, len: u64) -> ShimResult<(u64, &Alloc)> {
         match self.allocs.range(..=ptr).next_back() {
-            Some((&base, a)) if ptr.checked_add(len).is_some_and(|end| end <= base + a.size) && ptr < base + a.size.max(1) => {
+            Some((&base, a))
+                if ptr.checked_add(len).is_some_and(|end| end <= base + a.size)
+                    && ptr < base + a.size.max(1) =>
+            {
                 Ok((base, a))
             }
             _ => Err(ShimError::new(

@@ -19,7 +19,14 @@ fn backend_cuda_without_a_driver_fails_with_a_message_naming_what_is_missing() {
     }
     let dir = TempDir::new("cuda");
     let out = Command::new(remora())
-        .args(["serve", "--backend", "cuda", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args([
+            "serve",
+            "--backend",
+            "cuda",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
         .arg(&dir.0)
         .output()
         .unwrap();
@@ -36,7 +43,14 @@ fn backend_auto_falls_back_to_emulated_without_a_gpu() {
     }
     let dir = TempDir::new("auto");
     let mut child = Command::new(remora())
-        .args(["serve", "--backend", "auto", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args([
+            "serve",
+            "--backend",
+            "auto",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
         .arg(&dir.0)
         .stdout(Stdio::piped())
         .spawn()

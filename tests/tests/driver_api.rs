@@ -37,7 +37,11 @@ fn remora_run_without_a_connection_starts_an_embedded_server() {
 fn without_the_shim_the_program_finds_no_driver() {
     // Negative control: the same binary without Remora fails to load libcuda.so.1 at all.
     let prog = c_program("driver_memory");
-    let out = std::process::Command::new(&prog).env_remove("LD_PRELOAD").env_remove("LD_LIBRARY_PATH").output().unwrap();
+    let out = std::process::Command::new(&prog)
+        .env_remove("LD_PRELOAD")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("libcuda.so.1"), "{}", text(&out));
 }
@@ -47,8 +51,16 @@ fn wrong_token_is_refused_with_a_reason() {
     let server = Server::start();
     let bad = server.dir.0.join("bad-token");
     let good = std::fs::read_to_string(&server.connection).unwrap();
-    let replaced: Vec<String> =
-        good.lines().map(|l| if l.starts_with("token") { "token = not-the-token".into() } else { l.to_string() }).collect();
+    let replaced: Vec<String> = good
+        .lines()
+        .map(|l| {
+            if l.starts_with("token") {
+                "token = not-the-token".into()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
     std::fs::write(&bad, replaced.join("\n")).unwrap();
     let out = std::process::Command::new(remora())
         .args(["run", "--connection"])
@@ -59,7 +71,10 @@ fn wrong_token_is_refused_with_a_reason() {
         .unwrap();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("refused the token") || t.contains("invalid token"), "{t}");
+    assert!(
+        t.contains("refused the token") || t.contains("invalid token"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -69,10 +84,20 @@ fn wrong_certificate_is_refused_with_a_reason() {
     let good = std::fs::read_to_string(&server.connection).unwrap();
     let replaced: Vec<String> = good
         .lines()
-        .map(|l| if l.starts_with("cert_sha256") { format!("cert_sha256 = {}", "ab".repeat(32)) } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("cert_sha256") {
+                format!("cert_sha256 = {}", "ab".repeat(32))
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     std::fs::write(&bad, replaced.join("\n")).unwrap();
-    let out = std::process::Command::new(remora()).args(["devices", "--connection"]).arg(&bad).output().unwrap();
+    let out = std::process::Command::new(remora())
+        .args(["devices", "--connection"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("certificate"), "{t}");
@@ -91,10 +116,17 @@ fn wrong_certificate_is_refused_with_a_reason() {
 #[test]
 fn remora_devices_lists_the_emulated_devices() {
     let server = Server::start_with(&["--devices", "2"]);
-    let out = std::process::Command::new(remora()).args(["devices", "--connection"]).arg(&server.connection).output().unwrap();
+    let out = std::process::Command::new(remora())
+        .args(["devices", "--connection"])
+        .arg(&server.connection)
+        .output()
+        .unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("GPU 0: Remora Emulated GPU") && t.contains("GPU 1:"), "{t}");
+    assert!(
+        t.contains("GPU 0: Remora Emulated GPU") && t.contains("GPU 1:"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -140,17 +172,26 @@ fn a_killed_client_leaves_the_server_serving_with_its_memory_freed() {
     // `remora run` forwards nothing: kill the application process itself, mid-copy.
     let app = find_child_pid(child.id(), "client_tool").expect("the client process");
     // SAFETY-free: plain kill(1).
-    std::process::Command::new("kill").args(["-9", &app.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &app.to_string()])
+        .status()
+        .unwrap();
     let _ = child.wait();
     let (during, _) = free_memory(&server);
-    assert!(during < total, "the killed client's 64 MiB should still be held until detected");
+    assert!(
+        during < total,
+        "the killed client's 64 MiB should still be held until detected"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (free, _) = free_memory(&server);
         if free == total {
             break;
         }
-        assert!(Instant::now() < deadline, "memory not freed: {free} of {total}");
+        assert!(
+            Instant::now() < deadline,
+            "memory not freed: {free} of {total}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -166,10 +207,15 @@ fn a_client_cannot_touch_another_clients_allocation() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(owner.stdout.take().unwrap());
-    let ptr = wait_line(&mut out, "ptr ").trim_start_matches("ptr ").to_string();
+    let ptr = wait_line(&mut out, "ptr ")
+        .trim_start_matches("ptr ")
+        .to_string();
     let thief = server.run(&c_program("client_tool"), &["steal", &ptr]);
     let t = text(&thief);
-    assert!(t.contains("read 1") && t.contains("write 1") && t.contains("free 1"), "{t}");
+    assert!(
+        t.contains("read 1") && t.contains("write 1") && t.contains("free 1"),
+        "{t}"
+    );
     owner.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let line = wait_line(&mut out, "after ");
     assert_eq!(line, "after 0 same 1");
@@ -181,10 +227,22 @@ fn find_child_pid(parent: u32, name: &str) -> Option<u32> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let comm = stat.split('(').nth(1).and_then(|s| s.split(')').next()).unwrap_or("");
-            let ppid = stat.rsplit(')').next().and_then(|s| s.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let comm = stat
+                .split('(')
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .unwrap_or("");
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
             if comm == name && ppid == Some(parent) {
                 return Some(pid);
             }

@@ -56,7 +56,10 @@ fn device_assert_is_710_with_cudas_message() {
     let server = Server::start();
     fault(&server, "assert", 710);
     let t = text(&server.run(&nvrtc_program(), &["fault", "assert"]));
-    assert!(t.contains("block: [0,0,0], thread: [0,0,0] Assertion `v == 42` failed."), "{t}");
+    assert!(
+        t.contains("block: [0,0,0], thread: [0,0,0] Assertion `v == 42` failed."),
+        "{t}"
+    );
 }
 
 #[test]
@@ -66,5 +69,9 @@ fn trap_is_719_and_sticky() {
 
 #[test]
 fn a_kernel_that_never_ends_is_702_after_its_budget() {
-    fault(&Server::start_with(&["--kernel-budget", "2000000"]), "hang", 702);
+    fault(
+        &Server::start_with(&["--kernel-budget", "2000000"]),
+        "hang",
+        702,
+    );
 }

@@ -17,9 +17,15 @@ struct Raw {
 
 impl Raw {
     async fn connect(file: &ConnectionFile, window_base: u64) -> Self {
-        let c = endpoint::connect(file, Duration::from_secs(10)).await.expect("connect");
+        let c = endpoint::connect(file, Duration::from_secs(10))
+            .await
+            .expect("connect");
         let mut raw = Raw { c };
-        let windows = vec![Window { device: 0, base: window_base, size: 1 << 40 }];
+        let windows = vec![Window {
+            device: 0,
+            base: window_base,
+            size: 1 << 40,
+        }];
         let r = raw.call(&Request::SetWindows { windows }, &[]).await;
         assert_eq!(r.status, 0, "{}", r.message);
         raw
@@ -46,7 +52,10 @@ impl Raw {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -55,35 +64,120 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
     let file = ConnectionFile::read(&server.connection).unwrap();
     rt().block_on(async {
         let mut a = Raw::connect(&file, 0x7000_0000_0000).await;
-        a.send(&Request::CtxCreate { ctx: 1, device: 0, flags: 0 }, &[], 0).await;
+        a.send(
+            &Request::CtxCreate {
+                ctx: 1,
+                device: 0,
+                flags: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
         let r = a.call(&Request::MemAlloc { ctx: 1, size: 4096 }, &[]).await;
-        let ReplyBody::Ptr { ptr } = r.body else { panic!("{r:?}") };
-        a.send(&Request::MemcpyHtoD { ctx: 1, stream: 0, dst: ptr }, &[7u8; 4096], 0).await;
+        let ReplyBody::Ptr { ptr } = r.body else {
+            panic!("{r:?}")
+        };
+        a.send(
+            &Request::MemcpyHtoD {
+                ctx: 1,
+                stream: 0,
+                dst: ptr,
+            },
+            &[7u8; 4096],
+            0,
+        )
+        .await;
 
         let mut b = Raw::connect(&file, 0x6000_0000_0000).await;
-        b.send(&Request::CtxCreate { ctx: 1, device: 0, flags: 0 }, &[], 0).await;
-        let r = b.call(&Request::MemcpyDtoH { ctx: 1, stream: 0, src: ptr, size: 16 }, &[]).await;
+        b.send(
+            &Request::CtxCreate {
+                ctx: 1,
+                device: 0,
+                flags: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
+        let r = b
+            .call(
+                &Request::MemcpyDtoH {
+                    ctx: 1,
+                    stream: 0,
+                    src: ptr,
+                    size: 16,
+                },
+                &[],
+            )
+            .await;
         assert_eq!(r.status, 1, "read of another client's memory: {r:?}");
         let r = b.call(&Request::MemFree { ctx: 1, ptr }, &[]).await;
         assert_eq!(r.status, 1, "free of another client's memory: {r:?}");
-        let r = b.call(&Request::MemcpyHtoD { ctx: 1, stream: 0, dst: ptr }, &[0u8; 16]).await;
+        let r = b
+            .call(
+                &Request::MemcpyHtoD {
+                    ctx: 1,
+                    stream: 0,
+                    dst: ptr,
+                },
+                &[0u8; 16],
+            )
+            .await;
         assert_eq!(r.status, 1, "write into another client's memory: {r:?}");
-        let r = b.call(&Request::Memset { ctx: 1, stream: 0, dst: ptr, pitch: 16, value: 0, elem: 1, width: 16, height: 1 }, &[]).await;
+        let r = b
+            .call(
+                &Request::Memset {
+                    ctx: 1,
+                    stream: 0,
+                    dst: ptr,
+                    pitch: 16,
+                    value: 0,
+                    elem: 1,
+                    width: 16,
+                    height: 1,
+                },
+                &[],
+            )
+            .await;
         assert_eq!(r.status, 1, "memset of another client's memory: {r:?}");
         // Handles are per client too.
-        let r = b.call(&Request::StreamSynchronize { ctx: 1, stream: 99 }, &[]).await;
+        let r = b
+            .call(&Request::StreamSynchronize { ctx: 1, stream: 99 }, &[])
+            .await;
         assert_eq!(r.status, 400, "{r:?}");
         let r = b.call(&Request::CtxSynchronize { ctx: 12345 }, &[]).await;
         assert_eq!(r.status, 201, "{r:?}");
         // A deferred error from an asynchronous call surfaces at the next synchronising call.
-        b.send(&Request::MemcpyDtoD { ctx: 1, stream: 0, dst: ptr, src: ptr, size: 8 }, &[], 0).await;
+        b.send(
+            &Request::MemcpyDtoD {
+                ctx: 1,
+                stream: 0,
+                dst: ptr,
+                src: ptr,
+                size: 8,
+            },
+            &[],
+            0,
+        )
+        .await;
         let r = b.call(&Request::CtxSynchronize { ctx: 1 }, &[]).await;
         assert_eq!(r.status, 1, "deferred error: {r:?}");
         let r = b.call(&Request::CtxSynchronize { ctx: 1 }, &[]).await;
         assert_eq!(r.status, 0, "reported once: {r:?}");
 
         // A's memory is untouched.
-        a.send(&Request::MemcpyDtoH { ctx: 1, stream: 0, src: ptr, size: 4096 }, &[], FLAG_REPLY).await;
+        a.send(
+            &Request::MemcpyDtoH {
+                ctx: 1,
+                stream: 0,
+                src: ptr,
+                size: 4096,
+            },
+            &[],
+            FLAG_REPLY,
+        )
+        .await;
         let mut p = [0u8; PREFIX_LEN];
         a.c.recv.read_exact(&mut p).await.unwrap();
         let prefix = FramePrefix::parse(&p).unwrap();
@@ -102,7 +196,11 @@ fn a_different_protocol_version_is_refused_with_a_clear_message() {
     let file = ConnectionFile::read(&server.connection).unwrap();
     rt().block_on(async {
         let ep = endpoint::client(file.address, file.cert_sha256).unwrap();
-        let conn = ep.connect(file.address, endpoint::SERVER_NAME).unwrap().await.unwrap();
+        let conn = ep
+            .connect(file.address, endpoint::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let mut hello = Vec::new();
         hello.extend_from_slice(&MAGIC);
@@ -115,7 +213,9 @@ fn a_different_protocol_version_is_refused_with_a_clear_message() {
         let (v, o, len) = handshake::parse_server_hello_prefix(&p).unwrap();
         let mut body = vec![0u8; len];
         recv.read_exact(&mut body).await.unwrap();
-        let err = handshake::finish_server_hello(v, o, &body).unwrap_err().to_string();
+        let err = handshake::finish_server_hello(v, o, &body)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("version"), "{err}");
     });
 }
@@ -131,12 +231,26 @@ fn garbage_after_the_handshake_closes_only_that_connection() {
         encode_prefixed(&mut junk, &[0xff; 40], FLAG_REPLY, 0);
         bad.c.send.write_all(&junk).await.unwrap();
         let mut p = [0u8; PREFIX_LEN];
-        assert!(bad.c.recv.read_exact(&mut p).await.is_err(), "the server must close a connection that sends garbage");
+        assert!(
+            bad.c.recv.read_exact(&mut p).await.is_err(),
+            "the server must close a connection that sends garbage"
+        );
         let mut ok = Raw::connect(&file, 0x7000_0000_0000).await;
         let r = ok.call(&Request::MemGetInfo { device: 0 }, &[]).await;
         assert_eq!(r.status, 0);
         let mut huge = Raw::connect(&file, 0x7000_0000_0000).await;
-        huge.c.send.write_all(&FramePrefix { header_len: u32::MAX, flags: 0, payload_len: 0 }.to_bytes()).await.unwrap();
+        huge.c
+            .send
+            .write_all(
+                &FramePrefix {
+                    header_len: u32::MAX,
+                    flags: 0,
+                    payload_len: 0,
+                }
+                .to_bytes(),
+            )
+            .await
+            .unwrap();
         assert!(huge.c.recv.read_exact(&mut p).await.is_err());
     });
     assert!(server.alive(), "the server must survive bad input");
@@ -147,9 +261,16 @@ fn overlapping_or_missing_windows_are_refused() {
     let server = Server::start();
     let file = ConnectionFile::read(&server.connection).unwrap();
     rt().block_on(async {
-        let mut c = endpoint::connect(&file, Duration::from_secs(10)).await.unwrap();
+        let mut c = endpoint::connect(&file, Duration::from_secs(10))
+            .await
+            .unwrap();
         let mut buf = Vec::new();
-        encode_prefixed(&mut buf, &encode(&Request::SetWindows { windows: vec![] }), FLAG_REPLY, 0);
+        encode_prefixed(
+            &mut buf,
+            &encode(&Request::SetWindows { windows: vec![] }),
+            FLAG_REPLY,
+            0,
+        );
         c.send.write_all(&buf).await.unwrap();
         let mut p = [0u8; PREFIX_LEN];
         c.recv.read_exact(&mut p).await.unwrap();

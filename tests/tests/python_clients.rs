@@ -57,5 +57,8 @@ fn without_remora_cupy_finds_no_driver() {
         .unwrap();
     let t = text(&out);
     assert!(!out.status.success());
-    assert!(t.contains("cudaErrorInsufficientDriver") || t.contains("CUDA driver"), "{t}");
+    assert!(
+        t.contains("cudaErrorInsufficientDriver") || t.contains("CUDA driver"),
+        "{t}"
+    );
 }

@@ -28,7 +28,11 @@ fn runtime_program(cuda: u32) -> std::path::PathBuf {
 }
 
 fn run_with_lib(server: &Server, prog: &std::path::Path, lib: &str) -> std::process::Output {
-    server.command(prog).env("LD_LIBRARY_PATH", cuda_env(lib)).output().unwrap()
+    server
+        .command(prog)
+        .env("LD_LIBRARY_PATH", cuda_env(lib))
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -36,7 +40,10 @@ fn cudart_12_shared_runs_the_runtime_api() {
     let server = Server::start();
     let out = run_with_lib(&server, &runtime_program(12), "CUDA12_LIB");
     let t = text(&out);
-    assert!(out.status.success() && t.contains("runtime_basics: all passed"), "{t}");
+    assert!(
+        out.status.success() && t.contains("runtime_basics: all passed"),
+        "{t}"
+    );
     assert!(t.contains("runtime 12090"), "{t}");
 }
 
@@ -45,14 +52,20 @@ fn cudart_13_shared_runs_the_runtime_api() {
     let server = Server::start();
     let out = run_with_lib(&server, &runtime_program(13), "CUDA13_LIB");
     let t = text(&out);
-    assert!(out.status.success() && t.contains("runtime_basics: all passed"), "{t}");
+    assert!(
+        out.status.success() && t.contains("runtime_basics: all passed"),
+        "{t}"
+    );
     assert!(t.contains("runtime 13"), "{t}");
 }
 
 #[test]
 fn without_remora_cudart_reports_no_driver() {
     // Negative control: the same program with no libcuda.so.1 at all gets error 35.
-    let out = Command::new(runtime_program(12)).env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB")).output().unwrap();
+    let out = Command::new(runtime_program(12))
+        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"))
+        .output()
+        .unwrap();
     let t = text(&out);
     assert!(!out.status.success());
     assert!(t.contains("-> 35"), "{t}");
@@ -63,7 +76,10 @@ fn nvcc_case(name: &str, shared: bool, compressed: bool) {
     let prog = nvcc_program(name, shared, compressed);
     let out = run_with_lib(&server, &prog, "CUDA13_LIB");
     let t = text(&out);
-    assert!(out.status.success(), "{name} (shared cudart {shared}, compressed {compressed}): {t}");
+    assert!(
+        out.status.success(),
+        "{name} (shared cudart {shared}, compressed {compressed}): {t}"
+    );
     assert!(t.contains(&format!("{name} passed")), "{t}");
 }
 
@@ -121,7 +137,9 @@ fn nvcc_kernel_printf() {
 
 #[test]
 fn without_remora_an_nvcc_program_reports_no_driver() {
-    let out = Command::new(nvcc_program("vector_add", false, true)).output().unwrap();
+    let out = Command::new(nvcc_program("vector_add", false, true))
+        .output()
+        .unwrap();
     let t = text(&out);
     assert!(!out.status.success());
     assert!(t.contains("-> 35"), "{t}");
@@ -142,5 +160,8 @@ fn a_machine_code_only_program_fails_clearly_on_the_emulated_gpu() {
     let out = run_with_lib(&server, &exe, "CUDA13_LIB");
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("needs a real GPU") && t.contains("SASS sm_80"), "{t}");
+    assert!(
+        t.contains("needs a real GPU") && t.contains("SASS sm_80"),
+        "{t}"
+    );
 }

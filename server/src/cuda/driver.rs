@@ -12,7 +12,8 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::OnceLock;
 
 use cudarc::driver::sys::{
-    self, CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAllocationProp, CUmodule, CUstream,
+    self, CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAllocationProp, CUmodule,
+    CUstream,
 };
 use cudarc::driver::DriverError;
 use remora_protocol::CuStatus;
@@ -149,7 +150,9 @@ pub fn api() -> Result<&'static Api, String> {
 /// it where known, and what was being done. Pure, so it is testable without a driver.
 pub fn map_status(code: Status, driver_name: Option<&str>, op: &str) -> CuError {
     let status = CuStatus(code);
-    let name = driver_name.map(str::to_string).or_else(|| status.name().map(str::to_string));
+    let name = driver_name
+        .map(str::to_string)
+        .or_else(|| status.name().map(str::to_string));
     let message = match name {
         Some(n) => format!("{op}: {n} ({code})"),
         None => format!("{op}: CUDA error {code}"),
@@ -198,7 +201,11 @@ mod tests {
         let e = map_status(700, None, "cuCtxSynchronize");
         assert_eq!(e.status, CuStatus::ILLEGAL_ADDRESS);
         assert!(e.status.is_sticky());
-        assert!(e.message.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{}", e.message);
+        assert!(
+            e.message.contains("CUDA_ERROR_ILLEGAL_ADDRESS"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -210,8 +217,16 @@ mod tests {
 
     #[test]
     fn cudarc_errors_map_to_the_same_number() {
-        let e = map_driver_error(&DriverError(sys::CUresult::CUDA_ERROR_INVALID_PTX), "cuModuleLoadData");
+        let e = map_driver_error(
+            &DriverError(sys::CUresult::CUDA_ERROR_INVALID_PTX),
+            "cuModuleLoadData",
+        );
         assert_eq!(e.status, CuStatus::INVALID_PTX);
-        assert!(e.message.starts_with("cuModuleLoadData: CUDA_ERROR_INVALID_PTX"), "{}", e.message);
+        assert!(
+            e.message
+                .starts_with("cuModuleLoadData: CUDA_ERROR_INVALID_PTX"),
+            "{}",
+            e.message
+        );
     }
 }

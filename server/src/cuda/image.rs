@@ -55,7 +55,9 @@ const EIFMT_SVAL: u8 = 0x04;
 /// Reads every symbol the image offers, whatever its kind. Members of a fatbin that cannot be
 /// read are skipped: the driver is the judge of whether the image loads.
 pub fn symbols(image: &[u8]) -> ImageSymbols {
-    if image.len() >= 4 && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC {
+    if image.len() >= 4
+        && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC
+    {
         let mut all = ImageSymbols::default();
         for (kind, bytes) in fatbin_members(image) {
             match kind {
@@ -74,7 +76,8 @@ pub fn symbols(image: &[u8]) -> ImageSymbols {
 
 /// Whether `cuModuleLoadData` will read the image as NUL-terminated PTX text.
 pub fn is_text(image: &[u8]) -> bool {
-    let fatbin = image.len() >= 4 && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC;
+    let fatbin = image.len() >= 4
+        && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC;
     !fatbin && !image.starts_with(b"\x7fELF")
 }
 
@@ -86,30 +89,43 @@ pub fn is_text(image: &[u8]) -> bool {
 pub fn check_extents(image: &[u8]) -> Result<(), String> {
     let len = image.len() as u64;
     if !is_text(image) && image.starts_with(b"\x7fELF") {
-        let bad = |what: &str| Err(format!("ELF image: {what} lies outside the {len} bytes sent"));
+        let bad = |what: &str| {
+            Err(format!(
+                "ELF image: {what} lies outside the {len} bytes sent"
+            ))
+        };
         if image.get(4) != Some(&2) {
             return Err("ELF image is not 64-bit".into());
         }
-        let (Some(phoff), Some(phentsize), Some(phnum)) =
-            (u64_at(image, 0x20), u16_at(image, 0x36), u16_at(image, 0x38))
-        else {
+        let (Some(phoff), Some(phentsize), Some(phnum)) = (
+            u64_at(image, 0x20),
+            u16_at(image, 0x36),
+            u16_at(image, 0x38),
+        ) else {
             return bad("the header");
         };
-        let (Some(shoff), Some(shentsize), Some(shnum)) =
-            (u64_at(image, 0x28), u16_at(image, 0x3a), u16_at(image, 0x3c))
-        else {
+        let (Some(shoff), Some(shentsize), Some(shnum)) = (
+            u64_at(image, 0x28),
+            u16_at(image, 0x3a),
+            u16_at(image, 0x3c),
+        ) else {
             return bad("the header");
         };
-        let table_end = |off: u64, n: u16, size: u16| off.checked_add(n as u64 * size as u64).is_some_and(|e| e <= len);
+        let table_end = |off: u64, n: u16, size: u16| {
+            off.checked_add(n as u64 * size as u64)
+                .is_some_and(|e| e <= len)
+        };
         if !table_end(phoff, phnum, phentsize) || !table_end(shoff, shnum, shentsize) {
             return bad("a header table");
         }
         for i in 0..shnum as u64 {
             let h = (shoff + i * shentsize as u64) as usize;
             const SHT_NOBITS: u32 = 8;
-            let (Some(kind), Some(off), Some(size)) =
-                (u32_at(image, h + 4), u64_at(image, h + 0x18), u64_at(image, h + 0x20))
-            else {
+            let (Some(kind), Some(off), Some(size)) = (
+                u32_at(image, h + 4),
+                u64_at(image, h + 0x18),
+                u64_at(image, h + 0x20),
+            ) else {
                 return bad("a section header");
             };
             if kind != SHT_NOBITS && i > 0 && off.checked_add(size).is_none_or(|e| e > len) {
@@ -134,10 +150,16 @@ pub fn check_extents(image: &[u8]) -> Result<(), String> {
             let (Some(hsize), Some(body)) = (u16_at(image, pos + 6), u64_at(image, pos + 8)) else {
                 return Err("fatbin: truncated header".into());
             };
-            let end = (pos as u64).checked_add(hsize as u64).and_then(|s| s.checked_add(body));
+            let end = (pos as u64)
+                .checked_add(hsize as u64)
+                .and_then(|s| s.checked_add(body));
             match end {
                 Some(e) if e <= len => pos = e as usize,
-                _ => return Err(format!("fatbin: a container lies outside the {len} bytes sent")),
+                _ => {
+                    return Err(format!(
+                        "fatbin: a container lies outside the {len} bytes sent"
+                    ))
+                }
             }
         }
     }
@@ -171,7 +193,10 @@ fn fatbin_members(image: &[u8]) -> Vec<(u16, Vec<u8>)> {
             break;
         };
         let start = pos + hsize as usize;
-        let Some(end) = usize::try_from(body).ok().and_then(|b| start.checked_add(b)).filter(|&e| e <= image.len())
+        let Some(end) = usize::try_from(body)
+            .ok()
+            .and_then(|b| start.checked_add(b))
+            .filter(|&e| e <= image.len())
         else {
             break;
         };
@@ -187,7 +212,10 @@ fn fatbin_members(image: &[u8]) -> Vec<(u16, Vec<u8>)> {
                 break;
             };
             let ps = e + ehsize as usize;
-            let Some(pe) = ps.checked_add(psize as usize).filter(|&pe| ehsize >= 64 && pe <= end) else {
+            let Some(pe) = ps
+                .checked_add(psize as usize)
+                .filter(|&pe| ehsize >= 64 && pe <= end)
+            else {
                 break;
             };
             if let Some(bytes) = decompress(&image[ps..pe], flags, raw) {
@@ -306,7 +334,11 @@ fn take_statement(stmt: &str, syms: &mut ImageSymbols) {
     {
         // `.visible .global .align 8 .b8 table[64]` -> `table`
         let decl = s.split('[').next().unwrap_or(s);
-        if let Some(name) = decl.split_whitespace().last().filter(|n| !n.starts_with('.')) {
+        if let Some(name) = decl
+            .split_whitespace()
+            .last()
+            .filter(|n| !n.starts_with('.'))
+        {
             let name = name.trim_end_matches(',');
             if !name.is_empty() && !syms.globals.iter().any(|g| g == name) {
                 syms.globals.push(name.to_string());
@@ -471,7 +503,9 @@ pub fn elf_symbols(elf: &[u8]) -> Option<ImageSymbols> {
     let shstr = data(sections.get(shstrndx)?)?;
     let mut nv_info = BTreeMap::new();
     for s in &sections {
-        if let Some(kernel) = cstr(shstr, s.name).and_then(|n| n.strip_prefix(".nv.info.").map(str::to_string)) {
+        if let Some(kernel) =
+            cstr(shstr, s.name).and_then(|n| n.strip_prefix(".nv.info.").map(str::to_string))
+        {
             nv_info.insert(kernel, data(s)?);
         }
     }
@@ -483,7 +517,8 @@ pub fn elf_symbols(elf: &[u8]) -> Option<ImageSymbols> {
         let table = data(s)?;
         let strtab = data(sections.get(s.link as usize)?)?;
         for sym in table.chunks_exact(24) {
-            let Some(name) = cstr(strtab, u32::from_le_bytes([sym[0], sym[1], sym[2], sym[3]])) else {
+            let Some(name) = cstr(strtab, u32::from_le_bytes([sym[0], sym[1], sym[2], sym[3]]))
+            else {
                 continue;
             };
             if name.is_empty() {
@@ -554,7 +589,17 @@ mod tests {
     #[test]
     fn ptx_layout_follows_alignment_rules() {
         let s = ptx_symbols(PTX);
-        assert_eq!(s.kernels["_Z3addPfS_i"], Some(vec![p(0, 8), p(8, 1), p(12, 4), p(16, 24), p(40, 8), p(48, 2)]));
+        assert_eq!(
+            s.kernels["_Z3addPfS_i"],
+            Some(vec![
+                p(0, 8),
+                p(8, 1),
+                p(12, 4),
+                p(16, 24),
+                p(40, 8),
+                p(48, 2)
+            ])
+        );
         assert_eq!(s.kernels["noargs"], Some(vec![]));
         assert!(!s.kernels.contains_key("helper"), "a .func is not a kernel");
         assert_eq!(s.kernels.len(), 2);
@@ -603,14 +648,21 @@ mod tests {
 
     #[test]
     fn nv_info_kparam_records_by_ordinal() {
-        assert_eq!(nv_info_params(&nv_info_blob()), Some(vec![p(0, 8), p(8, 4), p(16, 8)]));
+        assert_eq!(
+            nv_info_params(&nv_info_blob()),
+            Some(vec![p(0, 8), p(8, 4), p(16, 8)])
+        );
         assert_eq!(nv_info_params(&[]), Some(vec![]));
     }
 
     #[test]
     fn nv_info_rejects_truncation_and_gaps() {
         let blob = nv_info_blob();
-        assert_eq!(nv_info_params(&blob[..blob.len() - 10]), None, "truncated record");
+        assert_eq!(
+            nv_info_params(&blob[..blob.len() - 10]),
+            None,
+            "truncated record"
+        );
         let mut gap = Vec::new();
         gap.extend(kparam(0, 0, 8));
         gap.extend(kparam(2, 16, 8));
@@ -673,7 +725,10 @@ mod tests {
     fn extents_of_truncated_images_are_refused() {
         let elf = tiny_elf();
         assert_eq!(check_extents(&elf), Ok(()));
-        assert!(check_extents(&elf[..elf.len() - 1]).is_err(), "section headers cut short");
+        assert!(
+            check_extents(&elf[..elf.len() - 1]).is_err(),
+            "section headers cut short"
+        );
         assert!(check_extents(&elf[..200]).is_err());
         let f = fatbin(&[(FATBIN_KIND_ELF, &elf)]);
         assert_eq!(check_extents(&f), Ok(()));

@@ -37,9 +37,9 @@ use std::ptr;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{
-    CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationHandleType,
-    CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1, CUmemAllocationType, CUmemLocation, CUmemLocationType,
-    CUmodule,
+    CUcontext, CUdeviceptr, CUfunction, CUmemAccessDesc, CUmemAccess_flags,
+    CUmemAllocationHandleType, CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1,
+    CUmemAllocationType, CUmemLocation, CUmemLocationType, CUmodule,
 };
 use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
@@ -85,22 +85,34 @@ fn probe_inner() -> Result<CudaBackend, String> {
     let api = api()?;
     let why = |e: CuError| format!("CUDA driver: {}", e.message);
     // SAFETY: plain driver calls with valid out-pointers to locals.
-    api.check(unsafe { (api.cuInit)(0) }, "cuInit").map_err(why)?;
+    api.check(unsafe { (api.cuInit)(0) }, "cuInit")
+        .map_err(why)?;
     let mut version = 0;
     // SAFETY: as above.
-    api.check(unsafe { (api.cuDriverGetVersion)(&mut version) }, "cuDriverGetVersion").map_err(why)?;
+    api.check(
+        unsafe { (api.cuDriverGetVersion)(&mut version) },
+        "cuDriverGetVersion",
+    )
+    .map_err(why)?;
     let mut count = 0;
     // SAFETY: as above.
-    api.check(unsafe { (api.cuDeviceGetCount)(&mut count) }, "cuDeviceGetCount").map_err(why)?;
+    api.check(
+        unsafe { (api.cuDeviceGetCount)(&mut count) },
+        "cuDeviceGetCount",
+    )
+    .map_err(why)?;
     if count <= 0 {
-        return Err(format!("the CUDA driver (version {version}) sees no GPU on this machine"));
+        return Err(format!(
+            "the CUDA driver (version {version}) sees no GPU on this machine"
+        ));
     }
     let mut devices = Vec::new();
     let mut ordinals = Vec::new();
     for i in 0..count {
         let mut dev = 0;
         // SAFETY: as above; `i` is below the device count.
-        api.check(unsafe { (api.cuDeviceGet)(&mut dev, i) }, "cuDeviceGet").map_err(why)?;
+        api.check(unsafe { (api.cuDeviceGet)(&mut dev, i) }, "cuDeviceGet")
+            .map_err(why)?;
         let info = describe(api, dev).map_err(why)?;
         if info.attribute(ATTR_VMM_SUPPORTED) != Some(1) {
             tracing::warn!(device = i, name = %info.name, "no virtual memory management: allocations will fail");
@@ -109,21 +121,38 @@ fn probe_inner() -> Result<CudaBackend, String> {
         devices.push(info);
         ordinals.push(dev);
     }
-    Ok(CudaBackend { driver_version: version, devices, ordinals })
+    Ok(CudaBackend {
+        driver_version: version,
+        devices,
+        ordinals,
+    })
 }
 
 /// Name, UUID, memory and every attribute the driver knows of one device.
 fn describe(api: &Api, dev: c_int) -> CuResult<DeviceInfo> {
     let mut name = [0 as c_char; 256];
     // SAFETY: the buffer holds `len` bytes; the driver NUL-terminates within them.
-    api.check(unsafe { (api.cuDeviceGetName)(name.as_mut_ptr(), name.len() as c_int, dev) }, "cuDeviceGetName")?;
-    let bytes: Vec<u8> = name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    api.check(
+        unsafe { (api.cuDeviceGetName)(name.as_mut_ptr(), name.len() as c_int, dev) },
+        "cuDeviceGetName",
+    )?;
+    let bytes: Vec<u8> = name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     let mut uuid = [0u8; 16];
     // SAFETY: `CUuuid` is 16 bytes; the out-pointer is a valid local of that size.
-    api.check(unsafe { (api.cuDeviceGetUuid)(&mut uuid, dev) }, "cuDeviceGetUuid")?;
+    api.check(
+        unsafe { (api.cuDeviceGetUuid)(&mut uuid, dev) },
+        "cuDeviceGetUuid",
+    )?;
     let mut total = 0usize;
     // SAFETY: valid out-pointer.
-    api.check(unsafe { (api.cuDeviceTotalMem_v2)(&mut total, dev) }, "cuDeviceTotalMem")?;
+    api.check(
+        unsafe { (api.cuDeviceTotalMem_v2)(&mut total, dev) },
+        "cuDeviceTotalMem",
+    )?;
     let mut attributes = Vec::new();
     for attr in 1..=MAX_ATTRIBUTE {
         let mut v = 0;
@@ -170,10 +199,24 @@ impl Backend for CudaBackend {
             let window = *windows
                 .iter()
                 .find(|w| w.device == i as u32)
-                .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, format!("no address window for device {i}")))?;
-            slots.push(Slot { ordinal, window, state: OnceCell::new() });
+                .ok_or_else(|| {
+                    CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("no address window for device {i}"),
+                    )
+                })?;
+            slots.push(Slot {
+                ordinal,
+                window,
+                state: OnceCell::new(),
+            });
         }
-        Ok(Box::new(CudaSession { api, slots, allocs: BTreeMap::new(), modules: HashMap::new() }))
+        Ok(Box::new(CudaSession {
+            api,
+            slots,
+            allocs: BTreeMap::new(),
+            modules: HashMap::new(),
+        }))
     }
 }
 
@@ -231,7 +274,10 @@ fn alloc_prop(ordinal: c_int) -> CUmemAllocationProp {
     CUmemAllocationProp {
         type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
         requestedHandleTypes: CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE,
-        location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ordinal },
+        location: CUmemLocation {
+            type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+            id: ordinal,
+        },
         win32HandleMetaData: ptr::null_mut(),
         allocFlags: CUmemAllocationProp_st__bindgen_ty_1 {
             compressionType: 0,
@@ -267,13 +313,23 @@ impl DeviceState {
         let r = unsafe { (api.cuMemGetAllocationGranularity)(&mut granularity, &prop, 0) };
         api.check(r, "cuMemGetAllocationGranularity")?;
         let g = (granularity as u64).max(1).next_power_of_two();
-        let base = round_up(window.base, g).ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "window overflows"))?;
+        let base = round_up(window.base, g)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "window overflows"))?;
         let usable = window.base.saturating_add(window.size).saturating_sub(base) / g * g;
         let mut ctx: CUcontext = ptr::null_mut();
         // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
         // current on this thread.
-        api.check(unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) }, "cuCtxCreate")?;
-        Ok(Self { ctx, base, space: Space::new(usable), granularity: g, strayed: false })
+        api.check(
+            unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) },
+            "cuCtxCreate",
+        )?;
+        Ok(Self {
+            ctx,
+            base,
+            space: Space::new(usable),
+            granularity: g,
+            strayed: false,
+        })
     }
 
     /// Reserves `size` bytes of virtual addresses inside the window, at the first offset no
@@ -289,7 +345,11 @@ impl DeviceState {
         let g = self.granularity;
         // Once the window has failed us, try it only briefly: a driver that ignores address
         // hints altogether would otherwise cost every allocation all the attempts.
-        let attempts = if self.strayed { 4 } else { MAX_RESERVE_ATTEMPTS };
+        let attempts = if self.strayed {
+            4
+        } else {
+            MAX_RESERVE_ATTEMPTS
+        };
         for attempt in 0..attempts {
             let Some(offset) = self.space.alloc(size, g) else {
                 break;
@@ -297,7 +357,8 @@ impl DeviceState {
             let want = self.base + offset;
             let mut got: CUdeviceptr = 0;
             // SAFETY: reserves virtual addresses only; `want` is a hint the driver may ignore.
-            let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, want, 0) };
+            let r =
+                unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, want, 0) };
             if r == 0 && got == want {
                 return Ok((got, Some(offset)));
             }
@@ -307,7 +368,9 @@ impl DeviceState {
             }
             // Keep `[offset, offset + size)` marked as used, and skip a growing stretch after
             // it: whatever holds it may be large.
-            let skip = g.saturating_mul(1 << attempt.min(40)).min(self.space.size());
+            let skip = g
+                .saturating_mul(1 << attempt.min(40))
+                .min(self.space.size());
             self.space.take(offset + size, skip);
         }
         let mut got: CUdeviceptr = 0;
@@ -340,20 +403,37 @@ impl CudaSession {
 
     /// The device holding `addr`: an allocation's, else a module global's.
     fn device_of(&self, addr: u64) -> CuResult<usize> {
-        let alloc = self.allocs.range(..=addr).next_back().filter(|(&p, m)| addr - p < m.size).map(|(_, m)| m.device);
+        let alloc = self
+            .allocs
+            .range(..=addr)
+            .next_back()
+            .filter(|(&p, m)| addr - p < m.size)
+            .map(|(_, m)| m.device);
         alloc
             .or_else(|| {
                 self.modules
                     .values()
-                    .find(|m| m.globals.iter().any(|&(a, n)| addr >= a && addr - a < n.max(1)))
+                    .find(|m| {
+                        m.globals
+                            .iter()
+                            .any(|&(a, n)| addr >= a && addr - a < n.max(1))
+                    })
                     .map(|m| m.device)
             })
-            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, format!("{addr:#x} is not device memory")))
+            .ok_or_else(|| {
+                CuError::new(
+                    CuStatus::INVALID_VALUE,
+                    format!("{addr:#x} is not device memory"),
+                )
+            })
     }
 
     fn unmap(&mut self, ptr: u64) -> CuResult<()> {
         let m = self.allocs.get(&ptr).ok_or_else(|| {
-            CuError::new(CuStatus::INVALID_VALUE, format!("{ptr:#x} is not an allocation of this session"))
+            CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("{ptr:#x} is not an allocation of this session"),
+            )
         })?;
         let (device, size, handle, offset) = (m.device, m.size, m.handle, m.offset);
         let api = self.api;
@@ -363,12 +443,18 @@ impl CudaSession {
         // SAFETY: the context is current.
         let _ = unsafe { (api.cuCtxSynchronize)() };
         // SAFETY: `[ptr, ptr + size)` was mapped by `alloc` and is unmapped exactly once.
-        api.check(unsafe { (api.cuMemUnmap)(ptr, size as usize) }, "cuMemUnmap")?;
+        api.check(
+            unsafe { (api.cuMemUnmap)(ptr, size as usize) },
+            "cuMemUnmap",
+        )?;
         // SAFETY: the handle came from `cuMemCreate` and is no longer mapped; the reservation
         // was made for this allocation alone and nothing is mapped in it any more.
         let released = api
             .check(unsafe { (api.cuMemRelease)(handle) }, "cuMemRelease")
-            .and(api.check(unsafe { (api.cuMemAddressFree)(ptr, size as usize) }, "cuMemAddressFree"));
+            .and(api.check(
+                unsafe { (api.cuMemAddressFree)(ptr, size as usize) },
+                "cuMemAddressFree",
+            ));
         self.allocs.remove(&ptr);
         if let (Some(st), Some(offset)) = (self.slots[device].state.get_mut(), offset) {
             st.space.free(offset, size);
@@ -376,7 +462,15 @@ impl CudaSession {
         released
     }
 
-    fn memset_on(&self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()> {
+    fn memset_on(
+        &self,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+    ) -> CuResult<()> {
         let api = self.api;
         self.enter(self.device_of(dst)?)?;
         let (p, w, h) = (pitch as usize, width as usize, height as usize);
@@ -390,7 +484,12 @@ impl CudaSession {
                 (1, _) => (api.cuMemsetD2D8_v2)(dst, p, value as u8, w, h),
                 (2, _) => (api.cuMemsetD2D16_v2)(dst, p, value as u16, w, h),
                 (4, _) => (api.cuMemsetD2D32_v2)(dst, p, value, w, h),
-                _ => return Err(CuError::new(CuStatus::INVALID_VALUE, format!("memset element of {elem} bytes"))),
+                _ => {
+                    return Err(CuError::new(
+                        CuStatus::INVALID_VALUE,
+                        format!("memset element of {elem} bytes"),
+                    ))
+                }
             }
         };
         api.check(r, "cuMemsetD2D")
@@ -398,17 +497,29 @@ impl CudaSession {
 
     /// Kernels of a loaded module: from the driver where it can enumerate them (12.4+), else
     /// from the image, confirmed by `cuModuleGetFunction`.
-    fn kernels(&self, module: CUmodule, syms: &image::ImageSymbols) -> CuResult<Vec<(String, CUfunction)>> {
+    fn kernels(
+        &self,
+        module: CUmodule,
+        syms: &image::ImageSymbols,
+    ) -> CuResult<Vec<(String, CUfunction)>> {
         let api = self.api;
-        if let (Some(count_fn), Some(enum_fn), Some(name_fn)) =
-            (api.cuModuleGetFunctionCount, api.cuModuleEnumerateFunctions, api.cuFuncGetName)
-        {
+        if let (Some(count_fn), Some(enum_fn), Some(name_fn)) = (
+            api.cuModuleGetFunctionCount,
+            api.cuModuleEnumerateFunctions,
+            api.cuFuncGetName,
+        ) {
             let mut count = 0;
             // SAFETY: valid module and out-pointer.
-            api.check(unsafe { count_fn(&mut count, module) }, "cuModuleGetFunctionCount")?;
+            api.check(
+                unsafe { count_fn(&mut count, module) },
+                "cuModuleGetFunctionCount",
+            )?;
             let mut funcs: Vec<CUfunction> = vec![ptr::null_mut(); count as usize];
             // SAFETY: the array holds `count` handles.
-            api.check(unsafe { enum_fn(funcs.as_mut_ptr(), count, module) }, "cuModuleEnumerateFunctions")?;
+            api.check(
+                unsafe { enum_fn(funcs.as_mut_ptr(), count, module) },
+                "cuModuleEnumerateFunctions",
+            )?;
             let mut out = Vec::with_capacity(funcs.len());
             for f in funcs {
                 let mut p: *const c_char = ptr::null();
@@ -418,7 +529,9 @@ impl CudaSession {
                     continue;
                 }
                 // SAFETY: the driver returns a NUL-terminated name owned by the function.
-                let name = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned();
+                let name = unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((name, f));
             }
             return Ok(out);
@@ -437,12 +550,20 @@ impl CudaSession {
         Ok(out)
     }
 
-    fn describe_kernel(&self, name: String, f: CUfunction, syms: &image::ImageSymbols) -> CuResult<KernelDesc> {
+    fn describe_kernel(
+        &self,
+        name: String,
+        f: CUfunction,
+        syms: &image::ImageSymbols,
+    ) -> CuResult<KernelDesc> {
         let api = self.api;
         let attr = |a: c_int| -> CuResult<u32> {
             let mut v = 0;
             // SAFETY: `f` is a live function of a loaded module; valid out-pointer.
-            api.check(unsafe { (api.cuFuncGetAttribute)(&mut v, a, f) }, "cuFuncGetAttribute")?;
+            api.check(
+                unsafe { (api.cuFuncGetAttribute)(&mut v, a, f) },
+                "cuFuncGetAttribute",
+            )?;
             Ok(v.max(0) as u32)
         };
         let params = match self.driver_params(f) {
@@ -472,7 +593,10 @@ impl CudaSession {
             let (mut offset, mut size) = (0usize, 0usize);
             // SAFETY: `f` is live; valid out-pointers.
             match unsafe { get(f, i, &mut offset, &mut size) } {
-                0 => params.push(ParamDesc { offset: u32::try_from(offset).ok()?, size: u32::try_from(size).ok()? }),
+                0 => params.push(ParamDesc {
+                    offset: u32::try_from(offset).ok()?,
+                    size: u32::try_from(size).ok()?,
+                }),
                 1 => return Some(params), // CUDA_ERROR_INVALID_VALUE: past the last parameter
                 _ => return None,
             }
@@ -495,10 +619,21 @@ impl CudaSession {
         let mut module: CUmodule = ptr::null_mut();
         // SAFETY: `bytes` is a complete image (NUL-terminated if text) that outlives the call;
         // the driver copies what it keeps. The context is current.
-        api.check(unsafe { (api.cuModuleLoadData)(&mut module, bytes.as_ptr().cast()) }, "cuModuleLoadData")?;
+        api.check(
+            unsafe { (api.cuModuleLoadData)(&mut module, bytes.as_ptr().cast()) },
+            "cuModuleLoadData",
+        )?;
         let described = self.describe_module(module, image);
         match described {
-            Ok((functions, desc, globals)) => Ok((Loaded { device, module, functions, globals }, desc)),
+            Ok((functions, desc, globals)) => Ok((
+                Loaded {
+                    device,
+                    module,
+                    functions,
+                    globals,
+                },
+                desc,
+            )),
             Err(e) => {
                 // SAFETY: the module was loaded above and is referenced nowhere else.
                 unsafe { (api.cuModuleUnload)(module) };
@@ -530,8 +665,13 @@ impl CudaSession {
             let (mut addr, mut size): (CUdeviceptr, usize) = (0, 0);
             // SAFETY: valid module, NUL-terminated name, valid out-pointers. Names the driver
             // does not know (shared variables, extern declarations) fail and are skipped.
-            if unsafe { (api.cuModuleGetGlobal_v2)(&mut addr, &mut size, module, c.as_ptr()) } == 0 {
-                globals.push(GlobalDesc { name: name.clone(), addr, size: size as u64 });
+            if unsafe { (api.cuModuleGetGlobal_v2)(&mut addr, &mut size, module, c.as_ptr()) } == 0
+            {
+                globals.push(GlobalDesc {
+                    name: name.clone(),
+                    addr,
+                    size: size as u64,
+                });
                 ranges.push((addr, size as u64));
             }
         }
@@ -551,7 +691,10 @@ impl DeviceSession for CudaSession {
         let mut handle = 0u64;
         // SAFETY: `prop` describes device memory on this device; valid out-pointer. Memory
         // comes first so that running out of it touches no address range.
-        api.check(unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) }, "cuMemCreate")?;
+        api.check(
+            unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) },
+            "cuMemCreate",
+        )?;
         let st = self.slots[device as usize]
             .state
             .get_mut()
@@ -566,15 +709,24 @@ impl DeviceSession for CudaSession {
             }
         };
         let desc = CUmemAccessDesc {
-            location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: ordinal },
+            location: CUmemLocation {
+                type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+                id: ordinal,
+            },
             flags: CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
         };
         // SAFETY: `[ptr, ptr + rounded)` was reserved above for this allocation alone; the
         // handle holds `rounded` bytes.
-        let mapped = api.check(unsafe { (api.cuMemMap)(ptr, rounded as usize, 0, handle, 0) }, "cuMemMap");
+        let mapped = api.check(
+            unsafe { (api.cuMemMap)(ptr, rounded as usize, 0, handle, 0) },
+            "cuMemMap",
+        );
         let accessible = mapped.and_then(|()| {
             // SAFETY: the range was just mapped; one access descriptor.
-            let r = api.check(unsafe { (api.cuMemSetAccess)(ptr, rounded as usize, &desc, 1) }, "cuMemSetAccess");
+            let r = api.check(
+                unsafe { (api.cuMemSetAccess)(ptr, rounded as usize, &desc, 1) },
+                "cuMemSetAccess",
+            );
             if r.is_err() {
                 // SAFETY: undoes the mapping above.
                 unsafe { (api.cuMemUnmap)(ptr, rounded as usize) };
@@ -592,7 +744,15 @@ impl DeviceSession for CudaSession {
             }
             return Err(e);
         }
-        self.allocs.insert(ptr, Mapping { device: device as usize, size: rounded, offset, handle });
+        self.allocs.insert(
+            ptr,
+            Mapping {
+                device: device as usize,
+                size: rounded,
+                offset,
+                handle,
+            },
+        );
         Ok(ptr)
     }
 
@@ -605,7 +765,10 @@ impl DeviceSession for CudaSession {
         self.enter(device as usize)?;
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: the context is current; valid out-pointers.
-        api.check(unsafe { (api.cuMemGetInfo_v2)(&mut free, &mut total) }, "cuMemGetInfo")?;
+        api.check(
+            unsafe { (api.cuMemGetInfo_v2)(&mut free, &mut total) },
+            "cuMemGetInfo",
+        )?;
         Ok((free as u64, total as u64))
     }
 
@@ -614,14 +777,20 @@ impl DeviceSession for CudaSession {
         self.enter(self.device_of(dst)?)?;
         // SAFETY: the session checked `[dst, dst + len)` lies in one of the client's
         // allocations; `data` is valid for `len` bytes; the context is current.
-        api.check(unsafe { (api.cuMemcpyHtoD_v2)(dst, data.as_ptr().cast(), data.len()) }, "cuMemcpyHtoD")
+        api.check(
+            unsafe { (api.cuMemcpyHtoD_v2)(dst, data.as_ptr().cast(), data.len()) },
+            "cuMemcpyHtoD",
+        )
     }
 
     fn read(&mut self, src: u64, out: &mut [u8]) -> CuResult<()> {
         let api = self.api;
         self.enter(self.device_of(src)?)?;
         // SAFETY: as for `write`, with `out` writable for `len` bytes.
-        api.check(unsafe { (api.cuMemcpyDtoH_v2)(out.as_mut_ptr().cast(), src, out.len()) }, "cuMemcpyDtoH")
+        api.check(
+            unsafe { (api.cuMemcpyDtoH_v2)(out.as_mut_ptr().cast(), src, out.len()) },
+            "cuMemcpyDtoH",
+        )
     }
 
     fn copy(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()> {
@@ -630,7 +799,10 @@ impl DeviceSession for CudaSession {
         if dd == sd {
             self.enter(dd)?;
             // SAFETY: both ranges were checked by the session and lie on this device.
-            return api.check(unsafe { (api.cuMemcpyDtoD_v2)(dst, src, size as usize) }, "cuMemcpyDtoD");
+            return api.check(
+                unsafe { (api.cuMemcpyDtoD_v2)(dst, src, size as usize) },
+                "cuMemcpyDtoD",
+            );
         }
         // Between devices: VMM mappings are accessible only to their own device, so stage
         // through the host.
@@ -645,7 +817,15 @@ impl DeviceSession for CudaSession {
         Ok(())
     }
 
-    fn memset(&mut self, dst: u64, pitch: u64, value: u32, elem: u8, width: u64, height: u64) -> CuResult<()> {
+    fn memset(
+        &mut self,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+    ) -> CuResult<()> {
         self.memset_on(dst, pitch, value, elem, width, height)
     }
 
@@ -655,10 +835,12 @@ impl DeviceSession for CudaSession {
         for slot in &self.slots {
             if let Some(st) = slot.state.get() {
                 // SAFETY: the context is alive until the session drops.
-                let r = api.check(unsafe { (api.cuCtxSetCurrent)(st.ctx) }, "cuCtxSetCurrent").and_then(|()| {
-                    // SAFETY: the context is current.
-                    api.check(unsafe { (api.cuCtxSynchronize)() }, "cuCtxSynchronize")
-                });
+                let r = api
+                    .check(unsafe { (api.cuCtxSetCurrent)(st.ctx) }, "cuCtxSetCurrent")
+                    .and_then(|()| {
+                        // SAFETY: the context is current.
+                        api.check(unsafe { (api.cuCtxSynchronize)() }, "cuCtxSynchronize")
+                    });
                 if first.is_ok() {
                     first = r;
                 }
@@ -667,9 +849,18 @@ impl DeviceSession for CudaSession {
         first
     }
 
-    fn load_module(&mut self, device: u32, module: u64, _hash: [u8; 32], image: Arc<[u8]>) -> CuResult<ModuleImage> {
+    fn load_module(
+        &mut self,
+        device: u32,
+        module: u64,
+        _hash: [u8; 32],
+        image: Arc<[u8]>,
+    ) -> CuResult<ModuleImage> {
         if self.modules.contains_key(&module) {
-            return Err(CuError::new(CuStatus::INVALID_VALUE, format!("module handle {module:#x} already in use")));
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("module handle {module:#x} already in use"),
+            ));
         }
         self.slot(device)?;
         let (loaded, desc) = self.load(device as usize, &image)?;
@@ -678,7 +869,10 @@ impl DeviceSession for CudaSession {
     }
 
     fn unload_module(&mut self, module: u64) -> CuResult<()> {
-        let m = self.modules.remove(&module).ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
+        let m = self
+            .modules
+            .remove(&module)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
         let api = self.api;
         self.enter(m.device)?;
         // SAFETY: the module was loaded in this context and is dropped from the table above.
@@ -693,7 +887,10 @@ impl DeviceSession for CudaSession {
 impl CudaSession {
     fn launch_inner(&mut self, l: &Launch<'_>) -> CuResult<()> {
         let api = self.api;
-        let m = self.modules.get(&l.module).ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
+        let m = self
+            .modules
+            .get(&l.module)
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_HANDLE, "no such module"))?;
         let f = *m
             .functions
             .get(l.kernel as usize)
@@ -703,7 +900,8 @@ impl CudaSession {
             // The client has no round trip for cuFuncSetAttribute; opt in as it would have. If
             // the device cannot, the launch below reports it.
             // SAFETY: `f` is live; plain integer attribute.
-            let _ = unsafe { (api.cuFuncSetAttribute)(f, FUNC_MAX_DYNAMIC_SHARED, l.shared as c_int) };
+            let _ =
+                unsafe { (api.cuFuncSetAttribute)(f, FUNC_MAX_DYNAMIC_SHARED, l.shared as c_int) };
         }
         let mut size = l.params.len();
         let mut extra = [
@@ -713,7 +911,11 @@ impl CudaSession {
             (&mut size as *mut usize).cast(),
             LAUNCH_PARAM_END,
         ];
-        let extra_ptr = if l.params.is_empty() { ptr::null_mut() } else { extra.as_mut_ptr() };
+        let extra_ptr = if l.params.is_empty() {
+            ptr::null_mut()
+        } else {
+            extra.as_mut_ptr()
+        };
         let [gx, gy, gz] = l.grid;
         let [bx, by, bz] = l.block;
         // SAFETY: `f` belongs to a module loaded in the current context; `extra` is the
@@ -721,7 +923,19 @@ impl CudaSession {
         // buffer, laid out as the load reply told the client); the null stream runs after
         // everything issued before, as the session's in-order execution needs.
         let r = unsafe {
-            (api.cuLaunchKernel)(f, gx, gy, gz, bx, by, bz, l.shared, ptr::null_mut(), ptr::null_mut(), extra_ptr)
+            (api.cuLaunchKernel)(
+                f,
+                gx,
+                gy,
+                gz,
+                bx,
+                by,
+                bz,
+                l.shared,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                extra_ptr,
+            )
         };
         api.check(r, "cuLaunchKernel")
     }
@@ -759,7 +973,11 @@ impl Drop for CudaSession {
                 a.max(b).max(c)
             };
             if r != 0 {
-                tracing::warn!(ptr = format_args!("{ptr:#x}"), code = r, "freeing a session's allocation failed");
+                tracing::warn!(
+                    ptr = format_args!("{ptr:#x}"),
+                    code = r,
+                    "freeing a session's allocation failed"
+                );
             }
         }
         for slot in &mut self.slots {
@@ -790,7 +1008,10 @@ mod tests {
             }
             Err(why) => {
                 eprintln!("probe: {why}");
-                assert!(why.contains("libcuda") || why.contains("driver"), "unhelpful: {why}");
+                assert!(
+                    why.contains("libcuda") || why.contains("driver"),
+                    "unhelpful: {why}"
+                );
                 // Twice: the failed load must not be cached as a panic or succeed by accident.
                 assert_eq!(probe().err(), Some(why));
             }

@@ -50,8 +50,12 @@ impl Space {
     /// Marks whatever is still free of `[offset, offset + len)` as used, for good.
     pub fn take(&mut self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.size);
-        let overlapping: Vec<(u64, u64)> =
-            self.free.range(..end).filter(|(&s, &l)| s + l > offset).map(|(&s, &l)| (s, l)).collect();
+        let overlapping: Vec<(u64, u64)> = self
+            .free
+            .range(..end)
+            .filter(|(&s, &l)| s + l > offset)
+            .map(|(&s, &l)| (s, l))
+            .collect();
         for (s, l) in overlapping {
             self.free.remove(&s);
             if s < offset {
@@ -117,9 +121,17 @@ mod tests {
         let mut s = Space::new(16 * G);
         s.take(G, 3 * G);
         s.take(15 * G, 10 * G);
-        assert_eq!(s.alloc(2 * G, G), Some(4 * G), "the first hole is too small");
+        assert_eq!(
+            s.alloc(2 * G, G),
+            Some(4 * G),
+            "the first hole is too small"
+        );
         assert_eq!(s.alloc(G, G), Some(0));
-        assert_eq!(s.alloc(10 * G, G), None, "only 9 G left before the taken tail");
+        assert_eq!(
+            s.alloc(10 * G, G),
+            None,
+            "only 9 G left before the taken tail"
+        );
         assert_eq!(s.alloc(9 * G, G), Some(6 * G));
         assert_eq!(s.alloc(G, G), None);
     }
@@ -129,6 +141,10 @@ mod tests {
         let mut s = Space::new(16 * G);
         assert_eq!(s.alloc(G, G), Some(0));
         assert_eq!(s.alloc(G, 4 * G), Some(4 * G));
-        assert_eq!(s.alloc(G, G), Some(G), "the gap before the aligned block stays usable");
+        assert_eq!(
+            s.alloc(G, G),
+            Some(G),
+            "the gap before the aligned block stays usable"
+        );
     }
 }

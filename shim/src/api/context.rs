@@ -23,12 +23,28 @@ pub fn primary_handle(dev: c_int) -> ShimResult<u64> {
             let h = state::mint();
             s.primary.insert(dev, h);
             let flags = s.primary_flags.get(&dev).copied().unwrap_or(0);
-            s.contexts.insert(h, Context { device: dev, flags, primary: true, retained: 0, limits: HashMap::new() });
+            s.contexts.insert(
+                h,
+                Context {
+                    device: dev,
+                    flags,
+                    primary: true,
+                    retained: 0,
+                    limits: HashMap::new(),
+                },
+            );
             (h, true)
         }
     });
     if created {
-        client::client()?.post(&Request::CtxCreate { ctx: h, device: dev as u32, flags: 0 }, &[])?;
+        client::client()?.post(
+            &Request::CtxCreate {
+                ctx: h,
+                device: dev as u32,
+                flags: 0,
+            },
+            &[],
+        )?;
     }
     Ok(h)
 }
@@ -59,7 +75,10 @@ pub fn primary_release(dev: c_int) -> ShimResult<()> {
         Some((h, c.retained == 0))
     });
     match released {
-        None => Err(ShimError::new(CuStatus::INVALID_CONTEXT, format!("primary context of device {dev} is not retained"))),
+        None => Err(ShimError::new(
+            CuStatus::INVALID_CONTEXT,
+            format!("primary context of device {dev} is not retained"),
+        )),
         Some((h, true)) => reset_context(h),
         Some((_, false)) => Ok(()),
     }
@@ -89,18 +108,31 @@ pub fn primary_set_flags(dev: c_int, flags: c_uint) -> ShimResult<()> {
     super::device::device(dev)?;
     state::with(|s| {
         s.primary_flags.insert(dev, flags);
-        if let Some(c) = s.primary.get(&dev).copied().and_then(|h| s.contexts.get_mut(&h)) {
+        if let Some(c) = s
+            .primary
+            .get(&dev)
+            .copied()
+            .and_then(|h| s.contexts.get_mut(&h))
+        {
             c.flags = flags;
         }
     });
     Ok(())
 }
 
-pub unsafe fn primary_get_state(dev: c_int, flags: *mut c_uint, active: *mut c_int) -> ShimResult<()> {
+pub unsafe fn primary_get_state(
+    dev: c_int,
+    flags: *mut c_uint,
+    active: *mut c_int,
+) -> ShimResult<()> {
     super::device::device(dev)?;
     let (f, a) = state::with(|s| {
         let f = s.primary_flags.get(&dev).copied().unwrap_or(0);
-        let a = s.primary.get(&dev).and_then(|h| s.contexts.get(h)).is_some_and(|c| c.retained > 0);
+        let a = s
+            .primary
+            .get(&dev)
+            .and_then(|h| s.contexts.get(h))
+            .is_some_and(|c| c.retained > 0);
         (f, a)
     });
     // SAFETY: out-pointers from C.
@@ -116,9 +148,25 @@ pub unsafe fn create(pctx: *mut *mut c_void, flags: c_uint, dev: c_int) -> ShimR
     }
     super::device::device(dev)?;
     let h = state::mint();
-    client::client()?.post(&Request::CtxCreate { ctx: h, device: dev as u32, flags }, &[])?;
+    client::client()?.post(
+        &Request::CtxCreate {
+            ctx: h,
+            device: dev as u32,
+            flags,
+        },
+        &[],
+    )?;
     state::with(|s| {
-        s.contexts.insert(h, Context { device: dev, flags, primary: false, retained: 0, limits: HashMap::new() })
+        s.contexts.insert(
+            h,
+            Context {
+                device: dev,
+                flags,
+                primary: false,
+                retained: 0,
+                limits: HashMap::new(),
+            },
+        )
     });
     state::push_current(h);
     // SAFETY: checked non-null above.
@@ -129,7 +177,10 @@ pub fn destroy(ctx: *mut c_void) -> ShimResult<()> {
     let h = handle(ctx);
     let primary = state::with(|s| s.context(h).map(|c| c.primary))?;
     if primary {
-        return Err(ShimError::new(CuStatus::INVALID_CONTEXT, "a primary context cannot be destroyed"));
+        return Err(ShimError::new(
+            CuStatus::INVALID_CONTEXT,
+            "a primary context cannot be destroyed",
+        ));
     }
     state::with(|s| {
         s.contexts.remove(&h);
@@ -154,7 +205,8 @@ pub fn push(ctx: *mut c_void) -> ShimResult<()> {
 }
 
 pub unsafe fn pop(pctx: *mut *mut c_void) -> ShimResult<()> {
-    let c = state::pop_current().ok_or_else(|| ShimError::new(CuStatus::INVALID_CONTEXT, "no current context"))?;
+    let c = state::pop_current()
+        .ok_or_else(|| ShimError::new(CuStatus::INVALID_CONTEXT, "no current context"))?;
     if !pctx.is_null() {
         // SAFETY: non-null out-pointer from C.
         unsafe { *pctx = c as *mut c_void };
@@ -180,7 +232,11 @@ pub unsafe fn get_current(pctx: *mut *mut c_void) -> ShimResult<()> {
 
 /// The context named, or the current one for NULL.
 fn ctx_or_current(ctx: *mut c_void) -> ShimResult<u64> {
-    let h = if ctx.is_null() { state::current_ctx()? } else { handle(ctx) };
+    let h = if ctx.is_null() {
+        state::current_ctx()?
+    } else {
+        handle(ctx)
+    };
     check(h)?;
     Ok(h)
 }
@@ -200,26 +256,32 @@ pub unsafe fn get_device(dev: *mut c_int, ctx: *mut c_void) -> ShimResult<()> {
 
 pub fn synchronize(ctx: *mut c_void) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
-    client::client()?.call(&Request::CtxSynchronize { ctx: h }).map(|_| ())
+    client::client()?
+        .call(&Request::CtxSynchronize { ctx: h })
+        .map(|_| ())
 }
 
 /// `CUlimit` defaults of a compute capability 8.0 device.
 fn default_limit(limit: u32) -> Option<usize> {
     Some(match limit {
-        0 => 1024,      // STACK_SIZE
-        1 => 1 << 20,   // PRINTF_FIFO_SIZE
-        2 => 8 << 20,   // MALLOC_HEAP_SIZE
-        3 => 2,         // DEV_RUNTIME_SYNC_DEPTH
-        4 => 2048,      // DEV_RUNTIME_PENDING_LAUNCH_COUNT
-        5 => 64,        // MAX_L2_FETCH_GRANULARITY
-        6 => 0,         // PERSISTING_L2_CACHE_SIZE
+        0 => 1024,    // STACK_SIZE
+        1 => 1 << 20, // PRINTF_FIFO_SIZE
+        2 => 8 << 20, // MALLOC_HEAP_SIZE
+        3 => 2,       // DEV_RUNTIME_SYNC_DEPTH
+        4 => 2048,    // DEV_RUNTIME_PENDING_LAUNCH_COUNT
+        5 => 64,      // MAX_L2_FETCH_GRANULARITY
+        6 => 0,       // PERSISTING_L2_CACHE_SIZE
         _ => return None,
     })
 }
 
 pub unsafe fn get_limit(value: *mut usize, limit: c_uint) -> ShimResult<()> {
     let h = state::current_ctx()?;
-    let stored = state::with(|s| s.contexts.get(&h).and_then(|c| c.limits.get(&limit).copied()));
+    let stored = state::with(|s| {
+        s.contexts
+            .get(&h)
+            .and_then(|c| c.limits.get(&limit).copied())
+    });
     let v = stored
         .or_else(|| default_limit(limit))
         .ok_or_else(|| ShimError::new(CuStatus(215), format!("limit {limit} is not supported")))?;
@@ -229,7 +291,8 @@ pub unsafe fn get_limit(value: *mut usize, limit: c_uint) -> ShimResult<()> {
 
 pub fn set_limit(limit: c_uint, value: usize) -> ShimResult<()> {
     let h = state::current_ctx()?;
-    default_limit(limit).ok_or_else(|| ShimError::new(CuStatus(215), format!("limit {limit} is not supported")))?;
+    default_limit(limit)
+        .ok_or_else(|| ShimError::new(CuStatus(215), format!("limit {limit} is not supported")))?;
     state::with(|s| {
         if let Some(c) = s.contexts.get_mut(&h) {
             c.limits.insert(limit, value);

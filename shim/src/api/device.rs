@@ -85,7 +85,11 @@ pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, dev: c_int) -> ShimR
     Ok(())
 }
 
-pub unsafe fn compute_capability(major: *mut c_int, minor: *mut c_int, dev: c_int) -> ShimResult<()> {
+pub unsafe fn compute_capability(
+    major: *mut c_int,
+    minor: *mut c_int,
+    dev: c_int,
+) -> ShimResult<()> {
     let d = device(dev)?;
     // SAFETY: out-pointers from C.
     unsafe {
@@ -95,7 +99,12 @@ pub unsafe fn compute_capability(major: *mut c_int, minor: *mut c_int, dev: c_in
 }
 
 fn pci_bus_id(d: &DeviceInfo) -> String {
-    format!("{:04x}:{:02x}:{:02x}.0", attr(d, ATTR_PCI_DOMAIN), attr(d, ATTR_PCI_BUS), attr(d, ATTR_PCI_DEVICE))
+    format!(
+        "{:04x}:{:02x}:{:02x}.0",
+        attr(d, ATTR_PCI_DOMAIN),
+        attr(d, ATTR_PCI_BUS),
+        attr(d, ATTR_PCI_DEVICE)
+    )
 }
 
 pub unsafe fn get_pci_bus_id(buf: *mut c_char, len: c_int, dev: c_int) -> ShimResult<()> {
@@ -129,7 +138,22 @@ pub unsafe fn can_access_peer(can: *mut c_int, dev: c_int, peer: c_int) -> ShimR
 pub unsafe fn get_properties(prop: *mut CUdevprop, dev: c_int) -> ShimResult<()> {
     let d = device(dev)?;
     let a = |n| attr(d, n);
-    let v: [c_int; 14] = [a(1), a(2), a(3), a(4), a(5), a(6), a(7), a(8), a(9), a(10), a(11), a(12), a(13), a(14)];
+    let v: [c_int; 14] = [
+        a(1),
+        a(2),
+        a(3),
+        a(4),
+        a(5),
+        a(6),
+        a(7),
+        a(8),
+        a(9),
+        a(10),
+        a(11),
+        a(12),
+        a(13),
+        a(14),
+    ];
     // SAFETY: CUdevprop is 14 ints in cuda.h; out-pointer from C.
     unsafe { put(prop.cast::<[c_int; 14]>(), v) }
 }

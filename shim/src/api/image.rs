@@ -43,7 +43,12 @@ pub unsafe fn image_bytes<'a>(image: *const u8) -> ShimResult<&'a [u8]> {
         }
         FATBIN_MAGIC => {
             // SAFETY: fatbin header: u32 magic, u16 version, u16 header size, u64 body size.
-            let (hsize, body) = unsafe { (std::ptr::read_unaligned(image.add(6).cast::<u16>()) as u64, read_u64(image.add(8))) };
+            let (hsize, body) = unsafe {
+                (
+                    std::ptr::read_unaligned(image.add(6).cast::<u16>()) as u64,
+                    read_u64(image.add(8)),
+                )
+            };
             hsize + body
         }
         0x464c_457f => {
@@ -59,7 +64,9 @@ pub unsafe fn image_bytes<'a>(image: *const u8) -> ShimResult<&'a [u8]> {
         }
         _ => {
             // SAFETY: anything else must be NUL-terminated PTX text.
-            unsafe { std::ffi::CStr::from_ptr(image.cast()) }.to_bytes().len() as u64
+            unsafe { std::ffi::CStr::from_ptr(image.cast()) }
+                .to_bytes()
+                .len() as u64
         }
     };
     if len == 0 || len > MAX_IMAGE {
@@ -82,10 +89,15 @@ pub fn is_ptx(bytes: &[u8]) -> bool {
 pub fn link_ptx(modules: &[Vec<u8>]) -> ShimResult<Vec<u8>> {
     let mut out = String::new();
     for (i, m) in modules.iter().enumerate() {
-        let text = std::str::from_utf8(m.strip_suffix(&[0]).unwrap_or(m)).map_err(|_| invalid("PTX is not UTF-8"))?;
+        let text = std::str::from_utf8(m.strip_suffix(&[0]).unwrap_or(m))
+            .map_err(|_| invalid("PTX is not UTF-8"))?;
         for line in text.lines() {
             let t = line.trim_start();
-            if i > 0 && (t.starts_with(".version") || t.starts_with(".target") || t.starts_with(".address_size")) {
+            if i > 0
+                && (t.starts_with(".version")
+                    || t.starts_with(".target")
+                    || t.starts_with(".address_size"))
+            {
                 continue;
             }
             out.push_str(line);
@@ -106,13 +118,13 @@ mod tests {
         let ptx = b".version 8.0\n.target sm_80\n\0garbage";
         // SAFETY: NUL-terminated buffer.
         assert_eq!(unsafe { image_bytes(ptx.as_ptr()) }.unwrap().len(), 27);
-        let mut fatbin = vec![0u8; 16 + 32];
+        let mut fatbin = [0u8; 16 + 32];
         fatbin[..4].copy_from_slice(&FATBIN_MAGIC.to_le_bytes());
         fatbin[6..8].copy_from_slice(&16u16.to_le_bytes());
         fatbin[8..16].copy_from_slice(&32u64.to_le_bytes());
         // SAFETY: the buffer holds the whole fatbin.
         assert_eq!(unsafe { image_bytes(fatbin.as_ptr()) }.unwrap().len(), 48);
-        let mut wrapper = vec![0u8; 24];
+        let mut wrapper = [0u8; 24];
         wrapper[..4].copy_from_slice(&WRAPPER_MAGIC.to_le_bytes());
         wrapper[8..16].copy_from_slice(&(fatbin.as_ptr() as u64).to_le_bytes());
         // SAFETY: the wrapper points at the fatbin above.
@@ -121,9 +133,9 @@ mod tests {
 
     #[test]
     fn linking_keeps_one_header() {
-        let a = b".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { ret; }\n".to_vec();
-        let b = b".version 8.0\n.target sm_80\n.address_size 64\n.visible .func f() { ret; }\n\0".to_vec();
-        let l = String::from_utf8(link_ptx(&[a, b]).unwrap()).unwrap();
+        let a = b".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { ret; }\n";
+        let b = b".version 8.0\n.target sm_80\n.address_size 64\n.visible .func f() { ret; }\n\0";
+        let l = String::from_utf8(link_ptx(&[a.to_vec(), b.to_vec()]).unwrap()).unwrap();
         assert_eq!(l.matches(".version").count(), 1);
         assert!(l.contains(".entry k") && l.contains(".func f"));
     }

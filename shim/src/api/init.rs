@@ -24,7 +24,9 @@ pub fn init(flags: u32) -> ShimResult<()> {
 
 /// The server's driver version (the same value everywhere: cudart hashes it).
 pub fn driver_version() -> i32 {
-    client::client().map(|c| c.info.driver_version).unwrap_or(FALLBACK_DRIVER_VERSION)
+    client::client()
+        .map(|c| c.info.driver_version)
+        .unwrap_or(FALLBACK_DRIVER_VERSION)
 }
 
 pub unsafe fn driver_get_version(out: *mut c_int) -> ShimResult<()> {
@@ -38,7 +40,13 @@ fn error_strings() -> &'static HashMap<u32, (CString, CString)> {
         (0..=1000u32)
             .filter_map(|c| {
                 let s = CuStatus(c);
-                Some((c, (CString::new(s.name()?).ok()?, CString::new(s.description()?).ok()?)))
+                Some((
+                    c,
+                    (
+                        CString::new(s.name()?).ok()?,
+                        CString::new(s.description()?).ok()?,
+                    ),
+                ))
             })
             .collect()
     })
@@ -94,7 +102,10 @@ pub unsafe fn get_proc_address(
     }
     if addr.is_null() {
         tracing::debug!(name, version, flags, "cuGetProcAddress: not found");
-        Err(ShimError::new(CuStatus::NOT_FOUND, format!("{name}@{version} is not a driver function")))
+        Err(ShimError::new(
+            CuStatus::NOT_FOUND,
+            format!("{name}@{version} is not a driver function"),
+        ))
     } else {
         Ok(())
     }
@@ -107,9 +118,13 @@ pub unsafe fn get_export_table(out: *mut *const c_void, id: *const CUuuid) -> Sh
             driver_version,
             devices: device_identities,
             primary_context: |dev| {
-                super::context::primary_handle(dev).map(|h| h as *mut c_void).map_err(|e| e.status().0)
+                super::context::primary_handle(dev)
+                    .map(|h| h as *mut c_void)
+                    .map_err(|e| e.status().0)
             },
-            current_context: || crate::state::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void),
+            current_context: || {
+                crate::state::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void)
+            },
         })
     });
     // SAFETY: pointers from C; the table module checks both for null.

@@ -35,23 +35,40 @@ pub struct Geometry {
 /// # Safety
 /// `params` has one valid pointer per kernel parameter, or `extra` is a valid
 /// `CU_LAUNCH_PARAM_*` list, as the driver API requires.
-pub unsafe fn launch(f: *mut c_void, g: Geometry, stream: u64, params: *mut *mut c_void, extra: *mut *mut c_void) -> ShimResult<()> {
+pub unsafe fn launch(
+    f: *mut c_void,
+    g: Geometry,
+    stream: u64,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> ShimResult<()> {
     let (module, kernel, desc) = module::function(f as u64)?;
     if g.grid.contains(&0) || g.block.contains(&0) {
         return Err(invalid("grid and block dimensions must be at least 1"));
     }
     let threads = g.block.iter().map(|&d| d as u64).product::<u64>();
     if threads > 1024 || g.block[2] > 64 || g.grid[1] > 65535 || g.grid[2] > 65535 {
-        return Err(invalid(format!("launch of {:?} x {:?} exceeds the device's limits", g.grid, g.block)));
+        return Err(invalid(format!(
+            "launch of {:?} x {:?} exceeds the device's limits",
+            g.grid, g.block
+        )));
     }
-    let size = desc.params.iter().map(|p| (p.offset + p.size) as usize).max().unwrap_or(0);
+    let size = desc
+        .params
+        .iter()
+        .map(|p| (p.offset + p.size) as usize)
+        .max()
+        .unwrap_or(0);
     let mut buf = vec![0u8; size];
     if !params.is_null() {
         for (i, p) in desc.params.iter().enumerate() {
             // SAFETY: kernelParams has one pointer per parameter, each to `p.size` bytes.
             let src = unsafe { *params.add(i) };
             if src.is_null() {
-                return Err(invalid(format!("kernelParams[{i}] of {} is null", desc.name)));
+                return Err(invalid(format!(
+                    "kernelParams[{i}] of {} is null",
+                    desc.name
+                )));
             }
             // SAFETY: as above.
             let bytes = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), p.size as usize) };
@@ -61,15 +78,30 @@ pub unsafe fn launch(f: *mut c_void, g: Geometry, stream: u64, params: *mut *mut
         // SAFETY: `extra` is a NULL-terminated list of (key, value) pairs.
         let (ptr, len) = unsafe { parse_extra(extra) }?;
         if len < size {
-            return Err(invalid(format!("parameter buffer of {len} bytes, kernel {} needs {size}", desc.name)));
+            return Err(invalid(format!(
+                "parameter buffer of {len} bytes, kernel {} needs {size}",
+                desc.name
+            )));
         }
         // SAFETY: the application gave a buffer of `len` bytes.
         buf.copy_from_slice(&unsafe { std::slice::from_raw_parts(ptr, len) }[..size]);
     } else if !desc.params.is_empty() {
-        return Err(invalid(format!("kernel {} takes parameters and none were given", desc.name)));
+        return Err(invalid(format!(
+            "kernel {} takes parameters and none were given",
+            desc.name
+        )));
     }
     let (ctx, stream) = state::with(|s| s.stream(stream))?;
-    let req = Request::Launch { ctx, stream, module, kernel, grid: g.grid, block: g.block, shared: g.shared, params: buf };
+    let req = Request::Launch {
+        ctx,
+        stream,
+        module,
+        kernel,
+        grid: g.grid,
+        block: g.block,
+        shared: g.shared,
+        params: buf,
+    };
     client::client()?.post(&req, &[])
 }
 
@@ -83,6 +115,7 @@ unsafe fn parse_extra(extra: *mut *mut c_void) -> ShimResult<(*const u8, usize)>
         let key = unsafe { *extra.add(i) } as usize;
         match key {
             PARAM_END => break,
+            // SAFETY: every key is followed by its value.
             PARAM_BUFFER_POINTER => ptr = unsafe { *extra.add(i + 1) }.cast(),
             // SAFETY: the value of BUFFER_SIZE points to a size_t.
             PARAM_BUFFER_SIZE => len = Some(unsafe { *(*extra.add(i + 1)).cast::<usize>() }),
@@ -95,7 +128,9 @@ unsafe fn parse_extra(extra: *mut *mut c_void) -> ShimResult<(*const u8, usize)>
     }
     match (ptr.is_null(), len) {
         (false, Some(l)) => Ok((ptr, l)),
-        _ => Err(invalid("launch extra needs both BUFFER_POINTER and BUFFER_SIZE")),
+        _ => Err(invalid(
+            "launch extra needs both BUFFER_POINTER and BUFFER_SIZE",
+        )),
     }
 }
 
@@ -104,7 +139,12 @@ unsafe fn parse_extra(extra: *mut *mut c_void) -> ShimResult<(*const u8, usize)>
 ///
 /// # Safety
 /// `config` points to a valid `CUlaunchConfig`.
-pub unsafe fn launch_ex(config: *const CUlaunchConfig, f: *mut c_void, params: *mut *mut c_void, extra: *mut *mut c_void) -> ShimResult<()> {
+pub unsafe fn launch_ex(
+    config: *const CUlaunchConfig,
+    f: *mut c_void,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> ShimResult<()> {
     if config.is_null() {
         return Err(invalid("null launch config"));
     }
@@ -120,7 +160,11 @@ pub unsafe fn launch_ex(config: *const CUlaunchConfig, f: *mut c_void, params: *
     const _: () = assert!(std::mem::size_of::<LaunchConfig>() == 56);
     // SAFETY: CUlaunchConfig has this layout in cuda.h (12.0 and later).
     let c = unsafe { &*config.cast::<LaunchConfig>() };
-    let g = Geometry { grid: c.grid, block: c.block, shared: c.shared };
+    let g = Geometry {
+        grid: c.grid,
+        block: c.block,
+        shared: c.shared,
+    };
     // SAFETY: forwarded contract.
     unsafe { launch(f, g, c.stream as u64, params, extra) }
 }
@@ -132,11 +176,18 @@ fn blocks_per_sm(block: i32, dynamic_shared: usize, static_shared: usize) -> i32
     let warps = (block + 31) / 32 * 32;
     let by_threads = THREADS_PER_SM / warps;
     let shared = dynamic_shared + static_shared;
-    let by_shared = if shared == 0 { BLOCKS_PER_SM } else { (SHARED_PER_SM / shared) as i32 };
+    let by_shared = SHARED_PER_SM
+        .checked_div(shared)
+        .map_or(BLOCKS_PER_SM, |b| b as i32);
     by_threads.min(by_shared).min(BLOCKS_PER_SM)
 }
 
-pub unsafe fn max_active_blocks(n: *mut c_int, f: *mut c_void, block: c_int, dynamic: usize) -> ShimResult<()> {
+pub unsafe fn max_active_blocks(
+    n: *mut c_int,
+    f: *mut c_void,
+    block: c_int,
+    dynamic: usize,
+) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let n = unsafe { out(n) }?;
     let (_, _, k) = module::function(f as u64)?;
@@ -155,13 +206,16 @@ pub unsafe fn max_potential_block_size(
     // SAFETY: out-pointers from C.
     let (mg, bs) = unsafe { (out(min_grid)?, out(block_size)?) };
     let (_, _, k) = module::function(f as u64)?;
-    let max = if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
-    let sms = super::device::device(super::context::current_device()?)?.attribute(16).unwrap_or(1);
+    let max =
+        if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
+    let sms = super::device::device(super::context::current_device()?)?
+        .attribute(16)
+        .unwrap_or(1);
     let (mut best, mut best_occ) = (32, -1);
     let mut b = max / 32 * 32;
     while b >= 32 {
-        // SAFETY: the callback, if any, is the application's `size_t (*)(int)`.
         let dyn_b = match to_dynamic {
+            // SAFETY: the callback is the application's `size_t (*)(int)`.
             Some(cb) => unsafe { cb(b) },
             None => dynamic,
         };
@@ -177,11 +231,18 @@ pub unsafe fn max_potential_block_size(
     Ok(())
 }
 
-pub unsafe fn available_dynamic_shared(size: *mut usize, f: *mut c_void, blocks: c_int, _block: c_int) -> ShimResult<()> {
+pub unsafe fn available_dynamic_shared(
+    size: *mut usize,
+    f: *mut c_void,
+    blocks: c_int,
+    _block: c_int,
+) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let size = unsafe { out(size) }?;
     let (_, _, k) = module::function(f as u64)?;
     let per_block = SHARED_PER_SM / blocks.max(1) as usize;
-    *size = per_block.min(166_912).saturating_sub(k.shared_bytes as usize);
+    *size = per_block
+        .min(166_912)
+        .saturating_sub(k.shared_bytes as usize);
     Ok(())
 }

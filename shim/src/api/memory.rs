@@ -26,11 +26,26 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     }
     let ctx = state::current_ctx()?;
     let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
-    let reply = client::client()?.call(&Request::MemAlloc { ctx, size: size as u64 })?;
+    let reply = client::client()?.call(&Request::MemAlloc {
+        ctx,
+        size: size as u64,
+    })?;
     let ReplyBody::Ptr { ptr } = reply.body else {
-        return Err(ShimError::new(CuStatus::UNKNOWN, "server answered an allocation without a pointer"));
+        return Err(ShimError::new(
+            CuStatus::UNKNOWN,
+            "server answered an allocation without a pointer",
+        ));
     };
-    state::with(|s| s.allocs.insert(ptr, Alloc { size: size as u64, ctx, device }));
+    state::with(|s| {
+        s.allocs.insert(
+            ptr,
+            Alloc {
+                size: size as u64,
+                ctx,
+                device,
+            },
+        )
+    });
     Ok(ptr)
 }
 
@@ -41,12 +56,22 @@ pub unsafe fn mem_alloc(dptr: *mut u64, size: usize) -> ShimResult<()> {
     Ok(())
 }
 
-pub unsafe fn alloc_pitch(dptr: *mut u64, pitch: *mut usize, width: usize, height: usize, elem: c_uint) -> ShimResult<()> {
+pub unsafe fn alloc_pitch(
+    dptr: *mut u64,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+    elem: c_uint,
+) -> ShimResult<()> {
     if !matches!(elem, 4 | 8 | 16) {
         return Err(invalid(format!("element size {elem} must be 4, 8 or 16")));
     }
-    let p = width.checked_next_multiple_of(PITCH_ALIGN).ok_or_else(|| invalid("width overflows"))?;
-    let size = p.checked_mul(height).ok_or_else(|| invalid("pitch * height overflows"))?;
+    let p = width
+        .checked_next_multiple_of(PITCH_ALIGN)
+        .ok_or_else(|| invalid("width overflows"))?;
+    let size = p
+        .checked_mul(height)
+        .ok_or_else(|| invalid("pitch * height overflows"))?;
     // SAFETY: out-pointers from C.
     let (d, pp) = unsafe { (out(dptr)?, out(pitch)?) };
     *d = alloc(size)?;
@@ -61,7 +86,9 @@ pub fn free(ptr: u64) -> ShimResult<()> {
             s.allocs.remove(&ptr);
             Ok(ctx)
         }
-        None => Err(invalid(format!("{ptr:#x} is not the start of a device allocation"))),
+        None => Err(invalid(format!(
+            "{ptr:#x} is not the start of a device allocation"
+        ))),
     })?;
     client::client()?.post(&Request::MemFree { ctx, ptr }, &[])
 }
@@ -69,9 +96,14 @@ pub fn free(ptr: u64) -> ShimResult<()> {
 pub unsafe fn get_info(free: *mut usize, total: *mut usize) -> ShimResult<()> {
     let ctx = state::current_ctx()?;
     let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
-    let reply = client::client()?.call(&Request::MemGetInfo { device: device as u32 })?;
+    let reply = client::client()?.call(&Request::MemGetInfo {
+        device: device as u32,
+    })?;
     let ReplyBody::MemInfo { free: f, total: t } = reply.body else {
-        return Err(ShimError::new(CuStatus::UNKNOWN, "server answered memory info without numbers"));
+        return Err(ShimError::new(
+            CuStatus::UNKNOWN,
+            "server answered memory info without numbers",
+        ));
     };
     // SAFETY: out-pointers from C; either may be NULL.
     unsafe {
@@ -124,7 +156,17 @@ pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
     }
     let (ctx, stream) = prepare(stream, &[(src, dst.len() as u64)])?;
     let size = dst.len() as u64;
-    client::client()?.call_read(&Request::MemcpyDtoH { ctx, stream, src, size }, dst).map(|_| ())
+    client::client()?
+        .call_read(
+            &Request::MemcpyDtoH {
+                ctx,
+                stream,
+                src,
+                size,
+            },
+            dst,
+        )
+        .map(|_| ())
 }
 
 pub fn dtod(dst: u64, src: u64, size: u64, stream: u64) -> ShimResult<()> {
@@ -132,7 +174,16 @@ pub fn dtod(dst: u64, src: u64, size: u64, stream: u64) -> ShimResult<()> {
         return prepare(stream, &[]).map(|_| ());
     }
     let (ctx, stream) = prepare(stream, &[(src, size), (dst, size)])?;
-    client::client()?.post(&Request::MemcpyDtoD { ctx, stream, dst, src, size }, &[])
+    client::client()?.post(
+        &Request::MemcpyDtoD {
+            ctx,
+            stream,
+            dst,
+            src,
+            size,
+        },
+        &[],
+    )
 }
 
 pub unsafe fn copy_htod(dst: u64, src: *const c_void, n: usize, stream: u64) -> ShimResult<()> {
@@ -167,18 +218,31 @@ pub unsafe fn copy_unified(dst: u64, src: u64, n: usize, stream: u64) -> ShimRes
 }
 
 /// Sets `height` rows of `width` elements of `elem` bytes, `pitch` bytes apart.
-pub fn memset(dst: u64, pitch: usize, value: u32, elem: u8, width: usize, height: usize, stream: u64) -> ShimResult<()> {
-    let row = width.checked_mul(elem as usize).ok_or_else(|| invalid("memset width overflows"))?;
+pub fn memset(
+    dst: u64,
+    pitch: usize,
+    value: u32,
+    elem: u8,
+    width: usize,
+    height: usize,
+    stream: u64,
+) -> ShimResult<()> {
+    let row = width
+        .checked_mul(elem as usize)
+        .ok_or_else(|| invalid("memset width overflows"))?;
     if width == 0 || height == 0 {
         return prepare(stream, &[]).map(|_| ());
     }
-    if dst % elem as u64 != 0 {
+    if !dst.is_multiple_of(elem as u64) {
         return Err(invalid(format!("{dst:#x} is not aligned to {elem} bytes")));
     }
     if height > 1 && pitch < row {
         return Err(invalid("pitch smaller than the row"));
     }
-    let span = (height - 1).checked_mul(pitch).and_then(|v| v.checked_add(row)).ok_or_else(|| invalid("memset extent overflows"))?;
+    let span = (height - 1)
+        .checked_mul(pitch)
+        .and_then(|v| v.checked_add(row))
+        .ok_or_else(|| invalid("memset extent overflows"))?;
     let (ctx, stream) = prepare(stream, &[(dst, span as u64)])?;
     let req = Request::Memset {
         ctx,
@@ -194,7 +258,8 @@ pub fn memset(dst: u64, pitch: usize, value: u32, elem: u8, width: usize, height
 }
 
 fn host_layout(size: usize) -> ShimResult<Layout> {
-    Layout::from_size_align(size.max(1), HOST_ALIGN).map_err(|_| invalid("host allocation too large"))
+    Layout::from_size_align(size.max(1), HOST_ALIGN)
+        .map_err(|_| invalid("host allocation too large"))
 }
 
 pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> ShimResult<()> {
@@ -207,9 +272,21 @@ pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> Sh
     // SAFETY: the layout has a non-zero size.
     let p = unsafe { std::alloc::alloc_zeroed(layout) };
     if p.is_null() {
-        return Err(ShimError::new(CuStatus::OUT_OF_MEMORY, format!("cannot allocate {size} bytes of host memory")));
+        return Err(ShimError::new(
+            CuStatus::OUT_OF_MEMORY,
+            format!("cannot allocate {size} bytes of host memory"),
+        ));
     }
-    state::with(|s| s.host.insert(p as usize, HostRange { size, flags, owned: true }));
+    state::with(|s| {
+        s.host.insert(
+            p as usize,
+            HostRange {
+                size,
+                flags,
+                owned: true,
+            },
+        )
+    });
     *out = p.cast();
     Ok(())
 }
@@ -221,7 +298,9 @@ pub fn free_host(p: *mut c_void) -> ShimResult<()> {
             s.host.remove(&(p as usize));
             Ok(size)
         }
-        _ => Err(invalid(format!("{p:p} was not allocated by cuMemHostAlloc"))),
+        _ => Err(invalid(format!(
+            "{p:p} was not allocated by cuMemHostAlloc"
+        ))),
     })?;
     // SAFETY: allocated by host_alloc with this layout, and removed from the table so it cannot
     // be freed twice.
@@ -235,12 +314,28 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<(
     }
     let base = p as usize;
     state::with(|s| {
-        let end = base.checked_add(size).ok_or_else(|| invalid("range overflows"))?;
-        let overlaps = s.host.range(..end).next_back().is_some_and(|(&b, r)| b + r.size > base);
+        let end = base
+            .checked_add(size)
+            .ok_or_else(|| invalid("range overflows"))?;
+        let overlaps = s
+            .host
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&b, r)| b + r.size > base);
         if overlaps {
-            return Err(ShimError::new(CuStatus::HOST_MEMORY_ALREADY_REGISTERED, format!("{p:p} is already registered")));
+            return Err(ShimError::new(
+                CuStatus::HOST_MEMORY_ALREADY_REGISTERED,
+                format!("{p:p} is already registered"),
+            ));
         }
-        s.host.insert(base, HostRange { size, flags, owned: false });
+        s.host.insert(
+            base,
+            HostRange {
+                size,
+                flags,
+                owned: false,
+            },
+        );
         Ok(())
     })
 }
@@ -251,7 +346,10 @@ pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
             s.host.remove(&(p as usize));
             Ok(())
         }
-        _ => Err(ShimError::new(CuStatus::HOST_MEMORY_NOT_REGISTERED, format!("{p:p} is not registered"))),
+        _ => Err(ShimError::new(
+            CuStatus::HOST_MEMORY_NOT_REGISTERED,
+            format!("{p:p} is not registered"),
+        )),
     })
 }
 
@@ -272,15 +370,28 @@ pub fn host_get_device_pointer() -> ShimResult<()> {
 
 /// What a pointer is, for `cuPointerGetAttribute(s)`.
 enum Kind {
-    Device { base: u64, size: u64, ctx: u64, device: i32 },
-    Host { base: usize, size: usize },
+    Device {
+        base: u64,
+        size: u64,
+        ctx: u64,
+        device: i32,
+    },
+    Host {
+        base: usize,
+        size: usize,
+    },
     Unknown,
 }
 
 fn classify(p: u64) -> Kind {
     state::with(|s| {
         if let Ok((base, a)) = s.alloc_range(p, 0) {
-            return Kind::Device { base, size: a.size, ctx: a.ctx, device: a.device };
+            return Kind::Device {
+                base,
+                size: a.size,
+                ctx: a.ctx,
+                device: a.device,
+            };
         }
         match s.host_range(p as usize) {
             Some((base, r)) => Kind::Host { base, size: r.size },
@@ -290,9 +401,14 @@ fn classify(p: u64) -> Kind {
 }
 
 /// Writes one attribute; `Ok(false)` when the pointer has no such attribute.
-unsafe fn write_attribute(data: *mut c_void, attr: c_uint, kind: &Kind, p: u64) -> ShimResult<bool> {
-    // SAFETY (all writes below): `data` is a C out-pointer sized for the attribute's type as
-    // the driver API documents it.
+unsafe fn write_attribute(
+    data: *mut c_void,
+    attr: c_uint,
+    kind: &Kind,
+    p: u64,
+) -> ShimResult<bool> {
+    // SAFETY: `data` is a C out-pointer sized for the attribute's type as the driver API
+    // documents it, for every write below.
     unsafe {
         match (attr, kind) {
             (1, Kind::Device { ctx, .. }) => put(data.cast::<u64>(), *ctx)?,
@@ -301,7 +417,9 @@ unsafe fn write_attribute(data: *mut c_void, attr: c_uint, kind: &Kind, p: u64) 
             (3, Kind::Device { .. }) => put(data.cast::<u64>(), p)?,
             (4, Kind::Host { .. }) => put(data.cast::<u64>(), p)?,
             // Booleans are written as 32-bit values, as the driver does (callers read ints).
-            (6 | 8 | 10 | 15, Kind::Device { .. } | Kind::Host { .. }) => put(data.cast::<u32>(), 0)?,
+            (6 | 8 | 10 | 15, Kind::Device { .. } | Kind::Host { .. }) => {
+                put(data.cast::<u32>(), 0)?
+            }
             (13, Kind::Device { .. }) => put(data.cast::<u32>(), 1)?,
             (7, Kind::Device { base, .. }) => put(data.cast::<u64>(), *base)?,
             (9, Kind::Device { device, .. }) => put(data.cast::<i32>(), *device)?,
@@ -323,17 +441,26 @@ pub unsafe fn pointer_get_attribute(data: *mut c_void, attr: c_uint, p: u64) -> 
     }
     let kind = classify(p);
     if matches!(kind, Kind::Unknown) {
-        return Err(invalid(format!("{p:#x} is neither device memory nor page-locked host memory")));
+        return Err(invalid(format!(
+            "{p:#x} is neither device memory nor page-locked host memory"
+        )));
     }
     // SAFETY: forwarded out-pointer.
     if unsafe { write_attribute(data, attr, &kind, p) }? {
         Ok(())
     } else {
-        Err(invalid(format!("pointer attribute {attr} does not apply to {p:#x}")))
+        Err(invalid(format!(
+            "pointer attribute {attr} does not apply to {p:#x}"
+        )))
     }
 }
 
-pub unsafe fn pointer_get_attributes(n: c_uint, attrs: *mut c_uint, data: *mut *mut c_void, p: u64) -> ShimResult<()> {
+pub unsafe fn pointer_get_attributes(
+    n: c_uint,
+    attrs: *mut c_uint,
+    data: *mut *mut c_void,
+    p: u64,
+) -> ShimResult<()> {
     if n > 0 && (attrs.is_null() || data.is_null()) {
         return Err(invalid("null attribute arrays"));
     }

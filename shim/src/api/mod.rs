@@ -40,8 +40,20 @@ fn s(stream: CUstream) -> u64 {
     stream as u64
 }
 
-fn geometry(gx: c_uint, gy: c_uint, gz: c_uint, bx: c_uint, by: c_uint, bz: c_uint, shared: c_uint) -> launch::Geometry {
-    launch::Geometry { grid: [gx, gy, gz], block: [bx, by, bz], shared }
+fn geometry(
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared: c_uint,
+) -> launch::Geometry {
+    launch::Geometry {
+        grid: [gx, gy, gz],
+        block: [bx, by, bz],
+        shared,
+    }
 }
 
 implement! {

@@ -62,7 +62,12 @@ fn invalid_handle(what: &str, h: u64) -> ShimError {
 /// Forgets the modules of a destroyed or reset context.
 pub fn forget_context(ctx: u64) {
     with(|m| {
-        let gone: Vec<u64> = m.modules.iter().filter(|(_, md)| md.ctx == ctx).map(|(&h, _)| h).collect();
+        let gone: Vec<u64> = m
+            .modules
+            .iter()
+            .filter(|(_, md)| md.ctx == ctx)
+            .map(|(&h, _)| h)
+            .collect();
         for h in gone {
             m.modules.remove(&h);
             m.functions.retain(|_, f| f.module != h);
@@ -91,35 +96,61 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
     };
     let module = state::mint();
     let payload = if send { image } else { &[][..] };
-    let reply = c.call_write(&Request::ModuleLoad { ctx, module, hash }, payload).inspect_err(|e| {
-        // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
-        // often swallow the error, so say it where the user will see it, once per image.
-        if e.status() == CuStatus::NO_BINARY_FOR_GPU && with(|m| m.uploaded.insert(hash)) {
-            eprintln!(
-                "remora: module {} ({} bytes) cannot be loaded: {e}; it needs a real GPU",
-                hex_prefix(&hash),
-                image.len()
-            );
-        }
-    })?;
+    let reply = c
+        .call_write(&Request::ModuleLoad { ctx, module, hash }, payload)
+        .inspect_err(|e| {
+            // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
+            // often swallow the error, so say it where the user will see it, once per image.
+            if e.status() == CuStatus::NO_BINARY_FOR_GPU && with(|m| m.uploaded.insert(hash)) {
+                eprintln!(
+                    "remora: module {} ({} bytes) cannot be loaded: {e}; it needs a real GPU",
+                    hex_prefix(&hash),
+                    image.len()
+                );
+            }
+        })?;
     let ReplyBody::Module { kernels, globals } = reply.body else {
-        return Err(ShimError::new(CuStatus::UNKNOWN, "server answered a module load without its contents"));
+        return Err(ShimError::new(
+            CuStatus::UNKNOWN,
+            "server answered a module load without its contents",
+        ));
     };
     with(|m| {
         m.uploaded.insert(hash);
-        m.modules.insert(module, Module { ctx, kernels, globals, functions: HashMap::new() });
+        m.modules.insert(
+            module,
+            Module {
+                ctx,
+                kernels,
+                globals,
+                functions: HashMap::new(),
+            },
+        );
     });
     Ok(module)
 }
 
 /// JIT options that carry log buffers: the server's message goes into the error log.
-unsafe fn write_error_log(n: c_uint, options: *const c_uint, values: *const *mut c_void, msg: &str) {
+unsafe fn write_error_log(
+    n: c_uint,
+    options: *const c_uint,
+    values: *const *mut c_void,
+    msg: &str,
+) {
     if n == 0 || options.is_null() || values.is_null() {
         return;
     }
     // SAFETY: both arrays have n entries by the driver API's contract.
-    let (opts, vals) = unsafe { (std::slice::from_raw_parts(options, n as usize), std::slice::from_raw_parts(values, n as usize)) };
-    let buf = opts.iter().position(|&o| o == 5).map(|i| vals[i].cast::<u8>()); // CU_JIT_ERROR_LOG_BUFFER
+    let (opts, vals) = unsafe {
+        (
+            std::slice::from_raw_parts(options, n as usize),
+            std::slice::from_raw_parts(values, n as usize),
+        )
+    };
+    let buf = opts
+        .iter()
+        .position(|&o| o == 5)
+        .map(|i| vals[i].cast::<u8>()); // CU_JIT_ERROR_LOG_BUFFER
     let size = opts.iter().position(|&o| o == 6).map(|i| vals[i] as usize); // ..._SIZE_BYTES
     if let (Some(buf), Some(size)) = (buf, size) {
         if !buf.is_null() && size > 0 {
@@ -133,7 +164,13 @@ unsafe fn write_error_log(n: c_uint, options: *const c_uint, values: *const *mut
     }
 }
 
-pub unsafe fn load_data(pmod: *mut *mut c_void, image: *const c_void, n: c_uint, options: *const c_uint, values: *const *mut c_void) -> ShimResult<()> {
+pub unsafe fn load_data(
+    pmod: *mut *mut c_void,
+    image: *const c_void,
+    n: c_uint,
+    options: *const c_uint,
+    values: *const *mut c_void,
+) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let pmod = unsafe { out(pmod) }?;
     // SAFETY: the image is complete, as the driver API requires.
@@ -154,7 +191,8 @@ pub unsafe fn load_data(pmod: *mut *mut c_void, image: *const c_void, n: c_uint,
 pub unsafe fn load_file(pmod: *mut *mut c_void, fname: *const c_char) -> ShimResult<()> {
     // SAFETY: out-pointer and C string from C.
     let (pmod, path) = unsafe { (out(pmod)?, c_str(fname)?) };
-    let data = std::fs::read(path).map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
+    let data = std::fs::read(path)
+        .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
     *pmod = load(&data)? as *mut c_void;
     Ok(())
 }
@@ -162,7 +200,10 @@ pub unsafe fn load_file(pmod: *mut *mut c_void, fname: *const c_char) -> ShimRes
 pub fn unload(module: *mut c_void) -> ShimResult<()> {
     let h = module as u64;
     let ctx = with(|m| {
-        let md = m.modules.remove(&h).ok_or_else(|| invalid_handle("module", h))?;
+        let md = m
+            .modules
+            .remove(&h)
+            .ok_or_else(|| invalid_handle("module", h))?;
         m.functions.retain(|_, f| f.module != h);
         Ok::<_, ShimError>(md.ctx)
     })?;
@@ -174,40 +215,68 @@ fn hex_prefix(hash: &[u8; 32]) -> String {
 }
 
 fn function_handle(m: &mut Modules, module: u64, index: u32) -> u64 {
-    let md = m.modules.get_mut(&module).expect("caller checked the module");
+    let md = m
+        .modules
+        .get_mut(&module)
+        .expect("caller checked the module");
     if let Some(&f) = md.functions.get(&index) {
         return f;
     }
     let f = state::mint();
     md.functions.insert(index, f);
     let name = CString::new(md.kernels[index as usize].name.clone()).unwrap_or_default();
-    m.functions.insert(f, Function { module, index, name, max_dynamic_shared: 48 << 10 });
+    m.functions.insert(
+        f,
+        Function {
+            module,
+            index,
+            name,
+            max_dynamic_shared: 48 << 10,
+        },
+    );
     f
 }
 
-pub unsafe fn get_function(pf: *mut *mut c_void, module: *mut c_void, name: *const c_char) -> ShimResult<()> {
+pub unsafe fn get_function(
+    pf: *mut *mut c_void,
+    module: *mut c_void,
+    name: *const c_char,
+) -> ShimResult<()> {
     // SAFETY: out-pointer and C string from C.
     let (pf, name) = unsafe { (out(pf)?, c_str(name)?) };
     let h = module as u64;
     let f = with(|m| {
-        let md = m.modules.get(&h).ok_or_else(|| invalid_handle("module", h))?;
+        let md = m
+            .modules
+            .get(&h)
+            .ok_or_else(|| invalid_handle("module", h))?;
         let idx = md
             .kernels
             .iter()
             .position(|k| k.name == name)
-            .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no kernel named {name}")))?;
+            .ok_or_else(|| {
+                ShimError::new(CuStatus::NOT_FOUND, format!("no kernel named {name}"))
+            })?;
         Ok::<_, ShimError>(function_handle(m, h, idx as u32))
     })?;
     *pf = f as *mut c_void;
     Ok(())
 }
 
-pub unsafe fn get_global(dptr: *mut u64, size: *mut usize, module: *mut c_void, name: *const c_char) -> ShimResult<()> {
+pub unsafe fn get_global(
+    dptr: *mut u64,
+    size: *mut usize,
+    module: *mut c_void,
+    name: *const c_char,
+) -> ShimResult<()> {
     // SAFETY: C string from C.
     let name = unsafe { c_str(name) }?;
     let h = module as u64;
     let (addr, sz) = with(|m| {
-        let md = m.modules.get(&h).ok_or_else(|| invalid_handle("module", h))?;
+        let md = m
+            .modules
+            .get(&h)
+            .ok_or_else(|| invalid_handle("module", h))?;
         md.globals
             .iter()
             .find(|g| g.name == name)
@@ -218,7 +287,11 @@ pub unsafe fn get_global(dptr: *mut u64, size: *mut usize, module: *mut c_void, 
     state::with(|s| {
         let ctx = with(|m| m.modules.get(&h).map(|md| md.ctx)).unwrap_or(0);
         let device = s.contexts.get(&ctx).map_or(0, |c| c.device);
-        s.allocs.entry(addr).or_insert(state::Alloc { size: sz, ctx, device });
+        s.allocs.entry(addr).or_insert(state::Alloc {
+            size: sz,
+            ctx,
+            device,
+        });
     });
     // SAFETY: out-pointers from C; either may be NULL.
     unsafe {
@@ -234,16 +307,30 @@ pub unsafe fn get_global(dptr: *mut u64, size: *mut usize, module: *mut c_void, 
 
 pub unsafe fn function_count(count: *mut c_uint, module: *mut c_void) -> ShimResult<()> {
     let h = module as u64;
-    let n = with(|m| m.modules.get(&h).map(|md| md.kernels.len() as c_uint)).ok_or_else(|| invalid_handle("module", h))?;
+    let n = with(|m| m.modules.get(&h).map(|md| md.kernels.len() as c_uint))
+        .ok_or_else(|| invalid_handle("module", h))?;
     // SAFETY: out-pointer from C.
     unsafe { put(count, n) }
 }
 
-pub unsafe fn enumerate_functions(fns: *mut *mut c_void, n: c_uint, module: *mut c_void) -> ShimResult<()> {
+pub unsafe fn enumerate_functions(
+    fns: *mut *mut c_void,
+    n: c_uint,
+    module: *mut c_void,
+) -> ShimResult<()> {
     let h = module as u64;
     let handles = with(|m| {
-        let count = m.modules.get(&h).ok_or_else(|| invalid_handle("module", h))?.kernels.len();
-        Ok::<_, ShimError>((0..count as u32).map(|i| function_handle(m, h, i)).collect::<Vec<_>>())
+        let count = m
+            .modules
+            .get(&h)
+            .ok_or_else(|| invalid_handle("module", h))?
+            .kernels
+            .len();
+        Ok::<_, ShimError>(
+            (0..count as u32)
+                .map(|i| function_handle(m, h, i))
+                .collect::<Vec<_>>(),
+        )
     })?;
     if fns.is_null() || (n as usize) < handles.len() {
         return Err(invalid("function array too small"));
@@ -257,7 +344,9 @@ pub unsafe fn enumerate_functions(fns: *mut *mut c_void, n: c_uint, module: *mut
 
 pub unsafe fn library_get_module(pmod: *mut *mut c_void, library: *mut c_void) -> ShimResult<()> {
     let h = library as u64;
-    with(|m| m.modules.contains_key(&h)).then_some(()).ok_or_else(|| invalid_handle("library", h))?;
+    with(|m| m.modules.contains_key(&h))
+        .then_some(())
+        .ok_or_else(|| invalid_handle("library", h))?;
     // SAFETY: out-pointer from C.
     unsafe { put(pmod, library) }
 }
@@ -277,9 +366,19 @@ pub unsafe fn kernel_get_library(plib: *mut *mut c_void, kernel: *mut c_void) ->
 /// (module, kernel index, parameter layout) of a function handle.
 pub fn function(f: u64) -> ShimResult<(u64, u32, KernelDesc)> {
     with(|m| {
-        let func = m.functions.get(&f).ok_or_else(|| invalid_handle("function", f))?;
-        let md = m.modules.get(&func.module).ok_or_else(|| invalid_handle("module", func.module))?;
-        Ok((func.module, func.index, md.kernels[func.index as usize].clone()))
+        let func = m
+            .functions
+            .get(&f)
+            .ok_or_else(|| invalid_handle("function", f))?;
+        let md = m
+            .modules
+            .get(&func.module)
+            .ok_or_else(|| invalid_handle("module", func.module))?;
+        Ok((
+            func.module,
+            func.index,
+            md.kernels[func.index as usize].clone(),
+        ))
     })
 }
 
@@ -288,18 +387,22 @@ pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> S
     // SAFETY: out-pointer from C.
     let pi = unsafe { out(pi) }?;
     let (_, _, k) = function(f as u64)?;
-    let dynamic = with(|m| m.functions.get(&(f as u64)).map_or(48 << 10, |x| x.max_dynamic_shared));
+    let dynamic = with(|m| {
+        m.functions
+            .get(&(f as u64))
+            .map_or(48 << 10, |x| x.max_dynamic_shared)
+    });
     *pi = match attrib {
         0 => k.max_threads.clamp(1, 1024) as c_int, // MAX_THREADS_PER_BLOCK
-        1 => k.shared_bytes as c_int,                // SHARED_SIZE_BYTES
-        2 => 0,                                      // CONST_SIZE_BYTES
-        3 => k.local_bytes as c_int,                 // LOCAL_SIZE_BYTES
-        4 => k.num_regs as c_int,                    // NUM_REGS
-        5 | 6 => 80,                                 // PTX_VERSION, BINARY_VERSION
-        7 => 0,                                      // CACHE_MODE_CA
-        8 => dynamic,                                // MAX_DYNAMIC_SHARED_SIZE_BYTES
-        9 => -1,                                     // PREFERRED_SHARED_MEMORY_CARVEOUT
-        10..=15 => 0,                                // cluster attributes
+        1 => k.shared_bytes as c_int,               // SHARED_SIZE_BYTES
+        2 => 0,                                     // CONST_SIZE_BYTES
+        3 => k.local_bytes as c_int,                // LOCAL_SIZE_BYTES
+        4 => k.num_regs as c_int,                   // NUM_REGS
+        5 | 6 => 80,                                // PTX_VERSION, BINARY_VERSION
+        7 => 0,                                     // CACHE_MODE_CA
+        8 => dynamic,                               // MAX_DYNAMIC_SHARED_SIZE_BYTES
+        9 => -1,                                    // PREFERRED_SHARED_MEMORY_CARVEOUT
+        10..=15 => 0,                               // cluster attributes
         _ => return Err(invalid(format!("function attribute {attrib}"))),
     };
     Ok(())
@@ -319,14 +422,24 @@ pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult
             });
             Ok(())
         }
-        9 | 10..=15 => Ok(()),
-        _ => Err(invalid(format!("function attribute {attrib} cannot be set"))),
+        9..=15 => Ok(()),
+        _ => Err(invalid(format!(
+            "function attribute {attrib} cannot be set"
+        ))),
     }
 }
 
-pub unsafe fn get_param_info(f: *mut c_void, index: usize, offset: *mut usize, size: *mut usize) -> ShimResult<()> {
+pub unsafe fn get_param_info(
+    f: *mut c_void,
+    index: usize,
+    offset: *mut usize,
+    size: *mut usize,
+) -> ShimResult<()> {
     let (_, _, k) = function(f as u64)?;
-    let p = k.params.get(index).ok_or_else(|| invalid(format!("kernel {} has no parameter {index}", k.name)))?;
+    let p = k
+        .params
+        .get(index)
+        .ok_or_else(|| invalid(format!("kernel {} has no parameter {index}", k.name)))?;
     // SAFETY: out-pointers from C; either may be NULL.
     unsafe {
         if !offset.is_null() {
@@ -340,7 +453,8 @@ pub unsafe fn get_param_info(f: *mut c_void, index: usize, offset: *mut usize, s
 }
 
 pub unsafe fn get_name(name: *mut *const c_char, f: *mut c_void) -> ShimResult<()> {
-    let p = with(|m| m.functions.get(&(f as u64)).map(|x| x.name.as_ptr())).ok_or_else(|| invalid_handle("function", f as u64))?;
+    let p = with(|m| m.functions.get(&(f as u64)).map(|x| x.name.as_ptr()))
+        .ok_or_else(|| invalid_handle("function", f as u64))?;
     // SAFETY: out-pointer from C; the name lives as long as the function handle.
     unsafe { put(name, p) }
 }
@@ -371,26 +485,43 @@ fn link_add(state: *mut c_void, data: Vec<u8>, name: &str) -> ShimResult<()> {
             format!("cuLinkAddData: {name} is not PTX; the Remora linker combines PTX only"),
         ));
     }
-    with(|m| m.links.get_mut(&(state as u64)).map(|l| l.push(data))).ok_or_else(|| invalid_handle("link state", state as u64))
+    with(|m| m.links.get_mut(&(state as u64)).map(|l| l.push(data)))
+        .ok_or_else(|| invalid_handle("link state", state as u64))
 }
 
-pub unsafe fn link_add_data(state: *mut c_void, data: *mut c_void, size: usize, name: *const c_char) -> ShimResult<()> {
+pub unsafe fn link_add_data(
+    state: *mut c_void,
+    data: *mut c_void,
+    size: usize,
+    name: *const c_char,
+) -> ShimResult<()> {
     // SAFETY: C buffer of `size` bytes; the name may be NULL.
     let bytes = unsafe { bytes(data, size) }?.to_vec();
-    let name = if name.is_null() { "<data>" } else { unsafe { c_str(name) }.unwrap_or("<data>") };
+    // SAFETY: a non-null name is a C string.
+    let name = if name.is_null() {
+        "<data>"
+    } else {
+        unsafe { c_str(name) }.unwrap_or("<data>")
+    };
     link_add(state, bytes, name)
 }
 
 pub unsafe fn link_add_file(state: *mut c_void, path: *const c_char) -> ShimResult<()> {
     // SAFETY: C string from C.
     let path = unsafe { c_str(path) }?;
-    let data = std::fs::read(path).map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
+    let data = std::fs::read(path)
+        .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
     link_add(state, data, path)
 }
 
-pub unsafe fn link_complete(state: *mut c_void, out_image: *mut *mut c_void, out_size: *mut usize) -> ShimResult<()> {
+pub unsafe fn link_complete(
+    state: *mut c_void,
+    out_image: *mut *mut c_void,
+    out_size: *mut usize,
+) -> ShimResult<()> {
     let h = state as u64;
-    let inputs = with(|m| m.links.get(&h).cloned()).ok_or_else(|| invalid_handle("link state", h))?;
+    let inputs =
+        with(|m| m.links.get(&h).cloned()).ok_or_else(|| invalid_handle("link state", h))?;
     if inputs.is_empty() {
         return Err(invalid("nothing to link"));
     }

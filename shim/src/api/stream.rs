@@ -26,37 +26,69 @@ pub unsafe fn create(ph: *mut *mut c_void, flags: c_uint, priority: c_int) -> Sh
     let s = state::mint();
     // Priorities clamp to the device's range [-5, 0], as the driver does.
     let priority = priority.clamp(-5, 0);
-    client::client()?.post(&Request::StreamCreate { ctx, stream: s, flags, priority }, &[])?;
-    state::with(|st| st.streams.insert(s, Stream { ctx, flags, priority }));
+    client::client()?.post(
+        &Request::StreamCreate {
+            ctx,
+            stream: s,
+            flags,
+            priority,
+        },
+        &[],
+    )?;
+    state::with(|st| {
+        st.streams.insert(
+            s,
+            Stream {
+                ctx,
+                flags,
+                priority,
+            },
+        )
+    });
     *ph = s as *mut c_void;
     Ok(())
 }
 
 pub fn destroy(stream: *mut c_void) -> ShimResult<()> {
     let s = h(stream);
-    let ctx = state::with(|st| st.streams.remove(&s).map(|x| x.ctx))
-        .ok_or_else(|| ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown stream {s:#x}")))?;
+    let ctx = state::with(|st| st.streams.remove(&s).map(|x| x.ctx)).ok_or_else(|| {
+        ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown stream {s:#x}"))
+    })?;
     client::client()?.post(&Request::StreamDestroy { ctx, stream: s }, &[])
 }
 
 pub fn synchronize(stream: *mut c_void) -> ShimResult<()> {
     let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
-    client::client()?.call(&Request::StreamSynchronize { ctx, stream }).map(|_| ())
+    client::client()?
+        .call(&Request::StreamSynchronize { ctx, stream })
+        .map(|_| ())
 }
 
 pub fn query(stream: *mut c_void) -> ShimResult<()> {
     let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
-    client::client()?.call(&Request::StreamQuery { ctx, stream }).map(|_| ())
+    client::client()?
+        .call(&Request::StreamQuery { ctx, stream })
+        .map(|_| ())
 }
 
 pub fn wait_event(stream: *mut c_void, event: *mut c_void, _flags: c_uint) -> ShimResult<()> {
     let (ctx, stream) = state::with(|st| {
         if !st.events.contains_key(&h(event)) {
-            return Err(ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown event {:#x}", h(event))));
+            return Err(ShimError::new(
+                CuStatus::INVALID_HANDLE,
+                format!("unknown event {:#x}", h(event)),
+            ));
         }
         st.stream(h(stream))
     })?;
-    client::client()?.post(&Request::StreamWaitEvent { ctx, stream, event: h(event) }, &[])
+    client::client()?.post(
+        &Request::StreamWaitEvent {
+            ctx,
+            stream,
+            event: h(event),
+        },
+        &[],
+    )
 }
 
 pub unsafe fn get_flags(stream: *mut c_void, flags: *mut c_uint) -> ShimResult<()> {
@@ -97,31 +129,59 @@ pub unsafe fn event_create(ph: *mut *mut c_void, flags: c_uint) -> ShimResult<()
     }
     let ctx = state::current_ctx()?;
     let e = state::mint();
-    client::client()?.post(&Request::EventCreate { ctx, event: e, flags }, &[])?;
+    client::client()?.post(
+        &Request::EventCreate {
+            ctx,
+            event: e,
+            flags,
+        },
+        &[],
+    )?;
     state::with(|st| st.events.insert(e, Event { ctx, flags }));
     *ph = e as *mut c_void;
     Ok(())
 }
 
 fn event_ctx(event: *mut c_void) -> ShimResult<u64> {
-    state::with(|st| st.events.get(&h(event)).map(|e| e.ctx))
-        .ok_or_else(|| ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown event {:#x}", h(event))))
+    state::with(|st| st.events.get(&h(event)).map(|e| e.ctx)).ok_or_else(|| {
+        ShimError::new(
+            CuStatus::INVALID_HANDLE,
+            format!("unknown event {:#x}", h(event)),
+        )
+    })
 }
 
 pub fn event_record(event: *mut c_void, stream: *mut c_void) -> ShimResult<()> {
     event_ctx(event)?;
     let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
-    client::client()?.post(&Request::EventRecord { ctx, event: h(event), stream }, &[])
+    client::client()?.post(
+        &Request::EventRecord {
+            ctx,
+            event: h(event),
+            stream,
+        },
+        &[],
+    )
 }
 
 pub fn event_synchronize(event: *mut c_void) -> ShimResult<()> {
     let ctx = event_ctx(event)?;
-    client::client()?.call(&Request::EventSynchronize { ctx, event: h(event) }).map(|_| ())
+    client::client()?
+        .call(&Request::EventSynchronize {
+            ctx,
+            event: h(event),
+        })
+        .map(|_| ())
 }
 
 pub fn event_query(event: *mut c_void) -> ShimResult<()> {
     let ctx = event_ctx(event)?;
-    client::client()?.call(&Request::EventQuery { ctx, event: h(event) }).map(|_| ())
+    client::client()?
+        .call(&Request::EventQuery {
+            ctx,
+            event: h(event),
+        })
+        .map(|_| ())
 }
 
 pub unsafe fn event_elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) -> ShimResult<()> {
@@ -129,26 +189,43 @@ pub unsafe fn event_elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) 
     let ms = unsafe { out(ms) }?;
     let ctx = event_ctx(start)?;
     event_ctx(end)?;
-    let reply = client::client()?.call(&Request::EventElapsed { ctx, start: h(start), end: h(end) })?;
+    let reply = client::client()?.call(&Request::EventElapsed {
+        ctx,
+        start: h(start),
+        end: h(end),
+    })?;
     match reply.body {
         ReplyBody::Elapsed { ms: v } => {
             *ms = v;
             Ok(())
         }
-        _ => Err(ShimError::new(CuStatus::UNKNOWN, "server answered elapsed time without a value")),
+        _ => Err(ShimError::new(
+            CuStatus::UNKNOWN,
+            "server answered elapsed time without a value",
+        )),
     }
 }
 
 pub fn event_destroy(event: *mut c_void) -> ShimResult<()> {
     let ctx = event_ctx(event)?;
     state::with(|st| st.events.remove(&h(event)));
-    client::client()?.post(&Request::EventDestroy { ctx, event: h(event) }, &[])
+    client::client()?.post(
+        &Request::EventDestroy {
+            ctx,
+            event: h(event),
+        },
+        &[],
+    )
 }
 
 /// Host functions run on the client, in stream order: everything queued before them has
 /// finished (one round trip), and nothing queued after them starts until they return. They run
 /// on the calling thread, which a CUDA callback cannot tell apart from a driver thread.
-pub fn launch_host_func(stream: *mut c_void, f: crate::generated::CUhostFn, data: *mut c_void) -> ShimResult<()> {
+pub unsafe fn launch_host_func(
+    stream: *mut c_void,
+    f: crate::generated::CUhostFn,
+    data: *mut c_void,
+) -> ShimResult<()> {
     let f = f.ok_or_else(|| invalid("null host function"))?;
     synchronize(stream)?;
     // SAFETY: the application's callback with its own user data, as cuLaunchHostFunc specifies.
@@ -156,7 +233,12 @@ pub fn launch_host_func(stream: *mut c_void, f: crate::generated::CUhostFn, data
     Ok(())
 }
 
-pub fn add_callback(stream: *mut c_void, cb: crate::generated::CUstreamCallback, data: *mut c_void, flags: c_uint) -> ShimResult<()> {
+pub unsafe fn add_callback(
+    stream: *mut c_void,
+    cb: crate::generated::CUstreamCallback,
+    data: *mut c_void,
+    flags: c_uint,
+) -> ShimResult<()> {
     let cb = cb.ok_or_else(|| invalid("null stream callback"))?;
     if flags != 0 {
         return Err(invalid("stream callback flags must be 0"));
@@ -174,7 +256,11 @@ pub fn add_callback(stream: *mut c_void, cb: crate::generated::CUstreamCallback,
 
 /// Stream capture (graphs) is not offered: every stream reports "not capturing", which is the
 /// truth, and `cuStreamBeginCapture` answers `NOT_SUPPORTED`.
-pub unsafe fn capture_status(stream: *mut c_void, status: *mut c_uint, id: *mut u64) -> ShimResult<()> {
+pub unsafe fn capture_status(
+    stream: *mut c_void,
+    status: *mut c_uint,
+    id: *mut u64,
+) -> ShimResult<()> {
     state::with(|st| st.stream(h(stream)))?;
     // SAFETY: out-pointers from C; the id may be NULL.
     unsafe {

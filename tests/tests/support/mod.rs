@@ -9,23 +9,36 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// The `remora` binary and the shim, built by `.ci/run` (or `cargo build -p remora -p remora-shim`).
 pub fn remora() -> PathBuf {
     let p = target_dir().join("debug/remora");
-    assert!(p.exists(), "{} is missing: run `cargo build -p remora -p remora-shim` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p remora -p remora-shim` first",
+        p.display()
+    );
     p
 }
 
 pub fn shim() -> PathBuf {
     let p = target_dir().join("debug/libremora_shim.so");
-    assert!(p.exists(), "{} is missing: run `cargo build -p remora -p remora-shim` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p remora -p remora-shim` first",
+        p.display()
+    );
     p
 }
 
@@ -34,7 +47,11 @@ pub fn cuda_env(name: &str) -> String {
     static ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
         let script = root().join(".cache/cuda/env.sh");
-        assert!(script.exists(), "{} is missing: run scripts/setup-cuda.sh", script.display());
+        assert!(
+            script.exists(),
+            "{} is missing: run scripts/setup-cuda.sh",
+            script.display()
+        );
         let out = Command::new("bash")
             .arg("-c")
             .arg(format!("source {} && env", script.display()))
@@ -42,10 +59,16 @@ pub fn cuda_env(name: &str) -> String {
             .expect("bash");
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect()
     });
-    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{name} not in env.sh"))
+    env.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{name} not in env.sh"))
 }
 
 /// Builds `tests/programs/NAME.c` against CUDA 12's `cuda.h`, linked `-lcuda` against the shim.
@@ -124,7 +147,15 @@ impl Server {
         let connection = dir.0.join("connection");
         let backend = std::env::var("REMORA_TEST_BACKEND").unwrap_or_else(|_| "emulated".into());
         let child = Command::new(remora())
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", &backend, "--device-memory", "1G"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                &backend,
+                "--device-memory",
+                "1G",
+            ])
             .args(extra)
             .arg("--state-dir")
             .arg(&dir.0)
@@ -136,10 +167,17 @@ impl Server {
             .expect("starting remora serve");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !connection.exists() {
-            assert!(Instant::now() < deadline, "server did not write its connection file");
+            assert!(
+                Instant::now() < deadline,
+                "server did not write its connection file"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, dir, connection }
+        Self {
+            child,
+            dir,
+            connection,
+        }
     }
 
     pub fn kill(&mut self) {
@@ -154,7 +192,11 @@ impl Server {
     /// `remora run --connection` for this server.
     pub fn command(&self, prog: &Path) -> Command {
         let mut c = Command::new(remora());
-        c.arg("run").arg("--connection").arg(&self.connection).arg("--").arg(prog);
+        c.arg("run")
+            .arg("--connection")
+            .arg(&self.connection)
+            .arg("--")
+            .arg(prog);
         c.env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
         c
     }
@@ -171,7 +213,11 @@ impl Drop for Server {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Reads lines from a child's stdout until one starts with `prefix`.
@@ -201,7 +247,10 @@ pub fn free_memory(server: &Server) -> (u64, u64) {
             _ => {}
         }
     }
-    (free.unwrap_or_else(|| panic!("meminfo: {t}")), total.unwrap_or(0))
+    (
+        free.unwrap_or_else(|| panic!("meminfo: {t}")),
+        total.unwrap_or(0),
+    )
 }
 
 /// Builds `tests/programs/cuda/NAME.cu` with nvcc 13 to PTX for compute_80 (what the emulated
@@ -209,20 +258,34 @@ pub fn free_memory(server: &Server) -> (u64, u64) {
 pub fn nvcc_program(name: &str, shared_cudart: bool, compressed: bool) -> PathBuf {
     let out_dir = target_dir().join("nvcc");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let tag = format!("{name}-{}-{}", if shared_cudart { "shared" } else { "static" }, if compressed { "z" } else { "plain" });
+    let tag = format!(
+        "{name}-{}-{}",
+        if shared_cudart { "shared" } else { "static" },
+        if compressed { "z" } else { "plain" }
+    );
     let exe = out_dir.join(&tag);
     let tmp = out_dir.join(format!("{tag}.{}", std::process::id()));
-    let src = root().join("tests/programs/cuda").join(format!("{name}.cu"));
+    let src = root()
+        .join("tests/programs/cuda")
+        .join(format!("{name}.cu"));
     let mut cmd = Command::new(cuda_env("NVCC13"));
-    cmd.args(["-arch=compute_80", "-code=compute_80", "-o"]).arg(&tmp).arg(&src);
+    cmd.args(["-arch=compute_80", "-code=compute_80", "-o"])
+        .arg(&tmp)
+        .arg(&src);
     if shared_cudart {
-        cmd.args(["-cudart", "shared"]).arg(format!("-L{}", cuda_env("CUDA13_LINK")));
+        cmd.args(["-cudart", "shared"])
+            .arg(format!("-L{}", cuda_env("CUDA13_LINK")));
     }
     if !compressed {
         cmd.arg("-compress-mode=none");
     }
     let out = cmd.output().expect("nvcc");
-    assert!(out.status.success(), "nvcc {}: {}", src.display(), text(&out));
+    assert!(
+        out.status.success(),
+        "nvcc {}: {}",
+        src.display(),
+        text(&out)
+    );
     std::fs::rename(&tmp, &exe).unwrap();
     exe
 }
