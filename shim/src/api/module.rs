@@ -103,7 +103,9 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
             // often swallow the error, so say it where the user will see it, once per image.
             if e.status() == CuStatus::NO_BINARY_FOR_GPU && with(|m| m.uploaded.insert(hash)) {
                 eprintln!(
-                    "remora: module {} ({} bytes) cannot be loaded: {e}; it needs a real GPU",
+                    "remora: module {} ({} bytes) cannot be loaded: {e}. The emulated GPU runs PTX only: \
+                 this module needs a real GPU, or, if it was built at run time (numba with nvJitLink, \
+                 CuPy without CUPY_COMPILE_WITH_PTX), a build to PTX",
                     hex_prefix(&hash),
                     image.len()
                 );
