@@ -28,6 +28,7 @@
 pub mod error;
 pub mod exec;
 pub mod float;
+pub mod fuzzing;
 pub mod ir;
 pub mod loader;
 pub mod lower;

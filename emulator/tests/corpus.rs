@@ -1,179 +1,19 @@
-//! PTX corpus tests: real NVRTC output (`tests/ptx`, generated from `tests/cuda` by
-//! `gen_ptx.py`) run on the emulator against results computed on the CPU.
+//! PTX corpus tests: real NVRTC output (`tests/ptx` from NVRTC 12.9, `tests/ptx13` from NVRTC
+//! 13, both generated from `tests/cuda` by `gen_ptx.py`) run on the emulator against results
+//! computed on the CPU. A test that loads a corpus file takes the folder as `dir` and runs once
+//! per compiler (`nvrtc12::name`, `nvrtc13::name`, listed at the end); hand-written PTX runs once.
+
+mod common;
 
 use std::sync::Arc;
 
+use common::*;
 use remora_emulator::{
-    AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LaunchOutcome, LoadedModule, Module,
+    AddressSpace, DeviceMemory, LaunchConfig, LaunchOptions, LoadedModule, Module,
 };
 
-struct Gpu {
-    space: AddressSpace,
-    lm: LoadedModule,
-}
-
-#[derive(Clone)]
-enum A {
-    I32(i32),
-    F32(f32),
-    Ptr(u64),
-    Bytes(Vec<u8>),
-}
-
-fn gpu(file: &str) -> Gpu {
-    let path = format!("{}/tests/ptx/{file}", env!("CARGO_MANIFEST_DIR"));
-    let src = std::fs::read(&path).unwrap();
-    let module = Arc::new(Module::load(&src, 80).unwrap_or_else(|e| panic!("{file}: {e}")));
-    let space = AddressSpace::new(DeviceMemory::new(1 << 32), 0x7f00_0000_0000, 1 << 36);
-    let lm = LoadedModule::new(module, &space).unwrap();
-    Gpu { space, lm }
-}
-
-impl Gpu {
-    fn upload(&self, bytes: &[u8]) -> u64 {
-        let p = self.space.alloc(bytes.len().max(1) as u64).unwrap();
-        self.space.write(p, bytes).unwrap();
-        p
-    }
-    fn f32s(&self, v: &[f32]) -> u64 {
-        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-    }
-    fn i32s(&self, v: &[i32]) -> u64 {
-        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-    }
-    fn f64s(&self, v: &[f64]) -> u64 {
-        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-    }
-    fn i64s(&self, v: &[i64]) -> u64 {
-        self.upload(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
-    }
-    fn zeros(&self, n: usize) -> u64 {
-        self.space.alloc(n.max(1) as u64).unwrap()
-    }
-    fn read(&self, p: u64, n: usize) -> Vec<u8> {
-        let mut out = vec![0u8; n];
-        self.space.read(p, &mut out).unwrap();
-        out
-    }
-    fn get_f32(&self, p: u64, n: usize) -> Vec<f32> {
-        self.read(p, n * 4)
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-    fn get_i32(&self, p: u64, n: usize) -> Vec<i32> {
-        self.read(p, n * 4)
-            .chunks(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-    fn get_f64(&self, p: u64, n: usize) -> Vec<f64> {
-        self.read(p, n * 8)
-            .chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-    fn get_i64(&self, p: u64, n: usize) -> Vec<i64> {
-        self.read(p, n * 8)
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-
-    fn launch_opts(
-        &self,
-        kernel: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        dyn_shared: u32,
-        args: &[A],
-        opts: LaunchOptions,
-    ) -> LaunchOutcome {
-        let info = self
-            .lm
-            .module()
-            .kernel(kernel)
-            .unwrap_or_else(|| panic!("no kernel {kernel}"))
-            .clone();
-        assert_eq!(info.params.len(), args.len(), "{kernel}: parameter count");
-        let mut buf = vec![0u8; info.params_size() as usize];
-        for (p, a) in info.params.iter().zip(args) {
-            let bytes = match a {
-                A::I32(v) => v.to_le_bytes().to_vec(),
-                A::F32(v) => v.to_le_bytes().to_vec(),
-                A::Ptr(v) => v.to_le_bytes().to_vec(),
-                A::Bytes(b) => b.clone(),
-            };
-            assert_eq!(bytes.len() as u32, p.size, "{kernel}: parameter size");
-            buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
-        }
-        let cfg = LaunchConfig {
-            grid,
-            block,
-            dynamic_shared_bytes: dyn_shared,
-        };
-        self.lm.launch(&self.space, kernel, &cfg, &buf, &opts)
-    }
-
-    fn launch(&self, kernel: &str, grid: u32, block: u32, args: &[A]) -> LaunchOutcome {
-        self.launch_opts(
-            kernel,
-            [grid, 1, 1],
-            [block, 1, 1],
-            0,
-            args,
-            LaunchOptions {
-                threads: 2,
-                instruction_budget: 1 << 32,
-            },
-        )
-    }
-}
-
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    }
-}
-
-fn randf(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = rng(seed);
-    (0..n)
-        .map(|_| ((r() % 20000) as f32 - 10000.0) / 1000.0)
-        .collect()
-}
-
-fn ulps(a: f32, b: f32) -> u32 {
-    if a == b {
-        return 0;
-    }
-    if a.is_nan() || b.is_nan() {
-        return u32::MAX;
-    }
-    let (x, y) = (a.to_bits() as i32, b.to_bits() as i32);
-    let key = |v: i32| if v < 0 { i32::MIN - v } else { v } as i64;
-    (key(x) - key(y)).unsigned_abs() as u32
-}
-
-fn assert_close(got: &[f32], want: &[f32], max_ulps: u32, what: &str) {
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            ulps(*g, *w) <= max_ulps || (g - w).abs() <= 1e-6,
-            "{what}[{i}]: got {g}, want {w}"
-        );
-    }
-}
-
-#[test]
-fn saxpy_exact() {
-    let g = gpu("basic.ptx");
+fn saxpy_exact(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 1000;
     let x = randf(n, 1);
     let y = randf(n, 2);
@@ -194,9 +34,8 @@ fn saxpy_exact() {
     assert!(out.thread_instructions > n as u64 * 10);
 }
 
-#[test]
-fn grid_stride_loop() {
-    let g = gpu("basic.ptx");
+fn grid_stride_loop(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 5000;
     let x = randf(n, 3);
     let y = randf(n, 4);
@@ -217,9 +56,8 @@ fn grid_stride_loop() {
     assert_close(&g.get_f32(py, n), &want, 0, "grid_stride");
 }
 
-#[test]
-fn vector_add_int_float_double() {
-    let g = gpu("basic.ptx");
+fn vector_add_int_float_double(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 777;
     let a: Vec<i32> = (0..n as i32).map(|i| i * 7 - 1000).collect();
     let b: Vec<i32> = (0..n as i32).map(|i| i32::MAX - i).collect();
@@ -270,9 +108,8 @@ fn vector_add_int_float_double() {
     );
 }
 
-#[test]
-fn divergent_branches() {
-    let g = gpu("basic.ptx");
+fn divergent_branches(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 300;
     let input: Vec<i32> = (0..n as i32).map(|i| i * 13 - 500).collect();
     let (pi, po) = (g.i32s(&input), g.zeros(n * 4));
@@ -288,9 +125,8 @@ fn divergent_branches() {
     assert_eq!(g.get_i32(po, n), want);
 }
 
-#[test]
-fn device_function_call() {
-    let g = gpu("basic.ptx");
+fn device_function_call(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 100;
     let x = randf(n, 7);
     let (px, py) = (g.f32s(&x), g.zeros(n * 4));
@@ -306,9 +142,8 @@ fn device_function_call() {
     assert_close(&g.get_f32(py, n), &want, 2, "devcall");
 }
 
-#[test]
-fn constant_memory() {
-    let g = gpu("basic.ptx");
+fn constant_memory(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let (addr, size) = g.lm.global("cscale").unwrap();
     assert_eq!(size, 4);
     g.space.write(addr, &3i32.to_le_bytes()).unwrap();
@@ -330,9 +165,8 @@ fn constant_memory() {
     assert_close(&g.get_f32(py, n), &want, 4, "constmem");
 }
 
-#[test]
-fn struct_by_value_param() {
-    let g = gpu("basic.ptx");
+fn struct_by_value_param(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 50;
     // struct Params { int n; float scale; double offset; int pad[3]; float bias; } = 32 bytes
     let mut s = Vec::new();
@@ -355,9 +189,8 @@ fn struct_by_value_param() {
     }
 }
 
-#[test]
-fn int64_math() {
-    let g = gpu("basic.ptx");
+fn int64_math(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let n = 200;
     let mut r = rng(11);
     let a: Vec<i64> = (0..n).map(|_| r() as i64 >> (r() % 40)).collect();
@@ -392,9 +225,8 @@ fn int64_math() {
     assert_eq!(g.get_i64(po, n), want);
 }
 
-#[test]
-fn block_reduction_with_shared_memory() {
-    let g = gpu("reduce.ptx");
+fn block_reduction_with_shared_memory(dir: &str) {
+    let g = gpu(dir, "reduce.ptx");
     let n = 1000;
     let x: Vec<f32> = (0..n).map(|i| (i % 17) as f32 * 0.5).collect();
     let (px, po) = (g.f32s(&x), g.zeros(4 * 4));
@@ -412,9 +244,8 @@ fn block_reduction_with_shared_memory() {
     }
 }
 
-#[test]
-fn warp_reduction_with_shuffles() {
-    let g = gpu("reduce.ptx");
+fn warp_reduction_with_shuffles(dir: &str) {
+    let g = gpu(dir, "reduce.ptx");
     let n = 256;
     let x: Vec<i32> = (0..n).map(|i| i * 3 - 100).collect();
     let (px, po) = (g.i32s(&x), g.zeros(8 * 4));
@@ -425,9 +256,8 @@ fn warp_reduction_with_shuffles() {
     assert_eq!(g.get_i32(po, 8), want);
 }
 
-#[test]
-fn vote_and_ballot() {
-    let g = gpu("reduce.ptx");
+fn vote_and_ballot(dir: &str) {
+    let g = gpu(dir, "reduce.ptx");
     let n = 96;
     let x: Vec<i32> = (0..n)
         .map(|i| {
@@ -460,9 +290,8 @@ fn vote_and_ballot() {
     assert_eq!(g.get_i32(pf, 3), vec![3, 1, 0]);
 }
 
-#[test]
-fn atomics_global() {
-    let g = gpu("reduce.ptx");
+fn atomics_global(dir: &str) {
+    let g = gpu(dir, "reduce.ptx");
     let n = 1000;
     let x: Vec<i32> = (0..n).map(|i| (i * 37) % 101 - 20).collect();
     let (px, sum, fsum, mx, cas) = (
@@ -499,9 +328,8 @@ fn atomics_global() {
     assert!(c >= 1 && c <= n, "exactly one CAS wins: {c}");
 }
 
-#[test]
-fn histogram_with_shared_atomics() {
-    let g = gpu("reduce.ptx");
+fn histogram_with_shared_atomics(dir: &str) {
+    let g = gpu(dir, "reduce.ptx");
     let n = 10000;
     let mut r = rng(12);
     let data: Vec<u8> = (0..n).map(|_| r() as u8).collect();
@@ -516,9 +344,8 @@ fn histogram_with_shared_atomics() {
     assert_eq!(g.get_i32(ph, 64), want);
 }
 
-#[test]
-fn prefix_scan_dynamic_shared() {
-    let g = gpu("reduce.ptx");
+fn prefix_scan_dynamic_shared(dir: &str) {
+    let g = gpu(dir, "reduce.ptx");
     let n = 200;
     let x: Vec<i32> = (0..n as i32).map(|i| i % 7 - 2).collect();
     let (px, po) = (g.i32s(&x), g.zeros(n * 4));
@@ -543,9 +370,8 @@ fn prefix_scan_dynamic_shared() {
     assert_eq!(g.get_i32(po, n), want);
 }
 
-#[test]
-fn tiled_matmul() {
-    let g = gpu("matrix.ptx");
+fn tiled_matmul(dir: &str) {
+    let g = gpu(dir, "matrix.ptx");
     let n = 40;
     let a = randf(n * n, 13);
     let b = randf(n * n, 14);
@@ -574,9 +400,8 @@ fn tiled_matmul() {
     }
 }
 
-#[test]
-fn transpose_tiles() {
-    let g = gpu("matrix.ptx");
+fn transpose_tiles(dir: &str) {
+    let g = gpu(dir, "matrix.ptx");
     let (w, h) = (70usize, 45usize);
     let x: Vec<f32> = (0..w * h).map(|i| i as f32).collect();
     let (pi, po) = (g.f32s(&x), g.zeros(w * h * 4));
@@ -598,9 +423,8 @@ fn transpose_tiles() {
     }
 }
 
-#[test]
-fn bitonic_sort() {
-    let g = gpu("matrix.ptx");
+fn bitonic_sort(dir: &str) {
+    let g = gpu(dir, "matrix.ptx");
     let mut r = rng(15);
     let data: Vec<i32> = (0..512).map(|_| (r() % 10000) as i32 - 5000).collect();
     let p = g.i32s(&data);
@@ -622,9 +446,8 @@ fn bitonic_sort() {
     }
 }
 
-#[test]
-fn softmax_expf() {
-    let g = gpu("matrix.ptx");
+fn softmax_expf(dir: &str) {
+    let g = gpu(dir, "matrix.ptx");
     let (rows, cols) = (20, 33);
     let x = randf(rows * cols, 16);
     let (pi, po) = (g.f32s(&x), g.zeros(rows * cols * 4));
@@ -658,9 +481,8 @@ fn softmax_expf() {
     }
 }
 
-#[test]
-fn layer_norm() {
-    let g = gpu("matrix.ptx");
+fn layer_norm(dir: &str) {
+    let g = gpu(dir, "matrix.ptx");
     let (rows, cols) = (8, 64);
     let x = randf(rows * cols, 17);
     let gamma: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 / 64.0).collect();
@@ -704,9 +526,8 @@ fn layer_norm() {
     }
 }
 
-#[test]
-fn nbody_step() {
-    let g = gpu("matrix.ptx");
+fn nbody_step(dir: &str) {
+    let g = gpu(dir, "matrix.ptx");
     let n = 64;
     let p = randf(n * 4, 18);
     let pos: Vec<f32> = p
@@ -747,10 +568,9 @@ fn nbody_step() {
     }
 }
 
-#[test]
-fn half_arithmetic() {
+fn half_arithmetic(dir: &str) {
     use half::f16;
-    let g = gpu("misc.ptx");
+    let g = gpu(dir, "misc.ptx");
     let n = 100;
     let a: Vec<f16> = (0..n)
         .map(|i| f16::from_f32(i as f32 * 0.25 - 10.0))
@@ -798,9 +618,8 @@ fn half_arithmetic() {
     }
 }
 
-#[test]
-fn printf_output_in_thread_order() {
-    let g = gpu("misc.ptx");
+fn printf_output_in_thread_order(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let x = [1.5f32, -2.25, 3.0];
     let px = g.f32s(&x);
     let out = g.launch("printer", 1, 32, &[A::I32(3), A::Ptr(px)]);
@@ -811,9 +630,8 @@ fn printf_output_in_thread_order() {
     );
 }
 
-#[test]
-fn math_functions_within_tolerance() {
-    let g = gpu("misc.ptx");
+fn math_functions_within_tolerance(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let n = 256;
     let x: Vec<f32> = (0..n).map(|i| (i as f32 - 128.0) * 0.37).collect();
     let px = g.f32s(&x);
@@ -866,9 +684,8 @@ fn math_functions_within_tolerance() {
 
 // ---- negative tests ----
 
-#[test]
-fn out_of_bounds_store_is_700() {
-    let g = gpu("misc.ptx");
+fn out_of_bounds_store_is_700(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let p = g.zeros(64);
     let ok = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(15), A::I32(1)]);
     ok.result.unwrap();
@@ -878,9 +695,8 @@ fn out_of_bounds_store_is_700() {
     assert_eq!(out.result.unwrap_err().cuda_code(), 700);
 }
 
-#[test]
-fn misaligned_store_is_716() {
-    let g = gpu("misc.ptx");
+fn misaligned_store_is_716(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let p = g.zeros(64);
     g.launch("store_misaligned", 1, 1, &[A::Ptr(p), A::I32(8)])
         .result
@@ -889,9 +705,8 @@ fn misaligned_store_is_716() {
     assert_eq!(out.result.unwrap_err().cuda_code(), 716);
 }
 
-#[test]
-fn assert_is_710_with_cuda_message() {
-    let g = gpu("misc.ptx");
+fn assert_is_710_with_cuda_message(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let p = g.i32s(&[1, 2, -3, 4]);
     let out = g.launch("asserter", 1, 32, &[A::I32(4), A::Ptr(p)]);
     assert_eq!(out.result.unwrap_err().cuda_code(), 710);
@@ -907,9 +722,8 @@ fn assert_is_710_with_cuda_message() {
     ok.result.unwrap();
 }
 
-#[test]
-fn trap_is_719() {
-    let g = gpu("misc.ptx");
+fn trap_is_719(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     assert_eq!(
         g.launch("trapper", 1, 32, &[A::I32(1)])
             .result
@@ -920,9 +734,8 @@ fn trap_is_719() {
     g.launch("trapper", 1, 32, &[A::I32(0)]).result.unwrap();
 }
 
-#[test]
-fn infinite_loop_is_702() {
-    let g = gpu("misc.ptx");
+fn infinite_loop_is_702(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let p = g.zeros(4);
     let out = g.launch_opts(
         "spinner",
@@ -952,9 +765,8 @@ fn infinite_loop_is_702() {
     .unwrap();
 }
 
-#[test]
-fn bad_launch_configs() {
-    let g = gpu("basic.ptx");
+fn bad_launch_configs(dir: &str) {
+    let g = gpu(dir, "basic.ptx");
     let p = g.zeros(4);
     let out = g.launch_opts(
         "saxpy",
@@ -997,12 +809,24 @@ fn unsupported_instruction_is_801() {
     assert!(e.to_string().contains("mma.sync"), "{e}");
 }
 
+/// Every real module: NVRTC 12, NVRTC 13 and numba output, sorted.
+fn corpus_files() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = ["ptx", "ptx13", "ptx_numba"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(format!("{}/tests/{d}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        })
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn parse_ptx_never_panics() {
-    let dir = format!("{}/tests/ptx", env!("CARGO_MANIFEST_DIR"));
     let mut r = rng(99);
-    for e in std::fs::read_dir(dir).unwrap() {
-        let src = std::fs::read(e.unwrap().path()).unwrap();
+    for path in corpus_files() {
+        let src = std::fs::read(path).unwrap();
         // Truncations.
         for cut in (0..src.len()).step_by(src.len() / 60 + 1) {
             let _ = Module::load(&src[..cut], 80);
@@ -1038,9 +862,8 @@ fn u32s_of(g: &Gpu, p: u64, n: usize) -> Vec<u32> {
     g.get_i32(p, n).into_iter().map(|v| v as u32).collect()
 }
 
-#[test]
-fn shuffle_modes() {
-    let g = gpu("warp.ptx");
+fn shuffle_modes(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let n = 64;
     let input: Vec<i32> = (0..n as i32).map(|i| i * 11 + 3).collect();
     let pi = g.i32s(&input);
@@ -1087,9 +910,8 @@ fn shuffle_modes() {
     }
 }
 
-#[test]
-fn match_redux_activemask() {
-    let g = gpu("warp.ptx");
+fn match_redux_activemask(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let input: Vec<i32> = (0..32).map(|i| (i * 5) % 7).collect();
     let pi = g.i32s(&input);
     let o: Vec<u64> = (0..5).map(|_| g.zeros(128)).collect();
@@ -1136,9 +958,8 @@ fn match_redux_activemask() {
     }
 }
 
-#[test]
-fn counting_barriers_and_exited_threads() {
-    let g = gpu("warp.ptx");
+fn counting_barriers_and_exited_threads(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let input: Vec<i32> = (0..256)
         .map(|i| if i < 128 { i - 30 } else { i * 10 })
         .collect();
@@ -1166,9 +987,8 @@ fn counting_barriers_and_exited_threads() {
     }
 }
 
-#[test]
-fn bit_manipulation() {
-    let g = gpu("warp.ptx");
+fn bit_manipulation(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let mut r = rng(21);
     let mut input: Vec<u32> = (0..64).map(|_| r() as u32 >> (r() % 32)).collect();
     input[0] = 0;
@@ -1209,9 +1029,8 @@ fn bit_manipulation() {
     }
 }
 
-#[test]
-fn more_atomics_global_and_shared() {
-    let g = gpu("warp.ptx");
+fn more_atomics_global_and_shared(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let n = 300;
     let inc = g.zeros(4);
     let dec = g.zeros(4);
@@ -1272,9 +1091,23 @@ fn next_down(x: f32) -> f32 {
     -next_up(-x)
 }
 
-#[test]
-fn directed_rounding_and_conversions() {
-    let g = gpu("warp.ptx");
+/// `f64::next_up` and `next_down` are newer than the MSRV (1.85); finite inputs only.
+fn next_up64(x: f64) -> f64 {
+    if x == 0.0 {
+        f64::from_bits(1)
+    } else if x > 0.0 {
+        f64::from_bits(x.to_bits() + 1)
+    } else {
+        f64::from_bits(x.to_bits() - 1)
+    }
+}
+
+fn next_down64(x: f64) -> f64 {
+    -next_up64(-x)
+}
+
+fn directed_rounding_and_conversions(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let mut r = rng(31);
     let a: Vec<f32> = (0..32)
         .map(|i| {
@@ -1355,13 +1188,13 @@ fn directed_rounding_and_conversions() {
         };
         assert_eq!(
             od[0],
-            if err > 0.0 { sum.next_up() } else { sum },
+            if err > 0.0 { next_up64(sum) } else { sum },
             "dadd.ru"
         );
         let (prod, perr) = (t * yd, t.mul_add(yd, -(t * yd)));
         assert_eq!(
             od[1],
-            if perr < 0.0 { prod.next_down() } else { prod },
+            if perr < 0.0 { next_down64(prod) } else { prod },
             "dmul.rd"
         );
         let qd = od[2];
@@ -1372,7 +1205,7 @@ fn directed_rounding_and_conversions() {
         );
         let fm = od[3];
         assert!(
-            fm <= t.mul_add(yd, 1.0) && fm.next_up() >= t.mul_add(yd, 1.0),
+            fm <= t.mul_add(yd, 1.0) && next_up64(fm) >= t.mul_add(yd, 1.0),
             "fma.rd"
         );
         let oi = &ri[i * 6..i * 6 + 6];
@@ -1399,9 +1232,8 @@ fn directed_rounding_and_conversions() {
     }
 }
 
-#[test]
-fn intra_warp_spin_lock() {
-    let g = gpu("warp.ptx");
+fn intra_warp_spin_lock(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let (lock, counter) = (g.zeros(4), g.zeros(4));
     let out = g.launch_opts(
         "warp_lock",
@@ -1418,9 +1250,8 @@ fn intra_warp_spin_lock() {
     assert_eq!(g.get_i32(counter, 1)[0], 128);
 }
 
-#[test]
-fn block_waiting_for_a_later_block_is_parked() {
-    let g = gpu("warp.ptx");
+fn block_waiting_for_a_later_block_is_parked(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let (flag, out) = (g.zeros(4), g.zeros(4));
     let r = g.launch_opts(
         "wait_for_other_block",
@@ -1437,9 +1268,8 @@ fn block_waiting_for_a_later_block_is_parked() {
     assert_eq!(g.get_i32(out, 1)[0], 42);
 }
 
-#[test]
-fn inline_asm_carry_chain() {
-    let g = gpu("warp.ptx");
+fn inline_asm_carry_chain(dir: &str) {
+    let g = gpu(dir, "warp.ptx");
     let mut r = rng(41);
     let a: Vec<u64> = (0..64)
         .map(|i| if i < 2 { u64::MAX } else { r() })
@@ -1463,9 +1293,8 @@ fn inline_asm_carry_chain() {
     }
 }
 
-#[test]
-fn debug_build_with_generic_addressing_and_sections() {
-    let g = gpu("basic_G.ptx");
+fn debug_build_with_generic_addressing_and_sections(dir: &str) {
+    let g = gpu(dir, "basic_G.ptx");
     let n = 300;
     let x = randf(n, 51);
     let y = randf(n, 52);
@@ -1528,10 +1357,9 @@ fn divergent_ref(v: i32) -> i32 {
 
 // ---- half2/bf16, cp.async, local arrays, printf formats, templates (extra.ptx) ----
 
-#[test]
-fn half2_and_bf16() {
+fn half2_and_bf16(dir: &str) {
     use half::{bf16, f16};
-    let g = gpu("extra.ptx");
+    let g = gpu(dir, "extra.ptx");
     let n = 64;
     let a = randf(2 * n, 61);
     let b: Vec<f32> = randf(2 * n, 62).iter().map(|v| v / 4.0).collect();
@@ -1562,9 +1390,8 @@ fn half2_and_bf16() {
     }
 }
 
-#[test]
-fn cp_async_and_mul24() {
-    let g = gpu("extra.ptx");
+fn cp_async_and_mul24(dir: &str) {
+    let g = gpu(dir, "extra.ptx");
     let input: Vec<i32> = (0..2 * 64 * 4).map(|i| i * 3 - 7).collect();
     let (pi, po) = (g.i32s(&input), g.zeros(128 * 4));
     g.launch("async_copy", 2, 64, &[A::Ptr(pi), A::Ptr(po)])
@@ -1582,9 +1409,8 @@ fn cp_async_and_mul24() {
     }
 }
 
-#[test]
-fn local_memory_array() {
-    let g = gpu("extra.ptx");
+fn local_memory_array(dir: &str) {
+    let g = gpu(dir, "extra.ptx");
     let n = 100;
     let idx: Vec<i32> = (0..n).map(|i| (i * 37) % 1024).collect();
     let (pi, po) = (g.i32s(&idx), g.zeros(n as usize * 4));
@@ -1598,9 +1424,8 @@ fn local_memory_array() {
     }
 }
 
-#[test]
-fn printf_formats_and_block_order() {
-    let g = gpu("extra.ptx");
+fn printf_formats_and_block_order(dir: &str) {
+    let g = gpu(dir, "extra.ptx");
     let s = g.upload(b"hello\0");
     let out = g.launch(
         "printf_formats",
@@ -1619,9 +1444,8 @@ fn printf_formats_and_block_order() {
     );
 }
 
-#[test]
-fn template_instantiations() {
-    let g = gpu("extra.ptx");
+fn template_instantiations(dir: &str) {
+    let g = gpu(dir, "extra.ptx");
     let input: Vec<f64> = (0..32).map(|i| i as f64 * 1.25 - 3.0).collect();
     let (pi, po, ps) = (g.f64s(&input), g.zeros(32 * 8), g.zeros(64));
     g.launch("templated", 1, 32, &[A::Ptr(pi), A::Ptr(po), A::Ptr(ps)])
@@ -1735,6 +1559,7 @@ BASE:
     st.param.b32 [r], 1;
     ret;
 }
+
 .visible .entry k(.param .u64 out)
 {
     .reg .b32 %t, %v;
@@ -1788,17 +1613,11 @@ SKIP:
 
 #[test]
 fn executing_mutated_kernels_never_panics() {
-    let dir = format!("{}/tests/ptx", env!("CARGO_MANIFEST_DIR"));
     let mut r = rng(77);
     let space = AddressSpace::new(DeviceMemory::new(1 << 26), 0x7f00_0000_0000, 1 << 30);
     let buf = space.alloc(1 << 16).unwrap();
     let mut ran = 0;
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for path in files {
+    for path in corpus_files() {
         let src = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = src.lines().collect();
         for _ in 0..60 {
@@ -1845,9 +1664,8 @@ fn executing_mutated_kernels_never_panics() {
     assert!(ran > 200, "only {ran} mutated kernels ran");
 }
 
-#[test]
-fn dp4a_dp2a_and_half2_atomics() {
-    let g = gpu("extra.ptx");
+fn dp4a_dp2a_and_half2_atomics(dir: &str) {
+    let g = gpu(dir, "extra.ptx");
     let mut r = rng(71);
     let a: Vec<i32> = (0..32).map(|_| r() as i32).collect();
     let b: Vec<i32> = (0..32).map(|_| r() as i32).collect();
@@ -1917,9 +1735,8 @@ LOOP:
     assert_eq!(g.get_i32(p, 1)[0], 23);
 }
 
-#[test]
-fn printf_output_is_capped_like_the_device_fifo() {
-    let g = gpu("misc.ptx");
+fn printf_output_is_capped_like_the_device_fifo(dir: &str) {
+    let g = gpu(dir, "misc.ptx");
     let n = 20000;
     let x = g.f32s(&vec![1.0; n]);
     let out = g.launch(
@@ -2160,9 +1977,8 @@ fn float_instruction_table() {
 
 // ---- code in the wild (wild.ptx): 64-bit shuffles, tiles, 64-bit atomics, libdevice math ----
 
-#[test]
-fn double_shuffles_and_tile_reductions() {
-    let g = gpu("wild.ptx");
+fn double_shuffles_and_tile_reductions(dir: &str) {
+    let g = gpu(dir, "wild.ptx");
     let x: Vec<f64> = (0..32).map(|i| i as f64 * 0.5 + 1e-3).collect();
     let (px, po) = (g.f64s(&x), g.zeros(32 * 8));
     g.launch("shfl_double", 1, 32, &[A::Ptr(px), A::Ptr(po)])
@@ -2182,9 +1998,8 @@ fn double_shuffles_and_tile_reductions() {
     assert_eq!(g.get_i32(po, 8), want);
 }
 
-#[test]
-fn atomics_64_bit_and_clock() {
-    let g = gpu("wild.ptx");
+fn atomics_64_bit_and_clock(dir: &str) {
+    let g = gpu(dir, "wild.ptx");
     let (sum, cas, clk) = (g.zeros(8), g.i64s(&[1]), g.zeros(8));
     g.launch("atomics64", 1, 64, &[A::Ptr(sum), A::Ptr(cas), A::Ptr(clk)])
         .result
@@ -2199,9 +2014,8 @@ fn atomics_64_bit_and_clock() {
     assert!(g.get_i64(clk, 1)[0] > 0, "clock64 advances");
 }
 
-#[test]
-fn libdevice_math_matches_the_host() {
-    let g = gpu("wild.ptx");
+fn libdevice_math_matches_the_host(dir: &str) {
+    let g = gpu(dir, "wild.ptx");
     let n = 200;
     let x: Vec<f64> = (0..n)
         .map(|i| (i as f64 - 100.0) * 0.0731 + 0.013)
@@ -2311,6 +2125,7 @@ fn static_shared_memory_is_laid_out_per_kernel() {
     st.global.u32 [%rd1], %r1;
     ret;
 }
+
 .visible .entry kb(.param .u64 p)
 {
     .shared .align 16 .b8 big_b[153600];
@@ -2420,9 +2235,8 @@ fn extreme_operands_are_errors_not_panics() {
     }
 }
 
-#[test]
-fn recursive_fibonacci_from_nvrtc() {
-    let g = gpu("extra.ptx");
+fn recursive_fibonacci_from_nvrtc(dir: &str) {
+    let g = gpu(dir, "extra.ptx");
     let p = g.zeros(64 * 4);
     g.launch("fib_kernel", 1, 64, &[A::Ptr(p)]).result.unwrap();
     fn fib(n: i32) -> i32 {
@@ -2476,3 +2290,69 @@ fn modules_with_thousands_of_kernels_load_quickly() {
     g.launch("k2999", 1, 1, &[A::Ptr(p)]).result.unwrap();
     assert_eq!(g.get_i32(p, 1)[0], 3000);
 }
+
+// ---- every test above that takes `dir` runs on the output of both compilers ----
+
+macro_rules! on_nvrtc_12_and_13 {
+    ($($name:ident),* $(,)?) => {
+        mod nvrtc12 {
+            $(#[test] fn $name() { super::$name("ptx") })*
+        }
+        mod nvrtc13 {
+            $(#[test] fn $name() { super::$name("ptx13") })*
+        }
+    };
+}
+
+on_nvrtc_12_and_13!(
+    saxpy_exact,
+    grid_stride_loop,
+    vector_add_int_float_double,
+    divergent_branches,
+    device_function_call,
+    constant_memory,
+    struct_by_value_param,
+    int64_math,
+    block_reduction_with_shared_memory,
+    warp_reduction_with_shuffles,
+    vote_and_ballot,
+    atomics_global,
+    histogram_with_shared_atomics,
+    prefix_scan_dynamic_shared,
+    tiled_matmul,
+    transpose_tiles,
+    bitonic_sort,
+    softmax_expf,
+    layer_norm,
+    nbody_step,
+    half_arithmetic,
+    printf_output_in_thread_order,
+    math_functions_within_tolerance,
+    out_of_bounds_store_is_700,
+    misaligned_store_is_716,
+    assert_is_710_with_cuda_message,
+    trap_is_719,
+    infinite_loop_is_702,
+    bad_launch_configs,
+    shuffle_modes,
+    match_redux_activemask,
+    counting_barriers_and_exited_threads,
+    bit_manipulation,
+    more_atomics_global_and_shared,
+    directed_rounding_and_conversions,
+    intra_warp_spin_lock,
+    block_waiting_for_a_later_block_is_parked,
+    inline_asm_carry_chain,
+    debug_build_with_generic_addressing_and_sections,
+    half2_and_bf16,
+    cp_async_and_mul24,
+    local_memory_array,
+    printf_formats_and_block_order,
+    template_instantiations,
+    dp4a_dp2a_and_half2_atomics,
+    printf_output_is_capped_like_the_device_fifo,
+    double_shuffles_and_tile_reductions,
+    atomics_64_bit_and_clock,
+    libdevice_math_matches_the_host,
+    recursive_fibonacci_from_nvrtc,
+);

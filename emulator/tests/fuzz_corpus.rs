@@ -1,0 +1,41 @@
+//! Replays the seed corpus of the `ptx` fuzz target (`fuzz/fuzz_targets/ptx.rs`) as an ordinary
+//! test: every file under `tests/corpus/ptx/` (written by `tests/corpus/gen_seeds.py`, plus any
+//! crash reproducers added since) goes through `fuzzing::ptx`, which must not panic.
+
+use remora_emulator::fuzzing;
+
+#[test]
+fn ptx_seed_corpus_never_panics() {
+    let dir = format!("{}/tests/corpus/ptx", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "{dir}: {} seeds", files.len());
+    for path in files {
+        let data = std::fs::read(&path).unwrap();
+        let t = std::time::Instant::now();
+        let ok = std::panic::catch_unwind(|| fuzzing::ptx(&data));
+        assert!(ok.is_ok(), "{} panicked", path.display());
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "{} took {:?}",
+            path.display(),
+            t.elapsed()
+        );
+    }
+}
+
+/// The real modules of the test corpus load through the same entry point.
+#[test]
+fn ptx_entry_point_loads_real_modules() {
+    for sub in ["ptx", "ptx13", "ptx_numba"] {
+        let dir = format!("{}/tests/{sub}", env!("CARGO_MANIFEST_DIR"));
+        for e in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            fuzzing::ptx(&data);
+        }
+    }
+}
