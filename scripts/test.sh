@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-cuda.sh --python
-cargo build --locked -p remora -p remora-shim
+cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off
 # Benches are built (not run) so they do not rot.
 cargo bench --locked --no-run -p remora-benches
 cargo nextest run --locked --workspace --no-fail-fast "$@"

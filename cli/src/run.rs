@@ -189,6 +189,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 cmd.env(k, v);
             }
         }
+        // JIT linkers that emit machine code (nvJitLink) are of no use to an emulated GPU:
+        // preload an empty stand-in so clients (numba-cuda, cuda-core) link through the
+        // driver's cuLink*, which yields PTX.
+        let no_jitlink = shim.with_file_name("libremora_nvjitlink_off.so");
+        if no_jitlink.exists() {
+            let mut preload = OsString::from(&shim);
+            preload.push(":");
+            preload.push(&no_jitlink);
+            if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+                preload.push(":");
+                preload.push(old);
+            }
+            cmd.env("LD_PRELOAD", preload);
+        }
     }
     let status = cmd
         .status()

@@ -8,6 +8,7 @@ use std::process::Command;
 use support::*;
 
 fn python(server: &Server, script: &str) -> std::process::Output {
+    nvjitlink_off();
     // CuPy compiles with NVRTC and needs the CUDA headers under $CUDA_PATH/include.
     let cuda_path = target_dir().join("cuda-path");
     std::fs::create_dir_all(&cuda_path).unwrap();
@@ -22,6 +23,16 @@ fn python(server: &Server, script: &str) -> std::process::Output {
         .arg(cuda_env("CUDA_PY"))
         .arg(dir.join(script))
         .env("CUDA_PATH", &cuda_path)
+        // Make NVIDIA's nvJitLink findable, as it is in an ordinary install: numba-cuda would
+        // then link to machine code, unless `remora run` steers it to the driver's linker.
+        .env(
+            "LD_LIBRARY_PATH",
+            format!(
+                "{}:{}/nvidia/nvjitlink/lib",
+                cuda_env("CUDA12_LIB"),
+                cuda_env("CUDA_PY")
+            ),
+        )
         .env("CUPY_CACHE_DIR", target_dir().join("cupy-cache"))
         .env("NUMBA_CACHE_DIR", target_dir().join("numba-cache"))
         .output()
@@ -59,6 +70,36 @@ fn without_remora_cupy_finds_no_driver() {
     assert!(!out.status.success());
     assert!(
         t.contains("cudaErrorInsufficientDriver") || t.contains("CUDA driver"),
+        "{t}"
+    );
+}
+
+#[test]
+fn numba_linking_with_nvjitlink_gets_the_no_ptx_message() {
+    // The shim alone, without `remora run`'s nvJitLink stand-in: numba links machine code,
+    // which the emulated GPU refuses, and the user is told why.
+    let server = Server::start();
+    let dir = root().join("tests/python");
+    let out = Command::new("python3")
+        .arg(dir.join("run_site.py"))
+        .arg(cuda_env("CUDA_PY"))
+        .arg(dir.join("test_numba.py"))
+        .env("LD_PRELOAD", shim())
+        .env("REMORA_CONNECTION", &server.connection)
+        .env(
+            "LD_LIBRARY_PATH",
+            format!(
+                "{}:{}/nvidia/nvjitlink/lib",
+                cuda_env("CUDA12_LIB"),
+                cuda_env("CUDA_PY")
+            ),
+        )
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("CUDA_ERROR_NO_BINARY_FOR_GPU") && t.contains("The emulated GPU runs PTX only"),
         "{t}"
     );
 }

@@ -32,6 +32,17 @@ pub fn remora() -> PathBuf {
     p
 }
 
+/// Built beside the shim; `remora run` preloads it for emulated GPUs.
+pub fn nvjitlink_off() -> PathBuf {
+    let p = target_dir().join("debug/libremora_nvjitlink_off.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p remora-nvjitlink-off` first",
+        p.display()
+    );
+    p
+}
+
 pub fn shim() -> PathBuf {
     let p = target_dir().join("debug/libremora_shim.so");
     assert!(
