@@ -61,15 +61,43 @@ fn u64_at(b: &[u8], o: usize) -> Option<u64> {
     ))
 }
 
-struct Entry<'a> {
-    kind: u16,
-    sm: u32,
+/// One member of a fatbin (the server's CUDA backend reads these too).
+pub struct Entry<'a> {
+    /// 1: PTX, 2: ELF (SASS).
+    pub kind: u16,
+    /// The architecture it is for (`80` for `sm_80`/`compute_80`).
+    pub sm: u32,
     flags: u64,
     uncompressed: u64,
     payload: &'a [u8],
 }
 
-fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
+impl Entry<'_> {
+    /// The member's bytes, decompressed (LZ4 raw block or Zstandard frame) when stored so.
+    pub fn bytes(&self) -> Result<Vec<u8>, EmuError> {
+        if self.flags & FLAG_LZ4 != 0 {
+            if self.uncompressed > MAX_PAYLOAD {
+                return Err(EmuError::InvalidImage("compressed member too large".into()));
+            }
+            lz4_flex::block::decompress(self.payload, self.uncompressed as usize)
+                .map_err(|err| EmuError::InvalidImage(format!("LZ4 payload: {err}")))
+        } else if self.flags & FLAG_ZSTD != 0 {
+            let mut dec = ruzstd::decoding::StreamingDecoder::new(self.payload)
+                .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
+            let mut out = Vec::new();
+            (&mut dec)
+                .take(MAX_PAYLOAD)
+                .read_to_end(&mut out)
+                .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
+            Ok(out)
+        } else {
+            Ok(self.payload.to_vec())
+        }
+    }
+}
+
+/// Every member of every fatbin container in `image` (containers may come back to back).
+pub fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
     let bad = |what: &str| EmuError::InvalidImage(format!("malformed fatbin: {what}"));
     let mut out = Vec::new();
     let mut pos = 0usize;
@@ -136,24 +164,7 @@ fn from_fatbin(image: &[u8], cc: u32) -> Result<String, EmuError> {
             archs.join(", ")
         )));
     };
-    let bytes = if e.flags & FLAG_LZ4 != 0 {
-        if e.uncompressed > MAX_PAYLOAD {
-            return Err(EmuError::InvalidImage("compressed PTX too large".into()));
-        }
-        lz4_flex::block::decompress(e.payload, e.uncompressed as usize)
-            .map_err(|err| EmuError::InvalidImage(format!("LZ4 payload: {err}")))?
-    } else if e.flags & FLAG_ZSTD != 0 {
-        let mut dec = ruzstd::decoding::StreamingDecoder::new(e.payload)
-            .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
-        let mut out = Vec::new();
-        (&mut dec)
-            .take(MAX_PAYLOAD)
-            .read_to_end(&mut out)
-            .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
-        out
-    } else {
-        e.payload.to_vec()
-    };
+    let bytes = e.bytes()?;
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8(bytes[..end].to_vec())
         .map_err(|_| EmuError::InvalidImage("PTX payload is not UTF-8".into()))

@@ -149,7 +149,9 @@ fn without_remora_an_nvcc_program_reports_no_driver() {
 fn a_machine_code_only_program_fails_clearly_on_the_emulated_gpu() {
     // Built for sm_80 machine code with no PTX: a real A100 runs it, the emulated GPU cannot.
     let server = Server::start();
-    let exe = target_dir().join("nvcc").join("vector_add-sass-only");
+    let dir = target_dir().join("nvcc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("vector_add-sass-only");
     let out = Command::new(cuda_env("NVCC13"))
         .args(["-arch=compute_80", "-code=sm_80", "-o"])
         .arg(&exe)

@@ -10,7 +10,6 @@
 //! Everything here is pure and bounded: images come from the network.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use remora_protocol::messages::ParamDesc;
 
@@ -43,10 +42,6 @@ impl ImageSymbols {
 const FATBIN_MAGIC: u32 = 0xBA55_ED50;
 const FATBIN_KIND_PTX: u16 = 1;
 const FATBIN_KIND_ELF: u16 = 2;
-const FATBIN_FLAG_LZ4: u64 = 0x2000;
-const FATBIN_FLAG_ZSTD: u64 = 0x8000;
-/// Bound on one decompressed fatbin member, so a hostile header cannot exhaust memory.
-const MAX_MEMBER: u64 = 1 << 30;
 
 /// `EIATTR_KPARAM_INFO`: one kernel parameter's ordinal, offset and size.
 pub const EIATTR_KPARAM_INFO: u8 = 0x17;
@@ -184,64 +179,14 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     le(b, at).map(u64::from_le_bytes)
 }
 
-/// The (kind, decompressed payload) of every member of every container of a fatbin.
+/// The (kind, decompressed payload) of every member of a fatbin; members that cannot be read
+/// are skipped (the driver is the judge of the image).
 fn fatbin_members(image: &[u8]) -> Vec<(u16, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while u32_at(image, pos) == Some(FATBIN_MAGIC) {
-        let (Some(hsize), Some(body)) = (u16_at(image, pos + 6), u64_at(image, pos + 8)) else {
-            break;
-        };
-        let start = pos + hsize as usize;
-        let Some(end) = usize::try_from(body)
-            .ok()
-            .and_then(|b| start.checked_add(b))
-            .filter(|&e| e <= image.len())
-        else {
-            break;
-        };
-        let mut e = start;
-        while e + 64 <= end {
-            let (Some(kind), Some(ehsize), Some(psize), Some(flags), Some(raw)) = (
-                u16_at(image, e),
-                u32_at(image, e + 4),
-                u32_at(image, e + 8),
-                u64_at(image, e + 40),
-                u64_at(image, e + 56),
-            ) else {
-                break;
-            };
-            let ps = e + ehsize as usize;
-            let Some(pe) = ps
-                .checked_add(psize as usize)
-                .filter(|&pe| ehsize >= 64 && pe <= end)
-            else {
-                break;
-            };
-            if let Some(bytes) = decompress(&image[ps..pe], flags, raw) {
-                out.push((kind, bytes));
-            }
-            e = pe;
-        }
-        pos = end;
-    }
-    out
-}
-
-fn decompress(payload: &[u8], flags: u64, raw: u64) -> Option<Vec<u8>> {
-    if flags & FATBIN_FLAG_LZ4 != 0 {
-        if raw > MAX_MEMBER {
-            return None;
-        }
-        lz4_flex::block::decompress(payload, raw as usize).ok()
-    } else if flags & FATBIN_FLAG_ZSTD != 0 {
-        let mut dec = ruzstd::decoding::StreamingDecoder::new(payload).ok()?;
-        let mut out = Vec::new();
-        (&mut dec).take(MAX_MEMBER).read_to_end(&mut out).ok()?;
-        Some(out)
-    } else {
-        Some(payload.to_vec())
-    }
+    remora_emulator::loader::entries(image)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| Some((e.kind, e.bytes().ok()?)))
+        .collect()
 }
 
 /// Removes `//` and `/* */` comments, keeping line structure.
