@@ -88,15 +88,15 @@ fn probe_inner() -> Result<CudaBackend, String> {
     api.check(unsafe { (api.cuInit)(0) }, "cuInit")
         .map_err(why)?;
     let mut version = 0;
-    // SAFETY: as above.
     api.check(
+        // SAFETY: as above.
         unsafe { (api.cuDriverGetVersion)(&mut version) },
         "cuDriverGetVersion",
     )
     .map_err(why)?;
     let mut count = 0;
-    // SAFETY: as above.
     api.check(
+        // SAFETY: as above.
         unsafe { (api.cuDeviceGetCount)(&mut count) },
         "cuDeviceGetCount",
     )
@@ -131,8 +131,8 @@ fn probe_inner() -> Result<CudaBackend, String> {
 /// Name, UUID, memory and every attribute the driver knows of one device.
 fn describe(api: &Api, dev: c_int) -> CuResult<DeviceInfo> {
     let mut name = [0 as c_char; 256];
-    // SAFETY: the buffer holds `len` bytes; the driver NUL-terminates within them.
     api.check(
+        // SAFETY: the buffer holds `len` bytes; the driver NUL-terminates within them.
         unsafe { (api.cuDeviceGetName)(name.as_mut_ptr(), name.len() as c_int, dev) },
         "cuDeviceGetName",
     )?;
@@ -142,14 +142,14 @@ fn describe(api: &Api, dev: c_int) -> CuResult<DeviceInfo> {
         .map(|&c| c as u8)
         .collect();
     let mut uuid = [0u8; 16];
-    // SAFETY: `CUuuid` is 16 bytes; the out-pointer is a valid local of that size.
     api.check(
+        // SAFETY: `CUuuid` is 16 bytes; the out-pointer is a valid local of that size.
         unsafe { (api.cuDeviceGetUuid)(&mut uuid, dev) },
         "cuDeviceGetUuid",
     )?;
     let mut total = 0usize;
-    // SAFETY: valid out-pointer.
     api.check(
+        // SAFETY: valid out-pointer.
         unsafe { (api.cuDeviceTotalMem_v2)(&mut total, dev) },
         "cuDeviceTotalMem",
     )?;
@@ -317,9 +317,9 @@ impl DeviceState {
             .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "window overflows"))?;
         let usable = window.base.saturating_add(window.size).saturating_sub(base) / g * g;
         let mut ctx: CUcontext = ptr::null_mut();
-        // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
-        // current on this thread.
         api.check(
+            // SAFETY: valid out-pointer; `ordinal` came from `cuDeviceGet`. The new context is
+            // current on this thread.
             unsafe { (api.cuCtxCreate_v2)(&mut ctx, 0, ordinal) },
             "cuCtxCreate",
         )?;
@@ -442,8 +442,8 @@ impl CudaSession {
         // sticky, so the client sees it again at its next synchronising call.
         // SAFETY: the context is current.
         let _ = unsafe { (api.cuCtxSynchronize)() };
-        // SAFETY: `[ptr, ptr + size)` was mapped by `alloc` and is unmapped exactly once.
         api.check(
+            // SAFETY: `[ptr, ptr + size)` was mapped by `alloc` and is unmapped exactly once.
             unsafe { (api.cuMemUnmap)(ptr, size as usize) },
             "cuMemUnmap",
         )?;
@@ -509,14 +509,14 @@ impl CudaSession {
             api.cuFuncGetName,
         ) {
             let mut count = 0;
-            // SAFETY: valid module and out-pointer.
             api.check(
+                // SAFETY: valid module and out-pointer.
                 unsafe { count_fn(&mut count, module) },
                 "cuModuleGetFunctionCount",
             )?;
             let mut funcs: Vec<CUfunction> = vec![ptr::null_mut(); count as usize];
-            // SAFETY: the array holds `count` handles.
             api.check(
+                // SAFETY: the array holds `count` handles.
                 unsafe { enum_fn(funcs.as_mut_ptr(), count, module) },
                 "cuModuleEnumerateFunctions",
             )?;
@@ -559,8 +559,8 @@ impl CudaSession {
         let api = self.api;
         let attr = |a: c_int| -> CuResult<u32> {
             let mut v = 0;
-            // SAFETY: `f` is a live function of a loaded module; valid out-pointer.
             api.check(
+                // SAFETY: `f` is a live function of a loaded module; valid out-pointer.
                 unsafe { (api.cuFuncGetAttribute)(&mut v, a, f) },
                 "cuFuncGetAttribute",
             )?;
@@ -617,9 +617,9 @@ impl CudaSession {
             image
         };
         let mut module: CUmodule = ptr::null_mut();
-        // SAFETY: `bytes` is a complete image (NUL-terminated if text) that outlives the call;
-        // the driver copies what it keeps. The context is current.
         api.check(
+            // SAFETY: `bytes` is a complete image (NUL-terminated if text) that outlives the call;
+            // the driver copies what it keeps. The context is current.
             unsafe { (api.cuModuleLoadData)(&mut module, bytes.as_ptr().cast()) },
             "cuModuleLoadData",
         )?;
@@ -689,9 +689,9 @@ impl DeviceSession for CudaSession {
             .ok_or_else(|| CuError::new(CuStatus::OUT_OF_MEMORY, "allocation too large"))?;
         let prop = alloc_prop(ordinal);
         let mut handle = 0u64;
-        // SAFETY: `prop` describes device memory on this device; valid out-pointer. Memory
-        // comes first so that running out of it touches no address range.
         api.check(
+            // SAFETY: `prop` describes device memory on this device; valid out-pointer. Memory
+            // comes first so that running out of it touches no address range.
             unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) },
             "cuMemCreate",
         )?;
@@ -764,8 +764,8 @@ impl DeviceSession for CudaSession {
         let api = self.api;
         self.enter(device as usize)?;
         let (mut free, mut total) = (0usize, 0usize);
-        // SAFETY: the context is current; valid out-pointers.
         api.check(
+            // SAFETY: the context is current; valid out-pointers.
             unsafe { (api.cuMemGetInfo_v2)(&mut free, &mut total) },
             "cuMemGetInfo",
         )?;

@@ -499,10 +499,10 @@ pub unsafe fn link_add_data(
 ) -> ShimResult<()> {
     // SAFETY: C buffer of `size` bytes; the name may be NULL.
     let bytes = unsafe { bytes(data, size) }?.to_vec();
-    // SAFETY: a non-null name is a C string.
     let name = if name.is_null() {
         "<data>"
     } else {
+        // SAFETY: a non-null name is a C string.
         unsafe { c_str(name) }.unwrap_or("<data>")
     };
     link_add(state, bytes, name)
