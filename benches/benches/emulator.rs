@@ -115,7 +115,7 @@ fn main() {
     } else {
         vec![saxpy(&space, 1 << 22), matmul(&space, 256)]
     };
-    let reps = if quick { 1 } else { 3 };
+    let reps = if quick { 1 } else { 5 };
     println!(
         "emulated GPU interpreter, {cores} core(s); M = million thread-instructions per second"
     );

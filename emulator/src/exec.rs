@@ -1765,6 +1765,12 @@ impl Runner<'_, '_> {
             } => {
                 let base = self.fetch(&addr.base, b);
                 let (size, n) = (*size, *n);
+                if n == 1 && size == 4 && matches!(space, Space::Global | Space::Generic) {
+                    let val = self.fetch(&srcs[0], b);
+                    if self.store_pairs(m, &base, addr.off as u64, &val) {
+                        return Ok(());
+                    }
+                }
                 let total = (size * n) as u64;
                 let vals: Vec<V> = srcs.iter().map(|s| self.fetch(s, b)).collect();
                 for l in lanes(m) {
@@ -2139,6 +2145,41 @@ impl Runner<'_, '_> {
                 read_le(self.ctx.params, a, size).ok_or_else(|| illegal(addr, size, line))
             }
         }
+    }
+
+    /// The common case of `st.global.u32` from a converged warp: neighbouring lanes writing the
+    /// two halves of one 8-byte word store it whole, one plain atomic store instead of two
+    /// read-modify-writes. Returns false (having stored nothing) unless every active lane's
+    /// address is aligned and inside the warp's cached allocation.
+    fn store_pairs(&mut self, m: u32, base: &V, off: u64, val: &V) -> bool {
+        let Some(al) = &self.w.cache else {
+            return false;
+        };
+        let (lo, hi) = (al.base(), al.base() + al.size());
+        let ok = lanes(m).all(|l| {
+            let a = base[l].wrapping_add(off);
+            a & 3 == 0 && a >= lo && a.saturating_add(4) <= hi
+        });
+        if !ok {
+            return false;
+        }
+        let mut rest = m;
+        while rest != 0 {
+            let l = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let a = base[l].wrapping_add(off);
+            if l % 2 == 0
+                && rest & (1 << (l + 1)) != 0
+                && a & 7 == 0
+                && base[l + 1].wrapping_add(off) == a + 4
+            {
+                rest &= !(1 << (l + 1));
+                al.store(a - lo, 8, (val[l] & 0xffff_ffff) | (val[l + 1] << 32));
+            } else {
+                al.store(a - lo, 4, val[l]);
+            }
+        }
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
