@@ -24,6 +24,8 @@ pub enum Request {
     SetWindows {
         windows: Vec<Window>,
     },
+    /// Does nothing: a round trip that collects what earlier queued calls owe the client.
+    Flush,
     /// Free and total memory of a device, as `cuMemGetInfo` reports.
     MemGetInfo {
         device: u32,
@@ -166,6 +168,7 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::SetWindows { .. } => "SetWindows",
+            Request::Flush => "Flush",
             Request::MemGetInfo { .. } => "MemGetInfo",
             Request::CtxCreate { .. } => "CtxCreate",
             Request::CtxDestroy { .. } => "CtxDestroy",

@@ -225,6 +225,7 @@ impl Session {
                 CuStatus::ILLEGAL_STATE,
                 "address windows are already set",
             )),
+            R::Flush => Ok(ReplyBody::None),
             R::MemGetInfo { device } => {
                 let (free, total) = self.backend.mem_info(device)?;
                 Ok(ReplyBody::MemInfo { free, total })

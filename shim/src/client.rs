@@ -48,6 +48,9 @@ struct Io {
     send: SendStream,
     recv: RecvStream,
     batch: Vec<u8>,
+    /// Queued device-to-host copies whose data arrives with the next synchronising call, in
+    /// order: (destination address, length).
+    pending_reads: std::collections::VecDeque<(usize, usize)>,
     /// Set once the connection failed; every later call reports it.
     broken: Option<String>,
 }
@@ -109,6 +112,7 @@ fn connect() -> Result<Client, String> {
             send,
             recv,
             batch: Vec::with_capacity(BATCH_FLUSH * 2),
+            pending_reads: std::collections::VecDeque::new(),
             broken: None,
         }),
         conn,
@@ -242,6 +246,35 @@ impl Client {
         Ok(())
     }
 
+    /// Queues a call whose reply carries `len` bytes for `dst`, written when the next
+    /// synchronising call collects it (an asynchronous device-to-host copy).
+    ///
+    /// # Safety
+    /// `dst` stays valid for writes of `len` bytes until the next synchronising call returns,
+    /// as CUDA requires of an asynchronous copy's destination.
+    pub unsafe fn post_read(&self, req: &Request, dst: *mut u8, len: usize) -> ShimResult<()> {
+        let mut io = self.io()?;
+        let header = encode(req);
+        frame::encode_prefixed(&mut io.batch, &header, FLAG_REPLY, 0);
+        io.pending_reads.push_back((dst as usize, len));
+        Ok(())
+    }
+
+    /// Collects queued device-to-host copies now if any target `[p, p + len)` (the memory is
+    /// about to be freed).
+    pub fn settle_reads(&self, p: usize, len: usize) -> ShimResult<()> {
+        let owed = {
+            let io = self.io()?;
+            io.pending_reads
+                .iter()
+                .any(|&(d, n)| d < p + len && p < d + n)
+        };
+        if owed {
+            self.call(&Request::Flush)?;
+        }
+        Ok(())
+    }
+
     /// One round trip: everything queued before it, then this call, then its reply.
     pub fn call(&self, req: &Request) -> ShimResult<Reply> {
         self.call_with(req, &[], &mut [])
@@ -267,7 +300,9 @@ impl Client {
         }
         let io = &mut *io;
         let batch = std::mem::take(&mut io.batch);
-        // One turn of the runtime for the whole call: queued work, the request, its reply.
+        let pending: Vec<(usize, usize)> = io.pending_reads.drain(..).collect();
+        // One turn of the runtime for the whole call: queued work, the request, the replies of
+        // queued device-to-host copies, then this call's reply.
         let r = self.block_on(async {
             io.send.write_all(&batch).await.map_err(|e| e.to_string())?;
             if large {
@@ -276,29 +311,25 @@ impl Client {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            let mut p = [0u8; PREFIX_LEN];
-            io.recv
-                .read_exact(&mut p)
-                .await
-                .map_err(|e| e.to_string())?;
-            let prefix = FramePrefix::parse(&p).map_err(|e| e.to_string())?;
-            let mut header = vec![0u8; prefix.header_len as usize];
-            io.recv
-                .read_exact(&mut header)
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply = decode::<Reply>(&header).map_err(|e| e.to_string())?;
-            if prefix.payload_len != out.len() as u64 && prefix.payload_len != 0 {
-                return Err(format!(
-                    "reply carries {} bytes, {} expected",
-                    prefix.payload_len,
-                    out.len()
-                ));
+            let mut deferred = None;
+            for &(dst, len) in &pending {
+                // SAFETY: post_read's caller keeps the destination valid until now.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
+                let reply = read_reply(&mut io.recv, out).await?;
+                if reply.status != 0 && deferred.is_none() {
+                    deferred = Some(reply);
+                }
             }
-            if prefix.payload_len > 0 {
-                io.recv.read_exact(out).await.map_err(|e| e.to_string())?;
-            }
-            Ok::<_, String>(reply)
+            let reply = read_reply(&mut io.recv, out).await?;
+            Ok::<_, String>(match deferred {
+                // An earlier asynchronous copy failed: report it here, as CUDA reports
+                // asynchronous errors at the next synchronising call.
+                Some(d) if reply.status == 0 => Reply {
+                    output: reply.output + &d.output,
+                    ..d
+                },
+                _ => reply,
+            })
         });
         // Keep the batch's allocation for the next calls.
         io.batch = batch;
@@ -327,6 +358,29 @@ impl Client {
             let _ = rx.recv_timeout(Duration::from_millis(300));
         }
     }
+}
+
+/// Reads one reply frame, its payload (if any) into `out`.
+async fn read_reply(recv: &mut RecvStream, out: &mut [u8]) -> Result<Reply, String> {
+    let mut p = [0u8; PREFIX_LEN];
+    recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
+    let prefix = FramePrefix::parse(&p).map_err(|e| e.to_string())?;
+    let mut header = vec![0u8; prefix.header_len as usize];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = decode::<Reply>(&header).map_err(|e| e.to_string())?;
+    if prefix.payload_len != out.len() as u64 && prefix.payload_len != 0 {
+        return Err(format!(
+            "reply carries {} bytes, {} expected",
+            prefix.payload_len,
+            out.len()
+        ));
+    }
+    if prefix.payload_len > 0 {
+        recv.read_exact(out).await.map_err(|e| e.to_string())?;
+    }
+    Ok(reply)
 }
 
 /// Kernel `printf` output, written to C's stdout so it interleaves with the application's own.

@@ -124,6 +124,17 @@ int main(void) {
     CHECK(cuStreamSynchronize(sb));
     CHECK(cuEventSynchronize(t1));
     EXPECT(memcmp(pinned, dst, 1 << 20) == 0, "two streams with an event");
+    /* Into page-locked memory the copy is truly asynchronous: it lands by the synchronisation. */
+    void *pinned2;
+    CHECK(cuMemHostAlloc(&pinned2, 1 << 20, 0));
+    memset(pinned2, 0, 1 << 20);
+    CHECK(cuMemcpyDtoHAsync(pinned2, b, 1 << 20, sb));
+    CHECK(cuMemcpyDtoHAsync(dst, a + 16, 16, sb));
+    EXPECT_ERR(cuMemcpyDtoHAsync(pinned2, b + (1 << 20) - 4, 64, sb), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuStreamSynchronize(sb));
+    EXPECT(memcmp(pinned, pinned2, 1 << 20) == 0, "async copy into pinned memory");
+    CHECK(cuMemcpyDtoHAsync(pinned2, b, 1 << 20, sb));
+    CHECK(cuMemFreeHost(pinned2)); /* settles the copy before the memory goes */
     float ms = -1;
     CHECK(cuEventElapsedTime(&ms, t0, t1));
     EXPECT(ms >= 0.0f, "elapsed %f", ms);

@@ -196,17 +196,52 @@ pub unsafe fn copy_dtoh(dst: *mut c_void, src: u64, n: usize, stream: u64) -> Sh
     dtoh(unsafe { bytes_mut(dst, n) }?, src, stream)
 }
 
+/// `cuMemcpyDtoHAsync`: into page-locked memory the copy is queued and its data collected by
+/// the next synchronising call, so it never waits for the network; into pageable memory it is
+/// synchronous, as the CUDA driver documents for pageable destinations.
+pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64) -> ShimResult<()> {
+    let pinned = n > 0
+        && state::with(|s| {
+            s.host_range(dst as usize)
+                .is_some_and(|(b, r)| dst as usize + n <= b + r.size)
+        });
+    if !pinned {
+        // SAFETY: forwarded contract.
+        return unsafe { copy_dtoh(dst, src, n, stream) };
+    }
+    let (ctx, stream) = prepare(stream, &[(src, n as u64)])?;
+    let req = Request::MemcpyDtoH {
+        ctx,
+        stream,
+        src,
+        size: n as u64,
+    };
+    // SAFETY: page-locked memory registered with the shim stays valid until freed, and CUDA
+    // forbids freeing or reusing an asynchronous copy's destination before synchronising.
+    unsafe { client::client()?.post_read(&req, dst.cast(), n) }
+}
+
 /// Whether an address is device memory of this client (unified addressing: the value says).
 fn is_device(p: u64) -> bool {
     client::existing().is_some_and(|c| c.windows.iter().any(|w| p >= w.base && p - w.base < w.size))
 }
 
 /// `cuMemcpy`/`cuMemcpyAsync`: direction decided from the addresses.
-pub unsafe fn copy_unified(dst: u64, src: u64, n: usize, stream: u64) -> ShimResult<()> {
+pub unsafe fn copy_unified(
+    dst: u64,
+    src: u64,
+    n: usize,
+    stream: u64,
+    asynchronous: bool,
+) -> ShimResult<()> {
     match (is_device(dst), is_device(src)) {
         (true, true) => dtod(dst, src, n as u64, stream),
         // SAFETY: a host address from C, valid for n bytes by the caller's contract.
         (true, false) => unsafe { copy_htod(dst, src as *const c_void, n, stream) },
+        // SAFETY: as above.
+        (false, true) if asynchronous => unsafe {
+            copy_dtoh_async(dst as *mut c_void, src, n, stream)
+        },
         // SAFETY: as above.
         (false, true) => unsafe { copy_dtoh(dst as *mut c_void, src, n, stream) },
         (false, false) => {
@@ -291,7 +326,18 @@ pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> Sh
     Ok(())
 }
 
+/// Copies still owed to page-locked memory land before it is released.
+fn settle(p: usize, len: usize) -> ShimResult<()> {
+    match client::existing() {
+        Some(c) => c.settle_reads(p, len),
+        None => Ok(()),
+    }
+}
+
 pub fn free_host(p: *mut c_void) -> ShimResult<()> {
+    if let Some(len) = state::with(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
+        settle(p as usize, len)?;
+    }
     let size = state::with(|s| match s.host.get(&(p as usize)) {
         Some(r) if r.owned => {
             let size = r.size;
@@ -341,6 +387,9 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<(
 }
 
 pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
+    if let Some(len) = state::with(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
+        settle(p as usize, len)?;
+    }
     state::with(|s| match s.host.get(&(p as usize)) {
         Some(r) if !r.owned => {
             s.host.remove(&(p as usize));

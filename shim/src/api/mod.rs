@@ -142,19 +142,19 @@ implement! {
     cuMemcpyDtoH_v2(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: size_t) => memory::copy_dtoh(dstHost, srcDevice, ByteCount, 0);
     cuMemcpyDtoH_v2_ptds(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: size_t) => memory::copy_dtoh(dstHost, srcDevice, ByteCount, 0);
     cuMemcpyDtoHAsync_v2(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: size_t, hStream: CUstream)
-        => memory::copy_dtoh(dstHost, srcDevice, ByteCount, s(hStream));
+        => memory::copy_dtoh_async(dstHost, srcDevice, ByteCount, s(hStream));
     cuMemcpyDtoHAsync_v2_ptsz(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: size_t, hStream: CUstream)
-        => memory::copy_dtoh(dstHost, srcDevice, ByteCount, s(hStream));
+        => memory::copy_dtoh_async(dstHost, srcDevice, ByteCount, s(hStream));
     cuMemcpyDtoD_v2(dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: size_t) => memory::dtod(dstDevice, srcDevice, ByteCount as u64, 0);
     cuMemcpyDtoD_v2_ptds(dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: size_t) => memory::dtod(dstDevice, srcDevice, ByteCount as u64, 0);
     cuMemcpyDtoDAsync_v2(dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: size_t, hStream: CUstream)
         => memory::dtod(dstDevice, srcDevice, ByteCount as u64, s(hStream));
     cuMemcpyDtoDAsync_v2_ptsz(dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: size_t, hStream: CUstream)
         => memory::dtod(dstDevice, srcDevice, ByteCount as u64, s(hStream));
-    cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t) => memory::copy_unified(dst, src, ByteCount, 0);
-    cuMemcpy_ptds(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t) => memory::copy_unified(dst, src, ByteCount, 0);
-    cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t, hStream: CUstream) => memory::copy_unified(dst, src, ByteCount, s(hStream));
-    cuMemcpyAsync_ptsz(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t, hStream: CUstream) => memory::copy_unified(dst, src, ByteCount, s(hStream));
+    cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t) => memory::copy_unified(dst, src, ByteCount, 0, false);
+    cuMemcpy_ptds(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t) => memory::copy_unified(dst, src, ByteCount, 0, false);
+    cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t, hStream: CUstream) => memory::copy_unified(dst, src, ByteCount, s(hStream), true);
+    cuMemcpyAsync_ptsz(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t, hStream: CUstream) => memory::copy_unified(dst, src, ByteCount, s(hStream), true);
 
     // Memsets.
     cuMemsetD8_v2(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, 0);
