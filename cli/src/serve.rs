@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// CUDA_ERROR_LAUNCH_TIMEOUT (702).
     #[arg(long, default_value_t = 1 << 36)]
     kernel_budget: u64,
+    /// Most device memory one client may hold at once (e.g. 2G); default: no quota.
+    #[arg(long, value_parser = parse_size)]
+    session_memory: Option<u64>,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -140,6 +143,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
             identity: identity.clone(),
             backend,
             name: hostname(),
+            session_memory: args.session_memory,
         })
         .with_context(|| format!("listening on {}", args.listen))?;
         let local = server.local_addr()?;

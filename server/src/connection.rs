@@ -102,7 +102,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
     let mut session = match opened {
         Ok(b) => {
             reply(&mut send, Reply::ok(ReplyBody::None), 0).await?;
-            Session::new(b, shared.info.devices.len() as u32)
+            Session::new(b, shared.info.devices.len() as u32, shared.session_memory)
         }
         Err(e) => {
             reply(&mut send, Reply::error(e.status, e.message.clone()), 0).await?;

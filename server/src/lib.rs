@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub identity: Identity,
     pub backend: Arc<dyn Backend>,
     pub name: String,
+    /// Most device memory one client may hold at once (all devices together); `None`: no
+    /// limit beyond the devices' own.
+    pub session_memory: Option<u64>,
 }
 
 /// State shared by every connection of a server.
@@ -39,6 +42,7 @@ pub(crate) struct Shared {
     pub info: ServerInfo,
     /// Module images by content hash, so each is uploaded once per server.
     pub images: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
+    pub session_memory: Option<u64>,
 }
 
 /// A bound, not yet running server.
@@ -61,6 +65,7 @@ impl Server {
             backend: cfg.backend,
             info,
             images: Mutex::new(HashMap::new()),
+            session_memory: cfg.session_memory,
         });
         Ok(Self { endpoint, shared })
     }

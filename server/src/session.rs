@@ -59,6 +59,9 @@ pub struct Session {
     deferred: Option<CuError>,
     /// Kernel `printf` output not yet delivered.
     output: String,
+    /// The client's quota of device memory, and what it holds.
+    quota: Option<u64>,
+    held: u64,
 }
 
 fn invalid_handle(what: &str, h: u64) -> CuError {
@@ -69,7 +72,7 @@ fn invalid_handle(what: &str, h: u64) -> CuError {
 }
 
 impl Session {
-    pub fn new(backend: Box<dyn DeviceSession>, device_count: u32) -> Self {
+    pub fn new(backend: Box<dyn DeviceSession>, device_count: u32, quota: Option<u64>) -> Self {
         Self {
             backend,
             device_count,
@@ -80,6 +83,8 @@ impl Session {
             allocs: BTreeMap::new(),
             deferred: None,
             output: String::new(),
+            quota,
+            held: 0,
         }
     }
 
@@ -283,7 +288,19 @@ impl Session {
                         "allocation of 0 bytes",
                     ));
                 }
+                if let Some(q) = self.quota {
+                    if self.held.saturating_add(size) > q {
+                        return Err(CuError::new(
+                            CuStatus::OUT_OF_MEMORY,
+                            format!(
+                                "{size} bytes would exceed this client's quota of {q} ({} held)",
+                                self.held
+                            ),
+                        ));
+                    }
+                }
                 let ptr = self.backend.alloc(device, size)?;
+                self.held += size;
                 self.allocs.insert(
                     ptr,
                     Alloc {
@@ -306,7 +323,9 @@ impl Session {
                     }
                 }
                 self.backend.free(ptr)?;
-                self.allocs.remove(&ptr);
+                if let Some(a) = self.allocs.remove(&ptr) {
+                    self.held -= a.size;
+                }
                 Ok(ReplyBody::None)
             }
             R::MemcpyDtoD {
@@ -540,7 +559,9 @@ impl Session {
             .collect();
         for p in ptrs {
             let _ = self.backend.free(p);
-            self.allocs.remove(&p);
+            if let Some(a) = self.allocs.remove(&p) {
+                self.held -= a.size;
+            }
         }
         self.streams.retain(|_, c| *c != ctx);
         self.events.retain(|_, e| e.ctx != ctx);

@@ -251,3 +251,17 @@ fn find_child_pid(parent: u32, name: &str) -> Option<u32> {
     }
     None
 }
+
+#[test]
+fn a_client_cannot_allocate_past_its_quota_and_others_are_unaffected() {
+    let server = Server::start_with(&["--session-memory", "16M"]);
+    let out = server.run(&c_program("client_tool"), &["hold", "32"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("cuMemAlloc(&d, n) -> 2 (CUDA_ERROR_OUT_OF_MEMORY)"),
+        "{t}"
+    );
+    let (free, total) = free_memory(&server);
+    assert_eq!(free, total, "the refused client holds nothing");
+}
