@@ -103,6 +103,29 @@ int main(void) {
     EXPECT(memcmp(src, dst, 1 << 20) == 0, "device to device");
     printf("ok   device to device and unified copies\n");
 
+    /* A 2D copy: a 24 x 10 window of a host image into a pitched device buffer and back. */
+    CUdeviceptr pitched; size_t pitch;
+    CHECK(cuMemAllocPitch(&pitched, &pitch, 100, 10, 4));
+    EXPECT(pitch >= 100, "pitch %zu", pitch);
+    CUDA_MEMCPY2D up = {0};
+    up.srcMemoryType = CU_MEMORYTYPE_HOST; up.srcHost = src; up.srcPitch = 64; up.srcXInBytes = 8; up.srcY = 2;
+    up.dstMemoryType = CU_MEMORYTYPE_DEVICE; up.dstDevice = pitched; up.dstPitch = pitch;
+    up.WidthInBytes = 24; up.Height = 10;
+    CHECK(cuMemcpy2D(&up));
+    unsigned char back2d[24 * 10];
+    CUDA_MEMCPY2D down = {0};
+    down.srcMemoryType = CU_MEMORYTYPE_DEVICE; down.srcDevice = pitched; down.srcPitch = pitch;
+    down.dstMemoryType = CU_MEMORYTYPE_HOST; down.dstHost = back2d; down.dstPitch = 24;
+    down.WidthInBytes = 24; down.Height = 10;
+    CHECK(cuMemcpy2D(&down));
+    int ok2d = 1;
+    for (int r = 0; r < 10; r++) ok2d &= memcmp(back2d + r * 24, src + (r + 2) * 64 + 8, 24) == 0;
+    EXPECT(ok2d, "2D copy");
+    up.Height = 11; /* past the end of the pitched allocation */
+    EXPECT_ERR(cuMemcpy2D(&up), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuMemFree(pitched));
+    printf("ok   2D copies\n");
+
     /* Two streams ordered by an event: A writes, B waits for A then copies. */
     CUstream sa, sb;
     CUevent ev, t0, t1;

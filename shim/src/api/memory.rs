@@ -221,6 +221,114 @@ pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64)
     unsafe { client::client()?.post_read(&req, dst.cast(), n) }
 }
 
+/// `CUDA_MEMCPY2D` as cuda.h lays it out (the `_v2` ABI, 64-bit `size_t`).
+#[repr(C)]
+pub struct Memcpy2D {
+    src_x_in_bytes: usize,
+    src_y: usize,
+    src_memory_type: u32,
+    src_host: *const c_void,
+    src_device: u64,
+    src_array: *mut c_void,
+    src_pitch: usize,
+    dst_x_in_bytes: usize,
+    dst_y: usize,
+    dst_memory_type: u32,
+    dst_host: *mut c_void,
+    dst_device: u64,
+    dst_array: *mut c_void,
+    dst_pitch: usize,
+    width_in_bytes: usize,
+    height: usize,
+}
+const _: () = assert!(std::mem::size_of::<Memcpy2D>() == 128);
+
+/// Where one side of a 2D copy lives: host or device, at its first byte.
+fn side(
+    kind: u32,
+    host: u64,
+    device: u64,
+    x: usize,
+    y: usize,
+    pitch: usize,
+) -> ShimResult<(bool, u64)> {
+    let off = y
+        .checked_mul(pitch)
+        .and_then(|o| o.checked_add(x))
+        .ok_or_else(|| invalid("2D copy offset overflows"))? as u64;
+    match kind {
+        1 => Ok((false, host.wrapping_add(off))),
+        2 => Ok((true, device.wrapping_add(off))),
+        // Unified: the address says which.
+        4 => Ok((is_device(device), device.wrapping_add(off))),
+        3 => Err(ShimError::new(
+            CuStatus::NOT_SUPPORTED,
+            "CUDA arrays are not supported",
+        )),
+        other => Err(invalid(format!("memory type {other}"))),
+    }
+}
+
+/// `cuMemcpy2D` and `cuMemcpy2DAsync`: row by row, each row a 1D copy in the right direction.
+///
+/// # Safety
+/// `p` points to a valid `CUDA_MEMCPY2D` whose host sides are valid for the rows described.
+pub unsafe fn copy_2d(p: *const c_void, stream: u64, asynchronous: bool) -> ShimResult<()> {
+    // SAFETY: the caller passes a CUDA_MEMCPY2D, whose layout Memcpy2D mirrors.
+    let c =
+        unsafe { p.cast::<Memcpy2D>().as_ref() }.ok_or_else(|| invalid("null CUDA_MEMCPY2D"))?;
+    let w = c.width_in_bytes;
+    if c.height > 1 && (c.src_pitch < w || c.dst_pitch < w) {
+        return Err(invalid("2D copy pitch smaller than its width"));
+    }
+    let (src_dev, src) = side(
+        c.src_memory_type,
+        c.src_host as u64,
+        c.src_device,
+        c.src_x_in_bytes,
+        c.src_y,
+        c.src_pitch,
+    )?;
+    let (dst_dev, dst) = side(
+        c.dst_memory_type,
+        c.dst_host as u64,
+        c.dst_device,
+        c.dst_x_in_bytes,
+        c.dst_y,
+        c.dst_pitch,
+    )?;
+    if c.height == 0 || w == 0 {
+        return Ok(());
+    }
+    // Check every device row before moving any, so a bad copy changes nothing.
+    let span = |pitch: usize| ((c.height - 1) * pitch + w) as u64;
+    let mut ranges = Vec::new();
+    if src_dev {
+        ranges.push((src, span(c.src_pitch)));
+    }
+    if dst_dev {
+        ranges.push((dst, span(c.dst_pitch)));
+    }
+    prepare(stream, &ranges)?;
+    for row in 0..c.height {
+        let (s, d) = (
+            src + (row * c.src_pitch) as u64,
+            dst + (row * c.dst_pitch) as u64,
+        );
+        // SAFETY: host rows lie inside the buffers the caller described.
+        unsafe {
+            match (src_dev, dst_dev) {
+                (true, true) => dtod(d, s, w as u64, stream)?,
+                (false, true) => copy_htod(d, s as *const c_void, w, stream)?,
+                (true, false) if asynchronous => copy_dtoh_async(d as *mut c_void, s, w, stream)?,
+                (true, false) => copy_dtoh(d as *mut c_void, s, w, stream)?,
+                (false, false) => std::ptr::copy(s as *const u8, d as *mut u8, w),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether an address is device memory of this client (unified addressing: the value says).
 fn is_device(p: u64) -> bool {
     client::existing().is_some_and(|c| c.windows.iter().any(|w| p >= w.base && p - w.base < w.size))

@@ -156,6 +156,14 @@ implement! {
     cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t, hStream: CUstream) => memory::copy_unified(dst, src, ByteCount, s(hStream), true);
     cuMemcpyAsync_ptsz(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: size_t, hStream: CUstream) => memory::copy_unified(dst, src, ByteCount, s(hStream), true);
 
+    // 2D copies.
+    cuMemcpy2D_v2(pCopy: *const CUDA_MEMCPY2D) => memory::copy_2d(pCopy.cast(), 0, false);
+    cuMemcpy2D_v2_ptds(pCopy: *const CUDA_MEMCPY2D) => memory::copy_2d(pCopy.cast(), 0, false);
+    cuMemcpy2DUnaligned_v2(pCopy: *const CUDA_MEMCPY2D) => memory::copy_2d(pCopy.cast(), 0, false);
+    cuMemcpy2DUnaligned_v2_ptds(pCopy: *const CUDA_MEMCPY2D) => memory::copy_2d(pCopy.cast(), 0, false);
+    cuMemcpy2DAsync_v2(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) => memory::copy_2d(pCopy.cast(), s(hStream), true);
+    cuMemcpy2DAsync_v2_ptsz(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) => memory::copy_2d(pCopy.cast(), s(hStream), true);
+
     // Memsets.
     cuMemsetD8_v2(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, 0);
     cuMemsetD8_v2_ptds(dstDevice: CUdeviceptr, uc: c_uchar, N: size_t) => memory::memset(dstDevice, N, uc as u32, 1, N, 1, 0);
