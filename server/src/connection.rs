@@ -88,7 +88,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
         .await?;
 
     // First request: the client's address windows, which the backend's session is placed in.
-    let (prefix, req) = read_request(&mut recv)
+    let (_, req) = read_request(&mut recv)
         .await?
         .ok_or_else(|| ConnError::Refused("closed before set-up".into()))?;
     let Request::SetWindows { windows } = req else {
@@ -110,12 +110,11 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
             return Err(ConnError::Refused(e.message));
         }
     };
-    let _ = prefix;
 
     while let Some((prefix, req)) = read_request(&mut recv).await? {
         let wants_reply = prefix.wants_reply();
         let name = req.name();
-        let result: CuResult<(ReplyBody, u64)> = match req {
+        let result: CuResult<ReplyBody> = match req {
             Request::MemcpyHtoD { ctx, stream, dst } => copy_in(
                 &mut session,
                 &mut recv,
@@ -125,7 +124,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                 prefix.payload_len,
             )
             .await?
-            .map(|()| (ReplyBody::None, 0)),
+            .map(|()| ReplyBody::None),
             Request::MemcpyDtoH {
                 ctx,
                 stream,
@@ -159,7 +158,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
             Request::ModuleHave { hash } => {
                 skip_payload(&mut recv, prefix.payload_len).await?;
                 let present = lock(shared).contains_key(&hash);
-                Ok((ReplyBody::Have { present }, 0))
+                Ok(ReplyBody::Have { present })
             }
             Request::ModuleLoad { ctx, module, hash } => {
                 let image = receive_image(shared, &mut recv, hash, prefix.payload_len).await?;
@@ -167,7 +166,6 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                     // Parsing a large image is CPU work: let the runtime move other tasks away.
                     Ok(img) => {
                         tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img))
-                            .map(|b| (b, 0))
                     }
                     Err(e) => Err(e),
                 }
@@ -176,16 +174,16 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnError>
                 skip_payload(&mut recv, prefix.payload_len).await?;
                 // Kernels run for as long as they run: keep the QUIC driver (keep-alives, other
                 // clients) off this thread meanwhile.
-                tokio::task::block_in_place(|| session.handle(launch)).map(|b| (b, 0))
+                tokio::task::block_in_place(|| session.handle(launch))
             }
             other => {
                 skip_payload(&mut recv, prefix.payload_len).await?;
-                session.handle(other).map(|b| (b, 0))
+                session.handle(other)
             }
         };
         if wants_reply {
             let r = match session.settle(result) {
-                Ok((body, _)) => Reply::ok(body),
+                Ok(body) => Reply::ok(body),
                 Err(e) => {
                     tracing::debug!(request = name, %e, "request failed");
                     Reply::error(e.status, e.message)
