@@ -32,7 +32,16 @@ pub struct Client {
     pub info: ServerInfo,
     pub windows: Vec<Window>,
     pub address: SocketAddr,
-    io: Mutex<Io>,
+    /// The sending side: queued frames, in order. Held only while frames are appended or
+    /// written, never while waiting for a reply, so one thread's long wait never stops
+    /// another thread from queuing work.
+    tx: Mutex<Sender>,
+    /// The receiving side: replies are read in the order their requests were sent, each
+    /// caller waiting for its turn.
+    rx: Mutex<Receiver>,
+    turn: std::sync::Condvar,
+    /// Set once the connection failed; every later call reports it.
+    broken: Mutex<Option<String>>,
     conn: quinn::Connection,
     rt: Arc<tokio::runtime::Runtime>,
     driver: std::thread::Thread,
@@ -44,15 +53,20 @@ pub struct Client {
 /// How long the background driver lets the connection rest between turns.
 const IDLE_DRIVE: Duration = Duration::from_millis(20);
 
-struct Io {
+struct Sender {
     send: SendStream,
-    recv: RecvStream,
     batch: Vec<u8>,
     /// Queued device-to-host copies whose data arrives with the next synchronising call, in
     /// order: (destination address, length).
     pending_reads: std::collections::VecDeque<(usize, usize)>,
-    /// Set once the connection failed; every later call reports it.
-    broken: Option<String>,
+    /// Replies the server owes for everything sent or claimed so far.
+    owed: u64,
+}
+
+struct Receiver {
+    recv: RecvStream,
+    /// The number of the next reply to arrive.
+    next: u64,
 }
 
 static CLIENT: OnceLock<Result<Arc<Client>, String>> = OnceLock::new();
@@ -108,13 +122,15 @@ fn connect() -> Result<Client, String> {
         info,
         windows: windows.clone(),
         address: addr,
-        io: Mutex::new(Io {
+        tx: Mutex::new(Sender {
             send,
-            recv,
             batch: Vec::with_capacity(BATCH_FLUSH * 2),
             pending_reads: std::collections::VecDeque::new(),
-            broken: None,
+            owed: 0,
         }),
+        rx: Mutex::new(Receiver { recv, next: 0 }),
+        turn: std::sync::Condvar::new(),
+        broken: Mutex::new(None),
         conn,
         rt,
         driver,
@@ -199,49 +215,57 @@ impl Client {
         }
     }
 
-    fn io(&self) -> ShimResult<MutexGuard<'_, Io>> {
-        let io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        match &io.broken {
+    fn check(&self) -> ShimResult<()> {
+        match &*self.broken.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(why) => Err(ShimError::Unreachable(why.clone())),
-            None => Ok(io),
+            None => Ok(()),
         }
     }
 
-    fn lost(&self, io: &mut Io, e: impl std::fmt::Display) -> ShimError {
+    fn sender(&self) -> ShimResult<MutexGuard<'_, Sender>> {
+        self.check()?;
+        Ok(self.tx.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> ShimError {
         let why = format!(
             "lost the connection to the Remora server at {}: {e}",
             self.address
         );
-        if io.broken.is_none() {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if broken.is_none() {
             eprintln!("remora: {why}");
-            io.broken = Some(why.clone());
+            *broken = Some(why.clone());
         }
+        drop(broken);
+        // Callers waiting for their turn must learn it too.
+        self.turn.notify_all();
         ShimError::Unreachable(why)
     }
 
-    fn flush(&self, io: &mut Io) -> ShimResult<()> {
-        if io.batch.is_empty() {
+    fn flush(&self, tx: &mut Sender) -> ShimResult<()> {
+        if tx.batch.is_empty() {
             return Ok(());
         }
-        let r = self.block_on(io.send.write_all(&io.batch));
-        io.batch.clear();
-        r.map_err(|e| self.lost(io, e))
+        let r = self.block_on(tx.send.write_all(&tx.batch));
+        tx.batch.clear();
+        r.map_err(|e| self.lost(e))
     }
 
     /// Queues a call that wants no reply; its bytes are captured before this returns.
     pub fn post(&self, req: &Request, payload: &[u8]) -> ShimResult<()> {
-        let mut io = self.io()?;
+        let mut tx = self.sender()?;
         let header = encode(req);
-        frame::encode_prefixed(&mut io.batch, &header, 0, payload.len() as u64);
+        frame::encode_prefixed(&mut tx.batch, &header, 0, payload.len() as u64);
         if payload.len() <= INLINE_PAYLOAD {
-            io.batch.extend_from_slice(payload);
+            tx.batch.extend_from_slice(payload);
         } else {
-            self.flush(&mut io)?;
-            let r = self.block_on(io.send.write_all(payload));
-            r.map_err(|e| self.lost(&mut io, e))?;
+            self.flush(&mut tx)?;
+            let r = self.block_on(tx.send.write_all(payload));
+            r.map_err(|e| self.lost(e))?;
         }
-        if io.batch.len() >= BATCH_FLUSH {
-            self.flush(&mut io)?;
+        if tx.batch.len() >= BATCH_FLUSH {
+            self.flush(&mut tx)?;
         }
         Ok(())
     }
@@ -253,22 +277,21 @@ impl Client {
     /// `dst` stays valid for writes of `len` bytes until the next synchronising call returns,
     /// as CUDA requires of an asynchronous copy's destination.
     pub unsafe fn post_read(&self, req: &Request, dst: *mut u8, len: usize) -> ShimResult<()> {
-        let mut io = self.io()?;
+        let mut tx = self.sender()?;
         let header = encode(req);
-        frame::encode_prefixed(&mut io.batch, &header, FLAG_REPLY, 0);
-        io.pending_reads.push_back((dst as usize, len));
+        frame::encode_prefixed(&mut tx.batch, &header, FLAG_REPLY, 0);
+        tx.pending_reads.push_back((dst as usize, len));
         Ok(())
     }
 
     /// Collects queued device-to-host copies now if any target `[p, p + len)` (the memory is
     /// about to be freed).
     pub fn settle_reads(&self, p: usize, len: usize) -> ShimResult<()> {
-        let owed = {
-            let io = self.io()?;
-            io.pending_reads
-                .iter()
-                .any(|&(d, n)| d < p + len && p < d + n)
-        };
+        let owed = self
+            .sender()?
+            .pending_reads
+            .iter()
+            .any(|&(d, n)| d < p + len && p < d + n);
         if owed {
             self.call(&Request::Flush)?;
         }
@@ -291,36 +314,68 @@ impl Client {
     }
 
     fn call_with(&self, req: &Request, payload: &[u8], out: &mut [u8]) -> ShimResult<Reply> {
-        let mut io = self.io()?;
+        // Queued work, queued copies' claims, then this request go out in one write. The
+        // replies this call reads are numbered `first..first + pending.len() + 1`.
+        let mut tx = self.sender()?;
         let header = encode(req);
-        frame::encode_prefixed(&mut io.batch, &header, FLAG_REPLY, payload.len() as u64);
+        frame::encode_prefixed(&mut tx.batch, &header, FLAG_REPLY, payload.len() as u64);
         let large = payload.len() > INLINE_PAYLOAD;
         if !large {
-            io.batch.extend_from_slice(payload);
+            tx.batch.extend_from_slice(payload);
         }
-        let io = &mut *io;
-        let batch = std::mem::take(&mut io.batch);
-        let pending: Vec<(usize, usize)> = io.pending_reads.drain(..).collect();
-        // One turn of the runtime for the whole call: queued work, the request, the replies of
-        // queued device-to-host copies, then this call's reply.
+        let pending: Vec<(usize, usize)> = tx.pending_reads.drain(..).collect();
+        let first = tx.owed;
+        tx.owed += pending.len() as u64 + 1;
+        // Replies come back in the order requests were sent: wait for this call's turn. When
+        // it is already here (the common, single-threaded case) the write and the read share
+        // one turn of the runtime.
+        match self.rx.try_lock() {
+            Ok(rx) if rx.next == first => self.finish_call(
+                rx,
+                &pending,
+                out,
+                Some(Box::pin(write_frames(tx, payload, large))),
+            ),
+            other => {
+                drop(other);
+                self.block_on(write_frames(tx, payload, large))
+                    .map_err(|e| self.lost(e))?;
+                let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+                while rx.next != first {
+                    self.check()?;
+                    rx = self.turn.wait(rx).unwrap_or_else(|e| e.into_inner());
+                }
+                self.finish_call(rx, &pending, out, None)
+            }
+        }
+    }
+
+    /// Reads this call's replies (its turn has come), after completing its write if that is
+    /// still to do, all in one turn of the runtime.
+    fn finish_call<'a>(
+        &self,
+        mut rx: MutexGuard<'_, Receiver>,
+        pending: &[(usize, usize)],
+        out: &mut [u8],
+        write: Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>,
+        >,
+    ) -> ShimResult<Reply> {
+        let recv = &mut rx.recv;
         let r = self.block_on(async {
-            io.send.write_all(&batch).await.map_err(|e| e.to_string())?;
-            if large {
-                io.send
-                    .write_all(payload)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            if let Some(w) = write {
+                w.await?;
             }
             let mut deferred = None;
-            for &(dst, len) in &pending {
+            for &(dst, len) in pending {
                 // SAFETY: post_read's caller keeps the destination valid until now.
                 let out = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
-                let reply = read_reply(&mut io.recv, out).await?;
+                let reply = read_reply(recv, out).await?;
                 if reply.status != 0 && deferred.is_none() {
                     deferred = Some(reply);
                 }
             }
-            let reply = read_reply(&mut io.recv, out).await?;
+            let reply = read_reply(recv, out).await?;
             Ok::<_, String>(match deferred {
                 // An earlier asynchronous copy failed: report it here, as CUDA reports
                 // asynchronous errors at the next synchronising call.
@@ -331,10 +386,10 @@ impl Client {
                 _ => reply,
             })
         });
-        // Keep the batch's allocation for the next calls.
-        io.batch = batch;
-        io.batch.clear();
-        let reply = r.map_err(|e| self.lost(io, e))?;
+        rx.next += pending.len() as u64 + 1;
+        drop(rx);
+        self.turn.notify_all();
+        let reply = r.map_err(|e| self.lost(e))?;
         deliver_output(&reply.output);
         if reply.status != 0 {
             return Err(ShimError::new(
@@ -358,6 +413,26 @@ impl Client {
             let _ = rx.recv_timeout(Duration::from_millis(300));
         }
     }
+}
+
+/// Writes the queued frames (and a large payload after them), then releases the sender so
+/// other threads can queue work while this call waits for its reply.
+async fn write_frames<'a>(
+    mut tx: MutexGuard<'a, Sender>,
+    payload: &'a [u8],
+    large: bool,
+) -> Result<(), String> {
+    let tx = &mut *tx;
+    let r = async {
+        tx.send.write_all(&tx.batch).await?;
+        if large {
+            tx.send.write_all(payload).await?;
+        }
+        Ok::<_, quinn::WriteError>(())
+    }
+    .await;
+    tx.batch.clear();
+    r.map_err(|e| e.to_string())
 }
 
 /// Reads one reply frame, its payload (if any) into `out`.

@@ -265,3 +265,15 @@ fn a_client_cannot_allocate_past_its_quota_and_others_are_unaffected() {
     let (free, total) = free_memory(&server);
     assert_eq!(free, total, "the refused client holds nothing");
 }
+
+#[test]
+fn threads_sharing_a_context_each_get_their_own_replies() {
+    let server = Server::start();
+    let prog = c_program_with("threads", &["-lpthread"]);
+    let out = server.run(&prog, &[]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("threads: all passed"),
+        "{t}"
+    );
+}
