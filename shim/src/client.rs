@@ -417,6 +417,11 @@ impl Client {
 
 /// Writes the queued frames (and a large payload after them), then releases the sender so
 /// other threads can queue work while this call waits for its reply.
+///
+/// The sender's lock is held across the writes on purpose: frames must leave in the order
+/// they were queued. The future runs to completion in `block_on` on the locking thread, which
+/// takes no other lock meanwhile.
+#[allow(clippy::await_holding_lock)]
 async fn write_frames<'a>(
     mut tx: MutexGuard<'a, Sender>,
     payload: &'a [u8],
@@ -434,6 +439,10 @@ async fn write_frames<'a>(
     tx.batch.clear();
     r.map_err(|e| e.to_string())
 }
+
+/// A call's write, still to be driven together with its read.
+type PendingWrite<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
 
 /// Reads one reply frame, its payload (if any) into `out`.
 async fn read_reply(recv: &mut RecvStream, out: &mut [u8]) -> Result<Reply, String> {
