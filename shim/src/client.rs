@@ -357,9 +357,7 @@ impl Client {
         mut rx: MutexGuard<'_, Receiver>,
         pending: &[(usize, usize)],
         out: &mut [u8],
-        write: Option<
-            std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>,
-        >,
+        write: Option<PendingWrite<'a>>,
     ) -> ShimResult<Reply> {
         let recv = &mut rx.recv;
         let r = self.block_on(async {
