@@ -48,6 +48,8 @@ pub struct Alloc {
     pub size: u64,
     pub ctx: u64,
     pub device: i32,
+    /// The module whose global this is; `None` for memory the application allocated.
+    pub module: Option<u64>,
 }
 
 /// Page-locked host memory: allocated by the shim (`cuMemHostAlloc`) or registered by the app.

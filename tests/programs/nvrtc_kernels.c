@@ -13,8 +13,9 @@ static const char *SRC =
     "extern \"C\" __device__ void __assertfail(const char *, const char *, unsigned, const char *, unsigned long);\n"
     "#define assert(e) ((e) ? (void)0 : __assertfail(#e, __FILE__, __LINE__, __func__, 1))\n"
     "struct Affine { float a; float b; int n; };\n"
+    "__device__ int launches;\n"
     "extern \"C\" __global__ void saxpy(float a, const float *x, float *y, int n) {\n"
-    "  int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a * x[i] + y[i]; }\n"
+    "  int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a * x[i] + y[i]; if (i == 0) atomicAdd(&launches, 1); }\n"
     "extern \"C\" __global__ void affine(Affine p, float *y) {\n"
     "  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) y[i] = p.a * y[i] + p.b; }\n"
     "extern \"C\" __global__ void block_sum(const int *x, int *out, int n) {\n"
@@ -100,7 +101,20 @@ int main(int argc, char **argv) {
         EXPECT(regs > 0, "max threads %d", regs);
         /* A launch with a bad geometry is refused at once. */
         EXPECT_ERR(cuLaunchKernel(saxpy, 1, 1, 1, 2048, 1, 1, 0, 0, args, NULL), CUDA_ERROR_INVALID_VALUE);
+        /* A module global: found by name, readable and writable, but not freeable. */
+        CUdeviceptr g; size_t gsize; int count = 0, seven = 7;
+        CHECK(cuModuleGetGlobal(&g, &gsize, mod, "launches"));
+        EXPECT(gsize == 4, "global size %zu", gsize);
+        CHECK(cuMemcpyDtoH(&count, g, 4));
+        EXPECT(count == 1, "saxpy ran %d times", count);
+        CHECK(cuMemcpyHtoD(g, &seven, 4));
+        CHECK(cuMemcpyDtoH(&count, g, 4));
+        EXPECT(count == 7, "global reads back %d", count);
+        EXPECT_ERR(cuMemFree(g), CUDA_ERROR_INVALID_VALUE);
+        EXPECT_ERR(cuModuleGetGlobal(&g, &gsize, mod, "no_such_global"), CUDA_ERROR_NOT_FOUND);
         CHECK(cuModuleUnload(mod));
+        /* Once its module is gone, the global is no longer memory. */
+        EXPECT_ERR(cuMemcpyDtoH(&count, g, 4), CUDA_ERROR_INVALID_VALUE);
         return finish("nvrtc_kernels compute");
     }
     if (!strcmp(mode, "printf")) {

@@ -43,6 +43,7 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
                 size: size as u64,
                 ctx,
                 device,
+                module: None,
             },
         )
     });
@@ -81,12 +82,12 @@ pub unsafe fn alloc_pitch(
 
 pub fn free(ptr: u64) -> ShimResult<()> {
     let ctx = state::with(|s| match s.allocs.get(&ptr) {
-        Some(a) => {
+        Some(a) if a.module.is_none() => {
             let ctx = a.ctx;
             s.allocs.remove(&ptr);
             Ok(ctx)
         }
-        None => Err(invalid(format!(
+        _ => Err(invalid(format!(
             "{ptr:#x} is not the start of a device allocation"
         ))),
     })?;

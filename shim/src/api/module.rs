@@ -117,6 +117,20 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
             "server answered a module load without its contents",
         ));
     };
+    // Globals are device memory the application may copy to (cudaMemcpyToSymbol): the local
+    // mirror checks copies against them as against allocations, until the module goes.
+    state::with(|s| {
+        let device = s.contexts.get(&ctx).map_or(0, |c| c.device);
+        for g in &globals {
+            let alloc = state::Alloc {
+                size: g.size,
+                ctx,
+                device,
+                module: Some(module),
+            };
+            s.allocs.insert(g.addr, alloc);
+        }
+    });
     with(|m| {
         m.uploaded.insert(hash);
         m.modules.insert(
@@ -209,6 +223,7 @@ pub fn unload(module: *mut c_void) -> ShimResult<()> {
         m.functions.retain(|_, f| f.module != h);
         Ok::<_, ShimError>(md.ctx)
     })?;
+    state::with(|s| s.allocs.retain(|_, a| a.module != Some(h)));
     client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
 }
 
@@ -285,16 +300,6 @@ pub unsafe fn get_global(
             .map(|g| (g.addr, g.size))
             .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no global named {name}")))
     })?;
-    // Globals are device memory the application may copy to (cudaMemcpyToSymbol).
-    state::with(|s| {
-        let ctx = with(|m| m.modules.get(&h).map(|md| md.ctx)).unwrap_or(0);
-        let device = s.contexts.get(&ctx).map_or(0, |c| c.device);
-        s.allocs.entry(addr).or_insert(state::Alloc {
-            size: sz,
-            ctx,
-            device,
-        });
-    });
     // SAFETY: out-pointers from C; either may be NULL.
     unsafe {
         if !dptr.is_null() {
