@@ -149,6 +149,28 @@ int main(int argc, char **argv) {
         printf("sticky sync %d\n", (int)cuCtxSynchronize());
         return 0;
     }
+    if (!strcmp(mode, "bad-modules")) {
+        /* Malformed PTX: 218 with the line in the JIT error log. */
+        const char *bad = ".version 8.0\n.target sm_80\n.address_size 64\n"
+                          ".visible .entry k(.param .u64 p)\n{\n  .reg .b32 %r<2>;\n  mov.b32 %r1, ;\n  ret;\n}\n";
+        char log[512] = {0};
+        CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+        void *vals[] = {log, (void *)(uintptr_t)sizeof log};
+        CUmodule m;
+        CUresult r = cuModuleLoadDataEx(&m, bad, 2, opts, vals);
+        printf("bad ptx %d log: %s\n", (int)r, log);
+        /* An instruction the emulated GPU does not implement: 801 naming it. */
+        const char *tex = ".version 8.0\n.target sm_80\n.address_size 64\n"
+                          ".visible .entry k(.param .u64 t)\n{\n  .reg .f32 %f<5>;\n  .reg .b64 %rd<2>;\n"
+                          "  ld.param.u64 %rd1, [t];\n  tex.1d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1}];\n  ret;\n}\n";
+        memset(log, 0, sizeof log);
+        r = cuModuleLoadDataEx(&m, tex, 2, opts, vals);
+        printf("unsupported %d log: %s\n", (int)r, log);
+        /* The context is fine afterwards: these are load errors, not device faults. */
+        CUdeviceptr q;
+        printf("after alloc %d\n", (int)cuMemAlloc(&q, 16));
+        return 0;
+    }
     printf("unknown mode %s\n", mode);
     return 2;
 }
