@@ -76,6 +76,20 @@ pub trait DeviceSession: Send {
         width: u64,
         height: u64,
     ) -> CuResult<()>;
+    /// Copies between devices by staging through the host in chunks (a peer copy where the
+    /// devices cannot reach each other's memory).
+    fn copy_through_host(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()> {
+        let mut buf = vec![0u8; size.min(1 << 20) as usize];
+        let mut off = 0;
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            self.read(src + off, &mut buf[..n])?;
+            self.write(dst + off, &buf[..n])?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
     /// Waits for all work of the session (a no-op where execution is synchronous).
     fn synchronize(&mut self) -> CuResult<()>;
     /// Loads a module image (PTX, fatbin, cubin) on `device` under the client's handle;

@@ -159,16 +159,7 @@ impl DeviceSession for EmulatedSession {
         if std::ptr::eq(ds, ss) {
             return ds.copy(dst, src, size).map_err(mem_error);
         }
-        // Between devices (peer copy): stage through the host in chunks.
-        let mut buf = vec![0u8; size.min(1 << 20) as usize];
-        let mut off = 0;
-        while off < size {
-            let n = (size - off).min(buf.len() as u64) as usize;
-            ss.read(src + off, &mut buf[..n]).map_err(mem_error)?;
-            ds.write(dst + off, &buf[..n]).map_err(mem_error)?;
-            off += n as u64;
-        }
-        Ok(())
+        self.copy_through_host(dst, src, size)
     }
 
     fn memset(

@@ -82,9 +82,21 @@ fn bad_ptx_is_218_with_the_line_and_unsupported_instructions_are_801_by_name() {
     let out = server.run(&nvrtc_program(), &["bad-modules"]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    let bad = t.lines().find(|l| l.starts_with("bad ptx ")).unwrap_or_default();
-    assert!(bad.starts_with("bad ptx 218 ") && bad.contains("line 7"), "{t}");
-    let unsupported = t.lines().find(|l| l.starts_with("unsupported ")).unwrap_or_default();
-    assert!(unsupported.starts_with("unsupported 801 ") && unsupported.contains("tex"), "{t}");
+    let bad = t
+        .lines()
+        .find(|l| l.starts_with("bad ptx "))
+        .unwrap_or_default();
+    assert!(
+        bad.starts_with("bad ptx 218 ") && bad.contains("line 7"),
+        "{t}"
+    );
+    let unsupported = t
+        .lines()
+        .find(|l| l.starts_with("unsupported "))
+        .unwrap_or_default();
+    assert!(
+        unsupported.starts_with("unsupported 801 ") && unsupported.contains("tex"),
+        "{t}"
+    );
     assert!(t.contains("after alloc 0"), "{t}");
 }

@@ -71,8 +71,6 @@ const LAUNCH_PARAM_BUFFER_SIZE: *mut c_void = ptr::without_provenance_mut(2);
 const MAX_PARAMS: usize = 32 * 1024;
 /// Tries at placing one reservation inside the window before placing it anywhere.
 const MAX_RESERVE_ATTEMPTS: u32 = 48;
-/// Chunk size when a copy between two devices is staged through the host.
-const STAGING: usize = 1 << 20;
 
 /// The real GPUs of this machine, or why there are none. Never panics.
 pub fn probe() -> Result<Arc<dyn Backend>, String> {
@@ -804,17 +802,8 @@ impl DeviceSession for CudaSession {
                 "cuMemcpyDtoD",
             );
         }
-        // Between devices: VMM mappings are accessible only to their own device, so stage
-        // through the host.
-        let mut buf = vec![0u8; (size as usize).min(STAGING)];
-        let mut off = 0u64;
-        while off < size {
-            let n = ((size - off) as usize).min(buf.len());
-            self.read(src + off, &mut buf[..n])?;
-            self.write(dst + off, &buf[..n])?;
-            off += n as u64;
-        }
-        Ok(())
+        // Between devices: VMM mappings are accessible only to their own device.
+        self.copy_through_host(dst, src, size)
     }
 
     fn memset(
