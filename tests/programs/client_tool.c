@@ -4,6 +4,7 @@
  *                        stdin, then read them back and print the CUresult as "after N"
  *   copy-loop            allocate 64 MiB and copy into it forever (to be killed mid-copy)
  *   steal PTR            try to read, write and free another client's pointer; print codes
+ *   peer                 copy between allocations on devices 0 and 1 (a two-device server)
  */
 #include <cuda.h>
 #include "check.h"
@@ -50,6 +51,22 @@ int main(int argc, char **argv) {
         fill(h, n, 5);
         printf("copying\n");
         for (;;) CHECK(cuMemcpyHtoD(d, h, n));
+    }
+    if (!strcmp(argv[1], "peer")) {
+        CUdevice d1;
+        CUcontext c1;
+        CHECK(cuDeviceGet(&d1, 1));
+        CUdeviceptr a, b;
+        unsigned char in[4096], out[4096];
+        fill(in, sizeof in, 3);
+        CHECK(cuMemAlloc(&a, sizeof in));              /* device 0 */
+        CHECK(cuMemcpyHtoD(a, in, sizeof in));
+        CHECK(cuCtxCreate(&c1, 0, d1));
+        CHECK(cuMemAlloc(&b, sizeof in));              /* device 1 */
+        CHECK(cuMemcpyDtoD(b, a, sizeof in));          /* unified addressing: across devices */
+        CHECK(cuMemcpyDtoH(out, b, sizeof out));
+        printf("peer copy %s, distinct %d\n", memcmp(in, out, sizeof in) ? "differs" : "matches", a != b);
+        return 0;
     }
     if (!strcmp(argv[1], "steal") && argc > 2) {
         CUdeviceptr p = (CUdeviceptr)strtoull(argv[2], NULL, 0);

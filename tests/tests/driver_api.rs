@@ -277,3 +277,14 @@ fn threads_sharing_a_context_each_get_their_own_replies() {
         "{t}"
     );
 }
+
+#[test]
+fn copies_between_two_devices_of_one_server() {
+    let server = Server::start_with(&["--devices", "2"]);
+    let out = server.run(&c_program("client_tool"), &["peer"]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("peer copy matches, distinct 1"),
+        "{t}"
+    );
+}
