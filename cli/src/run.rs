@@ -116,13 +116,15 @@ fn link_dir(shim: &Path, base: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn prepend(var: &str, value: &Path, sep: &str) -> OsString {
-    let mut v = OsString::from(value);
-    if let Some(old) = std::env::var_os(var).filter(|o| !o.is_empty()) {
-        v.push(sep);
-        v.push(old);
-    }
-    v
+/// `values`, then the variable's current value, joined with `:`.
+fn prepend(var: &str, values: &[&Path]) -> OsString {
+    let old = std::env::var_os(var).filter(|o| !o.is_empty());
+    let parts: Vec<OsString> = values
+        .iter()
+        .map(|v| v.as_os_str().to_owned())
+        .chain(old)
+        .collect();
+    parts.join(std::ffi::OsStr::new(":"))
 }
 
 /// Whether the server offers emulated GPUs (asked with a handshake; false if it cannot be
@@ -181,8 +183,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..])
         .env("REMORA_CONNECTION", &conn)
-        .env("LD_PRELOAD", prepend("LD_PRELOAD", &shim, ":"))
-        .env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &libs, ":"));
+        .env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &[&libs]));
+    let mut preload = vec![shim.as_path()];
+    let no_jitlink = shim.with_file_name("libremora_nvjitlink_off.so");
     if embedded.is_some() || serves_emulated(&conn) {
         for (k, v) in EMULATED_ENV {
             if std::env::var_os(k).is_none() {
@@ -192,18 +195,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         // JIT linkers that emit machine code (nvJitLink) are of no use to an emulated GPU:
         // preload an empty stand-in so clients (numba-cuda, cuda-core) link through the
         // driver's cuLink*, which yields PTX.
-        let no_jitlink = shim.with_file_name("libremora_nvjitlink_off.so");
         if no_jitlink.exists() {
-            let mut preload = OsString::from(&shim);
-            preload.push(":");
             preload.push(&no_jitlink);
-            if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
-                preload.push(":");
-                preload.push(old);
-            }
-            cmd.env("LD_PRELOAD", preload);
         }
     }
+    cmd.env("LD_PRELOAD", prepend("LD_PRELOAD", &preload));
     let status = cmd
         .status()
         .with_context(|| format!("running {:?}", args.command[0]))?;

@@ -3,7 +3,6 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use support::*;
 
@@ -60,5 +59,4 @@ fn backend_auto_falls_back_to_emulated_without_a_gpu() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.contains("emulated"), "{line}");
-    std::thread::sleep(Duration::from_millis(10));
 }

@@ -49,19 +49,7 @@ fn without_the_shim_the_program_finds_no_driver() {
 #[test]
 fn wrong_token_is_refused_with_a_reason() {
     let server = Server::start();
-    let bad = server.dir.0.join("bad-token");
-    let good = std::fs::read_to_string(&server.connection).unwrap();
-    let replaced: Vec<String> = good
-        .lines()
-        .map(|l| {
-            if l.starts_with("token") {
-                "token = not-the-token".into()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    std::fs::write(&bad, replaced.join("\n")).unwrap();
+    let bad = server.connection_with("token", "not-the-token");
     let out = std::process::Command::new(remora())
         .args(["run", "--connection"])
         .arg(&bad)
@@ -80,19 +68,7 @@ fn wrong_token_is_refused_with_a_reason() {
 #[test]
 fn wrong_certificate_is_refused_with_a_reason() {
     let server = Server::start();
-    let bad = server.dir.0.join("bad-cert");
-    let good = std::fs::read_to_string(&server.connection).unwrap();
-    let replaced: Vec<String> = good
-        .lines()
-        .map(|l| {
-            if l.starts_with("cert_sha256") {
-                format!("cert_sha256 = {}", "ab".repeat(32))
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    std::fs::write(&bad, replaced.join("\n")).unwrap();
+    let bad = server.connection_with("cert_sha256", &"ab".repeat(32));
     let out = std::process::Command::new(remora())
         .args(["devices", "--connection"])
         .arg(&bad)

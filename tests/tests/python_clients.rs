@@ -3,9 +3,19 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use support::*;
+
+/// NVIDIA's nvJitLink made findable, as it is in an ordinary install.
+fn library_path() -> String {
+    format!(
+        "{}:{}/nvidia/nvjitlink/lib",
+        cuda_env("CUDA12_LIB"),
+        cuda_env("CUDA_PY")
+    )
+}
 
 fn python(server: &Server, script: &str) -> std::process::Output {
     nvjitlink_off();
@@ -25,21 +35,12 @@ fn python(server: &Server, script: &str) -> std::process::Output {
         .env("CUDA_PATH", &cuda_path)
         // Make NVIDIA's nvJitLink findable, as it is in an ordinary install: numba-cuda would
         // then link to machine code, unless `remora run` steers it to the driver's linker.
-        .env(
-            "LD_LIBRARY_PATH",
-            format!(
-                "{}:{}/nvidia/nvjitlink/lib",
-                cuda_env("CUDA12_LIB"),
-                cuda_env("CUDA_PY")
-            ),
-        )
+        .env("LD_LIBRARY_PATH", library_path())
         .env("CUPY_CACHE_DIR", target_dir().join("cupy-cache"))
         .env("NUMBA_CACHE_DIR", target_dir().join("numba-cache"))
         .output()
         .unwrap()
 }
-
-use std::path::Path;
 
 #[test]
 fn cupy_elementwise_kernels_and_reductions_match_numpy() {
@@ -86,14 +87,7 @@ fn numba_linking_with_nvjitlink_gets_the_no_ptx_message() {
         .arg(dir.join("test_numba.py"))
         .env("LD_PRELOAD", shim())
         .env("REMORA_CONNECTION", &server.connection)
-        .env(
-            "LD_LIBRARY_PATH",
-            format!(
-                "{}:{}/nvidia/nvjitlink/lib",
-                cuda_env("CUDA12_LIB"),
-                cuda_env("CUDA_PY")
-            ),
-        )
+        .env("LD_LIBRARY_PATH", library_path())
         .output()
         .unwrap();
     let t = text(&out);

@@ -191,6 +191,24 @@ impl Server {
         }
     }
 
+    /// A copy of the connection file with one `key = value` line replaced.
+    pub fn connection_with(&self, key: &str, value: &str) -> PathBuf {
+        let path = self.dir.0.join(format!("connection-{key}"));
+        let good = std::fs::read_to_string(&self.connection).unwrap();
+        let edited: Vec<String> = good
+            .lines()
+            .map(|l| {
+                if l.starts_with(key) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&path, edited.join("\n")).unwrap();
+        path
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
