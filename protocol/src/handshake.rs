@@ -120,6 +120,109 @@ pub fn token_matches(expected: &str, got: &[u8]) -> bool {
     e.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+
+/// The client's side of the handshake: send [`ClientHandshake::hello`], then feed what the
+/// server sends until [`ClientHandshake::poll`] gives its answer. Bytes after the server's
+/// hello belong to the call pipeline and are handed back with it.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    buf: Vec<u8>,
+}
+
+/// A completed client handshake.
+#[derive(Debug)]
+pub struct Accepted {
+    pub info: ServerInfo,
+    /// Bytes that arrived after the server's hello.
+    pub rest: Vec<u8>,
+}
+
+impl ClientHandshake {
+    /// The handshake, and the hello to send.
+    pub fn new(token: &str) -> (Self, Vec<u8>) {
+        (Self { buf: Vec::new() }, client_hello(token))
+    }
+
+    /// The server's answer once its hello is complete, `None` while more bytes are needed.
+    pub fn poll(&mut self, bytes: &[u8]) -> Option<Result<Accepted, HandshakeError>> {
+        self.buf.extend_from_slice(bytes);
+        let prefix: &[u8; 13] = self.buf.get(..13)?.try_into().ok()?;
+        let (version, outcome, len) = match parse_server_hello_prefix(prefix) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let body = self.buf.get(13..13 + len)?;
+        Some(
+            finish_server_hello(version, outcome, body).map(|info| Accepted {
+                info,
+                rest: self.buf[13 + len..].to_vec(),
+            }),
+        )
+    }
+}
+
+/// What the server decided about a client's hello.
+#[derive(Debug)]
+pub enum ServerDecision {
+    /// Send `reply`; the session begins. `rest` is what the client sent after its hello.
+    Accept { reply: Vec<u8>, rest: Vec<u8> },
+    /// Send `reply`, then close: `why` is for the server's log.
+    Refuse { reply: Vec<u8>, why: String },
+}
+
+/// The server's side of the handshake. Its policy: the token is checked before anything else,
+/// the version included, so an unauthenticated peer learns nothing but that it was refused.
+#[derive(Debug)]
+pub struct ServerHandshake {
+    token: String,
+    accept: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl ServerHandshake {
+    pub fn new(token: &str, info: &ServerInfo) -> Self {
+        Self {
+            token: token.to_string(),
+            accept: server_accept(info),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The decision once the client's hello is complete; `Err` for bytes that are not a
+    /// Remora hello at all (close without answering), `None` while more bytes are needed.
+    pub fn poll(&mut self, bytes: &[u8]) -> Option<Result<ServerDecision, HandshakeError>> {
+        self.buf.extend_from_slice(bytes);
+        let prefix: &[u8; 10] = self.buf.get(..10)?.try_into().ok()?;
+        let (version, len) = match parse_client_hello_prefix(prefix) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let token = self.buf.get(10..10 + len)?;
+        let decision = if !token_matches(&self.token, token) {
+            ServerDecision::Refuse {
+                reply: server_hello(
+                    Outcome::BadToken,
+                    b"invalid token: check the connection file's token",
+                ),
+                why: "invalid token".into(),
+            }
+        } else if version != PROTOCOL_VERSION {
+            let why =
+                format!("server speaks Remora protocol {PROTOCOL_VERSION}, client speaks {version}");
+            ServerDecision::Refuse {
+                reply: server_hello(Outcome::VersionMismatch, why.as_bytes()),
+                why,
+            }
+        } else {
+            ServerDecision::Accept {
+                reply: std::mem::take(&mut self.accept),
+                rest: self.buf[10 + len..].to_vec(),
+            }
+        };
+        Some(Ok(decision))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +277,50 @@ mod tests {
             parse_client_hello_prefix(b"HTTP/1.1 2"),
             Err(HandshakeError::NotRemora)
         );
+    }
+
+    fn run(token: &str, server_token: &str, tweak: impl Fn(&mut Vec<u8>)) -> Result<Accepted, HandshakeError> {
+        let (mut client, mut hello) = ClientHandshake::new(token);
+        tweak(&mut hello);
+        let n = hello.len();
+        hello.extend_from_slice(b"first request");
+        let mut server = ServerHandshake::new(server_token, &info());
+        // Byte by byte: the server may not decide before the hello is whole.
+        for b in &hello[..n - 1] {
+            if let Some(d) = server.poll(std::slice::from_ref(b)) {
+                assert!(d.is_err(), "decided early");
+                return Err(d.unwrap_err());
+            }
+        }
+        let decision = server.poll(&hello[n - 1..]);
+        let reply = match decision.expect("a whole hello decides") {
+            Ok(ServerDecision::Accept { reply, rest }) => {
+                assert_eq!(rest, b"first request", "bytes after the hello are kept");
+                reply
+            }
+            Ok(ServerDecision::Refuse { reply, .. }) => reply,
+            Err(e) => return Err(e),
+        };
+        let (last, most) = reply.split_last().unwrap();
+        assert!(client.poll(most).is_none());
+        client.poll(std::slice::from_ref(last)).unwrap()
+    }
+
+    #[test]
+    fn state_machines_accept_the_right_token() {
+        let a = run("secret", "secret", |_| {}).unwrap();
+        assert_eq!(a.info, info());
+        assert!(a.rest.is_empty());
+    }
+
+    #[test]
+    fn state_machines_refuse_a_wrong_token_before_looking_at_the_version() {
+        let bump = |h: &mut Vec<u8>| h[4..8].copy_from_slice(&77u32.to_le_bytes());
+        let e = run("guess", "secret", bump).unwrap_err();
+        assert!(matches!(e, HandshakeError::BadToken(ref m) if m.contains("invalid token")), "{e}");
+        let e = run("secret", "secret", bump).unwrap_err();
+        assert_eq!(e, HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: PROTOCOL_VERSION });
+        let e = run("secret", "secret", |h| h[0] = b'X').unwrap_err();
+        assert_eq!(e, HandshakeError::NotRemora);
     }
 }

@@ -1,26 +1,32 @@
-//! Remora's wire protocol.
+//! Remora's wire protocol, sans-IO (quinn-proto is the model).
 //!
-//! The messages a client (the shim) and a server exchange, how they are framed, the versioned
-//! handshake that opens every connection, the connection file a server writes for its clients,
-//! and (in [`endpoint`], the only module that touches sockets) the QUIC/TLS set-up both sides
-//! share. Everything except [`endpoint`] is sans-IO: bytes in, bytes out, tested without a
-//! network.
+//! The messages a client (the shim, or a pool reaching its members) and a server exchange
+//! ([`messages`]), how they are framed ([`frame`], one decoder for both ends), the versioned
+//! handshake as two small state machines ([`handshake`]), and the two ends of the call
+//! pipeline as state machines driven by bytes: [`ClientConn`] (batching, call classes, reply
+//! order, pending device-to-host reads, deferred errors) and [`ServerConn`] (typed calls and
+//! payload chunks in, replies out). Also the connection file a server writes for its clients.
 //!
-//! This crate knows nothing of CUDA execution: it carries handles, addresses and byte counts,
-//! and CUDA status codes as the open newtype [`CuStatus`].
+//! This crate does no I/O on networks and has no async runtime: `remora-transport` pumps these
+//! state machines over QUIC, and the tests here pump them through memory. It knows nothing of
+//! CUDA execution: it carries handles, addresses and byte counts, and CUDA status codes as the
+//! open newtype [`CuStatus`].
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod connection;
-pub mod endpoint;
 pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 pub mod messages;
+pub mod server;
 pub mod status;
 
+pub use client::{ClientConn, ConnError, Flush, Sink, Ticket};
 pub use connection::ConnectionFile;
-pub use frame::{Frame, FrameDecoder, FrameError, FramePrefix};
+pub use frame::{FrameDecoder, FrameError, FrameEvent, FramePrefix};
 pub use messages::{Reply, ReplyBody, Request};
+pub use server::{ServerConn, ServerEvent};
 pub use status::CuStatus;
 
 /// Bumped whenever a message changes shape: peers of different versions refuse each other in

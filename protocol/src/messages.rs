@@ -164,6 +164,12 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the request's frame carries bytes after it (host-to-device data, a module
+    /// image). Every other request's payload is ignored.
+    pub fn carries_payload(&self) -> bool {
+        matches!(self, Request::MemcpyHtoD { .. } | Request::ModuleLoad { .. })
+    }
+
     /// The name used in logs and error messages.
     pub fn name(&self) -> &'static str {
         match self {

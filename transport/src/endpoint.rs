@@ -1,4 +1,4 @@
-//! QUIC endpoints with TLS 1.3 for both sides, tuned as `TRANSPORT.md` measured.
+//! QUIC endpoints with TLS 1.3 for both sides, tuned as measured on loopback (docs/ARCHITECTURE.md).
 //!
 //! The server presents a self-signed certificate it made at first start; the client trusts
 //! exactly that certificate, pinned by its SHA-256 in the connection file, and nothing else.
@@ -144,7 +144,7 @@ pub fn server(addr: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Endpoi
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![CertificateDer::from(id.cert_der.clone())], key)?;
-    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    tls.alpn_protocols = vec![remora_protocol::ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| EndpointError::Quic(e.to_string()))?;
@@ -174,7 +174,7 @@ pub fn client(server_addr: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoi
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    tls.alpn_protocols = vec![remora_protocol::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
@@ -253,58 +253,4 @@ impl ServerCertVerifier for PinnedCert {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// A connected, authenticated client: the call stream and the server's facts.
-pub struct ClientConnection {
-    pub endpoint: quinn::Endpoint,
-    pub conn: quinn::Connection,
-    pub send: quinn::SendStream,
-    pub recv: quinn::RecvStream,
-    pub info: crate::messages::ServerInfo,
-}
-
-/// Connects to the server a connection file names, pins its certificate, presents the token
-/// and completes the versioned handshake. Must be polled with a tokio runtime entered.
-/// Errors are sentences for a person.
-pub async fn connect(
-    file: &crate::ConnectionFile,
-    timeout: Duration,
-) -> Result<ClientConnection, String> {
-    use crate::handshake;
-    let addr = file.address;
-    let fail =
-        |e: &dyn std::fmt::Display| format!("cannot connect to the Remora server at {addr}: {e}");
-    let endpoint = client(addr, file.cert_sha256).map_err(|e| fail(&e))?;
-    let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| fail(&e))?;
-    let conn = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| fail(&format!("no answer within {timeout:?}")))?
-        .map_err(|e| fail(&e))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&e))?;
-    let exchange = async {
-        send.write_all(&handshake::client_hello(&file.token))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut p = [0u8; 13];
-        recv.read_exact(&mut p).await.map_err(|e| e.to_string())?;
-        let (version, outcome, len) =
-            handshake::parse_server_hello_prefix(&p).map_err(|e| e.to_string())?;
-        let mut body = vec![0u8; len];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-        handshake::finish_server_hello(version, outcome, &body).map_err(|e| e.to_string())
-    };
-    let info = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| fail(&"no handshake reply"))?
-        .map_err(|e| format!("Remora server at {addr}: {e}"))?;
-    Ok(ClientConnection {
-        endpoint,
-        conn,
-        send,
-        recv,
-        info,
-    })
 }

@@ -1,0 +1,426 @@
+//! The two ends of the call pipeline, pumped through memory (quinn's `Pair` is the model): no
+//! sockets, no runtime, every byte boundary under the test's control.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use remora_protocol::handshake::{ClientHandshake, HandshakeError, ServerDecision, ServerHandshake};
+use remora_protocol::messages::{DeviceInfo, ReplyBody, ServerInfo};
+use remora_protocol::{
+    ClientConn, ConnError, CuStatus, Flush, Reply, Request, ServerConn, ServerEvent, Sink, Ticket,
+};
+
+/// A server with a toy memory: enough to give replies meaning, errors included.
+#[derive(Default)]
+struct Toy {
+    conn: ServerConn,
+    mem: BTreeMap<u64, Vec<u8>>,
+    next: u64,
+    deferred: Option<Reply>,
+    /// (request name, wanted a reply) in arrival order.
+    seen: Vec<(&'static str, bool)>,
+    /// The call whose payload is arriving: (destination, offset).
+    writing: Option<(u64, u64)>,
+}
+
+impl Toy {
+    fn find(&mut self, ptr: u64, len: u64) -> Option<(&mut Vec<u8>, usize)> {
+        let (&base, buf) = self.mem.range_mut(..=ptr).next_back()?;
+        let off = (ptr - base) as usize;
+        (off as u64 + len <= buf.len() as u64).then_some((buf, off))
+    }
+
+    fn fault(what: &str) -> Reply {
+        Reply::error(CuStatus::INVALID_VALUE, what)
+    }
+
+    fn run(&mut self, bytes: &[u8]) {
+        self.conn.feed(Bytes::copy_from_slice(bytes));
+        while let Some(ev) = self.conn.poll_event().expect("well-formed requests") {
+            match ev {
+                ServerEvent::Call {
+                    req, wants_reply, ..
+                } => {
+                    self.seen.push((req.name(), wants_reply));
+                    let (result, data) = self.apply(req);
+                    if wants_reply {
+                        let r = match (result, self.deferred.take()) {
+                            (r, None) => r,
+                            (r, Some(_)) if r.status != 0 => r,
+                            (_, Some(d)) => d,
+                        };
+                        self.conn.reply(&r, data.len() as u64);
+                        self.conn.reply_data().extend_from_slice(&data);
+                    } else if result.status != 0 {
+                        self.deferred.get_or_insert(result);
+                    }
+                }
+                ServerEvent::Payload { chunk, last } => {
+                    let (dst, off) = self.writing.expect("payload only after a copy");
+                    if let Some((buf, o)) = self.find(dst + off, chunk.len() as u64) {
+                        buf[o..o + chunk.len()].copy_from_slice(&chunk);
+                    }
+                    self.writing = (!last).then_some((dst, off + chunk.len() as u64));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, req: Request) -> (Reply, Vec<u8>) {
+        match req {
+            Request::MemAlloc { size, .. } => {
+                let ptr = 0x1000_0000 + self.next;
+                self.next += size.next_multiple_of(256);
+                self.mem.insert(ptr, vec![0; size as usize]);
+                (Reply::ok(ReplyBody::Ptr { ptr }), vec![])
+            }
+            Request::MemcpyHtoD { dst, .. } => {
+                self.writing = Some((dst, 0));
+                (Reply::ok(ReplyBody::None), vec![])
+            }
+            Request::MemcpyDtoH { src, size, .. } => match self.find(src, size) {
+                Some((buf, o)) => (
+                    Reply::ok(ReplyBody::Data),
+                    buf[o..o + size as usize].to_vec(),
+                ),
+                None => (Self::fault("bad read"), vec![]),
+            },
+            Request::Memset {
+                dst, value, width, ..
+            } => match self.find(dst, width) {
+                Some((buf, o)) => {
+                    buf[o..o + width as usize].fill(value as u8);
+                    (Reply::ok(ReplyBody::None), vec![])
+                }
+                None => (Self::fault("bad memset"), vec![]),
+            },
+            _ => (Reply::ok(ReplyBody::None), vec![]),
+        }
+    }
+}
+
+/// Host memory for device-to-host data: destination addresses are keys.
+#[derive(Default)]
+struct Host(BTreeMap<u64, Vec<u8>>);
+
+impl Sink for Host {
+    fn write(&mut self, dst: u64, offset: u64, bytes: &[u8]) {
+        let buf = self.0.entry(dst).or_default();
+        let end = offset as usize + bytes.len();
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        buf[offset as usize..end].copy_from_slice(bytes);
+    }
+}
+
+struct Pair {
+    client: ClientConn,
+    server: Toy,
+    host: Host,
+    /// Bytes are moved in pieces of this size, so frames split everywhere.
+    piece: usize,
+    /// Writes the client made (each is a packet's worth of syscalls on a real link).
+    writes: usize,
+}
+
+impl Pair {
+    fn new(piece: usize) -> Self {
+        Self {
+            client: ClientConn::new(),
+            server: Toy::default(),
+            host: Host::default(),
+            piece,
+            writes: 0,
+        }
+    }
+
+    /// Transmits what the client queued (and a large payload after it), then brings the
+    /// server's replies back.
+    fn pump(&mut self, payload: Option<&[u8]>) {
+        let mut wire = self.client.take_transmit();
+        if let Some(p) = payload {
+            wire.extend_from_slice(p);
+        }
+        if !wire.is_empty() {
+            self.writes += 1;
+        }
+        for piece in wire.chunks(self.piece) {
+            self.server.run(piece);
+        }
+        let back = self.server.conn.take_transmit();
+        for piece in back.chunks(self.piece) {
+            self.client
+                .handle_bytes(Bytes::copy_from_slice(piece), &mut self.host)
+                .unwrap();
+        }
+    }
+
+    fn post(&mut self, req: Request, payload: &[u8]) {
+        match self.client.post(&req, payload).unwrap() {
+            Flush::Later => {}
+            Flush::Now => self.pump(None),
+            Flush::NowThenPayload => self.pump(Some(payload)),
+        }
+    }
+
+    fn call(&mut self, req: Request, read: Option<(u64, u64)>) -> Reply {
+        let (t, flush) = self.client.call(&req, &[], read).unwrap();
+        assert_eq!(flush, Flush::Now);
+        self.pump(None);
+        self.client.take_reply(t).expect("replied").unwrap()
+    }
+
+    fn alloc(&mut self, size: u64) -> u64 {
+        match self.call(Request::MemAlloc { ctx: 1, size }, None).body {
+            ReplyBody::Ptr { ptr } => ptr,
+            b => panic!("{b:?}"),
+        }
+    }
+}
+
+fn htod(dst: u64) -> Request {
+    Request::MemcpyHtoD {
+        ctx: 1,
+        stream: 0,
+        dst,
+    }
+}
+
+fn dtoh(src: u64, size: u64) -> Request {
+    Request::MemcpyDtoH {
+        ctx: 1,
+        stream: 0,
+        src,
+        size,
+    }
+}
+
+fn memset(dst: u64, value: u32, width: u64) -> Request {
+    Request::Memset {
+        ctx: 1,
+        stream: 0,
+        dst,
+        pitch: width,
+        value,
+        elem: 1,
+        width,
+        height: 1,
+    }
+}
+
+#[test]
+fn asynchronous_calls_wait_in_one_batch_for_the_next_synchronising_call() {
+    for piece in [1, 7, 1 << 20] {
+        let mut p = Pair::new(piece);
+        let buf = p.alloc(4096);
+        let writes = p.writes;
+        for i in 0..200u64 {
+            p.post(memset(buf + i, i as u32, 1), &[]);
+        }
+        assert_eq!(p.writes, writes, "nothing written before a synchronising call");
+        let r = p.call(dtoh(buf, 200), Some((0xAAAA, 200)));
+        assert_eq!(r.status, 0);
+        assert_eq!(p.writes, writes + 1, "the batch and the call leave in one write");
+        let expect: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        assert_eq!(p.host.0[&0xAAAA], expect);
+        assert_eq!(p.server.seen.len(), 1 + 200 + 1);
+        assert!(p.server.seen[1..201].iter().all(|&(n, r)| n == "Memset" && !r));
+    }
+}
+
+#[test]
+fn a_large_batch_is_written_before_any_synchronising_call() {
+    let mut p = Pair::new(1 << 16);
+    let buf = p.alloc(1 << 20);
+    let writes = p.writes;
+    let data = vec![7u8; 60 << 10];
+    for _ in 0..5 {
+        p.post(htod(buf), &data);
+    }
+    assert_eq!(p.writes, writes + 1, "256 KiB of queued calls flush by themselves");
+}
+
+#[test]
+fn large_payloads_are_written_by_the_caller_after_the_batch_in_order() {
+    let mut p = Pair::new(4096);
+    let buf = p.alloc(1 << 20);
+    p.post(memset(buf, 1, 1 << 20), &[]);
+    let big: Vec<u8> = (0..(300u32 << 10)).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        p.client.post(&htod(buf + 16), &big).unwrap(),
+        Flush::NowThenPayload
+    );
+    p.pump(Some(&big));
+    let n = 16 + big.len() as u64 + 16;
+    let r = p.call(dtoh(buf, n), Some((1, n)));
+    assert_eq!(r.status, 0);
+    let got = &p.host.0[&1];
+    assert_eq!(&got[..16], &[1; 16]);
+    assert_eq!(&got[16..16 + big.len()], &big[..]);
+    assert_eq!(&got[16 + big.len()..], &[1; 16]);
+}
+
+#[test]
+fn replies_reach_their_own_callers_whatever_order_they_are_taken_in() {
+    let mut p = Pair::new(3);
+    let buf = p.alloc(64);
+    p.post(memset(buf, 5, 32), &[]);
+    // Three threads' calls queued before any reply is read.
+    let (a, _) = p.client.call(&dtoh(buf, 8), &[], Some((100, 8))).unwrap();
+    let (b, _) = p.client.call(&Request::MemAlloc { ctx: 1, size: 16 }, &[], None).unwrap();
+    p.post(memset(buf + 32, 9, 32), &[]);
+    let (c, _) = p.client.call(&dtoh(buf + 28, 8), &[], Some((200, 8))).unwrap();
+    assert!(p.client.take_reply(a).is_none(), "nothing before the bytes arrive");
+    p.pump(None);
+    assert!(matches!(p.client.take_reply(b).unwrap().unwrap().body, ReplyBody::Ptr { .. }));
+    assert_eq!(p.client.take_reply(c).unwrap().unwrap().status, 0);
+    assert_eq!(p.client.take_reply(a).unwrap().unwrap().status, 0);
+    assert_eq!(p.host.0[&100], [5; 8]);
+    assert_eq!(p.host.0[&200], [5, 5, 5, 5, 9, 9, 9, 9]);
+    assert!(p.client.take_reply(a).is_none(), "a reply is taken once");
+}
+
+#[test]
+fn an_asynchronous_error_is_reported_by_the_next_synchronising_call_only() {
+    let mut p = Pair::new(5);
+    let buf = p.alloc(16);
+    p.post(memset(0xdead, 1, 1), &[]);
+    p.post(memset(buf, 2, 16), &[]);
+    let r = p.call(Request::Flush, None);
+    assert_eq!(CuStatus(r.status), CuStatus::INVALID_VALUE);
+    assert_eq!(r.message, "bad memset");
+    assert_eq!(p.call(Request::Flush, None).status, 0, "reported once");
+    // The work queued after the failing call still ran.
+    assert_eq!(p.call(dtoh(buf, 16), Some((9, 16))).status, 0);
+    assert_eq!(p.host.0[&9], [2; 16]);
+}
+
+#[test]
+fn pending_reads_land_with_the_next_round_trip_and_their_errors_are_deferred() {
+    let mut p = Pair::new(11);
+    let buf = p.alloc(64);
+    p.post(memset(buf, 3, 64), &[]);
+    let t = p.client.post_read(&dtoh(buf, 64), 0x5000, 64).unwrap();
+    assert!(p.client.reads_pending(0x5010, 1));
+    assert!(!p.client.reads_pending(0x5040, 16));
+    assert!(p.host.0.is_empty(), "asynchronous: no data yet");
+    p.client.post_read(&dtoh(0xbad, 4), 0x6000, 4).unwrap();
+    let r = p.call(Request::Flush, None);
+    assert_eq!(p.host.0[&0x5000], [3; 64]);
+    assert!(!p.client.reads_pending(0x5000, 64));
+    assert_eq!(CuStatus(r.status), CuStatus::INVALID_VALUE, "the failed copy is reported");
+    assert_eq!(r.message, "bad read");
+    assert!(p.client.take_reply(t).is_none(), "an asynchronous copy's reply is nobody's");
+    assert_eq!(p.call(Request::Flush, None).status, 0);
+}
+
+#[test]
+fn payload_on_a_request_that_takes_none_is_skipped() {
+    let mut server = ServerConn::new();
+    let mut wire = Vec::new();
+    remora_protocol::frame::encode_prefixed(
+        &mut wire,
+        &remora_protocol::messages::encode(&Request::Flush),
+        1,
+        3,
+    );
+    wire.extend_from_slice(b"xyz");
+    remora_protocol::frame::encode_prefixed(
+        &mut wire,
+        &remora_protocol::messages::encode(&Request::Flush),
+        0,
+        0,
+    );
+    server.feed(Bytes::from(wire));
+    let mut evs = Vec::new();
+    while let Some(e) = server.poll_event().unwrap() {
+        evs.push(e);
+    }
+    assert_eq!(evs.len(), 2);
+    assert!(evs.iter().all(|e| matches!(e, ServerEvent::Call { payload_len: 0, .. })));
+}
+
+#[test]
+fn a_broken_server_fails_every_waiting_and_later_call() {
+    let mut c = ClientConn::new();
+    let (t, _) = c.call(&Request::Flush, &[], None).unwrap();
+    let e = c
+        .handle_bytes(Bytes::from_static(&[0xff; 32]), &mut Host::default())
+        .unwrap_err();
+    assert!(matches!(e, ConnError::Lost(ref m) if m.contains("bad reply")), "{e}");
+    assert!(matches!(c.take_reply(t), Some(Err(ConnError::Lost(_)))));
+    assert!(c.call(&Request::Flush, &[], None).is_err());
+    assert!(c.post(&Request::Flush, &[]).is_err());
+}
+
+#[test]
+fn a_reply_nobody_asked_for_or_with_the_wrong_length_is_a_protocol_error() {
+    let mut s = ServerConn::new();
+    s.reply(&Reply::ok(ReplyBody::None), 0);
+    let mut c = ClientConn::new();
+    assert!(c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default()).is_err());
+
+    let mut c = ClientConn::new();
+    let _ = c.call(&dtoh(0, 8), &[], Some((0, 8))).unwrap();
+    s.reply(&Reply::ok(ReplyBody::Data), 9);
+    s.reply_data().extend_from_slice(&[0; 9]);
+    let e = c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default());
+    assert!(matches!(e, Err(ConnError::Lost(ref m)) if m.contains("9 bytes, 8 expected")), "{e:?}");
+}
+
+fn info() -> ServerInfo {
+    ServerInfo {
+        driver_version: 13000,
+        server_name: "pair".into(),
+        devices: vec![DeviceInfo {
+            name: "toy".into(),
+            uuid: [1; 16],
+            total_mem: 1 << 30,
+            attributes: vec![],
+            emulated: true,
+        }],
+    }
+}
+
+#[test]
+fn handshake_then_calls_in_the_same_flight() {
+    let (mut hs, mut hello) = ClientHandshake::new("tok");
+    // The client may send its first call right behind its hello.
+    let mut early = ClientConn::new();
+    let (t, _) = early.call(&Request::Flush, &[], None).unwrap();
+    hello.extend_from_slice(&early.take_transmit());
+    let mut server = ServerHandshake::new("tok", &info());
+    let Some(Ok(ServerDecision::Accept { mut reply, rest })) = server.poll(&hello) else {
+        panic!("accepted");
+    };
+    let mut sc = ServerConn::with_received(rest);
+    let Some(ServerEvent::Call { req: Request::Flush, wants_reply: true, .. }) =
+        sc.poll_event().unwrap()
+    else {
+        panic!("the early call arrives");
+    };
+    sc.reply(&Reply::ok(ReplyBody::None), 0);
+    reply.extend_from_slice(&sc.take_transmit());
+    let accepted = hs.poll(&reply).unwrap().unwrap();
+    assert_eq!(accepted.info, info());
+    early
+        .handle_bytes(Bytes::from(accepted.rest), &mut Host::default())
+        .unwrap();
+    assert_eq!(early.take_reply(t).unwrap().unwrap().status, 0);
+    assert_eq!(early.take_reply(Ticket(99)), None);
+}
+
+#[test]
+fn handshake_refusals_say_why() {
+    let (mut hs, hello) = ClientHandshake::new("wrong");
+    let mut server = ServerHandshake::new("right", &info());
+    let Some(Ok(ServerDecision::Refuse { reply, why })) = server.poll(&hello) else {
+        panic!("refused");
+    };
+    assert_eq!(why, "invalid token");
+    let e = hs.poll(&reply).unwrap().unwrap_err();
+    assert!(matches!(e, HandshakeError::BadToken(_)), "{e}");
+    let mut server = ServerHandshake::new("right", &info());
+    assert!(matches!(server.poll(b"GET / HTTP/1.1\r\n"), Some(Err(HandshakeError::NotRemora))));
+}

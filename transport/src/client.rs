@@ -1,0 +1,240 @@
+//! The client's driver: a [`ClientConn`] pumped over one quinn stream.
+//!
+//! Queuing an asynchronous call takes one short lock and no I/O. Whoever needs the wire takes
+//! the send half, and with it everything queued so far, so frames leave in the order they were
+//! queued. Whoever waits for a reply reads the stream when nobody else does, feeding every
+//! reply it finds to the state machine (its own and other threads'), then wakes the others; so
+//! a thread waiting for its reply never stops other threads from queuing work, and the common
+//! single-threaded call writes and reads in one turn of the runtime with no thread hop.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use remora_protocol::handshake::ClientHandshake;
+use remora_protocol::messages::{Reply, Request, ServerInfo};
+use remora_protocol::{ClientConn, ConnError, ConnectionFile, Flush, Sink, Ticket};
+
+use crate::endpoint::{self, SERVER_NAME};
+
+/// Replies are read in pieces of at most this size.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A connected, authenticated client, before its call pipeline starts.
+pub struct Connected {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub info: ServerInfo,
+    /// Bytes the server sent after its hello.
+    pub rest: Vec<u8>,
+}
+
+/// Connects to the server a connection file names, pins its certificate, presents the token
+/// and completes the versioned handshake. Must be polled with a tokio runtime entered.
+/// Errors are sentences for a person.
+pub async fn connect(file: &ConnectionFile, timeout: Duration) -> Result<Connected, String> {
+    let addr = file.address;
+    let fail =
+        |e: &dyn std::fmt::Display| format!("cannot connect to the Remora server at {addr}: {e}");
+    let endpoint = endpoint::client(addr, file.cert_sha256).map_err(|e| fail(&e))?;
+    let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| fail(&e))?;
+    let conn = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| fail(&format!("no answer within {timeout:?}")))?
+        .map_err(|e| fail(&e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&e))?;
+    let exchange = async {
+        let (mut hs, hello) = ClientHandshake::new(&file.token);
+        send.write_all(&hello).await.map_err(|e| e.to_string())?;
+        loop {
+            let chunk = recv
+                .read_chunk(READ_CHUNK, true)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the server closed the stream during the handshake")?;
+            if let Some(done) = hs.poll(&chunk.bytes) {
+                return done.map_err(|e| e.to_string());
+            }
+        }
+    };
+    let accepted = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| fail(&"no handshake reply"))?
+        .map_err(|e| format!("Remora server at {addr}: {e}"))?;
+    Ok(Connected {
+        endpoint,
+        conn,
+        send,
+        recv,
+        info: accepted.info,
+        rest: accepted.rest,
+    })
+}
+
+/// One connection's call pipeline, shared by every thread (or task) that makes calls.
+///
+/// `S` receives the data of device-to-host copies, whichever thread happens to read it.
+pub struct Link<S> {
+    pub address: SocketAddr,
+    pub info: ServerInfo,
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    state: Mutex<(ClientConn, S)>,
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    recv: tokio::sync::Mutex<quinn::RecvStream>,
+    replies: tokio::sync::Notify,
+}
+
+impl<S: Sink + Send> Link<S> {
+    pub fn new(c: Connected, sink: S) -> Self {
+        Self {
+            address: c.conn.remote_address(),
+            info: c.info,
+            endpoint: c.endpoint,
+            conn: c.conn,
+            state: Mutex::new((ClientConn::with_received(c.rest), sink)),
+            send: tokio::sync::Mutex::new(c.send),
+            recv: tokio::sync::Mutex::new(c.recv),
+            replies: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, (ClientConn, S)> {
+        // A panic while holding the lock leaves the state machine consistent between calls.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the state machine (counters, pending reads, ...).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&mut ClientConn) -> T) -> T {
+        f(&mut self.state().0)
+    }
+
+    /// Queues an asynchronous call with a payload of at most
+    /// [`remora_protocol::client::INLINE_PAYLOAD`] bytes, captured now. `Flush::Now` asks the
+    /// caller to [`Link::flush`] soon (the batch is large).
+    pub fn post(&self, req: &Request, payload: &[u8]) -> Result<Flush, ConnError> {
+        debug_assert!(payload.len() <= remora_protocol::client::INLINE_PAYLOAD);
+        self.state().0.post(req, payload)
+    }
+
+    /// Queues an asynchronous call with a payload of any size; returns once the payload has
+    /// been handed to the transport (so the caller may reuse its memory).
+    pub async fn post_large(&self, req: &Request, payload: &[u8]) -> Result<(), ConnError> {
+        if payload.len() <= remora_protocol::client::INLINE_PAYLOAD {
+            return match self.post(req, payload)? {
+                Flush::Later => Ok(()),
+                _ => self.flush().await,
+            };
+        }
+        // Held from queuing to the payload's last byte: nothing may come between the two.
+        let mut send = self.send.lock().await;
+        let (bytes, flush) = {
+            let mut st = self.state();
+            let flush = st.0.post(req, payload)?;
+            (st.0.take_transmit(), flush)
+        };
+        self.write(&mut send, &bytes, (flush == Flush::NowThenPayload).then_some(payload))
+            .await
+    }
+
+    /// Queues an asynchronous device-to-host copy into `dst` (`len` bytes), delivered through
+    /// the sink when replies are next read.
+    pub fn post_read(&self, req: &Request, dst: u64, len: u64) -> Result<Ticket, ConnError> {
+        self.state().0.post_read(req, dst, len)
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&self) -> Result<(), ConnError> {
+        let mut send = self.send.lock().await;
+        let bytes = self.state().0.take_transmit();
+        self.write(&mut send, &bytes, None).await
+    }
+
+    async fn write(
+        &self,
+        send: &mut quinn::SendStream,
+        bytes: &[u8],
+        payload: Option<&[u8]>,
+    ) -> Result<(), ConnError> {
+        let r = async {
+            if !bytes.is_empty() {
+                send.write_all(bytes).await?;
+            }
+            if let Some(p) = payload {
+                send.write_all(p).await?;
+            }
+            Ok::<_, quinn::WriteError>(())
+        }
+        .await;
+        r.map_err(|e| self.lost(e))
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> ConnError {
+        let why = format!(
+            "lost the connection to the Remora server at {}: {e}",
+            self.address
+        );
+        let e = self.state().0.fail(why);
+        self.replies.notify_waiters();
+        e
+    }
+
+    /// One round trip: everything queued before it, then this call (and its payload), then
+    /// its reply. With `read`, the reply's data goes to that destination through the sink
+    /// before this returns. A reply with an error status is returned as it is.
+    pub async fn call(
+        &self,
+        req: &Request,
+        payload: &[u8],
+        read: Option<(u64, u64)>,
+    ) -> Result<Reply, ConnError> {
+        let ticket = {
+            let mut send = self.send.lock().await;
+            let (ticket, flush, bytes) = {
+                let mut st = self.state();
+                let (t, flush) = st.0.call(req, payload, read)?;
+                (t, flush, st.0.take_transmit())
+            };
+            let large = (flush == Flush::NowThenPayload).then_some(payload);
+            self.write(&mut send, &bytes, large).await?;
+            ticket
+        };
+        self.wait(ticket).await
+    }
+
+    /// Waits for `ticket`'s reply, reading the stream while nobody else does.
+    pub async fn wait(&self, ticket: Ticket) -> Result<Reply, ConnError> {
+        loop {
+            let notified = self.replies.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.state().0.take_reply(ticket) {
+                return r;
+            }
+            let Ok(mut recv) = self.recv.try_lock() else {
+                notified.await;
+                continue;
+            };
+            let chunk = recv.read_chunk(READ_CHUNK, true).await;
+            let r = match chunk {
+                Ok(Some(c)) => {
+                    let mut st = self.state();
+                    let (conn, sink) = &mut *st;
+                    conn.handle_bytes(c.bytes, sink).map(|_| ())
+                }
+                Ok(None) => Err(self.lost("the server closed the call stream")),
+                Err(e) => Err(self.lost(e)),
+            };
+            drop(recv);
+            self.replies.notify_waiters();
+            r?;
+        }
+    }
+
+    /// Closes the connection: the server frees everything this client held at once.
+    pub fn close(&self, reason: &str) {
+        self.conn.close(0u32.into(), reason.as_bytes());
+    }
+}
