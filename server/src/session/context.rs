@@ -3,7 +3,7 @@
 use remora_protocol::messages::ReplyBody;
 use remora_protocol::CuStatus;
 
-use super::{invalid_handle, AllocKind, Ctx, Session};
+use super::{AllocKind, Ctx, Session};
 use crate::backend::{CuError, CuResult};
 
 impl Session {
@@ -30,24 +30,23 @@ impl Session {
         Ok(ReplyBody::None)
     }
 
+    /// Destroys a context and everything it owns, also after a fault. A backend failure while
+    /// freeing is reported after everything else has been released.
     pub(super) fn ctx_destroy(&mut self, ctx: u64) -> CuResult<ReplyBody> {
-        self.contexts
-            .get(&ctx)
-            .ok_or_else(|| invalid_handle("context", ctx))?;
-        self.release_context(ctx);
+        self.known_ctx(ctx)?;
+        let released = self.release_context(ctx);
         self.contexts.remove(&ctx);
-        Ok(ReplyBody::None)
+        released.map(|()| ReplyBody::None)
     }
 
+    /// `cuDevicePrimaryCtxReset`: releases everything the context owns and clears its fault.
     pub(super) fn ctx_reset(&mut self, ctx: u64) -> CuResult<ReplyBody> {
-        self.contexts
-            .get(&ctx)
-            .ok_or_else(|| invalid_handle("context", ctx))?;
-        self.release_context(ctx);
+        self.known_ctx(ctx)?;
+        let released = self.release_context(ctx);
         if let Some(c) = self.contexts.get_mut(&ctx) {
             c.sticky = None;
         }
-        Ok(ReplyBody::None)
+        released.map(|()| ReplyBody::None)
     }
 
     pub(super) fn ctx_synchronize(&mut self, ctx: u64) -> CuResult<ReplyBody> {
@@ -56,8 +55,22 @@ impl Session {
         Ok(ReplyBody::None)
     }
 
-    /// Frees everything a context owns.
-    fn release_context(&mut self, ctx: u64) {
+    /// A context of this client, faulted or not (destroy and reset work after a fault).
+    fn known_ctx(&self, ctx: u64) -> CuResult<()> {
+        if self.contexts.contains_key(&ctx) {
+            Ok(())
+        } else {
+            Err(CuError::new(
+                CuStatus::INVALID_CONTEXT,
+                format!("unknown context {ctx:#x}"),
+            ))
+        }
+    }
+
+    /// Frees everything a context owns: its modules (and their globals), allocations, streams
+    /// and events. Keeps going past a backend failure and returns the first one.
+    fn release_context(&mut self, ctx: u64) -> CuResult<()> {
+        let mut first = Ok(());
         let modules: Vec<u64> = self
             .modules
             .iter()
@@ -65,7 +78,8 @@ impl Session {
             .map(|(&h, _)| h)
             .collect();
         for m in modules {
-            let _ = self.unload_module(m);
+            let r = self.unload_module(m);
+            first = first.and(r);
         }
         let ptrs: Vec<u64> = self
             .allocs
@@ -74,12 +88,16 @@ impl Session {
             .map(|(&p, _)| p)
             .collect();
         for p in ptrs {
-            let _ = self.backend.free(p);
+            let r = self.backend.free(p);
+            first = first.and(r);
+            // Forgotten even when the backend failed: the client can no longer name it, and
+            // the backend frees what it still holds when the session ends.
             if let Some(a) = self.allocs.remove(&p) {
-                self.held -= a.size;
+                self.held = self.held.saturating_sub(a.size);
             }
         }
         self.streams.retain(|_, c| *c != ctx);
         self.events.retain(|_, e| e.ctx != ctx);
+        first
     }
 }

@@ -27,6 +27,12 @@ impl Session {
     }
 
     pub(super) fn mem_info(&mut self, device: u32) -> CuResult<ReplyBody> {
+        if device >= self.device_count {
+            return Err(CuError::new(
+                CuStatus::INVALID_DEVICE,
+                format!("no device {device}"),
+            ));
+        }
         let (free, total) = self.backend.mem_info(device)?;
         Ok(ReplyBody::MemInfo { free, total })
     }
@@ -51,7 +57,7 @@ impl Session {
             }
         }
         let ptr = self.backend.alloc(device, size)?;
-        self.held += size;
+        self.held = self.held.saturating_add(size);
         self.allocs.insert(
             ptr,
             Alloc {
@@ -63,20 +69,28 @@ impl Session {
         Ok(ReplyBody::Ptr { ptr })
     }
 
+    /// Frees an allocation `ctx` made. Module globals go with their module only.
     pub(super) fn mem_free(&mut self, ctx: u64, ptr: u64) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
+        let refuse = |why: String| Err(CuError::new(CuStatus::INVALID_VALUE, why));
         match self.allocs.get(&ptr) {
-            Some(a) if a.kind == AllocKind::User => {}
-            _ => {
-                return Err(CuError::new(
-                    CuStatus::INVALID_VALUE,
-                    format!("{ptr:#x} is not an allocation of this client"),
+            None => return refuse(format!("{ptr:#x} is not an allocation of this client")),
+            Some(a) if a.kind == AllocKind::ModuleGlobal => {
+                return refuse(format!(
+                    "{ptr:#x} is a module global: it is freed when its module is unloaded"
                 ))
             }
+            Some(a) if a.ctx != ctx => {
+                return refuse(format!(
+                    "{ptr:#x} belongs to context {:#x}, not to context {ctx:#x} named in the call",
+                    a.ctx
+                ))
+            }
+            Some(_) => {}
         }
         self.backend.free(ptr)?;
         if let Some(a) = self.allocs.remove(&ptr) {
-            self.held -= a.size;
+            self.held = self.held.saturating_sub(a.size);
         }
         Ok(ReplyBody::None)
     }
@@ -117,25 +131,33 @@ impl Session {
                 format!("memset element of {elem} bytes"),
             ));
         }
-        let row = width.checked_mul(elem as u64);
-        let span = row.and_then(|r| {
-            height
-                .checked_sub(1)
-                .map_or(Some(0), |h| h.checked_mul(pitch)?.checked_add(r))
-        });
-        let span =
-            span.ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "memset extent overflows"))?;
-        if height > 1 && pitch < row.unwrap_or(0) {
+        if width == 0 || height == 0 {
+            return Ok(ReplyBody::None);
+        }
+        // cuMemsetD16/D32 require an aligned destination, as the shim also checks.
+        if !dst.is_multiple_of(u64::from(elem)) {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("{dst:#x} is not aligned to {elem} bytes"),
+            ));
+        }
+        let row = width
+            .checked_mul(u64::from(elem))
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "memset width overflows"))?;
+        if height > 1 && pitch < row {
             return Err(CuError::new(
                 CuStatus::INVALID_VALUE,
                 "memset pitch smaller than its width",
             ));
         }
-        if span > 0 {
-            self.check_range(dst, span)?;
-            self.backend
-                .memset(dst, pitch, value, elem, width, height)?;
-        }
+        // Rows start `pitch` apart; the last one ends `row` bytes after its start.
+        let span = (height - 1)
+            .checked_mul(pitch)
+            .and_then(|v| v.checked_add(row))
+            .ok_or_else(|| CuError::new(CuStatus::INVALID_VALUE, "memset extent overflows"))?;
+        self.check_range(dst, span)?;
+        self.backend
+            .memset(dst, pitch, value, elem, width, height)?;
         Ok(ReplyBody::None)
     }
 }

@@ -50,7 +50,8 @@ struct Alloc {
 
 struct Module {
     ctx: u64,
-    kernels: u32,
+    /// Per kernel, the bytes its parameter buffer must hold (the end of its last parameter).
+    kernels: Vec<u64>,
     globals: Vec<u64>,
 }
 
@@ -76,6 +77,16 @@ fn invalid_handle(what: &str, h: u64) -> CuError {
     CuError::new(
         CuStatus::INVALID_HANDLE,
         format!("unknown {what} handle {h:#x}"),
+    )
+}
+
+/// A handle of this client used in a call that names another of its contexts. Refused as the
+/// driver refuses it, and because otherwise a call naming a healthy context could reach the
+/// work of a faulted (sticky) one.
+fn not_owned(what: &str, h: u64, owner: u64, ctx: u64) -> CuError {
+    CuError::new(
+        CuStatus::INVALID_HANDLE,
+        format!("{what} {h:#x} belongs to context {owner:#x}, not to context {ctx:#x} named in the call"),
     )
 }
 
@@ -188,7 +199,10 @@ impl Session {
             .allocs
             .range(..=ptr)
             .next_back()
-            .is_some_and(|(&base, a)| ptr.checked_add(len).is_some_and(|end| end <= base + a.size));
+            .is_some_and(|(&base, a)| {
+                let end = ptr.checked_add(len);
+                end.is_some_and(|end| base.checked_add(a.size).is_some_and(|limit| end <= limit))
+            });
         if ok {
             Ok(())
         } else {
@@ -213,12 +227,36 @@ impl Session {
         }
     }
 
+    /// A stream `ctx` may use: its default stream (0) or one it created.
     fn stream(&self, ctx: u64, stream: u64) -> CuResult<()> {
         self.ctx(ctx)?;
-        if stream == 0 || self.streams.contains_key(&stream) {
-            Ok(())
-        } else {
-            Err(invalid_handle("stream", stream))
+        if stream == 0 {
+            return Ok(());
+        }
+        match self.streams.get(&stream) {
+            Some(&owner) if owner == ctx => Ok(()),
+            Some(&owner) => Err(not_owned("stream", stream, owner, ctx)),
+            None => Err(invalid_handle("stream", stream)),
+        }
+    }
+
+    /// An event created in `ctx`.
+    fn event(&self, ctx: u64, event: u64) -> CuResult<&Event> {
+        self.ctx(ctx)?;
+        match self.events.get(&event) {
+            Some(e) if e.ctx == ctx => Ok(e),
+            Some(e) => Err(not_owned("event", event, e.ctx, ctx)),
+            None => Err(invalid_handle("event", event)),
+        }
+    }
+
+    /// A module loaded in `ctx`.
+    fn module(&self, ctx: u64, module: u64) -> CuResult<&Module> {
+        self.ctx(ctx)?;
+        match self.modules.get(&module) {
+            Some(m) if m.ctx == ctx => Ok(m),
+            Some(m) => Err(not_owned("module", module, m.ctx, ctx)),
+            None => Err(invalid_handle("module", module)),
         }
     }
 }

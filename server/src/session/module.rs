@@ -31,6 +31,7 @@ impl Session {
         let device = self.begin_module_load(ctx, module)?;
         let loaded = self.backend.load_module(device, module, hash, image)?;
         let mut globals = Vec::new();
+        // Backends place globals in memory of their own, never inside an allocation.
         for g in &loaded.globals {
             self.allocs.insert(
                 g.addr,
@@ -46,7 +47,17 @@ impl Session {
             module,
             Module {
                 ctx,
-                kernels: loaded.kernels.len() as u32,
+                kernels: loaded
+                    .kernels
+                    .iter()
+                    .map(|k| {
+                        k.params
+                            .iter()
+                            .map(|p| u64::from(p.offset) + u64::from(p.size))
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect(),
                 globals,
             },
         );
@@ -57,7 +68,7 @@ impl Session {
     }
 
     pub(super) fn module_unload(&mut self, ctx: u64, module: u64) -> CuResult<ReplyBody> {
-        self.ctx(ctx)?;
+        self.module(ctx, module)?;
         self.unload_module(module)?;
         Ok(ReplyBody::None)
     }
@@ -86,12 +97,20 @@ impl Session {
         params: &[u8],
     ) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
-        let m = self
-            .modules
-            .get(&module)
-            .ok_or_else(|| invalid_handle("module", module))?;
-        if kernel >= m.kernels {
-            return Err(invalid_handle("function", kernel as u64));
+        let m = self.module(ctx, module)?;
+        let needed = *m
+            .kernels
+            .get(kernel as usize)
+            .ok_or_else(|| invalid_handle("function", u64::from(kernel)))?;
+        // Backends read the whole parameter layout the load reply described.
+        if (params.len() as u64) < needed {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!(
+                    "parameter buffer of {} bytes, the kernel needs {needed}",
+                    params.len()
+                ),
+            ));
         }
         let launch = Launch {
             module,

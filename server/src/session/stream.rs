@@ -18,7 +18,13 @@ const EVENT_DISABLE_TIMING: u32 = 2;
 impl Session {
     pub(super) fn stream_create(&mut self, ctx: u64, stream: u64) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
-        if stream == 0 || self.streams.contains_key(&stream) {
+        if stream == 0 {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                "stream handle 0 is the default stream",
+            ));
+        }
+        if self.streams.contains_key(&stream) {
             return Err(CuError::new(
                 CuStatus::INVALID_VALUE,
                 format!("stream {stream:#x} already exists"),
@@ -28,7 +34,9 @@ impl Session {
         Ok(ReplyBody::None)
     }
 
-    pub(super) fn stream_destroy(&mut self, _ctx: u64, stream: u64) -> CuResult<ReplyBody> {
+    pub(super) fn stream_destroy(&mut self, ctx: u64, stream: u64) -> CuResult<ReplyBody> {
+        self.stream(ctx, stream)?;
+        // The default stream (0) is in no table, so it cannot be destroyed.
         self.streams
             .remove(&stream)
             .ok_or_else(|| invalid_handle("stream", stream))?;
@@ -49,6 +57,9 @@ impl Session {
         event: u64,
     ) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
+        // The event may belong to another context of this client: "The event may be from a
+        // different context or device than the stream"
+        // (https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__STREAM.html, cuStreamWaitEvent).
         self.events
             .get(&event)
             .ok_or_else(|| invalid_handle("event", event))?;
@@ -81,36 +92,26 @@ impl Session {
         event: u64,
         stream: u64,
     ) -> CuResult<ReplyBody> {
+        // The event and the stream must be of the same context, as cuEventRecord requires.
         self.stream(ctx, stream)?;
-        let e = self
-            .events
-            .get_mut(&event)
-            .ok_or_else(|| invalid_handle("event", event))?;
-        e.recorded = Some(Instant::now());
+        self.event(ctx, event)?;
+        if let Some(e) = self.events.get_mut(&event) {
+            e.recorded = Some(Instant::now());
+        }
         Ok(ReplyBody::None)
     }
 
     /// `cuEventSynchronize` and `cuEventQuery`.
-    pub(super) fn event_synchronize(&mut self, _ctx: u64, event: u64) -> CuResult<ReplyBody> {
-        let ctx = self
-            .events
-            .get(&event)
-            .ok_or_else(|| invalid_handle("event", event))?
-            .ctx;
-        self.ctx(ctx)?;
+    pub(super) fn event_synchronize(&mut self, ctx: u64, event: u64) -> CuResult<ReplyBody> {
+        self.event(ctx, event)?;
         self.backend.synchronize()?;
         Ok(ReplyBody::None)
     }
 
-    pub(super) fn event_elapsed(&mut self, _ctx: u64, start: u64, end: u64) -> CuResult<ReplyBody> {
-        let (s, e) = (
-            self.events
-                .get(&start)
-                .ok_or_else(|| invalid_handle("event", start))?,
-            self.events
-                .get(&end)
-                .ok_or_else(|| invalid_handle("event", end))?,
-        );
+    /// Both events must be of `ctx`: times taken in different contexts (devices) are not
+    /// comparable.
+    pub(super) fn event_elapsed(&mut self, ctx: u64, start: u64, end: u64) -> CuResult<ReplyBody> {
+        let (s, e) = (self.event(ctx, start)?, self.event(ctx, end)?);
         if !s.timing || !e.timing {
             return Err(CuError::new(
                 CuStatus::INVALID_HANDLE,
@@ -133,10 +134,9 @@ impl Session {
         }
     }
 
-    pub(super) fn event_destroy(&mut self, _ctx: u64, event: u64) -> CuResult<ReplyBody> {
-        self.events
-            .remove(&event)
-            .ok_or_else(|| invalid_handle("event", event))?;
+    pub(super) fn event_destroy(&mut self, ctx: u64, event: u64) -> CuResult<ReplyBody> {
+        self.event(ctx, event)?;
+        self.events.remove(&event);
         Ok(ReplyBody::None)
     }
 }
