@@ -260,3 +260,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
