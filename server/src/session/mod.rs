@@ -4,6 +4,12 @@
 //! the backend: a client can name only its own contexts, streams, events and modules, and touch
 //! only bytes inside its own allocations.
 //!
+//! Streams, events and modules belong to the context that created them, and a call naming
+//! context B may not use those of context A (`INVALID_HANDLE`); the one exception is the event
+//! of `cuStreamWaitEvent`, which CUDA lets come from any context. Device pointers belong to the
+//! client, not to one context: with unified addressing a copy on one context's stream may read
+//! or write another context's memory (peer copies); only a free must name the owner.
+//!
 //! [`Session::handle`] is one `match` from a decoded [`Request`] into the module of its API group
 //! (as mini-redis's `Command::apply`): [`context`] (contexts, device memory info), [`memory`]
 //! (allocations, copies, memsets), [`stream`] (streams and events) and [`module`] (modules and
