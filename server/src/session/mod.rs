@@ -1,0 +1,271 @@
+//! One client's session: its handles, its allocations, its deferred and sticky errors.
+//!
+//! Everything a client sends is checked here against what *this* client owns before it reaches
+//! the backend: a client can name only its own contexts, streams, events and modules, and touch
+//! only bytes inside its own allocations.
+//!
+//! Streams, events and modules belong to the context that created them, and a call naming
+//! context B may not use those of context A (`INVALID_HANDLE`); the one exception is the event
+//! of `cuStreamWaitEvent`, which CUDA lets come from any context. Device pointers belong to the
+//! client, not to one context: with unified addressing a copy on one context's stream may read
+//! or write another context's memory (peer copies); only a free must name the owner.
+//!
+//! [`Session::handle`] is one `match` from a decoded [`Request`] into the module of its API group
+//! (as mini-redis's `Command::apply`): [`context`] (contexts, device memory info), [`memory`]
+//! (allocations, copies, memsets), [`stream`] (streams and events) and [`module`] (modules and
+//! launches). The lookups that enforce ownership ([`Session::ctx`], [`Session::stream`], ...)
+//! live here, so every group checks handles the same way.
+
+mod context;
+mod memory;
+mod module;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use remora_protocol::messages::{ReplyBody, Request};
+use remora_protocol::CuStatus;
+
+use crate::backend::{CuError, CuResult, DeviceSession};
+
+struct Ctx {
+    device: u32,
+    /// A fault after which every call in this context fails, as on hardware.
+    sticky: Option<CuError>,
+}
+
+struct Event {
+    ctx: u64,
+    timing: bool,
+    recorded: Option<Instant>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AllocKind {
+    User,
+    /// A module global: addressable, but freed only with its module.
+    ModuleGlobal,
+}
+
+struct Alloc {
+    size: u64,
+    ctx: u64,
+    kind: AllocKind,
+}
+
+struct Module {
+    ctx: u64,
+    /// Per kernel, the bytes its parameter buffer must hold (the end of its last parameter).
+    kernels: Vec<u64>,
+    globals: Vec<u64>,
+}
+
+pub struct Session {
+    backend: Box<dyn DeviceSession>,
+    device_count: u32,
+    contexts: HashMap<u64, Ctx>,
+    /// Stream handle -> the context that created it.
+    streams: HashMap<u64, u64>,
+    events: HashMap<u64, Event>,
+    modules: HashMap<u64, Module>,
+    allocs: BTreeMap<u64, Alloc>,
+    /// The first error of an asynchronous call, reported by the next synchronising call.
+    deferred: Option<CuError>,
+    /// Kernel `printf` output not yet delivered.
+    output: String,
+    /// The client's quota of device memory, and what it holds.
+    quota: Option<u64>,
+    held: u64,
+}
+
+fn invalid_handle(what: &str, h: u64) -> CuError {
+    CuError::new(
+        CuStatus::INVALID_HANDLE,
+        format!("unknown {what} handle {h:#x}"),
+    )
+}
+
+/// A handle of this client used in a call that names another of its contexts. Refused as the
+/// driver refuses it, and because otherwise a call naming a healthy context could reach the
+/// work of a faulted (sticky) one.
+fn not_owned(what: &str, h: u64, owner: u64, ctx: u64) -> CuError {
+    CuError::new(
+        CuStatus::INVALID_HANDLE,
+        format!("{what} {h:#x} belongs to context {owner:#x}, not to context {ctx:#x} named in the call"),
+    )
+}
+
+impl Session {
+    pub fn new(backend: Box<dyn DeviceSession>, device_count: u32, quota: Option<u64>) -> Self {
+        Self {
+            backend,
+            device_count,
+            contexts: HashMap::new(),
+            streams: HashMap::new(),
+            events: HashMap::new(),
+            modules: HashMap::new(),
+            allocs: BTreeMap::new(),
+            deferred: None,
+            output: String::new(),
+            quota,
+            held: 0,
+        }
+    }
+
+    /// Executes a request that carries no payload.
+    pub fn handle(&mut self, req: Request) -> CuResult<ReplyBody> {
+        use Request as R;
+        match req {
+            R::SetWindows { .. } => Err(CuError::new(
+                CuStatus::ILLEGAL_STATE,
+                "address windows are already set",
+            )),
+            R::Flush => Ok(ReplyBody::None),
+            R::MemGetInfo { device } => self.mem_info(device),
+            R::CtxCreate { ctx, device, .. } => self.ctx_create(ctx, device),
+            R::CtxDestroy { ctx } => self.ctx_destroy(ctx),
+            R::CtxReset { ctx } => self.ctx_reset(ctx),
+            R::CtxSynchronize { ctx } => self.ctx_synchronize(ctx),
+            R::MemAlloc { ctx, size } => self.mem_alloc(ctx, size),
+            R::MemFree { ctx, ptr } => self.mem_free(ctx, ptr),
+            R::MemcpyDtoD {
+                ctx,
+                stream,
+                dst,
+                src,
+                size,
+            } => self.memcpy_dtod(ctx, stream, dst, src, size),
+            R::Memset {
+                ctx,
+                stream,
+                dst,
+                pitch,
+                value,
+                elem,
+                width,
+                height,
+            } => self.memset(ctx, stream, dst, pitch, value, elem, width, height),
+            R::StreamCreate { ctx, stream, .. } => self.stream_create(ctx, stream),
+            R::StreamDestroy { ctx, stream } => self.stream_destroy(ctx, stream),
+            R::StreamSynchronize { ctx, stream } | R::StreamQuery { ctx, stream } => {
+                self.stream_synchronize(ctx, stream)
+            }
+            R::StreamWaitEvent { ctx, stream, event } => self.stream_wait_event(ctx, stream, event),
+            R::EventCreate { ctx, event, flags } => self.event_create(ctx, event, flags),
+            R::EventRecord { ctx, event, stream } => self.event_record(ctx, event, stream),
+            R::EventSynchronize { ctx, event } | R::EventQuery { ctx, event } => {
+                self.event_synchronize(ctx, event)
+            }
+            R::EventElapsed { ctx, start, end } => self.event_elapsed(ctx, start, end),
+            R::EventDestroy { ctx, event } => self.event_destroy(ctx, event),
+            R::ModuleUnload { ctx, module } => self.module_unload(ctx, module),
+            R::Launch {
+                ctx,
+                stream,
+                module,
+                kernel,
+                grid,
+                block,
+                shared,
+                params,
+            } => self.launch(ctx, stream, module, kernel, grid, block, shared, &params),
+            R::MemcpyHtoD { .. }
+            | R::MemcpyDtoH { .. }
+            | R::ModuleHave { .. }
+            | R::ModuleLoad { .. } => Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                "request needs its payload handled by the connection",
+            )),
+        }
+    }
+
+    /// Records the failure of a call that wanted no reply; the next reply reports it.
+    pub fn defer(&mut self, err: CuError) {
+        tracing::debug!(%err, "deferred error");
+        self.deferred.get_or_insert(err);
+    }
+
+    /// The status to report with a reply: the call's own error, else a deferred one.
+    pub fn settle<T>(&mut self, result: CuResult<T>) -> CuResult<T> {
+        match (result, self.deferred.take()) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(e)) => Err(e),
+            (Ok(v), None) => Ok(v),
+        }
+    }
+
+    pub fn take_output(&mut self) -> String {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Checks that `[ptr, ptr + len)` lies inside one allocation of this client.
+    pub fn check_range(&self, ptr: u64, len: u64) -> CuResult<()> {
+        let ok = self
+            .allocs
+            .range(..=ptr)
+            .next_back()
+            .is_some_and(|(&base, a)| {
+                let end = ptr.checked_add(len);
+                end.is_some_and(|end| base.checked_add(a.size).is_some_and(|limit| end <= limit))
+            });
+        if ok {
+            Ok(())
+        } else {
+            Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("{len} bytes at {ptr:#x} are not inside an allocation of this client"),
+            ))
+        }
+    }
+
+    /// A context of this client that has not faulted.
+    fn ctx(&self, ctx: u64) -> CuResult<&Ctx> {
+        let c = self.contexts.get(&ctx).ok_or_else(|| {
+            CuError::new(
+                CuStatus::INVALID_CONTEXT,
+                format!("unknown context {ctx:#x}"),
+            )
+        })?;
+        match &c.sticky {
+            Some(e) => Err(e.clone()),
+            None => Ok(c),
+        }
+    }
+
+    /// A stream `ctx` may use: its default stream (0) or one it created.
+    fn stream(&self, ctx: u64, stream: u64) -> CuResult<()> {
+        self.ctx(ctx)?;
+        if stream == 0 {
+            return Ok(());
+        }
+        match self.streams.get(&stream) {
+            Some(&owner) if owner == ctx => Ok(()),
+            Some(&owner) => Err(not_owned("stream", stream, owner, ctx)),
+            None => Err(invalid_handle("stream", stream)),
+        }
+    }
+
+    /// An event created in `ctx`.
+    fn event(&self, ctx: u64, event: u64) -> CuResult<&Event> {
+        self.ctx(ctx)?;
+        match self.events.get(&event) {
+            Some(e) if e.ctx == ctx => Ok(e),
+            Some(e) => Err(not_owned("event", event, e.ctx, ctx)),
+            None => Err(invalid_handle("event", event)),
+        }
+    }
+
+    /// A module loaded in `ctx`.
+    fn module(&self, ctx: u64, module: u64) -> CuResult<&Module> {
+        self.ctx(ctx)?;
+        match self.modules.get(&module) {
+            Some(m) if m.ctx == ctx => Ok(m),
+            Some(m) => Err(not_owned("module", module, m.ctx, ctx)),
+            None => Err(invalid_handle("module", module)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

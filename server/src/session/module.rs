@@ -1,0 +1,137 @@
+//! Modules and kernel launches.
+
+use std::sync::Arc;
+
+use remora_protocol::messages::ReplyBody;
+use remora_protocol::CuStatus;
+
+use super::{invalid_handle, Alloc, AllocKind, Module, Session};
+use crate::backend::{CuError, CuResult, Launch};
+
+impl Session {
+    /// Validates a module load before its image is read off the wire; the device to load on.
+    pub fn begin_module_load(&self, ctx: u64, module: u64) -> CuResult<u32> {
+        let device = self.ctx(ctx)?.device;
+        if self.modules.contains_key(&module) {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("module handle {module:#x} already in use"),
+            ));
+        }
+        Ok(device)
+    }
+
+    pub fn load_module(
+        &mut self,
+        ctx: u64,
+        module: u64,
+        hash: [u8; 32],
+        image: Arc<[u8]>,
+    ) -> CuResult<ReplyBody> {
+        let device = self.begin_module_load(ctx, module)?;
+        let loaded = self.backend.load_module(device, module, hash, image)?;
+        let mut globals = Vec::new();
+        // Backends place globals in memory of their own, never inside an allocation.
+        for g in &loaded.globals {
+            self.allocs.insert(
+                g.addr,
+                Alloc {
+                    size: g.size.max(1),
+                    ctx,
+                    kind: AllocKind::ModuleGlobal,
+                },
+            );
+            globals.push(g.addr);
+        }
+        self.modules.insert(
+            module,
+            Module {
+                ctx,
+                kernels: loaded
+                    .kernels
+                    .iter()
+                    .map(|k| {
+                        k.params
+                            .iter()
+                            .map(|p| u64::from(p.offset) + u64::from(p.size))
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect(),
+                globals,
+            },
+        );
+        Ok(ReplyBody::Module {
+            kernels: loaded.kernels,
+            globals: loaded.globals,
+        })
+    }
+
+    pub(super) fn module_unload(&mut self, ctx: u64, module: u64) -> CuResult<ReplyBody> {
+        self.module(ctx, module)?;
+        self.unload_module(module)?;
+        Ok(ReplyBody::None)
+    }
+
+    pub(super) fn unload_module(&mut self, module: u64) -> CuResult<()> {
+        let m = self
+            .modules
+            .remove(&module)
+            .ok_or_else(|| invalid_handle("module", module))?;
+        for g in m.globals {
+            self.allocs.remove(&g);
+        }
+        self.backend.unload_module(module)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch(
+        &mut self,
+        ctx: u64,
+        stream: u64,
+        module: u64,
+        kernel: u32,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared: u32,
+        params: &[u8],
+    ) -> CuResult<ReplyBody> {
+        self.stream(ctx, stream)?;
+        let m = self.module(ctx, module)?;
+        let needed = *m
+            .kernels
+            .get(kernel as usize)
+            .ok_or_else(|| invalid_handle("function", u64::from(kernel)))?;
+        // Backends read the whole parameter layout the load reply described.
+        if (params.len() as u64) < needed {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!(
+                    "parameter buffer of {} bytes, the kernel needs {needed}",
+                    params.len()
+                ),
+            ));
+        }
+        let launch = Launch {
+            module,
+            kernel,
+            grid,
+            block,
+            shared,
+            params,
+        };
+        let (out, result) = self.backend.launch(&launch);
+        self.output.push_str(&out);
+        match result {
+            Ok(()) => Ok(ReplyBody::None),
+            Err(e) => {
+                if e.status.is_sticky() {
+                    if let Some(c) = self.contexts.get_mut(&ctx) {
+                        c.sticky = Some(e.clone());
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
