@@ -1,5 +1,5 @@
 //! Transport benchmarks: calls through the shim against raw quinn on the same machine, with the
-//! same endpoint configuration (`remora_protocol::endpoint`), measured in the same run.
+//! same endpoint configuration (`remora_transport::endpoint`), measured in the same run.
 //!
 //! 1. Round trip of a synchronising call: a 4-byte `cuMemcpyDtoH` vs a 128 B request / 64 B
 //!    reply on one long-lived bidirectional stream (target: shim/raw <= 1.3x at p50).
@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use remora_protocol::endpoint::{self, Identity, SERVER_NAME};
+use remora_transport::endpoint::{self, Identity, SERVER_NAME};
 
 const REQUEST: usize = 128;
 const REPLY: usize = 64;
@@ -98,7 +98,7 @@ impl Config {
 
 // ---------------------------------------------------------------------------------------------
 // Raw quinn baselines: one connection, one long-lived bidirectional stream, client and server
-// each on a current_thread runtime on their own thread, endpoints from remora_protocol.
+// each on a current_thread runtime on their own thread, endpoints from remora_transport.
 
 struct Raw {
     rtt_us: Vec<f64>,

@@ -68,7 +68,7 @@ fn devices(connection: Option<PathBuf>) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let info = rt.block_on(async {
-        let c = remora_protocol::endpoint::connect(&file, std::time::Duration::from_secs(10)).await;
+        let c = remora_transport::client::connect(&file, std::time::Duration::from_secs(10)).await;
         c.map(|c| {
             c.conn.close(0u32.into(), b"done");
             c.info

@@ -140,7 +140,7 @@ fn serves_emulated(conn: &Path) -> bool {
         return false;
     };
     rt.block_on(async {
-        match remora_protocol::endpoint::connect(&file, Duration::from_secs(5)).await {
+        match remora_transport::client::connect(&file, Duration::from_secs(5)).await {
             Ok(c) => {
                 c.conn.close(0u32.into(), b"probe");
                 c.info.devices.iter().any(|d| d.emulated)

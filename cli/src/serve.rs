@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use remora_protocol::endpoint::Identity;
+use remora_transport::endpoint::Identity;
 use remora_protocol::ConnectionFile;
 use remora_server::emulated::EmulatedBackend;
 use remora_server::{Backend, Server, ServerConfig};

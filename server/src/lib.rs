@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use remora_protocol::endpoint::{self, EndpointError, Identity};
+use remora_transport::endpoint::{self, EndpointError, Identity};
 use remora_protocol::messages::ServerInfo;
 
 pub use backend::{Backend, CuError, DeviceSession};

@@ -8,16 +8,17 @@ use std::time::Duration;
 use remora_protocol::frame::{encode_prefixed, FramePrefix, FLAG_REPLY, PREFIX_LEN};
 use remora_protocol::handshake;
 use remora_protocol::messages::{decode, encode, Reply, ReplyBody, Request, Window};
-use remora_protocol::{endpoint, ConnectionFile, MAGIC};
+use remora_protocol::{ConnectionFile, MAGIC};
+use remora_transport::{client, endpoint};
 use support::*;
 
 struct Raw {
-    c: endpoint::ClientConnection,
+    c: client::Connected,
 }
 
 impl Raw {
     async fn connect(file: &ConnectionFile, window_base: u64) -> Self {
-        let c = endpoint::connect(file, Duration::from_secs(10))
+        let c = client::connect(file, Duration::from_secs(10))
             .await
             .expect("connect");
         let mut raw = Raw { c };
@@ -261,7 +262,7 @@ fn overlapping_or_missing_windows_are_refused() {
     let server = Server::start();
     let file = ConnectionFile::read(&server.connection).unwrap();
     rt().block_on(async {
-        let mut c = endpoint::connect(&file, Duration::from_secs(10))
+        let mut c = client::connect(&file, Duration::from_secs(10))
             .await
             .unwrap();
         let mut buf = Vec::new();

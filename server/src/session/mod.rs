@@ -61,6 +61,27 @@ struct Module {
     globals: Vec<u64>,
 }
 
+/// What the connection does for a request once the session has looked at it.
+#[derive(Debug)]
+pub enum Step {
+    /// Reply with this (or, for a call that wants no reply, defer its error).
+    Reply(CuResult<ReplyBody>),
+    /// The request's payload is bytes for device memory at `dst`, in `ctx`'s `stream`
+    /// (checked with [`Session::begin_write`] once the length is known). Bytes of a failed
+    /// copy are consumed and dropped.
+    Receive { ctx: u64, stream: u64, dst: u64 },
+    /// The request's payload is a module image (or, when empty, one the server has by `hash`).
+    ReceiveImage {
+        ctx: u64,
+        module: u64,
+        hash: [u8; 32],
+    },
+    /// Reply with `size` bytes of device memory from `src`, if `check` allows.
+    Send { src: u64, size: u64, check: CuResult<()> },
+    /// Say whether the server holds the module image `hash`.
+    HaveImage { hash: [u8; 32] },
+}
+
 pub struct Session {
     backend: Box<dyn DeviceSession>,
     device_count: u32,
@@ -114,9 +135,30 @@ impl Session {
     }
 
     /// Executes a request that carries no payload.
-    pub fn handle(&mut self, req: Request) -> CuResult<ReplyBody> {
+    /// The one dispatch: every request a client can send, into its API group's module. Calls
+    /// that move bulk bytes are checked here and their bytes moved by the connection.
+    pub fn handle(&mut self, req: Request) -> Step {
         use Request as R;
-        match req {
+        let done = match req {
+            R::MemcpyHtoD { ctx, stream, dst } => {
+                return Step::Receive { ctx, stream, dst }
+            }
+            R::MemcpyDtoH {
+                ctx,
+                stream,
+                src,
+                size,
+            } => {
+                return Step::Send {
+                    src,
+                    size,
+                    check: self.begin_read(ctx, stream, src, size),
+                }
+            }
+            R::ModuleHave { hash } => return Step::HaveImage { hash },
+            R::ModuleLoad { ctx, module, hash } => {
+                return Step::ReceiveImage { ctx, module, hash }
+            }
             R::SetWindows { .. } => Err(CuError::new(
                 CuStatus::ILLEGAL_STATE,
                 "address windows are already set",
@@ -170,13 +212,16 @@ impl Session {
                 shared,
                 params,
             } => self.launch(ctx, stream, module, kernel, grid, block, shared, &params),
-            R::MemcpyHtoD { .. }
-            | R::MemcpyDtoH { .. }
-            | R::ModuleHave { .. }
-            | R::ModuleLoad { .. } => Err(CuError::new(
-                CuStatus::INVALID_VALUE,
-                "request needs its payload handled by the connection",
-            )),
+        };
+        Step::Reply(done)
+    }
+
+    /// A request that moves no bulk bytes, answered at once (the tests' way in).
+    #[cfg(test)]
+    pub(crate) fn reply_to(&mut self, req: Request) -> CuResult<ReplyBody> {
+        match self.handle(req) {
+            Step::Reply(r) => r,
+            _ => panic!("a bulk request needs a connection"),
         }
     }
 

@@ -285,7 +285,7 @@ fn ctx_create(ctx: u64, device: u32) -> Request {
 
 fn ok(s: &mut Session, req: Request) -> ReplyBody {
     let name = req.name();
-    s.handle(req)
+    s.reply_to(req)
         .unwrap_or_else(|e| panic!("{name} failed: {e}"))
 }
 
@@ -294,7 +294,7 @@ fn status<T>(r: CuResult<T>) -> CuStatus {
 }
 
 fn fails(s: &mut Session, req: Request) -> CuStatus {
-    status(s.handle(req))
+    status(s.reply_to(req))
 }
 
 fn alloc(s: &mut Session, ctx: u64, size: u64) -> u64 {
@@ -586,7 +586,7 @@ fn stream_of_another_context_is_invalid_handle() {
     let pb = alloc(&mut s, B, 64);
     for req in stream_requests(B, SA, pb, EB, MB) {
         let name = req.name();
-        let err = s.handle(req).expect_err(name);
+        let err = s.reply_to(req).expect_err(name);
         assert_eq!(err.status, CuStatus::INVALID_HANDLE, "{name}");
         assert!(err.message.contains("belongs to context"), "{name}: {err}");
     }
@@ -741,7 +741,7 @@ fn event_of_another_context_is_invalid_handle() {
     // EA used in calls naming B (with B's own event as the other end where there are two).
     for req in event_requests(B, EA, EB) {
         let name = req.name();
-        let err = s.handle(req).expect_err(name);
+        let err = s.reply_to(req).expect_err(name);
         assert_eq!(err.status, CuStatus::INVALID_HANDLE, "{name}");
         assert!(err.message.contains("belongs to context"), "{name}: {err}");
     }
@@ -894,7 +894,7 @@ fn module_of_another_context_is_invalid_handle() {
         Request::ModuleUnload { ctx: B, module: MA },
     ] {
         let name = req.name();
-        let err = s.handle(req).expect_err(name);
+        let err = s.reply_to(req).expect_err(name);
         assert_eq!(err.status, CuStatus::INVALID_HANDLE, "{name}");
         assert!(err.message.contains("belongs to context"), "{name}: {err}");
     }
@@ -1264,11 +1264,11 @@ fn a_calls_own_error_wins_over_a_deferred_one() {
 fn posted_failure_flows_into_the_next_reply() {
     let (mut s, _) = two_contexts();
     // As the connection does for a call that wants no reply.
-    let r = s.handle(launch(B, SA, MB, KERNEL_NO_PARAMS, vec![]));
+    let r = s.reply_to(launch(B, SA, MB, KERNEL_NO_PARAMS, vec![]));
     s.defer(r.unwrap_err());
-    let next = s.handle(Request::CtxSynchronize { ctx: A });
+    let next = s.reply_to(Request::CtxSynchronize { ctx: A });
     assert_eq!(status(s.settle(next)), CuStatus::INVALID_HANDLE);
-    let next = s.handle(Request::CtxSynchronize { ctx: A });
+    let next = s.reply_to(Request::CtxSynchronize { ctx: A });
     assert_eq!(status(s.settle(next)), CuStatus::SUCCESS);
 }
 
