@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use remora_protocol::messages::{GlobalDesc, KernelDesc, ParamDesc, ReplyBody, Request};
 use remora_protocol::CuStatus;
 
-use super::Session;
+use super::{Session, Step};
 use crate::backend::{CuError, CuResult, DeviceSession, Launch, ModuleImage};
 
 // Handles as a client with two contexts would mint them.
@@ -1275,34 +1275,42 @@ fn posted_failure_flows_into_the_next_reply() {
 // ---- the rest of the dispatch ----
 
 #[test]
-fn requests_that_are_not_the_sessions_are_refused() {
+fn bulk_requests_become_steps_for_the_connection() {
     let (mut s, _) = two_contexts();
     assert_eq!(
         fails(&mut s, Request::SetWindows { windows: vec![] }),
         CuStatus::ILLEGAL_STATE
     );
-    for req in [
-        Request::MemcpyHtoD {
+    assert!(matches!(
+        s.handle(Request::MemcpyHtoD {
             ctx: A,
             stream: 0,
-            dst: 0,
-        },
-        Request::MemcpyDtoH {
-            ctx: A,
-            stream: 0,
-            src: 0,
-            size: 0,
-        },
-        Request::ModuleHave { hash: [0; 32] },
-        Request::ModuleLoad {
+            dst: 0x10,
+        }),
+        Step::Receive { ctx: A, stream: 0, dst: 0x10 }
+    ));
+    // A read is checked before any byte moves.
+    let Step::Send { check, .. } = s.handle(Request::MemcpyDtoH {
+        ctx: A,
+        stream: 0,
+        src: 0,
+        size: 4,
+    }) else {
+        panic!("a device-to-host copy sends data");
+    };
+    assert_eq!(check.unwrap_err().status, CuStatus::INVALID_VALUE);
+    assert!(matches!(
+        s.handle(Request::ModuleHave { hash: [7; 32] }),
+        Step::HaveImage { hash: [7, ..] }
+    ));
+    assert!(matches!(
+        s.handle(Request::ModuleLoad {
             ctx: A,
             module: 0x33,
             hash: [0; 32],
-        },
-    ] {
-        let name = req.name();
-        assert_eq!(fails(&mut s, req), CuStatus::INVALID_VALUE, "{name}");
-    }
+        }),
+        Step::ReceiveImage { module: 0x33, .. }
+    ));
     assert_eq!(ok(&mut s, Request::Flush), ReplyBody::None);
 }
 
