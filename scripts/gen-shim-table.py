@@ -548,7 +548,7 @@ def render_table(header: str, sym_lines: list[str], entries: list[Entry], n_mult
     return f"""{header}//
 // {len(sym_lines)} exported symbols; {len(entries)} proc entries ({per_thread} per-thread);
 // {len({e.name for e in entries})} api names; {n_versioned} of them answer differently by version (more than one ABI,
-// counting the per-thread variants' versions, as CUDA-COMPAT.md does); {n_multi} have more than
+// counting the per-thread variants' versions, as docs/CUDA-COMPAT.md does); {n_multi} have more than
 // one legacy-stream symbol.
 // Mapped by version order because several symbols have the same signature:
 {chr(10).join("//   " + o for o in ORDERED) or "//   (none)"}

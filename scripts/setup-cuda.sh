@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs NVIDIA's client-side CUDA pieces from PyPI wheels into <repo>/.cache/cuda, for a
-# machine with no GPU and no driver (see shared/docs/CUDA-COMPAT.md, "Getting the clients").
+# machine with no GPU and no driver (see docs/CUDA-COMPAT.md, "Getting the clients").
 #
 #   scripts/setup-cuda.sh            # cu12 + cu13 (headers, cudart, NVRTC, nvcc 13)
 #   scripts/setup-cuda.sh --python   # also py: CuPy, numba-cuda, numpy

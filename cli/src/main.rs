@@ -68,7 +68,16 @@ fn devices(connection: Option<PathBuf>) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let info = rt.block_on(async {
-        let c = remora_transport::client::connect(&file, std::time::Duration::from_secs(10)).await;
+        let c = remora_transport::client::connect(
+            &file,
+            &remora_protocol::messages::SessionRequest {
+                observer: true,
+                ..Default::default()
+            },
+            std::time::Duration::from_secs(10),
+            |_| {},
+        )
+        .await;
         c.map(|c| {
             c.conn.close(0u32.into(), b"done");
             c.info

@@ -140,7 +140,11 @@ fn serves_emulated(conn: &Path) -> bool {
         return false;
     };
     rt.block_on(async {
-        match remora_transport::client::connect(&file, Duration::from_secs(5)).await {
+        let observer = remora_protocol::messages::SessionRequest {
+            observer: true,
+            ..Default::default()
+        };
+        match remora_transport::client::connect(&file, &observer, Duration::from_secs(5), |_| {}).await {
             Ok(c) => {
                 c.conn.close(0u32.into(), b"probe");
                 c.info.devices.iter().any(|d| d.emulated)

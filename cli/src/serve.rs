@@ -129,7 +129,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     seed.copy_from_slice(&identity.fingerprint()[..16]);
     let backend = choose_backend(&args, seed)?;
     // One worker: the endpoint, every connection and its session run on one thread, which
-    // measured best (TRANSPORT.md); kernels leave it through block_in_place.
+    // measured best (docs/ARCHITECTURE.md, "Transport facts that shaped the design"); kernels
+    // leave it through block_in_place.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -287,6 +287,21 @@ impl Reply {
     }
 }
 
+/// What a client asks of the server it connects to, in its hello. A plain server gives every
+/// session all its devices (and takes `memory` as the session's quota when it is smaller than
+/// its own); a pool places the session on `gpus` free GPUs of one member.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionRequest {
+    /// GPUs wanted (0: as many as a plain server has; a pool gives 1).
+    pub gpus: u32,
+    /// Device memory the session may hold, all devices together (0: no quota asked for).
+    pub memory: u64,
+    /// How long the client waits in a pool's queue before giving up (0: the server's default).
+    pub queue_timeout_ms: u64,
+    /// Looks without taking a GPU (`remora status`, `remora devices`).
+    pub observer: bool,
+}
+
 /// Server facts the client caches for the life of the connection.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ServerInfo {

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use remora_protocol::handshake::{ClientHandshake, HandshakeError, ServerDecision, ServerHandshake};
-use remora_protocol::messages::{DeviceInfo, ReplyBody, ServerInfo};
+use remora_protocol::handshake::{
+    server_accept, ClientEvent, ClientHandshake, HandshakeError, ServerDecision, ServerHandshake,
+};
+use remora_protocol::messages::{DeviceInfo, ReplyBody, ServerInfo, SessionRequest};
 use remora_protocol::{
     ClientConn, ConnError, CuStatus, Flush, Reply, Request, ServerConn, ServerEvent, Sink, Ticket,
 };
@@ -385,42 +387,49 @@ fn info() -> ServerInfo {
 
 #[test]
 fn handshake_then_calls_in_the_same_flight() {
-    let (mut hs, mut hello) = ClientHandshake::new("tok");
+    let (mut hs, mut hello) = ClientHandshake::new("tok", &SessionRequest::default());
     // The client may send its first call right behind its hello.
     let mut early = ClientConn::new();
     let (t, _) = early.call(&Request::Flush, &[], None).unwrap();
     hello.extend_from_slice(&early.take_transmit());
-    let mut server = ServerHandshake::new("tok", &info());
-    let Some(Ok(ServerDecision::Accept { mut reply, rest })) = server.poll(&hello) else {
+    let mut server = ServerHandshake::new("tok");
+    let Some(Ok(ServerDecision::Hello { rest, .. })) = server.poll(&hello) else {
         panic!("accepted");
     };
+    let mut reply = server_accept(&info());
     let mut sc = ServerConn::with_received(rest);
-    let Some(ServerEvent::Call { req: Request::Flush, wants_reply: true, .. }) =
-        sc.poll_event().unwrap()
+    let Some(ServerEvent::Call {
+        req: Request::Flush,
+        wants_reply: true,
+        ..
+    }) = sc.poll_event().unwrap()
     else {
         panic!("the early call arrives");
     };
     sc.reply(&Reply::ok(ReplyBody::None), 0);
     reply.extend_from_slice(&sc.take_transmit());
-    let accepted = hs.poll(&reply).unwrap().unwrap();
-    assert_eq!(accepted.info, info());
-    early
-        .handle_bytes(Bytes::from(accepted.rest), &mut Host::default())
-        .unwrap();
+    let Some(Ok(ClientEvent::Accepted { info: got, rest })) = hs.poll(&reply) else {
+        panic!("accepted");
+    };
+    assert_eq!(got, info());
+    early.handle_bytes(Bytes::from(rest), &mut Host::default()).unwrap();
     assert_eq!(early.take_reply(t).unwrap().unwrap().status, 0);
     assert_eq!(early.take_reply(Ticket(99)), None);
 }
 
 #[test]
 fn handshake_refusals_say_why() {
-    let (mut hs, hello) = ClientHandshake::new("wrong");
-    let mut server = ServerHandshake::new("right", &info());
+    let (mut hs, hello) = ClientHandshake::new("wrong", &SessionRequest::default());
+    let mut server = ServerHandshake::new("right");
     let Some(Ok(ServerDecision::Refuse { reply, why })) = server.poll(&hello) else {
         panic!("refused");
     };
     assert_eq!(why, "invalid token");
     let e = hs.poll(&reply).unwrap().unwrap_err();
     assert!(matches!(e, HandshakeError::BadToken(_)), "{e}");
-    let mut server = ServerHandshake::new("right", &info());
-    assert!(matches!(server.poll(b"GET / HTTP/1.1\r\n"), Some(Err(HandshakeError::NotRemora))));
+    let mut server = ServerHandshake::new("right");
+    assert!(matches!(
+        server.poll(b"GET / HTTP/1.1\r\n"),
+        Some(Err(HandshakeError::NotRemora))
+    ));
 }

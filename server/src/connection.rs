@@ -55,7 +55,14 @@ enum Inbound {
 }
 
 async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError> {
-    let mut calls = server::accept(conn, &shared.token, &shared.info, HELLO_TIMEOUT).await?;
+    let hello = server::hello(conn, &shared.token, HELLO_TIMEOUT).await?;
+    // A session may ask for a smaller quota than the server's own, never a larger one.
+    let quota = match (shared.session_memory, hello.request.memory) {
+        (q, 0) => q,
+        (Some(q), m) => Some(q.min(m)),
+        (None, m) => Some(m),
+    };
+    let mut calls = hello.accept(&shared.info).await?;
 
     // First call: the client's address windows, which the backend's session is placed in.
     let windows = match calls.next().await? {
@@ -76,7 +83,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
     let mut session = match opened {
         Ok(b) => {
             calls.reply(&Reply::ok(ReplyBody::None), 0);
-            Session::new(b, shared.info.devices.len() as u32, shared.session_memory)
+            Session::new(b, shared.info.devices.len() as u32, quota)
         }
         Err(e) => {
             calls.reply(&Reply::error(e.status, e.message.clone()), 0);

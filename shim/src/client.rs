@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use remora_protocol::client::INLINE_PAYLOAD;
-use remora_protocol::messages::{Reply, Request, ServerInfo, Window};
+use remora_protocol::messages::{Reply, Request, ServerInfo, SessionRequest, Window};
 use remora_protocol::{ConnError, ConnectionFile, CuStatus, Flush, Sink};
-use remora_transport::client::Link;
+use remora_transport::client::{ConnectError, Link};
 
 use crate::ffi::{ShimError, ShimResult};
 
@@ -58,17 +58,20 @@ pub struct Client {
     closed: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
-static CLIENT: OnceLock<Result<Arc<Client>, String>> = OnceLock::new();
+/// The connection, or why there is none: `NO_DEVICE` when a pool has no GPU for this
+/// session, else the server is unreachable.
+static CLIENT: OnceLock<Result<Arc<Client>, (CuStatus, String)>> = OnceLock::new();
 
 /// The process's connection, opened on first use.
 pub fn client() -> ShimResult<&'static Client> {
     match CLIENT.get_or_init(|| {
         connect()
             .map(Arc::new)
-            .inspect_err(|e| eprintln!("remora: {e}"))
+            .inspect_err(|e| eprintln!("remora: {}", e.1))
     }) {
         Ok(c) => Ok(c),
-        Err(e) => Err(ShimError::Unreachable(e.clone())),
+        Err((CuStatus::NO_DEVICE, e)) => Err(ShimError::new(CuStatus::NO_DEVICE, e.clone())),
+        Err((_, e)) => Err(ShimError::Unreachable(e.clone())),
     }
 }
 
@@ -77,25 +80,88 @@ pub fn existing() -> Option<&'static Client> {
     CLIENT.get().and_then(|r| r.as_ref().ok()).map(|c| &**c)
 }
 
-fn connect() -> Result<Client, String> {
+/// What this process asks of the server: `REMORA_GPUS`, `REMORA_MEMORY` (bytes, or with a
+/// K/M/G/T suffix) and `REMORA_QUEUE_TIMEOUT` (seconds), as `remora run` sets them.
+fn session_request() -> Result<SessionRequest, String> {
+    fn var(name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+    let bad = |name: &str, v: &str| format!("{name}={v} is not valid");
+    let gpus = match var("REMORA_GPUS") {
+        Some(v) => v.trim().parse().map_err(|_| bad("REMORA_GPUS", &v))?,
+        None => 0,
+    };
+    let memory = match var("REMORA_MEMORY") {
+        Some(v) => parse_size(&v).ok_or_else(|| bad("REMORA_MEMORY", &v))?,
+        None => 0,
+    };
+    let queue_timeout_ms = match var("REMORA_QUEUE_TIMEOUT") {
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s >= 0.0)
+            .map(|s| (s * 1000.0) as u64)
+            .ok_or_else(|| bad("REMORA_QUEUE_TIMEOUT", &v))?,
+        None => 0,
+    };
+    Ok(SessionRequest {
+        gpus,
+        memory,
+        queue_timeout_ms,
+        observer: false,
+    })
+}
+
+/// `512M`, `4G`, `1073741824`.
+fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (num, shift) = match t.chars().last()? {
+        'K' => (&t[..t.len() - 1], 10),
+        'M' => (&t[..t.len() - 1], 20),
+        'G' => (&t[..t.len() - 1], 30),
+        'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn connect() -> Result<Client, (CuStatus, String)> {
+    let unreachable = |e: String| (CuStatus::DEVICE_UNAVAILABLE, e);
+    connect_inner().map_err(|e| match e {
+        ConnectError::NoDevice(e) => (CuStatus::NO_DEVICE, e),
+        ConnectError::Failed(e) => unreachable(e),
+    })
+}
+
+fn connect_inner() -> Result<Client, ConnectError> {
+    let fail = ConnectError::Failed;
+    let request = session_request().map_err(fail)?;
     let path = std::env::var_os(CONNECTION_ENV).ok_or_else(|| {
         format!("{CONNECTION_ENV} is not set: run the application under `remora run` or point it at a server's connection file")
-    })?;
-    let file = ConnectionFile::read(std::path::Path::new(&path)).map_err(|e| e.to_string())?;
+    });
+    let path = path.map_err(fail)?;
+    let file = ConnectionFile::read(std::path::Path::new(&path)).map_err(|e| fail(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
     let rt = Arc::new(rt);
     let addr = file.address;
     // Connect on a helper thread: the calling thread may be inside a runtime of its own.
     let c = std::thread::scope(|s| {
         s.spawn(|| {
-            rt.block_on(remora_transport::client::connect(&file, CONNECT_TIMEOUT))
+            rt.block_on(remora_transport::client::connect(
+                &file,
+                &request,
+                CONNECT_TIMEOUT,
+                |place| eprintln!("remora: waiting for a GPU: place {place} in the queue"),
+            ))
         })
         .join()
     })
-    .map_err(|_| "the connection attempt panicked".to_string())??;
+    .map_err(|_| fail("the connection attempt panicked".to_string()))??;
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let driver = {
@@ -103,11 +169,11 @@ fn connect() -> Result<Client, String> {
         std::thread::Builder::new()
             .name("remora-io".into())
             .spawn(move || drive_in_background(&rt, &closing, &endpoint, done_tx))
-            .map_err(|e| format!("cannot start the I/O thread: {e}"))?
+            .map_err(|e| fail(format!("cannot start the I/O thread: {e}")))?
             .thread()
             .clone()
     };
-    let windows = reserve_windows(c.info.devices.len())?;
+    let windows = reserve_windows(c.info.devices.len()).map_err(fail)?;
     let info = c.info.clone();
     let client = Client {
         info,
@@ -121,7 +187,7 @@ fn connect() -> Result<Client, String> {
     };
     client
         .call(&Request::SetWindows { windows })
-        .map_err(|e| format!("Remora server at {addr}: {e}"))?;
+        .map_err(|e| fail(format!("Remora server at {addr}: {e}")))?;
     // SAFETY: `close_at_exit` is a plain extern "C" fn with no arguments, as atexit expects.
     unsafe { libc::atexit(close_at_exit) };
     tracing::debug!(%addr, devices = client.info.devices.len(), "connected");

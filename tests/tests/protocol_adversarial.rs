@@ -18,7 +18,7 @@ struct Raw {
 
 impl Raw {
     async fn connect(file: &ConnectionFile, window_base: u64) -> Self {
-        let c = client::connect(file, Duration::from_secs(10))
+        let c = client::connect(file, &Default::default(), Duration::from_secs(10), |_| {})
             .await
             .expect("connect");
         let mut raw = Raw { c };
@@ -262,7 +262,7 @@ fn overlapping_or_missing_windows_are_refused() {
     let server = Server::start();
     let file = ConnectionFile::read(&server.connection).unwrap();
     rt().block_on(async {
-        let mut c = client::connect(&file, Duration::from_secs(10))
+        let mut c = client::connect(&file, &Default::default(), Duration::from_secs(10), |_| {})
             .await
             .unwrap();
         let mut buf = Vec::new();

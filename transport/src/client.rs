@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use remora_protocol::handshake::ClientHandshake;
-use remora_protocol::messages::{Reply, Request, ServerInfo};
+use remora_protocol::handshake::{ClientEvent, ClientHandshake, HandshakeError};
+use remora_protocol::messages::{Reply, Request, ServerInfo, SessionRequest};
 use remora_protocol::{ClientConn, ConnError, ConnectionFile, Flush, Sink, Ticket};
 
 use crate::endpoint::{self, SERVER_NAME};
@@ -32,12 +32,20 @@ pub struct Connected {
 }
 
 /// Connects to the server a connection file names, pins its certificate, presents the token
-/// and completes the versioned handshake. Must be polled with a tokio runtime entered.
-/// Errors are sentences for a person.
-pub async fn connect(file: &ConnectionFile, timeout: Duration) -> Result<Connected, String> {
+/// and the session request, and completes the versioned handshake, calling `queued` with the
+/// place each time a pool says the session waits in its queue. Must be polled with a tokio
+/// runtime entered. Errors are sentences for a person; a [`ConnectError::NoDevice`] means no
+/// GPU could be given (CUDA's `CUDA_ERROR_NO_DEVICE`).
+pub async fn connect(
+    file: &ConnectionFile,
+    request: &SessionRequest,
+    timeout: Duration,
+    mut queued: impl FnMut(u32),
+) -> Result<Connected, ConnectError> {
     let addr = file.address;
-    let fail =
-        |e: &dyn std::fmt::Display| format!("cannot connect to the Remora server at {addr}: {e}");
+    let fail = |e: &dyn std::fmt::Display| {
+        ConnectError::Failed(format!("cannot connect to the Remora server at {addr}: {e}"))
+    };
     let endpoint = endpoint::client(addr, file.cert_sha256).map_err(|e| fail(&e))?;
     let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| fail(&e))?;
     let conn = tokio::time::timeout(timeout, connecting)
@@ -45,32 +53,53 @@ pub async fn connect(file: &ConnectionFile, timeout: Duration) -> Result<Connect
         .map_err(|_| fail(&format!("no answer within {timeout:?}")))?
         .map_err(|e| fail(&e))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&e))?;
-    let exchange = async {
-        let (mut hs, hello) = ClientHandshake::new(&file.token);
-        send.write_all(&hello).await.map_err(|e| e.to_string())?;
-        loop {
-            let chunk = recv
-                .read_chunk(READ_CHUNK, true)
+    let (mut hs, hello) = ClientHandshake::new(&file.token, request);
+    send.write_all(&hello).await.map_err(|e| fail(&e))?;
+    // The first answer comes at once; a queued session waits as long as it asked to.
+    let mut wait = timeout;
+    let accepted = loop {
+        let mut answer = hs.poll(&[]);
+        while answer.is_none() {
+            let chunk = tokio::time::timeout(wait, recv.read_chunk(READ_CHUNK, true))
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the server closed the stream during the handshake")?;
-            if let Some(done) = hs.poll(&chunk.bytes) {
-                return done.map_err(|e| e.to_string());
+                .map_err(|_| fail(&"no handshake reply"))?
+                .map_err(|e| fail(&e))?
+                .ok_or_else(|| fail(&"the server closed the stream during the handshake"))?;
+            answer = hs.poll(&chunk.bytes);
+        }
+        let said = |e: HandshakeError| format!("Remora server at {addr}: {e}");
+        match answer {
+            Some(Ok(ClientEvent::Queued(place))) => {
+                queued(place);
+                wait = timeout + Duration::from_millis(request.queue_timeout_ms.max(600_000));
             }
+            Some(Ok(ClientEvent::Accepted { info, rest })) => break (info, rest),
+            Some(Err(e @ HandshakeError::NoDevice(_))) => {
+                return Err(ConnectError::NoDevice(said(e)))
+            }
+            Some(Err(e)) => return Err(ConnectError::Failed(said(e))),
+            None => unreachable!("the loop above waits for an answer"),
         }
     };
-    let accepted = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| fail(&"no handshake reply"))?
-        .map_err(|e| format!("Remora server at {addr}: {e}"))?;
     Ok(Connected {
         endpoint,
         conn,
         send,
         recv,
-        info: accepted.info,
-        rest: accepted.rest,
+        info: accepted.0,
+        rest: accepted.1,
     })
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The server cannot be reached, refused the token, or speaks another protocol.
+    #[error("{0}")]
+    Failed(String),
+    /// The server (a pool) has no GPU for this session and will not have one in time.
+    #[error("{0}")]
+    NoDevice(String),
 }
 
 /// One connection's call pipeline, shared by every thread (or task) that makes calls.

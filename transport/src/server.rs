@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use remora_protocol::handshake::{HandshakeError, ServerDecision, ServerHandshake};
-use remora_protocol::messages::{Reply, ServerInfo};
+use remora_protocol::handshake::{self, HandshakeError, Outcome, ServerDecision, ServerHandshake};
+use remora_protocol::messages::{Reply, ServerInfo, SessionRequest};
 use remora_protocol::{FrameError, ServerConn, ServerEvent};
 
 /// Reads from the stream in pieces of at most this size; replies are written once this much
@@ -30,18 +30,18 @@ pub enum ServeError {
     Truncated,
 }
 
-/// Accepts a client's call stream and runs the handshake: the token is checked before the
-/// version (see [`ServerHandshake`]). A refused client is told why before this returns.
-pub async fn accept(
+/// Accepts a client's call stream and reads its hello: a wrong token (checked first) or
+/// another protocol version is refused, with the reason, before this returns. The server then
+/// decides with [`Hello::accept`], [`Hello::queued`] or [`Hello::refuse`].
+pub async fn hello(
     conn: &quinn::Connection,
     token: &str,
-    info: &ServerInfo,
     timeout: Duration,
-) -> Result<Calls, ServeError> {
+) -> Result<Hello, ServeError> {
     let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
         .await
         .map_err(|_| ServeError::Timeout)??;
-    let mut hs = ServerHandshake::new(token, info);
+    let mut hs = ServerHandshake::new(token);
     let decision = tokio::time::timeout(timeout, async {
         loop {
             let chunk = recv
@@ -56,19 +56,58 @@ pub async fn accept(
     .await
     .map_err(|_| ServeError::Timeout)??;
     match decision {
-        ServerDecision::Accept { reply, rest } => {
-            send.write_all(&reply).await?;
-            Ok(Calls {
-                send,
-                recv,
-                conn: ServerConn::with_received(rest),
-            })
-        }
+        ServerDecision::Hello { request, rest } => Ok(Hello {
+            request,
+            send,
+            recv,
+            rest,
+        }),
         ServerDecision::Refuse { reply, why } => {
             let _ = send.write_all(&reply).await;
             drain(&mut send).await;
             Err(ServeError::Refused(why))
         }
+    }
+}
+
+/// An authenticated client whose session is not decided yet.
+pub struct Hello {
+    pub request: SessionRequest,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: Vec<u8>,
+}
+
+impl Hello {
+    /// Starts the session: the client learns the devices it gets.
+    pub async fn accept(mut self, info: &ServerInfo) -> Result<Calls, ServeError> {
+        self.send.write_all(&handshake::server_accept(info)).await?;
+        Ok(Calls {
+            send: self.send,
+            recv: self.recv,
+            conn: ServerConn::with_received(self.rest),
+        })
+    }
+
+    /// Tells the client its place in the queue (1: next).
+    pub async fn queued(&mut self, place: u32) -> Result<(), ServeError> {
+        self.send.write_all(&handshake::server_queued(place)).await?;
+        Ok(())
+    }
+
+    /// Refuses the session, telling the client why.
+    pub async fn refuse(mut self, outcome: Outcome, why: &str) -> ServeError {
+        let _ = self
+            .send
+            .write_all(&handshake::server_hello(outcome, why.as_bytes()))
+            .await;
+        drain(&mut self.send).await;
+        ServeError::Refused(why.to_string())
+    }
+
+    /// Resolves when the client goes away while it waits.
+    pub async fn gone(&mut self) {
+        let _ = self.send.stopped().await;
     }
 }
 

@@ -7,12 +7,13 @@
 //! Each [`CudaSession`] creates its **own context** per device it uses (lazily, with
 //! `cuCtxCreate`), not the device's primary context: a client's faulting kernel makes its
 //! context unusable (a sticky error), and with a shared primary context that would break every
-//! other client of the GPU (DESIGN.md decision 9); destroying the session's contexts also frees
-//! whatever the driver still holds for it. The cost is one context's memory per client and
-//! device. Sessions may run on any tokio thread, so every driver call is preceded by
-//! `cuCtxSetCurrent` on the calling thread.
+//! other client of the GPU (`docs/ARCHITECTURE.md`, invariant "Sessions are isolated, and
+//! freed whole"); destroying the session's contexts also frees whatever the driver still holds
+//! for it. The cost is one context's memory per client and device. Sessions may run on any
+//! tokio thread, so every driver call is preceded by `cuCtxSetCurrent` on the calling thread.
 //!
-//! Allocations land inside the client's address window (decision 3) through the VMM API: each
+//! Allocations land inside the client's address window (`docs/ARCHITECTURE.md`, invariant
+//! "Device addresses live in windows the client reserved") through the VMM API: each
 //! allocation is `cuMemCreate`, then `cuMemAddressReserve` at a free address of the window,
 //! `cuMemMap` there and `cuMemSetAccess`. Reservations are per allocation rather than one for
 //! the whole window because the windows of different clients (addresses in their processes)
