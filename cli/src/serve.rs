@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// CUDA_ERROR_LAUNCH_TIMEOUT (702).
     #[arg(long, default_value_t = 1 << 36)]
     kernel_budget: u64,
+    /// Worker threads of each emulated device's kernels (default: one per CPU); 1 simulates a
+    /// one-core "low-end card".
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Most device memory one client may hold at once (e.g. 2G); default: no quota.
     #[arg(long, value_parser = parse_size)]
     session_memory: Option<u64>,
@@ -102,7 +106,8 @@ fn choose_backend(args: &ServeArgs, seed: [u8; 16]) -> anyhow::Result<Arc<dyn Ba
     let emulated = || -> Arc<dyn Backend> {
         Arc::new(
             EmulatedBackend::new(args.devices, args.device_memory, seed)
-                .with_instruction_budget(args.kernel_budget),
+                .with_instruction_budget(args.kernel_budget)
+                .with_threads(args.threads),
         )
     };
     match args.backend {

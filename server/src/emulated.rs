@@ -46,6 +46,13 @@ impl EmulatedBackend {
     }
 
     /// Warp instructions a launch may run before it fails with `LAUNCH_TIMEOUT` (702).
+    /// Worker threads each kernel runs on (0: one per CPU), so a one-core "low-end card" can be
+    /// simulated.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.options.threads = threads;
+        self
+    }
+
     pub fn with_instruction_budget(mut self, budget: u64) -> Self {
         self.options.instruction_budget = budget;
         self
