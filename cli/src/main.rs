@@ -2,6 +2,7 @@
 
 mod run;
 mod serve;
+mod status;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,15 @@ enum Command {
         #[arg(long)]
         connection: Option<PathBuf>,
     },
+    /// Show what a server or pool is doing: devices or members, sessions, queue.
+    Status {
+        /// Connection file of the server or pool (default: $REMORA_CONNECTION).
+        #[arg(long)]
+        connection: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -44,6 +54,9 @@ fn main() {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
         Command::Devices { connection } => devices(connection),
+        Command::Status { connection, json } => {
+            connection_path(connection).and_then(|p| status::status(&p, json))
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

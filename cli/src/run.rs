@@ -20,6 +20,16 @@ pub struct RunArgs {
     /// Memory of each emulated device of the embedded server.
     #[arg(long, default_value = "4G")]
     device_memory: String,
+    /// GPUs this session asks for (a pool places it on that many GPUs of one member).
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// Device memory this session may hold, all GPUs together (e.g. 2G): a quota the server
+    /// enforces and a pool reserves.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Seconds to wait in a pool's queue for GPUs before failing with CUDA_ERROR_NO_DEVICE.
+    #[arg(long)]
+    queue_timeout: Option<f64>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
     command: Vec<OsString>,
@@ -202,6 +212,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         if no_jitlink.exists() {
             preload.push(&no_jitlink);
         }
+    }
+    if let Some(g) = args.gpus {
+        cmd.env("REMORA_GPUS", g.to_string());
+    }
+    if let Some(m) = &args.memory {
+        crate::serve::parse_size(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+        cmd.env("REMORA_MEMORY", m);
+    }
+    if let Some(t) = args.queue_timeout {
+        cmd.env("REMORA_QUEUE_TIMEOUT", t.to_string());
     }
     cmd.env("LD_PRELOAD", prepend("LD_PRELOAD", &preload));
     let status = cmd

@@ -26,8 +26,10 @@ pub struct ServeArgs {
     /// Address to listen on (UDP). Use 0.0.0.0:PORT to accept other machines.
     #[arg(long, default_value = "127.0.0.1:4433")]
     listen: SocketAddr,
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendKind,
+    /// Whose GPUs to serve (default: auto). A pool (--member, --members-dns) serves its
+    /// members' GPUs only.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
     /// Number of emulated devices.
     #[arg(long, default_value_t = 1)]
     devices: u32,
@@ -54,6 +56,24 @@ pub struct ServeArgs {
     /// Most device memory one client may hold at once (e.g. 2G); default: no quota.
     #[arg(long, value_parser = parse_size)]
     session_memory: Option<u64>,
+    /// Serve as a pool: a member's connection file (repeatable). Clients are placed on the
+    /// members' GPUs.
+    #[arg(long = "member", value_name = "FILE")]
+    members: Vec<PathBuf>,
+    /// Serve as a pool of every address NAME resolves to (asked again every few seconds), at
+    /// PORT, with the certificate and token of --member-credentials.
+    #[arg(long, value_name = "NAME:PORT", requires = "member_credentials")]
+    members_dns: Option<String>,
+    /// A connection file holding the certificate and token the DNS-found members share (its
+    /// address is ignored).
+    #[arg(long, value_name = "FILE")]
+    member_credentials: Option<PathBuf>,
+    /// At most this many sessions share one GPU of a pool.
+    #[arg(long, default_value_t = 1)]
+    sessions_per_gpu: u32,
+    /// Seconds a pool keeps a session waiting for GPUs when the client does not say.
+    #[arg(long, default_value_t = 600.0)]
+    queue_timeout: f64,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -110,7 +130,7 @@ fn choose_backend(args: &ServeArgs, seed: [u8; 16]) -> anyhow::Result<Arc<dyn Ba
                 .with_threads(args.threads),
         )
     };
-    match args.backend {
+    match args.backend.unwrap_or(BackendKind::Auto) {
         BackendKind::Emulated => Ok(emulated()),
         BackendKind::Cuda => {
             remora_server::cuda::probe().map_err(|why| anyhow::anyhow!("--backend cuda: {why}"))
@@ -130,6 +150,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let identity = Identity::load_or_create(&state).context("server identity")?;
     let token = load_or_create_token(&state)?;
+    if !args.members.is_empty() || args.members_dns.is_some() {
+        return serve_pool(args, &state, identity, token);
+    }
     let mut seed = [0u8; 16];
     seed.copy_from_slice(&identity.fingerprint()[..16]);
     let backend = choose_backend(&args, seed)?;
@@ -153,12 +176,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         })
         .with_context(|| format!("listening on {}", args.listen))?;
         let local = server.local_addr()?;
-        let mut address = args.advertise.unwrap_or(local);
-        if address.ip().is_unspecified() {
-            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
         let file = ConnectionFile {
-            address,
+            address: advertised(&args, local),
             cert_sha256: identity.fingerprint(),
             token,
         };
@@ -172,6 +191,86 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         println!("remora: connection file {}", path.display());
         tokio::select! {
             _ = server.run() => {}
+            _ = tokio::signal::ctrl_c() => println!("remora: shutting down"),
+        }
+        Ok(0)
+    })
+}
+
+/// The address clients are told: --advertise, else where it listens (loopback for 0.0.0.0).
+fn advertised(args: &ServeArgs, local: SocketAddr) -> SocketAddr {
+    let mut address = args.advertise.unwrap_or(local);
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    address
+}
+
+/// `remora serve --member ...`: a pool of other servers' GPUs.
+fn serve_pool(
+    args: ServeArgs,
+    state: &std::path::Path,
+    identity: Identity,
+    token: String,
+) -> anyhow::Result<i32> {
+    if args.backend.is_some() {
+        anyhow::bail!(
+            "a pool serves its members' GPUs only: run `remora serve --backend ...` separately and add it with --member"
+        );
+    }
+    let members = args
+        .members
+        .iter()
+        .map(|p| ConnectionFile::read(p).with_context(|| format!("--member {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dns = match (&args.members_dns, &args.member_credentials) {
+        (Some(name), Some(creds)) => {
+            let (host, port) = name
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .with_context(|| format!("--members-dns {name}: expected NAME:PORT"))?;
+            let creds = ConnectionFile::read(creds)
+                .with_context(|| format!("--member-credentials {}", creds.display()))?;
+            Some((host, port, creds))
+        }
+        _ => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let pool = remora_pool::PoolServer::bind(remora_pool::PoolConfig {
+            listen: args.listen,
+            token: token.clone(),
+            identity: identity.clone(),
+            name: hostname(),
+            members,
+            dns,
+            sessions_per_gpu: args.sessions_per_gpu,
+            queue_timeout: std::time::Duration::from_secs_f64(args.queue_timeout.max(0.0)),
+        })
+        .with_context(|| format!("listening on {}", args.listen))?;
+        let local = pool.local_addr()?;
+        let file = ConnectionFile {
+            address: advertised(&args, local),
+            cert_sha256: identity.fingerprint(),
+            token,
+        };
+        let path = args
+            .connection_file
+            .clone()
+            .unwrap_or_else(|| state.join("connection"));
+        file.write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "remora: pool of {} member(s){} on {local}",
+            args.members.len(),
+            if args.members_dns.is_some() { " and DNS" } else { "" }
+        );
+        println!("remora: connection file {}", path.display());
+        tokio::select! {
+            _ = pool.run() => {}
             _ = tokio::signal::ctrl_c() => println!("remora: shutting down"),
         }
         Ok(0)

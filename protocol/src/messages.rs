@@ -149,6 +149,9 @@ pub enum Request {
         ctx: u64,
         module: u64,
     },
+    /// What the server (or pool) is doing: its devices, sessions, members and queue, as JSON
+    /// for `remora status`. Allowed before `SetWindows`.
+    Status,
     /// A kernel launch. `params` is the packed parameter buffer laid out per the function's
     /// [`KernelDesc`].
     Launch {
@@ -201,6 +204,7 @@ impl Request {
             Request::ModuleLoad { .. } => "ModuleLoad",
             Request::ModuleUnload { .. } => "ModuleUnload",
             Request::Launch { .. } => "Launch",
+            Request::Status => "Status",
         }
     }
 }
@@ -253,6 +257,10 @@ pub enum ReplyBody {
     Module {
         kernels: Vec<KernelDesc>,
         globals: Vec<GlobalDesc>,
+    },
+    /// `remora status`'s report, JSON.
+    Status {
+        json: String,
     },
 }
 

@@ -64,25 +64,54 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
     };
     let mut calls = hello.accept(&shared.info).await?;
 
-    // First call: the client's address windows, which the backend's session is placed in.
-    let windows = match calls.next().await? {
-        Some(ServerEvent::Call {
-            req: Request::SetWindows { windows },
-            ..
-        }) => windows,
-        Some(ServerEvent::Call { req, .. }) => {
-            return Err(ServeError::Refused(format!(
-                "expected SetWindows first, got {}",
-                req.name()
-            )))
+    // First call: the client's address windows, which the backend's session is placed in
+    // (`remora status` asks for the report first, and may stop there).
+    let windows = loop {
+        match calls.next().await? {
+            Some(ServerEvent::Call {
+                req: Request::Status,
+                ..
+            }) => {
+                calls.reply(
+                    &Reply::ok(ReplyBody::Status {
+                        json: status(shared),
+                    }),
+                    0,
+                );
+                calls.flush().await?;
+                continue;
+            }
+            Some(ServerEvent::Call {
+                req: Request::SetWindows { windows },
+                ..
+            }) => break windows,
+            Some(ServerEvent::Call { req, .. }) => {
+                return Err(ServeError::Refused(format!(
+                    "expected SetWindows first, got {}",
+                    req.name()
+                )))
+            }
+            _ => return Ok(()),
         }
-        _ => return Err(ServeError::Refused("closed before set-up".into())),
     };
     let opened = check_windows(&windows, shared.info.devices.len())
         .and_then(|()| shared.backend.open(&windows));
+    let registered;
     let mut session = match opened {
         Ok(b) => {
             calls.reply(&Reply::ok(ReplyBody::None), 0);
+            let n = shared
+                .next_session
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            lock_sessions(shared).insert(
+                n,
+                crate::SessionEntry {
+                    remote: conn.remote_address(),
+                    since: std::time::Instant::now(),
+                    quota,
+                },
+            );
+            registered = Registered(shared, n);
             Session::new(b, shared.info.devices.len() as u32, quota)
         }
         Err(e) => {
@@ -111,6 +140,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         };
         let result = match step {
             Step::Reply(r) => r,
+            Step::Status => Ok(ReplyBody::Status {
+                json: status(shared),
+            }),
             Step::HaveImage { hash } => Ok(ReplyBody::Have {
                 present: lock(shared).contains_key(&hash),
             }),
@@ -179,7 +211,60 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             session.defer(e);
         }
     }
+    drop(registered);
     Ok(())
+}
+
+/// Keeps a session listed for `remora status` while it lives.
+struct Registered<'a>(&'a Shared, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock_sessions(self.0).remove(&self.1);
+    }
+}
+
+fn lock_sessions(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, crate::SessionEntry>> {
+    shared.sessions.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The server's report for `remora status`.
+fn status(shared: &Shared) -> String {
+    let sessions: Vec<serde_json::Value> = lock_sessions(shared)
+        .iter()
+        .map(|(id, s)| {
+            serde_json::json!({
+                "id": id,
+                "client": s.remote.to_string(),
+                "memory_quota": s.quota,
+                "age_s": s.since.elapsed().as_secs_f64(),
+            })
+        })
+        .collect();
+    let devices: Vec<serde_json::Value> = shared
+        .info
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            serde_json::json!({
+                "index": i,
+                "name": d.name,
+                "total_mem": d.total_mem,
+                "emulated": d.emulated,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "kind": "server",
+        "name": shared.info.server_name,
+        "backend": shared.backend.kind(),
+        "devices": devices,
+        "sessions": sessions,
+    })
+    .to_string()
 }
 
 /// Consumes a call's payload (`len` bytes, as chunk events) into its destination; the call's

@@ -43,6 +43,16 @@ pub(crate) struct Shared {
     /// Module images by content hash, so each is uploaded once per server.
     pub images: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
     pub session_memory: Option<u64>,
+    /// Sessions open now, for `remora status`.
+    pub sessions: Mutex<std::collections::BTreeMap<u64, SessionEntry>>,
+    pub next_session: std::sync::atomic::AtomicU64,
+}
+
+/// A session as `remora status` shows it.
+pub(crate) struct SessionEntry {
+    pub remote: SocketAddr,
+    pub since: std::time::Instant,
+    pub quota: Option<u64>,
 }
 
 /// A bound, not yet running server.
@@ -66,6 +76,8 @@ impl Server {
             info,
             images: Mutex::new(HashMap::new()),
             session_memory: cfg.session_memory,
+            sessions: Mutex::new(Default::default()),
+            next_session: std::sync::atomic::AtomicU64::new(1),
         });
         Ok(Self { endpoint, shared })
     }

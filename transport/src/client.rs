@@ -135,6 +135,11 @@ impl<S: Sink + Send> Link<S> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` on the sink (to take data a call's reply delivered).
+    pub fn with_sink<T>(&self, f: impl FnOnce(&mut S) -> T) -> T {
+        f(&mut self.state().1)
+    }
+
     /// Runs `f` on the state machine (counters, pending reads, ...).
     pub fn with_conn<T>(&self, f: impl FnOnce(&mut ClientConn) -> T) -> T {
         f(&mut self.state().0)

@@ -96,7 +96,7 @@ impl Hello {
     }
 
     /// Refuses the session, telling the client why.
-    pub async fn refuse(mut self, outcome: Outcome, why: &str) -> ServeError {
+    pub async fn refuse(&mut self, outcome: Outcome, why: &str) -> ServeError {
         let _ = self
             .send
             .write_all(&handshake::server_hello(outcome, why.as_bytes()))

@@ -80,6 +80,8 @@ pub enum Step {
     Send { src: u64, size: u64, check: CuResult<()> },
     /// Say whether the server holds the module image `hash`.
     HaveImage { hash: [u8; 32] },
+    /// Report the server's state (`remora status`).
+    Status,
 }
 
 pub struct Session {
@@ -156,6 +158,7 @@ impl Session {
                 }
             }
             R::ModuleHave { hash } => return Step::HaveImage { hash },
+            R::Status => return Step::Status,
             R::ModuleLoad { ctx, module, hash } => {
                 return Step::ReceiveImage { ctx, module, hash }
             }

@@ -157,19 +157,17 @@ impl Server {
         let dir = TempDir::new("server");
         let connection = dir.0.join("connection");
         let backend = std::env::var("REMORA_TEST_BACKEND").unwrap_or_else(|_| "emulated".into());
-        let child = Command::new(remora())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                &backend,
-                "--device-memory",
-                "1G",
-            ])
+        let mut cmd = Command::new(remora());
+        cmd.args(["serve", "--backend", &backend, "--device-memory", "1G"]);
+        // `extra` may name its own address and state (a server restarted where it was).
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(&dir.0);
+        }
+        let child = cmd
             .args(extra)
-            .arg("--state-dir")
-            .arg(&dir.0)
             .arg("--connection-file")
             .arg(&connection)
             .stdout(Stdio::null())

@@ -1,0 +1,119 @@
+//! A pool: a Remora server whose GPUs are other servers' (its *members*).
+//!
+//! Clients connect to a pool exactly as to a server. Each session says in its hello how many
+//! GPUs and how much memory it wants; the pool places it on free GPUs of one member
+//! ([`placement`]), or keeps it waiting in a FIFO queue, telling it its place, until GPUs free
+//! up or its queue timeout passes. A placed session is forwarded call by call to its member
+//! over a link of its own (`remora_transport::client::Link`, the same call pipeline the shim
+//! uses), with device numbers translated so the client sees its GPUs as 0..N-1 ([`session`]).
+//! The member enforces the session's memory quota and frees everything when the link closes.
+//!
+//! Members are watched ([`members`]): each holds an observer connection whose QUIC keep-alives
+//! tell within a few seconds that it went silent; a silent member gets nothing new, its
+//! sessions' links fail by themselves within the idle timeout, and it rejoins when it answers.
+//!
+//! The pool does not run kernels or hold device memory, and is not a `Backend`: forwarding
+//! typed calls keeps the client's batching intact, where a per-call backend would turn every
+//! asynchronous call into a round trip.
+
+pub mod members;
+pub mod placement;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use remora_protocol::ConnectionFile;
+use remora_transport::endpoint::{self, EndpointError, Identity};
+
+use crate::members::Members;
+use crate::placement::Scheduler;
+
+/// How a pool is set up.
+pub struct PoolConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+    pub identity: Identity,
+    pub name: String,
+    /// Members given as connection files.
+    pub members: Vec<ConnectionFile>,
+    /// Members found by DNS: every address `host` resolves to, at `port`, with the
+    /// certificate and token of `credentials` (its address is ignored).
+    pub dns: Option<(String, u16, ConnectionFile)>,
+    /// At most this many sessions share one GPU.
+    pub sessions_per_gpu: u32,
+    /// How long a session waits in the queue when it does not say.
+    pub queue_timeout: Duration,
+}
+
+/// State shared by the pool's tasks.
+pub struct Pool {
+    token: String,
+    name: String,
+    queue_timeout: Duration,
+    sched: Mutex<Scheduler>,
+    members: Members,
+    /// Woken whenever placements may have changed.
+    changed: tokio::sync::Notify,
+}
+
+impl Pool {
+    fn sched(&self) -> MutexGuard<'_, Scheduler> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A bound, not yet running pool.
+pub struct PoolServer {
+    endpoint: quinn::Endpoint,
+    pool: Arc<Pool>,
+    dns: Option<(String, u16, ConnectionFile)>,
+}
+
+impl PoolServer {
+    /// Binds the endpoint. Must be called inside a tokio runtime.
+    pub fn bind(cfg: PoolConfig) -> Result<Self, EndpointError> {
+        let endpoint = endpoint::server(cfg.listen, &cfg.identity)?;
+        let pool = Arc::new(Pool {
+            token: cfg.token,
+            name: cfg.name,
+            queue_timeout: cfg.queue_timeout,
+            sched: Mutex::new(Scheduler::new(cfg.sessions_per_gpu)),
+            members: Members::default(),
+            changed: tokio::sync::Notify::new(),
+        });
+        for file in cfg.members {
+            members::add(&pool, file);
+        }
+        Ok(Self {
+            endpoint,
+            pool,
+            dns: cfg.dns,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Serves until the endpoint is closed.
+    pub async fn run(self) {
+        for id in 0..self.pool.members.len() {
+            tokio::spawn(members::watch(self.pool.clone(), id));
+        }
+        if let Some((host, port, creds)) = self.dns {
+            tokio::spawn(members::discover(self.pool.clone(), host, port, creds));
+        }
+        while let Some(incoming) = self.endpoint.accept().await {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => session::serve(conn, pool).await,
+                    Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! One client of the pool: its hello, its place in the queue, then its calls forwarded to the
+//! member it was placed on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remora_protocol::handshake::Outcome;
+use remora_protocol::messages::{Reply, ReplyBody, Request, ServerInfo, SessionRequest, Window};
+use remora_protocol::{ConnError, CuStatus, ServerEvent, Sink};
+use remora_transport::client::Link;
+use remora_transport::server::{self, Calls, Hello, ServeError};
+
+use crate::placement::{Placement, SessionId, State, Want};
+use crate::Pool;
+
+/// A client must say hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a member is given to open a session's link.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A device number no member has: requests naming a device the session was not given carry it,
+/// so the member refuses them in order, as it refuses any bad device.
+const NO_SUCH_DEVICE: u32 = u32::MAX;
+
+pub(crate) async fn serve(conn: quinn::Connection, pool: Arc<Pool>) {
+    let remote = conn.remote_address();
+    match run(&conn, &pool).await {
+        Ok(()) => tracing::info!(%remote, "client done"),
+        Err(e) => {
+            tracing::info!(%remote, "session ended: {e}");
+            conn.close(1u32.into(), e.to_string().as_bytes());
+        }
+    }
+}
+
+/// Gives the session's GPUs (or its place in the queue) back when it ends, however it ends.
+struct Release<'a>(&'a Pool, SessionId);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.sched().release(self.1);
+        self.0.changed.notify_waiters();
+    }
+}
+
+async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
+    let mut hello = server::hello(conn, &pool.token, HELLO_TIMEOUT).await?;
+    let request = hello.request.clone();
+    if request.observer {
+        return observe(hello, pool).await;
+    }
+    let want = Want {
+        gpus: request.gpus.max(1),
+        memory: request.memory,
+    };
+    let asked = pool.sched().request(want);
+    let id = match asked {
+        Ok(id) => id,
+        Err(why) => return Err(hello.refuse(Outcome::NoDevice, &why).await),
+    };
+    let _release = Release(pool, id);
+    let placement = match wait_for_gpus(&mut hello, pool, id, &request).await? {
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    let Some(member) = pool.members.get(placement.member) else {
+        return Err(hello.refuse(Outcome::Refused, "member vanished").await);
+    };
+    let to_member = SessionRequest {
+        gpus: 0,
+        memory: request.memory,
+        queue_timeout_ms: 0,
+        observer: false,
+    };
+    let addr = member.file.address;
+    let connected =
+        remora_transport::client::connect(&member.file, &to_member, LINK_TIMEOUT, |_| {}).await;
+    let connected = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("the pool's member {addr} did not take the session: {e}");
+            return Err(hello.refuse(Outcome::Refused, &why).await);
+        }
+    };
+    let member_devices = connected.info.devices.len() as u32;
+    let info = ServerInfo {
+        driver_version: connected.info.driver_version,
+        server_name: format!("{} (pool) on {}", pool.name, connected.info.server_name),
+        devices: placement
+            .gpus
+            .iter()
+            .filter_map(|&g| connected.info.devices.get(g as usize).cloned())
+            .collect(),
+    };
+    tracing::info!(member = %addr, gpus = ?placement.gpus, "session placed");
+    let link = Link::new(connected, Buffers::default());
+    let calls = hello.accept(&info).await?;
+    let r = forward(calls, &link, &placement, member_devices).await;
+    link.close("session over");
+    r.map_err(|e| match e {
+        Forward::Client(e) => e,
+        Forward::Member(ConnError::Lost(why)) => {
+            ServeError::Refused(format!("the pool lost member {addr}: {why}"))
+        }
+    })
+}
+
+/// Waits in the queue, telling the client its place whenever it changes. `None` when the
+/// client went away while waiting.
+async fn wait_for_gpus(
+    hello: &mut Hello,
+    pool: &Pool,
+    id: SessionId,
+    request: &SessionRequest,
+) -> Result<Option<Placement>, ServeError> {
+    let timeout = match request.queue_timeout_ms {
+        0 => pool.queue_timeout,
+        ms => Duration::from_millis(ms),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut told = 0;
+    loop {
+        let changed = pool.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let state = pool.sched().state(id);
+        match state {
+            Some(State::Placed(p)) => return Ok(Some(p)),
+            Some(State::Queued { place }) if place != told => {
+                hello.queued(place).await?;
+                told = place;
+            }
+            Some(State::Queued { .. }) => {}
+            None => return Ok(None),
+        }
+        tokio::select! {
+            () = &mut changed => {}
+            () = tokio::time::sleep_until(deadline) => {
+                let why = format!(
+                    "no GPU of the pool became free within {} s (REMORA_QUEUE_TIMEOUT)",
+                    timeout.as_secs_f64()
+                );
+                return Err(hello.refuse(Outcome::NoDevice, &why).await);
+            }
+            () = hello.gone() => return Ok(None),
+        }
+    }
+}
+
+/// An observer (`remora status`, `remora devices`, `remora run`'s probe): sees every member's
+/// GPUs and may ask for the pool's report; takes nothing.
+async fn observe(hello: Hello, pool: &Pool) -> Result<(), ServeError> {
+    let members = pool.members.lock().clone();
+    let mut info = ServerInfo {
+        driver_version: 0,
+        server_name: format!("{} (pool)", pool.name),
+        devices: Vec::new(),
+    };
+    for m in members.iter().filter_map(|m| m.info.as_ref()) {
+        info.driver_version = info.driver_version.max(m.driver_version);
+        info.devices.extend(m.devices.iter().cloned());
+    }
+    let mut calls = hello.accept(&info).await?;
+    while let Some(ev) = calls.next().await? {
+        let ServerEvent::Call {
+            req, wants_reply, ..
+        } = ev
+        else {
+            continue;
+        };
+        let reply = match req {
+            Request::Status => Reply::ok(ReplyBody::Status {
+                json: status(pool),
+            }),
+            other => Reply::error(
+                CuStatus::NOT_PERMITTED,
+                format!("{} from an observer: ask for a GPU first", other.name()),
+            ),
+        };
+        if wants_reply {
+            calls.reply(&reply, 0);
+            calls.flush().await?;
+        }
+    }
+    Ok(())
+}
+
+/// The pool's report for `remora status`.
+pub fn status(pool: &Pool) -> String {
+    let members = pool.members.lock().clone();
+    let sched = pool.sched();
+    let mut placed: HashMap<usize, Vec<serde_json::Value>> = HashMap::new();
+    let sessions: Vec<serde_json::Value> = sched
+        .sessions()
+        .map(|(id, p, memory, age)| {
+            placed.entry(p.member).or_default().push(serde_json::json!(id.0));
+            serde_json::json!({
+                "id": id.0,
+                "member": members.get(p.member).map(|m| m.file.address.to_string()),
+                "gpus": p.gpus,
+                "memory": memory,
+                "age_s": age.as_secs_f64(),
+            })
+        })
+        .collect();
+    let member_list: Vec<serde_json::Value> = members
+        .iter()
+        .zip(sched.members())
+        .map(|(m, s)| {
+            let gpus: Vec<serde_json::Value> = s
+                .gpus
+                .iter()
+                .map(|g| {
+                    let name = m
+                        .info
+                        .as_ref()
+                        .and_then(|i| i.devices.get(g.index as usize))
+                        .map(|d| d.name.clone());
+                    serde_json::json!({
+                        "index": g.index,
+                        "name": name,
+                        "total_mem": g.total_mem,
+                        "reserved": g.reserved,
+                        "sessions": g.sessions,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "address": m.file.address.to_string(),
+                "state": m.state.as_str(),
+                "gpus": gpus,
+                "last_error": m.last_error,
+            })
+        })
+        .collect();
+    let (length, oldest) = sched.queue();
+    serde_json::json!({
+        "kind": "pool",
+        "name": pool.name,
+        "members": member_list,
+        "sessions": sessions,
+        "queue": { "length": length, "oldest_wait_s": oldest.map(|d| d.as_secs_f64()) },
+    })
+    .to_string()
+}
+
+/// Where a session's device-to-host data waits between the member's reply and the client's.
+#[derive(Default)]
+struct Buffers(HashMap<u64, Vec<u8>>);
+
+impl Sink for Buffers {
+    fn write(&mut self, dst: u64, offset: u64, bytes: &[u8]) {
+        let buf = self.0.entry(dst).or_default();
+        let end = offset as usize + bytes.len();
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        buf[offset as usize..end].copy_from_slice(bytes);
+    }
+}
+
+/// Which side of a forwarded session failed.
+enum Forward {
+    Client(ServeError),
+    Member(ConnError),
+}
+
+impl From<ServeError> for Forward {
+    fn from(e: ServeError) -> Self {
+        Forward::Client(e)
+    }
+}
+
+impl From<ConnError> for Forward {
+    fn from(e: ConnError) -> Self {
+        Forward::Member(e)
+    }
+}
+
+/// Forwards the client's calls to the member in order: calls that want no reply are queued on
+/// the link (batched, as the shim batches them), calls that want one are a round trip to the
+/// member whose reply (and data) goes back to the client.
+async fn forward(
+    mut calls: Calls,
+    link: &Link<Buffers>,
+    placement: &Placement,
+    member_devices: u32,
+) -> Result<(), Forward> {
+    let mut next_read = 0u64;
+    let mut payload = Vec::new();
+    while let Some(ev) = calls.next().await? {
+        let ServerEvent::Call {
+            mut req,
+            wants_reply,
+            payload_len,
+        } = ev
+        else {
+            return Err(ServeError::Refused("payload without a call".into()).into());
+        };
+        payload.clear();
+        while (payload.len() as u64) < payload_len {
+            match calls.next().await? {
+                Some(ServerEvent::Payload { chunk, .. }) => payload.extend_from_slice(&chunk),
+                _ => return Err(ServeError::Truncated.into()),
+            }
+        }
+        translate(&mut req, placement, member_devices);
+        if !wants_reply {
+            link.post_large(&req, &payload).await?;
+            continue;
+        }
+        let read = match req {
+            Request::MemcpyDtoH { size, .. } => {
+                next_read += 1;
+                Some((next_read, size))
+            }
+            _ => None,
+        };
+        let reply = link.call(&req, &payload, read).await?;
+        let data = read
+            .and_then(|(id, _)| link.with_sink(|b| b.0.remove(&id)))
+            .unwrap_or_default();
+        let n = match read {
+            Some((_, size)) if data.len() as u64 == size => data.len(),
+            _ => 0,
+        };
+        calls.reply(&reply, n as u64);
+        calls.reply_data().extend_from_slice(&data[..n]);
+        calls.flush().await?;
+    }
+    Ok(())
+}
+
+/// Renumbers devices from the client's view (0..N-1) to the member's. A device the session was
+/// not given becomes one no member has, so the member refuses it. The member wants an address
+/// window for each of its devices: those the session was not given get windows of their own,
+/// away from the client's, that nothing will ever use.
+fn translate(req: &mut Request, placement: &Placement, member_devices: u32) {
+    let map = |d: u32| placement.gpus.get(d as usize).copied().unwrap_or(NO_SUCH_DEVICE);
+    match req {
+        Request::CtxCreate { device, .. } | Request::MemGetInfo { device } => *device = map(*device),
+        Request::SetWindows { windows } => {
+            let mut out: Vec<Window> = windows
+                .iter()
+                .map(|w| Window {
+                    device: map(w.device),
+                    ..*w
+                })
+                .collect();
+            let mut base = 1u64 << 44;
+            for d in (0..member_devices).filter(|d| !placement.gpus.contains(d)) {
+                while out
+                    .iter()
+                    .any(|w| base < w.base.saturating_add(w.size) && w.base < base + (1 << 30))
+                {
+                    base += 1 << 40;
+                }
+                out.push(Window {
+                    device: d,
+                    base,
+                    size: 1 << 30,
+                });
+                base += 1 << 40;
+            }
+            *windows = out;
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_renumbered_and_others_refused() {
+        let p = Placement {
+            member: 0,
+            gpus: vec![2, 0],
+            memory_per_gpu: 0,
+        };
+        let mut r = Request::CtxCreate {
+            ctx: 1,
+            device: 0,
+            flags: 0,
+        };
+        translate(&mut r, &p, 3);
+        assert!(matches!(r, Request::CtxCreate { device: 2, .. }));
+        let mut r = Request::MemGetInfo { device: 2 };
+        translate(&mut r, &p, 3);
+        assert_eq!(r, Request::MemGetInfo { device: NO_SUCH_DEVICE });
+    }
+
+    #[test]
+    fn every_member_device_gets_a_window_and_none_overlap() {
+        let p = Placement {
+            member: 0,
+            gpus: vec![1],
+            memory_per_gpu: 0,
+        };
+        // The client's window sits exactly where the first spare one would go.
+        let mut r = Request::SetWindows {
+            windows: vec![Window {
+                device: 0,
+                base: 1 << 44,
+                size: 1 << 40,
+            }],
+        };
+        translate(&mut r, &p, 3);
+        let Request::SetWindows { windows } = r else {
+            unreachable!()
+        };
+        let mut devices: Vec<u32> = windows.iter().map(|w| w.device).collect();
+        devices.sort();
+        assert_eq!(devices, [0, 1, 2]);
+        assert_eq!(windows[0].device, 1, "the client's window is for its GPU");
+        for (i, a) in windows.iter().enumerate() {
+            for b in &windows[i + 1..] {
+                assert!(a.base + a.size <= b.base || b.base + b.size <= a.base, "{a:?} {b:?}");
+            }
+        }
+    }
+}

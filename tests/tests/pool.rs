@@ -1,0 +1,315 @@
+//! A pool of real member servers on loopback: placement, the queue, quotas, member loss.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A free UDP port on loopback (for members that must come back at the same address).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A one-thread emulated member with 1 GiB, optionally on a fixed port.
+fn member(port: Option<u16>) -> Server {
+    let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+    Server::start_with(&["--threads", "1", "--listen", &listen])
+}
+
+/// A pool over `members`, killed on drop.
+struct Pool {
+    child: Child,
+    dir: TempDir,
+    connection: PathBuf,
+}
+
+impl Pool {
+    fn start(members: &[&Path], extra: &[&str]) -> Self {
+        let dir = TempDir::new("pool");
+        let connection = dir.0.join("connection");
+        let mut cmd = Command::new(remora());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        for m in members {
+            cmd.arg("--member").arg(m);
+        }
+        let child = cmd
+            .args(extra)
+            .arg("--state-dir")
+            .arg(&dir.0)
+            .arg("--connection-file")
+            .arg(&connection)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the pool");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !connection.exists() {
+            assert!(Instant::now() < deadline, "the pool wrote no connection file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pool = Self {
+            child,
+            dir,
+            connection,
+        };
+        pool.wait_for(|s| {
+            s["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["state"] == "up"))
+        });
+        pool
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(remora())
+            .args(["status", "--json", "--connection"])
+            .arg(&self.connection)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remora status: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits (up to 20 s) until the pool's report satisfies `ok`.
+    fn wait_for(&self, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "pool never got there: {s:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn trial(&self, args: &[&str], opts: &[&str]) -> Command {
+        let mut c = Command::new(remora());
+        c.arg("run")
+            .arg("--connection")
+            .arg(&self.connection)
+            .args(opts)
+            .arg("--")
+            .arg(c_program("pool_trial"))
+            .args(args);
+        c.env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn done(c: Child) -> Output {
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn sessions_spread_over_members_and_a_third_queues_until_one_finishes() {
+    let (a, b) = (member(None), member(None));
+    let pool = Pool::start(&[&a.connection, &b.connection], &[]);
+    let t1 = pool.trial(&["20", "1500"], &[]).spawn().unwrap();
+    let t2 = pool.trial(&["20", "1500"], &[]).spawn().unwrap();
+    let s = pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 2));
+    let on: Vec<&str> = s["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["member"].as_str().unwrap())
+        .collect();
+    assert_ne!(on[0], on[1], "spread over members first: {s:#}");
+    let t3 = pool.trial(&["20", "0"], &[]).spawn().unwrap();
+    let s = pool.wait_for(|s| s["queue"]["length"] == 1);
+    assert_eq!(s["sessions"].as_array().unwrap().len(), 2);
+    for (i, t) in [t1, t2, t3].into_iter().enumerate() {
+        let out = done(t);
+        let all = text(&out);
+        assert!(out.status.success(), "trial {i}: {all}");
+        assert!(all.contains("trial devices=1 value=1.999998"), "trial {i}: {all}");
+        if i == 2 {
+            assert!(all.contains("place 1 in the queue"), "the third waited: {all}");
+        }
+    }
+    pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.is_empty()));
+}
+
+#[test]
+fn memory_is_a_quota_and_impossible_requests_fail_at_once() {
+    let a = member(None);
+    let pool = Pool::start(&[&a.connection], &[]);
+    let out = done(pool.trial(&["3", "0", "100"], &["--memory", "64M"]).spawn().unwrap());
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("alloc 100 MiB -> 2"), "OUT_OF_MEMORY past the quota: {all}");
+    let out = done(pool.trial(&["3", "0", "16"], &["--memory", "64M"]).spawn().unwrap());
+    assert!(text(&out).contains("alloc 16 MiB -> 0"), "{}", text(&out));
+
+    for (opts, says) in [
+        (&["--memory", "64G"][..], "MiB"),
+        (&["--gpus", "2"][..], "2 GPUs"),
+    ] {
+        let started = Instant::now();
+        let out = done(pool.trial(&["1", "0"], opts).spawn().unwrap());
+        let all = text(&out);
+        assert!(!out.status.success(), "{opts:?}: {all}");
+        assert!(all.contains("-> 100"), "CUDA_ERROR_NO_DEVICE: {all}");
+        assert!(all.contains(says), "{opts:?} says why: {all}");
+        assert!(started.elapsed() < Duration::from_secs(5), "at once, not queued");
+    }
+}
+
+#[test]
+fn a_session_that_waits_past_its_queue_timeout_gets_no_device() {
+    let a = member(None);
+    let pool = Pool::start(&[&a.connection], &[]);
+    let hold = pool.trial(&["3", "4000"], &[]).spawn().unwrap();
+    pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 1));
+    let started = Instant::now();
+    let out = done(pool.trial(&["1", "0"], &["--queue-timeout", "1"]).spawn().unwrap());
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("-> 100") && all.contains("REMORA_QUEUE_TIMEOUT"), "{all}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(done(hold).status.success());
+}
+
+#[test]
+fn a_killed_member_fails_only_its_session_within_10_s_and_is_used_again_when_back() {
+    let port = free_port();
+    let mut a = member(Some(port));
+    let b = member(None);
+    let pool = Pool::start(&[&a.connection, &b.connection], &[]);
+    let on_a = a.connection.clone();
+    let long = |p: &Pool| p.trial(&["5", "30000"], &[]).spawn().unwrap();
+    let t1 = long(&pool);
+    let t2 = pool.trial(&["20", "2500"], &[]).spawn().unwrap();
+    let s = pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 2));
+    // Which trial is on the member about to die?
+    let a_addr = std::fs::read_to_string(&on_a).unwrap();
+    let a_addr = a_addr
+        .lines()
+        .find_map(|l| l.strip_prefix("address = "))
+        .unwrap()
+        .to_string();
+    let ids_on_a: Vec<u64> = s["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["member"] == a_addr.as_str())
+        .map(|x| x["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids_on_a.len(), 1, "{s:#}");
+    let first_on_a = ids_on_a[0] == s["sessions"][0]["id"].as_u64().unwrap()
+        && s["sessions"][0]["id"].as_u64() < s["sessions"][1]["id"].as_u64();
+    let killed = Instant::now();
+    a.kill();
+    let (doomed, survivor) = if first_on_a { (t1, t2) } else { (t2, t1) };
+    let out = done(doomed);
+    let waited = killed.elapsed();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(waited < Duration::from_secs(10), "failed after {waited:?}");
+    pool.wait_for(|s| s["members"].as_array().unwrap().iter().any(|m| m["state"] == "missing"));
+    // A retry lands on the live member.
+    let retry = pool.trial(&["20", "0"], &[]).output().unwrap();
+    assert!(retry.status.success(), "{}", text(&retry));
+    let _ = survivor.wait_with_output();
+    // The member comes back at the same address and is used again.
+    let _a2 = Server::start_with(&[
+        "--threads",
+        "1",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--state-dir",
+        a.dir.0.to_str().unwrap(),
+    ]);
+    pool.wait_for(|s| s["members"].as_array().unwrap().iter().all(|m| m["state"] == "up"));
+}
+
+#[test]
+fn a_member_with_wrong_credentials_is_named_and_retried_not_fatal() {
+    let a = member(None);
+    let b = member(None);
+    let wrong = b.connection_with("token", "0000");
+    let dir = TempDir::new("pool-wrong");
+    let conn = dir.0.join("connection");
+    let mut child = Command::new(remora())
+        .args(["serve", "--listen", "127.0.0.1:0", "--member"])
+        .arg(&a.connection)
+        .arg("--member")
+        .arg(&wrong)
+        .arg("--state-dir")
+        .arg(&dir.0)
+        .arg("--connection-file")
+        .arg(&conn)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pool = Pool {
+        child: std::mem::replace(&mut child, Command::new("true").spawn().unwrap()),
+        dir,
+        connection: conn,
+    };
+    while !pool.connection.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = pool.wait_for(|s| {
+        s["members"][1]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("token"))
+    });
+    assert_eq!(s["members"][0]["state"], "up");
+    assert_ne!(s["members"][1]["state"], "up");
+    let out = pool.trial(&["3", "0"], &[]).output().unwrap();
+    assert!(out.status.success(), "the good member serves: {}", text(&out));
+    let _ = child.wait();
+}
+
+#[test]
+fn remora_status_shows_a_plain_servers_devices_and_sessions() {
+    let server = Server::start();
+    let mut c = server.command(&c_program("pool_trial"));
+    let t = c
+        .args(["3", "1500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(remora())
+            .args(["status", "--connection"])
+            .arg(&server.connection)
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(s.contains("GPU 0: Remora Emulated GPU"), "{s}");
+        if s.contains("sessions: 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(done(t).status.success());
+    // A wrong token is refused with a sentence.
+    let out = Command::new(remora())
+        .args(["status", "--connection"])
+        .arg(server.connection_with("token", "nope"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("token"), "{}", text(&out));
+}
