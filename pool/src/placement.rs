@@ -178,11 +178,17 @@ impl Scheduler {
                 "{} GPUs asked for, but no member of this pool has more than {most_gpus}",
                 want.gpus
             )
-        } else {
+        } else if per > biggest {
             format!(
                 "{} MiB of memory per GPU asked for, but the largest GPU in this pool has {} MiB",
                 per >> 20,
                 biggest >> 20
+            )
+        } else {
+            format!(
+                "no member of this pool has {} GPUs with {} MiB each",
+                want.gpus,
+                per >> 20
             )
         })
     }
@@ -410,7 +416,7 @@ mod tests {
         let e = s.request(want(1, 16 * G)).unwrap_err();
         assert!(e.contains("16384 MiB") && e.contains("8192 MiB"), "{e}");
         let e = s.request(want(2, 16 * G)).unwrap_err();
-        assert!(e.contains("8192 MiB per GPU"), "{e}");
+        assert!(e.contains("no member of this pool has 2 GPUs with 8192 MiB"), "{e}");
         assert!(s.request(want(0, 0)).is_err());
         assert!(s.request(want(2, 8 * G)).is_ok(), "two 4 GiB GPUs hold 8 GiB");
     }
