@@ -16,7 +16,7 @@
 //! next synchronising reply, and keeps each synchronising call's reply until its caller takes
 //! it, so several threads may have calls in flight at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -69,6 +69,8 @@ struct Owed {
     len: u64,
     /// An asynchronous copy's reply: nobody takes it; its error is deferred.
     asynchronous: bool,
+    /// The number of frames queued when this one was.
+    seq: u64,
 }
 
 /// A reply being received.
@@ -82,10 +84,20 @@ struct Receiving {
 /// Counters for `REMORA_STATS` and the benchmarks.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
-    pub posted: u64,
-    pub calls: u64,
+    /// Asynchronous calls queued, by request name.
+    pub posted: BTreeMap<&'static str, u64>,
+    /// Round trips (synchronising calls sent), by request name.
+    pub round_trips: BTreeMap<&'static str, u64>,
+    /// Synchronising calls answered without asking, by request name.
+    pub local: BTreeMap<&'static str, u64>,
     pub bytes_out: u64,
     pub bytes_in: u64,
+}
+
+impl Stats {
+    pub fn total(map: &BTreeMap<&'static str, u64>) -> u64 {
+        map.values().sum()
+    }
 }
 
 /// The client's end of one connection's call pipeline.
@@ -104,6 +116,10 @@ pub struct ClientConn {
     output: String,
     lost: Option<String>,
     stats: Stats,
+    /// Frames queued so far.
+    seq: u64,
+    /// The last reply said the session was idle and nothing was queued after its call.
+    settled: bool,
 }
 
 impl ClientConn {
@@ -129,6 +145,8 @@ impl ClientConn {
     }
 
     fn queue(&mut self, req: &Request, flags: u32, payload: &[u8]) -> bool {
+        self.seq += 1;
+        self.settled = false;
         let header = encode(req);
         frame::encode_prefixed(&mut self.batch, &header, flags, payload.len() as u64);
         let inline = payload.len() <= INLINE_PAYLOAD;
@@ -147,6 +165,7 @@ impl ClientConn {
             dst,
             len,
             asynchronous,
+            seq: self.seq,
         });
         ticket
     }
@@ -155,7 +174,7 @@ impl ClientConn {
     /// one must be written by the caller right after the batch ([`Flush::NowThenPayload`]).
     pub fn post(&mut self, req: &Request, payload: &[u8]) -> Result<Flush, ConnError> {
         self.alive()?;
-        self.stats.posted += 1;
+        *self.stats.posted.entry(req.name()).or_default() += 1;
         Ok(if !self.queue(req, 0, payload) {
             Flush::NowThenPayload
         } else if self.batch.len() >= BATCH_FLUSH {
@@ -170,7 +189,7 @@ impl ClientConn {
     /// synchronising call.
     pub fn post_read(&mut self, req: &Request, dst: u64, len: u64) -> Result<Ticket, ConnError> {
         self.alive()?;
-        self.stats.posted += 1;
+        *self.stats.posted.entry(req.name()).or_default() += 1;
         self.queue(req, FLAG_REPLY, &[]);
         Ok(self.owe(dst, len, true))
     }
@@ -184,11 +203,31 @@ impl ClientConn {
         read: Option<(u64, u64)>,
     ) -> Result<(Ticket, Flush), ConnError> {
         self.alive()?;
-        self.stats.calls += 1;
+        *self.stats.round_trips.entry(req.name()).or_default() += 1;
         let inline = self.queue(req, FLAG_REPLY, payload);
         let (dst, len) = read.unwrap_or((0, 0));
         let t = self.owe(dst, len, false);
         Ok((t, if inline { Flush::Now } else { Flush::NowThenPayload }))
+    }
+
+    /// The answer to a call that only waits for queued work ([`Request::waits_only`]) when
+    /// there is none: the last reply said the session was idle, nothing was queued since, and
+    /// nothing (an error, kernel output) is owed to the caller. `None`: ask the server.
+    pub fn answer_locally(&mut self, req: &Request) -> Option<Reply> {
+        let quiet = self.settled
+            && self.lost.is_none()
+            && self.deferred.is_none()
+            && self.output.is_empty()
+            && self.owed.is_empty()
+            && self.batch.is_empty();
+        if !(quiet && req.waits_only()) {
+            return None;
+        }
+        *self.stats.local.entry(req.name()).or_default() += 1;
+        Some(Reply {
+            idle: true,
+            ..Reply::ok(crate::messages::ReplyBody::None)
+        })
     }
 
     /// Whether queued work waits to be transmitted.
@@ -280,12 +319,16 @@ impl ClientConn {
             }
             return;
         }
+        self.settled = reply.idle && reply.status == 0 && owed.seq == self.seq;
         let mut output = std::mem::take(&mut self.output);
         output.push_str(&reply.output);
         let reply = match self.deferred.take() {
             // An earlier asynchronous copy failed: report it here, as CUDA reports
             // asynchronous errors at the next synchronising call.
-            Some(d) if reply.status == 0 => Reply { output, ..d },
+            Some(d) if reply.status == 0 => {
+                self.settled = false;
+                Reply { output, ..d }
+            }
             // The call's own error wins, as the old one would have been reported first.
             _ => Reply { output, ..reply },
         };

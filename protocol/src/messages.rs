@@ -167,6 +167,20 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the request only waits for (or asks about) work already queued, changing
+    /// nothing: when no work is outstanding, its answer is success without asking.
+    pub fn waits_only(&self) -> bool {
+        matches!(
+            self,
+            Request::CtxSynchronize { .. }
+                | Request::StreamSynchronize { .. }
+                | Request::StreamQuery { .. }
+                | Request::EventSynchronize { .. }
+                | Request::EventQuery { .. }
+                | Request::Flush
+        )
+    }
+
     /// Whether the request's frame carries bytes after it (host-to-device data, a module
     /// image). Every other request's payload is ignored.
     pub fn carries_payload(&self) -> bool {
@@ -273,6 +287,9 @@ pub struct Reply {
     pub message: String,
     pub output: String,
     pub body: ReplyBody,
+    /// All the session's work was complete when this reply left: a synchronising call made
+    /// before any new work can be answered by the client itself.
+    pub idle: bool,
 }
 
 impl Reply {
@@ -282,6 +299,7 @@ impl Reply {
             message: String::new(),
             output: String::new(),
             body,
+            idle: false,
         }
     }
 
@@ -291,6 +309,7 @@ impl Reply {
             message: message.into(),
             output: String::new(),
             body: ReplyBody::None,
+            idle: false,
         }
     }
 }
@@ -436,7 +455,7 @@ mod tests {
 
         #[test]
         fn replies_round_trip(status in any::<u32>(), message in ".{0,40}", ptr in any::<u64>()) {
-            let reply = Reply { status, message, output: String::new(), body: ReplyBody::Ptr { ptr } };
+            let reply = Reply { status, message, output: String::new(), body: ReplyBody::Ptr { ptr }, idle: status % 2 == 0 };
             let bytes = encode(&reply);
             prop_assert_eq!(decode::<Reply>(&bytes).unwrap(), reply);
         }

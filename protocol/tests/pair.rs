@@ -23,6 +23,8 @@ struct Toy {
     seen: Vec<(&'static str, bool)>,
     /// The call whose payload is arriving: (destination, offset).
     writing: Option<(u64, u64)>,
+    /// Whether replies say the session is idle (a backend that runs calls to completion).
+    busy: bool,
 }
 
 impl Toy {
@@ -50,6 +52,10 @@ impl Toy {
                             (r, None) => r,
                             (r, Some(_)) if r.status != 0 => r,
                             (_, Some(d)) => d,
+                        };
+                        let r = Reply {
+                            idle: !self.busy,
+                            ..r
                         };
                         self.conn.reply(&r, data.len() as u64);
                         self.conn.reply_data().extend_from_slice(&data);
@@ -432,4 +438,33 @@ fn handshake_refusals_say_why() {
         server.poll(b"GET / HTTP/1.1\r\n"),
         Some(Err(HandshakeError::NotRemora))
     ));
+}
+
+#[test]
+fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip() {
+    let sync = Request::CtxSynchronize { ctx: 1 };
+    let mut p = Pair::new(64);
+    let buf = p.alloc(16);
+    assert!(p.client.answer_locally(&sync).is_some(), "idle, nothing queued");
+    assert!(
+        p.client.answer_locally(&Request::MemAlloc { ctx: 1, size: 1 }).is_none(),
+        "only calls that merely wait"
+    );
+    p.post(memset(buf, 1, 16), &[]);
+    assert!(p.client.answer_locally(&sync).is_none(), "work queued since");
+    assert_eq!(p.call(dtoh(buf, 16), Some((1, 16))).status, 0);
+    let writes = p.writes;
+    let r = p.client.answer_locally(&Request::StreamSynchronize { ctx: 1, stream: 0 });
+    assert_eq!(r.map(|r| r.status), Some(0), "the copy's reply covered it");
+    assert_eq!(p.writes, writes);
+    assert_eq!(p.client.stats().local.get("StreamSynchronize"), Some(&1));
+    // An error is sticky: the next synchronisation asks the server again.
+    p.post(memset(0xdead, 1, 1), &[]);
+    assert_ne!(p.call(sync.clone(), None).status, 0);
+    assert!(p.client.answer_locally(&sync).is_none());
+    // A backend still running work says so: always ask.
+    let mut p = Pair::new(64);
+    p.server.busy = true;
+    p.alloc(16);
+    assert!(p.client.answer_locally(&sync).is_none());
 }

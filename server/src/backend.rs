@@ -92,6 +92,10 @@ pub trait DeviceSession: Send {
 
     /// Waits for all work of the session (a no-op where execution is synchronous).
     fn synchronize(&mut self) -> CuResult<()>;
+    /// Whether all work of the session is complete now (true where execution is synchronous).
+    fn is_idle(&mut self) -> bool {
+        false
+    }
     /// Loads a module image (PTX, fatbin, cubin) on `device` under the client's handle;
     /// `hash` is the image's SHA-256 (verified), for caches shared between sessions.
     fn load_module(

@@ -203,6 +203,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             };
             let r = Reply {
                 output: session.take_output(),
+                idle: session.idle(),
                 ..r
             };
             calls.reply(&r, 0);
@@ -362,6 +363,7 @@ async fn send(
     };
     let reply = Reply {
         output: session.take_output(),
+        idle: session.idle(),
         ..reply
     };
     calls.reply(&reply, len);

@@ -246,7 +246,12 @@ fn drive_in_background(
 
 extern "C" fn close_at_exit() {
     if let Some(c) = existing() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.close()));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if std::env::var_os("REMORA_STATS").is_some_and(|v| v != "0" && !v.is_empty()) {
+                eprint!("{}", c.stats_report());
+            }
+            c.close()
+        }));
     }
 }
 
@@ -343,6 +348,37 @@ impl Client {
             ));
         }
         Ok(reply)
+    }
+
+    /// What `REMORA_STATS=1` prints at exit: calls by class, round trips by call name, bytes
+    /// each way, time spent waiting.
+    pub fn stats_report(&self) -> String {
+        use remora_protocol::client::Stats;
+        let s = self.link.with_conn(|c| c.stats().clone());
+        let list = |m: &std::collections::BTreeMap<&'static str, u64>| {
+            let mut v: Vec<(&str, u64)> = m.iter().map(|(k, n)| (*k, *n)).collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            v.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "remora: stats: {} asynchronous calls, {} round trips, {} synchronising calls answered locally\n\
+             remora: stats: {} bytes sent, {} bytes received, {:.3} ms waiting for the server\n\
+             remora: stats: round trips by call: {}\n\
+             remora: stats: asynchronous by call: {}\n\
+             remora: stats: answered locally by call: {}\n",
+            Stats::total(&s.posted),
+            Stats::total(&s.round_trips),
+            Stats::total(&s.local),
+            s.bytes_out,
+            s.bytes_in,
+            self.link.waited().as_secs_f64() * 1e3,
+            list(&s.round_trips),
+            list(&s.posted),
+            list(&s.local),
+        )
     }
 
     /// Closes the connection at process exit, so the server frees this client's resources at

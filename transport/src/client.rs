@@ -114,6 +114,7 @@ pub struct Link<S> {
     send: tokio::sync::Mutex<quinn::SendStream>,
     recv: tokio::sync::Mutex<quinn::RecvStream>,
     replies: tokio::sync::Notify,
+    waited_ns: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Sink + Send> Link<S> {
@@ -127,6 +128,7 @@ impl<S: Sink + Send> Link<S> {
             send: tokio::sync::Mutex::new(c.send),
             recv: tokio::sync::Mutex::new(c.recv),
             replies: tokio::sync::Notify::new(),
+            waited_ns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -216,9 +218,33 @@ impl<S: Sink + Send> Link<S> {
     }
 
     /// One round trip: everything queued before it, then this call (and its payload), then
-    /// its reply. With `read`, the reply's data goes to that destination through the sink
+    /// its reply; or no round trip at all for a call that only waits when nothing is
+    /// outstanding ([`ClientConn::answer_locally`]). With `read`, the reply's data goes to that destination through the sink
     /// before this returns. A reply with an error status is returned as it is.
     pub async fn call(
+        &self,
+        req: &Request,
+        payload: &[u8],
+        read: Option<(u64, u64)>,
+    ) -> Result<Reply, ConnError> {
+        if let Some(r) = self.state().0.answer_locally(req) {
+            return Ok(r);
+        }
+        let started = std::time::Instant::now();
+        let r = self.round_trip(req, payload, read).await;
+        self.waited_ns.fetch_add(
+            started.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        r
+    }
+
+    /// Time spent in round trips so far.
+    pub fn waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited_ns.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    async fn round_trip(
         &self,
         req: &Request,
         payload: &[u8],

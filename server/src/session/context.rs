@@ -52,6 +52,7 @@ impl Session {
     pub(super) fn ctx_synchronize(&mut self, ctx: u64) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
         self.backend.synchronize()?;
+        self.synced = true;
         Ok(ReplyBody::None)
     }
 

@@ -99,6 +99,8 @@ pub struct Session {
     output: String,
     /// The client's quota of device memory, and what it holds.
     quota: Option<u64>,
+    /// A context synchronisation completed and no work came since.
+    synced: bool,
     held: u64,
 }
 
@@ -132,6 +134,7 @@ impl Session {
             deferred: None,
             output: String::new(),
             quota,
+            synced: false,
             held: 0,
         }
     }
@@ -141,6 +144,9 @@ impl Session {
     /// that move bulk bytes are checked here and their bytes moved by the connection.
     pub fn handle(&mut self, req: Request) -> Step {
         use Request as R;
+        if !req.waits_only() && !matches!(req, R::Status | R::ModuleHave { .. } | R::MemGetInfo { .. }) {
+            self.synced = false;
+        }
         let done = match req {
             R::MemcpyHtoD { ctx, stream, dst } => {
                 return Step::Receive { ctx, stream, dst }
@@ -226,6 +232,12 @@ impl Session {
             Step::Reply(r) => r,
             _ => panic!("a bulk request needs a connection"),
         }
+    }
+
+    /// Whether all the client's work is complete, so a reply may tell it to answer its next
+    /// synchronising calls itself until it queues more work.
+    pub fn idle(&mut self) -> bool {
+        self.synced || self.backend.is_idle()
     }
 
     /// Records the failure of a call that wanted no reply; the next reply reports it.

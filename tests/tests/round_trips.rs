@@ -1,0 +1,60 @@
+//! Round trips counted with `REMORA_STATS=1`: each saving is guarded by its count.
+
+mod support;
+
+use support::*;
+
+fn stats_of(out: &std::process::Output) -> String {
+    let all = text(out);
+    assert!(out.status.success(), "{all}");
+    all.lines()
+        .filter(|l| l.starts_with("remora: stats:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_trial_costs_four_round_trips_and_its_last_synchronisation_none() {
+    let server = Server::start();
+    let prog = c_program("pool_trial");
+    let out = server
+        .command(&prog)
+        .args(["5", "0"])
+        .env("REMORA_STATS", "1")
+        .output()
+        .unwrap();
+    let stats = stats_of(&out);
+    // SetWindows (connect), ModuleLoad, MemAlloc, MemcpyDtoH: every launch and memset is queued,
+    // and the cuCtxSynchronize after the copy has nothing left to wait for.
+    assert!(stats.contains("7 asynchronous calls, 4 round trips, 1 synchronising calls answered locally"), "{stats}");
+    assert!(stats.contains("round trips by call: MemAlloc 1, MemcpyDtoH 1, ModuleLoad 1, SetWindows 1"), "{stats}");
+    assert!(stats.contains("answered locally by call: CtxSynchronize 1"), "{stats}");
+    assert!(stats.contains("asynchronous by call: Launch 5"), "{stats}");
+}
+
+#[test]
+fn work_queued_before_a_synchronisation_makes_it_a_round_trip() {
+    let server = Server::start();
+    let prog = c_program("pool_trial");
+    // Holding the GPU: each 50 ms a memset, then cuCtxSynchronize, which must ask the server.
+    let out = server
+        .command(&prog)
+        .args(["1", "300"])
+        .env("REMORA_STATS", "1")
+        .output()
+        .unwrap();
+    let stats = stats_of(&out);
+    let syncs: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("remora: stats: round trips by call: "))
+        .and_then(|l| {
+            l.split(", ")
+                .find_map(|kv| kv.strip_prefix("CtxSynchronize "))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0);
+    assert!(syncs >= 3, "each synchronisation after a memset is a round trip: {stats}");
+    // Without REMORA_STATS nothing is printed.
+    let out = server.command(&prog).args(["1", "0"]).output().unwrap();
+    assert!(!text(&out).contains("remora: stats"), "{}", text(&out));
+}
