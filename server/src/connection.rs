@@ -66,7 +66,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
 
     // First call: the client's address windows, which the backend's session is placed in
     // (`remora status` asks for the report first, and may stop there).
-    let windows = loop {
+    // The client may post its windows without waiting (saving a round trip at start-up): then
+    // only a failure is answered, by closing the connection with the reason.
+    let (windows, wants_reply) = loop {
         match calls.next().await? {
             Some(ServerEvent::Call {
                 req: Request::Status,
@@ -83,8 +85,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             }
             Some(ServerEvent::Call {
                 req: Request::SetWindows { windows },
+                wants_reply,
                 ..
-            }) => break windows,
+            }) => break (windows, wants_reply),
             Some(ServerEvent::Call { req, .. }) => {
                 return Err(ServeError::Refused(format!(
                     "expected SetWindows first, got {}",
@@ -99,7 +102,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
     let registered;
     let mut session = match opened {
         Ok(b) => {
-            calls.reply(&Reply::ok(ReplyBody::None), 0);
+            if wants_reply {
+                calls.reply(&Reply::ok(ReplyBody::None), 0);
+            }
             let n = shared
                 .next_session
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -115,7 +120,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             Session::new(b, shared.info.devices.len() as u32, quota)
         }
         Err(e) => {
-            calls.reply(&Reply::error(e.status, e.message.clone()), 0);
+            if wants_reply {
+                calls.reply(&Reply::error(e.status, e.message.clone()), 0);
+            }
             calls.finish().await;
             return Err(ServeError::Refused(e.message));
         }

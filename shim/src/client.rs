@@ -185,8 +185,10 @@ fn connect_inner() -> Result<Client, ConnectError> {
         closing,
         closed: Mutex::new(Some(done_rx)),
     };
+    // Posted, not waited for: a server that cannot use the windows closes the connection
+    // saying why, and the first call that waits reports it.
     client
-        .call(&Request::SetWindows { windows })
+        .post(&Request::SetWindows { windows }, &[])
         .map_err(|e| fail(format!("Remora server at {addr}: {e}")))?;
     // SAFETY: `close_at_exit` is a plain extern "C" fn with no arguments, as atexit expects.
     unsafe { libc::atexit(close_at_exit) };
