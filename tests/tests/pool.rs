@@ -24,6 +24,7 @@ fn member(port: Option<u16>) -> Server {
 }
 
 /// A pool over `members`, killed on drop.
+#[allow(dead_code)] // `dir` keeps the pool's state folder alive.
 struct Pool {
     child: Child,
     dir: TempDir,
@@ -312,4 +313,125 @@ fn remora_status_shows_a_plain_servers_devices_and_sessions() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("token"), "{}", text(&out));
+}
+
+/// Lines added to `/etc/hosts` for one test, taken out again on drop.
+struct Hosts {
+    added: Vec<String>,
+}
+
+impl Hosts {
+    const PATH: &'static str = "/etc/hosts";
+
+    /// `None` where `/etc/hosts` cannot be written (not root): the test says so and stops.
+    fn open() -> Option<Self> {
+        let h = Self { added: Vec::new() };
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(Self::PATH)
+            .ok()
+            .map(|_| h)
+    }
+
+    fn add(&mut self, line: &str) {
+        let mut s = std::fs::read_to_string(Self::PATH).unwrap();
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str(line);
+        s.push('\n');
+        std::fs::write(Self::PATH, s).unwrap();
+        self.added.push(line.to_string());
+    }
+
+    fn remove(&mut self, line: &str) {
+        let s = std::fs::read_to_string(Self::PATH).unwrap();
+        let kept: Vec<&str> = s.lines().filter(|l| *l != line).collect();
+        std::fs::write(Self::PATH, kept.join("\n") + "\n").unwrap();
+        self.added.retain(|l| l != line);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for l in self.added.clone() {
+            self.remove(&l);
+        }
+    }
+}
+
+#[test]
+fn members_found_by_dns_are_added_and_removed_while_the_pool_runs() {
+    let Some(mut hosts) = Hosts::open() else {
+        eprintln!("skipped: /etc/hosts is not writable here (run as root to test DNS discovery)");
+        return;
+    };
+    let name = format!("remora-members-{}.test", std::process::id());
+    // Two members on two loopback addresses, one port, one identity (as a DaemonSet's pods).
+    let port = loop {
+        let p = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.3", p)).is_ok() {
+            break p;
+        }
+    };
+    let a = Server::start_with(&["--threads", "1", "--listen", &format!("127.0.0.2:{port}")]);
+    let b = Server::start_with(&[
+        "--threads",
+        "1",
+        "--listen",
+        &format!("127.0.0.3:{port}"),
+        "--state-dir",
+        a.dir.0.to_str().unwrap(),
+    ]);
+    let line_a = format!("127.0.0.2 {name}");
+    let line_b = format!("127.0.0.3 {name}");
+    hosts.add(&line_a);
+    let dir = TempDir::new("pool-dns");
+    let connection = dir.0.join("connection");
+    let child = Command::new(remora())
+        .args(["serve", "--listen", "127.0.0.1:0", "--members-dns"])
+        .arg(format!("{name}:{port}"))
+        .arg("--member-credentials")
+        .arg(&a.connection)
+        .arg("--state-dir")
+        .arg(&dir.0)
+        .arg("--connection-file")
+        .arg(&connection)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    while !connection.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pool = Pool {
+        child,
+        dir,
+        connection,
+    };
+    let state = |s: &serde_json::Value, ip: &str| -> String {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["address"].as_str().unwrap().starts_with(ip))
+            .map(|m| m["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    pool.wait_for(|s| state(s, "127.0.0.2:") == "up");
+    hosts.add(&line_b);
+    pool.wait_for(|s| state(s, "127.0.0.3:") == "up");
+    hosts.remove(&line_a);
+    pool.wait_for(|s| state(s, "127.0.0.2:") == "removed");
+    // New sessions go to the member still listed.
+    let t = pool.trial(&["3", "1000"], &[]).spawn().unwrap();
+    let s = pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 1));
+    assert!(
+        s["sessions"][0]["member"].as_str().unwrap().starts_with("127.0.0.3:"),
+        "{s:#}"
+    );
+    assert!(done(t).status.success());
+    hosts.add(&line_a);
+    pool.wait_for(|s| state(s, "127.0.0.2:") == "up");
+    drop(b);
 }
