@@ -7,54 +7,15 @@ use std::sync::Mutex;
 
 use remora_protocol::CuStatus;
 
+pub use crate::error::{invalid, ShimError, ShimResult};
 use crate::generated::types::CUresult;
-
-/// Why a call failed, as the shim sees it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ShimError {
-    /// A CUDA error, from the server or from a local check, with an explanation for the log.
-    #[error("{status}: {message}")]
-    Cuda { status: CuStatus, message: String },
-    /// The server cannot be reached (never was, or the connection died).
-    #[error("{0}")]
-    Unreachable(String),
-}
-
-impl ShimError {
-    pub fn new(status: CuStatus, message: impl Into<String>) -> Self {
-        Self::Cuda {
-            status,
-            message: message.into(),
-        }
-    }
-
-    pub fn status(&self) -> CuStatus {
-        match self {
-            ShimError::Cuda { status, .. } => *status,
-            // Like a GPU that fell off the bus: the device is gone for this process.
-            ShimError::Unreachable(_) => CuStatus::DEVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl From<ShimError> for CUresult {
-    fn from(e: ShimError) -> CUresult {
-        e.status().0
-    }
-}
-
-pub type ShimResult<T> = Result<T, ShimError>;
-
-pub fn invalid(message: impl Into<String>) -> ShimError {
-    ShimError::new(CuStatus::INVALID_VALUE, message)
-}
 
 /// Runs an implementation, stopping any panic at the C boundary.
 pub fn guard(name: &str, f: impl FnOnce() -> CUresult) -> CUresult {
     let logged = || {
         // Logging needs thread-locals, which are gone in exit handlers (where cudart still
         // releases its contexts).
-        if crate::state::thread_alive() {
+        if crate::registry::thread_alive() {
             init_logging();
             tracing::trace!("{name}");
         }

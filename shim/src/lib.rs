@@ -15,36 +15,18 @@
 
 pub mod api;
 pub mod client;
+pub mod driver;
+pub mod error;
 pub mod export_tables;
 pub mod ffi;
 pub mod generated;
-pub mod state;
+pub mod registry;
 
 use generated::types::*;
 
-/// The driver API as a trait: every function defaults to "not supported"; [`api::Shim`]
-/// overrides the implemented ones. The exports below call through it, so one table decides
-/// both what is exported and what `cuGetProcAddress` hands out.
-macro_rules! declare_driver_trait {
-    ($($name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
-        #[allow(unused_variables, clippy::too_many_arguments)]
-        pub trait Driver {
-            $(
-                /// # Safety
-                /// Pointer arguments come from C and must be valid as the CUDA driver API
-                /// documents them.
-                unsafe fn $name($($arg: $ty),*) -> CUresult {
-                    ffi::unsupported(stringify!($name))
-                }
-            )*
-        }
-    };
-}
-generated::driver_functions!(declare_driver_trait);
-
 macro_rules! export_driver_functions {
     ($($name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
-        /// The exported C symbols.
+        /// The exported C symbols: each is the [`driver::entry`] point of [`api::Shim`].
         pub mod exports {
             use super::*;
             $(
@@ -53,19 +35,10 @@ macro_rules! export_driver_functions {
                 #[cfg_attr(not(test), no_mangle)]
                 #[allow(clippy::too_many_arguments)]
                 pub unsafe extern "C" fn $name($($arg: $ty),*) -> CUresult {
-                    // SAFETY: the caller passes arguments as the driver API documents; the
-                    // implementation checks every pointer it dereferences for null.
-                    ffi::guard(stringify!($name), || unsafe { <api::Shim as Driver>::$name($($arg),*) })
+                    // SAFETY: forwarded from C unchanged.
+                    unsafe { driver::entry::$name::<api::Shim>($($arg),*) }
                 }
             )*
-
-            /// The address of an exported symbol, for `cuGetProcAddress`.
-            pub fn symbol_address(symbol: &str) -> Option<*mut c_void> {
-                match symbol {
-                    $(stringify!($name) => Some($name as *mut c_void),)*
-                    _ => None,
-                }
-            }
         }
     };
 }

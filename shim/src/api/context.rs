@@ -1,14 +1,14 @@
 //! Primary and created contexts, the per-thread context stack, limits.
 
-use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
 
 use remora_protocol::messages::Request;
 use remora_protocol::CuStatus;
 
+use super::device;
 use crate::client;
 use crate::ffi::{invalid, put, ShimError, ShimResult};
-use crate::state::{self, Context};
+use crate::registry::{self, registry, Context, Teardown};
 
 fn handle(ctx: *mut c_void) -> u64 {
     ctx as u64
@@ -16,26 +16,8 @@ fn handle(ctx: *mut c_void) -> u64 {
 
 /// The primary context of `dev`, created on the server on first use; not retained.
 pub fn primary_handle(dev: c_int) -> ShimResult<u64> {
-    super::device::device(dev)?;
-    let (h, created) = state::with(|s| match s.primary.get(&dev) {
-        Some(&h) => (h, false),
-        None => {
-            let h = state::mint();
-            s.primary.insert(dev, h);
-            let flags = s.primary_flags.get(&dev).copied().unwrap_or(0);
-            s.contexts.insert(
-                h,
-                Context {
-                    device: dev,
-                    flags,
-                    primary: true,
-                    retained: 0,
-                    limits: HashMap::new(),
-                },
-            );
-            (h, true)
-        }
-    });
+    device::device(dev)?;
+    let (h, created) = registry().primary(dev);
     if created {
         client::client()?.post(
             &Request::CtxCreate {
@@ -54,69 +36,50 @@ pub unsafe fn primary_retain(pctx: *mut *mut c_void, dev: c_int) -> ShimResult<(
         return Err(invalid("null context pointer"));
     }
     let h = primary_handle(dev)?;
-    state::with(|s| {
-        if let Some(c) = s.contexts.get_mut(&h) {
-            c.retained += 1;
-        }
-    });
+    registry().with_context(h, |c| c.retained += 1)?;
     // SAFETY: checked non-null above.
     unsafe { put(pctx, h as *mut c_void) }
 }
 
 pub fn primary_release(dev: c_int) -> ShimResult<()> {
-    super::device::device(dev)?;
-    let released = state::with(|s| {
-        let h = *s.primary.get(&dev)?;
-        let c = s.contexts.get_mut(&h)?;
-        if c.retained == 0 {
-            return None;
-        }
-        c.retained -= 1;
-        Some((h, c.retained == 0))
-    });
-    match released {
-        None => Err(ShimError::new(
+    device::device(dev)?;
+    let not_retained = || {
+        ShimError::new(
             CuStatus::INVALID_CONTEXT,
             format!("primary context of device {dev} is not retained"),
-        )),
-        Some((h, true)) => reset_context(h),
-        Some((_, false)) => Ok(()),
+        )
+    };
+    let h = registry().existing_primary(dev).ok_or_else(not_retained)?;
+    let last = registry().with_context(h, |c| {
+        if c.retained == 0 {
+            return Err(not_retained());
+        }
+        c.retained -= 1;
+        Ok(c.retained == 0)
+    })??;
+    if last {
+        reset(h)?;
     }
+    Ok(())
 }
 
-/// Frees everything a context holds, locally and on the server.
-fn reset_context(h: u64) -> ShimResult<()> {
-    state::with(|s| {
-        s.allocs.retain(|_, a| a.ctx != h);
-        s.streams.retain(|_, st| st.ctx != h);
-        s.events.retain(|_, e| e.ctx != h);
-    });
-    super::module::forget_context(h);
-    crate::export_tables::forget_context(h as *mut c_void);
+/// Frees everything a primary context holds, locally and on the server.
+fn reset(h: u64) -> ShimResult<()> {
+    registry().teardown(h, Teardown::Reset)?;
     client::client()?.post(&Request::CtxReset { ctx: h }, &[])
 }
 
 pub fn primary_reset(dev: c_int) -> ShimResult<()> {
-    super::device::device(dev)?;
-    match state::with(|s| s.primary.get(&dev).copied()) {
-        Some(h) => reset_context(h),
+    device::device(dev)?;
+    match registry().existing_primary(dev) {
+        Some(h) => reset(h),
         None => Ok(()),
     }
 }
 
 pub fn primary_set_flags(dev: c_int, flags: c_uint) -> ShimResult<()> {
-    super::device::device(dev)?;
-    state::with(|s| {
-        s.primary_flags.insert(dev, flags);
-        if let Some(c) = s
-            .primary
-            .get(&dev)
-            .copied()
-            .and_then(|h| s.contexts.get_mut(&h))
-        {
-            c.flags = flags;
-        }
-    });
+    device::device(dev)?;
+    registry().set_primary_flags(dev, flags);
     Ok(())
 }
 
@@ -125,16 +88,8 @@ pub unsafe fn primary_get_state(
     flags: *mut c_uint,
     active: *mut c_int,
 ) -> ShimResult<()> {
-    super::device::device(dev)?;
-    let (f, a) = state::with(|s| {
-        let f = s.primary_flags.get(&dev).copied().unwrap_or(0);
-        let a = s
-            .primary
-            .get(&dev)
-            .and_then(|h| s.contexts.get(h))
-            .is_some_and(|c| c.retained > 0);
-        (f, a)
-    });
+    device::device(dev)?;
+    let (f, a) = registry().primary_state(dev);
     // SAFETY: out-pointers from C.
     unsafe {
         put(flags, f)?;
@@ -146,8 +101,8 @@ pub unsafe fn create(pctx: *mut *mut c_void, flags: c_uint, dev: c_int) -> ShimR
     if pctx.is_null() {
         return Err(invalid("null context pointer"));
     }
-    super::device::device(dev)?;
-    let h = state::mint();
+    device::device(dev)?;
+    let h = registry::mint();
     client::client()?.post(
         &Request::CtxCreate {
             ctx: h,
@@ -156,56 +111,30 @@ pub unsafe fn create(pctx: *mut *mut c_void, flags: c_uint, dev: c_int) -> ShimR
         },
         &[],
     )?;
-    state::with(|s| {
-        s.contexts.insert(
-            h,
-            Context {
-                device: dev,
-                flags,
-                primary: false,
-                retained: 0,
-                limits: HashMap::new(),
-            },
-        )
-    });
-    state::push_current(h);
+    registry().add_context(h, Context::new(dev, flags, false));
+    registry::push_current(h);
     // SAFETY: checked non-null above.
     unsafe { put(pctx, h as *mut c_void) }
 }
 
 pub fn destroy(ctx: *mut c_void) -> ShimResult<()> {
     let h = handle(ctx);
-    let primary = state::with(|s| s.context(h).map(|c| c.primary))?;
-    if primary {
-        return Err(ShimError::new(
-            CuStatus::INVALID_CONTEXT,
-            "a primary context cannot be destroyed",
-        ));
-    }
-    state::with(|s| {
-        s.contexts.remove(&h);
-        s.allocs.retain(|_, a| a.ctx != h);
-        s.streams.retain(|_, st| st.ctx != h);
-        s.events.retain(|_, e| e.ctx != h);
-    });
-    super::module::forget_context(h);
-    crate::export_tables::forget_context(ctx);
-    state::drop_from_stack(h);
+    registry().teardown(h, Teardown::Destroy)?;
     client::client()?.post(&Request::CtxDestroy { ctx: h }, &[])
 }
 
 fn check(ctx: u64) -> ShimResult<()> {
-    state::with(|s| s.context(ctx).map(|_| ()))
+    registry().with_context(ctx, |_| ())
 }
 
 pub fn push(ctx: *mut c_void) -> ShimResult<()> {
     check(handle(ctx))?;
-    state::push_current(handle(ctx));
+    registry::push_current(handle(ctx));
     Ok(())
 }
 
 pub unsafe fn pop(pctx: *mut *mut c_void) -> ShimResult<()> {
-    let c = state::pop_current()
+    let c = registry::pop_current()
         .ok_or_else(|| ShimError::new(CuStatus::INVALID_CONTEXT, "no current context"))?;
     if !pctx.is_null() {
         // SAFETY: non-null out-pointer from C.
@@ -216,16 +145,16 @@ pub unsafe fn pop(pctx: *mut *mut c_void) -> ShimResult<()> {
 
 pub fn set_current(ctx: *mut c_void) -> ShimResult<()> {
     if ctx.is_null() {
-        state::set_current(None);
+        registry::set_current(None);
         return Ok(());
     }
     check(handle(ctx))?;
-    state::set_current(Some(handle(ctx)));
+    registry::set_current(Some(handle(ctx)));
     Ok(())
 }
 
 pub unsafe fn get_current(pctx: *mut *mut c_void) -> ShimResult<()> {
-    let c = state::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void);
+    let c = registry::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void);
     // SAFETY: out-pointer from C.
     unsafe { put(pctx, c) }
 }
@@ -233,7 +162,7 @@ pub unsafe fn get_current(pctx: *mut *mut c_void) -> ShimResult<()> {
 /// The context named, or the current one for NULL.
 fn ctx_or_current(ctx: *mut c_void) -> ShimResult<u64> {
     let h = if ctx.is_null() {
-        state::current_ctx()?
+        registry::current_ctx()?
     } else {
         handle(ctx)
     };
@@ -243,13 +172,13 @@ fn ctx_or_current(ctx: *mut c_void) -> ShimResult<u64> {
 
 /// The device of the current context.
 pub fn current_device() -> ShimResult<c_int> {
-    let h = state::current_ctx()?;
-    state::with(|s| s.context(h).map(|c| c.device))
+    let h = registry::current_ctx()?;
+    registry().with_context(h, |c| c.device)
 }
 
 pub unsafe fn get_device(dev: *mut c_int, ctx: *mut c_void) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
-    let d = state::with(|s| s.context(h).map(|c| c.device))?;
+    let d = registry().with_context(h, |c| c.device)?;
     // SAFETY: out-pointer from C.
     unsafe { put(dev, d) }
 }
@@ -276,12 +205,11 @@ fn default_limit(limit: u32) -> Option<usize> {
 }
 
 pub unsafe fn get_limit(value: *mut usize, limit: c_uint) -> ShimResult<()> {
-    let h = state::current_ctx()?;
-    let stored = state::with(|s| {
-        s.contexts
-            .get(&h)
-            .and_then(|c| c.limits.get(&limit).copied())
-    });
+    let h = registry::current_ctx()?;
+    let stored = registry()
+        .with_context(h, |c| c.limits.get(&limit).copied())
+        .ok()
+        .flatten();
     let v = stored
         .or_else(|| default_limit(limit))
         .ok_or_else(|| ShimError::new(CuStatus(215), format!("limit {limit} is not supported")))?;
@@ -290,14 +218,11 @@ pub unsafe fn get_limit(value: *mut usize, limit: c_uint) -> ShimResult<()> {
 }
 
 pub fn set_limit(limit: c_uint, value: usize) -> ShimResult<()> {
-    let h = state::current_ctx()?;
+    let h = registry::current_ctx()?;
     default_limit(limit)
         .ok_or_else(|| ShimError::new(CuStatus(215), format!("limit {limit} is not supported")))?;
-    state::with(|s| {
-        if let Some(c) = s.contexts.get_mut(&h) {
-            c.limits.insert(limit, value);
-        }
-    });
+    // A context destroyed meanwhile has no limits to set.
+    let _ = registry().with_context(h, |c| c.limits.insert(limit, value));
     Ok(())
 }
 
@@ -308,31 +233,27 @@ pub unsafe fn get_api_version(ctx: *mut c_void, version: *mut c_uint) -> ShimRes
 }
 
 pub unsafe fn get_flags(flags: *mut c_uint) -> ShimResult<()> {
-    let h = state::current_ctx()?;
-    let f = state::with(|s| s.context(h).map(|c| c.flags))?;
+    let h = registry::current_ctx()?;
+    let f = registry().with_context(h, |c| c.flags)?;
     // SAFETY: out-pointer from C.
     unsafe { put(flags, f) }
 }
 
 pub fn set_flags(flags: c_uint) -> ShimResult<()> {
-    let h = state::current_ctx()?;
-    state::with(|s| {
-        if let Some(c) = s.contexts.get_mut(&h) {
-            c.flags = flags;
-        }
-    });
+    let h = registry::current_ctx()?;
+    let _ = registry().with_context(h, |c| c.flags = flags);
     Ok(())
 }
 
 /// Cache and shared-memory configuration are hints; the emulated and remote GPUs accept any.
 pub unsafe fn get_config(out: *mut c_uint, value: c_uint) -> ShimResult<()> {
-    state::current_ctx()?;
+    registry::current_ctx()?;
     // SAFETY: out-pointer from C.
     unsafe { put(out, value) }
 }
 
 pub fn set_config() -> ShimResult<()> {
-    state::current_ctx().map(|_| ())
+    registry::current_ctx().map(|_| ())
 }
 
 pub unsafe fn stream_priority_range(least: *mut c_int, greatest: *mut c_int) -> ShimResult<()> {

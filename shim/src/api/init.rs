@@ -79,6 +79,7 @@ pub unsafe fn get_proc_address(
     version: c_int,
     flags: u64,
     status: *mut u32,
+    symbol_address: fn(&str) -> Option<*mut c_void>,
 ) -> ShimResult<()> {
     // SAFETY: C string and out-pointers from C.
     let name = unsafe { c_str(symbol) }?;
@@ -86,7 +87,7 @@ pub unsafe fn get_proc_address(
         return Err(invalid("null pfn"));
     }
     let found = proc_lookup(name, version.max(0) as u32, flags & PER_THREAD != 0)
-        .and_then(|e| crate::exports::symbol_address(e.symbol));
+        .and_then(|e| symbol_address(e.symbol));
     // 0 found, 1 symbol not found, 2 version not sufficient.
     let (addr, st) = match found {
         Some(a) => (a, 0),
@@ -121,9 +122,6 @@ pub unsafe fn get_export_table(out: *mut *const c_void, id: *const CUuuid) -> Sh
                 super::context::primary_handle(dev)
                     .map(|h| h as *mut c_void)
                     .map_err(|e| e.status().0)
-            },
-            current_context: || {
-                crate::state::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void)
             },
         })
     });

@@ -8,11 +8,11 @@ use std::ffi::{c_int, c_uint, c_void};
 
 use remora_protocol::messages::Request;
 
-use super::module;
+use super::{context, device, module};
 use crate::client;
 use crate::ffi::{invalid, out, ShimResult};
 use crate::generated::{CUlaunchConfig, CUoccupancyB2DSize};
-use crate::state;
+use crate::registry::registry;
 
 /// `CU_LAUNCH_PARAM_END`, `CU_LAUNCH_PARAM_BUFFER_POINTER`, `CU_LAUNCH_PARAM_BUFFER_SIZE`.
 const PARAM_END: usize = 0;
@@ -42,7 +42,10 @@ pub unsafe fn launch(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> ShimResult<()> {
-    let (module, kernel, desc) = module::function(f as u64)?;
+    // The fast path takes no lock of the registry: the function handle and a created stream
+    // are read from append-only tables, and the parameter layout is borrowed, not copied.
+    let func = module::function(f as u64)?;
+    let desc = &*func.kernel;
     if g.grid.contains(&0) || g.block.contains(&0) {
         return Err(invalid("grid and block dimensions must be at least 1"));
     }
@@ -91,12 +94,12 @@ pub unsafe fn launch(
             desc.name
         )));
     }
-    let (ctx, stream) = state::with(|s| s.stream(stream))?;
+    let (ctx, stream) = registry().stream(stream)?;
     let req = Request::Launch {
         ctx,
         stream,
-        module,
-        kernel,
+        module: func.module,
+        kernel: func.index,
         grid: g.grid,
         block: g.block,
         shared: g.shared,
@@ -190,7 +193,7 @@ pub unsafe fn max_active_blocks(
 ) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let n = unsafe { out(n) }?;
-    let (_, _, k) = module::function(f as u64)?;
+    let k = &module::function(f as u64)?.kernel;
     *n = blocks_per_sm(block, dynamic, k.shared_bytes as usize);
     Ok(())
 }
@@ -205,10 +208,10 @@ pub unsafe fn max_potential_block_size(
 ) -> ShimResult<()> {
     // SAFETY: out-pointers from C.
     let (mg, bs) = unsafe { (out(min_grid)?, out(block_size)?) };
-    let (_, _, k) = module::function(f as u64)?;
+    let k = &module::function(f as u64)?.kernel;
     let max =
         if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
-    let sms = super::device::device(super::context::current_device()?)?
+    let sms = device::device(context::current_device()?)?
         .attribute(16)
         .unwrap_or(1);
     let (mut best, mut best_occ) = (32, -1);
@@ -239,7 +242,7 @@ pub unsafe fn available_dynamic_shared(
 ) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let size = unsafe { out(size) }?;
-    let (_, _, k) = module::function(f as u64)?;
+    let k = &module::function(f as u64)?.kernel;
     let per_block = SHARED_PER_SM / blocks.max(1) as usize;
     *size = per_block
         .min(166_912)

@@ -13,7 +13,7 @@ use remora_protocol::CuStatus;
 
 use crate::client;
 use crate::ffi::{bytes, bytes_mut, invalid, out, put, ShimError, ShimResult};
-use crate::state::{self, Alloc, HostRange};
+use crate::registry::{self, registry, Alloc, HostRange};
 
 /// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
 const PITCH_ALIGN: usize = 512;
@@ -24,8 +24,8 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     if size == 0 {
         return Err(invalid("allocation of 0 bytes"));
     }
-    let ctx = state::current_ctx()?;
-    let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
+    let ctx = registry::current_ctx()?;
+    let device = registry().with_context(ctx, |c| c.device)?;
     let reply = client::client()?.call(&Request::MemAlloc {
         ctx,
         size: size as u64,
@@ -36,7 +36,7 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
             "server answered an allocation without a pointer",
         ));
     };
-    state::with(|s| {
+    registry().memory(|s| {
         s.allocs.insert(
             ptr,
             Alloc {
@@ -81,7 +81,7 @@ pub unsafe fn alloc_pitch(
 }
 
 pub fn free(ptr: u64) -> ShimResult<()> {
-    let ctx = state::with(|s| match s.allocs.get(&ptr) {
+    let ctx = registry().memory(|s| match s.allocs.get(&ptr) {
         Some(a) if a.module.is_none() => {
             let ctx = a.ctx;
             s.allocs.remove(&ptr);
@@ -95,8 +95,8 @@ pub fn free(ptr: u64) -> ShimResult<()> {
 }
 
 pub unsafe fn get_info(free: *mut usize, total: *mut usize) -> ShimResult<()> {
-    let ctx = state::current_ctx()?;
-    let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
+    let ctx = registry::current_ctx()?;
+    let device = registry().with_context(ctx, |c| c.device)?;
     let reply = client::client()?.call(&Request::MemGetInfo {
         device: device as u32,
     })?;
@@ -119,7 +119,7 @@ pub unsafe fn get_info(free: *mut usize, total: *mut usize) -> ShimResult<()> {
 }
 
 pub unsafe fn get_address_range(base: *mut u64, size: *mut usize, ptr: u64) -> ShimResult<()> {
-    let (b, sz) = state::with(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
+    let (b, sz) = registry().memory(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
     // SAFETY: out-pointers from C; either may be NULL.
     unsafe {
         if !base.is_null() {
@@ -134,13 +134,15 @@ pub unsafe fn get_address_range(base: *mut u64, size: *mut usize, ptr: u64) -> S
 
 /// Context and stream of a copy, after checking every device range it touches.
 fn prepare(stream: u64, ranges: &[(u64, u64)]) -> ShimResult<(u64, u64)> {
-    state::with(|s| {
-        let cs = s.stream(stream)?;
-        for &(p, n) in ranges {
-            s.alloc_range(p, n)?;
-        }
-        Ok(cs)
-    })
+    let cs = registry().stream(stream)?;
+    if !ranges.is_empty() {
+        registry().memory(|m| {
+            ranges
+                .iter()
+                .try_for_each(|&(p, n)| m.alloc_range(p, n).map(|_| ()))
+        })?;
+    }
+    Ok(cs)
 }
 
 pub fn htod(dst: u64, src: &[u8], stream: u64) -> ShimResult<()> {
@@ -202,7 +204,7 @@ pub unsafe fn copy_dtoh(dst: *mut c_void, src: u64, n: usize, stream: u64) -> Sh
 /// synchronous, as the CUDA driver documents for pageable destinations.
 pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64) -> ShimResult<()> {
     let pinned = n > 0
-        && state::with(|s| {
+        && registry().memory(|s| {
             s.host_range(dst as usize)
                 .is_some_and(|(b, r)| dst as usize + n <= b + r.size)
         });
@@ -421,7 +423,7 @@ pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> Sh
             format!("cannot allocate {size} bytes of host memory"),
         ));
     }
-    state::with(|s| {
+    registry().memory(|s| {
         s.host.insert(
             p as usize,
             HostRange {
@@ -444,10 +446,10 @@ fn settle(p: usize, len: usize) -> ShimResult<()> {
 }
 
 pub fn free_host(p: *mut c_void) -> ShimResult<()> {
-    if let Some(len) = state::with(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
+    if let Some(len) = registry().memory(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
         settle(p as usize, len)?;
     }
-    let size = state::with(|s| match s.host.get(&(p as usize)) {
+    let size = registry().memory(|s| match s.host.get(&(p as usize)) {
         Some(r) if r.owned => {
             let size = r.size;
             s.host.remove(&(p as usize));
@@ -468,7 +470,7 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<(
         return Err(invalid("null or empty range to register"));
     }
     let base = p as usize;
-    state::with(|s| {
+    registry().memory(|s| {
         let end = base
             .checked_add(size)
             .ok_or_else(|| invalid("range overflows"))?;
@@ -496,10 +498,10 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<(
 }
 
 pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
-    if let Some(len) = state::with(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
+    if let Some(len) = registry().memory(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
         settle(p as usize, len)?;
     }
-    state::with(|s| match s.host.get(&(p as usize)) {
+    registry().memory(|s| match s.host.get(&(p as usize)) {
         Some(r) if !r.owned => {
             s.host.remove(&(p as usize));
             Ok(())
@@ -512,7 +514,8 @@ pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
 }
 
 pub unsafe fn host_get_flags(flags: *mut c_uint, p: *mut c_void) -> ShimResult<()> {
-    let f = state::with(|s| s.host_range(p as usize).map(|(_, r)| r.flags))
+    let f = registry()
+        .memory(|s| s.host_range(p as usize).map(|(_, r)| r.flags))
         .ok_or_else(|| invalid(format!("{p:p} is not page-locked host memory")))?;
     // SAFETY: out-pointer from C.
     unsafe { put(flags, f) }
@@ -542,7 +545,7 @@ enum Kind {
 }
 
 fn classify(p: u64) -> Kind {
-    state::with(|s| {
+    registry().memory(|s| {
         if let Ok((base, a)) = s.alloc_range(p, 0) {
             return Kind::Device {
                 base,

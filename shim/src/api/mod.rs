@@ -14,9 +14,9 @@ pub mod memory;
 pub mod module;
 pub mod stream;
 
+use crate::driver::{self, Driver};
 use crate::ffi;
 use crate::generated::types::*;
-use crate::Driver;
 
 /// The shim's implementation of the driver API.
 pub struct Shim;
@@ -63,9 +63,9 @@ implement! {
     cuGetErrorName(error: CUresult, pStr: *mut *const c_char) => init::get_error_text(error, pStr, true);
     cuGetErrorString(error: CUresult, pStr: *mut *const c_char) => init::get_error_text(error, pStr, false);
     cuGetProcAddress(symbol: *const c_char, pfn: *mut *mut c_void, cudaVersion: c_int, flags: cuuint64_t)
-        => init::get_proc_address(symbol, pfn, cudaVersion, flags, std::ptr::null_mut());
+        => init::get_proc_address(symbol, pfn, cudaVersion, flags, std::ptr::null_mut(), driver::symbol_address::<Shim>);
     cuGetProcAddress_v2(symbol: *const c_char, pfn: *mut *mut c_void, cudaVersion: c_int, flags: cuuint64_t, symbolStatus: *mut CUdriverProcAddressQueryResult)
-        => init::get_proc_address(symbol, pfn, cudaVersion, flags, symbolStatus);
+        => init::get_proc_address(symbol, pfn, cudaVersion, flags, symbolStatus, driver::symbol_address::<Shim>);
     cuGetExportTable(ppExportTable: *mut *const c_void, pExportTableId: *const CUuuid) => init::get_export_table(ppExportTable, pExportTableId);
 
     // Devices.

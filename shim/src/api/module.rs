@@ -6,86 +6,32 @@
 //! (`cuLibrary*`) are modules, and kernels (`CUkernel`) are functions: the same handles serve
 //! both families, as cudart expects when it hands a `CUkernel` to `cuLaunchKernel`.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{c_char, c_int, c_uint, c_void, CString};
-use std::sync::Mutex;
+use std::ffi::{c_char, c_int, c_uint, c_void};
 
-use remora_protocol::messages::{GlobalDesc, KernelDesc, ReplyBody, Request};
+use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 use sha2::{Digest, Sha256};
 
-use super::image;
+use super::{context, image};
 use crate::client;
+use crate::error::invalid_handle;
 use crate::ffi::{bytes, c_str, invalid, out, put, ShimError, ShimResult};
-use crate::state;
+use crate::registry::{self, registry, Function};
 
 /// Images at most this large are sent with their load request instead of asking first.
 const ASK_FIRST: usize = 64 << 10;
-
-pub struct Module {
-    pub ctx: u64,
-    pub kernels: Vec<KernelDesc>,
-    pub globals: Vec<GlobalDesc>,
-    /// Function handles by kernel index, minted on first lookup.
-    pub functions: HashMap<u32, u64>,
-}
-
-pub struct Function {
-    pub module: u64,
-    pub index: u32,
-    pub name: CString,
-    pub max_dynamic_shared: i32,
-}
-
-#[derive(Default)]
-struct Modules {
-    modules: HashMap<u64, Module>,
-    functions: HashMap<u64, Function>,
-    /// Image hashes this connection has uploaded (the server keeps them).
-    uploaded: HashSet<[u8; 32]>,
-    links: HashMap<u64, Vec<Vec<u8>>>,
-    /// Linked images handed to the application, kept until `cuLinkDestroy`.
-    linked: HashMap<u64, Vec<u8>>,
-}
-
-static MODULES: Mutex<Option<Modules>> = Mutex::new(None);
-
-fn with<R>(f: impl FnOnce(&mut Modules) -> R) -> R {
-    let mut g = MODULES.lock().unwrap_or_else(|e| e.into_inner());
-    f(g.get_or_insert_with(Modules::default))
-}
-
-fn invalid_handle(what: &str, h: u64) -> ShimError {
-    ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown {what} {h:#x}"))
-}
-
-/// Forgets the modules of a destroyed or reset context.
-pub fn forget_context(ctx: u64) {
-    with(|m| {
-        let gone: Vec<u64> = m
-            .modules
-            .iter()
-            .filter(|(_, md)| md.ctx == ctx)
-            .map(|(&h, _)| h)
-            .collect();
-        for h in gone {
-            m.modules.remove(&h);
-            m.functions.retain(|_, f| f.module != h);
-        }
-    })
-}
 
 /// Loads an image into the current context; returns the module handle. Libraries are
 /// context-independent in CUDA and cudart loads them before any context exists: without a
 /// current context the image goes to device 0's primary context.
 pub fn load(image: &[u8]) -> ShimResult<u64> {
-    let ctx = match state::current() {
+    let ctx = match registry::current() {
         Some(c) => c,
-        None => super::context::primary_handle(0)?,
+        None => context::primary_handle(0)?,
     };
     let c = client::client()?;
     let hash: [u8; 32] = Sha256::digest(image).into();
-    let known = with(|m| m.uploaded.contains(&hash));
+    let known = registry().uploaded(&hash);
     let send = if known {
         false
     } else if image.len() > ASK_FIRST {
@@ -94,14 +40,14 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
     } else {
         true
     };
-    let module = state::mint();
+    let module = registry::mint();
     let payload = if send { image } else { &[][..] };
     let reply = c
         .call_write(&Request::ModuleLoad { ctx, module, hash }, payload)
         .inspect_err(|e| {
             // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
             // often swallow the error, so say it where the user will see it, once per image.
-            if e.status() == CuStatus::NO_BINARY_FOR_GPU && with(|m| m.uploaded.insert(hash)) {
+            if e.status() == CuStatus::NO_BINARY_FOR_GPU && registry().mark_uploaded(hash) {
                 eprintln!(
                     "remora: module {} ({} bytes) cannot be loaded: {e}. The emulated GPU runs PTX only: \
                  this module needs a real GPU, or, if it was built at run time (numba with nvJitLink, \
@@ -117,32 +63,8 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
             "server answered a module load without its contents",
         ));
     };
-    // Globals are device memory the application may copy to (cudaMemcpyToSymbol): the local
-    // mirror checks copies against them as against allocations, until the module goes.
-    state::with(|s| {
-        let device = s.contexts.get(&ctx).map_or(0, |c| c.device);
-        for g in &globals {
-            let alloc = state::Alloc {
-                size: g.size,
-                ctx,
-                device,
-                module: Some(module),
-            };
-            s.allocs.insert(g.addr, alloc);
-        }
-    });
-    with(|m| {
-        m.uploaded.insert(hash);
-        m.modules.insert(
-            module,
-            Module {
-                ctx,
-                kernels,
-                globals,
-                functions: HashMap::new(),
-            },
-        );
-    });
+    registry().mark_uploaded(hash);
+    registry().add_module(ctx, module, kernels, globals)?;
     Ok(module)
 }
 
@@ -215,43 +137,12 @@ pub unsafe fn load_file(pmod: *mut *mut c_void, fname: *const c_char) -> ShimRes
 
 pub fn unload(module: *mut c_void) -> ShimResult<()> {
     let h = module as u64;
-    let ctx = with(|m| {
-        let md = m
-            .modules
-            .remove(&h)
-            .ok_or_else(|| invalid_handle("module", h))?;
-        m.functions.retain(|_, f| f.module != h);
-        Ok::<_, ShimError>(md.ctx)
-    })?;
-    state::with(|s| s.allocs.retain(|_, a| a.module != Some(h)));
+    let ctx = registry().remove_module(h)?;
     client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
 }
 
 fn hex_prefix(hash: &[u8; 32]) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn function_handle(m: &mut Modules, module: u64, index: u32) -> u64 {
-    let md = m
-        .modules
-        .get_mut(&module)
-        .expect("caller checked the module");
-    if let Some(&f) = md.functions.get(&index) {
-        return f;
-    }
-    let f = state::mint();
-    md.functions.insert(index, f);
-    let name = CString::new(md.kernels[index as usize].name.clone()).unwrap_or_default();
-    m.functions.insert(
-        f,
-        Function {
-            module,
-            index,
-            name,
-            max_dynamic_shared: 48 << 10,
-        },
-    );
-    f
 }
 
 pub unsafe fn get_function(
@@ -261,21 +152,7 @@ pub unsafe fn get_function(
 ) -> ShimResult<()> {
     // SAFETY: out-pointer and C string from C.
     let (pf, name) = unsafe { (out(pf)?, c_str(name)?) };
-    let h = module as u64;
-    let f = with(|m| {
-        let md = m
-            .modules
-            .get(&h)
-            .ok_or_else(|| invalid_handle("module", h))?;
-        let idx = md
-            .kernels
-            .iter()
-            .position(|k| k.name == name)
-            .ok_or_else(|| {
-                ShimError::new(CuStatus::NOT_FOUND, format!("no kernel named {name}"))
-            })?;
-        Ok::<_, ShimError>(function_handle(m, h, idx as u32))
-    })?;
+    let f = registry().find_function(module as u64, name)?;
     *pf = f as *mut c_void;
     Ok(())
 }
@@ -288,18 +165,13 @@ pub unsafe fn get_global(
 ) -> ShimResult<()> {
     // SAFETY: C string from C.
     let name = unsafe { c_str(name) }?;
-    let h = module as u64;
-    let (addr, sz) = with(|m| {
-        let md = m
-            .modules
-            .get(&h)
-            .ok_or_else(|| invalid_handle("module", h))?;
+    let (addr, sz) = registry().with_module(module as u64, |md| {
         md.globals
             .iter()
             .find(|g| g.name == name)
             .map(|g| (g.addr, g.size))
             .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no global named {name}")))
-    })?;
+    })??;
     // SAFETY: out-pointers from C; either may be NULL.
     unsafe {
         if !dptr.is_null() {
@@ -313,9 +185,7 @@ pub unsafe fn get_global(
 }
 
 pub unsafe fn function_count(count: *mut c_uint, module: *mut c_void) -> ShimResult<()> {
-    let h = module as u64;
-    let n = with(|m| m.modules.get(&h).map(|md| md.kernels.len() as c_uint))
-        .ok_or_else(|| invalid_handle("module", h))?;
+    let n = registry().with_module(module as u64, |md| md.kernels.len() as c_uint)?;
     // SAFETY: out-pointer from C.
     unsafe { put(count, n) }
 }
@@ -325,20 +195,7 @@ pub unsafe fn enumerate_functions(
     n: c_uint,
     module: *mut c_void,
 ) -> ShimResult<()> {
-    let h = module as u64;
-    let handles = with(|m| {
-        let count = m
-            .modules
-            .get(&h)
-            .ok_or_else(|| invalid_handle("module", h))?
-            .kernels
-            .len();
-        Ok::<_, ShimError>(
-            (0..count as u32)
-                .map(|i| function_handle(m, h, i))
-                .collect::<Vec<_>>(),
-        )
-    })?;
+    let handles = registry().module_functions(module as u64)?;
     if fns.is_null() || (n as usize) < handles.len() {
         return Err(invalid("function array too small"));
     }
@@ -351,9 +208,9 @@ pub unsafe fn enumerate_functions(
 
 pub unsafe fn library_get_module(pmod: *mut *mut c_void, library: *mut c_void) -> ShimResult<()> {
     let h = library as u64;
-    with(|m| m.modules.contains_key(&h))
-        .then_some(())
-        .ok_or_else(|| invalid_handle("library", h))?;
+    registry()
+        .with_module(h, |_| ())
+        .map_err(|_| invalid_handle("library", h))?;
     // SAFETY: out-pointer from C.
     unsafe { put(pmod, library) }
 }
@@ -365,40 +222,22 @@ pub unsafe fn kernel_get_function(pf: *mut *mut c_void, kernel: *mut c_void) -> 
 }
 
 pub unsafe fn kernel_get_library(plib: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
-    let (module, _, _) = function(kernel as u64)?;
+    let module = function(kernel as u64)?.module;
     // SAFETY: out-pointer from C.
     unsafe { put(plib, module as *mut c_void) }
 }
 
-/// (module, kernel index, parameter layout) of a function handle.
-pub fn function(f: u64) -> ShimResult<(u64, u32, KernelDesc)> {
-    with(|m| {
-        let func = m
-            .functions
-            .get(&f)
-            .ok_or_else(|| invalid_handle("function", f))?;
-        let md = m
-            .modules
-            .get(&func.module)
-            .ok_or_else(|| invalid_handle("module", func.module))?;
-        Ok((
-            func.module,
-            func.index,
-            md.kernels[func.index as usize].clone(),
-        ))
-    })
+/// A function handle's entry: module, kernel index, parameter layout. Takes no lock.
+pub fn function(f: u64) -> ShimResult<&'static Function> {
+    registry().function(f)
 }
 
 /// `CUfunction_attribute` values as a compute capability 8.0 device reports them.
 pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let pi = unsafe { out(pi) }?;
-    let (_, _, k) = function(f as u64)?;
-    let dynamic = with(|m| {
-        m.functions
-            .get(&(f as u64))
-            .map_or(48 << 10, |x| x.max_dynamic_shared)
-    });
+    let func = function(f as u64)?;
+    let (k, dynamic) = (&func.kernel, func.max_dynamic_shared());
     *pi = match attrib {
         0 => k.max_threads.clamp(1, 1024) as c_int, // MAX_THREADS_PER_BLOCK
         1 => k.shared_bytes as c_int,               // SHARED_SIZE_BYTES
@@ -416,17 +255,13 @@ pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> S
 }
 
 pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult<()> {
-    function(f as u64)?;
+    let func = function(f as u64)?;
     match attrib {
         8 => {
             if !(0..=166_912).contains(&value) {
                 return Err(invalid(format!("dynamic shared memory of {value} bytes")));
             }
-            with(|m| {
-                if let Some(x) = m.functions.get_mut(&(f as u64)) {
-                    x.max_dynamic_shared = value;
-                }
-            });
+            func.set_max_dynamic_shared(value);
             Ok(())
         }
         9..=15 => Ok(()),
@@ -442,7 +277,7 @@ pub unsafe fn get_param_info(
     offset: *mut usize,
     size: *mut usize,
 ) -> ShimResult<()> {
-    let (_, _, k) = function(f as u64)?;
+    let k = &function(f as u64)?.kernel;
     let p = k
         .params
         .get(index)
@@ -460,14 +295,13 @@ pub unsafe fn get_param_info(
 }
 
 pub unsafe fn get_name(name: *mut *const c_char, f: *mut c_void) -> ShimResult<()> {
-    let p = with(|m| m.functions.get(&(f as u64)).map(|x| x.name.as_ptr()))
-        .ok_or_else(|| invalid_handle("function", f as u64))?;
-    // SAFETY: out-pointer from C; the name lives as long as the function handle.
+    let p = function(f as u64)?.name.as_ptr();
+    // SAFETY: out-pointer from C; the name lives as long as the process.
     unsafe { put(name, p) }
 }
 
 pub unsafe fn get_module(pmod: *mut *mut c_void, f: *mut c_void) -> ShimResult<()> {
-    let (module, _, _) = function(f as u64)?;
+    let module = function(f as u64)?.module;
     // SAFETY: out-pointer from C.
     unsafe { put(pmod, module as *mut c_void) }
 }
@@ -479,9 +313,7 @@ pub fn check_function(f: *mut c_void) -> ShimResult<()> {
 pub unsafe fn link_create(state_out: *mut *mut c_void) -> ShimResult<()> {
     // SAFETY: out-pointer from C.
     let out = unsafe { out(state_out) }?;
-    let h = state::mint();
-    with(|m| m.links.insert(h, Vec::new()));
-    *out = h as *mut c_void;
+    *out = registry().link_create() as *mut c_void;
     Ok(())
 }
 
@@ -492,8 +324,7 @@ fn link_add(state: *mut c_void, data: Vec<u8>, name: &str) -> ShimResult<()> {
             format!("cuLinkAddData: {name} is not PTX; the Remora linker combines PTX only"),
         ));
     }
-    with(|m| m.links.get_mut(&(state as u64)).map(|l| l.push(data)))
-        .ok_or_else(|| invalid_handle("link state", state as u64))
+    registry().link_add(state as u64, data)
 }
 
 pub unsafe fn link_add_data(
@@ -526,18 +357,12 @@ pub unsafe fn link_complete(
     out_image: *mut *mut c_void,
     out_size: *mut usize,
 ) -> ShimResult<()> {
-    let h = state as u64;
-    let inputs =
-        with(|m| m.links.get(&h).cloned()).ok_or_else(|| invalid_handle("link state", h))?;
-    if inputs.is_empty() {
-        return Err(invalid("nothing to link"));
-    }
-    let linked = image::link_ptx(&inputs)?;
-    let (ptr, len) = with(|m| {
-        let v = m.linked.entry(h).or_default();
-        *v = linked;
-        (v.as_ptr() as *mut c_void, v.len())
-    });
+    let (ptr, len) = registry().link_complete(state as u64, |inputs| {
+        if inputs.is_empty() {
+            return Err(invalid("nothing to link"));
+        }
+        image::link_ptx(inputs)
+    })?;
     // SAFETY: out-pointers from C; the image lives until cuLinkDestroy.
     unsafe {
         put(out_image, ptr)?;
@@ -549,11 +374,5 @@ pub unsafe fn link_complete(
 }
 
 pub fn link_destroy(state: *mut c_void) -> ShimResult<()> {
-    let h = state as u64;
-    with(|m| {
-        m.linked.remove(&h);
-        m.links.remove(&h)
-    })
-    .map(|_| ())
-    .ok_or_else(|| invalid_handle("link state", h))
+    registry().link_destroy(state as u64)
 }

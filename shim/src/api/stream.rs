@@ -10,7 +10,7 @@ use remora_protocol::CuStatus;
 
 use crate::client;
 use crate::ffi::{invalid, out, put, ShimError, ShimResult};
-use crate::state::{self, Event, Stream};
+use crate::registry::{self, registry};
 
 fn h(p: *mut c_void) -> u64 {
     p as u64
@@ -22,65 +22,48 @@ pub unsafe fn create(ph: *mut *mut c_void, flags: c_uint, priority: c_int) -> Sh
     if flags & !1 != 0 {
         return Err(invalid(format!("stream flags {flags:#x}")));
     }
-    let ctx = state::current_ctx()?;
-    let s = state::mint();
+    let ctx = registry::current_ctx()?;
+    let c = client::client()?;
     // Priorities clamp to the device's range [-5, 0], as the driver does.
     let priority = priority.clamp(-5, 0);
-    client::client()?.post(
-        &Request::StreamCreate {
-            ctx,
-            stream: s,
-            flags,
-            priority,
-        },
-        &[],
-    )?;
-    state::with(|st| {
-        st.streams.insert(
-            s,
-            Stream {
-                ctx,
-                flags,
-                priority,
-            },
-        )
-    });
+    let s = registry().add_stream(ctx, flags, priority)?;
+    let req = Request::StreamCreate {
+        ctx,
+        stream: s,
+        flags,
+        priority,
+    };
+    if let Err(e) = c.post(&req, &[]) {
+        let _ = registry().remove_stream(s);
+        return Err(e);
+    }
     *ph = s as *mut c_void;
     Ok(())
 }
 
 pub fn destroy(stream: *mut c_void) -> ShimResult<()> {
     let s = h(stream);
-    let ctx = state::with(|st| st.streams.remove(&s).map(|x| x.ctx)).ok_or_else(|| {
-        ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown stream {s:#x}"))
-    })?;
+    let ctx = registry().remove_stream(s)?;
     client::client()?.post(&Request::StreamDestroy { ctx, stream: s }, &[])
 }
 
 pub fn synchronize(stream: *mut c_void) -> ShimResult<()> {
-    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+    let (ctx, stream) = registry().stream(h(stream))?;
     client::client()?
         .call(&Request::StreamSynchronize { ctx, stream })
         .map(|_| ())
 }
 
 pub fn query(stream: *mut c_void) -> ShimResult<()> {
-    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+    let (ctx, stream) = registry().stream(h(stream))?;
     client::client()?
         .call(&Request::StreamQuery { ctx, stream })
         .map(|_| ())
 }
 
 pub fn wait_event(stream: *mut c_void, event: *mut c_void, _flags: c_uint) -> ShimResult<()> {
-    let (ctx, stream) = state::with(|st| {
-        if !st.events.contains_key(&h(event)) {
-            return Err(ShimError::new(
-                CuStatus::INVALID_HANDLE,
-                format!("unknown event {:#x}", h(event)),
-            ));
-        }
-        st.stream(h(stream))
-    })?;
+    registry().event_ctx(h(event))?;
+    let (ctx, stream) = registry().stream(h(stream))?;
     client::client()?.post(
         &Request::StreamWaitEvent {
             ctx,
@@ -91,32 +74,37 @@ pub fn wait_event(stream: *mut c_void, event: *mut c_void, _flags: c_uint) -> Sh
     )
 }
 
+/// A property of a created stream; the default streams' are 0.
+fn stream_info<T: Default>(
+    stream: *mut c_void,
+    f: impl FnOnce(&registry::Stream) -> T,
+) -> ShimResult<T> {
+    match registry().stream(h(stream))? {
+        (_, 0) => Ok(T::default()),
+        (_, s) => registry().created_stream(s).map(f),
+    }
+}
+
 pub unsafe fn get_flags(stream: *mut c_void, flags: *mut c_uint) -> ShimResult<()> {
-    let f = state::with(|st| {
-        st.stream(h(stream))?;
-        Ok::<_, ShimError>(st.streams.get(&h(stream)).map_or(0, |s| s.flags))
-    })?;
+    let f = stream_info(stream, |s| s.flags)?;
     // SAFETY: out-pointer from C.
     unsafe { put(flags, f) }
 }
 
 pub unsafe fn get_priority(stream: *mut c_void, priority: *mut c_int) -> ShimResult<()> {
-    let p = state::with(|st| {
-        st.stream(h(stream))?;
-        Ok::<_, ShimError>(st.streams.get(&h(stream)).map_or(0, |s| s.priority))
-    })?;
+    let p = stream_info(stream, |s| s.priority)?;
     // SAFETY: out-pointer from C.
     unsafe { put(priority, p) }
 }
 
 pub unsafe fn get_ctx(stream: *mut c_void, pctx: *mut *mut c_void) -> ShimResult<()> {
-    let (ctx, _) = state::with(|st| st.stream(h(stream)))?;
+    let (ctx, _) = registry().stream(h(stream))?;
     // SAFETY: out-pointer from C.
     unsafe { put(pctx, ctx as *mut c_void) }
 }
 
 pub unsafe fn get_id(stream: *mut c_void, id: *mut u64) -> ShimResult<()> {
-    let (_, s) = state::with(|st| st.stream(h(stream)))?;
+    let (_, s) = registry().stream(h(stream))?;
     // SAFETY: out-pointer from C. Default streams report their well-known handle values.
     unsafe { put(id, if s == 0 { h(stream) } else { s }) }
 }
@@ -127,33 +115,29 @@ pub unsafe fn event_create(ph: *mut *mut c_void, flags: c_uint) -> ShimResult<()
     if flags & !0xf != 0 {
         return Err(invalid(format!("event flags {flags:#x}")));
     }
-    let ctx = state::current_ctx()?;
-    let e = state::mint();
-    client::client()?.post(
-        &Request::EventCreate {
-            ctx,
-            event: e,
-            flags,
-        },
-        &[],
-    )?;
-    state::with(|st| st.events.insert(e, Event { ctx, flags }));
+    let ctx = registry::current_ctx()?;
+    let c = client::client()?;
+    let e = registry().add_event(ctx, flags)?;
+    let req = Request::EventCreate {
+        ctx,
+        event: e,
+        flags,
+    };
+    if let Err(err) = c.post(&req, &[]) {
+        let _ = registry().remove_event(e);
+        return Err(err);
+    }
     *ph = e as *mut c_void;
     Ok(())
 }
 
 fn event_ctx(event: *mut c_void) -> ShimResult<u64> {
-    state::with(|st| st.events.get(&h(event)).map(|e| e.ctx)).ok_or_else(|| {
-        ShimError::new(
-            CuStatus::INVALID_HANDLE,
-            format!("unknown event {:#x}", h(event)),
-        )
-    })
+    registry().event_ctx(h(event))
 }
 
 pub fn event_record(event: *mut c_void, stream: *mut c_void) -> ShimResult<()> {
     event_ctx(event)?;
-    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+    let (ctx, stream) = registry().stream(h(stream))?;
     client::client()?.post(
         &Request::EventRecord {
             ctx,
@@ -207,8 +191,7 @@ pub unsafe fn event_elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) 
 }
 
 pub fn event_destroy(event: *mut c_void) -> ShimResult<()> {
-    let ctx = event_ctx(event)?;
-    state::with(|st| st.events.remove(&h(event)));
+    let ctx = registry().remove_event(h(event))?;
     client::client()?.post(
         &Request::EventDestroy {
             ctx,
@@ -261,7 +244,7 @@ pub unsafe fn capture_status(
     status: *mut c_uint,
     id: *mut u64,
 ) -> ShimResult<()> {
-    state::with(|st| st.stream(h(stream)))?;
+    registry().stream(h(stream))?;
     // SAFETY: out-pointers from C; the id may be NULL.
     unsafe {
         put(status, 0)?; // CU_STREAM_CAPTURE_STATUS_NONE
