@@ -1,18 +1,14 @@
 //! Primary and created contexts, the per-thread context stack, limits.
 
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::{c_int, c_uint};
 
 use remora_protocol::messages::Request;
 use remora_protocol::CuStatus;
 
 use super::device;
 use crate::client;
-use crate::ffi::{invalid, put, ShimError, ShimResult};
+use crate::ffi::{ShimError, ShimResult};
 use crate::registry::{self, registry, Context, Teardown};
-
-fn handle(ctx: *mut c_void) -> u64 {
-    ctx as u64
-}
 
 /// The primary context of `dev`, created on the server on first use; not retained.
 pub fn primary_handle(dev: c_int) -> ShimResult<u64> {
@@ -31,14 +27,11 @@ pub fn primary_handle(dev: c_int) -> ShimResult<u64> {
     Ok(h)
 }
 
-pub unsafe fn primary_retain(pctx: *mut *mut c_void, dev: c_int) -> ShimResult<()> {
-    if pctx.is_null() {
-        return Err(invalid("null context pointer"));
-    }
+pub fn primary_retain(pctx: &mut u64, dev: c_int) -> ShimResult<()> {
     let h = primary_handle(dev)?;
     registry().with_context(h, |c| c.retained += 1)?;
-    // SAFETY: checked non-null above.
-    unsafe { put(pctx, h as *mut c_void) }
+    *pctx = h;
+    Ok(())
 }
 
 pub fn primary_release(dev: c_int) -> ShimResult<()> {
@@ -83,24 +76,14 @@ pub fn primary_set_flags(dev: c_int, flags: c_uint) -> ShimResult<()> {
     Ok(())
 }
 
-pub unsafe fn primary_get_state(
-    dev: c_int,
-    flags: *mut c_uint,
-    active: *mut c_int,
-) -> ShimResult<()> {
+pub fn primary_get_state(dev: c_int, flags: &mut c_uint, active: &mut c_int) -> ShimResult<()> {
     device::device(dev)?;
     let (f, a) = registry().primary_state(dev);
-    // SAFETY: out-pointers from C.
-    unsafe {
-        put(flags, f)?;
-        put(active, a as c_int)
-    }
+    (*flags, *active) = (f, a as c_int);
+    Ok(())
 }
 
-pub unsafe fn create(pctx: *mut *mut c_void, flags: c_uint, dev: c_int) -> ShimResult<()> {
-    if pctx.is_null() {
-        return Err(invalid("null context pointer"));
-    }
+pub fn create(pctx: &mut u64, flags: c_uint, dev: c_int) -> ShimResult<()> {
     device::device(dev)?;
     let h = registry::mint();
     client::client()?.post(
@@ -113,12 +96,11 @@ pub unsafe fn create(pctx: *mut *mut c_void, flags: c_uint, dev: c_int) -> ShimR
     )?;
     registry().add_context(h, Context::new(dev, flags, false));
     registry::push_current(h);
-    // SAFETY: checked non-null above.
-    unsafe { put(pctx, h as *mut c_void) }
+    *pctx = h;
+    Ok(())
 }
 
-pub fn destroy(ctx: *mut c_void) -> ShimResult<()> {
-    let h = handle(ctx);
+pub fn destroy(h: u64) -> ShimResult<()> {
     registry().teardown(h, Teardown::Destroy)?;
     client::client()?.post(&Request::CtxDestroy { ctx: h }, &[])
 }
@@ -127,44 +109,42 @@ fn check(ctx: u64) -> ShimResult<()> {
     registry().with_context(ctx, |_| ())
 }
 
-pub fn push(ctx: *mut c_void) -> ShimResult<()> {
-    check(handle(ctx))?;
-    registry::push_current(handle(ctx));
+pub fn push(ctx: u64) -> ShimResult<()> {
+    check(ctx)?;
+    registry::push_current(ctx);
     Ok(())
 }
 
-pub unsafe fn pop(pctx: *mut *mut c_void) -> ShimResult<()> {
+pub fn pop(pctx: Option<&mut u64>) -> ShimResult<()> {
     let c = registry::pop_current()
         .ok_or_else(|| ShimError::new(CuStatus::INVALID_CONTEXT, "no current context"))?;
-    if !pctx.is_null() {
-        // SAFETY: non-null out-pointer from C.
-        unsafe { *pctx = c as *mut c_void };
+    if let Some(p) = pctx {
+        *p = c;
     }
     Ok(())
 }
 
-pub fn set_current(ctx: *mut c_void) -> ShimResult<()> {
-    if ctx.is_null() {
+pub fn set_current(ctx: u64) -> ShimResult<()> {
+    if ctx == 0 {
         registry::set_current(None);
         return Ok(());
     }
-    check(handle(ctx))?;
-    registry::set_current(Some(handle(ctx)));
+    check(ctx)?;
+    registry::set_current(Some(ctx));
     Ok(())
 }
 
-pub unsafe fn get_current(pctx: *mut *mut c_void) -> ShimResult<()> {
-    let c = registry::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void);
-    // SAFETY: out-pointer from C.
-    unsafe { put(pctx, c) }
+pub fn get_current(pctx: &mut u64) -> ShimResult<()> {
+    *pctx = registry::current().unwrap_or(0);
+    Ok(())
 }
 
 /// The context named, or the current one for NULL.
-fn ctx_or_current(ctx: *mut c_void) -> ShimResult<u64> {
-    let h = if ctx.is_null() {
+fn ctx_or_current(ctx: u64) -> ShimResult<u64> {
+    let h = if ctx == 0 {
         registry::current_ctx()?
     } else {
-        handle(ctx)
+        ctx
     };
     check(h)?;
     Ok(h)
@@ -176,14 +156,13 @@ pub fn current_device() -> ShimResult<c_int> {
     registry().with_context(h, |c| c.device)
 }
 
-pub unsafe fn get_device(dev: *mut c_int, ctx: *mut c_void) -> ShimResult<()> {
+pub fn get_device(dev: &mut c_int, ctx: u64) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
-    let d = registry().with_context(h, |c| c.device)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(dev, d) }
+    *dev = registry().with_context(h, |c| c.device)?;
+    Ok(())
 }
 
-pub fn synchronize(ctx: *mut c_void) -> ShimResult<()> {
+pub fn synchronize(ctx: u64) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
     client::client()?
         .call(&Request::CtxSynchronize { ctx: h })
@@ -204,17 +183,16 @@ fn default_limit(limit: u32) -> Option<usize> {
     })
 }
 
-pub unsafe fn get_limit(value: *mut usize, limit: c_uint) -> ShimResult<()> {
+pub fn get_limit(value: &mut usize, limit: c_uint) -> ShimResult<()> {
     let h = registry::current_ctx()?;
     let stored = registry()
         .with_context(h, |c| c.limits.get(&limit).copied())
         .ok()
         .flatten();
-    let v = stored
+    *value = stored
         .or_else(|| default_limit(limit))
         .ok_or_else(|| ShimError::new(CuStatus(215), format!("limit {limit} is not supported")))?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(value, v) }
+    Ok(())
 }
 
 pub fn set_limit(limit: c_uint, value: usize) -> ShimResult<()> {
@@ -226,17 +204,17 @@ pub fn set_limit(limit: c_uint, value: usize) -> ShimResult<()> {
     Ok(())
 }
 
-pub unsafe fn get_api_version(ctx: *mut c_void, version: *mut c_uint) -> ShimResult<()> {
+pub fn get_api_version(ctx: u64, version: &mut c_uint) -> ShimResult<()> {
     ctx_or_current(ctx)?;
-    // SAFETY: out-pointer from C. 3020 is what drivers report for contexts of the v2 API.
-    unsafe { put(version, 3020) }
+    // 3020 is what drivers report for contexts of the v2 API.
+    *version = 3020;
+    Ok(())
 }
 
-pub unsafe fn get_flags(flags: *mut c_uint) -> ShimResult<()> {
+pub fn get_flags(flags: &mut c_uint) -> ShimResult<()> {
     let h = registry::current_ctx()?;
-    let f = registry().with_context(h, |c| c.flags)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(flags, f) }
+    *flags = registry().with_context(h, |c| c.flags)?;
+    Ok(())
 }
 
 pub fn set_flags(flags: c_uint) -> ShimResult<()> {
@@ -246,31 +224,31 @@ pub fn set_flags(flags: c_uint) -> ShimResult<()> {
 }
 
 /// Cache and shared-memory configuration are hints; the emulated and remote GPUs accept any.
-pub unsafe fn get_config(out: *mut c_uint, value: c_uint) -> ShimResult<()> {
+pub fn get_config(out: &mut c_uint, value: c_uint) -> ShimResult<()> {
     registry::current_ctx()?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(out, value) }
+    *out = value;
+    Ok(())
 }
 
 pub fn set_config() -> ShimResult<()> {
     registry::current_ctx().map(|_| ())
 }
 
-pub unsafe fn stream_priority_range(least: *mut c_int, greatest: *mut c_int) -> ShimResult<()> {
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !least.is_null() {
-            *least = 0;
-        }
-        if !greatest.is_null() {
-            *greatest = -5;
-        }
+/// Either out-pointer may be NULL.
+pub fn stream_priority_range(
+    least: Option<&mut c_int>,
+    greatest: Option<&mut c_int>,
+) -> ShimResult<()> {
+    if let Some(l) = least {
+        *l = 0;
+    }
+    if let Some(g) = greatest {
+        *g = -5;
     }
     Ok(())
 }
 
-pub unsafe fn get_id(ctx: *mut c_void, id: *mut u64) -> ShimResult<()> {
-    let h = ctx_or_current(ctx)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(id, h) }
+pub fn get_id(ctx: u64, id: &mut u64) -> ShimResult<()> {
+    *id = ctx_or_current(ctx)?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::{context, image};
 use crate::client;
 use crate::error::invalid_handle;
-use crate::ffi::{bytes, c_str, invalid, out, put, ShimError, ShimResult};
+use crate::ffi::{invalid, ShimError, ShimResult};
 use crate::registry::{self, registry, Function};
 
 /// Images at most this large are sent with their load request instead of asking first.
@@ -102,20 +102,21 @@ unsafe fn write_error_log(
     }
 }
 
+/// # Safety
+/// `image` points to a complete module image; `options` and `values` have `n` entries, and a
+/// log buffer among them is writable for its size.
 pub unsafe fn load_data(
-    pmod: *mut *mut c_void,
+    pmod: &mut u64,
     image: *const c_void,
     n: c_uint,
     options: *const c_uint,
     values: *const *mut c_void,
 ) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let pmod = unsafe { out(pmod) }?;
     // SAFETY: the image is complete, as the driver API requires.
     let bytes = unsafe { image::image_bytes(image.cast()) }?;
     match load(bytes) {
         Ok(h) => {
-            *pmod = h as *mut c_void;
+            *pmod = h;
             Ok(())
         }
         Err(e) => {
@@ -126,17 +127,14 @@ pub unsafe fn load_data(
     }
 }
 
-pub unsafe fn load_file(pmod: *mut *mut c_void, fname: *const c_char) -> ShimResult<()> {
-    // SAFETY: out-pointer and C string from C.
-    let (pmod, path) = unsafe { (out(pmod)?, c_str(fname)?) };
+pub fn load_file(pmod: &mut u64, path: &str) -> ShimResult<()> {
     let data = std::fs::read(path)
         .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
-    *pmod = load(&data)? as *mut c_void;
+    *pmod = load(&data)?;
     Ok(())
 }
 
-pub fn unload(module: *mut c_void) -> ShimResult<()> {
-    let h = module as u64;
+pub fn unload(h: u64) -> ShimResult<()> {
     let ctx = registry().remove_module(h)?;
     client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
 }
@@ -145,86 +143,67 @@ fn hex_prefix(hash: &[u8; 32]) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub unsafe fn get_function(
-    pf: *mut *mut c_void,
-    module: *mut c_void,
-    name: *const c_char,
-) -> ShimResult<()> {
-    // SAFETY: out-pointer and C string from C.
-    let (pf, name) = unsafe { (out(pf)?, c_str(name)?) };
-    let f = registry().find_function(module as u64, name)?;
-    *pf = f as *mut c_void;
+pub fn get_function(pf: &mut u64, module: u64, name: &str) -> ShimResult<()> {
+    *pf = registry().find_function(module, name)?;
     Ok(())
 }
 
-pub unsafe fn get_global(
-    dptr: *mut u64,
-    size: *mut usize,
-    module: *mut c_void,
-    name: *const c_char,
+/// Either out-pointer may be NULL.
+pub fn get_global(
+    dptr: Option<&mut u64>,
+    size: Option<&mut usize>,
+    module: u64,
+    name: &str,
 ) -> ShimResult<()> {
-    // SAFETY: C string from C.
-    let name = unsafe { c_str(name) }?;
-    let (addr, sz) = registry().with_module(module as u64, |md| {
+    let (addr, sz) = registry().with_module(module, |md| {
         md.globals
             .iter()
             .find(|g| g.name == name)
             .map(|g| (g.addr, g.size))
             .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no global named {name}")))
     })??;
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !dptr.is_null() {
-            *dptr = addr;
-        }
-        if !size.is_null() {
-            *size = sz as usize;
-        }
+    if let Some(dptr) = dptr {
+        *dptr = addr;
+    }
+    if let Some(size) = size {
+        *size = sz as usize;
     }
     Ok(())
 }
 
-pub unsafe fn function_count(count: *mut c_uint, module: *mut c_void) -> ShimResult<()> {
-    let n = registry().with_module(module as u64, |md| md.kernels.len() as c_uint)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(count, n) }
+pub fn function_count(count: &mut c_uint, module: u64) -> ShimResult<()> {
+    *count = registry().with_module(module, |md| md.kernels.len() as c_uint)?;
+    Ok(())
 }
 
-pub unsafe fn enumerate_functions(
-    fns: *mut *mut c_void,
-    n: c_uint,
-    module: *mut c_void,
-) -> ShimResult<()> {
-    let handles = registry().module_functions(module as u64)?;
-    if fns.is_null() || (n as usize) < handles.len() {
+pub fn enumerate_functions(fns: &mut [*mut c_void], module: u64) -> ShimResult<()> {
+    let handles = registry().module_functions(module)?;
+    if fns.len() < handles.len() {
         return Err(invalid("function array too small"));
     }
-    for (i, f) in handles.into_iter().enumerate() {
-        // SAFETY: the array has n >= handles.len() entries.
-        unsafe { *fns.add(i) = f as *mut c_void };
+    for (slot, f) in fns.iter_mut().zip(handles) {
+        *slot = f as *mut c_void;
     }
     Ok(())
 }
 
-pub unsafe fn library_get_module(pmod: *mut *mut c_void, library: *mut c_void) -> ShimResult<()> {
-    let h = library as u64;
+pub fn library_get_module(pmod: &mut u64, library: u64) -> ShimResult<()> {
     registry()
-        .with_module(h, |_| ())
-        .map_err(|_| invalid_handle("library", h))?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pmod, library) }
+        .with_module(library, |_| ())
+        .map_err(|_| invalid_handle("library", library))?;
+    *pmod = library;
+    Ok(())
 }
 
-pub unsafe fn kernel_get_function(pf: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
-    function(kernel as u64)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pf, kernel) }
+pub fn kernel_get_function(pf: &mut u64, kernel: u64) -> ShimResult<()> {
+    function(kernel)?;
+    *pf = kernel;
+    Ok(())
 }
 
-pub unsafe fn kernel_get_library(plib: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
-    let module = function(kernel as u64)?.module;
-    // SAFETY: out-pointer from C.
-    unsafe { put(plib, module as *mut c_void) }
+pub fn kernel_get_library(plib: &mut u64, kernel: u64) -> ShimResult<()> {
+    *plib = function(kernel)?.module;
+    Ok(())
 }
 
 /// A function handle's entry: module, kernel index, parameter layout. Takes no lock.
@@ -233,10 +212,8 @@ pub fn function(f: u64) -> ShimResult<&'static Function> {
 }
 
 /// `CUfunction_attribute` values as a compute capability 8.0 device reports them.
-pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let pi = unsafe { out(pi) }?;
-    let func = function(f as u64)?;
+pub fn get_attribute(pi: &mut c_int, attrib: c_uint, f: u64) -> ShimResult<()> {
+    let func = function(f)?;
     let (k, dynamic) = (&func.kernel, func.max_dynamic_shared());
     *pi = match attrib {
         0 => k.max_threads.clamp(1, 1024) as c_int, // MAX_THREADS_PER_BLOCK
@@ -254,8 +231,8 @@ pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> S
     Ok(())
 }
 
-pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult<()> {
-    let func = function(f as u64)?;
+pub fn set_attribute(f: u64, attrib: c_uint, value: c_int) -> ShimResult<()> {
+    let func = function(f)?;
     match attrib {
         8 => {
             if !(0..=166_912).contains(&value) {
@@ -271,108 +248,87 @@ pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult
     }
 }
 
-pub unsafe fn get_param_info(
-    f: *mut c_void,
+/// Either out-pointer may be NULL.
+pub fn get_param_info(
+    f: u64,
     index: usize,
-    offset: *mut usize,
-    size: *mut usize,
+    offset: Option<&mut usize>,
+    size: Option<&mut usize>,
 ) -> ShimResult<()> {
-    let k = &function(f as u64)?.kernel;
+    let k = &function(f)?.kernel;
     let p = k
         .params
         .get(index)
         .ok_or_else(|| invalid(format!("kernel {} has no parameter {index}", k.name)))?;
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !offset.is_null() {
-            *offset = p.offset as usize;
-        }
-        if !size.is_null() {
-            *size = p.size as usize;
-        }
+    if let Some(offset) = offset {
+        *offset = p.offset as usize;
+    }
+    if let Some(size) = size {
+        *size = p.size as usize;
     }
     Ok(())
 }
 
-pub unsafe fn get_name(name: *mut *const c_char, f: *mut c_void) -> ShimResult<()> {
-    let p = function(f as u64)?.name.as_ptr();
-    // SAFETY: out-pointer from C; the name lives as long as the process.
-    unsafe { put(name, p) }
-}
-
-pub unsafe fn get_module(pmod: *mut *mut c_void, f: *mut c_void) -> ShimResult<()> {
-    let module = function(f as u64)?.module;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pmod, module as *mut c_void) }
-}
-
-pub fn check_function(f: *mut c_void) -> ShimResult<()> {
-    function(f as u64).map(|_| ())
-}
-
-pub unsafe fn link_create(state_out: *mut *mut c_void) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let out = unsafe { out(state_out) }?;
-    *out = registry().link_create() as *mut c_void;
+/// The name lives as long as the process.
+pub fn get_name(name: &mut *const c_char, f: u64) -> ShimResult<()> {
+    *name = function(f)?.name.as_ptr();
     Ok(())
 }
 
-fn link_add(state: *mut c_void, data: Vec<u8>, name: &str) -> ShimResult<()> {
+pub fn get_module(pmod: &mut u64, f: u64) -> ShimResult<()> {
+    *pmod = function(f)?.module;
+    Ok(())
+}
+
+pub fn check_function(f: u64) -> ShimResult<()> {
+    function(f).map(|_| ())
+}
+
+pub fn link_create(out: &mut u64) -> ShimResult<()> {
+    *out = registry().link_create();
+    Ok(())
+}
+
+fn link_add(state: u64, data: Vec<u8>, name: &str) -> ShimResult<()> {
     if !image::is_ptx(&data) {
         return Err(ShimError::new(
             CuStatus::NOT_SUPPORTED,
             format!("cuLinkAddData: {name} is not PTX; the Remora linker combines PTX only"),
         ));
     }
-    registry().link_add(state as u64, data)
+    registry().link_add(state, data)
 }
 
-pub unsafe fn link_add_data(
-    state: *mut c_void,
-    data: *mut c_void,
-    size: usize,
-    name: *const c_char,
-) -> ShimResult<()> {
-    // SAFETY: C buffer of `size` bytes; the name may be NULL.
-    let bytes = unsafe { bytes(data, size) }?.to_vec();
-    let name = if name.is_null() {
-        "<data>"
-    } else {
-        // SAFETY: a non-null name is a C string.
-        unsafe { c_str(name) }.unwrap_or("<data>")
-    };
-    link_add(state, bytes, name)
+/// The name may be NULL.
+pub fn link_add_data(state: u64, data: &[u8], name: Option<&str>) -> ShimResult<()> {
+    link_add(state, data.to_vec(), name.unwrap_or("<data>"))
 }
 
-pub unsafe fn link_add_file(state: *mut c_void, path: *const c_char) -> ShimResult<()> {
-    // SAFETY: C string from C.
-    let path = unsafe { c_str(path) }?;
+pub fn link_add_file(state: u64, path: &str) -> ShimResult<()> {
     let data = std::fs::read(path)
         .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
     link_add(state, data, path)
 }
 
-pub unsafe fn link_complete(
-    state: *mut c_void,
-    out_image: *mut *mut c_void,
-    out_size: *mut usize,
+/// The image lives until `cuLinkDestroy`; the size may be NULL.
+pub fn link_complete(
+    state: u64,
+    out_image: &mut *mut c_void,
+    out_size: Option<&mut usize>,
 ) -> ShimResult<()> {
-    let (ptr, len) = registry().link_complete(state as u64, |inputs| {
+    let (ptr, len) = registry().link_complete(state, |inputs| {
         if inputs.is_empty() {
             return Err(invalid("nothing to link"));
         }
         image::link_ptx(inputs)
     })?;
-    // SAFETY: out-pointers from C; the image lives until cuLinkDestroy.
-    unsafe {
-        put(out_image, ptr)?;
-        if !out_size.is_null() {
-            *out_size = len;
-        }
+    *out_image = ptr;
+    if let Some(size) = out_size {
+        *size = len;
     }
     Ok(())
 }
 
-pub fn link_destroy(state: *mut c_void) -> ShimResult<()> {
-    registry().link_destroy(state as u64)
+pub fn link_destroy(state: u64) -> ShimResult<()> {
+    registry().link_destroy(state)
 }
