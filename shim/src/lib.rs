@@ -9,6 +9,19 @@
 //! as one round trip to a Remora server ([`client`]).
 //!
 //! The shim knows nothing of backends: a server is a server, emulated or real.
+//!
+//! Modules import one way only, from the bottom up:
+//!
+//! - [`generated`]: the C signatures and types; [`error`]: `ShimError`, the one way a call
+//!   fails.
+//! - [`registry`]: every client-side object (contexts and what they own, the address maps, the
+//!   thread's context stack); lock-free reads for launches.
+//! - [`ffi`]: the conversion layer (C arguments to references, errors to `CUresult`, panics
+//!   stopped at the boundary).
+//! - [`client`] (the connection), [`export_tables`] (cudart's private tables), [`driver`] (the
+//!   `Driver` trait and its generic C entry points).
+//! - [`api`]: the implementations and the table that binds them to driver symbols.
+//! - this crate root: the exported symbols, one `driver` entry point each.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
