@@ -685,23 +685,21 @@ impl<T> Default for Slab<T> {
     }
 }
 
-/// (chunk, offset) of entry `i`.
-fn locate(i: usize) -> (usize, usize) {
+/// (chunk, offset) of entry `i`, if a slab can hold it.
+fn locate(i: usize) -> Option<(usize, usize)> {
     let q = i / FIRST_CHUNK + 1;
     let c = q.ilog2() as usize;
-    (c, i - FIRST_CHUNK * ((1 << c) - 1))
+    (c < CHUNKS).then(|| (c, i - FIRST_CHUNK * ((1 << c) - 1)))
 }
 
 impl<T> Slab<T> {
     fn push(&self, value: T) -> ShimResult<usize> {
         let mut len = lock(&self.len);
         let i = *len;
-        let (c, off) = locate(i);
-        let chunk = self
-            .chunks
-            .get(c)
-            .ok_or_else(|| ShimError::new(CuStatus::OUT_OF_MEMORY, "too many handles"))?
-            .get_or_init(|| (0..FIRST_CHUNK << c).map(|_| OnceLock::new()).collect());
+        let (c, off) =
+            locate(i).ok_or_else(|| ShimError::new(CuStatus::OUT_OF_MEMORY, "too many handles"))?;
+        let chunk =
+            self.chunks[c].get_or_init(|| (0..FIRST_CHUNK << c).map(|_| OnceLock::new()).collect());
         if chunk[off].set(value).is_err() {
             unreachable!("slab slot {i} filled twice");
         }
@@ -710,8 +708,8 @@ impl<T> Slab<T> {
     }
 
     fn get(&self, i: usize) -> Option<&T> {
-        let (c, off) = locate(i);
-        self.chunks.get(c)?.get()?.get(off)?.get()
+        let (c, off) = locate(i)?;
+        self.chunks[c].get()?.get(off)?.get()
     }
 }
 
@@ -774,7 +772,7 @@ mod tests {
     fn slab_chunks_tile_the_indices() {
         let mut expected = (0, 0);
         for i in 0..10_000 {
-            assert_eq!(locate(i), expected, "{i}");
+            assert_eq!(locate(i), Some(expected), "{i}");
             expected.1 += 1;
             if expected.1 == FIRST_CHUNK << expected.0 {
                 expected = (expected.0 + 1, 0);
@@ -786,6 +784,8 @@ mod tests {
         }
         assert!((0..1000).all(|i| s.get(i) == Some(&i)));
         assert_eq!(s.get(1000), None);
+        assert_eq!(locate(usize::MAX), None);
+        assert_eq!(s.get(usize::MAX), None);
     }
 
     fn kernel(name: &str) -> KernelDesc {
@@ -852,6 +852,41 @@ mod tests {
         r.teardown(p, Teardown::Reset).unwrap();
         assert!(r.stream(s).is_err());
         assert!(r.with_context(p, |c| c.primary).unwrap());
+    }
+
+    #[test]
+    fn streams_added_from_many_threads_resolve_without_a_lock() {
+        let r = Registry::default();
+        let ctx = mint();
+        r.add_context(ctx, Context::new(0, 0, false));
+        let handles: Vec<u64> = std::thread::scope(|sc| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let r = &r;
+                    sc.spawn(move || {
+                        (0..500)
+                            .map(|i| {
+                                let h = r.add_stream(ctx, 0, -t).unwrap();
+                                // Earlier entries stay readable while others are appended.
+                                assert_eq!(r.stream(h).unwrap(), (ctx, h), "{i}");
+                                h
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let mut unique = handles.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 2000);
+        assert!(handles.iter().all(|&h| r.created_stream(h).is_ok()));
+        r.teardown(ctx, Teardown::Destroy).unwrap();
+        assert!(handles.iter().all(|&h| r.created_stream(h).is_err()));
     }
 
     #[test]
