@@ -10,7 +10,7 @@
 //! argument, arrays, callbacks' user data) say so by being `unsafe fn`.
 
 use std::collections::HashSet;
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
@@ -196,6 +196,14 @@ impl<'a> FromCuda<'a, *const c_char> for &'a str {
     unsafe fn from_cuda(t: &'a *const c_char) -> ShimResult<&'a str> {
         // SAFETY: a NUL-terminated string by the caller's contract.
         unsafe { c_str(*t) }
+    }
+}
+
+/// C strings the caller may leave NULL, as they are (for names that need not be UTF-8).
+impl<'a> FromCuda<'a, *const c_char> for Option<&'a CStr> {
+    unsafe fn from_cuda(t: &'a *const c_char) -> ShimResult<Option<&'a CStr>> {
+        // SAFETY: NULL or a NUL-terminated string by the caller's contract.
+        Ok((!t.is_null()).then(|| unsafe { CStr::from_ptr(*t) }))
     }
 }
 

@@ -6,7 +6,7 @@
 //! (`cuLibrary*`) are modules, and kernels (`CUkernel`) are functions: the same handles serve
 //! both families, as cudart expects when it hands a `CUkernel` to `cuLaunchKernel`.
 
-use std::ffi::{c_char, c_int, c_uint, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
 use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
@@ -299,9 +299,10 @@ fn link_add(state: u64, data: Vec<u8>, name: &str) -> ShimResult<()> {
     registry().link_add(state, data)
 }
 
-/// The name may be NULL.
-pub fn link_add_data(state: u64, data: &[u8], name: Option<&str>) -> ShimResult<()> {
-    link_add(state, data.to_vec(), name.unwrap_or("<data>"))
+/// The name may be NULL (or not UTF-8): it is only for messages.
+pub fn link_add_data(state: u64, data: &[u8], name: Option<&CStr>) -> ShimResult<()> {
+    let name = name.and_then(|n| n.to_str().ok()).unwrap_or("<data>");
+    link_add(state, data.to_vec(), name)
 }
 
 pub fn link_add_file(state: u64, path: &str) -> ShimResult<()> {
