@@ -14,8 +14,9 @@
 //! not implement holds its own small function that logs `(table, slot)` once and returns
 //! `CUDA_ERROR_NOT_SUPPORTED`, so an unexpected call is visible instead of a jump through NULL.
 //!
-//! What it deliberately does not do: talk to a server, or know about devices and contexts. All
-//! of that comes from the rest of the shim through [`Host`], installed once with [`install`].
+//! What it deliberately does not do: talk to a server, or know about devices. That comes from
+//! the rest of the shim through [`Host`], installed once with [`install`]. Context-local
+//! storage is kept by the context that owns it, in the shim's [registry](crate::registry).
 //! The shim must report the same driver version, UUIDs and PCI ids from `cuDriverGetVersion`,
 //! `cuDeviceGetUuid` and `cuDeviceGetAttribute` as [`Host`] reports here (fetch once, cache),
 //! or cudart's integrity check fails with 103.
@@ -25,23 +26,24 @@
 //! Tables are `static`s, so their addresses are stable for the life of the process, as cudart
 //! needs (CuPy links two copies of cudart into one process and both hash the same addresses).
 
-use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use hmac::digest::KeyInit;
 use hmac::{Mac, SimpleHmac};
 use md2::Md2;
 
+use crate::registry::{registry, StorageDestructor};
+
 // CUresult values used here (cuda.h).
 const CUDA_SUCCESS: u32 = 0;
 const CUDA_ERROR_INVALID_VALUE: u32 = 1;
 const CUDA_ERROR_NOT_INITIALIZED: u32 = 3;
-const CUDA_ERROR_INVALID_CONTEXT: u32 = 201;
+#[cfg(test)]
 const CUDA_ERROR_INVALID_HANDLE: u32 = 400;
 const CUDA_ERROR_NOT_SUPPORTED: u32 = 801;
 const CUDA_ERROR_UNKNOWN: u32 = 999;
@@ -63,10 +65,6 @@ pub struct Host {
     /// Retains/returns the primary context of a device (slot 2 of the cudart interface table):
     /// handle or CUresult.
     pub primary_context: fn(i32) -> Result<*mut c_void, u32>,
-    /// The calling thread's current context (what cuCtxGetCurrent reports), NULL if none.
-    /// Context-local storage is addressed with a NULL context by cudart ("ctx or NULL" in
-    /// CUDA-COMPAT.md), which the driver resolves to the current one; ZLUDA does the same.
-    pub current_context: fn() -> *mut c_void,
 }
 
 /// One device's identity as it enters the integrity hash.
@@ -120,13 +118,6 @@ pub unsafe fn get_export_table(out: *mut *const c_void, uuid: *const [u8; 16]) -
     // SAFETY: non-null, and the caller promises it is writable.
     unsafe { ptr::write_unaligned(out, table) };
     CUDA_SUCCESS
-}
-
-/// Drops every context-local-storage entry of `ctx`. Call it when a context is destroyed or a
-/// primary context is reset, so a later context that reuses the handle does not see stale
-/// values. The stored destructors are not called: their argument order is not documented.
-pub fn forget_context(ctx: *mut c_void) {
-    cls().retain(|&(c, _), _| c != ctx as usize);
 }
 
 /// Pure function: the HMAC-MD2 integrity hash over the message described in CUDA-COMPAT.md.
@@ -487,34 +478,12 @@ unsafe extern "C" fn tools_tls_context(out: *mut *mut c_void) -> u32 {
     })
 }
 
-/// Destructor cudart registers with a CLS entry. Stored, not called (see [`forget_context`]).
-type ClsDestructor = unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_void);
+/// Destructor cudart registers with a CLS entry. Stored with the context, not called.
+type ClsDestructor = StorageDestructor;
 
-struct ClsEntry {
-    value: usize,
-    #[allow(dead_code)] // kept so a future teardown can call it once its ABI is known
-    destructor: Option<ClsDestructor>,
-}
-
-fn cls() -> MutexGuard<'static, HashMap<(usize, usize), ClsEntry>> {
-    static CLS: LazyLock<Mutex<HashMap<(usize, usize), ClsEntry>>> =
-        LazyLock::new(|| Mutex::new(HashMap::new()));
-    // Each operation is one insert/remove/lookup, so a poisoned map is still consistent.
-    CLS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A NULL context means the calling thread's current one.
-fn resolve_context(ctx: *mut c_void) -> Result<usize, u32> {
-    if !ctx.is_null() {
-        return Ok(ctx as usize);
-    }
-    let current = (host()?.current_context)();
-    if current.is_null() {
-        Err(CUDA_ERROR_INVALID_CONTEXT)
-    } else {
-        Ok(current as usize)
-    }
-}
+// Context-local storage belongs to its context, in the shim's registry: destroying or resetting
+// the context drops it. A NULL context means the calling thread's current one ("ctx or NULL"
+// in CUDA-COMPAT.md), which the driver resolves the same way; ZLUDA does too.
 
 /// CLS slot 0 `(ctx or NULL, key, value, dtor)`.
 unsafe extern "C" fn cls_put(
@@ -523,28 +492,22 @@ unsafe extern "C" fn cls_put(
     value: *mut c_void,
     destructor: Option<ClsDestructor>,
 ) -> u32 {
-    guard(|| match resolve_context(ctx) {
-        Ok(ctx) => {
-            let entry = ClsEntry {
-                value: value as usize,
-                destructor,
-            };
-            cls().insert((ctx, key as usize), entry);
-            CUDA_SUCCESS
-        }
-        Err(code) => code,
-    })
+    guard(
+        || match registry().storage_put(ctx as u64, key as usize, value as usize, destructor) {
+            Ok(()) => CUDA_SUCCESS,
+            Err(e) => e.status().0,
+        },
+    )
 }
 
 /// CLS slot 1 `(ctx, key)`, at teardown. Deleting an absent key succeeds.
 unsafe extern "C" fn cls_delete(ctx: *mut c_void, key: *mut c_void) -> u32 {
-    guard(|| match resolve_context(ctx) {
-        Ok(ctx) => {
-            cls().remove(&(ctx, key as usize));
-            CUDA_SUCCESS
-        }
-        Err(code) => code,
-    })
+    guard(
+        || match registry().storage_delete(ctx as u64, key as usize) {
+            Ok(()) => CUDA_SUCCESS,
+            Err(e) => e.status().0,
+        },
+    )
 }
 
 /// CLS slot 2 `(void **val, ctx, key)`. Every runtime call starts with one; an absent key is
@@ -554,12 +517,9 @@ unsafe extern "C" fn cls_get(out: *mut *mut c_void, ctx: *mut c_void, key: *mut 
         if out.is_null() {
             return CUDA_ERROR_INVALID_VALUE;
         }
-        let ctx = match resolve_context(ctx) {
-            Ok(ctx) => ctx,
-            Err(code) => return code,
-        };
-        let Some(value) = cls().get(&(ctx, key as usize)).map(|e| e.value) else {
-            return CUDA_ERROR_INVALID_HANDLE;
+        let value = match registry().storage_get(ctx as u64, key as usize) {
+            Ok(v) => v,
+            Err(e) => return e.status().0,
         };
         // SAFETY: non-null; cudart passes the address of its void*.
         unsafe { ptr::write_unaligned(out, value as *mut c_void) };
@@ -653,17 +613,12 @@ mod tests {
             _ => Err(101), // CUDA_ERROR_INVALID_DEVICE
         }
     }
-    fn fake_current_context() -> *mut c_void {
-        0x7000 as *mut c_void
-    }
-
     /// Every test installs the same host; the first wins.
     fn install_fake() {
         install(Host {
             driver_version: fake_driver_version,
             devices: fake_devices,
             primary_context: fake_primary_context,
-            current_context: fake_current_context,
         });
     }
 
@@ -934,11 +889,11 @@ mod tests {
         // SAFETY: slots 0, 1, 2 have these signatures.
         let (put, del, get): (Put, Del, Get) =
             unsafe { (slot(cls_table, 0), slot(cls_table, 1), slot(cls_table, 2)) };
-        let (ctx, key, value) = (
-            0x2000 as *mut c_void,
-            0x10 as *mut c_void,
-            0xbeef as *mut c_void,
-        );
+        use crate::registry::{self, Context, Teardown};
+        let (h, other) = (registry::mint(), registry::mint());
+        registry().add_context(h, Context::new(0, 0, false));
+        registry().add_context(other, Context::new(0, 0, false));
+        let (ctx, key, value) = (h as *mut c_void, 0x10 as *mut c_void, 0xbeef as *mut c_void);
         let mut out = ptr::null_mut();
 
         // SAFETY: the slots have these signatures, handles are opaque integers, `out` is a
@@ -950,27 +905,29 @@ mod tests {
             assert_eq!(out, value);
             // Another context does not see it.
             assert_eq!(
-                get(&mut out, 0x2001 as *mut c_void, key),
+                get(&mut out, other as *mut c_void, key),
                 CUDA_ERROR_INVALID_HANDLE
             );
             assert_eq!(get(ptr::null_mut(), ctx, key), CUDA_ERROR_INVALID_VALUE);
             assert_eq!(del(ctx, key), CUDA_SUCCESS);
             assert_eq!(get(&mut out, ctx, key), CUDA_ERROR_INVALID_HANDLE);
+            // Without a current context, NULL names none.
+            assert_eq!(put(ptr::null_mut(), key, value, None), 201);
 
             // NULL is the current context, for put, get and delete alike.
-            let current = fake_current_context();
+            registry::push_current(h);
             assert_eq!(put(ptr::null_mut(), key, value, None), CUDA_SUCCESS);
             out = ptr::null_mut();
-            assert_eq!(get(&mut out, current, key), CUDA_SUCCESS);
+            assert_eq!(get(&mut out, ctx, key), CUDA_SUCCESS);
             assert_eq!(out, value);
-            forget_context(current);
-            assert_eq!(
-                get(&mut out, ptr::null_mut(), key),
-                CUDA_ERROR_INVALID_HANDLE
-            );
-            assert_eq!(put(ptr::null_mut(), key, value, None), CUDA_SUCCESS);
             assert_eq!(del(ptr::null_mut(), key), CUDA_SUCCESS);
-            assert_eq!(get(&mut out, current, key), CUDA_ERROR_INVALID_HANDLE);
+            assert_eq!(get(&mut out, ctx, key), CUDA_ERROR_INVALID_HANDLE);
+
+            // Storage belongs to its context: destroying the context drops it.
+            assert_eq!(put(ptr::null_mut(), key, value, None), CUDA_SUCCESS);
+            registry().teardown(h, Teardown::Destroy).unwrap();
+            assert_eq!(get(&mut out, ctx, key), CUDA_ERROR_INVALID_HANDLE);
+            assert_eq!(put(ctx, key, value, None), 201);
         }
     }
 }

@@ -1,60 +1,32 @@
 //! The conversion layer between C and the shim's safe Rust: errors to `CUresult` in one place,
 //! raw pointers to references, panics stopped at the boundary, "not supported" logged once.
+//!
+//! Every argument of an implemented driver function passes through [`FromCuda`] on its way in
+//! (the `implement!` table in [`crate::api`] applies it to each): an out-pointer becomes
+//! `&mut T` (NULL is `CUDA_ERROR_INVALID_VALUE`, here and nowhere else), an optional one
+//! `Option<&mut T>`, an input struct `&T`, a C string `&str`, an opaque handle its `u64`
+//! value, and plain values pass unchanged. Implementations are then safe functions over
+//! references; the few that still take raw pointers (buffers whose length is another
+//! argument, arrays, callbacks' user data) say so by being `unsafe fn`.
 
 use std::collections::HashSet;
+use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
 use remora_protocol::CuStatus;
 
-use crate::generated::types::CUresult;
-
-/// Why a call failed, as the shim sees it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ShimError {
-    /// A CUDA error, from the server or from a local check, with an explanation for the log.
-    #[error("{status}: {message}")]
-    Cuda { status: CuStatus, message: String },
-    /// The server cannot be reached (never was, or the connection died).
-    #[error("{0}")]
-    Unreachable(String),
-}
-
-impl ShimError {
-    pub fn new(status: CuStatus, message: impl Into<String>) -> Self {
-        Self::Cuda {
-            status,
-            message: message.into(),
-        }
-    }
-
-    pub fn status(&self) -> CuStatus {
-        match self {
-            ShimError::Cuda { status, .. } => *status,
-            // Like a GPU that fell off the bus: the device is gone for this process.
-            ShimError::Unreachable(_) => CuStatus::DEVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl From<ShimError> for CUresult {
-    fn from(e: ShimError) -> CUresult {
-        e.status().0
-    }
-}
-
-pub type ShimResult<T> = Result<T, ShimError>;
-
-pub fn invalid(message: impl Into<String>) -> ShimError {
-    ShimError::new(CuStatus::INVALID_VALUE, message)
-}
+pub use crate::error::{invalid, ShimError, ShimResult};
+use crate::generated::types::{
+    c_int, c_uint, CUdevprop_v1, CUhostFn, CUoccupancyB2DSize, CUresult, CUstreamCallback, CUuuid,
+};
 
 /// Runs an implementation, stopping any panic at the C boundary.
 pub fn guard(name: &str, f: impl FnOnce() -> CUresult) -> CUresult {
     let logged = || {
         // Logging needs thread-locals, which are gone in exit handlers (where cudart still
         // releases its contexts).
-        if crate::state::thread_alive() {
+        if crate::registry::thread_alive() {
             init_logging();
             tracing::trace!("{name}");
         }
@@ -103,6 +75,216 @@ pub fn unsupported(name: &'static str) -> CUresult {
         eprintln!("remora: {name} is not supported; returning CUDA_ERROR_NOT_SUPPORTED");
     }
     CuStatus::NOT_SUPPORTED.0
+}
+
+/// One C argument as a safe implementation takes it. The target type is inferred from the
+/// implementation's parameter, so one C type converts to whichever form the implementation asks
+/// for.
+pub trait FromCuda<'a, T>: Sized {
+    /// # Safety
+    /// `t` is valid as the driver API documents this argument: a non-null pointer points to a
+    /// `T` that may be read (or written, for out-pointers) for the duration of the call.
+    unsafe fn from_cuda(t: &'a T) -> ShimResult<Self>;
+}
+
+/// Plain values (integers, enums, device pointers, callbacks) pass as they are.
+macro_rules! from_cuda_as_is {
+    ($($t:ty),* $(,)?) => {
+        $(
+            impl<'a> FromCuda<'a, $t> for $t {
+                unsafe fn from_cuda(t: &'a $t) -> ShimResult<$t> {
+                    Ok(*t)
+                }
+            }
+        )*
+    };
+}
+from_cuda_as_is!(
+    i32,
+    u32,
+    u64,
+    usize,
+    u8,
+    u16,
+    CUhostFn,
+    CUstreamCallback,
+    CUoccupancyB2DSize,
+);
+
+/// Raw pointers an implementation asks for as they are: buffers whose length is another
+/// argument, arrays, user data. Such implementations are `unsafe fn`.
+impl<'a, T> FromCuda<'a, *mut T> for *mut T {
+    unsafe fn from_cuda(t: &'a *mut T) -> ShimResult<*mut T> {
+        Ok(*t)
+    }
+}
+
+impl<'a, T> FromCuda<'a, *const T> for *const T {
+    unsafe fn from_cuda(t: &'a *const T) -> ShimResult<*const T> {
+        Ok(*t)
+    }
+}
+
+/// A C `T *` the implementation only reads through.
+impl<'a, T> FromCuda<'a, *mut T> for *const T {
+    unsafe fn from_cuda(t: &'a *mut T) -> ShimResult<*const T> {
+        Ok(t.cast_const())
+    }
+}
+
+/// An argument the implementation ignores (JIT options it does not need, a device argument
+/// that the handle already implies).
+pub struct Ignored;
+
+impl<'a, T> FromCuda<'a, T> for Ignored {
+    unsafe fn from_cuda(_: &'a T) -> ShimResult<Ignored> {
+        Ok(Ignored)
+    }
+}
+
+/// Opaque handles (`CUcontext`, `CUstream`, `CUmodule`, ...) by value.
+impl<'a> FromCuda<'a, *mut c_void> for u64 {
+    unsafe fn from_cuda(t: &'a *mut c_void) -> ShimResult<u64> {
+        Ok(*t as u64)
+    }
+}
+
+/// Out-pointers to handles, written as their `u64` value: NULL is `CUDA_ERROR_INVALID_VALUE`.
+impl<'a> FromCuda<'a, *mut *mut c_void> for &'a mut u64 {
+    unsafe fn from_cuda(t: &'a *mut *mut c_void) -> ShimResult<&'a mut u64> {
+        const _: () = assert!(size_of::<*mut c_void>() == size_of::<u64>());
+        const _: () = assert!(align_of::<*mut c_void>() == align_of::<u64>());
+        // SAFETY: a handle is a pointer-sized word, and u64 has its size and alignment here.
+        unsafe { out(t.cast::<u64>()) }
+    }
+}
+
+/// Optional out-pointers to handles.
+impl<'a> FromCuda<'a, *mut *mut c_void> for Option<&'a mut u64> {
+    unsafe fn from_cuda(t: &'a *mut *mut c_void) -> ShimResult<Option<&'a mut u64>> {
+        // SAFETY: as above.
+        Ok(unsafe { t.cast::<u64>().as_mut() })
+    }
+}
+
+/// Out-pointers: NULL is `CUDA_ERROR_INVALID_VALUE`.
+impl<'a, T> FromCuda<'a, *mut T> for &'a mut T {
+    unsafe fn from_cuda(t: &'a *mut T) -> ShimResult<&'a mut T> {
+        // SAFETY: non-null out-pointers are valid for writes by the caller's contract.
+        unsafe { out(*t) }
+    }
+}
+
+/// Out-pointers the driver API lets the caller leave NULL.
+impl<'a, T> FromCuda<'a, *mut T> for Option<&'a mut T> {
+    unsafe fn from_cuda(t: &'a *mut T) -> ShimResult<Option<&'a mut T>> {
+        // SAFETY: as above.
+        Ok(unsafe { t.as_mut() })
+    }
+}
+
+/// Input structs: NULL is `CUDA_ERROR_INVALID_VALUE`.
+impl<'a, T> FromCuda<'a, *const T> for &'a T {
+    unsafe fn from_cuda(t: &'a *const T) -> ShimResult<&'a T> {
+        // SAFETY: non-null inputs are valid for reads by the caller's contract.
+        unsafe { t.as_ref() }.ok_or_else(|| invalid("null input pointer"))
+    }
+}
+
+/// C strings: NULL or invalid UTF-8 is `CUDA_ERROR_INVALID_VALUE`.
+impl<'a> FromCuda<'a, *const c_char> for &'a str {
+    unsafe fn from_cuda(t: &'a *const c_char) -> ShimResult<&'a str> {
+        // SAFETY: a NUL-terminated string by the caller's contract.
+        unsafe { c_str(*t) }
+    }
+}
+
+/// C strings the caller may leave NULL, as they are (for names that need not be UTF-8).
+impl<'a> FromCuda<'a, *const c_char> for Option<&'a CStr> {
+    unsafe fn from_cuda(t: &'a *const c_char) -> ShimResult<Option<&'a CStr>> {
+        // SAFETY: NULL or a NUL-terminated string by the caller's contract.
+        Ok((!t.is_null()).then(|| unsafe { CStr::from_ptr(*t) }))
+    }
+}
+
+/// C strings the caller may leave NULL.
+impl<'a> FromCuda<'a, *const c_char> for Option<&'a str> {
+    unsafe fn from_cuda(t: &'a *const c_char) -> ShimResult<Option<&'a str>> {
+        if t.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: as above.
+        unsafe { c_str(*t) }.map(Some)
+    }
+}
+
+/// `CUuuid` out-pointers as the 16 bytes they hold.
+impl<'a> FromCuda<'a, *mut CUuuid> for &'a mut [u8; 16] {
+    unsafe fn from_cuda(t: &'a *mut CUuuid) -> ShimResult<&'a mut [u8; 16]> {
+        // SAFETY: CUuuid is 16 bytes of alignment 1 in cuda.h; as for other out-pointers.
+        unsafe { out(t.cast::<[u8; 16]>()) }
+    }
+}
+
+/// `CUuuid` inputs as their 16 bytes.
+impl<'a> FromCuda<'a, *const CUuuid> for &'a [u8; 16] {
+    unsafe fn from_cuda(t: &'a *const CUuuid) -> ShimResult<&'a [u8; 16]> {
+        // SAFETY: CUuuid is 16 bytes of alignment 1 in cuda.h; as for other inputs.
+        unsafe { t.cast::<[u8; 16]>().as_ref() }.ok_or_else(|| invalid("null uuid"))
+    }
+}
+
+/// The legacy `CUdevprop` out-pointer as the 14 ints it holds.
+impl<'a> FromCuda<'a, *mut CUdevprop_v1> for &'a mut [c_int; 14] {
+    unsafe fn from_cuda(t: &'a *mut CUdevprop_v1) -> ShimResult<&'a mut [c_int; 14]> {
+        // SAFETY: CUdevprop is 14 ints in cuda.h; as for other out-pointers.
+        unsafe { out(t.cast::<[c_int; 14]>()) }
+    }
+}
+
+/// A C buffer of `len` bytes to write a string into; NULL or empty is
+/// `CUDA_ERROR_INVALID_VALUE`.
+///
+/// # Safety
+/// `p` is valid for writes of `len` bytes.
+pub unsafe fn c_buffer<'a>(p: *mut c_char, len: c_int) -> ShimResult<&'a mut [u8]> {
+    if p.is_null() || len <= 0 {
+        return Err(invalid("null or empty string buffer"));
+    }
+    // SAFETY: non-null and valid for `len` bytes by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len as usize) })
+}
+
+/// Copies `s` into a C string buffer, truncating and always NUL-terminating.
+pub fn write_c_string(buf: &mut [u8], s: &str) -> ShimResult<()> {
+    let n = s.len().min(buf.len().saturating_sub(1));
+    let (text, rest) = buf.split_at_mut(n);
+    text.copy_from_slice(&s.as_bytes()[..n]);
+    *rest
+        .first_mut()
+        .ok_or_else(|| invalid("empty string buffer"))? = 0;
+    Ok(())
+}
+
+/// Sets an out-parameter (for table entries that answer a constant).
+pub fn set<T>(out: &mut T, v: T) -> ShimResult<()> {
+    *out = v;
+    Ok(())
+}
+
+/// A C array of `n` entries as a mutable slice; NULL is accepted only for zero entries.
+///
+/// # Safety
+/// `p` is valid for reads and writes of `n` entries.
+pub unsafe fn slice_mut<'a, T>(p: *mut T, n: c_uint) -> ShimResult<&'a mut [T]> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(invalid("null array"));
+    }
+    // SAFETY: non-null and valid for `n` entries by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n as usize) })
 }
 
 /// A C out-pointer as a writable reference; null is `CUDA_ERROR_INVALID_VALUE`.

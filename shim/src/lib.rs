@@ -9,42 +9,37 @@
 //! as one round trip to a Remora server ([`client`]).
 //!
 //! The shim knows nothing of backends: a server is a server, emulated or real.
+//!
+//! Modules import one way only, from the bottom up:
+//!
+//! - [`generated`]: the C signatures and types; [`error`]: `ShimError`, the one way a call
+//!   fails.
+//! - [`registry`]: every client-side object (contexts and what they own, the address maps, the
+//!   thread's context stack); lock-free reads for launches.
+//! - [`ffi`]: the conversion layer (C arguments to references, errors to `CUresult`, panics
+//!   stopped at the boundary).
+//! - [`client`] (the connection), [`export_tables`] (cudart's private tables), [`driver`] (the
+//!   `Driver` trait and its generic C entry points).
+//! - [`api`]: the implementations and the table that binds them to driver symbols.
+//! - this crate root: the exported symbols, one `driver` entry point each.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 pub mod api;
 pub mod client;
+pub mod driver;
+pub mod error;
 pub mod export_tables;
 pub mod ffi;
 pub mod generated;
-pub mod state;
+pub mod registry;
 
 use generated::types::*;
 
-/// The driver API as a trait: every function defaults to "not supported"; [`api::Shim`]
-/// overrides the implemented ones. The exports below call through it, so one table decides
-/// both what is exported and what `cuGetProcAddress` hands out.
-macro_rules! declare_driver_trait {
-    ($($name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
-        #[allow(unused_variables, clippy::too_many_arguments)]
-        pub trait Driver {
-            $(
-                /// # Safety
-                /// Pointer arguments come from C and must be valid as the CUDA driver API
-                /// documents them.
-                unsafe fn $name($($arg: $ty),*) -> CUresult {
-                    ffi::unsupported(stringify!($name))
-                }
-            )*
-        }
-    };
-}
-generated::driver_functions!(declare_driver_trait);
-
 macro_rules! export_driver_functions {
     ($($name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
-        /// The exported C symbols.
+        /// The exported C symbols: each is the [`driver::entry`] point of [`api::Shim`].
         pub mod exports {
             use super::*;
             $(
@@ -53,19 +48,10 @@ macro_rules! export_driver_functions {
                 #[cfg_attr(not(test), no_mangle)]
                 #[allow(clippy::too_many_arguments)]
                 pub unsafe extern "C" fn $name($($arg: $ty),*) -> CUresult {
-                    // SAFETY: the caller passes arguments as the driver API documents; the
-                    // implementation checks every pointer it dereferences for null.
-                    ffi::guard(stringify!($name), || unsafe { <api::Shim as Driver>::$name($($arg),*) })
+                    // SAFETY: forwarded from C unchanged.
+                    unsafe { driver::entry::$name::<api::Shim>($($arg),*) }
                 }
             )*
-
-            /// The address of an exported symbol, for `cuGetProcAddress`.
-            pub fn symbol_address(symbol: &str) -> Option<*mut c_void> {
-                match symbol {
-                    $(stringify!($name) => Some($name as *mut c_void),)*
-                    _ => None,
-                }
-            }
         }
     };
 }

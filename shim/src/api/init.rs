@@ -6,10 +6,11 @@ use std::sync::{Once, OnceLock};
 
 use remora_protocol::CuStatus;
 
+use super::{context, device};
 use crate::client;
 use crate::export_tables::{self, DeviceIdentity, Host};
-use crate::ffi::{c_str, invalid, put, ShimError, ShimResult};
-use crate::generated::{proc_lookup, CUuuid, PROC_TABLE};
+use crate::ffi::{invalid, ShimError, ShimResult};
+use crate::generated::{proc_lookup, PROC_TABLE};
 
 /// What the shim reports before it has talked to a server (and if it never can).
 pub const FALLBACK_DRIVER_VERSION: i32 = 13050;
@@ -29,9 +30,9 @@ pub fn driver_version() -> i32 {
         .unwrap_or(FALLBACK_DRIVER_VERSION)
 }
 
-pub unsafe fn driver_get_version(out: *mut c_int) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    unsafe { put(out, driver_version()) }
+pub fn driver_get_version(out: &mut c_int) -> ShimResult<()> {
+    *out = driver_version();
+    Ok(())
 }
 
 fn error_strings() -> &'static HashMap<u32, (CString, CString)> {
@@ -52,18 +53,15 @@ fn error_strings() -> &'static HashMap<u32, (CString, CString)> {
     })
 }
 
-pub unsafe fn get_error_text(error: u32, out: *mut *const c_char, name: bool) -> ShimResult<()> {
+/// The strings live for the whole process.
+pub fn get_error_text(error: u32, out: &mut *const c_char, name: bool) -> ShimResult<()> {
     match error_strings().get(&error) {
         Some((n, d)) => {
-            let s = if name { n } else { d };
-            // SAFETY: out-pointer from C; the strings live for the whole process.
-            unsafe { put(out, s.as_ptr()) }
+            *out = if name { n } else { d }.as_ptr();
+            Ok(())
         }
         None => {
-            if !out.is_null() {
-                // SAFETY: non-null out-pointer from C.
-                unsafe { *out = std::ptr::null() };
-            }
+            *out = std::ptr::null();
             Err(invalid(format!("unknown CUresult {error}")))
         }
     }
@@ -73,32 +71,26 @@ pub unsafe fn get_error_text(error: u32, out: *mut *const c_char, name: bool) ->
 const PER_THREAD: u64 = 2;
 
 /// `cuGetProcAddress`: the variant of the largest ABI version not above the one asked.
-pub unsafe fn get_proc_address(
-    symbol: *const c_char,
-    pfn: *mut *mut c_void,
+/// `status` is absent in the legacy ABI.
+pub fn get_proc_address(
+    name: &str,
+    pfn: &mut *mut c_void,
     version: c_int,
     flags: u64,
-    status: *mut u32,
+    status: Option<&mut u32>,
+    symbol_address: fn(&str) -> Option<*mut c_void>,
 ) -> ShimResult<()> {
-    // SAFETY: C string and out-pointers from C.
-    let name = unsafe { c_str(symbol) }?;
-    if pfn.is_null() {
-        return Err(invalid("null pfn"));
-    }
     let found = proc_lookup(name, version.max(0) as u32, flags & PER_THREAD != 0)
-        .and_then(|e| crate::exports::symbol_address(e.symbol));
+        .and_then(|e| symbol_address(e.symbol));
     // 0 found, 1 symbol not found, 2 version not sufficient.
     let (addr, st) = match found {
         Some(a) => (a, 0),
         None if PROC_TABLE.iter().any(|e| e.name == name) => (std::ptr::null_mut(), 2),
         None => (std::ptr::null_mut(), 1),
     };
-    // SAFETY: pfn checked non-null above; status may be null (legacy ABI has none).
-    unsafe {
-        *pfn = addr;
-        if !status.is_null() {
-            *status = st;
-        }
+    *pfn = addr;
+    if let Some(status) = status {
+        *status = st;
     }
     if addr.is_null() {
         tracing::debug!(name, version, flags, "cuGetProcAddress: not found");
@@ -111,24 +103,21 @@ pub unsafe fn get_proc_address(
     }
 }
 
-pub unsafe fn get_export_table(out: *mut *const c_void, id: *const CUuuid) -> ShimResult<()> {
+pub fn get_export_table(out: &mut *const c_void, id: &[u8; 16]) -> ShimResult<()> {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         export_tables::install(Host {
             driver_version,
             devices: device_identities,
             primary_context: |dev| {
-                super::context::primary_handle(dev)
+                context::primary_handle(dev)
                     .map(|h| h as *mut c_void)
                     .map_err(|e| e.status().0)
             },
-            current_context: || {
-                crate::state::current().map_or(std::ptr::null_mut(), |c| c as *mut c_void)
-            },
         })
     });
-    // SAFETY: pointers from C; the table module checks both for null.
-    let r = unsafe { export_tables::get_export_table(out, id.cast()) };
+    // SAFETY: both are references, valid for the call.
+    let r = unsafe { export_tables::get_export_table(out, id) };
     if r == 0 {
         Ok(())
     } else {
@@ -143,9 +132,9 @@ fn device_identities() -> Result<Vec<DeviceIdentity>, u32> {
         .iter()
         .map(|d| DeviceIdentity {
             uuid: d.uuid,
-            pci_domain: d.attribute(super::device::ATTR_PCI_DOMAIN).unwrap_or(0),
-            pci_bus: d.attribute(super::device::ATTR_PCI_BUS).unwrap_or(0),
-            pci_device: d.attribute(super::device::ATTR_PCI_DEVICE).unwrap_or(0),
+            pci_domain: d.attribute(device::ATTR_PCI_DOMAIN).unwrap_or(0),
+            pci_bus: d.attribute(device::ATTR_PCI_BUS).unwrap_or(0),
+            pci_device: d.attribute(device::ATTR_PCI_DEVICE).unwrap_or(0),
         })
         .collect())
 }

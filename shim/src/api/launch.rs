@@ -8,11 +8,11 @@ use std::ffi::{c_int, c_uint, c_void};
 
 use remora_protocol::messages::Request;
 
-use super::module;
+use super::{context, device, module};
 use crate::client;
-use crate::ffi::{invalid, out, ShimResult};
+use crate::ffi::{invalid, FromCuda, ShimResult};
 use crate::generated::{CUlaunchConfig, CUoccupancyB2DSize};
-use crate::state;
+use crate::registry::registry;
 
 /// `CU_LAUNCH_PARAM_END`, `CU_LAUNCH_PARAM_BUFFER_POINTER`, `CU_LAUNCH_PARAM_BUFFER_SIZE`.
 const PARAM_END: usize = 0;
@@ -36,13 +36,16 @@ pub struct Geometry {
 /// `params` has one valid pointer per kernel parameter, or `extra` is a valid
 /// `CU_LAUNCH_PARAM_*` list, as the driver API requires.
 pub unsafe fn launch(
-    f: *mut c_void,
+    f: u64,
     g: Geometry,
     stream: u64,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> ShimResult<()> {
-    let (module, kernel, desc) = module::function(f as u64)?;
+    // The fast path takes no lock of the registry: the function handle and a created stream
+    // are read from append-only tables, and the parameter layout is borrowed, not copied.
+    let func = module::function(f)?;
+    let desc = &*func.kernel;
     if g.grid.contains(&0) || g.block.contains(&0) {
         return Err(invalid("grid and block dimensions must be at least 1"));
     }
@@ -91,12 +94,12 @@ pub unsafe fn launch(
             desc.name
         )));
     }
-    let (ctx, stream) = state::with(|s| s.stream(stream))?;
+    let (ctx, stream) = registry().stream(stream)?;
     let req = Request::Launch {
         ctx,
         stream,
-        module,
-        kernel,
+        module: func.module,
+        kernel: func.index,
         grid: g.grid,
         block: g.block,
         shared: g.shared,
@@ -134,32 +137,36 @@ unsafe fn parse_extra(extra: *mut *mut c_void) -> ShimResult<(*const u8, usize)>
     }
 }
 
+/// `CUlaunchConfig` as cuda.h lays it out (12.0 and later).
+#[repr(C)]
+pub struct LaunchConfig {
+    grid: [c_uint; 3],
+    block: [c_uint; 3],
+    shared: c_uint,
+    stream: *mut c_void,
+    attrs: *mut c_void,
+    num_attrs: c_uint,
+}
+const _: () = assert!(std::mem::size_of::<LaunchConfig>() == 56);
+
+impl<'a> FromCuda<'a, *const CUlaunchConfig> for &'a LaunchConfig {
+    unsafe fn from_cuda(p: &'a *const CUlaunchConfig) -> ShimResult<&'a LaunchConfig> {
+        // SAFETY: CUlaunchConfig has this layout in cuda.h; as for other inputs.
+        unsafe { p.cast::<LaunchConfig>().as_ref() }.ok_or_else(|| invalid("null launch config"))
+    }
+}
+
 /// `cuLaunchKernelEx`: the same launch from a `CUlaunchConfig`. Launch attributes (cluster
 /// shape, priority, programmatic serialisation) are hints this GPU model does not need.
 ///
 /// # Safety
-/// `config` points to a valid `CUlaunchConfig`.
+/// As for [`launch`].
 pub unsafe fn launch_ex(
-    config: *const CUlaunchConfig,
-    f: *mut c_void,
+    c: &LaunchConfig,
+    f: u64,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> ShimResult<()> {
-    if config.is_null() {
-        return Err(invalid("null launch config"));
-    }
-    #[repr(C)]
-    struct LaunchConfig {
-        grid: [c_uint; 3],
-        block: [c_uint; 3],
-        shared: c_uint,
-        stream: *mut c_void,
-        attrs: *mut c_void,
-        num_attrs: c_uint,
-    }
-    const _: () = assert!(std::mem::size_of::<LaunchConfig>() == 56);
-    // SAFETY: CUlaunchConfig has this layout in cuda.h (12.0 and later).
-    let c = unsafe { &*config.cast::<LaunchConfig>() };
     let g = Geometry {
         grid: c.grid,
         block: c.block,
@@ -182,33 +189,26 @@ fn blocks_per_sm(block: i32, dynamic_shared: usize, static_shared: usize) -> i32
     by_threads.min(by_shared).min(BLOCKS_PER_SM)
 }
 
-pub unsafe fn max_active_blocks(
-    n: *mut c_int,
-    f: *mut c_void,
-    block: c_int,
-    dynamic: usize,
-) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let n = unsafe { out(n) }?;
-    let (_, _, k) = module::function(f as u64)?;
+pub fn max_active_blocks(n: &mut c_int, f: u64, block: c_int, dynamic: usize) -> ShimResult<()> {
+    let k = &module::function(f)?.kernel;
     *n = blocks_per_sm(block, dynamic, k.shared_bytes as usize);
     Ok(())
 }
 
+/// # Safety
+/// `to_dynamic`, if given, is the application's `size_t (*)(int)`.
 pub unsafe fn max_potential_block_size(
-    min_grid: *mut c_int,
-    block_size: *mut c_int,
-    f: *mut c_void,
+    mg: &mut c_int,
+    bs: &mut c_int,
+    f: u64,
     to_dynamic: CUoccupancyB2DSize,
     dynamic: usize,
     limit: c_int,
 ) -> ShimResult<()> {
-    // SAFETY: out-pointers from C.
-    let (mg, bs) = unsafe { (out(min_grid)?, out(block_size)?) };
-    let (_, _, k) = module::function(f as u64)?;
+    let k = &module::function(f)?.kernel;
     let max =
         if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
-    let sms = super::device::device(super::context::current_device()?)?
+    let sms = device::device(context::current_device()?)?
         .attribute(16)
         .unwrap_or(1);
     let (mut best, mut best_occ) = (32, -1);
@@ -231,15 +231,13 @@ pub unsafe fn max_potential_block_size(
     Ok(())
 }
 
-pub unsafe fn available_dynamic_shared(
-    size: *mut usize,
-    f: *mut c_void,
+pub fn available_dynamic_shared(
+    size: &mut usize,
+    f: u64,
     blocks: c_int,
     _block: c_int,
 ) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let size = unsafe { out(size) }?;
-    let (_, _, k) = module::function(f as u64)?;
+    let k = &module::function(f)?.kernel;
     let per_block = SHARED_PER_SM / blocks.max(1) as usize;
     *size = per_block
         .min(166_912)

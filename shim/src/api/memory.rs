@@ -12,8 +12,9 @@ use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 
 use crate::client;
-use crate::ffi::{bytes, bytes_mut, invalid, out, put, ShimError, ShimResult};
-use crate::state::{self, Alloc, HostRange};
+use crate::ffi::{bytes, bytes_mut, invalid, put, FromCuda, ShimError, ShimResult};
+use crate::generated::CUDA_MEMCPY2D;
+use crate::registry::{self, registry, Alloc, HostRange};
 
 /// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
 const PITCH_ALIGN: usize = 512;
@@ -24,8 +25,8 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     if size == 0 {
         return Err(invalid("allocation of 0 bytes"));
     }
-    let ctx = state::current_ctx()?;
-    let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
+    let ctx = registry::current_ctx()?;
+    let device = registry().with_context(ctx, |c| c.device)?;
     let reply = client::client()?.call(&Request::MemAlloc {
         ctx,
         size: size as u64,
@@ -36,7 +37,7 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
             "server answered an allocation without a pointer",
         ));
     };
-    state::with(|s| {
+    registry().memory(|s| {
         s.allocs.insert(
             ptr,
             Alloc {
@@ -50,16 +51,14 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     Ok(ptr)
 }
 
-pub unsafe fn mem_alloc(dptr: *mut u64, size: usize) -> ShimResult<()> {
-    // SAFETY: out-pointer from C, checked before the round trip.
-    let out = unsafe { out(dptr) }?;
-    *out = alloc(size)?;
+pub fn mem_alloc(dptr: &mut u64, size: usize) -> ShimResult<()> {
+    *dptr = alloc(size)?;
     Ok(())
 }
 
-pub unsafe fn alloc_pitch(
-    dptr: *mut u64,
-    pitch: *mut usize,
+pub fn alloc_pitch(
+    dptr: &mut u64,
+    pitch: &mut usize,
     width: usize,
     height: usize,
     elem: c_uint,
@@ -73,15 +72,13 @@ pub unsafe fn alloc_pitch(
     let size = p
         .checked_mul(height)
         .ok_or_else(|| invalid("pitch * height overflows"))?;
-    // SAFETY: out-pointers from C.
-    let (d, pp) = unsafe { (out(dptr)?, out(pitch)?) };
-    *d = alloc(size)?;
-    *pp = p;
+    *dptr = alloc(size)?;
+    *pitch = p;
     Ok(())
 }
 
 pub fn free(ptr: u64) -> ShimResult<()> {
-    let ctx = state::with(|s| match s.allocs.get(&ptr) {
+    let ctx = registry().memory(|s| match s.allocs.get(&ptr) {
         Some(a) if a.module.is_none() => {
             let ctx = a.ctx;
             s.allocs.remove(&ptr);
@@ -94,9 +91,10 @@ pub fn free(ptr: u64) -> ShimResult<()> {
     client::client()?.post(&Request::MemFree { ctx, ptr }, &[])
 }
 
-pub unsafe fn get_info(free: *mut usize, total: *mut usize) -> ShimResult<()> {
-    let ctx = state::current_ctx()?;
-    let device = state::with(|s| s.context(ctx).map(|c| c.device))?;
+/// Either out-pointer may be NULL.
+pub fn get_info(free: Option<&mut usize>, total: Option<&mut usize>) -> ShimResult<()> {
+    let ctx = registry::current_ctx()?;
+    let device = registry().with_context(ctx, |c| c.device)?;
     let reply = client::client()?.call(&Request::MemGetInfo {
         device: device as u32,
     })?;
@@ -106,41 +104,42 @@ pub unsafe fn get_info(free: *mut usize, total: *mut usize) -> ShimResult<()> {
             "server answered memory info without numbers",
         ));
     };
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !free.is_null() {
-            *free = f as usize;
-        }
-        if !total.is_null() {
-            *total = t as usize;
-        }
+    if let Some(free) = free {
+        *free = f as usize;
+    }
+    if let Some(total) = total {
+        *total = t as usize;
     }
     Ok(())
 }
 
-pub unsafe fn get_address_range(base: *mut u64, size: *mut usize, ptr: u64) -> ShimResult<()> {
-    let (b, sz) = state::with(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !base.is_null() {
-            *base = b;
-        }
-        if !size.is_null() {
-            *size = sz as usize;
-        }
+/// Either out-pointer may be NULL.
+pub fn get_address_range(
+    base: Option<&mut u64>,
+    size: Option<&mut usize>,
+    ptr: u64,
+) -> ShimResult<()> {
+    let (b, sz) = registry().memory(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
+    if let Some(base) = base {
+        *base = b;
+    }
+    if let Some(size) = size {
+        *size = sz as usize;
     }
     Ok(())
 }
 
 /// Context and stream of a copy, after checking every device range it touches.
 fn prepare(stream: u64, ranges: &[(u64, u64)]) -> ShimResult<(u64, u64)> {
-    state::with(|s| {
-        let cs = s.stream(stream)?;
-        for &(p, n) in ranges {
-            s.alloc_range(p, n)?;
-        }
-        Ok(cs)
-    })
+    let cs = registry().stream(stream)?;
+    if !ranges.is_empty() {
+        registry().memory(|m| {
+            ranges
+                .iter()
+                .try_for_each(|&(p, n)| m.alloc_range(p, n).map(|_| ()))
+        })?;
+    }
+    Ok(cs)
 }
 
 pub fn htod(dst: u64, src: &[u8], stream: u64) -> ShimResult<()> {
@@ -170,7 +169,8 @@ pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
         .map(|_| ())
 }
 
-pub fn dtod(dst: u64, src: u64, size: u64, stream: u64) -> ShimResult<()> {
+pub fn dtod(dst: u64, src: u64, size: usize, stream: u64) -> ShimResult<()> {
+    let size = size as u64;
     if size == 0 {
         return prepare(stream, &[]).map(|_| ());
     }
@@ -187,12 +187,16 @@ pub fn dtod(dst: u64, src: u64, size: u64, stream: u64) -> ShimResult<()> {
     )
 }
 
-pub unsafe fn copy_htod(dst: u64, src: *const c_void, n: usize, stream: u64) -> ShimResult<()> {
+/// # Safety
+/// `src` is valid for reads of `n` bytes.
+unsafe fn copy_htod(dst: u64, src: *const c_void, n: usize, stream: u64) -> ShimResult<()> {
     // SAFETY: C buffer of n bytes.
     htod(dst, unsafe { bytes(src, n) }?, stream)
 }
 
-pub unsafe fn copy_dtoh(dst: *mut c_void, src: u64, n: usize, stream: u64) -> ShimResult<()> {
+/// # Safety
+/// `dst` is valid for writes of `n` bytes.
+unsafe fn copy_dtoh(dst: *mut c_void, src: u64, n: usize, stream: u64) -> ShimResult<()> {
     // SAFETY: C buffer of n bytes.
     dtoh(unsafe { bytes_mut(dst, n) }?, src, stream)
 }
@@ -200,9 +204,12 @@ pub unsafe fn copy_dtoh(dst: *mut c_void, src: u64, n: usize, stream: u64) -> Sh
 /// `cuMemcpyDtoHAsync`: into page-locked memory the copy is queued and its data collected by
 /// the next synchronising call, so it never waits for the network; into pageable memory it is
 /// synchronous, as the CUDA driver documents for pageable destinations.
+///
+/// # Safety
+/// `dst` is valid for writes of `n` bytes until the stream is synchronised.
 pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64) -> ShimResult<()> {
     let pinned = n > 0
-        && state::with(|s| {
+        && registry().memory(|s| {
             s.host_range(dst as usize)
                 .is_some_and(|(b, r)| dst as usize + n <= b + r.size)
         });
@@ -244,6 +251,13 @@ pub struct Memcpy2D {
 }
 const _: () = assert!(std::mem::size_of::<Memcpy2D>() == 128);
 
+impl<'a> FromCuda<'a, *const CUDA_MEMCPY2D> for &'a Memcpy2D {
+    unsafe fn from_cuda(p: &'a *const CUDA_MEMCPY2D) -> ShimResult<&'a Memcpy2D> {
+        // SAFETY: the caller passes a CUDA_MEMCPY2D, whose layout Memcpy2D mirrors.
+        unsafe { p.cast::<Memcpy2D>().as_ref() }.ok_or_else(|| invalid("null CUDA_MEMCPY2D"))
+    }
+}
+
 /// Where one side of a 2D copy lives: host or device, at its first byte.
 fn side(
     kind: u32,
@@ -273,11 +287,8 @@ fn side(
 /// `cuMemcpy2D` and `cuMemcpy2DAsync`: row by row, each row a 1D copy in the right direction.
 ///
 /// # Safety
-/// `p` points to a valid `CUDA_MEMCPY2D` whose host sides are valid for the rows described.
-pub unsafe fn copy_2d(p: *const c_void, stream: u64, asynchronous: bool) -> ShimResult<()> {
-    // SAFETY: the caller passes a CUDA_MEMCPY2D, whose layout Memcpy2D mirrors.
-    let c =
-        unsafe { p.cast::<Memcpy2D>().as_ref() }.ok_or_else(|| invalid("null CUDA_MEMCPY2D"))?;
+/// The host sides of `c` are valid for the rows described.
+pub unsafe fn copy_2d(c: &Memcpy2D, stream: u64, asynchronous: bool) -> ShimResult<()> {
     let w = c.width_in_bytes;
     if c.height > 1 && (c.src_pitch < w || c.dst_pitch < w) {
         return Err(invalid("2D copy pitch smaller than its width"));
@@ -319,7 +330,7 @@ pub unsafe fn copy_2d(p: *const c_void, stream: u64, asynchronous: bool) -> Shim
         // SAFETY: host rows lie inside the buffers the caller described.
         unsafe {
             match (src_dev, dst_dev) {
-                (true, true) => dtod(d, s, w as u64, stream)?,
+                (true, true) => dtod(d, s, w, stream)?,
                 (false, true) => copy_htod(d, s as *const c_void, w, stream)?,
                 (true, false) if asynchronous => copy_dtoh_async(d as *mut c_void, s, w, stream)?,
                 (true, false) => copy_dtoh(d as *mut c_void, s, w, stream)?,
@@ -336,6 +347,9 @@ fn is_device(p: u64) -> bool {
 }
 
 /// `cuMemcpy`/`cuMemcpyAsync`: direction decided from the addresses.
+///
+/// # Safety
+/// Host addresses among `dst` and `src` are valid for `n` bytes.
 pub unsafe fn copy_unified(
     dst: u64,
     src: u64,
@@ -344,7 +358,7 @@ pub unsafe fn copy_unified(
     asynchronous: bool,
 ) -> ShimResult<()> {
     match (is_device(dst), is_device(src)) {
-        (true, true) => dtod(dst, src, n as u64, stream),
+        (true, true) => dtod(dst, src, n, stream),
         // SAFETY: a host address from C, valid for n bytes by the caller's contract.
         (true, false) => unsafe { copy_htod(dst, src as *const c_void, n, stream) },
         // SAFETY: as above.
@@ -361,8 +375,59 @@ pub unsafe fn copy_unified(
     }
 }
 
+/// `cuMemsetD8`, `cuMemsetD8Async` and their per-thread variants.
+pub fn memset_d8(dst: u64, value: u8, n: usize, stream: u64) -> ShimResult<()> {
+    memset(dst, n, value.into(), 1, n, 1, stream)
+}
+
+/// `cuMemsetD16` and its variants.
+pub fn memset_d16(dst: u64, value: u16, n: usize, stream: u64) -> ShimResult<()> {
+    memset(dst, n.saturating_mul(2), value.into(), 2, n, 1, stream)
+}
+
+/// `cuMemsetD32` and its variants.
+pub fn memset_d32(dst: u64, value: u32, n: usize, stream: u64) -> ShimResult<()> {
+    memset(dst, n.saturating_mul(4), value, 4, n, 1, stream)
+}
+
+/// `cuMemsetD2D8` and its variants.
+pub fn memset_2d8(
+    dst: u64,
+    pitch: usize,
+    value: u8,
+    w: usize,
+    h: usize,
+    stream: u64,
+) -> ShimResult<()> {
+    memset(dst, pitch, value.into(), 1, w, h, stream)
+}
+
+/// `cuMemsetD2D16` and its variants.
+pub fn memset_2d16(
+    dst: u64,
+    pitch: usize,
+    value: u16,
+    w: usize,
+    h: usize,
+    stream: u64,
+) -> ShimResult<()> {
+    memset(dst, pitch, value.into(), 2, w, h, stream)
+}
+
+/// `cuMemsetD2D32` and its variants.
+pub fn memset_2d32(
+    dst: u64,
+    pitch: usize,
+    value: u32,
+    w: usize,
+    h: usize,
+    stream: u64,
+) -> ShimResult<()> {
+    memset(dst, pitch, value, 4, w, h, stream)
+}
+
 /// Sets `height` rows of `width` elements of `elem` bytes, `pitch` bytes apart.
-pub fn memset(
+fn memset(
     dst: u64,
     pitch: usize,
     value: u32,
@@ -406,9 +471,7 @@ fn host_layout(size: usize) -> ShimResult<Layout> {
         .map_err(|_| invalid("host allocation too large"))
 }
 
-pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let out = unsafe { out(pp) }?;
+pub fn host_alloc(out: &mut *mut c_void, size: usize, flags: c_uint) -> ShimResult<()> {
     if size == 0 {
         return Err(invalid("host allocation of 0 bytes"));
     }
@@ -421,7 +484,7 @@ pub unsafe fn host_alloc(pp: *mut *mut c_void, size: usize, flags: c_uint) -> Sh
             format!("cannot allocate {size} bytes of host memory"),
         ));
     }
-    state::with(|s| {
+    registry().memory(|s| {
         s.host.insert(
             p as usize,
             HostRange {
@@ -444,10 +507,10 @@ fn settle(p: usize, len: usize) -> ShimResult<()> {
 }
 
 pub fn free_host(p: *mut c_void) -> ShimResult<()> {
-    if let Some(len) = state::with(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
+    if let Some(len) = registry().memory(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
         settle(p as usize, len)?;
     }
-    let size = state::with(|s| match s.host.get(&(p as usize)) {
+    let size = registry().memory(|s| match s.host.get(&(p as usize)) {
         Some(r) if r.owned => {
             let size = r.size;
             s.host.remove(&(p as usize));
@@ -468,7 +531,7 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<(
         return Err(invalid("null or empty range to register"));
     }
     let base = p as usize;
-    state::with(|s| {
+    registry().memory(|s| {
         let end = base
             .checked_add(size)
             .ok_or_else(|| invalid("range overflows"))?;
@@ -496,10 +559,10 @@ pub fn host_register(p: *mut c_void, size: usize, flags: c_uint) -> ShimResult<(
 }
 
 pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
-    if let Some(len) = state::with(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
+    if let Some(len) = registry().memory(|s| s.host.get(&(p as usize)).map(|r| r.size)) {
         settle(p as usize, len)?;
     }
-    state::with(|s| match s.host.get(&(p as usize)) {
+    registry().memory(|s| match s.host.get(&(p as usize)) {
         Some(r) if !r.owned => {
             s.host.remove(&(p as usize));
             Ok(())
@@ -511,11 +574,11 @@ pub fn host_unregister(p: *mut c_void) -> ShimResult<()> {
     })
 }
 
-pub unsafe fn host_get_flags(flags: *mut c_uint, p: *mut c_void) -> ShimResult<()> {
-    let f = state::with(|s| s.host_range(p as usize).map(|(_, r)| r.flags))
+pub fn host_get_flags(flags: &mut c_uint, p: *mut c_void) -> ShimResult<()> {
+    *flags = registry()
+        .memory(|s| s.host_range(p as usize).map(|(_, r)| r.flags))
         .ok_or_else(|| invalid(format!("{p:p} is not page-locked host memory")))?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(flags, f) }
+    Ok(())
 }
 
 /// Mapped (zero-copy) host memory cannot be reached by a GPU in another machine.
@@ -542,7 +605,7 @@ enum Kind {
 }
 
 fn classify(p: u64) -> Kind {
-    state::with(|s| {
+    registry().memory(|s| {
         if let Ok((base, a)) = s.alloc_range(p, 0) {
             return Kind::Device {
                 base,
@@ -593,6 +656,8 @@ unsafe fn write_attribute(
     Ok(true)
 }
 
+/// # Safety
+/// `data` is NULL or points to storage of the attribute's type.
 pub unsafe fn pointer_get_attribute(data: *mut c_void, attr: c_uint, p: u64) -> ShimResult<()> {
     if data.is_null() {
         return Err(invalid("null data pointer"));
@@ -613,6 +678,9 @@ pub unsafe fn pointer_get_attribute(data: *mut c_void, attr: c_uint, p: u64) -> 
     }
 }
 
+/// # Safety
+/// `attrs` and `data` have `n` entries; each `data` entry is NULL or points to storage of its
+/// attribute's type.
 pub unsafe fn pointer_get_attributes(
     n: c_uint,
     attrs: *mut c_uint,

@@ -6,86 +6,32 @@
 //! (`cuLibrary*`) are modules, and kernels (`CUkernel`) are functions: the same handles serve
 //! both families, as cudart expects when it hands a `CUkernel` to `cuLaunchKernel`.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{c_char, c_int, c_uint, c_void, CString};
-use std::sync::Mutex;
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
-use remora_protocol::messages::{GlobalDesc, KernelDesc, ReplyBody, Request};
+use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 use sha2::{Digest, Sha256};
 
-use super::image;
+use super::{context, image};
 use crate::client;
-use crate::ffi::{bytes, c_str, invalid, out, put, ShimError, ShimResult};
-use crate::state;
+use crate::error::invalid_handle;
+use crate::ffi::{invalid, ShimError, ShimResult};
+use crate::registry::{self, registry, Function};
 
 /// Images at most this large are sent with their load request instead of asking first.
 const ASK_FIRST: usize = 64 << 10;
-
-pub struct Module {
-    pub ctx: u64,
-    pub kernels: Vec<KernelDesc>,
-    pub globals: Vec<GlobalDesc>,
-    /// Function handles by kernel index, minted on first lookup.
-    pub functions: HashMap<u32, u64>,
-}
-
-pub struct Function {
-    pub module: u64,
-    pub index: u32,
-    pub name: CString,
-    pub max_dynamic_shared: i32,
-}
-
-#[derive(Default)]
-struct Modules {
-    modules: HashMap<u64, Module>,
-    functions: HashMap<u64, Function>,
-    /// Image hashes this connection has uploaded (the server keeps them).
-    uploaded: HashSet<[u8; 32]>,
-    links: HashMap<u64, Vec<Vec<u8>>>,
-    /// Linked images handed to the application, kept until `cuLinkDestroy`.
-    linked: HashMap<u64, Vec<u8>>,
-}
-
-static MODULES: Mutex<Option<Modules>> = Mutex::new(None);
-
-fn with<R>(f: impl FnOnce(&mut Modules) -> R) -> R {
-    let mut g = MODULES.lock().unwrap_or_else(|e| e.into_inner());
-    f(g.get_or_insert_with(Modules::default))
-}
-
-fn invalid_handle(what: &str, h: u64) -> ShimError {
-    ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown {what} {h:#x}"))
-}
-
-/// Forgets the modules of a destroyed or reset context.
-pub fn forget_context(ctx: u64) {
-    with(|m| {
-        let gone: Vec<u64> = m
-            .modules
-            .iter()
-            .filter(|(_, md)| md.ctx == ctx)
-            .map(|(&h, _)| h)
-            .collect();
-        for h in gone {
-            m.modules.remove(&h);
-            m.functions.retain(|_, f| f.module != h);
-        }
-    })
-}
 
 /// Loads an image into the current context; returns the module handle. Libraries are
 /// context-independent in CUDA and cudart loads them before any context exists: without a
 /// current context the image goes to device 0's primary context.
 pub fn load(image: &[u8]) -> ShimResult<u64> {
-    let ctx = match state::current() {
+    let ctx = match registry::current() {
         Some(c) => c,
-        None => super::context::primary_handle(0)?,
+        None => context::primary_handle(0)?,
     };
     let c = client::client()?;
     let hash: [u8; 32] = Sha256::digest(image).into();
-    let known = with(|m| m.uploaded.contains(&hash));
+    let known = registry().uploaded(&hash);
     let send = if known {
         false
     } else if image.len() > ASK_FIRST {
@@ -94,14 +40,14 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
     } else {
         true
     };
-    let module = state::mint();
+    let module = registry::mint();
     let payload = if send { image } else { &[][..] };
     let reply = c
         .call_write(&Request::ModuleLoad { ctx, module, hash }, payload)
         .inspect_err(|e| {
             // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
             // often swallow the error, so say it where the user will see it, once per image.
-            if e.status() == CuStatus::NO_BINARY_FOR_GPU && with(|m| m.uploaded.insert(hash)) {
+            if e.status() == CuStatus::NO_BINARY_FOR_GPU && registry().mark_uploaded(hash) {
                 eprintln!(
                     "remora: module {} ({} bytes) cannot be loaded: {e}. The emulated GPU runs PTX only: \
                  this module needs a real GPU, or, if it was built at run time (numba with nvJitLink, \
@@ -117,32 +63,8 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
             "server answered a module load without its contents",
         ));
     };
-    // Globals are device memory the application may copy to (cudaMemcpyToSymbol): the local
-    // mirror checks copies against them as against allocations, until the module goes.
-    state::with(|s| {
-        let device = s.contexts.get(&ctx).map_or(0, |c| c.device);
-        for g in &globals {
-            let alloc = state::Alloc {
-                size: g.size,
-                ctx,
-                device,
-                module: Some(module),
-            };
-            s.allocs.insert(g.addr, alloc);
-        }
-    });
-    with(|m| {
-        m.uploaded.insert(hash);
-        m.modules.insert(
-            module,
-            Module {
-                ctx,
-                kernels,
-                globals,
-                functions: HashMap::new(),
-            },
-        );
-    });
+    registry().mark_uploaded(hash);
+    registry().add_module(ctx, module, kernels, globals)?;
     Ok(module)
 }
 
@@ -180,20 +102,21 @@ unsafe fn write_error_log(
     }
 }
 
+/// # Safety
+/// `image` points to a complete module image; `options` and `values` have `n` entries, and a
+/// log buffer among them is writable for its size.
 pub unsafe fn load_data(
-    pmod: *mut *mut c_void,
+    pmod: &mut u64,
     image: *const c_void,
     n: c_uint,
     options: *const c_uint,
     values: *const *mut c_void,
 ) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let pmod = unsafe { out(pmod) }?;
     // SAFETY: the image is complete, as the driver API requires.
     let bytes = unsafe { image::image_bytes(image.cast()) }?;
     match load(bytes) {
         Ok(h) => {
-            *pmod = h as *mut c_void;
+            *pmod = h;
             Ok(())
         }
         Err(e) => {
@@ -204,26 +127,15 @@ pub unsafe fn load_data(
     }
 }
 
-pub unsafe fn load_file(pmod: *mut *mut c_void, fname: *const c_char) -> ShimResult<()> {
-    // SAFETY: out-pointer and C string from C.
-    let (pmod, path) = unsafe { (out(pmod)?, c_str(fname)?) };
+pub fn load_file(pmod: &mut u64, path: &str) -> ShimResult<()> {
     let data = std::fs::read(path)
         .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
-    *pmod = load(&data)? as *mut c_void;
+    *pmod = load(&data)?;
     Ok(())
 }
 
-pub fn unload(module: *mut c_void) -> ShimResult<()> {
-    let h = module as u64;
-    let ctx = with(|m| {
-        let md = m
-            .modules
-            .remove(&h)
-            .ok_or_else(|| invalid_handle("module", h))?;
-        m.functions.retain(|_, f| f.module != h);
-        Ok::<_, ShimError>(md.ctx)
-    })?;
-    state::with(|s| s.allocs.retain(|_, a| a.module != Some(h)));
+pub fn unload(h: u64) -> ShimResult<()> {
+    let ctx = registry().remove_module(h)?;
     client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
 }
 
@@ -231,174 +143,78 @@ fn hex_prefix(hash: &[u8; 32]) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn function_handle(m: &mut Modules, module: u64, index: u32) -> u64 {
-    let md = m
-        .modules
-        .get_mut(&module)
-        .expect("caller checked the module");
-    if let Some(&f) = md.functions.get(&index) {
-        return f;
-    }
-    let f = state::mint();
-    md.functions.insert(index, f);
-    let name = CString::new(md.kernels[index as usize].name.clone()).unwrap_or_default();
-    m.functions.insert(
-        f,
-        Function {
-            module,
-            index,
-            name,
-            max_dynamic_shared: 48 << 10,
-        },
-    );
-    f
-}
-
-pub unsafe fn get_function(
-    pf: *mut *mut c_void,
-    module: *mut c_void,
-    name: *const c_char,
-) -> ShimResult<()> {
-    // SAFETY: out-pointer and C string from C.
-    let (pf, name) = unsafe { (out(pf)?, c_str(name)?) };
-    let h = module as u64;
-    let f = with(|m| {
-        let md = m
-            .modules
-            .get(&h)
-            .ok_or_else(|| invalid_handle("module", h))?;
-        let idx = md
-            .kernels
-            .iter()
-            .position(|k| k.name == name)
-            .ok_or_else(|| {
-                ShimError::new(CuStatus::NOT_FOUND, format!("no kernel named {name}"))
-            })?;
-        Ok::<_, ShimError>(function_handle(m, h, idx as u32))
-    })?;
-    *pf = f as *mut c_void;
+pub fn get_function(pf: &mut u64, module: u64, name: &str) -> ShimResult<()> {
+    *pf = registry().find_function(module, name)?;
     Ok(())
 }
 
-pub unsafe fn get_global(
-    dptr: *mut u64,
-    size: *mut usize,
-    module: *mut c_void,
-    name: *const c_char,
+/// Either out-pointer may be NULL.
+pub fn get_global(
+    dptr: Option<&mut u64>,
+    size: Option<&mut usize>,
+    module: u64,
+    name: &str,
 ) -> ShimResult<()> {
-    // SAFETY: C string from C.
-    let name = unsafe { c_str(name) }?;
-    let h = module as u64;
-    let (addr, sz) = with(|m| {
-        let md = m
-            .modules
-            .get(&h)
-            .ok_or_else(|| invalid_handle("module", h))?;
+    let (addr, sz) = registry().with_module(module, |md| {
         md.globals
             .iter()
             .find(|g| g.name == name)
             .map(|g| (g.addr, g.size))
             .ok_or_else(|| ShimError::new(CuStatus::NOT_FOUND, format!("no global named {name}")))
-    })?;
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !dptr.is_null() {
-            *dptr = addr;
-        }
-        if !size.is_null() {
-            *size = sz as usize;
-        }
+    })??;
+    if let Some(dptr) = dptr {
+        *dptr = addr;
+    }
+    if let Some(size) = size {
+        *size = sz as usize;
     }
     Ok(())
 }
 
-pub unsafe fn function_count(count: *mut c_uint, module: *mut c_void) -> ShimResult<()> {
-    let h = module as u64;
-    let n = with(|m| m.modules.get(&h).map(|md| md.kernels.len() as c_uint))
-        .ok_or_else(|| invalid_handle("module", h))?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(count, n) }
+pub fn function_count(count: &mut c_uint, module: u64) -> ShimResult<()> {
+    *count = registry().with_module(module, |md| md.kernels.len() as c_uint)?;
+    Ok(())
 }
 
-pub unsafe fn enumerate_functions(
-    fns: *mut *mut c_void,
-    n: c_uint,
-    module: *mut c_void,
-) -> ShimResult<()> {
-    let h = module as u64;
-    let handles = with(|m| {
-        let count = m
-            .modules
-            .get(&h)
-            .ok_or_else(|| invalid_handle("module", h))?
-            .kernels
-            .len();
-        Ok::<_, ShimError>(
-            (0..count as u32)
-                .map(|i| function_handle(m, h, i))
-                .collect::<Vec<_>>(),
-        )
-    })?;
-    if fns.is_null() || (n as usize) < handles.len() {
+pub fn enumerate_functions(fns: &mut [*mut c_void], module: u64) -> ShimResult<()> {
+    let handles = registry().module_functions(module)?;
+    if fns.len() < handles.len() {
         return Err(invalid("function array too small"));
     }
-    for (i, f) in handles.into_iter().enumerate() {
-        // SAFETY: the array has n >= handles.len() entries.
-        unsafe { *fns.add(i) = f as *mut c_void };
+    for (slot, f) in fns.iter_mut().zip(handles) {
+        *slot = f as *mut c_void;
     }
     Ok(())
 }
 
-pub unsafe fn library_get_module(pmod: *mut *mut c_void, library: *mut c_void) -> ShimResult<()> {
-    let h = library as u64;
-    with(|m| m.modules.contains_key(&h))
-        .then_some(())
-        .ok_or_else(|| invalid_handle("library", h))?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pmod, library) }
+pub fn library_get_module(pmod: &mut u64, library: u64) -> ShimResult<()> {
+    registry()
+        .with_module(library, |_| ())
+        .map_err(|_| invalid_handle("library", library))?;
+    *pmod = library;
+    Ok(())
 }
 
-pub unsafe fn kernel_get_function(pf: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
-    function(kernel as u64)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pf, kernel) }
+pub fn kernel_get_function(pf: &mut u64, kernel: u64) -> ShimResult<()> {
+    function(kernel)?;
+    *pf = kernel;
+    Ok(())
 }
 
-pub unsafe fn kernel_get_library(plib: *mut *mut c_void, kernel: *mut c_void) -> ShimResult<()> {
-    let (module, _, _) = function(kernel as u64)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(plib, module as *mut c_void) }
+pub fn kernel_get_library(plib: &mut u64, kernel: u64) -> ShimResult<()> {
+    *plib = function(kernel)?.module;
+    Ok(())
 }
 
-/// (module, kernel index, parameter layout) of a function handle.
-pub fn function(f: u64) -> ShimResult<(u64, u32, KernelDesc)> {
-    with(|m| {
-        let func = m
-            .functions
-            .get(&f)
-            .ok_or_else(|| invalid_handle("function", f))?;
-        let md = m
-            .modules
-            .get(&func.module)
-            .ok_or_else(|| invalid_handle("module", func.module))?;
-        Ok((
-            func.module,
-            func.index,
-            md.kernels[func.index as usize].clone(),
-        ))
-    })
+/// A function handle's entry: module, kernel index, parameter layout. Takes no lock.
+pub fn function(f: u64) -> ShimResult<&'static Function> {
+    registry().function(f)
 }
 
 /// `CUfunction_attribute` values as a compute capability 8.0 device reports them.
-pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let pi = unsafe { out(pi) }?;
-    let (_, _, k) = function(f as u64)?;
-    let dynamic = with(|m| {
-        m.functions
-            .get(&(f as u64))
-            .map_or(48 << 10, |x| x.max_dynamic_shared)
-    });
+pub fn get_attribute(pi: &mut c_int, attrib: c_uint, f: u64) -> ShimResult<()> {
+    let func = function(f)?;
+    let (k, dynamic) = (&func.kernel, func.max_dynamic_shared());
     *pi = match attrib {
         0 => k.max_threads.clamp(1, 1024) as c_int, // MAX_THREADS_PER_BLOCK
         1 => k.shared_bytes as c_int,               // SHARED_SIZE_BYTES
@@ -415,18 +231,14 @@ pub unsafe fn get_attribute(pi: *mut c_int, attrib: c_uint, f: *mut c_void) -> S
     Ok(())
 }
 
-pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult<()> {
-    function(f as u64)?;
+pub fn set_attribute(f: u64, attrib: c_uint, value: c_int) -> ShimResult<()> {
+    let func = function(f)?;
     match attrib {
         8 => {
             if !(0..=166_912).contains(&value) {
                 return Err(invalid(format!("dynamic shared memory of {value} bytes")));
             }
-            with(|m| {
-                if let Some(x) = m.functions.get_mut(&(f as u64)) {
-                    x.max_dynamic_shared = value;
-                }
-            });
+            func.set_max_dynamic_shared(value);
             Ok(())
         }
         9..=15 => Ok(()),
@@ -436,124 +248,88 @@ pub fn set_attribute(f: *mut c_void, attrib: c_uint, value: c_int) -> ShimResult
     }
 }
 
-pub unsafe fn get_param_info(
-    f: *mut c_void,
+/// Either out-pointer may be NULL.
+pub fn get_param_info(
+    f: u64,
     index: usize,
-    offset: *mut usize,
-    size: *mut usize,
+    offset: Option<&mut usize>,
+    size: Option<&mut usize>,
 ) -> ShimResult<()> {
-    let (_, _, k) = function(f as u64)?;
+    let k = &function(f)?.kernel;
     let p = k
         .params
         .get(index)
         .ok_or_else(|| invalid(format!("kernel {} has no parameter {index}", k.name)))?;
-    // SAFETY: out-pointers from C; either may be NULL.
-    unsafe {
-        if !offset.is_null() {
-            *offset = p.offset as usize;
-        }
-        if !size.is_null() {
-            *size = p.size as usize;
-        }
+    if let Some(offset) = offset {
+        *offset = p.offset as usize;
+    }
+    if let Some(size) = size {
+        *size = p.size as usize;
     }
     Ok(())
 }
 
-pub unsafe fn get_name(name: *mut *const c_char, f: *mut c_void) -> ShimResult<()> {
-    let p = with(|m| m.functions.get(&(f as u64)).map(|x| x.name.as_ptr()))
-        .ok_or_else(|| invalid_handle("function", f as u64))?;
-    // SAFETY: out-pointer from C; the name lives as long as the function handle.
-    unsafe { put(name, p) }
-}
-
-pub unsafe fn get_module(pmod: *mut *mut c_void, f: *mut c_void) -> ShimResult<()> {
-    let (module, _, _) = function(f as u64)?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pmod, module as *mut c_void) }
-}
-
-pub fn check_function(f: *mut c_void) -> ShimResult<()> {
-    function(f as u64).map(|_| ())
-}
-
-pub unsafe fn link_create(state_out: *mut *mut c_void) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let out = unsafe { out(state_out) }?;
-    let h = state::mint();
-    with(|m| m.links.insert(h, Vec::new()));
-    *out = h as *mut c_void;
+/// The name lives as long as the process.
+pub fn get_name(name: &mut *const c_char, f: u64) -> ShimResult<()> {
+    *name = function(f)?.name.as_ptr();
     Ok(())
 }
 
-fn link_add(state: *mut c_void, data: Vec<u8>, name: &str) -> ShimResult<()> {
+pub fn get_module(pmod: &mut u64, f: u64) -> ShimResult<()> {
+    *pmod = function(f)?.module;
+    Ok(())
+}
+
+pub fn check_function(f: u64) -> ShimResult<()> {
+    function(f).map(|_| ())
+}
+
+pub fn link_create(out: &mut u64) -> ShimResult<()> {
+    *out = registry().link_create();
+    Ok(())
+}
+
+fn link_add(state: u64, data: Vec<u8>, name: &str) -> ShimResult<()> {
     if !image::is_ptx(&data) {
         return Err(ShimError::new(
             CuStatus::NOT_SUPPORTED,
             format!("cuLinkAddData: {name} is not PTX; the Remora linker combines PTX only"),
         ));
     }
-    with(|m| m.links.get_mut(&(state as u64)).map(|l| l.push(data)))
-        .ok_or_else(|| invalid_handle("link state", state as u64))
+    registry().link_add(state, data)
 }
 
-pub unsafe fn link_add_data(
-    state: *mut c_void,
-    data: *mut c_void,
-    size: usize,
-    name: *const c_char,
-) -> ShimResult<()> {
-    // SAFETY: C buffer of `size` bytes; the name may be NULL.
-    let bytes = unsafe { bytes(data, size) }?.to_vec();
-    let name = if name.is_null() {
-        "<data>"
-    } else {
-        // SAFETY: a non-null name is a C string.
-        unsafe { c_str(name) }.unwrap_or("<data>")
-    };
-    link_add(state, bytes, name)
+/// The name may be NULL (or not UTF-8): it is only for messages.
+pub fn link_add_data(state: u64, data: &[u8], name: Option<&CStr>) -> ShimResult<()> {
+    let name = name.and_then(|n| n.to_str().ok()).unwrap_or("<data>");
+    link_add(state, data.to_vec(), name)
 }
 
-pub unsafe fn link_add_file(state: *mut c_void, path: *const c_char) -> ShimResult<()> {
-    // SAFETY: C string from C.
-    let path = unsafe { c_str(path) }?;
+pub fn link_add_file(state: u64, path: &str) -> ShimResult<()> {
     let data = std::fs::read(path)
         .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
     link_add(state, data, path)
 }
 
-pub unsafe fn link_complete(
-    state: *mut c_void,
-    out_image: *mut *mut c_void,
-    out_size: *mut usize,
+/// The image lives until `cuLinkDestroy`; the size may be NULL.
+pub fn link_complete(
+    state: u64,
+    out_image: &mut *mut c_void,
+    out_size: Option<&mut usize>,
 ) -> ShimResult<()> {
-    let h = state as u64;
-    let inputs =
-        with(|m| m.links.get(&h).cloned()).ok_or_else(|| invalid_handle("link state", h))?;
-    if inputs.is_empty() {
-        return Err(invalid("nothing to link"));
-    }
-    let linked = image::link_ptx(&inputs)?;
-    let (ptr, len) = with(|m| {
-        let v = m.linked.entry(h).or_default();
-        *v = linked;
-        (v.as_ptr() as *mut c_void, v.len())
-    });
-    // SAFETY: out-pointers from C; the image lives until cuLinkDestroy.
-    unsafe {
-        put(out_image, ptr)?;
-        if !out_size.is_null() {
-            *out_size = len;
+    let (ptr, len) = registry().link_complete(state, |inputs| {
+        if inputs.is_empty() {
+            return Err(invalid("nothing to link"));
         }
+        image::link_ptx(inputs)
+    })?;
+    *out_image = ptr;
+    if let Some(size) = out_size {
+        *size = len;
     }
     Ok(())
 }
 
-pub fn link_destroy(state: *mut c_void) -> ShimResult<()> {
-    let h = state as u64;
-    with(|m| {
-        m.linked.remove(&h);
-        m.links.remove(&h)
-    })
-    .map(|_| ())
-    .ok_or_else(|| invalid_handle("link state", h))
+pub fn link_destroy(state: u64) -> ShimResult<()> {
+    registry().link_destroy(state)
 }

@@ -9,191 +9,131 @@ use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 
 use crate::client;
-use crate::ffi::{invalid, out, put, ShimError, ShimResult};
-use crate::state::{self, Event, Stream};
+use crate::ffi::{invalid, ShimError, ShimResult};
+use crate::registry::{self, registry};
 
-fn h(p: *mut c_void) -> u64 {
-    p as u64
-}
-
-pub unsafe fn create(ph: *mut *mut c_void, flags: c_uint, priority: c_int) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let ph = unsafe { out(ph) }?;
+pub fn create(ph: &mut u64, flags: c_uint, priority: c_int) -> ShimResult<()> {
     if flags & !1 != 0 {
         return Err(invalid(format!("stream flags {flags:#x}")));
     }
-    let ctx = state::current_ctx()?;
-    let s = state::mint();
+    let ctx = registry::current_ctx()?;
+    let c = client::client()?;
     // Priorities clamp to the device's range [-5, 0], as the driver does.
     let priority = priority.clamp(-5, 0);
-    client::client()?.post(
-        &Request::StreamCreate {
-            ctx,
-            stream: s,
-            flags,
-            priority,
-        },
-        &[],
-    )?;
-    state::with(|st| {
-        st.streams.insert(
-            s,
-            Stream {
-                ctx,
-                flags,
-                priority,
-            },
-        )
-    });
-    *ph = s as *mut c_void;
+    let s = registry().add_stream(ctx, flags, priority)?;
+    let req = Request::StreamCreate {
+        ctx,
+        stream: s,
+        flags,
+        priority,
+    };
+    if let Err(e) = c.post(&req, &[]) {
+        let _ = registry().remove_stream(s);
+        return Err(e);
+    }
+    *ph = s;
     Ok(())
 }
 
-pub fn destroy(stream: *mut c_void) -> ShimResult<()> {
-    let s = h(stream);
-    let ctx = state::with(|st| st.streams.remove(&s).map(|x| x.ctx)).ok_or_else(|| {
-        ShimError::new(CuStatus::INVALID_HANDLE, format!("unknown stream {s:#x}"))
-    })?;
+pub fn destroy(s: u64) -> ShimResult<()> {
+    let ctx = registry().remove_stream(s)?;
     client::client()?.post(&Request::StreamDestroy { ctx, stream: s }, &[])
 }
 
-pub fn synchronize(stream: *mut c_void) -> ShimResult<()> {
-    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+pub fn synchronize(stream: u64) -> ShimResult<()> {
+    let (ctx, stream) = registry().stream(stream)?;
     client::client()?
         .call(&Request::StreamSynchronize { ctx, stream })
         .map(|_| ())
 }
 
-pub fn query(stream: *mut c_void) -> ShimResult<()> {
-    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
+pub fn query(stream: u64) -> ShimResult<()> {
+    let (ctx, stream) = registry().stream(stream)?;
     client::client()?
         .call(&Request::StreamQuery { ctx, stream })
         .map(|_| ())
 }
 
-pub fn wait_event(stream: *mut c_void, event: *mut c_void, _flags: c_uint) -> ShimResult<()> {
-    let (ctx, stream) = state::with(|st| {
-        if !st.events.contains_key(&h(event)) {
-            return Err(ShimError::new(
-                CuStatus::INVALID_HANDLE,
-                format!("unknown event {:#x}", h(event)),
-            ));
-        }
-        st.stream(h(stream))
-    })?;
-    client::client()?.post(
-        &Request::StreamWaitEvent {
-            ctx,
-            stream,
-            event: h(event),
-        },
-        &[],
-    )
+pub fn wait_event(stream: u64, event: u64, _flags: c_uint) -> ShimResult<()> {
+    registry().event_ctx(event)?;
+    let (ctx, stream) = registry().stream(stream)?;
+    client::client()?.post(&Request::StreamWaitEvent { ctx, stream, event }, &[])
 }
 
-pub unsafe fn get_flags(stream: *mut c_void, flags: *mut c_uint) -> ShimResult<()> {
-    let f = state::with(|st| {
-        st.stream(h(stream))?;
-        Ok::<_, ShimError>(st.streams.get(&h(stream)).map_or(0, |s| s.flags))
-    })?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(flags, f) }
-}
-
-pub unsafe fn get_priority(stream: *mut c_void, priority: *mut c_int) -> ShimResult<()> {
-    let p = state::with(|st| {
-        st.stream(h(stream))?;
-        Ok::<_, ShimError>(st.streams.get(&h(stream)).map_or(0, |s| s.priority))
-    })?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(priority, p) }
-}
-
-pub unsafe fn get_ctx(stream: *mut c_void, pctx: *mut *mut c_void) -> ShimResult<()> {
-    let (ctx, _) = state::with(|st| st.stream(h(stream)))?;
-    // SAFETY: out-pointer from C.
-    unsafe { put(pctx, ctx as *mut c_void) }
-}
-
-pub unsafe fn get_id(stream: *mut c_void, id: *mut u64) -> ShimResult<()> {
-    let (_, s) = state::with(|st| st.stream(h(stream)))?;
-    // SAFETY: out-pointer from C. Default streams report their well-known handle values.
-    unsafe { put(id, if s == 0 { h(stream) } else { s }) }
-}
-
-pub unsafe fn event_create(ph: *mut *mut c_void, flags: c_uint) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let ph = unsafe { out(ph) }?;
-    if flags & !0xf != 0 {
-        return Err(invalid(format!("event flags {flags:#x}")));
+/// A property of a created stream; the default streams' are 0.
+fn stream_info<T: Default>(stream: u64, f: impl FnOnce(&registry::Stream) -> T) -> ShimResult<T> {
+    match registry().stream(stream)? {
+        (_, 0) => Ok(T::default()),
+        (_, s) => registry().created_stream(s).map(f),
     }
-    let ctx = state::current_ctx()?;
-    let e = state::mint();
-    client::client()?.post(
-        &Request::EventCreate {
-            ctx,
-            event: e,
-            flags,
-        },
-        &[],
-    )?;
-    state::with(|st| st.events.insert(e, Event { ctx, flags }));
-    *ph = e as *mut c_void;
+}
+
+pub fn get_flags(stream: u64, flags: &mut c_uint) -> ShimResult<()> {
+    *flags = stream_info(stream, |s| s.flags)?;
     Ok(())
 }
 
-fn event_ctx(event: *mut c_void) -> ShimResult<u64> {
-    state::with(|st| st.events.get(&h(event)).map(|e| e.ctx)).ok_or_else(|| {
-        ShimError::new(
-            CuStatus::INVALID_HANDLE,
-            format!("unknown event {:#x}", h(event)),
-        )
-    })
+pub fn get_priority(stream: u64, priority: &mut c_int) -> ShimResult<()> {
+    *priority = stream_info(stream, |s| s.priority)?;
+    Ok(())
 }
 
-pub fn event_record(event: *mut c_void, stream: *mut c_void) -> ShimResult<()> {
-    event_ctx(event)?;
-    let (ctx, stream) = state::with(|st| st.stream(h(stream)))?;
-    client::client()?.post(
-        &Request::EventRecord {
-            ctx,
-            event: h(event),
-            stream,
-        },
-        &[],
-    )
+pub fn get_ctx(stream: u64, pctx: &mut u64) -> ShimResult<()> {
+    *pctx = registry().stream(stream)?.0;
+    Ok(())
 }
 
-pub fn event_synchronize(event: *mut c_void) -> ShimResult<()> {
-    let ctx = event_ctx(event)?;
-    client::client()?
-        .call(&Request::EventSynchronize {
-            ctx,
-            event: h(event),
-        })
-        .map(|_| ())
+pub fn get_id(stream: u64, id: &mut u64) -> ShimResult<()> {
+    let (_, s) = registry().stream(stream)?;
+    // Default streams report their well-known handle values.
+    *id = if s == 0 { stream } else { s };
+    Ok(())
 }
 
-pub fn event_query(event: *mut c_void) -> ShimResult<()> {
-    let ctx = event_ctx(event)?;
-    client::client()?
-        .call(&Request::EventQuery {
-            ctx,
-            event: h(event),
-        })
-        .map(|_| ())
-}
-
-pub unsafe fn event_elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) -> ShimResult<()> {
-    // SAFETY: out-pointer from C.
-    let ms = unsafe { out(ms) }?;
-    let ctx = event_ctx(start)?;
-    event_ctx(end)?;
-    let reply = client::client()?.call(&Request::EventElapsed {
+pub fn event_create(ph: &mut u64, flags: c_uint) -> ShimResult<()> {
+    if flags & !0xf != 0 {
+        return Err(invalid(format!("event flags {flags:#x}")));
+    }
+    let ctx = registry::current_ctx()?;
+    let c = client::client()?;
+    let e = registry().add_event(ctx, flags)?;
+    let req = Request::EventCreate {
         ctx,
-        start: h(start),
-        end: h(end),
-    })?;
+        event: e,
+        flags,
+    };
+    if let Err(err) = c.post(&req, &[]) {
+        let _ = registry().remove_event(e);
+        return Err(err);
+    }
+    *ph = e;
+    Ok(())
+}
+
+pub fn event_record(event: u64, stream: u64) -> ShimResult<()> {
+    registry().event_ctx(event)?;
+    let (ctx, stream) = registry().stream(stream)?;
+    client::client()?.post(&Request::EventRecord { ctx, event, stream }, &[])
+}
+
+pub fn event_synchronize(event: u64) -> ShimResult<()> {
+    let ctx = registry().event_ctx(event)?;
+    client::client()?
+        .call(&Request::EventSynchronize { ctx, event })
+        .map(|_| ())
+}
+
+pub fn event_query(event: u64) -> ShimResult<()> {
+    let ctx = registry().event_ctx(event)?;
+    client::client()?
+        .call(&Request::EventQuery { ctx, event })
+        .map(|_| ())
+}
+
+pub fn event_elapsed(ms: &mut f32, start: u64, end: u64) -> ShimResult<()> {
+    let ctx = registry().event_ctx(start)?;
+    registry().event_ctx(end)?;
+    let reply = client::client()?.call(&Request::EventElapsed { ctx, start, end })?;
     match reply.body {
         ReplyBody::Elapsed { ms: v } => {
             *ms = v;
@@ -206,23 +146,19 @@ pub unsafe fn event_elapsed(ms: *mut f32, start: *mut c_void, end: *mut c_void) 
     }
 }
 
-pub fn event_destroy(event: *mut c_void) -> ShimResult<()> {
-    let ctx = event_ctx(event)?;
-    state::with(|st| st.events.remove(&h(event)));
-    client::client()?.post(
-        &Request::EventDestroy {
-            ctx,
-            event: h(event),
-        },
-        &[],
-    )
+pub fn event_destroy(event: u64) -> ShimResult<()> {
+    let ctx = registry().remove_event(event)?;
+    client::client()?.post(&Request::EventDestroy { ctx, event }, &[])
 }
 
 /// Host functions run on the client, in stream order: everything queued before them has
 /// finished (one round trip), and nothing queued after them starts until they return. They run
 /// on the calling thread, which a CUDA callback cannot tell apart from a driver thread.
+///
+/// # Safety
+/// `f` may be called with `data`, as `cuLaunchHostFunc` specifies.
 pub unsafe fn launch_host_func(
-    stream: *mut c_void,
+    stream: u64,
     f: crate::generated::CUhostFn,
     data: *mut c_void,
 ) -> ShimResult<()> {
@@ -233,8 +169,10 @@ pub unsafe fn launch_host_func(
     Ok(())
 }
 
+/// # Safety
+/// `cb` may be called with the stream and `data`, as `cuStreamAddCallback` specifies.
 pub unsafe fn add_callback(
-    stream: *mut c_void,
+    stream: u64,
     cb: crate::generated::CUstreamCallback,
     data: *mut c_void,
     flags: c_uint,
@@ -250,24 +188,17 @@ pub unsafe fn add_callback(
         Err(e) => e.status().0,
     };
     // SAFETY: the application's callback with its own user data, as cuStreamAddCallback specifies.
-    unsafe { cb(stream, status, data) };
+    unsafe { cb(stream as *mut c_void, status, data) };
     Ok(())
 }
 
 /// Stream capture (graphs) is not offered: every stream reports "not capturing", which is the
-/// truth, and `cuStreamBeginCapture` answers `NOT_SUPPORTED`.
-pub unsafe fn capture_status(
-    stream: *mut c_void,
-    status: *mut c_uint,
-    id: *mut u64,
-) -> ShimResult<()> {
-    state::with(|st| st.stream(h(stream)))?;
-    // SAFETY: out-pointers from C; the id may be NULL.
-    unsafe {
-        put(status, 0)?; // CU_STREAM_CAPTURE_STATUS_NONE
-        if !id.is_null() {
-            *id = 0;
-        }
+/// truth, and `cuStreamBeginCapture` answers `NOT_SUPPORTED`. The id may be NULL.
+pub fn capture_status(stream: u64, status: &mut c_uint, id: Option<&mut u64>) -> ShimResult<()> {
+    registry().stream(stream)?;
+    *status = 0; // CU_STREAM_CAPTURE_STATUS_NONE
+    if let Some(id) = id {
+        *id = 0;
     }
     Ok(())
 }
@@ -277,10 +208,7 @@ thread_local! {
 }
 
 /// `cuThreadExchangeStreamCaptureMode`: swaps the calling thread's capture mode.
-pub unsafe fn exchange_capture_mode(mode: *mut c_uint) -> ShimResult<()> {
-    // SAFETY: in/out pointer from C.
-    let m = unsafe { out(mode) }?;
-    let old = CAPTURE_MODE.try_with(|c| c.replace(*m)).unwrap_or(0);
-    *m = old;
+pub fn exchange_capture_mode(mode: &mut c_uint) -> ShimResult<()> {
+    *mode = CAPTURE_MODE.try_with(|c| c.replace(*mode)).unwrap_or(0);
     Ok(())
 }
