@@ -3,7 +3,8 @@
 # machine with no GPU and no driver (see docs/CUDA-COMPAT.md, "Getting the clients").
 #
 #   scripts/setup-cuda.sh            # cu12 + cu13 (headers, cudart, NVRTC, nvcc 13)
-#   scripts/setup-cuda.sh --python   # also py: CuPy, numba-cuda, numpy
+#   scripts/setup-cuda.sh --python   # also py: CuPy, numba-cuda, numpy; and sweep: Optuna,
+#                                    # kubernetes-validate (examples/sweep, deploy/kubernetes)
 #   source .cache/cuda/env.sh        # CUDA12_INCLUDE, CUDA13_LIB, NVCC13, ...
 #
 # Each component goes into its own `pip install --target` folder, so CUDA 12 and 13 wheels (which
@@ -20,6 +21,8 @@
 #   cu13: nvidia-cuda-runtime, nvidia-cuda-nvrtc, nvidia-cuda-nvcc, nvidia-nvvm,
 #         nvidia-cuda-crt: all 13.5.37
 #   py:   cupy-cuda12x 14.2.0, numba-cuda 0.30.4, numpy 2.4.6
+#   sweep: optuna 5.0.0, kubernetes-validate 1.37.0 (bundles the Kubernetes JSON schemas, so it
+#         validates offline)
 # cu13 is pinned to 13.5.* on purpose: scripts/gen-shim-table.py reads its cuda.h, and the
 # shim's table must not change under us when NVIDIA publishes 13.6. Bump it deliberately.
 set -euo pipefail
@@ -37,7 +40,7 @@ for arg in "$@"; do
     case "$arg" in
         --python) WITH_PYTHON=1 ;;
         -h | --help)
-            sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -68,6 +71,13 @@ PY_PKGS=(
     "nvidia-cuda-nvrtc-cu12==12.9.*"
     "nvidia-cuda-runtime-cu12==12.9.*"
     "numpy"
+)
+# Host-side tools, kept apart from py so that changing them never reinstalls CuPy: the Optuna
+# driver of examples/sweep (it runs outside `remora run`; its trials use py) and the schema
+# validator the tests run over deploy/kubernetes. PYTHONPATH=$SWEEP_PY.
+SWEEP_PKGS=(
+    "optuna==5.*"
+    "kubernetes-validate==1.*"
 )
 
 PY_VERSION="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -107,6 +117,7 @@ install cu12 "${CU12_PKGS[@]}"
 install cu13 "${CU13_PKGS[@]}"
 if [[ $WITH_PYTHON == 1 ]]; then
     install py "${PY_PKGS[@]}"
+    install sweep "${SWEEP_PKGS[@]}"
 fi
 
 # ---- Folders other scripts and tests use (rebuilt on every run: cheap, and it follows a moved
@@ -195,6 +206,10 @@ CUDART13_VERSION="$(dist_version "$CACHE/cu13" nvidia_cuda_runtime)"
     if [[ -f "$CACHE/py/.stamp" ]]; then
         echo "# CuPy, numba-cuda, numpy (+ CUDA 12 wheels) for $("$PYTHON" -c 'import sys; print(sys.executable)'): PYTHONPATH=\$CUDA_PY."
         echo "export CUDA_PY='$CACHE/py'"
+    fi
+    if [[ -f "$CACHE/sweep/.stamp" ]]; then
+        echo "# Optuna and kubernetes-validate (examples/sweep, deploy/kubernetes): PYTHONPATH=\$SWEEP_PY."
+        echo "export SWEEP_PY='$CACHE/sweep'"
     fi
 } >"$CACHE/env.sh"
 

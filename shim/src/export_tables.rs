@@ -8,7 +8,7 @@
 //! exactly those and nothing more.
 //!
 //! Layout follows the real driver as ZLUDA documents it: a table is an array of pointer-sized
-//! slots, slot 0 holds the table's size in bytes, and the slot numbers in CUDA-COMPAT.md index
+//! slots, slot 0 holds the table's size in bytes, and the slot numbers in docs/CUDA-COMPAT.md index
 //! that array directly (so "slot 2" is the third word). The context-local-storage table is the
 //! exception: it has no size word, its slot 0 is already a function. Every slot the module does
 //! not implement holds its own small function that logs `(table, slot)` once and returns
@@ -120,7 +120,7 @@ pub unsafe fn get_export_table(out: *mut *const c_void, uuid: *const [u8; 16]) -
     CUDA_SUCCESS
 }
 
-/// Pure function: the HMAC-MD2 integrity hash over the message described in CUDA-COMPAT.md.
+/// Pure function: the HMAC-MD2 integrity hash over the message described in docs/CUDA-COMPAT.md.
 ///
 /// HMAC with MD2 (RFC 1319, block size 16) and a fixed 16-byte key over, little-endian: driver
 /// version, `version`, pid, thread (all u32), the cudart-interface table, the integrity table
@@ -168,7 +168,7 @@ pub fn integrity_hash(
     [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)]
 }
 
-/// `version % 10 == 0` and `== 1` answers: constants, no hashing (ZLUDA; CUDA-COMPAT.md).
+/// `version % 10 == 0` and `== 1` answers: constants, no hashing (ZLUDA; docs/CUDA-COMPAT.md).
 const INTEGRITY_V0: [u64; 2] = [0x3341181c03cb675c, 0x8ed383aa1f4cd1e8];
 const INTEGRITY_V1: [u64; 2] = [0x1841181c03cb675c, 0x8ed383aa1f4cd1e8];
 
@@ -372,7 +372,7 @@ extern "C" fn unsupported<const TABLE: usize, const SLOT: usize>() -> u32 {
     })
 }
 
-/// Tables clients ask for and work fine without (CUDA-COMPAT.md): refused without a word.
+/// Tables clients ask for and work fine without (docs/CUDA-COMPAT.md): refused without a word.
 const HARMLESS: [[u8; 16]; 2] = [
     // Asked by cudart before cuInit.
     [
@@ -483,7 +483,7 @@ type ClsDestructor = StorageDestructor;
 
 // Context-local storage belongs to its context, in the shim's registry: destroying or resetting
 // the context drops it. A NULL context means the calling thread's current one ("ctx or NULL"
-// in CUDA-COMPAT.md), which the driver resolves the same way; ZLUDA does too.
+// in docs/CUDA-COMPAT.md), which the driver resolves the same way; ZLUDA does too.
 
 /// CLS slot 0 `(ctx or NULL, key, value, dtor)`.
 unsafe extern "C" fn cls_put(

@@ -2,7 +2,7 @@
 //
 // 685 exported symbols; 685 proc entries (105 per-thread);
 // 485 api names; 113 of them answer differently by version (more than one ABI,
-// counting the per-thread variants' versions, as CUDA-COMPAT.md does); 90 have more than
+// counting the per-thread variants' versions, as docs/CUDA-COMPAT.md does); 90 have more than
 // one legacy-stream symbol.
 // Mapped by version order because several symbols have the same signature:
 //   cuCtxCreate@2000 -> cuCtxCreate
