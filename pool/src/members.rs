@@ -26,6 +26,8 @@ pub struct Member {
     pub state: MemberState,
     /// Why it did not answer, last time it did not.
     pub last_error: Option<String>,
+    /// Woken when a session could not reach the member: the watcher checks it again at once.
+    pub recheck: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +84,25 @@ pub fn add(pool: &Pool, file: ConnectionFile) -> MemberId {
         info: None,
         state: MemberState::Connecting,
         last_error: None,
+        recheck: Arc::new(tokio::sync::Notify::new()),
     });
     id
+}
+
+/// A session could not reach member `id`: nothing more is placed there until its watcher has
+/// reached it again.
+pub fn suspect(pool: &Pool, id: MemberId, why: &str) {
+    let recheck = pool.members.get(id).map(|m| m.recheck.clone());
+    set(pool, id, |m| {
+        if m.state == MemberState::Up {
+            m.state = MemberState::Missing;
+        }
+        m.last_error = Some(why.to_string());
+    });
+    pool.sched().member_down(id);
+    if let Some(r) = recheck {
+        r.notify_one();
+    }
 }
 
 fn set(pool: &Pool, id: MemberId, f: impl FnOnce(&mut Member)) {
@@ -128,20 +147,26 @@ pub async fn watch(pool: Arc<Pool>, id: MemberId) {
                 });
                 pool.sched().member_up(id, &gpus);
                 pool.changed.notify_waiters();
+                let recheck = m.recheck.clone();
                 let why = tokio::select! {
-                    why = c.conn.closed() => why,
+                    why = c.conn.closed() => why.to_string(),
                     () = removed(&pool, id) => {
                         c.conn.close(0u32.into(), b"removed from the pool");
                         return;
+                    }
+                    () = recheck.notified() => {
+                        c.conn.close(0u32.into(), b"checking again");
+                        "a session could not reach it".to_string()
                     }
                 };
                 tracing::warn!(member = %addr, "member missing: {why}");
                 set(&pool, id, |m| {
                     m.state = MemberState::Missing;
-                    m.last_error = Some(why.to_string());
+                    m.last_error = Some(why);
                 });
                 pool.sched().member_down(id);
                 pool.changed.notify_waiters();
+                continue;
             }
             Err(e) => {
                 let e = format!("member {addr}: {e}");

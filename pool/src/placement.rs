@@ -224,16 +224,34 @@ impl Scheduler {
     pub fn release(&mut self, id: SessionId) {
         self.queue.retain(|w| w.id != id);
         if let Some(h) = self.held.remove(&id) {
-            if let Some(m) = self.members.get_mut(h.placement.member) {
-                for g in &h.placement.gpus {
-                    if let Some(gpu) = m.gpus.iter_mut().find(|x| x.index == *g) {
-                        gpu.sessions = gpu.sessions.saturating_sub(1);
-                        gpu.reserved = gpu.reserved.saturating_sub(h.placement.memory_per_gpu);
-                    }
+            self.free(&h.placement);
+        }
+        self.assign();
+    }
+
+    /// The member a session was placed on did not take it: its GPUs are given back and it
+    /// waits again at the head of the queue (it has had its turn).
+    pub fn requeue(&mut self, id: SessionId) {
+        if let Some(h) = self.held.remove(&id) {
+            self.free(&h.placement);
+            self.queue.push_front(Waiting {
+                id,
+                want: h.want,
+                since: h.since,
+            });
+        }
+        self.assign();
+    }
+
+    fn free(&mut self, p: &Placement) {
+        if let Some(m) = self.members.get_mut(p.member) {
+            for g in &p.gpus {
+                if let Some(gpu) = m.gpus.iter_mut().find(|x| x.index == *g) {
+                    gpu.sessions = gpu.sessions.saturating_sub(1);
+                    gpu.reserved = gpu.reserved.saturating_sub(p.memory_per_gpu);
                 }
             }
         }
-        self.assign();
     }
 
     /// Places waiting sessions in order while the head of the queue fits.
@@ -437,6 +455,21 @@ mod tests {
         assert_eq!(s.state(c), Some(State::Queued { place: 1 }));
         s.release(a);
         assert_eq!(placed(&s, c).member, on);
+    }
+
+    #[test]
+    fn a_session_its_member_refused_waits_first_in_line_elsewhere() {
+        let mut s = pool(&[&[G], &[G]], 1);
+        let a = s.request(want(1, 0)).unwrap();
+        let b = s.request(want(1, 0)).unwrap();
+        let c = s.request(want(1, 0)).unwrap();
+        let bad = placed(&s, a).member;
+        s.member_down(bad);
+        s.requeue(a);
+        assert_eq!(s.state(a), Some(State::Queued { place: 1 }), "ahead of c");
+        assert_eq!(s.state(c), Some(State::Queued { place: 2 }));
+        s.release(b);
+        assert_eq!(placed(&s, a).member, 1 - bad);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use crate::Pool;
 /// A client must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a member is given to open a session's link.
-const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+const LINK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Members a session is offered before the pool gives up on it.
+const MAX_ATTEMPTS: u32 = 3;
 /// A device number no member has: requests naming a device the session was not given carry it,
 /// so the member refuses them in order, as it refuses any bad device.
 const NO_SUCH_DEVICE: u32 = u32::MAX;
@@ -59,27 +61,39 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
         Err(why) => return Err(hello.refuse(Outcome::NoDevice, &why).await),
     };
     let _release = Release(pool, id);
-    let placement = match wait_for_gpus(&mut hello, pool, id, &request).await? {
-        Some(p) => p,
-        None => return Ok(()),
-    };
-    let Some(member) = pool.members.get(placement.member) else {
-        return Err(hello.refuse(Outcome::Refused, "member vanished").await);
-    };
     let to_member = SessionRequest {
         gpus: 0,
         memory: request.memory,
         queue_timeout_ms: 0,
         observer: false,
     };
-    let addr = member.file.address;
-    let connected =
-        remora_transport::client::connect(&member.file, &to_member, LINK_TIMEOUT, |_| {}).await;
-    let connected = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let why = format!("the pool's member {addr} did not take the session: {e}");
-            return Err(hello.refuse(Outcome::Refused, &why).await);
+    // A member that does not take the session (it died a moment ago) is suspected, and the
+    // session waits first in line for another.
+    let mut attempts = 0;
+    let (placement, addr, connected) = loop {
+        let placement = match wait_for_gpus(&mut hello, pool, id, &request).await? {
+            Some(p) => p,
+            None => return Ok(()),
+        };
+        let Some(member) = pool.members.get(placement.member) else {
+            return Err(hello.refuse(Outcome::Refused, "member vanished").await);
+        };
+        let addr = member.file.address;
+        match remora_transport::client::connect(&member.file, &to_member, LINK_TIMEOUT, |_| {})
+            .await
+        {
+            Ok(c) => break (placement, addr, c),
+            Err(e) => {
+                let why = format!("the pool's member {addr} did not take the session: {e}");
+                tracing::warn!("{why}");
+                attempts += 1;
+                if attempts == MAX_ATTEMPTS {
+                    return Err(hello.refuse(Outcome::Refused, &why).await);
+                }
+                crate::members::suspect(pool, placement.member, &why);
+                pool.sched().requeue(id);
+                pool.changed.notify_waiters();
+            }
         }
     };
     let member_devices = connected.info.devices.len() as u32;
@@ -316,7 +330,19 @@ async fn forward(
             }
             _ => None,
         };
-        let reply = link.call(&req, &payload, read).await?;
+        let reply = match link.call(&req, &payload, read).await {
+            Ok(r) => r,
+            Err(ConnError::Lost(why)) => {
+                // The caller waits for this reply: tell it why, then end the session.
+                let r = Reply::error(
+                    CuStatus::DEVICE_UNAVAILABLE,
+                    format!("the pool lost the member holding this session's GPU: {why}"),
+                );
+                calls.reply(&r, 0);
+                let _ = calls.flush().await;
+                return Err(ConnError::Lost(why).into());
+            }
+        };
         let data = read
             .and_then(|(id, _)| link.with_sink(|b| b.0.remove(&id)))
             .unwrap_or_default();

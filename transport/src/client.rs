@@ -284,7 +284,17 @@ impl<S: Sink + Send> Link<S> {
                     let (conn, sink) = &mut *st;
                     conn.handle_bytes(c.bytes, sink).map(|_| ())
                 }
-                Ok(None) => Err(self.lost("the server closed the call stream")),
+                Ok(None) => {
+                    // The server's reason, if it closes the connection right behind the stream.
+                    let why = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        self.conn.closed(),
+                    )
+                    .await
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|_| "the server closed the call stream".into());
+                    Err(self.lost(why))
+                }
                 Err(e) => Err(self.lost(e)),
             };
             drop(recv);
