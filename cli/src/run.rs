@@ -154,7 +154,9 @@ fn serves_emulated(conn: &Path) -> bool {
             observer: true,
             ..Default::default()
         };
-        match remora_transport::client::connect(&file, &observer, Duration::from_secs(5), |_| {}).await {
+        match remora_transport::client::connect(&file, &observer, Duration::from_secs(5), |_| {})
+            .await
+        {
             Ok(c) => {
                 c.conn.close(0u32.into(), b"probe");
                 c.info.devices.iter().any(|d| d.emulated)

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use remora_transport::endpoint::Identity;
 use remora_protocol::ConnectionFile;
 use remora_server::emulated::EmulatedBackend;
 use remora_server::{Backend, Server, ServerConfig};
+use remora_transport::endpoint::Identity;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum BackendKind {
@@ -266,7 +266,11 @@ fn serve_pool(
         println!(
             "remora: pool of {} member(s){} on {local}",
             args.members.len(),
-            if args.members_dns.is_some() { " and DNS" } else { "" }
+            if args.members_dns.is_some() {
+                " and DNS"
+            } else {
+                ""
+            }
         );
         println!("remora: connection file {}", path.display());
         tokio::select! {

@@ -26,9 +26,10 @@ pub fn status(connection: &Path, json: bool) -> anyhow::Result<i32> {
             observer: true,
             ..Default::default()
         };
-        let c = remora_transport::client::connect(&file, &observer, Duration::from_secs(10), |_| {})
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let c =
+            remora_transport::client::connect(&file, &observer, Duration::from_secs(10), |_| {})
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let link = Link::new(c, NoData);
         let reply = link
             .call(&Request::Status, &[], None)

@@ -128,8 +128,7 @@ pub async fn watch(pool: Arc<Pool>, id: MemberId) {
             return;
         }
         let addr = m.file.address;
-        match remora_transport::client::connect(&m.file, &observer, CONNECT_TIMEOUT, |_| {}).await
-        {
+        match remora_transport::client::connect(&m.file, &observer, CONNECT_TIMEOUT, |_| {}).await {
             Ok(c) => {
                 let gpus: Vec<(u32, u64)> = c
                     .info

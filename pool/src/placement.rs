@@ -62,7 +62,9 @@ pub struct SessionId(pub u64);
 pub enum State {
     Placed(Placement),
     /// Waiting; 1 is next.
-    Queued { place: u32 },
+    Queued {
+        place: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -163,9 +165,10 @@ impl Scheduler {
         }
         let per = want.per_gpu_memory();
         let most_gpus = known.iter().map(|m| m.gpus.len()).max().unwrap_or(0);
-        if known.iter().any(|m| {
-            m.gpus.iter().filter(|g| g.total_mem >= per).count() >= want.gpus as usize
-        }) {
+        if known
+            .iter()
+            .any(|m| m.gpus.iter().filter(|g| g.total_mem >= per).count() >= want.gpus as usize)
+        {
             return None;
         }
         let biggest = known
@@ -291,7 +294,9 @@ impl Scheduler {
             let mut free: Vec<&Gpu> = m
                 .gpus
                 .iter()
-                .filter(|g| g.sessions < self.per_gpu && g.total_mem - g.reserved.min(g.total_mem) >= per)
+                .filter(|g| {
+                    g.sessions < self.per_gpu && g.total_mem - g.reserved.min(g.total_mem) >= per
+                })
                 .collect();
             if free.len() < want.gpus as usize {
                 continue;
@@ -344,7 +349,11 @@ mod tests {
         let mut s = Scheduler::new(per_gpu);
         for (i, gpus) in members.iter().enumerate() {
             let id = s.add_member(format!("m{i}"));
-            let g: Vec<(u32, u64)> = gpus.iter().enumerate().map(|(j, &m)| (j as u32, m)).collect();
+            let g: Vec<(u32, u64)> = gpus
+                .iter()
+                .enumerate()
+                .map(|(j, &m)| (j as u32, m))
+                .collect();
             s.member_up(id, &g);
         }
         s
@@ -401,7 +410,11 @@ mod tests {
         assert_eq!(s.queue().0, 2);
         let freed = placed(&s, a);
         s.release(a);
-        assert_eq!(placed(&s, c), freed, "the head of the queue gets the freed GPU");
+        assert_eq!(
+            placed(&s, c),
+            freed,
+            "the head of the queue gets the freed GPU"
+        );
         assert_eq!(s.state(d), Some(State::Queued { place: 1 }));
         s.release(d);
         assert_eq!(s.state(d), None);
@@ -414,7 +427,11 @@ mod tests {
         let a = s.request(want(1, 3 * G)).unwrap();
         let b = s.request(want(1, 2 * G)).unwrap();
         assert!(matches!(s.state(a), Some(State::Placed(_))));
-        assert_eq!(s.state(b), Some(State::Queued { place: 1 }), "only 1 GiB is left");
+        assert_eq!(
+            s.state(b),
+            Some(State::Queued { place: 1 }),
+            "only 1 GiB is left"
+        );
         let c = s.request(want(1, G)).unwrap();
         assert_eq!(
             s.state(c),
@@ -434,9 +451,15 @@ mod tests {
         let e = s.request(want(1, 16 * G)).unwrap_err();
         assert!(e.contains("16384 MiB") && e.contains("8192 MiB"), "{e}");
         let e = s.request(want(2, 16 * G)).unwrap_err();
-        assert!(e.contains("no member of this pool has 2 GPUs with 8192 MiB"), "{e}");
+        assert!(
+            e.contains("no member of this pool has 2 GPUs with 8192 MiB"),
+            "{e}"
+        );
         assert!(s.request(want(0, 0)).is_err());
-        assert!(s.request(want(2, 8 * G)).is_ok(), "two 4 GiB GPUs hold 8 GiB");
+        assert!(
+            s.request(want(2, 8 * G)).is_ok(),
+            "two 4 GiB GPUs hold 8 GiB"
+        );
     }
 
     #[test]

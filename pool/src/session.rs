@@ -183,9 +183,7 @@ async fn observe(hello: Hello, pool: &Pool) -> Result<(), ServeError> {
             continue;
         };
         let reply = match req {
-            Request::Status => Reply::ok(ReplyBody::Status {
-                json: status(pool),
-            }),
+            Request::Status => Reply::ok(ReplyBody::Status { json: status(pool) }),
             other => Reply::error(
                 CuStatus::NOT_PERMITTED,
                 format!("{} from an observer: ask for a GPU first", other.name()),
@@ -207,7 +205,10 @@ pub fn status(pool: &Pool) -> String {
     let sessions: Vec<serde_json::Value> = sched
         .sessions()
         .map(|(id, p, memory, age)| {
-            placed.entry(p.member).or_default().push(serde_json::json!(id.0));
+            placed
+                .entry(p.member)
+                .or_default()
+                .push(serde_json::json!(id.0));
             serde_json::json!({
                 "id": id.0,
                 "member": members.get(p.member).map(|m| m.file.address.to_string()),
@@ -362,9 +363,17 @@ async fn forward(
 /// window for each of its devices: those the session was not given get windows of their own,
 /// away from the client's, that nothing will ever use.
 fn translate(req: &mut Request, placement: &Placement, member_devices: u32) {
-    let map = |d: u32| placement.gpus.get(d as usize).copied().unwrap_or(NO_SUCH_DEVICE);
+    let map = |d: u32| {
+        placement
+            .gpus
+            .get(d as usize)
+            .copied()
+            .unwrap_or(NO_SUCH_DEVICE)
+    };
     match req {
-        Request::CtxCreate { device, .. } | Request::MemGetInfo { device } => *device = map(*device),
+        Request::CtxCreate { device, .. } | Request::MemGetInfo { device } => {
+            *device = map(*device)
+        }
         Request::SetWindows { windows } => {
             let mut out: Vec<Window> = windows
                 .iter()
@@ -414,7 +423,12 @@ mod tests {
         assert!(matches!(r, Request::CtxCreate { device: 2, .. }));
         let mut r = Request::MemGetInfo { device: 2 };
         translate(&mut r, &p, 3);
-        assert_eq!(r, Request::MemGetInfo { device: NO_SUCH_DEVICE });
+        assert_eq!(
+            r,
+            Request::MemGetInfo {
+                device: NO_SUCH_DEVICE
+            }
+        );
     }
 
     #[test]
@@ -442,7 +456,10 @@ mod tests {
         assert_eq!(windows[0].device, 1, "the client's window is for its GPU");
         for (i, a) in windows.iter().enumerate() {
             for b in &windows[i + 1..] {
-                assert!(a.base + a.size <= b.base || b.base + b.size <= a.base, "{a:?} {b:?}");
+                assert!(
+                    a.base + a.size <= b.base || b.base + b.size <= a.base,
+                    "{a:?} {b:?}"
+                );
             }
         }
     }

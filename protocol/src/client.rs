@@ -207,7 +207,14 @@ impl ClientConn {
         let inline = self.queue(req, FLAG_REPLY, payload);
         let (dst, len) = read.unwrap_or((0, 0));
         let t = self.owe(dst, len, false);
-        Ok((t, if inline { Flush::Now } else { Flush::NowThenPayload }))
+        Ok((
+            t,
+            if inline {
+                Flush::Now
+            } else {
+                Flush::NowThenPayload
+            },
+        ))
     }
 
     /// The answer to a call that only waits for queued work ([`Request::waits_only`]) when
@@ -340,7 +347,9 @@ impl ClientConn {
         if let Some(r) = self.done.remove(&ticket) {
             return Some(Ok(r));
         }
-        self.lost.as_ref().map(|why| Err(ConnError::Lost(why.clone())))
+        self.lost
+            .as_ref()
+            .map(|why| Err(ConnError::Lost(why.clone())))
     }
 
     /// Marks the connection lost: every waiting and later call fails with `why`.

@@ -105,7 +105,9 @@ pub enum FrameEvent {
 enum State {
     Prefix,
     Header(FramePrefix),
-    Payload { remaining: u64 },
+    Payload {
+        remaining: u64,
+    },
     /// A peer sent bytes no correct peer sends; nothing after them can be trusted.
     Failed,
 }

@@ -250,8 +250,9 @@ impl ServerHandshake {
             }));
         }
         if version != PROTOCOL_VERSION {
-            let why =
-                format!("server speaks Remora protocol {PROTOCOL_VERSION}, client speaks {version}");
+            let why = format!(
+                "server speaks Remora protocol {PROTOCOL_VERSION}, client speaks {version}"
+            );
             return Some(Ok(ServerDecision::Refuse {
                 reply: server_hello(Outcome::VersionMismatch, why.as_bytes()),
                 why,
@@ -329,7 +330,10 @@ mod tests {
                 }
             }
         }
-        let reply = match server.poll(&hello[n - 1..]).expect("a whole hello decides")? {
+        let reply = match server
+            .poll(&hello[n - 1..])
+            .expect("a whole hello decides")?
+        {
             ServerDecision::Hello { request: r, rest } => {
                 assert_eq!(r, request());
                 assert_eq!(rest, b"first request", "bytes after the hello are kept");

@@ -184,7 +184,10 @@ impl Request {
     /// Whether the request's frame carries bytes after it (host-to-device data, a module
     /// image). Every other request's payload is ignored.
     pub fn carries_payload(&self) -> bool {
-        matches!(self, Request::MemcpyHtoD { .. } | Request::ModuleLoad { .. })
+        matches!(
+            self,
+            Request::MemcpyHtoD { .. } | Request::ModuleLoad { .. }
+        )
     }
 
     /// The name used in logs and error messages.

@@ -226,14 +226,23 @@ fn asynchronous_calls_wait_in_one_batch_for_the_next_synchronising_call() {
         for i in 0..200u64 {
             p.post(memset(buf + i, i as u32, 1), &[]);
         }
-        assert_eq!(p.writes, writes, "nothing written before a synchronising call");
+        assert_eq!(
+            p.writes, writes,
+            "nothing written before a synchronising call"
+        );
         let r = p.call(dtoh(buf, 200), Some((0xAAAA, 200)));
         assert_eq!(r.status, 0);
-        assert_eq!(p.writes, writes + 1, "the batch and the call leave in one write");
+        assert_eq!(
+            p.writes,
+            writes + 1,
+            "the batch and the call leave in one write"
+        );
         let expect: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
         assert_eq!(p.host.0[&0xAAAA], expect);
         assert_eq!(p.server.seen.len(), 1 + 200 + 1);
-        assert!(p.server.seen[1..201].iter().all(|&(n, r)| n == "Memset" && !r));
+        assert!(p.server.seen[1..201]
+            .iter()
+            .all(|&(n, r)| n == "Memset" && !r));
     }
 }
 
@@ -246,7 +255,11 @@ fn a_large_batch_is_written_before_any_synchronising_call() {
     for _ in 0..5 {
         p.post(htod(buf), &data);
     }
-    assert_eq!(p.writes, writes + 1, "256 KiB of queued calls flush by themselves");
+    assert_eq!(
+        p.writes,
+        writes + 1,
+        "256 KiB of queued calls flush by themselves"
+    );
 }
 
 #[test]
@@ -276,12 +289,24 @@ fn replies_reach_their_own_callers_whatever_order_they_are_taken_in() {
     p.post(memset(buf, 5, 32), &[]);
     // Three threads' calls queued before any reply is read.
     let (a, _) = p.client.call(&dtoh(buf, 8), &[], Some((100, 8))).unwrap();
-    let (b, _) = p.client.call(&Request::MemAlloc { ctx: 1, size: 16 }, &[], None).unwrap();
+    let (b, _) = p
+        .client
+        .call(&Request::MemAlloc { ctx: 1, size: 16 }, &[], None)
+        .unwrap();
     p.post(memset(buf + 32, 9, 32), &[]);
-    let (c, _) = p.client.call(&dtoh(buf + 28, 8), &[], Some((200, 8))).unwrap();
-    assert!(p.client.take_reply(a).is_none(), "nothing before the bytes arrive");
+    let (c, _) = p
+        .client
+        .call(&dtoh(buf + 28, 8), &[], Some((200, 8)))
+        .unwrap();
+    assert!(
+        p.client.take_reply(a).is_none(),
+        "nothing before the bytes arrive"
+    );
     p.pump(None);
-    assert!(matches!(p.client.take_reply(b).unwrap().unwrap().body, ReplyBody::Ptr { .. }));
+    assert!(matches!(
+        p.client.take_reply(b).unwrap().unwrap().body,
+        ReplyBody::Ptr { .. }
+    ));
     assert_eq!(p.client.take_reply(c).unwrap().unwrap().status, 0);
     assert_eq!(p.client.take_reply(a).unwrap().unwrap().status, 0);
     assert_eq!(p.host.0[&100], [5; 8]);
@@ -317,9 +342,16 @@ fn pending_reads_land_with_the_next_round_trip_and_their_errors_are_deferred() {
     let r = p.call(Request::Flush, None);
     assert_eq!(p.host.0[&0x5000], [3; 64]);
     assert!(!p.client.reads_pending(0x5000, 64));
-    assert_eq!(CuStatus(r.status), CuStatus::INVALID_VALUE, "the failed copy is reported");
+    assert_eq!(
+        CuStatus(r.status),
+        CuStatus::INVALID_VALUE,
+        "the failed copy is reported"
+    );
     assert_eq!(r.message, "bad read");
-    assert!(p.client.take_reply(t).is_none(), "an asynchronous copy's reply is nobody's");
+    assert!(
+        p.client.take_reply(t).is_none(),
+        "an asynchronous copy's reply is nobody's"
+    );
     assert_eq!(p.call(Request::Flush, None).status, 0);
 }
 
@@ -346,7 +378,9 @@ fn payload_on_a_request_that_takes_none_is_skipped() {
         evs.push(e);
     }
     assert_eq!(evs.len(), 2);
-    assert!(evs.iter().all(|e| matches!(e, ServerEvent::Call { payload_len: 0, .. })));
+    assert!(evs
+        .iter()
+        .all(|e| matches!(e, ServerEvent::Call { payload_len: 0, .. })));
 }
 
 #[test]
@@ -356,7 +390,10 @@ fn a_broken_server_fails_every_waiting_and_later_call() {
     let e = c
         .handle_bytes(Bytes::from_static(&[0xff; 32]), &mut Host::default())
         .unwrap_err();
-    assert!(matches!(e, ConnError::Lost(ref m) if m.contains("bad reply")), "{e}");
+    assert!(
+        matches!(e, ConnError::Lost(ref m) if m.contains("bad reply")),
+        "{e}"
+    );
     assert!(matches!(c.take_reply(t), Some(Err(ConnError::Lost(_)))));
     assert!(c.call(&Request::Flush, &[], None).is_err());
     assert!(c.post(&Request::Flush, &[]).is_err());
@@ -367,14 +404,19 @@ fn a_reply_nobody_asked_for_or_with_the_wrong_length_is_a_protocol_error() {
     let mut s = ServerConn::new();
     s.reply(&Reply::ok(ReplyBody::None), 0);
     let mut c = ClientConn::new();
-    assert!(c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default()).is_err());
+    assert!(c
+        .handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default())
+        .is_err());
 
     let mut c = ClientConn::new();
     let _ = c.call(&dtoh(0, 8), &[], Some((0, 8))).unwrap();
     s.reply(&Reply::ok(ReplyBody::Data), 9);
     s.reply_data().extend_from_slice(&[0; 9]);
     let e = c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default());
-    assert!(matches!(e, Err(ConnError::Lost(ref m)) if m.contains("9 bytes, 8 expected")), "{e:?}");
+    assert!(
+        matches!(e, Err(ConnError::Lost(ref m)) if m.contains("9 bytes, 8 expected")),
+        "{e:?}"
+    );
 }
 
 fn info() -> ServerInfo {
@@ -418,7 +460,9 @@ fn handshake_then_calls_in_the_same_flight() {
         panic!("accepted");
     };
     assert_eq!(got, info());
-    early.handle_bytes(Bytes::from(rest), &mut Host::default()).unwrap();
+    early
+        .handle_bytes(Bytes::from(rest), &mut Host::default())
+        .unwrap();
     assert_eq!(early.take_reply(t).unwrap().unwrap().status, 0);
     assert_eq!(early.take_reply(Ticket(99)), None);
 }
@@ -445,16 +489,26 @@ fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip()
     let sync = Request::CtxSynchronize { ctx: 1 };
     let mut p = Pair::new(64);
     let buf = p.alloc(16);
-    assert!(p.client.answer_locally(&sync).is_some(), "idle, nothing queued");
     assert!(
-        p.client.answer_locally(&Request::MemAlloc { ctx: 1, size: 1 }).is_none(),
+        p.client.answer_locally(&sync).is_some(),
+        "idle, nothing queued"
+    );
+    assert!(
+        p.client
+            .answer_locally(&Request::MemAlloc { ctx: 1, size: 1 })
+            .is_none(),
         "only calls that merely wait"
     );
     p.post(memset(buf, 1, 16), &[]);
-    assert!(p.client.answer_locally(&sync).is_none(), "work queued since");
+    assert!(
+        p.client.answer_locally(&sync).is_none(),
+        "work queued since"
+    );
     assert_eq!(p.call(dtoh(buf, 16), Some((1, 16))).status, 0);
     let writes = p.writes;
-    let r = p.client.answer_locally(&Request::StreamSynchronize { ctx: 1, stream: 0 });
+    let r = p
+        .client
+        .answer_locally(&Request::StreamSynchronize { ctx: 1, stream: 0 });
     assert_eq!(r.map(|r| r.status), Some(0), "the copy's reply covered it");
     assert_eq!(p.writes, writes);
     assert_eq!(p.client.stats().local.get("StreamSynchronize"), Some(&1));

@@ -317,9 +317,7 @@ async fn receive(
             hash,
             bytes,
         } => match image(shared, hash, bytes) {
-            Ok(img) => {
-                tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img))
-            }
+            Ok(img) => tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img)),
             Err(e) => Err(e),
         },
     })

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use remora_transport::endpoint::{self, EndpointError, Identity};
 use remora_protocol::messages::ServerInfo;
+use remora_transport::endpoint::{self, EndpointError, Identity};
 
 pub use backend::{Backend, CuError, DeviceSession};
 

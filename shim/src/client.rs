@@ -142,7 +142,8 @@ fn connect_inner() -> Result<Client, ConnectError> {
         format!("{CONNECTION_ENV} is not set: run the application under `remora run` or point it at a server's connection file")
     });
     let path = path.map_err(fail)?;
-    let file = ConnectionFile::read(std::path::Path::new(&path)).map_err(|e| fail(e.to_string()))?;
+    let file =
+        ConnectionFile::read(std::path::Path::new(&path)).map_err(|e| fail(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -320,7 +321,8 @@ impl Client {
 
     /// A round trip whose reply carries `out.len()` bytes of data, read straight into `out`.
     pub fn call_read(&self, req: &Request, out: &mut [u8]) -> ShimResult<Reply> {
-        let read = (!out.is_empty()).then(|| (out.as_mut_ptr() as usize as u64, out.len() as u64));
+        let read =
+            (!out.is_empty()).then_some((out.as_mut_ptr() as usize as u64, out.len() as u64));
         self.call_with(req, &[], read)
     }
 

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -22,8 +25,14 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `a/b.rs` and `a/b/mod.rs` -> `a::b`; `lib.rs`/`main.rs` -> the crate root "".
 fn module_path(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let mut parts: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts.join("::")
@@ -76,7 +85,9 @@ fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn parent(m: &str) -> String {
-    m.rsplit_once("::").map(|(p, _)| p.to_string()).unwrap_or_default()
+    m.rsplit_once("::")
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default()
 }
 
 fn related(a: &str, b: &str) -> bool {
@@ -87,7 +98,15 @@ fn related(a: &str, b: &str) -> bool {
 #[test]
 fn no_module_imports_a_module_that_imports_it_back() {
     let mut cycles = Vec::new();
-    for krate in ["protocol", "transport", "pool", "shim", "server", "emulator", "cli"] {
+    for krate in [
+        "protocol",
+        "transport",
+        "pool",
+        "shim",
+        "server",
+        "emulator",
+        "cli",
+    ] {
         let src = root().join(krate).join("src");
         let e = edges(&src);
         for (a, bs) in &e {
@@ -107,7 +126,11 @@ fn the_checker_sees_a_cycle_when_there_is_one() {
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("src/lib.rs"), "mod a;\nmod b;\n").unwrap();
     std::fs::write(dir.join("src/a.rs"), "use crate::b::thing;\n").unwrap();
-    std::fs::write(dir.join("src/b.rs"), "// crate::a in a comment is no import\nuse super::a::x;\n").unwrap();
+    std::fs::write(
+        dir.join("src/b.rs"),
+        "// crate::a in a comment is no import\nuse super::a::x;\n",
+    )
+    .unwrap();
     let e = edges(&dir.join("src"));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(e["a"].contains("b") && e["b"].contains("a"), "{e:?}");
@@ -132,7 +155,9 @@ fn nothing_points_outside_the_repository() {
             };
             for (i, line) in text.lines().enumerate() {
                 // The pattern is split so this file does not match itself.
-                if line.contains(concat!("../", "shared")) || line.contains(concat!("shared/", "docs")) {
+                if line.contains(concat!("../", "shared"))
+                    || line.contains(concat!("shared/", "docs"))
+                {
                     hits.push(format!("{}:{}", p.display(), i + 1));
                 }
             }

@@ -52,7 +52,10 @@ impl Pool {
             .expect("starting the pool");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !connection.exists() {
-            assert!(Instant::now() < deadline, "the pool wrote no connection file");
+            assert!(
+                Instant::now() < deadline,
+                "the pool wrote no connection file"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let pool = Self {
@@ -138,9 +141,15 @@ fn sessions_spread_over_members_and_a_third_queues_until_one_finishes() {
         let out = done(t);
         let all = text(&out);
         assert!(out.status.success(), "trial {i}: {all}");
-        assert!(all.contains("trial devices=1 value=1.999998"), "trial {i}: {all}");
+        assert!(
+            all.contains("trial devices=1 value=1.999998"),
+            "trial {i}: {all}"
+        );
         if i == 2 {
-            assert!(all.contains("place 1 in the queue"), "the third waited: {all}");
+            assert!(
+                all.contains("place 1 in the queue"),
+                "the third waited: {all}"
+            );
         }
     }
     pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.is_empty()));
@@ -150,11 +159,22 @@ fn sessions_spread_over_members_and_a_third_queues_until_one_finishes() {
 fn memory_is_a_quota_and_impossible_requests_fail_at_once() {
     let a = member(None);
     let pool = Pool::start(&[&a.connection], &[]);
-    let out = done(pool.trial(&["3", "0", "100"], &["--memory", "64M"]).spawn().unwrap());
+    let out = done(
+        pool.trial(&["3", "0", "100"], &["--memory", "64M"])
+            .spawn()
+            .unwrap(),
+    );
     let all = text(&out);
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("alloc 100 MiB -> 2"), "OUT_OF_MEMORY past the quota: {all}");
-    let out = done(pool.trial(&["3", "0", "16"], &["--memory", "64M"]).spawn().unwrap());
+    assert!(
+        all.contains("alloc 100 MiB -> 2"),
+        "OUT_OF_MEMORY past the quota: {all}"
+    );
+    let out = done(
+        pool.trial(&["3", "0", "16"], &["--memory", "64M"])
+            .spawn()
+            .unwrap(),
+    );
     assert!(text(&out).contains("alloc 16 MiB -> 0"), "{}", text(&out));
 
     for (opts, says) in [
@@ -167,7 +187,10 @@ fn memory_is_a_quota_and_impossible_requests_fail_at_once() {
         assert!(!out.status.success(), "{opts:?}: {all}");
         assert!(all.contains("-> 100"), "CUDA_ERROR_NO_DEVICE: {all}");
         assert!(all.contains(says), "{opts:?} says why: {all}");
-        assert!(started.elapsed() < Duration::from_secs(5), "at once, not queued");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "at once, not queued"
+        );
     }
 }
 
@@ -178,11 +201,22 @@ fn a_session_that_waits_past_its_queue_timeout_gets_no_device() {
     let hold = pool.trial(&["3", "4000"], &[]).spawn().unwrap();
     pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 1));
     let started = Instant::now();
-    let out = done(pool.trial(&["1", "0"], &["--queue-timeout", "1"]).spawn().unwrap());
+    let out = done(
+        pool.trial(&["1", "0"], &["--queue-timeout", "1"])
+            .spawn()
+            .unwrap(),
+    );
     let all = text(&out);
     assert!(!out.status.success(), "{all}");
-    assert!(all.contains("-> 100") && all.contains("REMORA_QUEUE_TIMEOUT"), "{all}");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        all.contains("-> 100") && all.contains("REMORA_QUEUE_TIMEOUT"),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(done(hold).status.success());
 }
 
@@ -221,7 +255,13 @@ fn a_killed_member_fails_only_its_session_within_10_s_and_is_used_again_when_bac
     let waited = killed.elapsed();
     assert!(!out.status.success(), "{}", text(&out));
     assert!(waited < Duration::from_secs(10), "failed after {waited:?}");
-    pool.wait_for(|s| s["members"].as_array().unwrap().iter().any(|m| m["state"] == "missing"));
+    pool.wait_for(|s| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["state"] == "missing")
+    });
     // A retry lands on the live member.
     let retry = pool.trial(&["20", "0"], &[]).output().unwrap();
     assert!(retry.status.success(), "{}", text(&retry));
@@ -235,7 +275,13 @@ fn a_killed_member_fails_only_its_session_within_10_s_and_is_used_again_when_bac
         "--state-dir",
         a.dir.0.to_str().unwrap(),
     ]);
-    pool.wait_for(|s| s["members"].as_array().unwrap().iter().all(|m| m["state"] == "up"));
+    pool.wait_for(|s| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] == "up")
+    });
 }
 
 #[test]
@@ -274,7 +320,11 @@ fn a_member_with_wrong_credentials_is_named_and_retried_not_fatal() {
     assert_eq!(s["members"][0]["state"], "up");
     assert_ne!(s["members"][1]["state"], "up");
     let out = pool.trial(&["3", "0"], &[]).output().unwrap();
-    assert!(out.status.success(), "the good member serves: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "the good member serves: {}",
+        text(&out)
+    );
     let _ = child.wait();
 }
 
@@ -427,7 +477,10 @@ fn members_found_by_dns_are_added_and_removed_while_the_pool_runs() {
     let t = pool.trial(&["3", "1000"], &[]).spawn().unwrap();
     let s = pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 1));
     assert!(
-        s["sessions"][0]["member"].as_str().unwrap().starts_with("127.0.0.3:"),
+        s["sessions"][0]["member"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.3:"),
         "{s:#}"
     );
     assert!(done(t).status.success());

@@ -27,14 +27,19 @@ fn a_trial_costs_three_round_trips_and_its_last_synchronisation_none() {
     // ModuleLoad, MemAlloc, MemcpyDtoH: the address windows, every launch and the memset are
     // queued, and the cuCtxSynchronize after the copy has nothing left to wait for.
     assert!(
-        stats.contains("8 asynchronous calls, 3 round trips, 1 synchronising calls answered locally"),
+        stats.contains(
+            "8 asynchronous calls, 3 round trips, 1 synchronising calls answered locally"
+        ),
         "{stats}"
     );
     assert!(
         stats.contains("round trips by call: MemAlloc 1, MemcpyDtoH 1, ModuleLoad 1\n"),
         "{stats}"
     );
-    assert!(stats.contains("answered locally by call: CtxSynchronize 1"), "{stats}");
+    assert!(
+        stats.contains("answered locally by call: CtxSynchronize 1"),
+        "{stats}"
+    );
     assert!(stats.contains("asynchronous by call: Launch 5"), "{stats}");
 }
 
@@ -59,7 +64,10 @@ fn work_queued_before_a_synchronisation_makes_it_a_round_trip() {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0);
-    assert!(syncs >= 3, "each synchronisation after a memset is a round trip: {stats}");
+    assert!(
+        syncs >= 3,
+        "each synchronisation after a memset is a round trip: {stats}"
+    );
     // Without REMORA_STATS nothing is printed.
     let out = server.command(&prog).args(["1", "0"]).output().unwrap();
     assert!(!text(&out).contains("remora: stats"), "{}", text(&out));

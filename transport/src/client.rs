@@ -44,7 +44,9 @@ pub async fn connect(
 ) -> Result<Connected, ConnectError> {
     let addr = file.address;
     let fail = |e: &dyn std::fmt::Display| {
-        ConnectError::Failed(format!("cannot connect to the Remora server at {addr}: {e}"))
+        ConnectError::Failed(format!(
+            "cannot connect to the Remora server at {addr}: {e}"
+        ))
     };
     let endpoint = endpoint::client(addr, file.cert_sha256).map_err(|e| fail(&e))?;
     let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| fail(&e))?;
@@ -171,8 +173,12 @@ impl<S: Sink + Send> Link<S> {
             let flush = st.0.post(req, payload)?;
             (st.0.take_transmit(), flush)
         };
-        self.write(&mut send, &bytes, (flush == Flush::NowThenPayload).then_some(payload))
-            .await
+        self.write(
+            &mut send,
+            &bytes,
+            (flush == Flush::NowThenPayload).then_some(payload),
+        )
+        .await
     }
 
     /// Queues an asynchronous device-to-host copy into `dst` (`len` bytes), delivered through
@@ -286,13 +292,11 @@ impl<S: Sink + Send> Link<S> {
                 }
                 Ok(None) => {
                     // The server's reason, if it closes the connection right behind the stream.
-                    let why = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        self.conn.closed(),
-                    )
-                    .await
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|_| "the server closed the call stream".into());
+                    let why =
+                        tokio::time::timeout(std::time::Duration::from_secs(1), self.conn.closed())
+                            .await
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|_| "the server closed the call stream".into());
                     Err(self.lost(why))
                 }
                 Err(e) => Err(self.lost(e)),

@@ -91,7 +91,9 @@ impl Hello {
 
     /// Tells the client its place in the queue (1: next).
     pub async fn queued(&mut self, place: u32) -> Result<(), ServeError> {
-        self.send.write_all(&handshake::server_queued(place)).await?;
+        self.send
+            .write_all(&handshake::server_queued(place))
+            .await?;
         Ok(())
     }
 

@@ -77,7 +77,11 @@ pub enum Step {
         hash: [u8; 32],
     },
     /// Reply with `size` bytes of device memory from `src`, if `check` allows.
-    Send { src: u64, size: u64, check: CuResult<()> },
+    Send {
+        src: u64,
+        size: u64,
+        check: CuResult<()>,
+    },
     /// Say whether the server holds the module image `hash`.
     HaveImage { hash: [u8; 32] },
     /// Report the server's state (`remora status`).
@@ -144,13 +148,13 @@ impl Session {
     /// that move bulk bytes are checked here and their bytes moved by the connection.
     pub fn handle(&mut self, req: Request) -> Step {
         use Request as R;
-        if !req.waits_only() && !matches!(req, R::Status | R::ModuleHave { .. } | R::MemGetInfo { .. }) {
+        if !req.waits_only()
+            && !matches!(req, R::Status | R::ModuleHave { .. } | R::MemGetInfo { .. })
+        {
             self.synced = false;
         }
         let done = match req {
-            R::MemcpyHtoD { ctx, stream, dst } => {
-                return Step::Receive { ctx, stream, dst }
-            }
+            R::MemcpyHtoD { ctx, stream, dst } => return Step::Receive { ctx, stream, dst },
             R::MemcpyDtoH {
                 ctx,
                 stream,
@@ -165,9 +169,7 @@ impl Session {
             }
             R::ModuleHave { hash } => return Step::HaveImage { hash },
             R::Status => return Step::Status,
-            R::ModuleLoad { ctx, module, hash } => {
-                return Step::ReceiveImage { ctx, module, hash }
-            }
+            R::ModuleLoad { ctx, module, hash } => return Step::ReceiveImage { ctx, module, hash },
             R::SetWindows { .. } => Err(CuError::new(
                 CuStatus::ILLEGAL_STATE,
                 "address windows are already set",

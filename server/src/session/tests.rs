@@ -1287,7 +1287,11 @@ fn bulk_requests_become_steps_for_the_connection() {
             stream: 0,
             dst: 0x10,
         }),
-        Step::Receive { ctx: A, stream: 0, dst: 0x10 }
+        Step::Receive {
+            ctx: A,
+            stream: 0,
+            dst: 0x10
+        }
     ));
     // A read is checked before any byte moves.
     let Step::Send { check, .. } = s.handle(Request::MemcpyDtoH {
