@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::Bytes;
 
 use crate::frame::{self, FrameDecoder, FrameEvent, FLAG_REPLY};
-use crate::messages::{decode, encode, Reply, Request};
+use crate::messages::{decode, encode, Reply, ReplyKind, Request};
 
 /// Payloads up to this size are copied into the batch; larger ones are written by the caller
 /// straight after it, from its own memory.
@@ -71,6 +71,8 @@ struct Owed {
     asynchronous: bool,
     /// The number of frames queued when this one was.
     seq: u64,
+    /// The body a successful reply must carry.
+    expects: ReplyKind,
 }
 
 /// A reply being received.
@@ -157,7 +159,7 @@ impl ClientConn {
         inline
     }
 
-    fn owe(&mut self, dst: u64, len: u64, asynchronous: bool) -> Ticket {
+    fn owe(&mut self, dst: u64, len: u64, asynchronous: bool, expects: ReplyKind) -> Ticket {
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
         self.owed.push_back(Owed {
@@ -166,6 +168,7 @@ impl ClientConn {
             len,
             asynchronous,
             seq: self.seq,
+            expects,
         });
         ticket
     }
@@ -191,7 +194,7 @@ impl ClientConn {
         self.alive()?;
         *self.stats.posted.entry(req.name()).or_default() += 1;
         self.queue(req, FLAG_REPLY, &[]);
-        Ok(self.owe(dst, len, true))
+        Ok(self.owe(dst, len, true, req.reply_kind()))
     }
 
     /// Queues a synchronising call; the batch must be transmitted now. If `read` names a
@@ -206,7 +209,7 @@ impl ClientConn {
         *self.stats.round_trips.entry(req.name()).or_default() += 1;
         let inline = self.queue(req, FLAG_REPLY, payload);
         let (dst, len) = read.unwrap_or((0, 0));
-        let t = self.owe(dst, len, false);
+        let t = self.owe(dst, len, false, req.reply_kind());
         Ok((
             t,
             if inline {
@@ -282,6 +285,13 @@ impl ClientConn {
                         Ok(r) => r,
                         Err(e) => return Err(self.fail(format!("bad reply from the server: {e}"))),
                     };
+                    if reply.status == 0 && reply.body.kind() != owed.expects {
+                        return Err(self.fail(format!(
+                            "the server answered {:?} with a {:?} reply",
+                            owed.expects,
+                            reply.body.kind()
+                        )));
+                    }
                     if prefix.payload_len != 0 && prefix.payload_len != owed.len {
                         return Err(self.fail(format!(
                             "reply carries {} bytes, {} expected",

@@ -167,6 +167,42 @@ pub enum Request {
 }
 
 impl Request {
+    /// The body a successful reply to this request carries: the client refuses any other as a
+    /// protocol error, so a request and its reply type cannot drift apart.
+    pub fn reply_kind(&self) -> ReplyKind {
+        match self {
+            Request::MemAlloc { .. } => ReplyKind::Ptr,
+            Request::MemGetInfo { .. } => ReplyKind::MemInfo,
+            Request::MemcpyDtoH { .. } => ReplyKind::Data,
+            Request::EventElapsed { .. } => ReplyKind::Elapsed,
+            Request::ModuleHave { .. } => ReplyKind::Have,
+            Request::ModuleLoad { .. } => ReplyKind::Module,
+            Request::Status => ReplyKind::Status,
+            Request::SetWindows { .. }
+            | Request::Flush
+            | Request::CtxCreate { .. }
+            | Request::CtxDestroy { .. }
+            | Request::CtxSynchronize { .. }
+            | Request::CtxReset { .. }
+            | Request::MemFree { .. }
+            | Request::MemcpyHtoD { .. }
+            | Request::MemcpyDtoD { .. }
+            | Request::Memset { .. }
+            | Request::StreamCreate { .. }
+            | Request::StreamDestroy { .. }
+            | Request::StreamSynchronize { .. }
+            | Request::StreamQuery { .. }
+            | Request::StreamWaitEvent { .. }
+            | Request::EventCreate { .. }
+            | Request::EventRecord { .. }
+            | Request::EventSynchronize { .. }
+            | Request::EventQuery { .. }
+            | Request::EventDestroy { .. }
+            | Request::ModuleUnload { .. }
+            | Request::Launch { .. } => ReplyKind::None,
+        }
+    }
+
     /// Whether the request only waits for (or asks about) work already queued, changing
     /// nothing: when no work is outstanding, its answer is success without asking.
     pub fn waits_only(&self) -> bool {
@@ -250,6 +286,34 @@ pub struct GlobalDesc {
     pub name: String,
     pub addr: u64,
     pub size: u64,
+}
+
+/// Which [`ReplyBody`] a request's successful reply carries ([`Request::reply_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    None,
+    Ptr,
+    MemInfo,
+    Data,
+    Elapsed,
+    Have,
+    Module,
+    Status,
+}
+
+impl ReplyBody {
+    pub fn kind(&self) -> ReplyKind {
+        match self {
+            ReplyBody::None => ReplyKind::None,
+            ReplyBody::Ptr { .. } => ReplyKind::Ptr,
+            ReplyBody::MemInfo { .. } => ReplyKind::MemInfo,
+            ReplyBody::Data => ReplyKind::Data,
+            ReplyBody::Elapsed { .. } => ReplyKind::Elapsed,
+            ReplyBody::Have { .. } => ReplyKind::Have,
+            ReplyBody::Module { .. } => ReplyKind::Module,
+            ReplyBody::Status { .. } => ReplyKind::Status,
+        }
+    }
 }
 
 /// What a reply carries besides its status.

@@ -522,3 +522,25 @@ fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip()
     p.alloc(16);
     assert!(p.client.answer_locally(&sync).is_none());
 }
+
+#[test]
+fn a_reply_of_the_wrong_type_is_a_protocol_error() {
+    let mut s = ServerConn::new();
+    let mut c = ClientConn::new();
+    let (t, _) = c.call(&Request::MemAlloc { ctx: 1, size: 8 }, &[], None).unwrap();
+    // A successful reply to an allocation must carry a pointer.
+    s.reply(&Reply::ok(ReplyBody::None), 0);
+    let e = c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default());
+    assert!(matches!(e, Err(ConnError::Lost(ref m)) if m.contains("Ptr")), "{e:?}");
+    assert!(matches!(c.take_reply(t), Some(Err(_))));
+    // An error reply carries no body, whatever was asked.
+    let mut c = ClientConn::new();
+    let (t, _) = c.call(&Request::MemAlloc { ctx: 1, size: 8 }, &[], None).unwrap();
+    s.reply(&Reply::error(CuStatus::OUT_OF_MEMORY, "full"), 0);
+    c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default())
+        .unwrap();
+    assert_eq!(
+        CuStatus(c.take_reply(t).unwrap().unwrap().status),
+        CuStatus::OUT_OF_MEMORY
+    );
+}

@@ -189,6 +189,7 @@ int main(void) {
     CHECK(cuMemAlloc(&gone, 256));
     CHECK(cuMemFree(gone));
     EXPECT_ERR(cuMemFree(gone), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuMemFree(0), CUDA_SUCCESS); /* cudaFree(0), cudart's start-up idiom */
     EXPECT_ERR(cuMemcpyHtoD(a + (1 << 20) - 8, src, 16), CUDA_ERROR_INVALID_VALUE);
     EXPECT_ERR(cuMemcpyDtoH(dst, a + 4, 1 << 20), CUDA_ERROR_INVALID_VALUE);
     EXPECT_ERR(cuMemAlloc(NULL, 16), CUDA_ERROR_INVALID_VALUE);

@@ -78,6 +78,10 @@ pub fn alloc_pitch(
 }
 
 pub fn free(ptr: u64) -> ShimResult<()> {
+    // `cudaFree(0)`, cudart's classic start-up idiom, frees the null pointer: that succeeds.
+    if ptr == 0 {
+        return Ok(());
+    }
     let ctx = registry().memory(|s| match s.allocs.get(&ptr) {
         Some(a) if a.module.is_none() => {
             let ctx = a.ctx;
