@@ -137,12 +137,16 @@ fn prepend(var: &str, values: &[&Path]) -> OsString {
     parts.join(std::ffi::OsStr::new(":"))
 }
 
-/// Whether the server offers emulated GPUs (asked with a handshake; false if it cannot be
-/// reached: the application will then report the failure itself).
+/// Whether the server offers emulated GPUs: as its connection file says, else asked with a
+/// handshake (false if it cannot be reached: the application will then report the failure).
 fn serves_emulated(conn: &Path) -> bool {
     let Ok(file) = remora_protocol::ConnectionFile::read(conn) else {
         return false;
     };
+    // The server said so in its connection file: no need to ask it (round trips at start-up).
+    if let Some(emulated) = file.emulated {
+        return emulated;
+    }
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -180,6 +180,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
             address: advertised(&args, local),
             cert_sha256: identity.fingerprint(),
             token,
+            emulated: Some(kind == "emulated"),
         };
         let path = args
             .connection_file
@@ -252,10 +253,12 @@ fn serve_pool(
         })
         .with_context(|| format!("listening on {}", args.listen))?;
         let local = pool.local_addr()?;
+        // Members may differ: clients ask the pool what its GPUs are.
         let file = ConnectionFile {
             address: advertised(&args, local),
             cert_sha256: identity.fingerprint(),
             token,
+            emulated: None,
         };
         let path = args
             .connection_file

@@ -6,7 +6,11 @@
 //! address = 127.0.0.1:4433
 //! cert_sha256 = 3f...
 //! token = 9a...
+//! gpus = emulated
 //! ```
+//!
+//! `gpus` (`emulated` or `real`) is optional: with it, `remora run` knows how to prepare CUDA
+//! clients without asking the server first (a pool, whose members may differ, leaves it out).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +20,8 @@ pub struct ConnectionFile {
     pub address: SocketAddr,
     pub cert_sha256: [u8; 32],
     pub token: String,
+    /// Whether the server's GPUs are emulated, when it is known for all of them.
+    pub emulated: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +51,7 @@ impl ConnectionFile {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ConnectionFileError> {
-        let (mut address, mut cert, mut token) = (None, None, None);
+        let (mut address, mut cert, mut token, mut emulated) = (None, None, None, None);
         let invalid = |line: usize, what: String| ConnectionFileError::Invalid {
             path: path.into(),
             line,
@@ -78,6 +84,18 @@ impl ConnectionFile {
                     cert = Some(h);
                 }
                 "token" => token = Some(v.to_string()),
+                "gpus" => {
+                    emulated = Some(match v {
+                        "emulated" => true,
+                        "real" => false,
+                        _ => {
+                            return Err(invalid(
+                                i + 1,
+                                format!("gpus must be `emulated` or `real`, not `{v}`"),
+                            ))
+                        }
+                    })
+                }
                 other => return Err(invalid(i + 1, format!("unknown key `{other}`"))),
             }
         }
@@ -89,13 +107,19 @@ impl ConnectionFile {
             address: address.ok_or_else(|| missing("address"))?,
             cert_sha256: cert.ok_or_else(|| missing("cert_sha256"))?,
             token: token.ok_or_else(|| missing("token"))?,
+            emulated,
         })
     }
 
     pub fn render(&self) -> String {
+        let gpus = match self.emulated {
+            Some(true) => "gpus = emulated\n",
+            Some(false) => "gpus = real\n",
+            None => "",
+        };
         format!(
             "# Remora connection file: give it to clients as REMORA_CONNECTION or --connection.\n\
-             address = {}\ncert_sha256 = {}\ntoken = {}\n",
+             address = {}\ncert_sha256 = {}\ntoken = {}\n{gpus}",
             self.address,
             hex::encode(self.cert_sha256),
             self.token
@@ -129,8 +153,17 @@ mod tests {
             address: "127.0.0.1:4433".parse().unwrap(),
             cert_sha256: [0xab; 32],
             token: "t0k".into(),
+            emulated: None,
         };
         assert_eq!(ConnectionFile::parse(&c.render(), "x").unwrap(), c);
+        for emulated in [Some(true), Some(false)] {
+            let c = ConnectionFile { emulated, ..c.clone() };
+            assert_eq!(ConnectionFile::parse(&c.render(), "x").unwrap(), c);
+        }
+        let e = ConnectionFile::parse(&c.render().replace("token", "gpus = some\ntoken"), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("emulated") && e.contains("some"), "{e}");
     }
 
     #[test]
