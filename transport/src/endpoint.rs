@@ -103,9 +103,17 @@ fn transport(loopback: bool) -> quinn::TransportConfig {
             .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6000))),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
-    t.receive_window(quinn::VarInt::from_u32(128 << 20));
-    t.send_window(128 << 20);
+    // Flow-control windows must cover the bandwidth-delay product (1 Gbit/s at 150 ms is
+    // 19 MB); REMORA_WINDOW raises them for faster or longer links.
+    let window = std::env::var("REMORA_WINDOW")
+        .ok()
+        .and_then(|v| parse_bytes(&v))
+        .unwrap_or(128 << 20)
+        .clamp(1 << 20, (1 << 62) - 1);
+    t.stream_receive_window(quinn::VarInt::from_u64(window / 2).unwrap_or(quinn::VarInt::MAX));
+    t.receive_window(quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX));
+    t.send_window(window);
+    t.congestion_controller_factory(congestion());
     if loopback {
         // Datagram size is the big lever on loopback (3x); GSO must then be off, or segments
         // above the kernel's 64 KiB limit are dropped silently.
@@ -115,6 +123,30 @@ fn transport(loopback: bool) -> quinn::TransportConfig {
         t.enable_segmentation_offload(false);
     }
     t
+}
+
+/// The congestion controller: BBR by default, because loss-based controllers (Cubic, NewReno)
+/// collapse on links with random loss; `REMORA_CONGESTION=cubic|newreno|bbr` chooses.
+fn congestion() -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    match std::env::var("REMORA_CONGESTION").as_deref() {
+        Ok("cubic") => Arc::new(CubicConfig::default()),
+        Ok("newreno") => Arc::new(NewRenoConfig::default()),
+        _ => Arc::new(BbrConfig::default()),
+    }
+}
+
+/// `64M`, `1G`, `1048576`.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (num, shift) = match t.chars().last()? {
+        'K' => (&t[..t.len() - 1], 10),
+        'M' => (&t[..t.len() - 1], 20),
+        'G' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Endpoint settings: on loopback, allow 64 KiB datagrams. Each side advertises this limit and
