@@ -221,6 +221,11 @@ fn bandwidth_cap_paces_a_megabyte_over_a_second() {
     wait_for(&relay, Duration::from_secs(10), |s| {
         s.to_upstream.forwarded_datagrams == 1000
     });
+    // The last datagram forwarded may still be on its way to the upstream's socket.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while upstream.received().len() < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let received = upstream.received();
     assert_eq!(received.len(), 1000);
     let elapsed = received
@@ -448,6 +453,11 @@ fn full_queue_drops_and_counts_instead_of_growing() {
     assert!(up.forwarded_datagrams >= 10, "{up:?}");
     assert_eq!(up.dropped_datagrams, up.overflowed_datagrams);
     assert_eq!(up.dropped_bytes, up.overflowed_datagrams * 1000);
+    // The last datagram forwarded may still be on its way to the upstream's socket.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while (upstream.received().len() as u64) < up.forwarded_datagrams && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(upstream.received().len() as u64, up.forwarded_datagrams);
 }
 

@@ -405,6 +405,8 @@ fn translate(req: &mut Request, placement: &Placement, member_devices: u32) {
 
 #[cfg(test)]
 mod tests {
+    use remora_protocol::messages::CtxId;
+
     use super::*;
 
     #[test]
@@ -415,7 +417,7 @@ mod tests {
             memory_per_gpu: 0,
         };
         let mut r = Request::CtxCreate {
-            ctx: 1,
+            ctx: CtxId(1),
             device: 0,
             flags: 0,
         };

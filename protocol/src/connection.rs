@@ -157,7 +157,10 @@ mod tests {
         };
         assert_eq!(ConnectionFile::parse(&c.render(), "x").unwrap(), c);
         for emulated in [Some(true), Some(false)] {
-            let c = ConnectionFile { emulated, ..c.clone() };
+            let c = ConnectionFile {
+                emulated,
+                ..c.clone()
+            };
             assert_eq!(ConnectionFile::parse(&c.render(), "x").unwrap(), c);
         }
         let e = ConnectionFile::parse(&c.render().replace("token", "gpus = some\ntoken"), "f")

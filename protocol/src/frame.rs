@@ -243,7 +243,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{decode, encode, Request};
+    use crate::messages::{decode, encode, CtxId, Request, StreamId};
 
     fn events(d: &mut FrameDecoder) -> Vec<FrameEvent> {
         let mut out = Vec::new();
@@ -272,8 +272,8 @@ mod tests {
     #[test]
     fn frames_split_at_every_byte_reassemble() {
         let req = Request::MemcpyHtoD {
-            ctx: 1,
-            stream: 0,
+            ctx: CtxId(1),
+            stream: StreamId(0),
             dst: 0x7000_0000_0000,
         };
         let header = encode(&req);

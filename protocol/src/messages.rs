@@ -7,6 +7,42 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+/// Declares the handle newtypes: client-minted numbers the server only checks and maps.
+macro_rules! handles {
+    ($($(#[$doc:meta])* $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(
+                Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+                PartialOrd, Ord, Default,
+            )]
+            pub struct $name(pub u64);
+
+            impl std::fmt::LowerHex for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    std::fmt::LowerHex::fmt(&self.0, f)
+                }
+            }
+        )*
+    };
+}
+
+handles! {
+    /// A context.
+    CtxId;
+    /// A stream; 0 is a context's default stream.
+    StreamId;
+    /// An event.
+    EventId;
+    /// A loaded module.
+    ModuleId;
+}
+
+impl StreamId {
+    /// A context's default (legacy) stream.
+    pub const DEFAULT: StreamId = StreamId(0);
+}
+
 /// An address window the client reserved in its own process for one device; the server places
 /// that device's allocations inside it, so device pointers never collide with host memory.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,52 +67,52 @@ pub enum Request {
         device: u32,
     },
     CtxCreate {
-        ctx: u64,
+        ctx: CtxId,
         device: u32,
         flags: u32,
     },
     CtxDestroy {
-        ctx: u64,
+        ctx: CtxId,
     },
     CtxSynchronize {
-        ctx: u64,
+        ctx: CtxId,
     },
     /// `cuDevicePrimaryCtxReset`: frees everything the context owns.
     CtxReset {
-        ctx: u64,
+        ctx: CtxId,
     },
     MemAlloc {
-        ctx: u64,
+        ctx: CtxId,
         size: u64,
     },
     MemFree {
-        ctx: u64,
+        ctx: CtxId,
         ptr: u64,
     },
     /// Host to device; the bytes follow as the frame's payload.
     MemcpyHtoD {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         dst: u64,
     },
     /// Device to host; the reply's payload carries `size` bytes.
     MemcpyDtoH {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         src: u64,
         size: u64,
     },
     MemcpyDtoD {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         dst: u64,
         src: u64,
         size: u64,
     },
     /// `height` rows of `width` elements of `elem` bytes (1, 2, 4), rows `pitch` bytes apart.
     Memset {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         dst: u64,
         pitch: u64,
         value: u32,
@@ -85,54 +121,54 @@ pub enum Request {
         height: u64,
     },
     StreamCreate {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         flags: u32,
         priority: i32,
     },
     StreamDestroy {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
     },
     StreamSynchronize {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
     },
     StreamQuery {
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
     },
     StreamWaitEvent {
-        ctx: u64,
-        stream: u64,
-        event: u64,
+        ctx: CtxId,
+        stream: StreamId,
+        event: EventId,
     },
     EventCreate {
-        ctx: u64,
-        event: u64,
+        ctx: CtxId,
+        event: EventId,
         flags: u32,
     },
     EventRecord {
-        ctx: u64,
-        event: u64,
-        stream: u64,
+        ctx: CtxId,
+        event: EventId,
+        stream: StreamId,
     },
     EventSynchronize {
-        ctx: u64,
-        event: u64,
+        ctx: CtxId,
+        event: EventId,
     },
     EventQuery {
-        ctx: u64,
-        event: u64,
+        ctx: CtxId,
+        event: EventId,
     },
     EventElapsed {
-        ctx: u64,
-        start: u64,
-        end: u64,
+        ctx: CtxId,
+        start: EventId,
+        end: EventId,
     },
     EventDestroy {
-        ctx: u64,
-        event: u64,
+        ctx: CtxId,
+        event: EventId,
     },
     /// Whether the server already holds the module image with this content hash.
     ModuleHave {
@@ -141,13 +177,13 @@ pub enum Request {
     /// Loads a module image; the image bytes follow as the payload unless the server already
     /// has `hash` (then the payload is empty).
     ModuleLoad {
-        ctx: u64,
-        module: u64,
+        ctx: CtxId,
+        module: ModuleId,
         hash: [u8; 32],
     },
     ModuleUnload {
-        ctx: u64,
-        module: u64,
+        ctx: CtxId,
+        module: ModuleId,
     },
     /// What the server (or pool) is doing: its devices, sessions, members and queue, as JSON
     /// for `remora status`. Allowed before `SetWindows`.
@@ -155,9 +191,9 @@ pub enum Request {
     /// A kernel launch. `params` is the packed parameter buffer laid out per the function's
     /// [`KernelDesc`].
     Launch {
-        ctx: u64,
-        stream: u64,
-        module: u64,
+        ctx: CtxId,
+        stream: StreamId,
+        module: ModuleId,
         kernel: u32,
         grid: [u32; 3],
         block: [u32; 3],
@@ -464,16 +500,19 @@ mod tests {
 
     fn arb_request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            any::<(u64, u64)>().prop_map(|(ctx, size)| Request::MemAlloc { ctx, size }),
+            any::<(u64, u64)>().prop_map(|(ctx, size)| Request::MemAlloc {
+                ctx: CtxId(ctx),
+                size
+            }),
             any::<(u64, u64, u64)>().prop_map(|(ctx, stream, dst)| Request::MemcpyHtoD {
-                ctx,
-                stream,
+                ctx: CtxId(ctx),
+                stream: StreamId(stream),
                 dst
             }),
             any::<(u64, u64, u32, u8, u64)>().prop_map(|(ctx, dst, value, elem, width)| {
                 Request::Memset {
-                    ctx,
-                    stream: 0,
+                    ctx: CtxId(ctx),
+                    stream: StreamId::DEFAULT,
                     dst,
                     pitch: width,
                     value,
@@ -496,9 +535,9 @@ mod tests {
                 any::<[u32; 3]>()
             )
                 .prop_map(|(module, params, grid)| Request::Launch {
-                    ctx: 1,
-                    stream: 0,
-                    module,
+                    ctx: CtxId(1),
+                    stream: StreamId::DEFAULT,
+                    module: ModuleId(module),
                     kernel: 3,
                     grid,
                     block: [32, 1, 1],
@@ -506,8 +545,8 @@ mod tests {
                     params
                 }),
             any::<[u8; 32]>().prop_map(|hash| Request::ModuleLoad {
-                ctx: 1,
-                module: 2,
+                ctx: CtxId(1),
+                module: ModuleId(2),
                 hash
             }),
         ]

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use remora_protocol::handshake::{
     server_accept, ClientEvent, ClientHandshake, HandshakeError, ServerDecision, ServerHandshake,
 };
-use remora_protocol::messages::{DeviceInfo, ReplyBody, ServerInfo, SessionRequest};
+use remora_protocol::messages::{
+    CtxId, DeviceInfo, ReplyBody, ServerInfo, SessionRequest, StreamId,
+};
 use remora_protocol::{
     ClientConn, ConnError, CuStatus, Flush, Reply, Request, ServerConn, ServerEvent, Sink, Ticket,
 };
@@ -180,7 +182,16 @@ impl Pair {
     }
 
     fn alloc(&mut self, size: u64) -> u64 {
-        match self.call(Request::MemAlloc { ctx: 1, size }, None).body {
+        match self
+            .call(
+                Request::MemAlloc {
+                    ctx: CtxId(1),
+                    size,
+                },
+                None,
+            )
+            .body
+        {
             ReplyBody::Ptr { ptr } => ptr,
             b => panic!("{b:?}"),
         }
@@ -189,16 +200,16 @@ impl Pair {
 
 fn htod(dst: u64) -> Request {
     Request::MemcpyHtoD {
-        ctx: 1,
-        stream: 0,
+        ctx: CtxId(1),
+        stream: StreamId(0),
         dst,
     }
 }
 
 fn dtoh(src: u64, size: u64) -> Request {
     Request::MemcpyDtoH {
-        ctx: 1,
-        stream: 0,
+        ctx: CtxId(1),
+        stream: StreamId(0),
         src,
         size,
     }
@@ -206,8 +217,8 @@ fn dtoh(src: u64, size: u64) -> Request {
 
 fn memset(dst: u64, value: u32, width: u64) -> Request {
     Request::Memset {
-        ctx: 1,
-        stream: 0,
+        ctx: CtxId(1),
+        stream: StreamId(0),
         dst,
         pitch: width,
         value,
@@ -291,7 +302,14 @@ fn replies_reach_their_own_callers_whatever_order_they_are_taken_in() {
     let (a, _) = p.client.call(&dtoh(buf, 8), &[], Some((100, 8))).unwrap();
     let (b, _) = p
         .client
-        .call(&Request::MemAlloc { ctx: 1, size: 16 }, &[], None)
+        .call(
+            &Request::MemAlloc {
+                ctx: CtxId(1),
+                size: 16,
+            },
+            &[],
+            None,
+        )
         .unwrap();
     p.post(memset(buf + 32, 9, 32), &[]);
     let (c, _) = p
@@ -486,7 +504,7 @@ fn handshake_refusals_say_why() {
 
 #[test]
 fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip() {
-    let sync = Request::CtxSynchronize { ctx: 1 };
+    let sync = Request::CtxSynchronize { ctx: CtxId(1) };
     let mut p = Pair::new(64);
     let buf = p.alloc(16);
     assert!(
@@ -495,7 +513,10 @@ fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip()
     );
     assert!(
         p.client
-            .answer_locally(&Request::MemAlloc { ctx: 1, size: 1 })
+            .answer_locally(&Request::MemAlloc {
+                ctx: CtxId(1),
+                size: 1
+            })
             .is_none(),
         "only calls that merely wait"
     );
@@ -506,9 +527,10 @@ fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip()
     );
     assert_eq!(p.call(dtoh(buf, 16), Some((1, 16))).status, 0);
     let writes = p.writes;
-    let r = p
-        .client
-        .answer_locally(&Request::StreamSynchronize { ctx: 1, stream: 0 });
+    let r = p.client.answer_locally(&Request::StreamSynchronize {
+        ctx: CtxId(1),
+        stream: StreamId(0),
+    });
     assert_eq!(r.map(|r| r.status), Some(0), "the copy's reply covered it");
     assert_eq!(p.writes, writes);
     assert_eq!(p.client.stats().local.get("StreamSynchronize"), Some(&1));
@@ -527,15 +549,36 @@ fn a_synchronisation_with_nothing_outstanding_is_answered_without_a_round_trip()
 fn a_reply_of_the_wrong_type_is_a_protocol_error() {
     let mut s = ServerConn::new();
     let mut c = ClientConn::new();
-    let (t, _) = c.call(&Request::MemAlloc { ctx: 1, size: 8 }, &[], None).unwrap();
+    let (t, _) = c
+        .call(
+            &Request::MemAlloc {
+                ctx: CtxId(1),
+                size: 8,
+            },
+            &[],
+            None,
+        )
+        .unwrap();
     // A successful reply to an allocation must carry a pointer.
     s.reply(&Reply::ok(ReplyBody::None), 0);
     let e = c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default());
-    assert!(matches!(e, Err(ConnError::Lost(ref m)) if m.contains("Ptr")), "{e:?}");
+    assert!(
+        matches!(e, Err(ConnError::Lost(ref m)) if m.contains("Ptr")),
+        "{e:?}"
+    );
     assert!(matches!(c.take_reply(t), Some(Err(_))));
     // An error reply carries no body, whatever was asked.
     let mut c = ClientConn::new();
-    let (t, _) = c.call(&Request::MemAlloc { ctx: 1, size: 8 }, &[], None).unwrap();
+    let (t, _) = c
+        .call(
+            &Request::MemAlloc {
+                ctx: CtxId(1),
+                size: 8,
+            },
+            &[],
+            None,
+        )
+        .unwrap();
     s.reply(&Reply::error(CuStatus::OUT_OF_MEMORY, "full"), 0);
     c.handle_bytes(Bytes::from(s.take_transmit()), &mut Host::default())
         .unwrap();

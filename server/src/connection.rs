@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora_protocol::messages::{Reply, ReplyBody, Request, Window};
+use remora_protocol::messages::{CtxId, ModuleId, Reply, ReplyBody, Request, Window};
 use remora_protocol::{CuStatus, ServerEvent};
 use remora_transport::server::{self, Calls, ServeError, CHUNK};
 use sha2::Digest;
@@ -45,8 +45,8 @@ enum Inbound {
     },
     /// A module image being gathered (capacity reserved up to its announced size).
     Image {
-        ctx: u64,
-        module: u64,
+        ctx: CtxId,
+        module: ModuleId,
         hash: [u8; 32],
         bytes: Vec<u8>,
     },

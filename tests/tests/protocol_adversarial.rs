@@ -8,6 +8,7 @@ use std::time::Duration;
 use remora_protocol::frame::{encode_prefixed, FramePrefix, FLAG_REPLY, PREFIX_LEN};
 use remora_protocol::handshake;
 use remora_protocol::messages::{decode, encode, Reply, ReplyBody, Request, Window};
+use remora_protocol::messages::{CtxId, StreamId};
 use remora_protocol::{ConnectionFile, MAGIC};
 use remora_transport::{client, endpoint};
 use support::*;
@@ -67,7 +68,7 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
         let mut a = Raw::connect(&file, 0x7000_0000_0000).await;
         a.send(
             &Request::CtxCreate {
-                ctx: 1,
+                ctx: CtxId(1),
                 device: 0,
                 flags: 0,
             },
@@ -75,14 +76,22 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
             0,
         )
         .await;
-        let r = a.call(&Request::MemAlloc { ctx: 1, size: 4096 }, &[]).await;
+        let r = a
+            .call(
+                &Request::MemAlloc {
+                    ctx: CtxId(1),
+                    size: 4096,
+                },
+                &[],
+            )
+            .await;
         let ReplyBody::Ptr { ptr } = r.body else {
             panic!("{r:?}")
         };
         a.send(
             &Request::MemcpyHtoD {
-                ctx: 1,
-                stream: 0,
+                ctx: CtxId(1),
+                stream: StreamId(0),
                 dst: ptr,
             },
             &[7u8; 4096],
@@ -93,7 +102,7 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
         let mut b = Raw::connect(&file, 0x6000_0000_0000).await;
         b.send(
             &Request::CtxCreate {
-                ctx: 1,
+                ctx: CtxId(1),
                 device: 0,
                 flags: 0,
             },
@@ -104,8 +113,8 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
         let r = b
             .call(
                 &Request::MemcpyDtoH {
-                    ctx: 1,
-                    stream: 0,
+                    ctx: CtxId(1),
+                    stream: StreamId(0),
                     src: ptr,
                     size: 16,
                 },
@@ -113,13 +122,13 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
             )
             .await;
         assert_eq!(r.status, 1, "read of another client's memory: {r:?}");
-        let r = b.call(&Request::MemFree { ctx: 1, ptr }, &[]).await;
+        let r = b.call(&Request::MemFree { ctx: CtxId(1), ptr }, &[]).await;
         assert_eq!(r.status, 1, "free of another client's memory: {r:?}");
         let r = b
             .call(
                 &Request::MemcpyHtoD {
-                    ctx: 1,
-                    stream: 0,
+                    ctx: CtxId(1),
+                    stream: StreamId(0),
                     dst: ptr,
                 },
                 &[0u8; 16],
@@ -129,8 +138,8 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
         let r = b
             .call(
                 &Request::Memset {
-                    ctx: 1,
-                    stream: 0,
+                    ctx: CtxId(1),
+                    stream: StreamId(0),
                     dst: ptr,
                     pitch: 16,
                     value: 0,
@@ -144,16 +153,24 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
         assert_eq!(r.status, 1, "memset of another client's memory: {r:?}");
         // Handles are per client too.
         let r = b
-            .call(&Request::StreamSynchronize { ctx: 1, stream: 99 }, &[])
+            .call(
+                &Request::StreamSynchronize {
+                    ctx: CtxId(1),
+                    stream: StreamId(99),
+                },
+                &[],
+            )
             .await;
         assert_eq!(r.status, 400, "{r:?}");
-        let r = b.call(&Request::CtxSynchronize { ctx: 12345 }, &[]).await;
+        let r = b
+            .call(&Request::CtxSynchronize { ctx: CtxId(12345) }, &[])
+            .await;
         assert_eq!(r.status, 201, "{r:?}");
         // A deferred error from an asynchronous call surfaces at the next synchronising call.
         b.send(
             &Request::MemcpyDtoD {
-                ctx: 1,
-                stream: 0,
+                ctx: CtxId(1),
+                stream: StreamId(0),
                 dst: ptr,
                 src: ptr,
                 size: 8,
@@ -162,16 +179,20 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
             0,
         )
         .await;
-        let r = b.call(&Request::CtxSynchronize { ctx: 1 }, &[]).await;
+        let r = b
+            .call(&Request::CtxSynchronize { ctx: CtxId(1) }, &[])
+            .await;
         assert_eq!(r.status, 1, "deferred error: {r:?}");
-        let r = b.call(&Request::CtxSynchronize { ctx: 1 }, &[]).await;
+        let r = b
+            .call(&Request::CtxSynchronize { ctx: CtxId(1) }, &[])
+            .await;
         assert_eq!(r.status, 0, "reported once: {r:?}");
 
         // A's memory is untouched.
         a.send(
             &Request::MemcpyDtoH {
-                ctx: 1,
-                stream: 0,
+                ctx: CtxId(1),
+                stream: StreamId(0),
                 src: ptr,
                 size: 4096,
             },

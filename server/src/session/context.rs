@@ -1,13 +1,13 @@
 //! Contexts: create, destroy, reset, synchronize.
 
-use remora_protocol::messages::ReplyBody;
+use remora_protocol::messages::{CtxId, ModuleId, ReplyBody};
 use remora_protocol::CuStatus;
 
 use super::{AllocKind, Ctx, Session};
 use crate::backend::{CuError, CuResult};
 
 impl Session {
-    pub(super) fn ctx_create(&mut self, ctx: u64, device: u32) -> CuResult<ReplyBody> {
+    pub(super) fn ctx_create(&mut self, ctx: CtxId, device: u32) -> CuResult<ReplyBody> {
         if device >= self.device_count {
             return Err(CuError::new(
                 CuStatus::INVALID_DEVICE,
@@ -32,7 +32,7 @@ impl Session {
 
     /// Destroys a context and everything it owns, also after a fault. A backend failure while
     /// freeing is reported after everything else has been released.
-    pub(super) fn ctx_destroy(&mut self, ctx: u64) -> CuResult<ReplyBody> {
+    pub(super) fn ctx_destroy(&mut self, ctx: CtxId) -> CuResult<ReplyBody> {
         self.known_ctx(ctx)?;
         let released = self.release_context(ctx);
         self.contexts.remove(&ctx);
@@ -40,7 +40,7 @@ impl Session {
     }
 
     /// `cuDevicePrimaryCtxReset`: releases everything the context owns and clears its fault.
-    pub(super) fn ctx_reset(&mut self, ctx: u64) -> CuResult<ReplyBody> {
+    pub(super) fn ctx_reset(&mut self, ctx: CtxId) -> CuResult<ReplyBody> {
         self.known_ctx(ctx)?;
         let released = self.release_context(ctx);
         if let Some(c) = self.contexts.get_mut(&ctx) {
@@ -49,7 +49,7 @@ impl Session {
         released.map(|()| ReplyBody::None)
     }
 
-    pub(super) fn ctx_synchronize(&mut self, ctx: u64) -> CuResult<ReplyBody> {
+    pub(super) fn ctx_synchronize(&mut self, ctx: CtxId) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
         self.backend.synchronize()?;
         self.synced = true;
@@ -57,7 +57,7 @@ impl Session {
     }
 
     /// A context of this client, faulted or not (destroy and reset work after a fault).
-    fn known_ctx(&self, ctx: u64) -> CuResult<()> {
+    fn known_ctx(&self, ctx: CtxId) -> CuResult<()> {
         if self.contexts.contains_key(&ctx) {
             Ok(())
         } else {
@@ -70,9 +70,9 @@ impl Session {
 
     /// Frees everything a context owns: its modules (and their globals), allocations, streams
     /// and events. Keeps going past a backend failure and returns the first one.
-    fn release_context(&mut self, ctx: u64) -> CuResult<()> {
+    fn release_context(&mut self, ctx: CtxId) -> CuResult<()> {
         let mut first = Ok(());
-        let modules: Vec<u64> = self
+        let modules: Vec<ModuleId> = self
             .modules
             .iter()
             .filter(|(_, m)| m.ctx == ctx)

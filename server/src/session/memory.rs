@@ -1,6 +1,6 @@
 //! Device memory: allocation, free, copies and memsets, and memory info.
 
-use remora_protocol::messages::ReplyBody;
+use remora_protocol::messages::{CtxId, ReplyBody, StreamId};
 use remora_protocol::CuStatus;
 
 use super::{Alloc, AllocKind, Session};
@@ -8,7 +8,7 @@ use crate::backend::{CuError, CuResult};
 
 impl Session {
     /// Validates a host-to-device copy before its bytes are read off the wire.
-    pub fn begin_write(&self, ctx: u64, stream: u64, dst: u64, len: u64) -> CuResult<()> {
+    pub fn begin_write(&self, ctx: CtxId, stream: StreamId, dst: u64, len: u64) -> CuResult<()> {
         self.stream(ctx, stream)?;
         self.check_range(dst, len)
     }
@@ -17,7 +17,7 @@ impl Session {
         self.backend.write(dst, data)
     }
 
-    pub fn begin_read(&self, ctx: u64, stream: u64, src: u64, len: u64) -> CuResult<()> {
+    pub fn begin_read(&self, ctx: CtxId, stream: StreamId, src: u64, len: u64) -> CuResult<()> {
         self.stream(ctx, stream)?;
         self.check_range(src, len)
     }
@@ -37,7 +37,7 @@ impl Session {
         Ok(ReplyBody::MemInfo { free, total })
     }
 
-    pub(super) fn mem_alloc(&mut self, ctx: u64, size: u64) -> CuResult<ReplyBody> {
+    pub(super) fn mem_alloc(&mut self, ctx: CtxId, size: u64) -> CuResult<ReplyBody> {
         let device = self.ctx(ctx)?.device;
         if size == 0 {
             return Err(CuError::new(
@@ -70,7 +70,7 @@ impl Session {
     }
 
     /// Frees an allocation `ctx` made. Module globals go with their module only.
-    pub(super) fn mem_free(&mut self, ctx: u64, ptr: u64) -> CuResult<ReplyBody> {
+    pub(super) fn mem_free(&mut self, ctx: CtxId, ptr: u64) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
         let refuse = |why: String| Err(CuError::new(CuStatus::INVALID_VALUE, why));
         match self.allocs.get(&ptr) {
@@ -97,8 +97,8 @@ impl Session {
 
     pub(super) fn memcpy_dtod(
         &mut self,
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         dst: u64,
         src: u64,
         size: u64,
@@ -115,8 +115,8 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn memset(
         &mut self,
-        ctx: u64,
-        stream: u64,
+        ctx: CtxId,
+        stream: StreamId,
         dst: u64,
         pitch: u64,
         value: u32,

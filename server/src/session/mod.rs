@@ -24,7 +24,7 @@ mod stream;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use remora_protocol::messages::{ReplyBody, Request};
+use remora_protocol::messages::{CtxId, EventId, ModuleId, ReplyBody, Request, StreamId};
 use remora_protocol::CuStatus;
 
 use crate::backend::{CuError, CuResult, DeviceSession};
@@ -36,7 +36,7 @@ struct Ctx {
 }
 
 struct Event {
-    ctx: u64,
+    ctx: CtxId,
     timing: bool,
     recorded: Option<Instant>,
 }
@@ -50,12 +50,12 @@ enum AllocKind {
 
 struct Alloc {
     size: u64,
-    ctx: u64,
+    ctx: CtxId,
     kind: AllocKind,
 }
 
 struct Module {
-    ctx: u64,
+    ctx: CtxId,
     /// Per kernel, the bytes its parameter buffer must hold (the end of its last parameter).
     kernels: Vec<u64>,
     globals: Vec<u64>,
@@ -69,11 +69,15 @@ pub enum Step {
     /// The request's payload is bytes for device memory at `dst`, in `ctx`'s `stream`
     /// (checked with [`Session::begin_write`] once the length is known). Bytes of a failed
     /// copy are consumed and dropped.
-    Receive { ctx: u64, stream: u64, dst: u64 },
+    Receive {
+        ctx: CtxId,
+        stream: StreamId,
+        dst: u64,
+    },
     /// The request's payload is a module image (or, when empty, one the server has by `hash`).
     ReceiveImage {
-        ctx: u64,
-        module: u64,
+        ctx: CtxId,
+        module: ModuleId,
         hash: [u8; 32],
     },
     /// Reply with `size` bytes of device memory from `src`, if `check` allows.
@@ -91,11 +95,11 @@ pub enum Step {
 pub struct Session {
     backend: Box<dyn DeviceSession>,
     device_count: u32,
-    contexts: HashMap<u64, Ctx>,
+    contexts: HashMap<CtxId, Ctx>,
     /// Stream handle -> the context that created it.
-    streams: HashMap<u64, u64>,
-    events: HashMap<u64, Event>,
-    modules: HashMap<u64, Module>,
+    streams: HashMap<StreamId, CtxId>,
+    events: HashMap<EventId, Event>,
+    modules: HashMap<ModuleId, Module>,
     allocs: BTreeMap<u64, Alloc>,
     /// The first error of an asynchronous call, reported by the next synchronising call.
     deferred: Option<CuError>,
@@ -108,7 +112,7 @@ pub struct Session {
     held: u64,
 }
 
-fn invalid_handle(what: &str, h: u64) -> CuError {
+fn invalid_handle(what: &str, h: impl std::fmt::LowerHex) -> CuError {
     CuError::new(
         CuStatus::INVALID_HANDLE,
         format!("unknown {what} handle {h:#x}"),
@@ -118,7 +122,7 @@ fn invalid_handle(what: &str, h: u64) -> CuError {
 /// A handle of this client used in a call that names another of its contexts. Refused as the
 /// driver refuses it, and because otherwise a call naming a healthy context could reach the
 /// work of a faulted (sticky) one.
-fn not_owned(what: &str, h: u64, owner: u64, ctx: u64) -> CuError {
+fn not_owned(what: &str, h: impl std::fmt::LowerHex, owner: CtxId, ctx: CtxId) -> CuError {
     CuError::new(
         CuStatus::INVALID_HANDLE,
         format!("{what} {h:#x} belongs to context {owner:#x}, not to context {ctx:#x} named in the call"),
@@ -282,7 +286,7 @@ impl Session {
     }
 
     /// A context of this client that has not faulted.
-    fn ctx(&self, ctx: u64) -> CuResult<&Ctx> {
+    fn ctx(&self, ctx: CtxId) -> CuResult<&Ctx> {
         let c = self.contexts.get(&ctx).ok_or_else(|| {
             CuError::new(
                 CuStatus::INVALID_CONTEXT,
@@ -296,9 +300,9 @@ impl Session {
     }
 
     /// A stream `ctx` may use: its default stream (0) or one it created.
-    fn stream(&self, ctx: u64, stream: u64) -> CuResult<()> {
+    fn stream(&self, ctx: CtxId, stream: StreamId) -> CuResult<()> {
         self.ctx(ctx)?;
-        if stream == 0 {
+        if stream == StreamId::DEFAULT {
             return Ok(());
         }
         match self.streams.get(&stream) {
@@ -309,7 +313,7 @@ impl Session {
     }
 
     /// An event created in `ctx`.
-    fn event(&self, ctx: u64, event: u64) -> CuResult<&Event> {
+    fn event(&self, ctx: CtxId, event: EventId) -> CuResult<&Event> {
         self.ctx(ctx)?;
         match self.events.get(&event) {
             Some(e) if e.ctx == ctx => Ok(e),
@@ -319,7 +323,7 @@ impl Session {
     }
 
     /// A module loaded in `ctx`.
-    fn module(&self, ctx: u64, module: u64) -> CuResult<&Module> {
+    fn module(&self, ctx: CtxId, module: ModuleId) -> CuResult<&Module> {
         self.ctx(ctx)?;
         match self.modules.get(&module) {
             Some(m) if m.ctx == ctx => Ok(m),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use remora_protocol::messages::ReplyBody;
+use remora_protocol::messages::{CtxId, ModuleId, ReplyBody, StreamId};
 use remora_protocol::CuStatus;
 
 use super::{invalid_handle, Alloc, AllocKind, Module, Session};
@@ -10,7 +10,7 @@ use crate::backend::{CuError, CuResult, Launch};
 
 impl Session {
     /// Validates a module load before its image is read off the wire; the device to load on.
-    pub fn begin_module_load(&self, ctx: u64, module: u64) -> CuResult<u32> {
+    pub fn begin_module_load(&self, ctx: CtxId, module: ModuleId) -> CuResult<u32> {
         let device = self.ctx(ctx)?.device;
         if self.modules.contains_key(&module) {
             return Err(CuError::new(
@@ -23,13 +23,13 @@ impl Session {
 
     pub fn load_module(
         &mut self,
-        ctx: u64,
-        module: u64,
+        ctx: CtxId,
+        module: ModuleId,
         hash: [u8; 32],
         image: Arc<[u8]>,
     ) -> CuResult<ReplyBody> {
         let device = self.begin_module_load(ctx, module)?;
-        let loaded = self.backend.load_module(device, module, hash, image)?;
+        let loaded = self.backend.load_module(device, module.0, hash, image)?;
         let mut globals = Vec::new();
         // Backends place globals in memory of their own, never inside an allocation.
         for g in &loaded.globals {
@@ -67,13 +67,13 @@ impl Session {
         })
     }
 
-    pub(super) fn module_unload(&mut self, ctx: u64, module: u64) -> CuResult<ReplyBody> {
+    pub(super) fn module_unload(&mut self, ctx: CtxId, module: ModuleId) -> CuResult<ReplyBody> {
         self.module(ctx, module)?;
         self.unload_module(module)?;
         Ok(ReplyBody::None)
     }
 
-    pub(super) fn unload_module(&mut self, module: u64) -> CuResult<()> {
+    pub(super) fn unload_module(&mut self, module: ModuleId) -> CuResult<()> {
         let m = self
             .modules
             .remove(&module)
@@ -81,15 +81,15 @@ impl Session {
         for g in m.globals {
             self.allocs.remove(&g);
         }
-        self.backend.unload_module(module)
+        self.backend.unload_module(module.0)
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch(
         &mut self,
-        ctx: u64,
-        stream: u64,
-        module: u64,
+        ctx: CtxId,
+        stream: StreamId,
+        module: ModuleId,
         kernel: u32,
         grid: [u32; 3],
         block: [u32; 3],
@@ -113,7 +113,7 @@ impl Session {
             ));
         }
         let launch = Launch {
-            module,
+            module: module.0,
             kernel,
             grid,
             block,

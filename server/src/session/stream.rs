@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use remora_protocol::messages::ReplyBody;
+use remora_protocol::messages::{CtxId, EventId, ReplyBody, StreamId};
 use remora_protocol::CuStatus;
 
 use super::{invalid_handle, Event, Session};
@@ -16,9 +16,9 @@ use crate::backend::{CuError, CuResult};
 const EVENT_DISABLE_TIMING: u32 = 2;
 
 impl Session {
-    pub(super) fn stream_create(&mut self, ctx: u64, stream: u64) -> CuResult<ReplyBody> {
+    pub(super) fn stream_create(&mut self, ctx: CtxId, stream: StreamId) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
-        if stream == 0 {
+        if stream == StreamId::DEFAULT {
             return Err(CuError::new(
                 CuStatus::INVALID_VALUE,
                 "stream handle 0 is the default stream",
@@ -34,7 +34,7 @@ impl Session {
         Ok(ReplyBody::None)
     }
 
-    pub(super) fn stream_destroy(&mut self, ctx: u64, stream: u64) -> CuResult<ReplyBody> {
+    pub(super) fn stream_destroy(&mut self, ctx: CtxId, stream: StreamId) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
         // The default stream (0) is in no table, so it cannot be destroyed.
         self.streams
@@ -44,7 +44,11 @@ impl Session {
     }
 
     /// `cuStreamSynchronize` and `cuStreamQuery` (work runs in order, so a query waits).
-    pub(super) fn stream_synchronize(&mut self, ctx: u64, stream: u64) -> CuResult<ReplyBody> {
+    pub(super) fn stream_synchronize(
+        &mut self,
+        ctx: CtxId,
+        stream: StreamId,
+    ) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
         self.backend.synchronize()?;
         Ok(ReplyBody::None)
@@ -52,9 +56,9 @@ impl Session {
 
     pub(super) fn stream_wait_event(
         &mut self,
-        ctx: u64,
-        stream: u64,
-        event: u64,
+        ctx: CtxId,
+        stream: StreamId,
+        event: EventId,
     ) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
         // The event may belong to another context of this client: "The event may be from a
@@ -67,7 +71,12 @@ impl Session {
         Ok(ReplyBody::None)
     }
 
-    pub(super) fn event_create(&mut self, ctx: u64, event: u64, flags: u32) -> CuResult<ReplyBody> {
+    pub(super) fn event_create(
+        &mut self,
+        ctx: CtxId,
+        event: EventId,
+        flags: u32,
+    ) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;
         if self.events.contains_key(&event) {
             return Err(CuError::new(
@@ -88,9 +97,9 @@ impl Session {
 
     pub(super) fn event_record(
         &mut self,
-        ctx: u64,
-        event: u64,
-        stream: u64,
+        ctx: CtxId,
+        event: EventId,
+        stream: StreamId,
     ) -> CuResult<ReplyBody> {
         // The event and the stream must be of the same context, as cuEventRecord requires.
         self.stream(ctx, stream)?;
@@ -102,7 +111,7 @@ impl Session {
     }
 
     /// `cuEventSynchronize` and `cuEventQuery`.
-    pub(super) fn event_synchronize(&mut self, ctx: u64, event: u64) -> CuResult<ReplyBody> {
+    pub(super) fn event_synchronize(&mut self, ctx: CtxId, event: EventId) -> CuResult<ReplyBody> {
         self.event(ctx, event)?;
         self.backend.synchronize()?;
         Ok(ReplyBody::None)
@@ -110,7 +119,12 @@ impl Session {
 
     /// Both events must be of `ctx`: times taken in different contexts (devices) are not
     /// comparable.
-    pub(super) fn event_elapsed(&mut self, ctx: u64, start: u64, end: u64) -> CuResult<ReplyBody> {
+    pub(super) fn event_elapsed(
+        &mut self,
+        ctx: CtxId,
+        start: EventId,
+        end: EventId,
+    ) -> CuResult<ReplyBody> {
         let (s, e) = (self.event(ctx, start)?, self.event(ctx, end)?);
         if !s.timing || !e.timing {
             return Err(CuError::new(
@@ -134,7 +148,7 @@ impl Session {
         }
     }
 
-    pub(super) fn event_destroy(&mut self, ctx: u64, event: u64) -> CuResult<ReplyBody> {
+    pub(super) fn event_destroy(&mut self, ctx: CtxId, event: EventId) -> CuResult<ReplyBody> {
         self.event(ctx, event)?;
         self.events.remove(&event);
         Ok(ReplyBody::None)

@@ -7,21 +7,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use remora_protocol::messages::{GlobalDesc, KernelDesc, ParamDesc, ReplyBody, Request};
+use remora_protocol::messages::{
+    CtxId, EventId, GlobalDesc, KernelDesc, ModuleId, ParamDesc, ReplyBody, Request, StreamId,
+};
 use remora_protocol::CuStatus;
 
 use super::{Session, Step};
 use crate::backend::{CuError, CuResult, DeviceSession, Launch, ModuleImage};
 
 // Handles as a client with two contexts would mint them.
-const A: u64 = 0xa0;
-const B: u64 = 0xb0;
-const SA: u64 = 0xa1;
-const SB: u64 = 0xb1;
-const EA: u64 = 0xa2;
-const EB: u64 = 0xb2;
-const MA: u64 = 0xa3;
-const MB: u64 = 0xb3;
+const A: CtxId = CtxId(0xa0);
+const B: CtxId = CtxId(0xb0);
+const SA: StreamId = StreamId(0xa1);
+const SB: StreamId = StreamId(0xb1);
+const EA: EventId = EventId(0xa2);
+const EB: EventId = EventId(0xb2);
+const MA: ModuleId = ModuleId(0xa3);
+const MB: ModuleId = ModuleId(0xb3);
 const UNKNOWN: u64 = 0xdead;
 
 /// Kernels of every image the fake loads: 0 takes no parameters, 1 takes 12 bytes.
@@ -275,7 +277,7 @@ fn two_contexts() -> (Session, Fake) {
     (s, fake)
 }
 
-fn ctx_create(ctx: u64, device: u32) -> Request {
+fn ctx_create(ctx: CtxId, device: u32) -> Request {
     Request::CtxCreate {
         ctx,
         device,
@@ -297,23 +299,23 @@ fn fails(s: &mut Session, req: Request) -> CuStatus {
     status(s.reply_to(req))
 }
 
-fn alloc(s: &mut Session, ctx: u64, size: u64) -> u64 {
+fn alloc(s: &mut Session, ctx: CtxId, size: u64) -> u64 {
     match ok(s, Request::MemAlloc { ctx, size }) {
         ReplyBody::Ptr { ptr } => ptr,
         other => panic!("MemAlloc answered {other:?}"),
     }
 }
 
-fn load(s: &mut Session, ctx: u64, module: u64) -> CuResult<ReplyBody> {
+fn load(s: &mut Session, ctx: CtxId, module: ModuleId) -> CuResult<ReplyBody> {
     s.load_module(ctx, module, [0; 32], Arc::from(&b"image"[..]))
 }
 
 /// The address of module `module`'s global, from the fake.
-fn global_of(fake: &Fake, module: u64) -> u64 {
-    fake.state().loaded[&module][0]
+fn global_of(fake: &Fake, module: ModuleId) -> u64 {
+    fake.state().loaded[&module.0][0]
 }
 
-fn launch(ctx: u64, stream: u64, module: u64, kernel: u32, params: Vec<u8>) -> Request {
+fn launch(ctx: CtxId, stream: StreamId, module: ModuleId, kernel: u32, params: Vec<u8>) -> Request {
     Request::Launch {
         ctx,
         stream,
@@ -326,10 +328,10 @@ fn launch(ctx: u64, stream: u64, module: u64, kernel: u32, params: Vec<u8>) -> R
     }
 }
 
-fn memset(ctx: u64, dst: u64, pitch: u64, elem: u8, width: u64, height: u64) -> Request {
+fn memset(ctx: CtxId, dst: u64, pitch: u64, elem: u8, width: u64, height: u64) -> Request {
     Request::Memset {
         ctx,
-        stream: 0,
+        stream: StreamId(0),
         dst,
         pitch,
         value: 0x0102_0304,
@@ -339,10 +341,10 @@ fn memset(ctx: u64, dst: u64, pitch: u64, elem: u8, width: u64, height: u64) -> 
     }
 }
 
-fn dtod(ctx: u64, dst: u64, src: u64, size: u64) -> Request {
+fn dtod(ctx: CtxId, dst: u64, src: u64, size: u64) -> Request {
     Request::MemcpyDtoD {
         ctx,
-        stream: 0,
+        stream: StreamId(0),
         dst,
         src,
         size,
@@ -351,7 +353,13 @@ fn dtod(ctx: u64, dst: u64, src: u64, size: u64) -> Request {
 
 /// Every request that runs on a stream, naming `ctx` and `stream`, with arguments that are
 /// otherwise valid for context `ctx` of [`two_contexts`] (`ptr`: 64 bytes it may touch).
-fn stream_requests(ctx: u64, stream: u64, ptr: u64, event: u64, module: u64) -> Vec<Request> {
+fn stream_requests(
+    ctx: CtxId,
+    stream: StreamId,
+    ptr: u64,
+    event: EventId,
+    module: ModuleId,
+) -> Vec<Request> {
     vec![
         Request::MemcpyDtoD {
             ctx,
@@ -386,63 +394,72 @@ fn unknown_context_is_invalid_context_everywhere() {
     let (mut s, fake) = two_contexts();
     let ptr = alloc(&mut s, A, 64);
     let calls = [
-        Request::CtxSynchronize { ctx: UNKNOWN },
-        Request::CtxDestroy { ctx: UNKNOWN },
-        Request::CtxReset { ctx: UNKNOWN },
+        Request::CtxSynchronize {
+            ctx: CtxId(UNKNOWN),
+        },
+        Request::CtxDestroy {
+            ctx: CtxId(UNKNOWN),
+        },
+        Request::CtxReset {
+            ctx: CtxId(UNKNOWN),
+        },
         Request::MemAlloc {
-            ctx: UNKNOWN,
+            ctx: CtxId(UNKNOWN),
             size: 8,
         },
-        Request::MemFree { ctx: UNKNOWN, ptr },
+        Request::MemFree {
+            ctx: CtxId(UNKNOWN),
+            ptr,
+        },
         Request::StreamCreate {
-            ctx: UNKNOWN,
-            stream: 0x99,
+            ctx: CtxId(UNKNOWN),
+            stream: StreamId(0x99),
             flags: 0,
             priority: 0,
         },
         Request::EventCreate {
-            ctx: UNKNOWN,
-            event: 0x99,
+            ctx: CtxId(UNKNOWN),
+            event: EventId(0x99),
             flags: 0,
         },
         Request::EventSynchronize {
-            ctx: UNKNOWN,
+            ctx: CtxId(UNKNOWN),
             event: EA,
         },
         Request::EventElapsed {
-            ctx: UNKNOWN,
+            ctx: CtxId(UNKNOWN),
             start: EA,
             end: EA,
         },
         Request::EventDestroy {
-            ctx: UNKNOWN,
+            ctx: CtxId(UNKNOWN),
             event: EA,
         },
         Request::ModuleUnload {
-            ctx: UNKNOWN,
+            ctx: CtxId(UNKNOWN),
             module: MA,
         },
     ]
     .into_iter()
-    .chain(stream_requests(UNKNOWN, 0, ptr, EA, MA));
+    .chain(stream_requests(CtxId(UNKNOWN), StreamId(0), ptr, EA, MA));
     for req in calls {
         let name = req.name();
         assert_eq!(fails(&mut s, req), CuStatus::INVALID_CONTEXT, "{name}");
     }
     assert_eq!(
-        status(s.begin_module_load(UNKNOWN, 0x99)),
+        status(s.begin_module_load(CtxId(UNKNOWN), ModuleId(0x99))),
         CuStatus::INVALID_CONTEXT
     );
     assert_eq!(
-        status(load(&mut s, UNKNOWN, 0x99)),
+        status(load(&mut s, CtxId(UNKNOWN), ModuleId(0x99))),
         CuStatus::INVALID_CONTEXT
     );
     assert_eq!(
-        status(s.begin_write(UNKNOWN, 0, ptr, 8)),
+        status(s.begin_write(CtxId(UNKNOWN), StreamId(0), ptr, 8)),
         CuStatus::INVALID_CONTEXT
     );
     assert_eq!(
-        status(s.begin_read(UNKNOWN, 0, ptr, 8)),
+        status(s.begin_read(CtxId(UNKNOWN), StreamId(0), ptr, 8)),
         CuStatus::INVALID_CONTEXT
     );
     let st = fake.state();
@@ -496,7 +513,7 @@ fn context_destroy_releases_everything_it_owns() {
         let mut frees = st.frees.clone();
         frees.sort();
         assert_eq!(frees, vec![a1, a2], "A's allocations freed, B's kept");
-        assert_eq!(st.unloads, vec![MA], "A's module unloaded, B's kept");
+        assert_eq!(st.unloads, vec![MA.0], "A's module unloaded, B's kept");
     }
     assert_eq!(s.held, 50);
     assert!(!s.streams.contains_key(&SA) && s.streams.contains_key(&SB));
@@ -518,7 +535,7 @@ fn context_destroy_releases_everything_it_owns() {
         CuStatus::INVALID_HANDLE
     );
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, KERNEL_NO_PARAMS, vec![])),
+        fails(&mut s, launch(A, StreamId(0), MA, KERNEL_NO_PARAMS, vec![])),
         CuStatus::INVALID_HANDLE
     );
     assert_eq!(
@@ -547,16 +564,16 @@ fn context_destroy_reports_a_failed_free_after_releasing() {
 fn unknown_stream_is_invalid_handle() {
     let (mut s, fake) = two_contexts();
     let ptr = alloc(&mut s, A, 64);
-    for req in stream_requests(A, UNKNOWN, ptr, EA, MA) {
+    for req in stream_requests(A, StreamId(UNKNOWN), ptr, EA, MA) {
         let name = req.name();
         assert_eq!(fails(&mut s, req), CuStatus::INVALID_HANDLE, "{name}");
     }
     assert_eq!(
-        status(s.begin_write(A, UNKNOWN, ptr, 8)),
+        status(s.begin_write(A, StreamId(UNKNOWN), ptr, 8)),
         CuStatus::INVALID_HANDLE
     );
     assert_eq!(
-        status(s.begin_read(A, UNKNOWN, ptr, 8)),
+        status(s.begin_read(A, StreamId(UNKNOWN), ptr, 8)),
         CuStatus::INVALID_HANDLE
     );
     let st = fake.state();
@@ -626,9 +643,9 @@ fn default_stream_is_every_contexts_own() {
     let (mut s, _) = two_contexts();
     let pa = alloc(&mut s, A, 64);
     let pb = alloc(&mut s, B, 64);
-    for req in stream_requests(A, 0, pa, EA, MA)
+    for req in stream_requests(A, StreamId(0), pa, EA, MA)
         .into_iter()
-        .chain(stream_requests(B, 0, pb, EB, MB))
+        .chain(stream_requests(B, StreamId(0), pb, EB, MB))
     {
         if matches!(req, Request::StreamDestroy { .. }) {
             assert_eq!(fails(&mut s, req), CuStatus::INVALID_HANDLE);
@@ -647,21 +664,24 @@ fn stream_create_refuses_the_default_handle_and_duplicates() {
         flags: 0,
         priority: 0,
     };
-    assert_eq!(fails(&mut s, create(A, 0)), CuStatus::INVALID_VALUE);
+    assert_eq!(
+        fails(&mut s, create(A, StreamId(0))),
+        CuStatus::INVALID_VALUE
+    );
     assert_eq!(fails(&mut s, create(A, SA)), CuStatus::INVALID_VALUE);
     // A handle is unique across the client, not per context.
     assert_eq!(fails(&mut s, create(B, SA)), CuStatus::INVALID_VALUE);
-    ok(&mut s, create(B, 0x77));
+    ok(&mut s, create(B, StreamId(0x77)));
 }
 
 // ---- events ----
 
-fn event_requests(ctx: u64, event: u64, other: u64) -> Vec<Request> {
+fn event_requests(ctx: CtxId, event: EventId, other: EventId) -> Vec<Request> {
     vec![
         Request::EventRecord {
             ctx,
             event,
-            stream: 0,
+            stream: StreamId(0),
         },
         Request::EventSynchronize { ctx, event },
         Request::EventQuery { ctx, event },
@@ -687,10 +707,10 @@ fn unknown_and_destroyed_events_are_invalid_handle() {
         Request::EventRecord {
             ctx: A,
             event: EA,
-            stream: 0,
+            stream: StreamId(0),
         },
     );
-    for req in event_requests(A, UNKNOWN, EA) {
+    for req in event_requests(A, EventId(UNKNOWN), EA) {
         let name = req.name();
         assert_eq!(fails(&mut s, req), CuStatus::INVALID_HANDLE, "{name}");
     }
@@ -698,7 +718,7 @@ fn unknown_and_destroyed_events_are_invalid_handle() {
         &mut s,
         Request::EventCreate {
             ctx: A,
-            event: 0xe1,
+            event: EventId(0xe1),
             flags: 0,
         },
     );
@@ -706,10 +726,10 @@ fn unknown_and_destroyed_events_are_invalid_handle() {
         &mut s,
         Request::EventDestroy {
             ctx: A,
-            event: 0xe1,
+            event: EventId(0xe1),
         },
     );
-    for req in event_requests(A, 0xe1, EA) {
+    for req in event_requests(A, EventId(0xe1), EA) {
         let name = req.name();
         assert_eq!(fails(&mut s, req), CuStatus::INVALID_HANDLE, "{name}");
     }
@@ -719,7 +739,7 @@ fn unknown_and_destroyed_events_are_invalid_handle() {
             Request::StreamWaitEvent {
                 ctx: A,
                 stream: SA,
-                event: 0xe1
+                event: EventId(0xe1)
             }
         ),
         CuStatus::INVALID_HANDLE
@@ -735,7 +755,7 @@ fn event_of_another_context_is_invalid_handle() {
         Request::EventRecord {
             ctx: B,
             event: EB,
-            stream: 0,
+            stream: StreamId(0),
         },
     );
     // EA used in calls naming B (with B's own event as the other end where there are two).
@@ -787,7 +807,7 @@ fn event_elapsed_needs_timing_and_two_records() {
         &mut s,
         Request::EventCreate {
             ctx: A,
-            event: 0xe2,
+            event: EventId(0xe2),
             flags: 0,
         },
     );
@@ -799,16 +819,19 @@ fn event_elapsed_needs_timing_and_two_records() {
             stream: SA,
         },
     );
-    assert_eq!(fails(&mut s, elapsed(EA, 0xe2)), CuStatus::INVALID_HANDLE);
+    assert_eq!(
+        fails(&mut s, elapsed(EA, EventId(0xe2))),
+        CuStatus::INVALID_HANDLE
+    );
     ok(
         &mut s,
         Request::EventRecord {
             ctx: A,
-            event: 0xe2,
-            stream: 0,
+            event: EventId(0xe2),
+            stream: StreamId(0),
         },
     );
-    match ok(&mut s, elapsed(EA, 0xe2)) {
+    match ok(&mut s, elapsed(EA, EventId(0xe2))) {
         ReplyBody::Elapsed { ms } => assert!(ms >= 0.0),
         other => panic!("EventElapsed answered {other:?}"),
     }
@@ -817,7 +840,7 @@ fn event_elapsed_needs_timing_and_two_records() {
         &mut s,
         Request::EventCreate {
             ctx: A,
-            event: 0xe3,
+            event: EventId(0xe3),
             flags: 2,
         },
     );
@@ -825,11 +848,14 @@ fn event_elapsed_needs_timing_and_two_records() {
         &mut s,
         Request::EventRecord {
             ctx: A,
-            event: 0xe3,
-            stream: 0,
+            event: EventId(0xe3),
+            stream: StreamId(0),
         },
     );
-    assert_eq!(fails(&mut s, elapsed(EA, 0xe3)), CuStatus::INVALID_HANDLE);
+    assert_eq!(
+        fails(&mut s, elapsed(EA, EventId(0xe3))),
+        CuStatus::INVALID_HANDLE
+    );
 }
 
 #[test]
@@ -854,7 +880,10 @@ fn event_create_refuses_duplicates() {
 fn unknown_and_unloaded_modules_are_invalid_handle() {
     let (mut s, fake) = two_contexts();
     assert_eq!(
-        fails(&mut s, launch(A, 0, UNKNOWN, KERNEL_NO_PARAMS, vec![])),
+        fails(
+            &mut s,
+            launch(A, StreamId(0), ModuleId(UNKNOWN), KERNEL_NO_PARAMS, vec![])
+        ),
         CuStatus::INVALID_HANDLE
     );
     assert_eq!(
@@ -862,16 +891,16 @@ fn unknown_and_unloaded_modules_are_invalid_handle() {
             &mut s,
             Request::ModuleUnload {
                 ctx: A,
-                module: UNKNOWN
+                module: ModuleId(UNKNOWN)
             }
         ),
         CuStatus::INVALID_HANDLE
     );
     let g = global_of(&fake, MA);
     ok(&mut s, Request::ModuleUnload { ctx: A, module: MA });
-    assert_eq!(fake.state().unloads, vec![MA]);
+    assert_eq!(fake.state().unloads, vec![MA.0]);
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, KERNEL_NO_PARAMS, vec![])),
+        fails(&mut s, launch(A, StreamId(0), MA, KERNEL_NO_PARAMS, vec![])),
         CuStatus::INVALID_HANDLE
     );
     assert_eq!(
@@ -889,7 +918,7 @@ fn unknown_and_unloaded_modules_are_invalid_handle() {
 fn module_of_another_context_is_invalid_handle() {
     let (mut s, fake) = two_contexts();
     for req in [
-        launch(B, 0, MA, KERNEL_NO_PARAMS, vec![]),
+        launch(B, StreamId(0), MA, KERNEL_NO_PARAMS, vec![]),
         launch(B, SB, MA, KERNEL_NO_PARAMS, vec![]),
         Request::ModuleUnload { ctx: B, module: MA },
     ] {
@@ -908,27 +937,31 @@ fn module_handle_in_use_is_refused() {
     let (mut s, _) = two_contexts();
     assert_eq!(status(s.begin_module_load(A, MA)), CuStatus::INVALID_VALUE);
     assert_eq!(status(load(&mut s, B, MA)), CuStatus::INVALID_VALUE);
-    assert_eq!(s.begin_module_load(B, 0x33), Ok(1), "B is on device 1");
+    assert_eq!(
+        s.begin_module_load(B, ModuleId(0x33)),
+        Ok(1),
+        "B is on device 1"
+    );
 }
 
 #[test]
 fn failed_module_load_leaves_nothing_behind() {
     let (mut s, _) = two_contexts();
-    let r = s.load_module(A, 0x33, [0; 32], Arc::from(BAD_IMAGE));
+    let r = s.load_module(A, ModuleId(0x33), [0; 32], Arc::from(BAD_IMAGE));
     assert_eq!(status(r), CuStatus::INVALID_IMAGE);
-    assert!(!s.modules.contains_key(&0x33));
-    load(&mut s, A, 0x33).unwrap();
+    assert!(!s.modules.contains_key(&ModuleId(0x33)));
+    load(&mut s, A, ModuleId(0x33)).unwrap();
 }
 
 #[test]
 fn kernel_index_out_of_range_is_invalid_handle() {
     let (mut s, fake) = two_contexts();
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, 2, vec![])),
+        fails(&mut s, launch(A, StreamId(0), MA, 2, vec![])),
         CuStatus::INVALID_HANDLE
     );
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, u32::MAX, vec![])),
+        fails(&mut s, launch(A, StreamId(0), MA, u32::MAX, vec![])),
         CuStatus::INVALID_HANDLE
     );
     assert!(fake.state().launches.is_empty());
@@ -938,7 +971,10 @@ fn kernel_index_out_of_range_is_invalid_handle() {
 fn launch_needs_the_kernels_whole_parameter_buffer() {
     let (mut s, fake) = two_contexts();
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, KERNEL_12_BYTES, vec![0; 11])),
+        fails(
+            &mut s,
+            launch(A, StreamId(0), MA, KERNEL_12_BYTES, vec![0; 11])
+        ),
         CuStatus::INVALID_VALUE
     );
     assert!(fake.state().launches.is_empty());
@@ -947,7 +983,7 @@ fn launch_needs_the_kernels_whole_parameter_buffer() {
     assert_eq!(
         fake.state().launches,
         vec![LaunchRecord {
-            module: MA,
+            module: MA.0,
             kernel: KERNEL_12_BYTES,
             grid: [2, 1, 1],
             block: [32, 1, 1],
@@ -990,7 +1026,7 @@ fn ranges_must_lie_inside_one_allocation() {
             "{len} bytes at {ptr:#x}"
         );
         assert_eq!(
-            status(s.begin_write(A, 0, ptr, len)),
+            status(s.begin_write(A, StreamId(0), ptr, len)),
             CuStatus::INVALID_VALUE
         );
         assert_eq!(
@@ -1010,7 +1046,10 @@ fn freed_pointers_are_refused() {
     let q = alloc(&mut s, A, 64);
     ok(&mut s, Request::MemFree { ctx: A, ptr: p });
     assert_eq!(status(s.check_range(p, 1)), CuStatus::INVALID_VALUE);
-    assert_eq!(status(s.begin_write(A, 0, p, 8)), CuStatus::INVALID_VALUE);
+    assert_eq!(
+        status(s.begin_write(A, StreamId(0), p, 8)),
+        CuStatus::INVALID_VALUE
+    );
     assert_eq!(fails(&mut s, dtod(A, q, p, 8)), CuStatus::INVALID_VALUE);
     assert_eq!(
         fails(&mut s, memset(A, p, 0, 1, 8, 1)),
@@ -1190,8 +1229,14 @@ fn a_fault_makes_its_context_fail_until_reset() {
         let name = req.name();
         assert_eq!(fails(&mut s, req), CuStatus::ILLEGAL_ADDRESS, "{name}");
     }
-    assert_eq!(status(s.begin_write(A, 0, p, 8)), CuStatus::ILLEGAL_ADDRESS);
-    assert_eq!(status(load(&mut s, A, 0x33)), CuStatus::ILLEGAL_ADDRESS);
+    assert_eq!(
+        status(s.begin_write(A, StreamId(0), p, 8)),
+        CuStatus::ILLEGAL_ADDRESS
+    );
+    assert_eq!(
+        status(load(&mut s, A, ModuleId(0x33))),
+        CuStatus::ILLEGAL_ADDRESS
+    );
     // The other context is not affected.
     ok(&mut s, launch(B, SB, MB, KERNEL_NO_PARAMS, vec![]));
 
@@ -1201,7 +1246,7 @@ fn a_fault_makes_its_context_fail_until_reset() {
         vec![p],
         "reset frees the context's memory"
     );
-    assert_eq!(fake.state().unloads, vec![MA]);
+    assert_eq!(fake.state().unloads, vec![MA.0]);
     ok(&mut s, Request::CtxSynchronize { ctx: A });
     assert_eq!(
         fails(&mut s, Request::StreamSynchronize { ctx: A, stream: SA }),
@@ -1216,7 +1261,7 @@ fn faulted_context_can_still_be_destroyed() {
     let (mut s, fake) = two_contexts();
     fake.state().fail_next_launch = Some(CuError::new(CuStatus::LAUNCH_FAILED, "fault"));
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, KERNEL_NO_PARAMS, vec![])),
+        fails(&mut s, launch(A, StreamId(0), MA, KERNEL_NO_PARAMS, vec![])),
         CuStatus::LAUNCH_FAILED
     );
     ok(&mut s, Request::CtxDestroy { ctx: A });
@@ -1230,10 +1275,10 @@ fn a_non_sticky_launch_failure_does_not_poison_the_context() {
     fake.state().fail_next_launch =
         Some(CuError::new(CuStatus::LAUNCH_OUT_OF_RESOURCES, "too many"));
     assert_eq!(
-        fails(&mut s, launch(A, 0, MA, KERNEL_NO_PARAMS, vec![])),
+        fails(&mut s, launch(A, StreamId(0), MA, KERNEL_NO_PARAMS, vec![])),
         CuStatus::LAUNCH_OUT_OF_RESOURCES
     );
-    ok(&mut s, launch(A, 0, MA, KERNEL_NO_PARAMS, vec![]));
+    ok(&mut s, launch(A, StreamId(0), MA, KERNEL_NO_PARAMS, vec![]));
 }
 
 #[test]
@@ -1284,19 +1329,19 @@ fn bulk_requests_become_steps_for_the_connection() {
     assert!(matches!(
         s.handle(Request::MemcpyHtoD {
             ctx: A,
-            stream: 0,
+            stream: StreamId(0),
             dst: 0x10,
         }),
         Step::Receive {
             ctx: A,
-            stream: 0,
+            stream: StreamId(0),
             dst: 0x10
         }
     ));
     // A read is checked before any byte moves.
     let Step::Send { check, .. } = s.handle(Request::MemcpyDtoH {
         ctx: A,
-        stream: 0,
+        stream: StreamId(0),
         src: 0,
         size: 4,
     }) else {
@@ -1310,10 +1355,13 @@ fn bulk_requests_become_steps_for_the_connection() {
     assert!(matches!(
         s.handle(Request::ModuleLoad {
             ctx: A,
-            module: 0x33,
+            module: ModuleId(0x33),
             hash: [0; 32],
         }),
-        Step::ReceiveImage { module: 0x33, .. }
+        Step::ReceiveImage {
+            module: ModuleId(0x33),
+            ..
+        }
     ));
     assert_eq!(ok(&mut s, Request::Flush), ReplyBody::None);
 }

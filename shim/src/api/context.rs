@@ -2,6 +2,7 @@
 
 use std::ffi::{c_int, c_uint};
 
+use remora_protocol::messages::CtxId;
 use remora_protocol::messages::Request;
 use remora_protocol::CuStatus;
 
@@ -17,7 +18,7 @@ pub fn primary_handle(dev: c_int) -> ShimResult<u64> {
     if created {
         client::client()?.post(
             &Request::CtxCreate {
-                ctx: h,
+                ctx: CtxId(h),
                 device: dev as u32,
                 flags: 0,
             },
@@ -59,7 +60,7 @@ pub fn primary_release(dev: c_int) -> ShimResult<()> {
 /// Frees everything a primary context holds, locally and on the server.
 fn reset(h: u64) -> ShimResult<()> {
     registry().teardown(h, Teardown::Reset)?;
-    client::client()?.post(&Request::CtxReset { ctx: h }, &[])
+    client::client()?.post(&Request::CtxReset { ctx: CtxId(h) }, &[])
 }
 
 pub fn primary_reset(dev: c_int) -> ShimResult<()> {
@@ -88,7 +89,7 @@ pub fn create(pctx: &mut u64, flags: c_uint, dev: c_int) -> ShimResult<()> {
     let h = registry::mint();
     client::client()?.post(
         &Request::CtxCreate {
-            ctx: h,
+            ctx: CtxId(h),
             device: dev as u32,
             flags,
         },
@@ -102,7 +103,7 @@ pub fn create(pctx: &mut u64, flags: c_uint, dev: c_int) -> ShimResult<()> {
 
 pub fn destroy(h: u64) -> ShimResult<()> {
     registry().teardown(h, Teardown::Destroy)?;
-    client::client()?.post(&Request::CtxDestroy { ctx: h }, &[])
+    client::client()?.post(&Request::CtxDestroy { ctx: CtxId(h) }, &[])
 }
 
 fn check(ctx: u64) -> ShimResult<()> {
@@ -165,7 +166,7 @@ pub fn get_device(dev: &mut c_int, ctx: u64) -> ShimResult<()> {
 pub fn synchronize(ctx: u64) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
     client::client()?
-        .call(&Request::CtxSynchronize { ctx: h })
+        .call(&Request::CtxSynchronize { ctx: CtxId(h) })
         .map(|_| ())
 }
 

@@ -7,6 +7,7 @@
 use std::ffi::{c_int, c_uint, c_void};
 
 use remora_protocol::messages::Request;
+use remora_protocol::messages::{CtxId, ModuleId, StreamId};
 
 use super::{context, device, module};
 use crate::client;
@@ -96,9 +97,9 @@ pub unsafe fn launch(
     }
     let (ctx, stream) = registry().stream(stream)?;
     let req = Request::Launch {
-        ctx,
-        stream,
-        module: func.module,
+        ctx: CtxId(ctx),
+        stream: StreamId(stream),
+        module: ModuleId(func.module),
         kernel: func.index,
         grid: g.grid,
         block: g.block,

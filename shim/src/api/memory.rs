@@ -8,6 +8,7 @@
 use std::alloc::Layout;
 use std::ffi::{c_uint, c_void};
 
+use remora_protocol::messages::{CtxId, StreamId};
 use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 
@@ -28,7 +29,7 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     let ctx = registry::current_ctx()?;
     let device = registry().with_context(ctx, |c| c.device)?;
     let reply = client::client()?.call(&Request::MemAlloc {
-        ctx,
+        ctx: CtxId(ctx),
         size: size as u64,
     })?;
     let ReplyBody::Ptr { ptr } = reply.body else {
@@ -92,7 +93,13 @@ pub fn free(ptr: u64) -> ShimResult<()> {
             "{ptr:#x} is not the start of a device allocation"
         ))),
     })?;
-    client::client()?.post(&Request::MemFree { ctx, ptr }, &[])
+    client::client()?.post(
+        &Request::MemFree {
+            ctx: CtxId(ctx),
+            ptr,
+        },
+        &[],
+    )
 }
 
 /// Either out-pointer may be NULL.
@@ -151,7 +158,14 @@ pub fn htod(dst: u64, src: &[u8], stream: u64) -> ShimResult<()> {
         return prepare(stream, &[]).map(|_| ());
     }
     let (ctx, stream) = prepare(stream, &[(dst, src.len() as u64)])?;
-    client::client()?.post(&Request::MemcpyHtoD { ctx, stream, dst }, src)
+    client::client()?.post(
+        &Request::MemcpyHtoD {
+            ctx: CtxId(ctx),
+            stream: StreamId(stream),
+            dst,
+        },
+        src,
+    )
 }
 
 pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
@@ -163,8 +177,8 @@ pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
     client::client()?
         .call_read(
             &Request::MemcpyDtoH {
-                ctx,
-                stream,
+                ctx: CtxId(ctx),
+                stream: StreamId(stream),
                 src,
                 size,
             },
@@ -181,8 +195,8 @@ pub fn dtod(dst: u64, src: u64, size: usize, stream: u64) -> ShimResult<()> {
     let (ctx, stream) = prepare(stream, &[(src, size), (dst, size)])?;
     client::client()?.post(
         &Request::MemcpyDtoD {
-            ctx,
-            stream,
+            ctx: CtxId(ctx),
+            stream: StreamId(stream),
             dst,
             src,
             size,
@@ -223,8 +237,8 @@ pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64)
     }
     let (ctx, stream) = prepare(stream, &[(src, n as u64)])?;
     let req = Request::MemcpyDtoH {
-        ctx,
-        stream,
+        ctx: CtxId(ctx),
+        stream: StreamId(stream),
         src,
         size: n as u64,
     };
@@ -458,8 +472,8 @@ fn memset(
         .ok_or_else(|| invalid("memset extent overflows"))?;
     let (ctx, stream) = prepare(stream, &[(dst, span as u64)])?;
     let req = Request::Memset {
-        ctx,
-        stream,
+        ctx: CtxId(ctx),
+        stream: StreamId(stream),
         dst,
         pitch: pitch as u64,
         value,

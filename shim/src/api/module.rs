@@ -8,6 +8,7 @@
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
+use remora_protocol::messages::{CtxId, ModuleId};
 use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 use sha2::{Digest, Sha256};
@@ -43,7 +44,7 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
     let module = registry::mint();
     let payload = if send { image } else { &[][..] };
     let reply = c
-        .call_write(&Request::ModuleLoad { ctx, module, hash }, payload)
+        .call_write(&Request::ModuleLoad { ctx: CtxId(ctx), module: ModuleId(module), hash }, payload)
         .inspect_err(|e| {
             // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
             // often swallow the error, so say it where the user will see it, once per image.
@@ -136,7 +137,13 @@ pub fn load_file(pmod: &mut u64, path: &str) -> ShimResult<()> {
 
 pub fn unload(h: u64) -> ShimResult<()> {
     let ctx = registry().remove_module(h)?;
-    client::client()?.post(&Request::ModuleUnload { ctx, module: h }, &[])
+    client::client()?.post(
+        &Request::ModuleUnload {
+            ctx: CtxId(ctx),
+            module: ModuleId(h),
+        },
+        &[],
+    )
 }
 
 fn hex_prefix(hash: &[u8; 32]) -> String {

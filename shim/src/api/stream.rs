@@ -5,6 +5,7 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
+use remora_protocol::messages::{CtxId, EventId, StreamId};
 use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 
@@ -22,8 +23,8 @@ pub fn create(ph: &mut u64, flags: c_uint, priority: c_int) -> ShimResult<()> {
     let priority = priority.clamp(-5, 0);
     let s = registry().add_stream(ctx, flags, priority)?;
     let req = Request::StreamCreate {
-        ctx,
-        stream: s,
+        ctx: CtxId(ctx),
+        stream: StreamId(s),
         flags,
         priority,
     };
@@ -37,27 +38,46 @@ pub fn create(ph: &mut u64, flags: c_uint, priority: c_int) -> ShimResult<()> {
 
 pub fn destroy(s: u64) -> ShimResult<()> {
     let ctx = registry().remove_stream(s)?;
-    client::client()?.post(&Request::StreamDestroy { ctx, stream: s }, &[])
+    client::client()?.post(
+        &Request::StreamDestroy {
+            ctx: CtxId(ctx),
+            stream: StreamId(s),
+        },
+        &[],
+    )
 }
 
 pub fn synchronize(stream: u64) -> ShimResult<()> {
     let (ctx, stream) = registry().stream(stream)?;
     client::client()?
-        .call(&Request::StreamSynchronize { ctx, stream })
+        .call(&Request::StreamSynchronize {
+            ctx: CtxId(ctx),
+            stream: StreamId(stream),
+        })
         .map(|_| ())
 }
 
 pub fn query(stream: u64) -> ShimResult<()> {
     let (ctx, stream) = registry().stream(stream)?;
     client::client()?
-        .call(&Request::StreamQuery { ctx, stream })
+        .call(&Request::StreamQuery {
+            ctx: CtxId(ctx),
+            stream: StreamId(stream),
+        })
         .map(|_| ())
 }
 
 pub fn wait_event(stream: u64, event: u64, _flags: c_uint) -> ShimResult<()> {
     registry().event_ctx(event)?;
     let (ctx, stream) = registry().stream(stream)?;
-    client::client()?.post(&Request::StreamWaitEvent { ctx, stream, event }, &[])
+    client::client()?.post(
+        &Request::StreamWaitEvent {
+            ctx: CtxId(ctx),
+            stream: StreamId(stream),
+            event: EventId(event),
+        },
+        &[],
+    )
 }
 
 /// A property of a created stream; the default streams' are 0.
@@ -98,8 +118,8 @@ pub fn event_create(ph: &mut u64, flags: c_uint) -> ShimResult<()> {
     let c = client::client()?;
     let e = registry().add_event(ctx, flags)?;
     let req = Request::EventCreate {
-        ctx,
-        event: e,
+        ctx: CtxId(ctx),
+        event: EventId(e),
         flags,
     };
     if let Err(err) = c.post(&req, &[]) {
@@ -113,27 +133,44 @@ pub fn event_create(ph: &mut u64, flags: c_uint) -> ShimResult<()> {
 pub fn event_record(event: u64, stream: u64) -> ShimResult<()> {
     registry().event_ctx(event)?;
     let (ctx, stream) = registry().stream(stream)?;
-    client::client()?.post(&Request::EventRecord { ctx, event, stream }, &[])
+    client::client()?.post(
+        &Request::EventRecord {
+            ctx: CtxId(ctx),
+            event: EventId(event),
+            stream: StreamId(stream),
+        },
+        &[],
+    )
 }
 
 pub fn event_synchronize(event: u64) -> ShimResult<()> {
     let ctx = registry().event_ctx(event)?;
     client::client()?
-        .call(&Request::EventSynchronize { ctx, event })
+        .call(&Request::EventSynchronize {
+            ctx: CtxId(ctx),
+            event: EventId(event),
+        })
         .map(|_| ())
 }
 
 pub fn event_query(event: u64) -> ShimResult<()> {
     let ctx = registry().event_ctx(event)?;
     client::client()?
-        .call(&Request::EventQuery { ctx, event })
+        .call(&Request::EventQuery {
+            ctx: CtxId(ctx),
+            event: EventId(event),
+        })
         .map(|_| ())
 }
 
 pub fn event_elapsed(ms: &mut f32, start: u64, end: u64) -> ShimResult<()> {
     let ctx = registry().event_ctx(start)?;
     registry().event_ctx(end)?;
-    let reply = client::client()?.call(&Request::EventElapsed { ctx, start, end })?;
+    let reply = client::client()?.call(&Request::EventElapsed {
+        ctx: CtxId(ctx),
+        start: EventId(start),
+        end: EventId(end),
+    })?;
     match reply.body {
         ReplyBody::Elapsed { ms: v } => {
             *ms = v;
@@ -148,7 +185,13 @@ pub fn event_elapsed(ms: &mut f32, start: u64, end: u64) -> ShimResult<()> {
 
 pub fn event_destroy(event: u64) -> ShimResult<()> {
     let ctx = registry().remove_event(event)?;
-    client::client()?.post(&Request::EventDestroy { ctx, event }, &[])
+    client::client()?.post(
+        &Request::EventDestroy {
+            ctx: CtxId(ctx),
+            event: EventId(event),
+        },
+        &[],
+    )
 }
 
 /// Host functions run on the client, in stream order: everything queued before them has
