@@ -40,6 +40,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
+use remora_benches::harness::{
+    self, env_usize, loadavg, tempdir, Needs, Server, SetupCuda, TempDir,
+};
 use remora_benches::{Link, Relay, RelayConfig, RelayHandle};
 
 /// Round trips of the rows, in milliseconds (each way is half).
@@ -62,21 +65,14 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes --bench; `cargo test --benches` does not, and gets the self-check.
-    if !std::env::args().any(|a| a == "--bench") {
-        self_check();
-        println!(
-            "distance bench self-check passed (`cargo bench -p remora-benches --bench distance` runs the benchmark)"
-        );
+    if harness::self_check_only("distance", self_check) {
         return Ok(());
     }
-    let bulk_mib: usize = std::env::var("REMORA_BENCH_DISTANCE_BULK_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let bulk_mib = env_usize("REMORA_BENCH_DISTANCE_BULK_MIB", 256);
     let paths = Paths::find()?;
     let step_loop = compile(&paths, "step_loop")?;
     let bulk_copy = compile(&paths, "bulk_copy")?;
-    let server = Server::start(&paths)?;
+    let server = start_server(&paths, &[])?;
     let started = Instant::now();
     println!(
         "remora distance benchmark: relay at {:?} ms round trip, floors through the relay at no delay (load average {})",
@@ -293,7 +289,7 @@ fn run_program(
     args: &[String],
     env: &[(String, String)],
 ) -> anyhow::Result<Run> {
-    let out_dir = tempdir("run")?;
+    let out_dir = tempdir("distance-run")?;
     let (stdout, stderr) = (out_dir.join("stdout"), out_dir.join("stderr"));
     let mut cmd = Command::new(&paths.remora);
     cmd.arg("run")
@@ -333,13 +329,7 @@ fn run_program(
         "{} {args:?} failed ({status}):\n{out}{err}",
         exe.display()
     );
-    let values = out
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
-        .collect();
+    let values = harness::key_values(&out);
     let stats = parse_stats(&err)
         .with_context(|| format!("no `remora: stats:` lines from {}:\n{err}", exe.display()))?;
     Ok(Run {
@@ -364,9 +354,9 @@ fn hop(server: &Server, link: Link) -> anyhow::Result<Hop> {
     let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let relay = Relay::start(RelayConfig::symmetric(listen, server.addr, link))
         .context("starting the relay")?;
-    let dir = TempDir(tempdir("hop")?);
+    let dir = TempDir::new("distance-hop")?;
     let conn = dir.0.join("connection");
-    let text = std::fs::read_to_string(&server.conn)?;
+    let text = std::fs::read_to_string(&server.connection)?;
     let edited: Vec<String> = text
         .lines()
         .map(|l| {
@@ -502,7 +492,7 @@ fn measure_bulk(
         ("REMORA_CONGESTION".into(), "bbr".into()),
         ("REMORA_WINDOW".into(), "8M".into()),
     ];
-    let bbr_server = Server::start_with(paths, &bbr)?;
+    let bbr_server = start_server(paths, &bbr)?;
     for (label, loss, goal, server, env) in [
         ("1 Gbit/s, 30 ms", 0.0, GOAL_BULK, server, &[][..]),
         (
@@ -706,184 +696,57 @@ fn report_bulk(rows: &[BulkRow], mib: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Set-up: paths, programs, the server.
 
+/// The release binaries and CUDA headers ([`harness::Paths`]), with the CUDA libraries and
+/// Python packages (`.cache/cuda/env.sh`) the CuPy and numba steps run with.
 struct Paths {
-    root: PathBuf,
-    target: PathBuf,
-    remora: PathBuf,
-    shim: PathBuf,
-    cuda_include: PathBuf,
+    release: harness::Paths,
     cuda_lib: PathBuf,
     cuda_py: PathBuf,
 }
 
+impl std::ops::Deref for Paths {
+    type Target = harness::Paths;
+
+    fn deref(&self) -> &harness::Paths {
+        &self.release
+    }
+}
+
 impl Paths {
     fn find() -> anyhow::Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("benches/ has no parent")?
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let target = if target.is_relative() {
-            root.join(target)
-        } else {
-            target
-        };
-        let remora = target.join("release/remora");
-        let shim = target.join("release/libremora_shim.so");
-        let jitlink = target.join("release/libremora_nvjitlink_off.so");
-        for p in [&remora, &shim, &jitlink] {
-            ensure!(
-                p.exists(),
-                "{} is missing: run `cargo build --release -p remora -p remora-shim -p remora-nvjitlink-off` \
-                 before `cargo bench -p remora-benches --bench distance`",
-                p.display()
-            );
-        }
-        let env_sh = root.join(".cache/cuda/env.sh");
-        let text = std::fs::read_to_string(&env_sh).with_context(|| {
-            format!("{} is missing: run scripts/setup-cuda.sh", env_sh.display())
-        })?;
-        let var = |name: &str| -> anyhow::Result<PathBuf> {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(&format!("export {name}=")))
-                .map(|v| PathBuf::from(v.trim().trim_matches(|c| c == '\'' || c == '"')))
-                .with_context(|| format!("{name} is not in {}", env_sh.display()))
-        };
+        let release = harness::Paths::find(
+            Needs {
+                nvjitlink_off: true,
+                run: "cargo bench -p remora-benches --bench distance",
+            },
+            SetupCuda::Ask,
+        )?;
         Ok(Self {
-            cuda_include: var("CUDA12_INCLUDE")?,
-            cuda_lib: var("CUDA12_LIB")?,
-            cuda_py: var("CUDA_PY")?,
-            root,
-            target,
-            remora,
-            shim,
+            cuda_lib: harness::cuda_env(&release.root, "CUDA12_LIB")?,
+            cuda_py: harness::cuda_env(&release.root, "CUDA_PY")?,
+            release,
         })
     }
 }
 
+/// `benches/programs/NAME.c`, built against the release shim.
 fn compile(paths: &Paths, name: &str) -> anyhow::Result<PathBuf> {
-    let dir = paths.target.join("bench-c");
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib)?;
-    let link = lib.join("libcuda.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&paths.shim, &link)?;
-    let out = dir.join(name);
-    let src = paths.root.join(format!("benches/programs/{name}.c"));
-    let status = Command::new("gcc")
-        .args(["-O2", "-Wall"])
-        .arg("-I")
-        .arg(&paths.cuda_include)
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .arg("-L")
-        .arg(&lib)
-        .args(["-lcuda", "-lm"])
-        .status()
-        .context("running gcc")?;
-    ensure!(
-        status.success(),
-        "gcc could not compile {} ({status})",
-        src.display()
-    );
-    Ok(out)
+    paths.compile_c(
+        &paths.root.join(format!("benches/programs/{name}.c")),
+        "bench-c",
+        &["-O2", "-Wall"],
+    )
 }
 
-fn tempdir(tag: &str) -> anyhow::Result<PathBuf> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "remora-distance-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
-}
-
-/// A folder removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A release `remora serve --backend emulated` on loopback, killed when dropped.
-struct Server {
-    child: std::process::Child,
-    addr: SocketAddr,
-    conn: PathBuf,
-    _dir: TempDir,
-}
-
-impl Server {
-    fn start(paths: &Paths) -> anyhow::Result<Self> {
-        Self::start_with(paths, &[])
-    }
-
-    /// A server whose process has `env` (transport settings are read by both ends).
-    fn start_with(paths: &Paths, env: &[(String, String)]) -> anyhow::Result<Self> {
-        let dir = TempDir(tempdir("server")?);
-        let conn = dir.0.join("connection");
-        let child = Command::new(&paths.remora)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", "emulated"])
-            .args(["--device-memory", "2G"])
-            .arg("--state-dir")
-            .arg(&dir.0)
-            .arg("--connection-file")
-            .arg(&conn)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting remora serve")?;
-        let mut server = Self {
-            child,
-            addr: "0.0.0.0:0".parse()?,
-            conn,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                bail!("remora serve exited before it was ready ({status})");
-            }
-            // The file is written in one go; read it until it names an address.
-            let text = std::fs::read_to_string(&server.conn).unwrap_or_default();
-            if let Some(a) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("address = "))
-                .and_then(|a| a.trim().parse().ok())
-            {
-                server.addr = a;
-                return Ok(server);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "remora serve did not write its connection file within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
+/// A release `remora serve --backend emulated` on loopback for the programs, with `env` in its
+/// environment (transport settings are read by both ends).
+fn start_server(paths: &Paths, env: &[(String, String)]) -> anyhow::Result<Server> {
+    Server::start(
+        paths,
+        "distance-server",
+        ["--backend", "emulated", "--device-memory", "2G"],
+        env,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,13 +28,17 @@
 //! REMORA_BENCH_POOL_ITERS overrides ITERATIONS, REMORA_BENCH_POOL_TRIALS overrides K.
 //! `cargo test -p remora-benches --benches` runs only a self-check of the report's arithmetic.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use remora_benches::harness::{
+    self, env_usize, loadavg, mean, median, percentile, Needs, Paths, Server, SetupCuda,
+};
 use remora_protocol::messages::{ReplyBody, Request, SessionRequest, Window};
 use remora_protocol::{ConnectionFile, Sink};
 use remora_transport::client::Link;
@@ -59,26 +63,33 @@ const GOAL_BUSY: f64 = 0.90;
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes --bench; `cargo test --benches` does not, and gets the self-check.
-    if !std::env::args().any(|a| a == "--bench") {
-        self_check();
-        println!(
-            "pool bench self-check passed (`cargo bench -p remora-benches --bench pool` runs the benchmark)"
-        );
+    if harness::self_check_only("pool", self_check) {
         return Ok(());
     }
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let iters = env("REMORA_BENCH_POOL_ITERS", ITERATIONS);
-    let trials = env("REMORA_BENCH_POOL_TRIALS", TRIALS).max(1);
-    let paths = Paths::find()?;
-    let trial = compile_trial(&paths)?;
+    let iters = env_usize("REMORA_BENCH_POOL_ITERS", ITERATIONS);
+    let trials = env_usize("REMORA_BENCH_POOL_TRIALS", TRIALS).max(1);
+    let paths = Paths::find(
+        Needs {
+            nvjitlink_off: true,
+            run: "cargo bench -p remora-benches --bench pool",
+        },
+        SetupCuda::Ask,
+    )?;
+    paths.warn_if_stale();
+    // Built as the tests build it (against the debug shim there).
+    let trial = paths.compile_c(
+        &paths.root.join("tests/programs/pool_trial.c"),
+        "bench-pool",
+        &[
+            "-O1",
+            "-Wall",
+            "-Wno-deprecated-declarations",
+            "-Wno-unused-function",
+        ],
+    )?;
     let load_before = loadavg();
 
-    let members: Vec<Proc> = (0..MEMBERS)
+    let members: Vec<Server> = (0..MEMBERS)
         .map(|i| start_member(&paths, i))
         .collect::<anyhow::Result<_>>()?;
     let member_files: Vec<&Path> = members.iter().map(|m| m.connection.as_path()).collect();
@@ -191,220 +202,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Paths, the trial program, and the servers.
+// The servers and the trial program.
 
-struct Paths {
-    root: PathBuf,
-    target: PathBuf,
-    remora: PathBuf,
-    shim: PathBuf,
-    cuda_include: PathBuf,
-}
-
-impl Paths {
-    fn find() -> anyhow::Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("benches/ has no parent")?
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let target = if target.is_relative() {
-            root.join(target)
-        } else {
-            target
-        };
-        let remora = target.join("release/remora");
-        let shim = target.join("release/libremora_shim.so");
-        let jitlink = target.join("release/libremora_nvjitlink_off.so");
-        for p in [&remora, &shim, &jitlink] {
-            if !p.exists() {
-                bail!(
-                    "{} is missing: run `cargo build --release -p remora -p remora-shim -p remora-nvjitlink-off` \
-                     before `cargo bench -p remora-benches --bench pool`",
-                    p.display()
-                );
-            }
-        }
-        warn_if_stale(&root, &[&remora, &shim]);
-        let cuda_include = cuda_include(&root)?;
-        Ok(Self {
-            root,
-            target,
-            remora,
-            shim,
-            cuda_include,
-        })
-    }
-}
-
-/// The release binaries are built outside this bench; say so when sources are newer.
-fn warn_if_stale(root: &Path, built: &[&PathBuf]) {
-    fn newest(dir: &Path, acc: &mut Option<SystemTime>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                newest(&p, acc);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
-                    *acc = Some(acc.map_or(m, |a| a.max(m)));
-                }
-            }
-        }
-    }
-    let mut src = None;
-    for d in [
-        "shim/src",
-        "server/src",
-        "protocol/src",
-        "transport/src",
-        "pool/src",
-        "cli/src",
-    ] {
-        newest(&root.join(d), &mut src);
-    }
-    let oldest_bin = built
-        .iter()
-        .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .min();
-    if let (Some(src), Some(bin)) = (src, oldest_bin) {
-        if src > bin {
-            eprintln!(
-                "warning: sources are newer than the release binaries; rerun \
-                 `cargo build --release -p remora -p remora-shim -p remora-nvjitlink-off`"
-            );
-        }
-    }
-}
-
-/// The directory holding `cuda.h`: $CUDA12_INCLUDE, else the one `.cache/cuda/env.sh` names
-/// (written by `scripts/setup-cuda.sh`).
-fn cuda_include(root: &Path) -> anyhow::Result<PathBuf> {
-    let has_header = |p: &Path| p.join("cuda.h").exists();
-    if let Some(p) = std::env::var_os("CUDA12_INCLUDE")
-        .map(PathBuf::from)
-        .filter(|p| has_header(p))
-    {
-        return Ok(p);
-    }
-    let env_sh = root.join(".cache/cuda/env.sh");
-    let text = std::fs::read_to_string(&env_sh)
-        .with_context(|| format!("{} is missing: run scripts/setup-cuda.sh", env_sh.display()))?;
-    let line = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("export CUDA12_INCLUDE="))
-        .context("env.sh names no CUDA12_INCLUDE: run scripts/setup-cuda.sh")?;
-    let p = PathBuf::from(line.trim().trim_matches(|c| c == '\'' || c == '"'));
-    ensure!(
-        has_header(&p),
-        "{} has no cuda.h: run scripts/setup-cuda.sh",
-        p.display()
-    );
-    Ok(p)
-}
-
-/// Builds `tests/programs/pool_trial.c` against CUDA 12's `cuda.h`, linked `-lcuda` against the
-/// release shim (as the tests build it against the debug one).
-fn compile_trial(paths: &Paths) -> anyhow::Result<PathBuf> {
-    let dir = paths.target.join("bench-pool");
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib)?;
-    let link = lib.join("libcuda.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&paths.shim, &link)?;
-    let programs = paths.root.join("tests/programs");
-    let src = programs.join("pool_trial.c");
-    let out = dir.join("pool_trial");
-    let status = Command::new("gcc")
-        .args([
-            "-O1",
-            "-Wall",
-            "-Wno-deprecated-declarations",
-            "-Wno-unused-function",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&src)
-        .arg("-I")
-        .arg(&paths.cuda_include)
-        .arg("-I")
-        .arg(&programs)
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lcuda")
-        .arg("-lm")
-        .status()
-        .context("running gcc")?;
-    if !status.success() {
-        bail!("gcc could not compile {} ({status})", src.display());
-    }
-    Ok(out)
-}
-
-/// A `remora serve` child with its folder and connection file, killed when dropped.
-struct Proc {
-    child: Child,
-    dir: PathBuf,
-    connection: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn serve(paths: &Paths, tag: &str, args: &[&str], members: &[&Path]) -> anyhow::Result<Proc> {
-    let dir = std::env::temp_dir().join(format!("remora-bench-pool-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let connection = dir.join("connection");
-    let mut cmd = Command::new(&paths.remora);
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-    for m in members {
-        cmd.arg("--member").arg(m);
-    }
-    let child = cmd
-        .arg("--state-dir")
-        .arg(&dir)
-        .arg("--connection-file")
-        .arg(&connection)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting remora serve ({tag})"))?;
-    let mut p = Proc {
-        child,
-        dir,
-        connection,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.connection.exists() {
-        if let Some(status) = p.child.try_wait()? {
-            bail!("remora serve ({tag}) exited before it was ready ({status})");
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "remora serve ({tag}) wrote no connection file within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The file is written in one go, but give the writer a moment to close it.
-    std::thread::sleep(Duration::from_millis(50));
-    Ok(p)
-}
-
-fn start_member(paths: &Paths, i: usize) -> anyhow::Result<Proc> {
-    serve(
+fn start_member(paths: &Paths, i: usize) -> anyhow::Result<Server> {
+    Server::start(
         paths,
         &format!("member{i}"),
-        &[
+        [
             "--backend",
             "emulated",
             "--threads",
@@ -417,8 +221,12 @@ fn start_member(paths: &Paths, i: usize) -> anyhow::Result<Proc> {
 }
 
 /// A pool over `members`, returned once every member is up.
-fn start_pool(paths: &Paths, members: &[&Path]) -> anyhow::Result<Proc> {
-    let pool = serve(paths, "pool", &["--sessions-per-gpu", "1"], members)?;
+fn start_pool(paths: &Paths, members: &[&Path]) -> anyhow::Result<Server> {
+    let mut args: Vec<&OsStr> = vec!["--sessions-per-gpu".as_ref(), "1".as_ref()];
+    for m in members {
+        args.extend([OsStr::new("--member"), m.as_os_str()]);
+    }
+    let pool = Server::start(paths, "pool", args, &[])?;
     let observer = Observer::connect(&pool.connection)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -684,36 +492,6 @@ fn busy_fractions(samples: &[Sample], addresses: &[String]) -> Vec<(f64, f64)> {
 
 // ---------------------------------------------------------------------------------------------
 // Reporting.
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s[((p * (s.len() - 1) as f64).round() as usize).min(s.len() - 1)]
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
 
 struct Report {
     trials: usize,

@@ -16,13 +16,14 @@
 //! Sizes can be overridden with REMORA_BENCH_RTT_ITERS, REMORA_BENCH_BULK_MIB,
 //! REMORA_BENCH_BULK_REPS and REMORA_BENCH_ASYNC_CALLS.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
+use remora_benches::harness::{self, env_usize, mean, percentile, Needs, Paths, Server, SetupCuda};
 use remora_transport::endpoint::{self, Identity, SERVER_NAME};
 
 const REQUEST: usize = 128;
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         return raw_server_process();
     }
     // `cargo bench` passes --bench; `cargo test --benches` does not, and gets the smoke check.
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = harness::is_bench_run();
     let cfg = Config::new(full);
     if !full {
         let raw = raw_quinn(&cfg)?;
@@ -49,8 +50,19 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let paths = Paths::find()?;
-    let bench = compile_program(&paths)?;
+    let paths = Paths::find(
+        Needs {
+            nvjitlink_off: false,
+            run: "cargo bench -p remora-benches",
+        },
+        SetupCuda::Run,
+    )?;
+    paths.warn_if_stale();
+    let bench = paths.compile_c(
+        &paths.root.join("benches/programs/bench_calls.c"),
+        "bench-c",
+        &["-O2", "-Wall"],
+    )?;
     println!(
         "remora transport benchmarks: rtt {} calls, bulk {} MiB x {}, async {} calls",
         cfg.rtt_iters, cfg.bulk_mib, cfg.bulk_reps, cfg.async_calls
@@ -72,18 +84,12 @@ struct Config {
 
 impl Config {
     fn new(full: bool) -> Self {
-        let env = |k: &str, d: usize| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
         if full {
             Self {
-                rtt_iters: env("REMORA_BENCH_RTT_ITERS", 20_000),
-                bulk_mib: env("REMORA_BENCH_BULK_MIB", 256),
-                bulk_reps: env("REMORA_BENCH_BULK_REPS", 5).max(1),
-                async_calls: env("REMORA_BENCH_ASYNC_CALLS", 200_000),
+                rtt_iters: env_usize("REMORA_BENCH_RTT_ITERS", 20_000),
+                bulk_mib: env_usize("REMORA_BENCH_BULK_MIB", 256),
+                bulk_reps: env_usize("REMORA_BENCH_BULK_REPS", 5).max(1),
+                async_calls: env_usize("REMORA_BENCH_ASYNC_CALLS", 200_000),
             }
         } else {
             Self {
@@ -312,206 +318,17 @@ fn memcpy_gbps(n: usize, reps: usize) -> Vec<f64> {
 // ---------------------------------------------------------------------------------------------
 // The shim side: bench_calls.c under `remora run`, against a `remora serve` started here.
 
-struct Paths {
-    root: PathBuf,
-    target: PathBuf,
-    remora: PathBuf,
-    shim: PathBuf,
-    cuda_include: PathBuf,
-}
-
-impl Paths {
-    fn find() -> anyhow::Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("benches/ has no parent")?
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let target = if target.is_relative() {
-            root.join(target)
-        } else {
-            target
-        };
-        let remora = target.join("release/remora");
-        let shim = target.join("release/libremora_shim.so");
-        for p in [&remora, &shim] {
-            if !p.exists() {
-                bail!(
-                    "{} is missing: run `cargo build --release -p remora -p remora-shim` before `cargo bench -p remora-benches`",
-                    p.display()
-                );
-            }
-        }
-        warn_if_stale(&root, &[&remora, &shim]);
-        let cuda_include = cuda_include(&root)?;
-        Ok(Self {
-            root,
-            target,
-            remora,
-            shim,
-            cuda_include,
-        })
-    }
-}
-
-/// The release binaries are built outside this bench; say so when sources are newer.
-fn warn_if_stale(root: &Path, built: &[&PathBuf]) {
-    fn newest(dir: &Path, acc: &mut Option<SystemTime>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                newest(&p, acc);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
-                    *acc = Some(acc.map_or(m, |a| a.max(m)));
-                }
-            }
-        }
-    }
-    let mut src = None;
-    for d in ["shim/src", "server/src", "protocol/src", "cli/src"] {
-        newest(&root.join(d), &mut src);
-    }
-    let oldest_bin = built
-        .iter()
-        .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .min();
-    if let (Some(src), Some(bin)) = (src, oldest_bin) {
-        if src > bin {
-            eprintln!(
-                "warning: sources are newer than the release binaries; rerun `cargo build --release -p remora -p remora-shim`"
-            );
-        }
-    }
-}
-
-/// The directory holding `cuda.h`: $CUDA12_INCLUDE, else `.cache/cuda/env.sh`, made by
-/// `scripts/setup-cuda.sh` (idempotent) when it is missing.
-fn cuda_include(root: &Path) -> anyhow::Result<PathBuf> {
-    let has_header = |p: &Path| p.join("cuda.h").exists();
-    if let Some(p) = std::env::var_os("CUDA12_INCLUDE")
-        .map(PathBuf::from)
-        .filter(|p| has_header(p))
-    {
-        return Ok(p);
-    }
-    let env_sh = root.join(".cache/cuda/env.sh");
-    let from_env_sh = || -> Option<PathBuf> {
-        let text = std::fs::read_to_string(&env_sh).ok()?;
-        let line = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("export CUDA12_INCLUDE="))?;
-        Some(PathBuf::from(
-            line.trim().trim_matches(|c| c == '\'' || c == '"'),
-        ))
-    };
-    if let Some(p) = from_env_sh().filter(|p| has_header(p)) {
-        return Ok(p);
-    }
-    eprintln!("CUDA headers not found; running scripts/setup-cuda.sh");
-    let status = Command::new("bash")
-        .arg("scripts/setup-cuda.sh")
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("scripts/setup-cuda.sh failed ({status})");
-    }
-    from_env_sh()
-        .filter(|p| has_header(p))
-        .context("scripts/setup-cuda.sh ran but cuda.h is still not found")
-}
-
-fn compile_program(paths: &Paths) -> anyhow::Result<PathBuf> {
-    let dir = paths.target.join("bench-c");
-    let lib = dir.join("lib");
-    std::fs::create_dir_all(&lib)?;
-    let link = lib.join("libcuda.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&paths.shim, &link)?;
-    let out = dir.join("bench_calls");
-    let src = paths.root.join("benches/programs/bench_calls.c");
-    let status = Command::new("gcc")
-        .args(["-O2", "-Wall"])
-        .arg("-I")
-        .arg(&paths.cuda_include)
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lcuda")
-        .status()
-        .context("running gcc")?;
-    if !status.success() {
-        bail!("gcc could not compile {} ({status})", src.display());
-    }
-    Ok(out)
-}
-
-/// A `remora serve` child, killed when dropped.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_server(paths: &Paths) -> anyhow::Result<(Server, PathBuf)> {
-    let dir = std::env::temp_dir().join(format!("remora-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let conn = dir.join("connection");
-    let child = Command::new(&paths.remora)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "emulated",
-            "--device-memory",
-            "2G",
-        ])
-        .arg("--state-dir")
-        .arg(&dir)
-        .arg("--connection-file")
-        .arg(&conn)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting remora serve")?;
-    let mut server = Server { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !conn.exists() {
-        if let Some(status) = server.child.try_wait()? {
-            bail!("remora serve exited before it was ready ({status})");
-        }
-        if Instant::now() > deadline {
-            bail!("remora serve did not write its connection file within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The file is written in one go, but give the writer a moment to close it.
-    std::thread::sleep(Duration::from_millis(50));
-    Ok((server, conn))
-}
-
-fn run_shim(paths: &Paths, bench: &Path, cfg: &Config) -> anyhow::Result<HashMap<String, f64>> {
-    let (server, conn) = start_server(paths)?;
+fn run_shim(paths: &Paths, bench: &Path, cfg: &Config) -> anyhow::Result<BTreeMap<String, f64>> {
+    let server = Server::start(
+        paths,
+        "transport",
+        ["--backend", "emulated", "--device-memory", "2G"],
+        &[],
+    )?;
     let out = Command::new(&paths.remora)
         .arg("run")
         .arg("--connection")
-        .arg(&conn)
+        .arg(&server.connection)
         .arg("--")
         .arg(bench)
         .args([cfg.rtt_iters, cfg.bulk_mib, cfg.bulk_reps, cfg.async_calls].map(|v| v.to_string()))
@@ -524,37 +341,18 @@ fn run_shim(paths: &Paths, bench: &Path, cfg: &Config) -> anyhow::Result<HashMap
     if !out.status.success() {
         bail!("bench_calls failed ({}); its output:\n{stdout}", out.status);
     }
-    let values: HashMap<String, f64> = stdout
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (k, v) = (it.next()?, it.next()?.parse().ok()?);
-            Some((k.to_string(), v))
-        })
-        .collect();
-    Ok(values)
+    Ok(harness::key_values(&stdout))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reporting.
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s[((p * (s.len() - 1) as f64).round() as usize).min(s.len() - 1)]
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
 fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
 }
 
+/// The upper median, as `bench_calls.c` reports the shim's (not [`harness::median`], which
+/// averages the middle two).
 fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
@@ -563,7 +361,7 @@ fn report(
     cfg: &Config,
     raw: &Raw,
     memcpy: &[f64],
-    shim: &HashMap<String, f64>,
+    shim: &BTreeMap<String, f64>,
 ) -> anyhow::Result<()> {
     // A phase switched off by its size variable leaves its keys out; its rows show NaN.
     let get = |k: &str| -> anyhow::Result<f64> { Ok(shim.get(k).copied().unwrap_or(f64::NAN)) };

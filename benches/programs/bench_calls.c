@@ -3,30 +3,10 @@
  *
  * Usage: bench_calls RTT_ITERS BULK_MIB BULK_REPS ASYNC_CALLS
  * Prints one `key value` line per result; anything else on stdout is ignored by the harness. */
-#include <cuda.h>
+#define PROGRAM "bench_calls"
+#include "bench.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#define CHECK(call)                                                                     \
-    do {                                                                                \
-        CUresult r_ = (call);                                                           \
-        if (r_ != CUDA_SUCCESS) {                                                       \
-            const char *s_ = NULL;                                                      \
-            cuGetErrorString(r_, &s_);                                                  \
-            fprintf(stderr, "bench_calls: %s failed: %d %s (line %d)\n", #call, (int)r_, \
-                    s_ ? s_ : "?", __LINE__);                                           \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -6,30 +6,10 @@
  *
  * Usage: bulk_copy MIB
  * Prints `htod_gbps G` and `dtoh_gbps G` (decimal GB/s). */
-#include <cuda.h>
+#define PROGRAM "bulk_copy"
+#include "bench.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        CUresult r_ = (call);                                                          \
-        if (r_ != CUDA_SUCCESS) {                                                      \
-            const char *s_ = NULL;                                                     \
-            cuGetErrorString(r_, &s_);                                                 \
-            fprintf(stderr, "bulk_copy: %s failed: %d %s (line %d)\n", #call, (int)r_, \
-                    s_ ? s_ : "?", __LINE__);                                          \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     if (argc != 2) {

@@ -9,23 +9,9 @@
  *   the host and prints `ms_per_step M` (mean over STEPS; absent when STEPS is 0).
  * Every launch is queued by the shim; the copy is one round trip; cuModuleGetFunction and the
  * initial cuMemsetD32 are answered or queued locally. Lines `key value` are for the harness. */
-#include <cuda.h>
+#define PROGRAM "step_loop"
+#include "bench.h"
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        CUresult r_ = (call);                                                          \
-        if (r_ != CUDA_SUCCESS) {                                                      \
-            const char *s_ = NULL;                                                     \
-            cuGetErrorString(r_, &s_);                                                 \
-            fprintf(stderr, "step_loop: %s failed: %d %s (line %d)\n", #call, (int)r_, \
-                    s_ ? s_ : "?", __LINE__);                                          \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
 
 static const char *ptx =
     ".version 7.0\n.target sm_80\n.address_size 64\n"

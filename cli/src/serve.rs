@@ -76,24 +76,7 @@ pub struct ServeArgs {
     queue_timeout: f64,
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches("IB").trim_end_matches('B');
-    let (num, shift) = match t.chars().last() {
-        Some('K') => (&t[..t.len() - 1], 10),
-        Some('M') => (&t[..t.len() - 1], 20),
-        Some('G') => (&t[..t.len() - 1], 30),
-        Some('T') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 512M or 4G"))?;
-    n.checked_mul(1 << shift)
-        .filter(|&v| v > 0)
-        .ok_or_else(|| format!("`{s}` is out of range"))
-}
+pub use remora_protocol::size::parse_size;
 
 fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
@@ -176,18 +159,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         })
         .with_context(|| format!("listening on {}", args.listen))?;
         let local = server.local_addr()?;
-        let file = ConnectionFile {
-            address: advertised(&args, local),
-            cert_sha256: identity.fingerprint(),
-            token,
-            emulated: Some(kind == "emulated"),
-        };
-        let path = args
-            .connection_file
-            .clone()
-            .unwrap_or_else(|| state.join("connection"));
-        file.write(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let emulated = Some(kind == "emulated");
+        let path = write_connection_file(&args, &state, &identity, token, local, emulated)?;
         println!("remora: serving {ndev} {kind} device(s) on {local}");
         println!("remora: connection file {}", path.display());
         tokio::select! {
@@ -198,13 +171,33 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// The address clients are told: --advertise, else where it listens (loopback for 0.0.0.0).
-fn advertised(args: &ServeArgs, local: SocketAddr) -> SocketAddr {
+/// Writes the connection file clients use (to --connection-file, else STATE_DIR/connection),
+/// naming --advertise, else where the server listens (loopback for 0.0.0.0); returns its path.
+fn write_connection_file(
+    args: &ServeArgs,
+    state: &std::path::Path,
+    identity: &Identity,
+    token: String,
+    local: SocketAddr,
+    emulated: Option<bool>,
+) -> anyhow::Result<PathBuf> {
     let mut address = args.advertise.unwrap_or(local);
     if address.ip().is_unspecified() {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    address
+    let file = ConnectionFile {
+        address,
+        cert_sha256: identity.fingerprint(),
+        token,
+        emulated,
+    };
+    let path = args
+        .connection_file
+        .clone()
+        .unwrap_or_else(|| state.join("connection"));
+    file.write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// `remora serve --member ...`: a pool of other servers' GPUs.
@@ -254,18 +247,7 @@ fn serve_pool(
         .with_context(|| format!("listening on {}", args.listen))?;
         let local = pool.local_addr()?;
         // Members may differ: clients ask the pool what its GPUs are.
-        let file = ConnectionFile {
-            address: advertised(&args, local),
-            cert_sha256: identity.fingerprint(),
-            token,
-            emulated: None,
-        };
-        let path = args
-            .connection_file
-            .clone()
-            .unwrap_or_else(|| state.join("connection"));
-        file.write(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let path = write_connection_file(&args, state, &identity, token, local, None)?;
         println!(
             "remora: pool of {} member(s){} on {local}",
             args.members.len(),
@@ -288,18 +270,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "remora".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("0").is_err());
-    }
 }

@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod messages;
 pub mod server;
+pub mod size;
 pub mod status;
 
 pub use client::{ClientConn, ConnError, Flush, Sink, Ticket};

@@ -92,7 +92,7 @@ fn session_request() -> Result<SessionRequest, String> {
         None => 0,
     };
     let memory = match var("REMORA_MEMORY") {
-        Some(v) => parse_size(&v).ok_or_else(|| bad("REMORA_MEMORY", &v))?,
+        Some(v) => remora_protocol::size::parse_size(&v).map_err(|_| bad("REMORA_MEMORY", &v))?,
         None => 0,
     };
     let queue_timeout_ms = match var("REMORA_QUEUE_TIMEOUT") {
@@ -111,20 +111,6 @@ fn session_request() -> Result<SessionRequest, String> {
         queue_timeout_ms,
         observer: false,
     })
-}
-
-/// `512M`, `4G`, `1073741824`.
-fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches("IB").trim_end_matches('B');
-    let (num, shift) = match t.chars().last()? {
-        'K' => (&t[..t.len() - 1], 10),
-        'M' => (&t[..t.len() - 1], 20),
-        'G' => (&t[..t.len() - 1], 30),
-        'T' => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 fn connect() -> Result<Client, (CuStatus, String)> {
@@ -346,6 +332,11 @@ impl Client {
             })?;
         deliver_output(&reply.output);
         if reply.status != 0 {
+            // The server ends the session with this error (a pool lost the member holding
+            // it): applications often print only the code, so say why once.
+            if CuStatus(reply.status) == CuStatus::DEVICE_UNAVAILABLE {
+                report_once(&ShimError::Unreachable(reply.message.clone()));
+            }
             return Err(ShimError::new(
                 CuStatus(reply.status),
                 reply.message.clone(),

@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,99 +20,6 @@ fn free_port() -> u16 {
 fn member(port: Option<u16>) -> Server {
     let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
     Server::start_with(&["--threads", "1", "--listen", &listen])
-}
-
-/// A pool over `members`, killed on drop.
-#[allow(dead_code)] // `dir` keeps the pool's state folder alive.
-struct Pool {
-    child: Child,
-    dir: TempDir,
-    connection: PathBuf,
-}
-
-impl Pool {
-    fn start(members: &[&Path], extra: &[&str]) -> Self {
-        let dir = TempDir::new("pool");
-        let connection = dir.0.join("connection");
-        let mut cmd = Command::new(remora());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-        for m in members {
-            cmd.arg("--member").arg(m);
-        }
-        let child = cmd
-            .args(extra)
-            .arg("--state-dir")
-            .arg(&dir.0)
-            .arg("--connection-file")
-            .arg(&connection)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the pool");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !connection.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the pool wrote no connection file"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let pool = Self {
-            child,
-            dir,
-            connection,
-        };
-        pool.wait_for(|s| {
-            s["members"]
-                .as_array()
-                .is_some_and(|m| m.iter().all(|m| m["state"] == "up"))
-        });
-        pool
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(remora())
-            .args(["status", "--json", "--connection"])
-            .arg(&self.connection)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "remora status: {}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Waits (up to 20 s) until the pool's report satisfies `ok`.
-    fn wait_for(&self, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.status();
-            if ok(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "pool never got there: {s:#}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn trial(&self, args: &[&str], opts: &[&str]) -> Command {
-        let mut c = Command::new(remora());
-        c.arg("run")
-            .arg("--connection")
-            .arg(&self.connection)
-            .args(opts)
-            .arg("--")
-            .arg(c_program("pool_trial"))
-            .args(args);
-        c.env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        c
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn done(c: Child) -> Output {
@@ -289,29 +195,10 @@ fn a_member_with_wrong_credentials_is_named_and_retried_not_fatal() {
     let a = member(None);
     let b = member(None);
     let wrong = b.connection_with("token", "0000");
-    let dir = TempDir::new("pool-wrong");
-    let conn = dir.0.join("connection");
-    let mut child = Command::new(remora())
-        .args(["serve", "--listen", "127.0.0.1:0", "--member"])
-        .arg(&a.connection)
-        .arg("--member")
-        .arg(&wrong)
-        .arg("--state-dir")
-        .arg(&dir.0)
-        .arg("--connection-file")
-        .arg(&conn)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pool = Pool {
-        child: std::mem::replace(&mut child, Command::new("true").spawn().unwrap()),
-        dir,
-        connection: conn,
-    };
-    while !pool.connection.exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pool = Pool::spawn(|c| {
+        c.arg("--member").arg(&a.connection);
+        c.arg("--member").arg(&wrong);
+    });
     let s = pool.wait_for(|s| {
         s["members"][1]["last_error"]
             .as_str()
@@ -325,7 +212,6 @@ fn a_member_with_wrong_credentials_is_named_and_retried_not_fatal() {
         "the good member serves: {}",
         text(&out)
     );
-    let _ = child.wait();
 }
 
 #[test]
@@ -436,29 +322,10 @@ fn members_found_by_dns_are_added_and_removed_while_the_pool_runs() {
     let line_a = format!("127.0.0.2 {name}");
     let line_b = format!("127.0.0.3 {name}");
     hosts.add(&line_a);
-    let dir = TempDir::new("pool-dns");
-    let connection = dir.0.join("connection");
-    let child = Command::new(remora())
-        .args(["serve", "--listen", "127.0.0.1:0", "--members-dns"])
-        .arg(format!("{name}:{port}"))
-        .arg("--member-credentials")
-        .arg(&a.connection)
-        .arg("--state-dir")
-        .arg(&dir.0)
-        .arg("--connection-file")
-        .arg(&connection)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    while !connection.exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pool = Pool {
-        child,
-        dir,
-        connection,
-    };
+    let pool = Pool::spawn(|c| {
+        c.arg("--members-dns").arg(format!("{name}:{port}"));
+        c.arg("--member-credentials").arg(&a.connection);
+    });
     let state = |s: &serde_json::Value, ip: &str| -> String {
         s["members"]
             .as_array()

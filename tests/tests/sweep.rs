@@ -37,95 +37,6 @@ fn address(connection: &Path) -> String {
         .to_string()
 }
 
-/// A pool over `members`, killed on drop (as in pool.rs).
-struct Pool {
-    child: Child,
-    _dir: TempDir,
-    connection: PathBuf,
-}
-
-impl Pool {
-    fn start(members: &[&Path]) -> Self {
-        let dir = TempDir::new("sweep-pool");
-        let connection = dir.0.join("connection");
-        let mut cmd = Command::new(remora());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-        for m in members {
-            cmd.arg("--member").arg(m);
-        }
-        let child = cmd
-            .arg("--state-dir")
-            .arg(&dir.0)
-            .arg("--connection-file")
-            .arg(&connection)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the pool");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !connection.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the pool wrote no connection file"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let pool = Self {
-            child,
-            _dir: dir,
-            connection,
-        };
-        pool.wait_for(|s| {
-            s["members"]
-                .as_array()
-                .is_some_and(|m| m.iter().all(|m| m["state"] == "up"))
-        });
-        pool
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(remora())
-            .args(["status", "--json", "--connection"])
-            .arg(&self.connection)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "remora status: {}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Waits (up to 20 s) until the pool's report satisfies `ok`.
-    fn wait_for(&self, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.status();
-            if ok(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "pool never got there: {s:#}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The members the pool's sessions are on now.
-    fn busy_members(&self) -> BTreeSet<String> {
-        self.status()["sessions"]
-            .as_array()
-            .map(|s| {
-                s.iter()
-                    .filter_map(|x| x["member"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A running `sweep.py`, its output going to files (so that nothing blocks on a full pipe while
 /// the test polls the pool); killed on drop.
 struct Sweep {
@@ -218,7 +129,7 @@ impl Drop for Sweep {
 #[test]
 fn the_sweep_finds_the_best_learning_rate_using_both_members() {
     let (a, b) = (member(), member());
-    let pool = Pool::start(&[&a.connection, &b.connection]);
+    let pool = Pool::start(&[&a.connection, &b.connection], &[]);
     let sweep = Sweep::start(&pool.connection, &["--grid", GRID, "--jobs", "2"]);
     let mut seen = BTreeSet::new();
     let done = sweep.finish(|| seen.extend(pool.busy_members()));
@@ -261,7 +172,7 @@ fn the_sweep_finds_the_best_learning_rate_using_both_members() {
 fn a_trial_whose_member_is_killed_is_retried_on_the_other() {
     let mut a = member();
     let b = member();
-    let pool = Pool::start(&[&a.connection, &b.connection]);
+    let pool = Pool::start(&[&a.connection, &b.connection], &[]);
     // Long enough (a few seconds each) that both trials are still running when `a` dies.
     let sweep = Sweep::start(
         &pool.connection,
@@ -286,7 +197,7 @@ fn a_trial_whose_member_is_killed_is_retried_on_the_other() {
 #[test]
 fn a_trial_that_times_out_in_the_queue_is_reported_failed_not_hung() {
     let a = member();
-    let pool = Pool::start(&[&a.connection]);
+    let pool = Pool::start(&[&a.connection], &[]);
     // Holds the pool's only GPU for 60 s.
     let mut hold = Command::new(remora())
         .arg("run")
@@ -542,7 +453,7 @@ fn the_manifests_arguments_make_a_working_pool_on_loopback() {
     std::fs::write(&client_conn, conn.join("\n")).unwrap();
     let pool = Pool {
         child: pool_child,
-        _dir: TempDir::new("k8s-pool"),
+        dir: TempDir::new("k8s-pool"),
         connection: client_conn.clone(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -107,7 +107,7 @@ fn transport(loopback: bool) -> quinn::TransportConfig {
     // 19 MB); REMORA_WINDOW raises them for faster or longer links.
     let window = std::env::var("REMORA_WINDOW")
         .ok()
-        .and_then(|v| parse_bytes(&v))
+        .and_then(|v| remora_protocol::size::parse_size(&v).ok())
         .unwrap_or(128 << 20)
         .clamp(1 << 20, (1 << 62) - 1);
     t.stream_receive_window(quinn::VarInt::from_u64(window / 2).unwrap_or(quinn::VarInt::MAX));
@@ -151,19 +151,6 @@ fn congestion() -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
             Arc::new(c)
         }
     }
-}
-
-/// `64M`, `1G`, `1048576`.
-fn parse_bytes(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches("IB").trim_end_matches('B');
-    let (num, shift) = match t.chars().last()? {
-        'K' => (&t[..t.len() - 1], 10),
-        'M' => (&t[..t.len() - 1], 20),
-        'G' => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Endpoint settings: on loopback, allow 64 KiB datagrams. Each side advertises this limit and

@@ -316,3 +316,119 @@ pub fn nvcc_program(name: &str, shared_cudart: bool, compressed: bool) -> PathBu
     std::fs::rename(&tmp, &exe).unwrap();
     exe
 }
+
+/// A pool (`remora serve --member ...`) on loopback, killed on drop.
+pub struct Pool {
+    pub child: Child,
+    /// Holds the pool's state folder.
+    pub dir: TempDir,
+    pub connection: PathBuf,
+}
+
+impl Pool {
+    /// A pool over `members` (connection files) with `extra` arguments; returns once every
+    /// member is up.
+    pub fn start(members: &[&Path], extra: &[&str]) -> Self {
+        let pool = Self::spawn(|cmd| {
+            for m in members {
+                cmd.arg("--member").arg(m);
+            }
+            cmd.args(extra);
+        });
+        pool.wait_for(|s| {
+            s["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["state"] == "up"))
+        });
+        pool
+    }
+
+    /// A pool whose members `configure` names; returns once it wrote its connection file.
+    pub fn spawn(configure: impl FnOnce(&mut Command)) -> Self {
+        let dir = TempDir::new("pool");
+        let connection = dir.0.join("connection");
+        let mut cmd = Command::new(remora());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        configure(&mut cmd);
+        let child = cmd
+            .arg("--state-dir")
+            .arg(&dir.0)
+            .arg("--connection-file")
+            .arg(&connection)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the pool");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !connection.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the pool wrote no connection file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            dir,
+            connection,
+        }
+    }
+
+    /// `remora status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(remora())
+            .args(["status", "--json", "--connection"])
+            .arg(&self.connection)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remora status: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits (up to 20 s) until the pool's report satisfies `ok`.
+    pub fn wait_for(&self, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "pool never got there: {s:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `remora run --connection POOL OPTS -- pool_trial ARGS`, output piped.
+    pub fn trial(&self, args: &[&str], opts: &[&str]) -> Command {
+        let mut c = Command::new(remora());
+        c.arg("run")
+            .arg("--connection")
+            .arg(&self.connection)
+            .args(opts)
+            .arg("--")
+            .arg(c_program("pool_trial"))
+            .args(args);
+        c.env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// The members the pool's sessions are on now.
+    pub fn busy_members(&self) -> std::collections::BTreeSet<String> {
+        self.status()["sessions"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x["member"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
