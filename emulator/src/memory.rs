@@ -197,6 +197,7 @@ pub struct AddressSpace {
     device: Arc<DeviceMemory>,
     window_base: u64,
     window_end: u64,
+    lease_end: u64,
     inner: RwLock<Inner>,
 }
 
@@ -204,21 +205,90 @@ pub struct AddressSpace {
 struct Inner {
     allocs: BTreeMap<u64, Arc<Allocation>>,
     next: u64,
+    /// Device memory reserved for the client to allocate itself (upper half of the window),
+    /// and how much of it its live allocations use.
+    lease: u64,
+    leased: u64,
+    /// Bases of the allocations made inside the lease.
+    in_lease: std::collections::BTreeSet<u64>,
 }
 
 impl AddressSpace {
-    /// An empty address space whose allocations fall inside `[window_base, window_base + size)`.
+    /// An empty address space whose allocations fall inside `[window_base, window_base + size)`:
+    /// the lower half for allocations placed here, the upper half for the client's own, inside
+    /// a lease ([`AddressSpace::lease`]).
     pub fn new(device: Arc<DeviceMemory>, window_base: u64, window_size: u64) -> Self {
         let base = window_base.next_multiple_of(ALLOC_ALIGN);
         Self {
             device,
             window_base: base,
-            window_end: window_base.saturating_add(window_size),
+            window_end: window_base.saturating_add(window_size / 2),
+            lease_end: window_base.saturating_add(window_size),
             inner: RwLock::new(Inner {
-                allocs: BTreeMap::new(),
                 next: base,
+                ..Inner::default()
             }),
         }
+    }
+
+    /// Reserves `bytes` of device memory for the client to allocate itself, at addresses it
+    /// chooses in the upper half of the window ([`AddressSpace::alloc_at`]).
+    pub fn lease(&self, bytes: u64) -> Result<(), MemError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.device.reserve(bytes)?;
+        self.device.release(inner.lease);
+        inner.lease = bytes;
+        Ok(())
+    }
+
+    /// Leased bytes no allocation uses yet: free memory, as this client sees it.
+    pub fn lease_unused(&self) -> u64 {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.lease - inner.leased
+    }
+
+    /// The upper half of the window, where the client places its own allocations.
+    pub fn lease_region(&self) -> (u64, u64) {
+        (
+            self.window_end.next_multiple_of(ALLOC_ALIGN),
+            self.lease_end,
+        )
+    }
+
+    /// An allocation the client placed at `ptr`, inside its lease: in the upper half of the
+    /// window, aligned, overlapping nothing, within the bytes leased.
+    pub fn alloc_at(&self, ptr: u64, size: u64) -> Result<(), MemError> {
+        let (lo, hi) = self.lease_region();
+        let end = ptr.checked_add(size).ok_or(MemError::InvalidSize(size))?;
+        if size == 0 || ptr < lo || end > hi {
+            return Err(MemError::InvalidSize(size));
+        }
+        if ptr % ALLOC_ALIGN != 0 {
+            return Err(MemError::Misaligned {
+                addr: ptr,
+                size: ALLOC_ALIGN,
+            });
+        }
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.leased + size > inner.lease {
+            return Err(MemError::OutOfMemory {
+                requested: size,
+                free: inner.lease - inner.leased,
+            });
+        }
+        let before = inner.allocs.range(..end).next_back();
+        if before.is_some_and(|(_, a)| a.base + a.size > ptr) {
+            return Err(MemError::OutOfBounds {
+                addr: ptr,
+                len: size,
+            });
+        }
+        inner.leased += size;
+        inner.in_lease.insert(ptr);
+        inner
+            .allocs
+            .insert(ptr, Arc::new(Allocation::new(ptr, size)));
+        Ok(())
     }
 
     pub fn device(&self) -> &Arc<DeviceMemory> {
@@ -262,7 +332,8 @@ impl AddressSpace {
 
     fn first_gap(&self, inner: &Inner, span: u64) -> Option<u64> {
         let mut cursor = self.window_base;
-        for a in inner.allocs.values() {
+        // Only the lower half: the upper half holds the client's own allocations.
+        for a in inner.allocs.range(..self.window_end).map(|(_, a)| a) {
             if a.base - cursor >= span {
                 return Some(cursor);
             }
@@ -278,16 +349,27 @@ impl AddressSpace {
             .allocs
             .remove(&ptr)
             .ok_or(MemError::NotAllocated(ptr))?;
-        self.device.release(a.size);
+        if inner.in_lease.remove(&ptr) {
+            // Back to the lease, which stays reserved.
+            inner.leased -= a.size;
+        } else {
+            self.device.release(a.size);
+        }
         Ok(a.size)
     }
 
     /// Frees everything (a client that went away).
     pub fn clear(&self) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let in_lease = std::mem::take(&mut inner.in_lease);
         for a in std::mem::take(&mut inner.allocs).into_values() {
-            self.device.release(a.size);
+            if !in_lease.contains(&a.base) {
+                self.device.release(a.size);
+            }
         }
+        self.device.release(inner.lease);
+        inner.lease = 0;
+        inner.leased = 0;
     }
 
     /// Bytes allocated in this address space.
@@ -477,5 +559,48 @@ mod tests {
         assert_eq!(a.load(2, 2), 0xBEEF);
         assert_eq!(a.load(0, 4), 0xBEEF_0000);
         assert_eq!(a.load(8, 8), u64::MAX);
+    }
+
+    #[test]
+    fn a_lease_reserves_memory_and_the_client_places_allocations_in_the_upper_half() {
+        let dev = DeviceMemory::new(1 << 20);
+        let s = AddressSpace::new(dev.clone(), 1 << 40, 1 << 40);
+        s.lease(64 << 10).unwrap();
+        assert_eq!(dev.free(), (1 << 20) - (64 << 10), "reserved at once");
+        let (lo, hi) = s.lease_region();
+        assert_eq!((lo, hi), ((1u64 << 40) + (1 << 39), 2 << 40));
+        s.alloc_at(lo, 4096).unwrap();
+        s.alloc_at(lo + 4096, 4096).unwrap();
+        assert_eq!(
+            dev.free(),
+            (1 << 20) - (64 << 10),
+            "inside the lease: no more reserved"
+        );
+        // Overlap, outside the half, misaligned, past the lease: refused.
+        assert!(s.alloc_at(lo + 100, 16).is_err());
+        assert!(matches!(
+            s.alloc_at(lo - 4096, 16),
+            Err(MemError::InvalidSize(_))
+        ));
+        assert!(matches!(
+            s.alloc_at(lo + 8192 + 8, 16),
+            Err(MemError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            s.alloc_at(lo + (1 << 20), 60 << 10),
+            Err(MemError::OutOfMemory { .. })
+        ));
+        s.write(lo + 10, b"abc").unwrap();
+        let mut out = [0u8; 3];
+        s.read(lo + 10, &mut out).unwrap();
+        assert_eq!(&out, b"abc");
+        // Freed bytes go back to the lease, not to the device.
+        s.free(lo).unwrap();
+        s.alloc_at(lo + (1 << 20), 60 << 10).unwrap();
+        // Allocations placed here stay in the lower half.
+        let p = s.alloc(4096).unwrap();
+        assert!(p < lo);
+        drop(s);
+        assert_eq!(dev.free(), 1 << 20, "everything back when the client goes");
     }
 }

@@ -105,6 +105,9 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
             .iter()
             .filter_map(|&g| connected.info.devices.get(g as usize).cloned())
             .collect(),
+        // The member granted it; the client's own allocations pass through unchanged (the
+        // addresses are the same on both sides).
+        lease: connected.info.lease,
     };
     tracing::info!(member = %addr, gpus = ?placement.gpus, "session placed");
     let link = Link::new(connected, Buffers::default());
@@ -169,6 +172,7 @@ async fn observe(hello: Hello, pool: &Pool) -> Result<(), ServeError> {
         driver_version: 0,
         server_name: format!("{} (pool)", pool.name),
         devices: Vec::new(),
+        lease: 0,
     };
     for m in members.iter().filter_map(|m| m.info.as_ref()) {
         info.driver_version = info.driver_version.max(m.driver_version);

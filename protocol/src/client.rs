@@ -122,6 +122,9 @@ pub struct ClientConn {
     seq: u64,
     /// The last reply said the session was idle and nothing was queued after its call.
     settled: bool,
+    /// The last synchronising reply carried an error (perhaps a sticky one that every later
+    /// call must report): nothing is to be answered or placed locally until one succeeds.
+    failed: bool,
 }
 
 impl ClientConn {
@@ -240,6 +243,11 @@ impl ClientConn {
         })
     }
 
+    /// Whether the last synchronising reply reported an error (the context may be faulted).
+    pub fn failed(&self) -> bool {
+        self.failed || self.deferred.is_some()
+    }
+
     /// Whether queued work waits to be transmitted.
     pub fn has_transmit(&self) -> bool {
         !self.batch.is_empty()
@@ -337,6 +345,7 @@ impl ClientConn {
             return;
         }
         self.settled = reply.idle && reply.status == 0 && owed.seq == self.seq;
+        self.failed = reply.status != 0 || self.deferred.is_some();
         let mut output = std::mem::take(&mut self.output);
         output.push_str(&reply.output);
         let reply = match self.deferred.take() {

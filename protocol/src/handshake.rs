@@ -293,6 +293,7 @@ mod tests {
                 attributes: vec![(75, 8)],
                 emulated: true,
             }],
+            lease: 0,
         }
     }
 

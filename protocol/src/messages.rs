@@ -89,6 +89,14 @@ pub enum Request {
         ctx: CtxId,
         ptr: u64,
     },
+    /// An allocation the client placed itself, at `ptr` in the upper half of the device's
+    /// window, inside the memory lease the server granted (`ServerInfo::lease`): never waited
+    /// for, because the lease was reserved for the session when it began.
+    MemAllocAt {
+        ctx: CtxId,
+        ptr: u64,
+        size: u64,
+    },
     /// Host to device; the bytes follow as the frame's payload.
     MemcpyHtoD {
         ctx: CtxId,
@@ -221,6 +229,7 @@ impl Request {
             | Request::CtxSynchronize { .. }
             | Request::CtxReset { .. }
             | Request::MemFree { .. }
+            | Request::MemAllocAt { .. }
             | Request::MemcpyHtoD { .. }
             | Request::MemcpyDtoD { .. }
             | Request::Memset { .. }
@@ -274,6 +283,7 @@ impl Request {
             Request::CtxReset { .. } => "CtxReset",
             Request::MemAlloc { .. } => "MemAlloc",
             Request::MemFree { .. } => "MemFree",
+            Request::MemAllocAt { .. } => "MemAllocAt",
             Request::MemcpyHtoD { .. } => "MemcpyHtoD",
             Request::MemcpyDtoH { .. } => "MemcpyDtoH",
             Request::MemcpyDtoD { .. } => "MemcpyDtoD",
@@ -438,6 +448,10 @@ pub struct ServerInfo {
     pub driver_version: i32,
     pub server_name: String,
     pub devices: Vec<DeviceInfo>,
+    /// Device memory the server reserves for this session on each device, which the client
+    /// allocates itself in the upper half of that device's window ([`Request::MemAllocAt`]),
+    /// with no round trip; 0 when the backend cannot place allocations where the client says.
+    pub lease: u64,
 }
 
 /// Everything the driver API reports about a device, fetched once at connect.

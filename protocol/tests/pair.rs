@@ -448,6 +448,7 @@ fn info() -> ServerInfo {
             attributes: vec![],
             emulated: true,
         }],
+        lease: 0,
     }
 }
 

@@ -35,6 +35,11 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     fn driver_version(&self) -> i32;
     fn devices(&self) -> &[DeviceInfo];
+    /// Device memory a session may allocate itself on each device, without a round trip
+    /// (`DeviceSession::lease`); 0 where the backend cannot place allocations where told.
+    fn lease(&self) -> u64 {
+        0
+    }
     /// Opens one client's session inside the address windows that client reserved.
     fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>>;
 }
@@ -92,6 +97,24 @@ pub trait DeviceSession: Send {
 
     /// Waits for all work of the session (a no-op where execution is synchronous).
     fn synchronize(&mut self) -> CuResult<()>;
+    /// Reserves `bytes` on `device` for the client to allocate itself, at addresses it chooses
+    /// in the upper half of that device's window (a memory lease). Backends that cannot place
+    /// allocations where the client says refuse (`Backend::lease` is then 0).
+    fn lease(&mut self, _device: u32, _bytes: u64) -> CuResult<()> {
+        Err(CuError::new(
+            CuStatus::NOT_SUPPORTED,
+            "this backend grants no memory lease",
+        ))
+    }
+
+    /// An allocation the client placed at `ptr` inside its lease on `device`.
+    fn alloc_at(&mut self, _device: u32, _ptr: u64, _size: u64) -> CuResult<()> {
+        Err(CuError::new(
+            CuStatus::NOT_SUPPORTED,
+            "this backend grants no memory lease",
+        ))
+    }
+
     /// Whether all work of the session is complete now (true where execution is synchronous).
     fn is_idle(&mut self) -> bool {
         false

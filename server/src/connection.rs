@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora_protocol::messages::{CtxId, ModuleId, Reply, ReplyBody, Request, Window};
+use remora_protocol::messages::{CtxId, ModuleId, Reply, ReplyBody, Request, ServerInfo, Window};
 use remora_protocol::{CuStatus, ServerEvent};
 use remora_transport::server::{self, Calls, ServeError, CHUNK};
 use sha2::Digest;
@@ -62,7 +62,14 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         (Some(q), m) => Some(q.min(m)),
         (None, m) => Some(m),
     };
-    let mut calls = hello.accept(&shared.info).await?;
+    // The lease is part of the quota: never more than an even share of it per device.
+    let ndev = shared.info.devices.len().max(1) as u64;
+    let lease = quota.map_or(shared.info.lease, |q| shared.info.lease.min(q / ndev));
+    let info = ServerInfo {
+        lease,
+        ..shared.info.clone()
+    };
+    let mut calls = hello.accept(&info).await?;
 
     // First call: the client's address windows, which the backend's session is placed in
     // (`remora status` asks for the report first, and may stop there).
@@ -98,7 +105,12 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         }
     };
     let opened = check_windows(&windows, shared.info.devices.len())
-        .and_then(|()| shared.backend.open(&windows));
+        .and_then(|()| shared.backend.open(&windows))
+        .and_then(|b| {
+            let mut s = Session::new(b, shared.info.devices.len() as u32, quota);
+            s.grant_lease(lease)?;
+            Ok(s)
+        });
     let registered;
     let mut session = match opened {
         Ok(b) => {
@@ -117,7 +129,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                 },
             );
             registered = Registered(shared, n);
-            Session::new(b, shared.info.devices.len() as u32, quota)
+            b
         }
         Err(e) => {
             if wants_reply {

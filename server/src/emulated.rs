@@ -72,6 +72,13 @@ impl Backend for EmulatedBackend {
         &self.devices
     }
 
+    fn lease(&self) -> u64 {
+        // An eighth of a device, at most 256 MiB: enough for a program's working buffers, small
+        // enough that a full server still admits many sessions.
+        let smallest = self.devices.iter().map(|d| d.total_mem).min().unwrap_or(0);
+        (smallest / 8).min(256 << 20)
+    }
+
     fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>> {
         let mut spaces = Vec::new();
         for (i, mem) in self.memory.iter().enumerate() {
@@ -149,8 +156,9 @@ impl DeviceSession for EmulatedSession {
     }
 
     fn mem_info(&self, device: u32) -> CuResult<(u64, u64)> {
-        let d = self.space(device)?.device();
-        Ok((d.free(), d.total()))
+        let s = self.space(device)?;
+        // The session's own unused lease is free memory to it.
+        Ok((s.device().free() + s.lease_unused(), s.device().total()))
     }
 
     fn write(&mut self, dst: u64, data: &[u8]) -> CuResult<()> {
@@ -181,6 +189,14 @@ impl DeviceSession for EmulatedSession {
         self.space_of(dst)?
             .memset2d(dst, pitch, value, elem as u32, width, height)
             .map_err(mem_error)
+    }
+
+    fn lease(&mut self, device: u32, bytes: u64) -> CuResult<()> {
+        self.space(device)?.lease(bytes).map_err(mem_error)
+    }
+
+    fn alloc_at(&mut self, device: u32, ptr: u64, size: u64) -> CuResult<()> {
+        self.space(device)?.alloc_at(ptr, size).map_err(mem_error)
     }
 
     fn is_idle(&mut self) -> bool {

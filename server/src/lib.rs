@@ -69,6 +69,7 @@ impl Server {
             driver_version: cfg.backend.driver_version(),
             server_name: cfg.name,
             devices: cfg.backend.devices().to_vec(),
+            lease: cfg.backend.lease(),
         };
         let shared = Arc::new(Shared {
             token: cfg.token,

@@ -288,6 +288,11 @@ impl Client {
             .map_err(Self::lost)
     }
 
+    /// Whether the last reply from the server reported an error.
+    pub fn last_call_failed(&self) -> bool {
+        self.link.with_conn(|c| c.failed())
+    }
+
     /// Collects queued device-to-host copies now if any target `[p, p + len)` (the memory is
     /// about to be freed).
     pub fn settle_reads(&self, p: usize, len: usize) -> ShimResult<()> {

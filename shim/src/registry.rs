@@ -144,7 +144,21 @@ pub struct Alloc {
     pub device: i32,
     /// The module whose global this is; `None` for memory the application allocated.
     pub module: Option<u64>,
+    /// Placed by the shim inside the server's memory lease (no round trip).
+    pub leased: bool,
 }
+
+/// The memory lease on one device: the upper half of its window, where the shim places
+/// allocations itself, and the bytes the server reserved for them.
+pub struct Lease {
+    next: u64,
+    end: u64,
+    budget: u64,
+    used: u64,
+}
+
+/// Placement granularity inside a lease (the server's allocation alignment).
+const LEASE_ALIGN: u64 = 256;
 
 /// Page-locked host memory: allocated by the shim (`cuMemHostAlloc`) or registered by the app.
 pub struct HostRange {
@@ -158,9 +172,52 @@ pub struct HostRange {
 pub struct Memory {
     pub allocs: BTreeMap<u64, Alloc>,
     pub host: BTreeMap<usize, HostRange>,
+    pub leases: HashMap<i32, Lease>,
 }
 
 impl Memory {
+    /// Where to place `size` bytes inside the lease on `device`, if it has room; `setup` gives
+    /// the lease (region start, end, bytes) the first time. Addresses are not reused (a bump
+    /// pointer over half a window, 512 GiB): when they run out, allocations ask the server.
+    pub fn lease_place(
+        &mut self,
+        device: i32,
+        size: u64,
+        setup: impl FnOnce() -> Option<(u64, u64, u64)>,
+    ) -> Option<u64> {
+        let l = match self.leases.entry(device) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let (start, end, budget) = setup()?;
+                v.insert(Lease {
+                    next: start.next_multiple_of(LEASE_ALIGN),
+                    end,
+                    budget,
+                    used: 0,
+                })
+            }
+        };
+        let span = size.checked_next_multiple_of(LEASE_ALIGN)?;
+        if l.used.checked_add(size)? > l.budget || l.next.checked_add(span)? > l.end {
+            return None;
+        }
+        let p = l.next;
+        l.next += span;
+        l.used += size;
+        Some(p)
+    }
+
+    /// Forgets an allocation, giving leased bytes back to their lease.
+    pub fn remove_alloc(&mut self, ptr: u64) -> Option<Alloc> {
+        let a = self.allocs.remove(&ptr)?;
+        if a.leased {
+            if let Some(l) = self.leases.get_mut(&a.device) {
+                l.used = l.used.saturating_sub(a.size);
+            }
+        }
+        Some(a)
+    }
+
     /// The allocation holding `[ptr, ptr + len)`.
     pub fn alloc_range(&self, ptr: u64, len: u64) -> ShimResult<(u64, &Alloc)> {
         match self.allocs.range(..=ptr).next_back() {
@@ -336,7 +393,17 @@ impl Registry {
         for m in modules.values() {
             self.kill_functions(m);
         }
-        self.memory(|m| m.allocs.retain(|_, a| a.ctx != h));
+        self.memory(|m| {
+            let gone: Vec<u64> = m
+                .allocs
+                .iter()
+                .filter(|(_, a)| a.ctx == h)
+                .map(|(&p, _)| p)
+                .collect();
+            for p in gone {
+                m.remove_alloc(p);
+            }
+        });
         if how == Teardown::Destroy {
             drop_from_stack(h);
         }
@@ -441,6 +508,7 @@ impl Registry {
                     ctx,
                     device,
                     module: Some(module),
+                    leased: false,
                 };
                 m.allocs.insert(g.addr, alloc);
             }
@@ -825,6 +893,7 @@ mod tests {
                     ctx,
                     device: 0,
                     module: None,
+                    leased: false,
                 },
             )
         });

@@ -19,13 +19,13 @@ use support::*;
 /// One way; the round trip is twice this.
 const DELAY_MS: &str = "2";
 
-/// Start-up round trips of `step_loop` before its steps, as counted by the shim: ModuleLoad,
-/// MemAlloc, and the first result's 4-byte MemcpyDtoH. Everything else is queued or answered
-/// locally: cuInit, cuDeviceGet, cuCtxCreate and the session's SetWindows travel with the next
-/// round trip, cuModuleGetFunction is answered from the PTX the client parsed, and the launches
-/// and the cuMemsetD32 are queued. (The QUIC and session handshakes, and `remora run`'s probe of
+/// Start-up round trips of `step_loop` before its steps, as counted by the shim: ModuleLoad and
+/// the first result's 4-byte MemcpyDtoH. Everything else is queued or answered locally:
+/// cuInit, cuDeviceGet, cuCtxCreate and the session's SetWindows travel with the next round
+/// trip, cuMemAlloc is placed by the shim inside the server's memory lease, cuModuleGetFunction
+/// is answered from the module's reply, and the launches and the cuMemsetD32 are queued. (The QUIC and session handshakes, and `remora run`'s probe of
 /// the server, are not calls and are not counted here.)
-const STEP_LOOP_STARTUP_ROUND_TRIPS: u64 = 3;
+const STEP_LOOP_STARTUP_ROUND_TRIPS: u64 = 2;
 
 /// `remora-relay` in front of `upstream`, killed on drop; `address` is where clients send.
 struct RelayProc {

@@ -14,7 +14,7 @@ fn stats_of(out: &std::process::Output) -> String {
 }
 
 #[test]
-fn a_trial_costs_three_round_trips_and_its_last_synchronisation_none() {
+fn a_trial_costs_two_round_trips_and_its_allocation_and_last_synchronisation_none() {
     let server = Server::start();
     let prog = c_program("pool_trial");
     let out = server
@@ -24,18 +24,20 @@ fn a_trial_costs_three_round_trips_and_its_last_synchronisation_none() {
         .output()
         .unwrap();
     let stats = stats_of(&out);
-    // ModuleLoad, MemAlloc, MemcpyDtoH: the address windows, every launch and the memset are
-    // queued, and the cuCtxSynchronize after the copy has nothing left to wait for.
+    // ModuleLoad, MemcpyDtoH: the address windows, the allocation (placed by the shim inside
+    // the server's memory lease), every launch and the memset are queued, and the
+    // cuCtxSynchronize after the copy has nothing left to wait for.
     assert!(
         stats.contains(
-            "8 asynchronous calls, 3 round trips, 1 synchronising calls answered locally"
+            "9 asynchronous calls, 2 round trips, 1 synchronising calls answered locally"
         ),
         "{stats}"
     );
     assert!(
-        stats.contains("round trips by call: MemAlloc 1, MemcpyDtoH 1, ModuleLoad 1\n"),
+        stats.contains("round trips by call: MemcpyDtoH 1, ModuleLoad 1\n"),
         "{stats}"
     );
+    assert!(stats.contains("MemAllocAt 1"), "{stats}");
     assert!(
         stats.contains("answered locally by call: CtxSynchronize 1"),
         "{stats}"
@@ -71,4 +73,24 @@ fn work_queued_before_a_synchronisation_makes_it_a_round_trip() {
     // Without REMORA_STATS nothing is printed.
     let out = server.command(&prog).args(["1", "0"]).output().unwrap();
     assert!(!text(&out).contains("remora: stats"), "{}", text(&out));
+}
+
+#[test]
+fn past_the_lease_an_allocation_asks_the_server_which_refuses_it_at_the_call() {
+    // A 16 MiB quota leases 16 MiB: the trial's 256 KiB buffer is placed by the shim, a further
+    // 100 MiB past the lease is a round trip, refused at the call with OUT_OF_MEMORY.
+    let server = Server::start_with(&["--session-memory", "16M"]);
+    let out = server
+        .command(&c_program("pool_trial"))
+        .args(["3", "0", "100"])
+        .env("REMORA_STATS", "1")
+        .output()
+        .unwrap();
+    let stats = stats_of(&out);
+    assert!(text(&out).contains("alloc 100 MiB -> 2"), "{}", text(&out));
+    assert!(
+        stats.contains("MemAlloc 1"),
+        "the refused one was a round trip: {stats}"
+    );
+    assert!(stats.contains("MemAllocAt 1"), "{stats}");
 }

@@ -85,7 +85,7 @@ impl Session {
         let ptrs: Vec<u64> = self
             .allocs
             .iter()
-            .filter(|(_, a)| a.ctx == ctx && a.kind == AllocKind::User)
+            .filter(|(_, a)| a.ctx == ctx && a.kind != AllocKind::ModuleGlobal)
             .map(|(&p, _)| p)
             .collect();
         for p in ptrs {
@@ -94,7 +94,9 @@ impl Session {
             // Forgotten even when the backend failed: the client can no longer name it, and
             // the backend frees what it still holds when the session ends.
             if let Some(a) = self.allocs.remove(&p) {
-                self.held = self.held.saturating_sub(a.size);
+                if a.kind == AllocKind::User {
+                    self.held = self.held.saturating_sub(a.size);
+                }
             }
         }
         self.streams.retain(|_, c| *c != ctx);

@@ -90,8 +90,32 @@ impl Session {
         }
         self.backend.free(ptr)?;
         if let Some(a) = self.allocs.remove(&ptr) {
-            self.held = self.held.saturating_sub(a.size);
+            if a.kind == AllocKind::User {
+                self.held = self.held.saturating_sub(a.size);
+            }
         }
+        Ok(ReplyBody::None)
+    }
+
+    /// An allocation the client placed itself inside its lease (the backend checks the place
+    /// and the lease's bytes; the quota counted the whole lease when it was granted).
+    pub(super) fn mem_alloc_at(&mut self, ctx: CtxId, ptr: u64, size: u64) -> CuResult<ReplyBody> {
+        let device = self.ctx(ctx)?.device;
+        if self.lease == 0 {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                "this session has no memory lease to allocate in",
+            ));
+        }
+        self.backend.alloc_at(device, ptr, size)?;
+        self.allocs.insert(
+            ptr,
+            Alloc {
+                size,
+                ctx,
+                kind: AllocKind::Leased,
+            },
+        );
         Ok(ReplyBody::None)
     }
 

@@ -44,6 +44,8 @@ struct Event {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AllocKind {
     User,
+    /// Placed by the client inside its memory lease: counted in the lease, not again in `held`.
+    Leased,
     /// A module global: addressable, but freed only with its module.
     ModuleGlobal,
 }
@@ -109,6 +111,8 @@ pub struct Session {
     quota: Option<u64>,
     /// A context synchronisation completed and no work came since.
     synced: bool,
+    /// Bytes leased on each device (0: none).
+    lease: u64,
     held: u64,
 }
 
@@ -143,6 +147,7 @@ impl Session {
             output: String::new(),
             quota,
             synced: false,
+            lease: 0,
             held: 0,
         }
     }
@@ -185,6 +190,7 @@ impl Session {
             R::CtxReset { ctx } => self.ctx_reset(ctx),
             R::CtxSynchronize { ctx } => self.ctx_synchronize(ctx),
             R::MemAlloc { ctx, size } => self.mem_alloc(ctx, size),
+            R::MemAllocAt { ctx, ptr, size } => self.mem_alloc_at(ctx, ptr, size),
             R::MemFree { ctx, ptr } => self.mem_free(ctx, ptr),
             R::MemcpyDtoD {
                 ctx,
@@ -244,6 +250,22 @@ impl Session {
     /// synchronising calls itself until it queues more work.
     pub fn idle(&mut self) -> bool {
         self.synced || self.backend.is_idle()
+    }
+
+    /// Grants the memory lease: `bytes` on every device, reserved now and counted against the
+    /// quota as a whole, so the client's own allocations inside it never fail later.
+    pub fn grant_lease(&mut self, bytes: u64) -> CuResult<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        for d in 0..self.device_count {
+            self.backend.lease(d, bytes)?;
+        }
+        self.lease = bytes;
+        self.held = self
+            .held
+            .saturating_add(bytes.saturating_mul(u64::from(self.device_count)));
+        Ok(())
     }
 
     /// Records the failure of a call that wanted no reply; the next reply reports it.

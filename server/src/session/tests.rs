@@ -1381,3 +1381,25 @@ fn memory_info_checks_the_device() {
         CuStatus::INVALID_DEVICE
     );
 }
+
+#[test]
+fn an_allocation_placed_by_the_client_needs_a_lease() {
+    let (mut s, _) = two_contexts();
+    assert_eq!(
+        fails(
+            &mut s,
+            Request::MemAllocAt {
+                ctx: A,
+                ptr: 0x7000_0000,
+                size: 64,
+            }
+        ),
+        CuStatus::INVALID_VALUE
+    );
+    // The fake backend cannot place allocations where told: no lease is granted.
+    assert_eq!(
+        s.grant_lease(1 << 20).unwrap_err().status,
+        CuStatus::NOT_SUPPORTED
+    );
+    assert_eq!(s.grant_lease(0), Ok(()));
+}

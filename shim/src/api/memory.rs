@@ -28,7 +28,44 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     }
     let ctx = registry::current_ctx()?;
     let device = registry().with_context(ctx, |c| c.device)?;
-    let reply = client::client()?.call(&Request::MemAlloc {
+    let c = client::client()?;
+    // Inside the server's memory lease the shim places the allocation itself: no round trip.
+    let lease = || {
+        let w = c.windows.get(usize::try_from(device).ok()?)?;
+        (c.info.lease > 0).then_some((w.base + w.size / 2, w.base + w.size, c.info.lease))
+    };
+    // After an error the context may be faulted (sticky): ask the server, which says so.
+    let placed = (!c.last_call_failed())
+        .then(|| {
+            registry().memory(|s| {
+                let ptr = s.lease_place(device, size as u64, lease)?;
+                s.allocs.insert(
+                    ptr,
+                    Alloc {
+                        size: size as u64,
+                        ctx,
+                        device,
+                        module: None,
+                        leased: true,
+                    },
+                );
+                Some(ptr)
+            })
+        })
+        .flatten();
+    if let Some(ptr) = placed {
+        let req = Request::MemAllocAt {
+            ctx: CtxId(ctx),
+            ptr,
+            size: size as u64,
+        };
+        if let Err(e) = c.post(&req, &[]) {
+            registry().memory(|s| s.remove_alloc(ptr));
+            return Err(e);
+        }
+        return Ok(ptr);
+    }
+    let reply = c.call(&Request::MemAlloc {
         ctx: CtxId(ctx),
         size: size as u64,
     })?;
@@ -46,6 +83,7 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
                 ctx,
                 device,
                 module: None,
+                leased: false,
             },
         )
     });
@@ -86,7 +124,7 @@ pub fn free(ptr: u64) -> ShimResult<()> {
     let ctx = registry().memory(|s| match s.allocs.get(&ptr) {
         Some(a) if a.module.is_none() => {
             let ctx = a.ctx;
-            s.allocs.remove(&ptr);
+            s.remove_alloc(ptr);
             Ok(ctx)
         }
         _ => Err(invalid(format!(
