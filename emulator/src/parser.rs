@@ -791,6 +791,11 @@ impl Parser {
                 self.pos += 1;
                 Ok(Opnd::Sink)
             }
+            // PTX's predefined constant: the warp size, as an immediate operand.
+            Tok::Ident(n) if n == "WARP_SZ" => {
+                self.pos += 1;
+                Ok(Opnd::Lit(Lit::Int(32)))
+            }
             Tok::Ident(_) => {
                 let n = self.name_operand()?;
                 if self.eat_punct('|') {

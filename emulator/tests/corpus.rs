@@ -1475,6 +1475,24 @@ fn ptx_kernel(body: &str, params: &str) -> Gpu {
 }
 
 #[test]
+fn warp_sz_is_the_warp_size() {
+    let g = ptx_kernel(
+        r#"
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<2>;
+    ld.param.u64 %rd1, [k_param_0];
+    mov.u32 %r1, WARP_SZ;
+    add.u32 %r2, %r1, WARP_SZ;
+    st.global.u32 [%rd1], %r2;
+    ret;"#,
+        ".param .u64 k_param_0",
+    );
+    let p = g.zeros(4);
+    g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+    assert_eq!(u32s_of(&g, p, 1), [64]);
+}
+
+#[test]
 fn set_slct_testp_isspacep_and_predicate_logic() {
     let g = ptx_kernel(
         r#"
