@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use remora_protocol::client::Buffers;
 use remora_protocol::handshake::Outcome;
 use remora_protocol::messages::{Reply, ReplyBody, Request, ServerInfo, SessionRequest, Window};
-use remora_protocol::{ConnError, CuStatus, ServerEvent, Sink};
+use remora_protocol::{ConnError, CuStatus, ServerEvent};
 use remora_transport::client::Link;
 use remora_transport::server::{self, Calls, Hello, ServeError};
 
@@ -261,21 +262,6 @@ pub fn status(pool: &Pool) -> String {
         "queue": { "length": length, "oldest_wait_s": oldest.map(|d| d.as_secs_f64()) },
     })
     .to_string()
-}
-
-/// Where a session's device-to-host data waits between the member's reply and the client's.
-#[derive(Default)]
-struct Buffers(HashMap<u64, Vec<u8>>);
-
-impl Sink for Buffers {
-    fn write(&mut self, dst: u64, offset: u64, bytes: &[u8]) {
-        let buf = self.0.entry(dst).or_default();
-        let end = offset as usize + bytes.len();
-        if buf.len() < end {
-            buf.resize(end, 0);
-        }
-        buf[offset as usize..end].copy_from_slice(bytes);
-    }
 }
 
 /// Which side of a forwarded session failed.

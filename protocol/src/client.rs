@@ -52,6 +52,22 @@ pub trait Sink {
     fn write(&mut self, dst: u64, offset: u64, bytes: &[u8]);
 }
 
+/// A sink that keeps each destination's data in a buffer of its own, for users whose
+/// destinations are names rather than addresses (a pool's links to its members, tests).
+#[derive(Debug, Default)]
+pub struct Buffers(pub HashMap<u64, Vec<u8>>);
+
+impl Sink for Buffers {
+    fn write(&mut self, dst: u64, offset: u64, bytes: &[u8]) {
+        let buf = self.0.entry(dst).or_default();
+        let end = offset as usize + bytes.len();
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        buf[offset as usize..end].copy_from_slice(bytes);
+    }
+}
+
 /// Why a call got no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnError {

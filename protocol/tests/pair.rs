@@ -10,8 +10,10 @@ use remora_protocol::handshake::{
 use remora_protocol::messages::{
     CtxId, DeviceInfo, ReplyBody, ServerInfo, SessionRequest, StreamId,
 };
+// Host memory for device-to-host data: destination addresses are keys.
+use remora_protocol::client::Buffers as Host;
 use remora_protocol::{
-    ClientConn, ConnError, CuStatus, Flush, Reply, Request, ServerConn, ServerEvent, Sink, Ticket,
+    ClientConn, ConnError, CuStatus, Flush, Reply, Request, ServerConn, ServerEvent, Ticket,
 };
 
 /// A server with a toy memory: enough to give replies meaning, errors included.
@@ -106,21 +108,6 @@ impl Toy {
             },
             _ => (Reply::ok(ReplyBody::None), vec![]),
         }
-    }
-}
-
-/// Host memory for device-to-host data: destination addresses are keys.
-#[derive(Default)]
-struct Host(BTreeMap<u64, Vec<u8>>);
-
-impl Sink for Host {
-    fn write(&mut self, dst: u64, offset: u64, bytes: &[u8]) {
-        let buf = self.0.entry(dst).or_default();
-        let end = offset as usize + bytes.len();
-        if buf.len() < end {
-            buf.resize(end, 0);
-        }
-        buf[offset as usize..end].copy_from_slice(bytes);
     }
 }
 
