@@ -80,10 +80,11 @@ fn render(v: &Value) -> String {
             );
             for g in m["gpus"].as_array().unwrap_or(&empty) {
                 out += &format!(
-                    "    GPU {}: {} ({}; {} reserved, {} session(s))\n",
+                    "    GPU {}: {} ({}; {} in use, {} reserved, {} session(s))\n",
                     g["index"],
                     g["name"].as_str().unwrap_or("?"),
                     mib(&g["total_mem"]),
+                    mib(&g["used_mem"]),
                     mib(&g["reserved"]),
                     g["sessions"]
                 );
@@ -115,10 +116,11 @@ fn render(v: &Value) -> String {
         );
         for d in v["devices"].as_array().unwrap_or(&empty) {
             out += &format!(
-                "  GPU {}: {} ({})\n",
+                "  GPU {}: {} ({}, {} in use)\n",
                 d["index"],
                 d["name"].as_str().unwrap_or("?"),
-                mib(&d["total_mem"])
+                mib(&d["total_mem"]),
+                mib(&d["used_mem"])
             );
         }
         out += &format!("sessions: {}\n", sessions.len());

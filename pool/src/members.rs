@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use remora_protocol::messages::{ServerInfo, SessionRequest};
-use remora_protocol::ConnectionFile;
+use remora_protocol::client::Buffers;
+use remora_protocol::messages::{ReplyBody, Request, ServerInfo, SessionRequest};
+use remora_protocol::{ConnError, ConnectionFile};
+use remora_transport::client::Link;
 
 use crate::placement::MemberId;
 use crate::Pool;
@@ -14,6 +16,8 @@ use crate::Pool;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between attempts to reach a member that does not answer.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a member is asked how much memory its GPUs have in use.
+const USAGE_EVERY: Duration = Duration::from_secs(1);
 /// How often DNS is asked again for the members' addresses.
 const RESOLVE_EVERY: Duration = Duration::from_secs(3);
 
@@ -28,6 +32,8 @@ pub struct Member {
     pub last_error: Option<String>,
     /// Woken when a session could not reach the member: the watcher checks it again at once.
     pub recheck: Arc<tokio::sync::Notify>,
+    /// Device memory in use on each of its GPUs (all sessions), as it last reported.
+    pub used: Vec<Option<u64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +91,7 @@ pub fn add(pool: &Pool, file: ConnectionFile) -> MemberId {
         state: MemberState::Connecting,
         last_error: None,
         recheck: Arc::new(tokio::sync::Notify::new()),
+        used: Vec::new(),
     });
     id
 }
@@ -147,16 +154,19 @@ pub async fn watch(pool: Arc<Pool>, id: MemberId) {
                 pool.sched().member_up(id, &gpus);
                 pool.changed.notify_waiters();
                 let recheck = m.recheck.clone();
+                let conn = c.conn.clone();
+                let link = Link::new(c, Buffers::default());
                 let why = tokio::select! {
-                    why = c.conn.closed() => why.to_string(),
+                    why = conn.closed() => why.to_string(),
                     () = removed(&pool, id) => {
-                        c.conn.close(0u32.into(), b"removed from the pool");
+                        conn.close(0u32.into(), b"removed from the pool");
                         return;
                     }
                     () = recheck.notified() => {
-                        c.conn.close(0u32.into(), b"checking again");
+                        conn.close(0u32.into(), b"checking again");
                         "a session could not reach it".to_string()
                     }
+                    why = report_usage(&pool, id, &link) => why,
                 };
                 tracing::warn!(member = %addr, "member missing: {why}");
                 set(&pool, id, |m| {
@@ -186,6 +196,29 @@ pub async fn watch(pool: Arc<Pool>, id: MemberId) {
             }
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Asks the member for its report every few seconds and keeps the memory its GPUs have in use;
+/// returns why, when it stops answering.
+async fn report_usage(pool: &Pool, id: MemberId, link: &Link<Buffers>) -> String {
+    loop {
+        let reply = match link.call(&Request::Status, &[], None).await {
+            Ok(r) => r,
+            Err(ConnError::Lost(why)) => return why,
+        };
+        if let ReplyBody::Status { json } = reply.body {
+            let used: Vec<Option<u64>> = serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|v| {
+                    v["devices"]
+                        .as_array()
+                        .map(|d| d.iter().map(|g| g["used_mem"].as_u64()).collect())
+                })
+                .unwrap_or_default();
+            set(pool, id, |m| m.used = used);
+        }
+        tokio::time::sleep(USAGE_EVERY).await;
     }
 }
 

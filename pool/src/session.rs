@@ -240,6 +240,7 @@ pub fn status(pool: &Pool) -> String {
                         "index": g.index,
                         "name": name,
                         "total_mem": g.total_mem,
+                        "used_mem": m.used.get(g.index as usize).copied().flatten(),
                         "reserved": g.reserved,
                         "sessions": g.sessions,
                     })

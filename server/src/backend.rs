@@ -35,6 +35,10 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> &'static str;
     fn driver_version(&self) -> i32;
     fn devices(&self) -> &[DeviceInfo];
+    /// Device memory in use on `device` by every session together, where the backend knows it.
+    fn memory_used(&self, _device: u32) -> Option<u64> {
+        None
+    }
     /// Device memory a session may allocate itself on each device, without a round trip
     /// (`DeviceSession::lease`); 0 where the backend cannot place allocations where told.
     fn lease(&self) -> u64 {

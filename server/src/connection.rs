@@ -273,6 +273,7 @@ fn status(shared: &Shared) -> String {
                 "index": i,
                 "name": d.name,
                 "total_mem": d.total_mem,
+                "used_mem": shared.backend.memory_used(i as u32),
                 "emulated": d.emulated,
             })
         })

@@ -72,6 +72,11 @@ impl Backend for EmulatedBackend {
         &self.devices
     }
 
+    fn memory_used(&self, device: u32) -> Option<u64> {
+        let m = self.memory.get(device as usize)?;
+        Some(m.total() - m.free())
+    }
+
     fn lease(&self) -> u64 {
         // An eighth of a device, at most 256 MiB: enough for a program's working buffers, small
         // enough that a full server still admits many sessions.

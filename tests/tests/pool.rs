@@ -40,6 +40,14 @@ fn sessions_spread_over_members_and_a_third_queues_until_one_finishes() {
         .map(|x| x["member"].as_str().unwrap())
         .collect();
     assert_ne!(on[0], on[1], "spread over members first: {s:#}");
+    // Each member reports the memory its GPU has in use: at least the session's lease (an
+    // eighth of its 1 GiB).
+    pool.wait_for(|s| {
+        s["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .all(|m| m["gpus"][0]["used_mem"].as_u64().unwrap_or(0) >= 128 << 20)
+        })
+    });
     let t3 = pool.trial(&["20", "0"], &[]).spawn().unwrap();
     let s = pool.wait_for(|s| s["queue"]["length"] == 1);
     assert_eq!(s["sessions"].as_array().unwrap().len(), 2);
@@ -234,6 +242,7 @@ fn remora_status_shows_a_plain_servers_devices_and_sessions() {
         let s = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{}", text(&out));
         assert!(s.contains("GPU 0: Remora Emulated GPU"), "{s}");
+        assert!(s.contains("MiB in use"), "{s}");
         if s.contains("sessions: 1") {
             break;
         }
