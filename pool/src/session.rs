@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora_protocol::client::Buffers;
+use remora_protocol::client::{Buffers, INLINE_PAYLOAD};
 use remora_protocol::handshake::Outcome;
 use remora_protocol::messages::{Reply, ReplyBody, Request, ServerInfo, SessionRequest, Window};
 use remora_protocol::{ConnError, CuStatus, ServerEvent};
@@ -303,6 +303,27 @@ async fn forward(
         else {
             return Err(ServeError::Refused("payload without a call".into()).into());
         };
+        translate(&mut req, placement, member_devices);
+        if payload_len > INLINE_PAYLOAD as u64 {
+            // A large payload is relayed piece by piece as it arrives, never held whole.
+            let mut w = link.begin_payload(&req, payload_len, wants_reply).await?;
+            let mut got = 0u64;
+            while got < payload_len {
+                match calls.next().await? {
+                    Some(ServerEvent::Payload { chunk, .. }) => {
+                        got += chunk.len() as u64;
+                        w.write(&chunk).await?;
+                    }
+                    _ => return Err(ServeError::Truncated.into()),
+                }
+            }
+            if let Some(ticket) = w.finish()? {
+                let reply = answer(&mut calls, link.wait(ticket).await).await?;
+                calls.reply(&reply, 0);
+                calls.flush().await?;
+            }
+            continue;
+        }
         payload.clear();
         while (payload.len() as u64) < payload_len {
             match calls.next().await? {
@@ -310,7 +331,6 @@ async fn forward(
                 _ => return Err(ServeError::Truncated.into()),
             }
         }
-        translate(&mut req, placement, member_devices);
         if !wants_reply {
             link.post_large(&req, &payload).await?;
             continue;
@@ -322,19 +342,7 @@ async fn forward(
             }
             _ => None,
         };
-        let reply = match link.call(&req, &payload, read).await {
-            Ok(r) => r,
-            Err(ConnError::Lost(why)) => {
-                // The caller waits for this reply: tell it why, then end the session.
-                let r = Reply::error(
-                    CuStatus::DEVICE_UNAVAILABLE,
-                    format!("the pool lost the member holding this session's GPU: {why}"),
-                );
-                calls.reply(&r, 0);
-                let _ = calls.flush().await;
-                return Err(ConnError::Lost(why).into());
-            }
-        };
+        let reply = answer(&mut calls, link.call(&req, &payload, read).await).await?;
         let data = read
             .and_then(|(id, _)| link.with_sink(|b| b.0.remove(&id)))
             .unwrap_or_default();
@@ -347,6 +355,23 @@ async fn forward(
         calls.flush().await?;
     }
     Ok(())
+}
+
+/// The member's reply to a call the client waits for; when the member is lost, the client is
+/// told why before the session ends.
+async fn answer(calls: &mut Calls, r: Result<Reply, ConnError>) -> Result<Reply, Forward> {
+    match r {
+        Ok(r) => Ok(r),
+        Err(ConnError::Lost(why)) => {
+            let r = Reply::error(
+                CuStatus::DEVICE_UNAVAILABLE,
+                format!("the pool lost the member holding this session's GPU: {why}"),
+            );
+            calls.reply(&r, 0);
+            let _ = calls.flush().await;
+            Err(ConnError::Lost(why).into())
+        }
+    }
 }
 
 /// Renumbers devices from the client's view (0..N-1) to the member's. A device the session was

@@ -206,6 +206,30 @@ impl ClientConn {
         })
     }
 
+    /// Queues a call whose `payload_len` bytes of payload the caller streams itself, right
+    /// after the batch and before anything else (bytes relayed from elsewhere, never held
+    /// whole). With `wants_reply` it is a synchronising call and its ticket is returned.
+    pub fn queue_streamed(
+        &mut self,
+        req: &Request,
+        payload_len: u64,
+        wants_reply: bool,
+    ) -> Result<Option<Ticket>, ConnError> {
+        self.alive()?;
+        self.seq += 1;
+        self.settled = false;
+        let header = encode(req);
+        let flags = if wants_reply { FLAG_REPLY } else { 0 };
+        frame::encode_prefixed(&mut self.batch, &header, flags, payload_len);
+        self.stats.bytes_out += (frame::PREFIX_LEN + header.len()) as u64 + payload_len;
+        if !wants_reply {
+            *self.stats.posted.entry(req.name()).or_default() += 1;
+            return Ok(None);
+        }
+        *self.stats.round_trips.entry(req.name()).or_default() += 1;
+        Ok(Some(self.owe(0, 0, false, req.reply_kind())))
+    }
+
     /// Queues an asynchronous device-to-host copy: its reply carries `len` bytes for `dst`,
     /// delivered whenever replies are next read; its error, if any, is reported by the next
     /// synchronising call.

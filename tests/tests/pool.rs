@@ -364,3 +364,23 @@ fn members_found_by_dns_are_added_and_removed_while_the_pool_runs() {
     pool.wait_for(|s| state(s, "127.0.0.2:") == "up");
     drop(b);
 }
+
+#[test]
+fn a_programs_copies_large_and_small_pass_through_the_pool_intact() {
+    // driver_memory checks every byte of copies up to 64 MiB each way, async copies, memsets
+    // and its errors; through a pool, large payloads are relayed piece by piece.
+    let a = member(None);
+    let pool = Pool::start(&[&a.connection], &[]);
+    let mut c = Command::new(remora());
+    c.arg("run")
+        .arg("--connection")
+        .arg(&pool.connection)
+        .arg("--")
+        .arg(c_program("driver_memory"))
+        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
+    let out = c.output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("driver_memory: all passed"), "{t}");
+    assert!(t.contains("round trip 67108864 bytes"), "{t}");
+}

@@ -187,6 +187,31 @@ impl<S: Sink + Send> Link<S> {
         self.state().0.post_read(req, dst, len)
     }
 
+    /// Starts a call whose `len` bytes of payload arrive from elsewhere and are streamed
+    /// through [`PayloadWriter::write`] without being held whole; the stream is this call's
+    /// until [`PayloadWriter::finish`]. With `wants_reply`, `finish` gives the ticket to
+    /// [`Link::wait`] for.
+    pub async fn begin_payload(
+        &self,
+        req: &Request,
+        len: u64,
+        wants_reply: bool,
+    ) -> Result<PayloadWriter<'_, S>, ConnError> {
+        let mut send = self.send.lock().await;
+        let (bytes, ticket) = {
+            let mut st = self.state();
+            let ticket = st.0.queue_streamed(req, len, wants_reply)?;
+            (st.0.take_transmit(), ticket)
+        };
+        self.write(&mut send, &bytes, None).await?;
+        Ok(PayloadWriter {
+            link: self,
+            send,
+            left: len,
+            ticket,
+        })
+    }
+
     /// Writes everything queued.
     pub async fn flush(&self) -> Result<(), ConnError> {
         let mut send = self.send.lock().await;
@@ -310,5 +335,36 @@ impl<S: Sink + Send> Link<S> {
     /// Closes the connection: the server frees everything this client held at once.
     pub fn close(&self, reason: &str) {
         self.conn.close(0u32.into(), reason.as_bytes());
+    }
+}
+
+/// A call's payload on its way, piece by piece ([`Link::begin_payload`]).
+pub struct PayloadWriter<'a, S> {
+    link: &'a Link<S>,
+    send: tokio::sync::MutexGuard<'a, quinn::SendStream>,
+    left: u64,
+    ticket: Option<Ticket>,
+}
+
+impl<S: Sink + Send> PayloadWriter<'_, S> {
+    /// Writes the next piece of the payload.
+    pub async fn write(&mut self, piece: &[u8]) -> Result<(), ConnError> {
+        if piece.len() as u64 > self.left {
+            return Err(self
+                .link
+                .lost("a streamed payload was longer than announced"));
+        }
+        self.link.write(&mut self.send, piece, None).await?;
+        self.left -= piece.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the payload; the call's ticket when it wants a reply. A payload cut short leaves
+    /// the stream unusable: the connection is then lost.
+    pub fn finish(self) -> Result<Option<Ticket>, ConnError> {
+        if self.left != 0 {
+            return Err(self.link.lost("a streamed payload ended early"));
+        }
+        Ok(self.ticket)
     }
 }
