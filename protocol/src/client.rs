@@ -384,20 +384,17 @@ impl ClientConn {
             }
             return;
         }
-        self.settled = reply.idle && reply.status == 0 && owed.seq == self.seq;
-        self.failed = reply.status != 0 || self.deferred.is_some();
         let mut output = std::mem::take(&mut self.output);
         output.push_str(&reply.output);
         let reply = match self.deferred.take() {
             // An earlier asynchronous copy failed: report it here, as CUDA reports
             // asynchronous errors at the next synchronising call.
-            Some(d) if reply.status == 0 => {
-                self.settled = false;
-                Reply { output, ..d }
-            }
+            Some(d) if reply.status == 0 => Reply { output, ..d },
             // The call's own error wins, as the old one would have been reported first.
             _ => Reply { output, ..reply },
         };
+        self.settled = reply.idle && reply.status == 0 && owed.seq == self.seq;
+        self.failed = reply.status != 0;
         self.done.insert(owed.ticket, reply);
     }
 

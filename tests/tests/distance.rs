@@ -117,29 +117,7 @@ impl Distant {
 
 /// `benches/programs/step_loop.c`, built as [`c_program`] builds the tests' own programs.
 fn step_loop() -> PathBuf {
-    let out_dir = target_dir().join("c");
-    let lib = out_dir.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    let pid = std::process::id();
-    let tmp_link = lib.join(format!("libcuda.so.{pid}"));
-    let _ = std::fs::remove_file(&tmp_link);
-    std::os::unix::fs::symlink(shim(), &tmp_link).unwrap();
-    std::fs::rename(&tmp_link, lib.join("libcuda.so")).unwrap();
-    let src = root().join("benches/programs/step_loop.c");
-    let exe = out_dir.join("step_loop");
-    let tmp = out_dir.join(format!("step_loop.{pid}"));
-    let status = Command::new("gcc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&tmp)
-        .arg(&src)
-        .arg(format!("-I{}", cuda_env("CUDA12_INCLUDE")))
-        .arg(format!("-L{}", lib.display()))
-        .args(["-lcuda", "-lm"])
-        .status()
-        .expect("gcc");
-    assert!(status.success(), "compiling {}", src.display());
-    std::fs::rename(&tmp, &exe).unwrap();
-    exe
+    c_program_at(&root().join("benches/programs/step_loop.c"), &[])
 }
 
 /// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a hang).

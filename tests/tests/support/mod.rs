@@ -89,6 +89,19 @@ pub fn c_program(name: &str) -> PathBuf {
 
 /// As [`c_program`], with NVRTC and cudart 12 available to link (`-lnvrtc`, `-lcudart`).
 pub fn c_program_with(name: &str, libs: &[&str]) -> PathBuf {
+    c_program_at(
+        &root().join("tests/programs").join(format!("{name}.c")),
+        libs,
+    )
+}
+
+/// Builds the C program `src` (anywhere in the repository) as [`c_program_with`] does, into
+/// `target/c/` under its file stem.
+pub fn c_program_at(src: &Path, libs: &[&str]) -> PathBuf {
+    let name = src
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("a C source file");
     let out_dir = target_dir().join("c");
     let lib = out_dir.join("lib");
     std::fs::create_dir_all(&lib).unwrap();
@@ -98,13 +111,12 @@ pub fn c_program_with(name: &str, libs: &[&str]) -> PathBuf {
     let _ = std::fs::remove_file(&tmp_link);
     std::os::unix::fs::symlink(shim(), &tmp_link).unwrap();
     std::fs::rename(&tmp_link, lib.join("libcuda.so")).unwrap();
-    let src = root().join("tests/programs").join(format!("{name}.c"));
     let exe = out_dir.join(name);
     let tmp = out_dir.join(format!("{name}.{pid}"));
     let status = Command::new("gcc")
         .args(["-O1", "-Wall", "-Wno-deprecated-declarations", "-o"])
         .arg(&tmp)
-        .arg(&src)
+        .arg(src)
         .arg(format!("-I{}", cuda_env("CUDA12_INCLUDE")))
         .arg(format!("-I{}", root().join("tests/programs").display()))
         .arg(format!("-L{}", lib.display()))
