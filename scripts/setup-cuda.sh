@@ -4,7 +4,8 @@
 #
 #   scripts/setup-cuda.sh            # cu12 + cu13 (headers, cudart, NVRTC, nvcc 13)
 #   scripts/setup-cuda.sh --python   # also py: CuPy, numba-cuda, numpy; and sweep: Optuna,
-#                                    # kubernetes-validate (examples/sweep, deploy/kubernetes)
+#                                    # kubernetes-validate (examples/sweep, deploy/kubernetes);
+#                                    # and nvml: pynvml, for the NVML stand-in's tests
 #   source .cache/cuda/env.sh        # CUDA12_INCLUDE, CUDA13_LIB, NVCC13, ...
 #
 # Each component goes into its own `pip install --target` folder, so CUDA 12 and 13 wheels (which
@@ -21,6 +22,7 @@
 #   cu13: nvidia-cuda-runtime, nvidia-cuda-nvrtc, nvidia-cuda-nvcc, nvidia-nvvm,
 #         nvidia-cuda-crt: all 13.5.37
 #   py:   cupy-cuda12x 14.2.0, numba-cuda 0.30.4, numpy 2.4.6
+#   nvml: nvidia-ml-py 13.615.71
 #   sweep: optuna 5.0.0, kubernetes-validate 1.37.0 (bundles the Kubernetes JSON schemas, so it
 #         validates offline)
 # cu13 is pinned to 13.5.* on purpose: scripts/gen-shim-table.py reads its cuda.h, and the
@@ -40,7 +42,7 @@ for arg in "$@"; do
     case "$arg" in
         --python) WITH_PYTHON=1 ;;
         -h | --help)
-            sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -78,6 +80,10 @@ PY_PKGS=(
 SWEEP_PKGS=(
     "optuna==5.*"
     "kubernetes-validate==1.*"
+)
+# NVIDIA's NVML bindings (pynvml), which the tests of the NVML stand-in drive. PYTHONPATH=$NVML_PY.
+NVML_PKGS=(
+    "nvidia-ml-py==13.*"
 )
 
 PY_VERSION="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -118,6 +124,7 @@ install cu13 "${CU13_PKGS[@]}"
 if [[ $WITH_PYTHON == 1 ]]; then
     install py "${PY_PKGS[@]}"
     install sweep "${SWEEP_PKGS[@]}"
+    install nvml "${NVML_PKGS[@]}"
 fi
 
 # ---- Folders other scripts and tests use (rebuilt on every run: cheap, and it follows a moved
@@ -206,6 +213,10 @@ CUDART13_VERSION="$(dist_version "$CACHE/cu13" nvidia_cuda_runtime)"
     if [[ -f "$CACHE/py/.stamp" ]]; then
         echo "# CuPy, numba-cuda, numpy (+ CUDA 12 wheels) for $("$PYTHON" -c 'import sys; print(sys.executable)'): PYTHONPATH=\$CUDA_PY."
         echo "export CUDA_PY='$CACHE/py'"
+    fi
+    if [[ -f "$CACHE/nvml/.stamp" ]]; then
+        echo "# pynvml (nvidia-ml-py), for the NVML stand-in's tests: PYTHONPATH=\$NVML_PY."
+        echo "export NVML_PY='$CACHE/nvml'"
     fi
     if [[ -f "$CACHE/sweep/.stamp" ]]; then
         echo "# Optuna and kubernetes-validate (examples/sweep, deploy/kubernetes): PYTHONPATH=\$SWEEP_PY."

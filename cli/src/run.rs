@@ -115,13 +115,19 @@ fn start_embedded(args: &RunArgs) -> anyhow::Result<(Embedded, PathBuf)> {
 
 /// A folder with `libcuda.so` and `libcuda.so.1` naming the shim, for programs that dlopen
 /// the unversioned name or an absolute-free path search.
-fn link_dir(shim: &Path, base: &Path) -> anyhow::Result<PathBuf> {
+fn link_dir(shim: &Path, nvml: Option<&Path>, base: &Path) -> anyhow::Result<PathBuf> {
     let dir = base.join("lib");
     std::fs::create_dir_all(&dir)?;
-    for name in ["libcuda.so", "libcuda.so.1"] {
+    let nvml = nvml
+        .into_iter()
+        .flat_map(|n| [("libnvidia-ml.so", n), ("libnvidia-ml.so.1", n)]);
+    for (name, target) in [("libcuda.so", shim), ("libcuda.so.1", shim)]
+        .into_iter()
+        .chain(nvml)
+    {
         let l = dir.join(name);
         let _ = std::fs::remove_file(&l);
-        std::os::unix::fs::symlink(shim, &l)?;
+        std::os::unix::fs::symlink(target, &l)?;
     }
     Ok(dir)
 }
@@ -199,12 +205,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             d
         }
     };
-    let libs = link_dir(&shim, &links_base)?;
+    // The NVML stand-in answers for the session's GPUs beside the shim, under NVML's names.
+    let nvml = Some(shim.with_file_name("libremora_nvml.so")).filter(|p| p.exists());
+    let libs = link_dir(&shim, nvml.as_deref(), &links_base)?;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..])
         .env("REMORA_CONNECTION", &conn)
         .env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &[&libs]));
     let mut preload = vec![shim.as_path()];
+    preload.extend(nvml.as_deref());
     let no_jitlink = shim.with_file_name("libremora_nvjitlink_off.so");
     if embedded.is_some() || serves_emulated(&conn) {
         for (k, v) in EMULATED_ENV {

@@ -62,7 +62,7 @@ pub enum Request {
     },
     /// Does nothing: a round trip that collects what earlier queued calls owe the client.
     Flush,
-    /// Free and total memory of a device, as `cuMemGetInfo` reports.
+    /// Free and total memory of a device, as `cuMemGetInfo` reports, and how busy it is.
     MemGetInfo {
         device: u32,
     },
@@ -372,6 +372,9 @@ pub enum ReplyBody {
     MemInfo {
         free: u64,
         total: u64,
+        /// Percent of the last second the device ran kernels (NVML's `utilization.gpu`);
+        /// `None` where the backend cannot tell.
+        utilization: Option<u32>,
     },
     /// The frame's payload holds the bytes asked for.
     Data,

@@ -72,6 +72,10 @@ pub trait DeviceSession: Send {
     fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64>;
     fn free(&mut self, ptr: u64) -> CuResult<()>;
     fn mem_info(&self, device: u32) -> CuResult<(u64, u64)>;
+    /// Percent of the last second `device` ran kernels, where the backend knows it.
+    fn utilization(&self, _device: u32) -> Option<u32> {
+        None
+    }
     fn write(&mut self, dst: u64, data: &[u8]) -> CuResult<()>;
     fn read(&mut self, src: u64, out: &mut [u8]) -> CuResult<()>;
     fn copy(&mut self, dst: u64, src: u64, size: u64) -> CuResult<()>;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use remora_emulator::{
     AddressSpace, DeviceMemory, EmuError, LaunchConfig, LaunchOptions, LoadedModule, MemError,
@@ -11,6 +12,7 @@ use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, W
 use remora_protocol::CuStatus;
 
 use crate::backend::{Backend, CuError, CuResult, DeviceSession, Launch, ModuleImage};
+use crate::busy::BusyMeter;
 
 /// Compute capability the emulator presents (and picks PTX for).
 pub const COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
@@ -26,6 +28,7 @@ const MAX_CACHED_MODULES: usize = 256;
 pub struct EmulatedBackend {
     devices: Vec<DeviceInfo>,
     memory: Vec<Arc<DeviceMemory>>,
+    busy: Vec<Arc<BusyMeter>>,
     modules: ModuleCache,
     options: LaunchOptions,
 }
@@ -40,6 +43,7 @@ impl EmulatedBackend {
         Self {
             devices,
             memory,
+            busy: (0..count).map(|_| Arc::default()).collect(),
             modules: ModuleCache::default(),
             options: LaunchOptions::default(),
         }
@@ -101,6 +105,7 @@ impl Backend for EmulatedBackend {
         Ok(Box::new(EmulatedSession {
             spaces,
             loaded: HashMap::new(),
+            busy: self.busy.clone(),
             cache: self.modules.clone(),
             options: self.options,
         }))
@@ -111,6 +116,8 @@ struct EmulatedSession {
     spaces: Vec<AddressSpace>,
     /// Client module handle -> (device, module instantiated in that device's address space).
     loaded: HashMap<u64, (u32, LoadedModule)>,
+    /// Per device, shared with every session on it.
+    busy: Vec<Arc<BusyMeter>>,
     cache: ModuleCache,
     options: LaunchOptions,
 }
@@ -164,6 +171,10 @@ impl DeviceSession for EmulatedSession {
         let s = self.space(device)?;
         // The session's own unused lease is free memory to it.
         Ok((s.device().free() + s.lease_unused(), s.device().total()))
+    }
+
+    fn utilization(&self, device: u32) -> Option<u32> {
+        Some(self.busy.get(device as usize)?.percent(Instant::now()))
     }
 
     fn write(&mut self, dst: u64, data: &[u8]) -> CuResult<()> {
@@ -307,7 +318,11 @@ impl DeviceSession for EmulatedSession {
             block: l.block,
             dynamic_shared_bytes: l.shared,
         };
+        let start = Instant::now();
         let outcome = m.launch(space, &kernel.name, &cfg, l.params, &self.options);
+        if let Some(b) = self.busy.get(*device as usize) {
+            b.record(start, Instant::now());
+        }
         (outcome.printf, outcome.result.map_err(emu_error))
     }
 }

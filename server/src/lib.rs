@@ -9,6 +9,7 @@
 //! one ([`cuda`]) implement the same trait.
 
 pub mod backend;
+pub mod busy;
 pub mod connection;
 pub mod cuda;
 pub mod emulated;

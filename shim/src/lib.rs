@@ -21,7 +21,8 @@
 //! - [`client`] (the connection), [`export_tables`] (cudart's private tables), [`driver`] (the
 //!   `Driver` trait and its generic C entry points).
 //! - [`api`]: the implementations and the table that binds them to driver symbols.
-//! - this crate root: the exported symbols, one `driver` entry point each.
+//! - this crate root: the exported symbols, one `driver` entry point each, and Remora's own
+//!   entry points for its other client libraries ([`remora_device_usage`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![allow(non_snake_case, clippy::missing_safety_doc)]
@@ -56,3 +57,35 @@ macro_rules! export_driver_functions {
     };
 }
 generated::driver_functions!(export_driver_functions);
+
+/// A device's usage as Remora's NVML stand-in (`libnvidia-ml.so.1`) reports it.
+#[repr(C)]
+pub struct RemoraDeviceUsage {
+    pub free: u64,
+    pub total: u64,
+    /// Percent of the last second the device ran kernels; -1 where the server cannot tell.
+    pub utilization: i32,
+}
+
+/// Remora's own entry point, not CUDA's: the NVML stand-in asks the server through the
+/// shim's one connection, so NVML and CUDA in a process see the same session's devices.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `RemoraDeviceUsage`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn remora_device_usage(dev: c_int, out: *mut RemoraDeviceUsage) -> CUresult {
+    ffi::guard("remora_device_usage", || {
+        // SAFETY: NULL or writable, by this function's contract.
+        let Some(out) = (unsafe { out.as_mut() }) else {
+            return remora_protocol::CuStatus::INVALID_VALUE.0;
+        };
+        let r = api::device::usage(dev).map(|(free, total, util)| {
+            *out = RemoraDeviceUsage {
+                free,
+                total,
+                utilization: util.map_or(-1, |u| u as i32),
+            };
+        });
+        ffi::finish("remora_device_usage", r)
+    })
+}

@@ -34,7 +34,11 @@ impl Session {
             ));
         }
         let (free, total) = self.backend.mem_info(device)?;
-        Ok(ReplyBody::MemInfo { free, total })
+        Ok(ReplyBody::MemInfo {
+            free,
+            total,
+            utilization: self.backend.utilization(device),
+        })
     }
 
     pub(super) fn mem_alloc(&mut self, ctx: CtxId, size: u64) -> CuResult<ReplyBody> {

@@ -1373,7 +1373,8 @@ fn memory_info_checks_the_device() {
         ok(&mut s, Request::MemGetInfo { device: 1 }),
         ReplyBody::MemInfo {
             free: 1000,
-            total: 2000
+            total: 2000,
+            utilization: None,
         }
     );
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::ffi::{c_int, c_uint};
 
-use remora_protocol::messages::DeviceInfo;
+use remora_protocol::messages::{DeviceInfo, ReplyBody, Request};
 use remora_protocol::CuStatus;
 
 use crate::client;
@@ -46,6 +46,25 @@ pub fn get_name(name: &mut [u8], dev: c_int) -> ShimResult<()> {
 pub fn get_uuid(uuid: &mut [u8; 16], dev: c_int) -> ShimResult<()> {
     *uuid = device(dev)?.uuid;
     Ok(())
+}
+
+/// What NVML reports of a device beyond the driver API: free and total memory as the server
+/// sees it now, and the percent of the last second it ran kernels (`None`: unknown). One round
+/// trip; asks about the device itself, so no context is needed.
+pub fn usage(dev: c_int) -> ShimResult<(u64, u64, Option<u32>)> {
+    device(dev)?;
+    let reply = client::client()?.call(&Request::MemGetInfo { device: dev as u32 })?;
+    match reply.body {
+        ReplyBody::MemInfo {
+            free,
+            total,
+            utilization,
+        } => Ok((free, total, utilization)),
+        _ => Err(ShimError::new(
+            CuStatus::UNKNOWN,
+            "server answered memory info without numbers",
+        )),
+    }
 }
 
 pub fn total_mem(bytes: &mut usize, dev: c_int) -> ShimResult<()> {

@@ -147,7 +147,10 @@ pub fn get_info(free: Option<&mut usize>, total: Option<&mut usize>) -> ShimResu
     let reply = client::client()?.call(&Request::MemGetInfo {
         device: device as u32,
     })?;
-    let ReplyBody::MemInfo { free: f, total: t } = reply.body else {
+    let ReplyBody::MemInfo {
+        free: f, total: t, ..
+    } = reply.body
+    else {
         return Err(ShimError::new(
             CuStatus::UNKNOWN,
             "server answered memory info without numbers",
