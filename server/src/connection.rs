@@ -7,21 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use remora_protocol::messages::{CtxId, ModuleId, Reply, ReplyBody, Request, ServerInfo, Window};
+use remora_protocol::messages::{Reply, ReplyBody, Request, ServerInfo, Window};
 use remora_protocol::{CuStatus, ServerEvent};
 use remora_transport::server::{self, Calls, ServeError, CHUNK};
-use sha2::Digest;
 
 use crate::backend::{CuError, CuResult};
 use crate::session::{Session, Step};
+use crate::upload::{self, Upload};
 use crate::Shared;
 
 /// A client must open its stream and say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest module image accepted.
-const MAX_IMAGE: u64 = 1 << 30;
-/// Bytes of module images the server keeps by hash (shared by all clients).
-const MAX_CACHED_BYTES: usize = 2 << 30;
 
 pub(crate) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     let remote = conn.remote_address();
@@ -43,13 +39,8 @@ enum Inbound {
         offset: u64,
         result: CuResult<()>,
     },
-    /// A module image being gathered (capacity reserved up to its announced size).
-    Image {
-        ctx: CtxId,
-        module: ModuleId,
-        hash: [u8; 32],
-        bytes: Vec<u8>,
-    },
+    /// A module image being gathered and checked as it arrives.
+    Image(Upload),
     /// Consumed and dropped: the call already failed with `result`.
     Discard { result: CuResult<ReplyBody> },
 }
@@ -163,7 +154,7 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                 json: status(shared),
             }),
             Step::HaveImage { hash } => Ok(ReplyBody::Have {
-                present: lock(shared).contains_key(&hash),
+                present: upload::lock(shared).contains_key(&hash),
             }),
             Step::Send { src, size, check } => {
                 if wants_reply {
@@ -187,27 +178,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                 receive(&mut session, shared, &mut calls, inbound, payload_len).await?
             }
             Step::ReceiveImage { ctx, module, hash } => {
-                let inbound = if payload_len == 0 {
-                    Inbound::Image {
-                        ctx,
-                        module,
-                        hash,
-                        bytes: Vec::new(),
-                    }
-                } else if payload_len > MAX_IMAGE {
-                    Inbound::Discard {
-                        result: Err(CuError::new(
-                            CuStatus::INVALID_IMAGE,
-                            format!("module image of {payload_len} bytes is too large"),
-                        )),
-                    }
-                } else {
-                    Inbound::Image {
-                        ctx,
-                        module,
-                        hash,
-                        bytes: Vec::with_capacity(payload_len as usize),
-                    }
+                let inbound = match Upload::begin(ctx, module, hash, payload_len) {
+                    Ok(up) => Inbound::Image(up),
+                    Err(e) => Inbound::Discard { result: Err(e) },
                 };
                 receive(&mut session, shared, &mut calls, inbound, payload_len).await?
             }
@@ -314,7 +287,12 @@ async fn receive(
                 }
                 *offset += chunk.len() as u64;
             }
-            Inbound::Image { bytes, .. } => bytes.extend_from_slice(&chunk),
+            Inbound::Image(up) => {
+                if let Err(e) = up.push(&shared.upload_budget, &chunk).await {
+                    // Refused part-way: the rest of the payload is read and dropped.
+                    inbound = Inbound::Discard { result: Err(e) };
+                }
+            }
             Inbound::Discard { .. } => {}
         }
         if last {
@@ -324,46 +302,21 @@ async fn receive(
     Ok(match inbound {
         Inbound::Copy { result, .. } => result.map(|()| ReplyBody::None),
         Inbound::Discard { result } => result,
-        Inbound::Image {
-            ctx,
-            module,
-            hash,
-            bytes,
-        } => match image(shared, hash, bytes) {
-            Ok(img) => tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img)),
-            Err(e) => Err(e),
-        },
+        Inbound::Image(up) => {
+            let (ctx, module, hash) = (up.ctx, up.module, up.hash);
+            let image = if len == 0 {
+                upload::cached(shared, &hash)
+            } else {
+                up.finish(shared)
+            };
+            match image {
+                Ok(img) => {
+                    tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img))
+                }
+                Err(e) => Err(e),
+            }
+        }
     })
-}
-
-/// The image a module load names: the bytes sent (checked against their hash, then cached for
-/// every client) or, when none were sent, the cached image with that hash.
-fn image(shared: &Shared, hash: [u8; 32], bytes: Vec<u8>) -> CuResult<Arc<[u8]>> {
-    if bytes.is_empty() {
-        return lock(shared).get(&hash).cloned().ok_or_else(|| {
-            CuError::new(
-                CuStatus::INVALID_VALUE,
-                "module image is not cached on the server; send it",
-            )
-        });
-    }
-    // The cache is shared between clients: never trust a client's claim about its content.
-    let actual: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-    if actual != hash {
-        return Err(CuError::new(
-            CuStatus::INVALID_IMAGE,
-            "module image does not match its content hash",
-        ));
-    }
-    let image: Arc<[u8]> = bytes.into();
-    let mut cache = lock(shared);
-    let held: usize = cache.values().map(|i| i.len()).sum();
-    if held + image.len() > MAX_CACHED_BYTES {
-        // Sessions keep their own references: dropping the cache only costs a re-upload.
-        cache.clear();
-    }
-    cache.insert(hash, image.clone());
-    Ok(image)
 }
 
 /// Replies to a device-to-host copy: the reply, then the data, streamed from device memory in
@@ -399,12 +352,6 @@ async fn send(
         off += n as u64;
     }
     calls.flush().await
-}
-
-fn lock(
-    shared: &Shared,
-) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Arc<[u8]>>> {
-    shared.images.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn check_windows(windows: &[Window], devices: usize) -> CuResult<()> {

@@ -14,6 +14,7 @@ pub mod connection;
 pub mod cuda;
 pub mod emulated;
 pub mod session;
+mod upload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub info: ServerInfo,
     /// Module images by content hash, so each is uploaded once per server.
     pub images: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
+    /// Bytes that module uploads in progress may hold, over all connections.
+    pub upload_budget: Arc<tokio::sync::Semaphore>,
     pub session_memory: Option<u64>,
     /// Sessions open now, for `remora status`.
     pub sessions: Mutex<std::collections::BTreeMap<u64, SessionEntry>>,
@@ -77,6 +80,7 @@ impl Server {
             backend: cfg.backend,
             info,
             images: Mutex::new(HashMap::new()),
+            upload_budget: upload::budget(),
             session_memory: cfg.session_memory,
             sessions: Mutex::new(Default::default()),
             next_session: std::sync::atomic::AtomicU64::new(1),

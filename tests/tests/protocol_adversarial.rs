@@ -8,7 +8,7 @@ use std::time::Duration;
 use remora_protocol::frame::{encode_prefixed, FramePrefix, FLAG_REPLY, PREFIX_LEN};
 use remora_protocol::handshake;
 use remora_protocol::messages::{decode, encode, Reply, ReplyBody, Request, Window};
-use remora_protocol::messages::{CtxId, StreamId};
+use remora_protocol::messages::{CtxId, ModuleId, StreamId};
 use remora_protocol::{ConnectionFile, MAGIC};
 use remora_transport::{client, endpoint};
 use support::*;
@@ -303,4 +303,42 @@ fn overlapping_or_missing_windows_are_refused() {
         assert_eq!(r.status, 1);
         assert!(r.message.contains("windows"), "{}", r.message);
     });
+}
+
+#[test]
+fn module_images_are_checked_as_they_arrive_and_the_connection_keeps_serving() {
+    let mut server = Server::start();
+    let file = ConnectionFile::read(&server.connection).unwrap();
+    rt().block_on(async {
+        let mut c = Raw::connect(&file, 0x7000_0000_0000).await;
+        let ctx = Request::CtxCreate {
+            ctx: CtxId(1),
+            device: 0,
+            flags: 0,
+        };
+        c.send(&ctx, &[], 0).await;
+        let load = |module: u64, hash: [u8; 32]| Request::ModuleLoad {
+            ctx: CtxId(1),
+            module: ModuleId(module),
+            hash,
+        };
+        // 64 MiB of zeros announced as a module: refused from its first bytes, the rest read
+        // and dropped, never gathered.
+        let zeros = vec![0u8; 64 << 20];
+        let r = c.call(&load(10, [1; 32]), &zeros).await;
+        assert_eq!(r.status, 200, "INVALID_IMAGE: {}", r.message);
+        assert!(r.message.contains("not a module image"), "{}", r.message);
+        // PTX whose bytes do not match the hash claimed: refused before the cache sees it.
+        let ptx = b".version 7.0\n.target sm_80\n.address_size 64\n\0";
+        let r = c.call(&load(11, [2; 32]), ptx).await;
+        assert_eq!(r.status, 200, "{} {}", r.status, r.message);
+        assert!(r.message.contains("hash"), "{}", r.message);
+        // A load that names an image never sent.
+        let r = c.call(&load(12, [3; 32]), &[]).await;
+        assert_eq!(r.status, 1, "INVALID_VALUE: {}", r.message);
+        // The connection still serves.
+        let r = c.call(&Request::MemGetInfo { device: 0 }, &[]).await;
+        assert_eq!(r.status, 0, "{}", r.message);
+    });
+    assert!(server.alive());
 }
