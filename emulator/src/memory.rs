@@ -58,7 +58,8 @@ impl DeviceMemory {
         self.total.saturating_sub(self.used.load(Relaxed))
     }
 
-    fn reserve(&self, size: u64) -> Result<(), MemError> {
+    /// Takes `size` bytes of the budget, or fails with what is free.
+    pub fn reserve(&self, size: u64) -> Result<(), MemError> {
         self.used
             .fetch_update(Relaxed, Relaxed, |used| {
                 used.checked_add(size).filter(|&u| u <= self.total)
@@ -70,7 +71,8 @@ impl DeviceMemory {
             })
     }
 
-    fn release(&self, size: u64) {
+    /// Returns `size` bytes taken with [`DeviceMemory::reserve`].
+    pub fn release(&self, size: u64) {
         self.used.fetch_sub(size, Relaxed);
     }
 }
@@ -239,6 +241,15 @@ impl AddressSpace {
         self.device.release(inner.lease);
         inner.lease = bytes;
         Ok(())
+    }
+
+    /// Makes `bytes`, already taken from the device's budget with [`DeviceMemory::reserve`]
+    /// (the server reserves a lease when it promises it), this space's lease; released with
+    /// the space as [`AddressSpace::lease`]'s are.
+    pub fn adopt_lease(&self, bytes: u64) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.device.release(inner.lease);
+        inner.lease = bytes;
     }
 
     /// Leased bytes no allocation uses yet: free memory, as this client sees it.

@@ -44,8 +44,50 @@ pub trait Backend: Send + Sync {
     fn lease(&self) -> u64 {
         0
     }
+    /// Sets aside up to `bytes` on every device for a session's lease, when the server promises
+    /// it in the hello: what is promised is then certain, however many sessions arrive at once.
+    /// Backends without leases reserve nothing.
+    fn reserve_lease(&self, _bytes: u64) -> LeaseReservation {
+        LeaseReservation::none()
+    }
     /// Opens one client's session inside the address windows that client reserved.
     fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>>;
+}
+
+/// Device memory set aside for one session's lease ([`Backend::reserve_lease`]); given back
+/// when dropped, unless the session took it over ([`LeaseReservation::taken`]).
+pub struct LeaseReservation {
+    pub bytes: u64,
+    give_back: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl LeaseReservation {
+    pub fn none() -> Self {
+        Self {
+            bytes: 0,
+            give_back: None,
+        }
+    }
+
+    pub fn new(bytes: u64, give_back: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            bytes,
+            give_back: Some(Box::new(give_back)),
+        }
+    }
+
+    /// The session's lease owns the bytes now.
+    pub fn taken(mut self) {
+        self.give_back = None;
+    }
+}
+
+impl Drop for LeaseReservation {
+    fn drop(&mut self) {
+        if let Some(f) = self.give_back.take() {
+            f();
+        }
+    }
 }
 
 /// A loaded module as the client needs to see it.
@@ -106,8 +148,9 @@ pub trait DeviceSession: Send {
     /// Waits for all work of the session (a no-op where execution is synchronous).
     fn synchronize(&mut self) -> CuResult<()>;
     /// Reserves `bytes` on `device` for the client to allocate itself, at addresses it chooses
-    /// in the upper half of that device's window (a memory lease). Backends that cannot place
-    /// allocations where the client says refuse (`Backend::lease` is then 0).
+    /// in the upper half of that device's window (a memory lease), taking over bytes that
+    /// [`Backend::reserve_lease`] set aside. Backends that cannot place allocations where the
+    /// client says refuse (`Backend::lease` is then 0).
     fn lease(&mut self, _device: u32, _bytes: u64) -> CuResult<()> {
         Err(CuError::new(
             CuStatus::NOT_SUPPORTED,

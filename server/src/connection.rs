@@ -53,11 +53,27 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         (Some(q), m) => Some(q.min(m)),
         (None, m) => Some(m),
     };
-    // The lease is part of the quota: never more than an even share of it per device.
+    // The lease is part of the quota: never more than an even share of it per device. Leases
+    // together never take more than half of a device, so allocations that are round trips
+    // always find room, and each new lease is at most a quarter of what is left of that half,
+    // so sessions arriving at once all get some. It is set aside now: what the hello promises
+    // is certain.
     let ndev = shared.info.devices.len().max(1) as u64;
-    let lease = quota.map_or(shared.info.lease, |q| shared.info.lease.min(q / ndev));
+    let leasable = (0..shared.info.devices.len())
+        .map(|d| {
+            let total = shared.info.devices[d].total_mem;
+            let used = shared.backend.memory_used(d as u32).unwrap_or(total);
+            (total - total / 2).saturating_sub(used)
+        })
+        .min()
+        .unwrap_or(0);
+    let reservation = shared.backend.reserve_lease(
+        quota
+            .map_or(shared.info.lease, |q| shared.info.lease.min(q / ndev))
+            .min(leasable / 4),
+    );
     let info = ServerInfo {
-        lease,
+        lease: reservation.bytes,
         ..shared.info.clone()
     };
     let mut calls = hello.accept(&info).await?;
@@ -99,7 +115,8 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         .and_then(|()| shared.backend.open(&windows))
         .and_then(|b| {
             let mut s = Session::new(b, shared.info.devices.len() as u32, quota);
-            s.grant_lease(lease)?;
+            s.grant_lease(reservation.bytes)?;
+            reservation.taken();
             Ok(s)
         });
     let registered;

@@ -11,7 +11,9 @@ use remora_emulator::{
 use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
 
-use crate::backend::{Backend, CuError, CuResult, DeviceSession, Launch, ModuleImage};
+use crate::backend::{
+    Backend, CuError, CuResult, DeviceSession, Launch, LeaseReservation, ModuleImage,
+};
 use crate::busy::BusyMeter;
 
 /// Compute capability the emulator presents (and picks PTX for).
@@ -86,6 +88,32 @@ impl Backend for EmulatedBackend {
         // enough that a full server still admits many sessions.
         let smallest = self.devices.iter().map(|d| d.total_mem).min().unwrap_or(0);
         (smallest / 8).min(256 << 20)
+    }
+
+    fn reserve_lease(&self, bytes: u64) -> LeaseReservation {
+        // The most every device can give, in halves down to 1 MiB; each device's budget is
+        // taken atomically, so concurrent hellos never promise the same bytes twice.
+        let mut want = bytes;
+        while want >= 1 << 20 {
+            let taken: Vec<_> = self
+                .memory
+                .iter()
+                .take_while(|m| m.reserve(want).is_ok())
+                .cloned()
+                .collect();
+            if taken.len() == self.memory.len() {
+                return LeaseReservation::new(want, move || {
+                    for m in taken {
+                        m.release(want);
+                    }
+                });
+            }
+            for m in taken {
+                m.release(want);
+            }
+            want /= 2;
+        }
+        LeaseReservation::none()
     }
 
     fn open(&self, windows: &[Window]) -> CuResult<Box<dyn DeviceSession>> {
@@ -208,7 +236,8 @@ impl DeviceSession for EmulatedSession {
     }
 
     fn lease(&mut self, device: u32, bytes: u64) -> CuResult<()> {
-        self.space(device)?.lease(bytes).map_err(mem_error)
+        self.space(device)?.adopt_lease(bytes);
+        Ok(())
     }
 
     fn alloc_at(&mut self, device: u32, ptr: u64, size: u64) -> CuResult<()> {
@@ -434,3 +463,28 @@ const ATTRIBUTES_SM80: &[(u32, i32)] = &[
     (131, -1),        // NUMA_ID
     (134, -1),        // HOST_NUMA_ID
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_promised_at_once_never_exceed_the_devices_and_are_given_back_when_dropped() {
+        let b = EmulatedBackend::new(2, 64 << 20, [0; 16]);
+        let first = b.reserve_lease(48 << 20);
+        assert_eq!(first.bytes, 48 << 20);
+        // 16 MiB left: 48 and 24 do not fit, 12 does.
+        let second = b.reserve_lease(48 << 20);
+        assert_eq!(second.bytes, 12 << 20);
+        assert_eq!(b.memory_used(0), Some(60 << 20));
+        assert_eq!(b.memory_used(1), Some(60 << 20));
+        drop(first);
+        assert_eq!(b.memory_used(1), Some(12 << 20));
+        drop(second);
+        assert_eq!(b.memory_used(0), Some(0));
+        // Nothing left to lease: nothing promised.
+        let all = b.reserve_lease(64 << 20);
+        assert_eq!(b.reserve_lease(1 << 20).bytes, 0);
+        drop(all);
+    }
+}

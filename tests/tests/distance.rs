@@ -9,9 +9,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -26,63 +25,6 @@ const DELAY_MS: &str = "2";
 /// is answered from the module's reply, and the launches and the cuMemsetD32 are queued. (The QUIC and session handshakes, and `remora run`'s probe of
 /// the server, are not calls and are not counted here.)
 const STEP_LOOP_STARTUP_ROUND_TRIPS: u64 = 2;
-
-/// `remora-relay` in front of `upstream`, killed on drop; `address` is where clients send.
-struct RelayProc {
-    child: Child,
-    address: String,
-}
-
-impl RelayProc {
-    fn start(upstream: &str, extra: &[&str]) -> Self {
-        let exe = target_dir().join("debug/remora-relay");
-        assert!(
-            exe.exists(),
-            "{} is missing: run `cargo build -p remora-benches --bin remora-relay` first",
-            exe.display()
-        );
-        let mut child = Command::new(exe)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                upstream,
-                "--seed",
-                "1",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting remora-relay");
-        let mut out = BufReader::new(child.stdout.take().expect("relay stdout"));
-        let line = wait_line(&mut out, "remora-relay listening on ");
-        let address = line
-            .strip_prefix("remora-relay listening on ")
-            .expect("prefix")
-            .to_string();
-        // Keep reading (and dropping) its output so that it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        Self { child, address }
-    }
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The server's address, from its connection file.
-fn server_address(server: &Server) -> String {
-    let text = std::fs::read_to_string(&server.connection).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("address = "))
-        .expect("address line")
-        .trim()
-        .to_string()
-}
 
 /// A server, a relay in front of it, and a connection file that names the relay.
 struct Distant {

@@ -198,36 +198,6 @@ fn a_client_cannot_touch_another_clients_allocation() {
     assert!(owner.wait().unwrap().success());
 }
 
-/// The pid of a descendant of `parent` whose command name is `name`.
-fn find_child_pid(parent: u32, name: &str) -> Option<u32> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let comm = stat
-                .split('(')
-                .nth(1)
-                .and_then(|s| s.split(')').next())
-                .unwrap_or("");
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if comm == name && ppid == Some(parent) {
-                return Some(pid);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 #[test]
 fn a_client_cannot_allocate_past_its_quota_and_others_are_unaffected() {
     let server = Server::start_with(&["--session-memory", "16M"]);

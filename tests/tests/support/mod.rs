@@ -444,3 +444,90 @@ impl Drop for Pool {
         let _ = self.child.wait();
     }
 }
+
+/// `remora-relay` in front of `upstream`, killed on drop; `address` is where clients send.
+pub struct RelayProc {
+    pub child: Child,
+    pub address: String,
+}
+
+impl RelayProc {
+    pub fn start(upstream: &str, extra: &[&str]) -> Self {
+        let exe = target_dir().join("debug/remora-relay");
+        assert!(
+            exe.exists(),
+            "{} is missing: run `cargo build -p remora-benches --bin remora-relay` first",
+            exe.display()
+        );
+        let mut child = Command::new(exe)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream,
+                "--seed",
+                "1",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting remora-relay");
+        let mut out = BufReader::new(child.stdout.take().expect("relay stdout"));
+        let line = wait_line(&mut out, "remora-relay listening on ");
+        let address = line
+            .strip_prefix("remora-relay listening on ")
+            .expect("prefix")
+            .to_string();
+        // Keep reading (and dropping) its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self { child, address }
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server's address, from its connection file.
+pub fn server_address(server: &Server) -> String {
+    let text = std::fs::read_to_string(&server.connection).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("address = "))
+        .expect("address line")
+        .trim()
+        .to_string()
+}
+
+/// The pid of a descendant of `parent` whose command name is `name`.
+pub fn find_child_pid(parent: u32, name: &str) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let comm = stat
+                .split('(')
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .unwrap_or("");
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if comm == name && ppid == Some(parent) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
