@@ -76,8 +76,17 @@ impl Entry<'_> {
     /// The member's bytes, decompressed (LZ4 raw block or Zstandard frame) when stored so.
     pub fn bytes(&self) -> Result<Vec<u8>, EmuError> {
         if self.flags & FLAG_LZ4 != 0 {
-            if self.uncompressed > MAX_PAYLOAD {
-                return Err(EmuError::InvalidImage("compressed member too large".into()));
+            // LZ4 expands at most 255-fold: a larger claim is a lie, refused before the
+            // output buffer is allocated for it.
+            let most = (self.payload.len() as u64)
+                .saturating_mul(255)
+                .saturating_add(16);
+            if self.uncompressed > MAX_PAYLOAD.min(most) {
+                return Err(EmuError::InvalidImage(format!(
+                    "compressed member claims {} bytes from {}",
+                    self.uncompressed,
+                    self.payload.len()
+                )));
             }
             lz4_flex::block::decompress(self.payload, self.uncompressed as usize)
                 .map_err(|err| EmuError::InvalidImage(format!("LZ4 payload: {err}")))
@@ -85,8 +94,9 @@ impl Entry<'_> {
             let mut dec = ruzstd::decoding::StreamingDecoder::new(self.payload)
                 .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
             let mut out = Vec::new();
+            // No more than the member says it holds (Zstandard can expand without bound).
             (&mut dec)
-                .take(MAX_PAYLOAD)
+                .take(MAX_PAYLOAD.min(self.uncompressed.max(1)))
                 .read_to_end(&mut out)
                 .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
             Ok(out)

@@ -39,3 +39,42 @@ fn ptx_entry_point_loads_real_modules() {
         }
     }
 }
+
+/// The `fatbin` target's corpus (`tests/corpus/fatbin/`, written by
+/// `tests/corpus/gen_fatbin_seeds.py`, plus crash reproducers): none may panic or take long,
+/// and the well-formed seeds really yield their PTX.
+#[test]
+fn fatbin_corpus_never_panics_and_good_seeds_yield_ptx() {
+    let dir = format!("{}/tests/corpus/fatbin", env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let t = std::time::Instant::now();
+        let ok = std::panic::catch_unwind(|| fuzzing::fatbin(&data));
+        assert!(ok.is_ok(), "{} panicked", path.display());
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "{} took {:?}",
+            path.display(),
+            t.elapsed()
+        );
+        n += 1;
+    }
+    assert!(n >= 10, "{dir}: {n} seeds");
+    for good in [
+        "ptx-plain",
+        "ptx-lz4",
+        "ptx-zstd",
+        "ptx-and-sass",
+        "two-containers",
+    ] {
+        let data = std::fs::read(format!("{dir}/{good}")).unwrap();
+        let ptx = remora_emulator::loader::extract_ptx(&data, 80)
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert!(ptx.contains(".entry k"), "{good}: {ptx}");
+    }
+    let sass = std::fs::read(format!("{dir}/sass-only")).unwrap();
+    let e = remora_emulator::loader::extract_ptx(&sass, 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 209, "NO_BINARY_FOR_GPU: {e}");
+}
