@@ -47,7 +47,7 @@ impl Drop for Release<'_> {
 }
 
 async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
-    let mut hello = server::hello(conn, &pool.token, HELLO_TIMEOUT).await?;
+    let mut hello = server::hello(conn, vec![pool.token.clone()], HELLO_TIMEOUT).await?;
     let request = hello.request.clone();
     if request.observer {
         return observe(hello, pool).await;

@@ -4,9 +4,11 @@
 //! `ServerConn`); [`Session::handle`] is the one dispatch; what is left here is moving bulk
 //! bytes between the stream and device memory, chunk by chunk, and replying.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use remora_protocol::handshake::Outcome;
 use remora_protocol::messages::{CtxId, ModuleId, Reply, ReplyBody, Request, ServerInfo, Window};
 use remora_protocol::{CuStatus, ServerEvent};
 use remora_transport::server::{self, Calls, ServeError, CHUNK};
@@ -14,7 +16,7 @@ use sha2::Digest;
 
 use crate::backend::{CuError, CuResult};
 use crate::session::{Session, Step};
-use crate::Shared;
+use crate::{lock_sessions, Shared};
 
 /// A client must open its stream and say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,18 +57,88 @@ enum Inbound {
 }
 
 async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError> {
-    let hello = server::hello(conn, &shared.token, HELLO_TIMEOUT).await?;
+    let (tokens, owners) = shared.access.tokens();
+    let mut hello = match server::hello(conn, tokens, HELLO_TIMEOUT).await {
+        Ok(h) => h,
+        Err(e) => {
+            if matches!(&e, ServeError::Refused(_)) {
+                shared.metrics.refused("bad_token_or_version");
+            }
+            return Err(e);
+        }
+    };
+    let account = owners.get(hello.token).cloned().flatten();
+    if shared.draining.load(Ordering::SeqCst) {
+        shared.metrics.refused("draining");
+        return Err(hello
+            .refuse(
+                Outcome::Refused,
+                "server shutting down: it takes no new sessions; try again when it is back",
+            )
+            .await);
+    }
+    // A token revoked between the snapshot above and now is refused like an unknown one.
+    if account.as_ref().is_some_and(|a| a.revoked()) {
+        shared.metrics.refused("bad_token_or_version");
+        return Err(hello
+            .refuse(Outcome::BadToken, "invalid token: it was revoked")
+            .await);
+    }
+    let ndev = shared.info.devices.len() as u32;
+    let mut offered = ndev;
+    let mut slot = None;
+    if let Some(a) = &account {
+        let limits = a.limits();
+        if let Some(g) = limits.gpus {
+            if hello.request.gpus > g {
+                shared.metrics.refused("gpus_limit");
+                let why = format!(
+                    "token `{}` may use at most {g} GPU(s) per session; this session asked for {}",
+                    a.name, hello.request.gpus
+                );
+                return Err(hello.refuse(Outcome::NoDevice, &why).await);
+            }
+            offered = offered.min(g);
+        }
+        if !hello.request.observer {
+            match a.open_session() {
+                Ok(s) => slot = Some(s),
+                Err(why) => {
+                    shared.metrics.refused("sessions_limit");
+                    return Err(hello.refuse(Outcome::Refused, &why).await);
+                }
+            }
+        }
+    }
     // A session may ask for a smaller quota than the server's own, never a larger one.
     let quota = match (shared.session_memory, hello.request.memory) {
         (q, 0) => q,
         (Some(q), m) => Some(q.min(m)),
         (None, m) => Some(m),
     };
+    // The token's memory limit spans its sessions: one session never gets more than all of it.
+    let quota = match (quota, account.as_ref().and_then(|a| a.limits().memory)) {
+        (Some(q), Some(t)) => Some(q.min(t)),
+        (q, t) => q.or(t),
+    };
     // The lease is part of the quota: never more than an even share of it per device.
-    let ndev = shared.info.devices.len().max(1) as u64;
-    let lease = quota.map_or(shared.info.lease, |q| shared.info.lease.min(q / ndev));
+    let lease = quota.map_or(shared.info.lease, |q| {
+        shared.info.lease.min(q / u64::from(offered.max(1)))
+    });
+    // A person's sessions share their memory limit, so none of them reserves a lease out of
+    // it (another of their sessions may need those bytes): their allocations are round trips,
+    // and out-of-memory is reported at the call.
+    let lease = if account
+        .as_ref()
+        .is_some_and(|a| a.limits().memory.is_some())
+    {
+        0
+    } else {
+        lease
+    };
     let info = ServerInfo {
         lease,
+        devices: shared.info.devices[..offered as usize].to_vec(),
         ..shared.info.clone()
     };
     let mut calls = hello.accept(&info).await?;
@@ -104,14 +176,15 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             _ => return Ok(()),
         }
     };
-    let opened = check_windows(&windows, shared.info.devices.len())
-        .and_then(|()| shared.backend.open(&windows))
+    let opened = check_windows(&windows, offered as usize)
+        .and_then(|()| shared.backend.open(&spare_windows(windows, offered, ndev)))
         .and_then(|b| {
-            let mut s = Session::new(b, shared.info.devices.len() as u32, quota);
+            let mut s = Session::new(b, offered, quota).with_account(account.clone());
             s.grant_lease(lease)?;
             Ok(s)
         });
     let registered;
+    let end = Arc::new(crate::Ending::default());
     let mut session = match opened {
         Ok(b) => {
             if wants_reply {
@@ -126,9 +199,20 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                     remote: conn.remote_address(),
                     since: std::time::Instant::now(),
                     quota,
+                    account: account.clone(),
+                    end: end.clone(),
                 },
             );
             registered = Registered(shared, n);
+            shared.metrics.session_opened(
+                account
+                    .as_ref()
+                    .map_or(crate::metrics::OWN_TOKEN, |a| a.name.as_str()),
+            );
+            // A revocation or a drain that came while the session opened still ends it.
+            if account.as_ref().is_some_and(|a| a.revoked()) {
+                end.end("token was revoked by the server's operator".into());
+            }
             b
         }
         Err(e) => {
@@ -140,7 +224,16 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         }
     };
 
-    while let Some(ev) = calls.next().await? {
+    loop {
+        let next = tokio::select! {
+            ev = calls.next() => ev?,
+            why = end.wait() => {
+                tracing::info!(remote = %conn.remote_address(), "ending the session: {why}");
+                conn.close(ENDED.into(), why.as_bytes());
+                break;
+            }
+        };
+        let Some(ev) = next else { break };
         let ServerEvent::Call {
             req,
             wants_reply,
@@ -150,10 +243,18 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             return Err(ServeError::Refused("payload without a call".into()));
         };
         let name = req.name();
+        shared.metrics.call(name, wants_reply);
         // Kernels run for as long as they run, and parsing a large image is CPU work: keep the
         // QUIC driver (keep-alives, other clients) off this thread meanwhile.
         let step = if matches!(req, Request::Launch { .. }) {
-            tokio::task::block_in_place(|| session.handle(req))
+            let t = std::time::Instant::now();
+            let step = tokio::task::block_in_place(|| session.handle(req));
+            shared.metrics.launches.inc();
+            shared
+                .metrics
+                .kernel_seconds
+                .inc_by(t.elapsed().as_secs_f64());
+            step
         } else {
             session.handle(req)
         };
@@ -167,7 +268,8 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             }),
             Step::Send { src, size, check } => {
                 if wants_reply {
-                    send(&mut session, &mut calls, src, size, check).await?;
+                    let sent = send(&mut session, &mut calls, src, size, check).await?;
+                    shared.metrics.payload(false, sent);
                     continue;
                 }
                 Err(CuError::new(
@@ -212,6 +314,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                 receive(&mut session, shared, &mut calls, inbound, payload_len).await?
             }
         };
+        if let Err(e) = &result {
+            shared.metrics.error(e.status);
+        }
         if wants_reply {
             let r = match session.settle(result) {
                 Ok(body) => Reply::ok(body),
@@ -232,7 +337,36 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         }
     }
     drop(registered);
+    drop(session);
+    drop(slot);
     Ok(())
+}
+
+/// The QUIC close code of a session the server ended (token revoked, server shutting down);
+/// the reason is the sentence the client reads.
+const ENDED: u32 = 2;
+
+/// The client's windows, plus windows nothing will use for the server's devices this session
+/// was not given (its token's GPU limit): backends want one per device, and the session refuses
+/// any device number past what it was offered.
+fn spare_windows(mut windows: Vec<Window>, offered: u32, devices: u32) -> Vec<Window> {
+    windows.retain(|w| w.device < offered);
+    let mut base = 1u64 << 44;
+    for d in offered..devices {
+        while windows
+            .iter()
+            .any(|w| base < w.base.saturating_add(w.size) && w.base < base + (1 << 30))
+        {
+            base += 1 << 40;
+        }
+        windows.push(Window {
+            device: d,
+            base,
+            size: 1 << 30,
+        });
+        base += 1 << 40;
+    }
+    windows
 }
 
 /// Keeps a session listed for `remora status` while it lives.
@@ -242,12 +376,6 @@ impl Drop for Registered<'_> {
     fn drop(&mut self) {
         lock_sessions(self.0).remove(&self.1);
     }
-}
-
-fn lock_sessions(
-    shared: &Shared,
-) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, crate::SessionEntry>> {
-    shared.sessions.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The server's report for `remora status`.
@@ -303,6 +431,7 @@ async fn receive(
             return Err(ServeError::Truncated);
         };
         got += chunk.len() as u64;
+        shared.metrics.payload(true, chunk.len() as u64);
         match &mut inbound {
             Inbound::Copy {
                 dst,
@@ -367,14 +496,14 @@ fn image(shared: &Shared, hash: [u8; 32], bytes: Vec<u8>) -> CuResult<Arc<[u8]>>
 }
 
 /// Replies to a device-to-host copy: the reply, then the data, streamed from device memory in
-/// chunks. A copy that failed its checks is an error reply without data.
+/// chunks. A copy that failed its checks is an error reply without data. Returns the bytes sent.
 async fn send(
     session: &mut Session,
     calls: &mut Calls,
     src: u64,
     size: u64,
     check: CuResult<()>,
-) -> Result<(), ServeError> {
+) -> Result<u64, ServeError> {
     let (reply, len) = match session.settle(check) {
         Ok(()) => (Reply::ok(ReplyBody::Data), size),
         Err(e) => (Reply::error(e.status, e.message), 0),
@@ -398,7 +527,8 @@ async fn send(
         calls.flush_if_full().await?;
         off += n as u64;
     }
-    calls.flush().await
+    calls.flush().await?;
+    Ok(len)
 }
 
 fn lock(
