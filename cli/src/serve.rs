@@ -329,9 +329,19 @@ fn serve_pool(
             dns,
             sessions_per_gpu: args.sessions_per_gpu,
             queue_timeout: std::time::Duration::from_secs_f64(args.queue_timeout.max(0.0)),
+            tokens_file: args.tokens.clone(),
         })
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("starting the pool on {}", args.listen))?;
         let local = pool.local_addr()?;
+        let control = pool.control();
+        if let Some(addr) = args.metrics {
+            let c = control.clone();
+            let at = crate::metrics::serve(addr, Arc::new(move || c.metrics()))
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            println!("remora: metrics on http://{at}/metrics");
+        }
+        let mut signals = Signals::new()?;
         // Members may differ: clients ask the pool what its GPUs are.
         let path = write_connection_file(&args, state, &identity, token, local, None)?;
         println!(
@@ -344,10 +354,15 @@ fn serve_pool(
             }
         );
         println!("remora: connection file {}", path.display());
-        tokio::select! {
-            _ = pool.run() => {}
-            _ = tokio::signal::ctrl_c() => println!("remora: shutting down"),
+        let run = tokio::spawn(pool.run());
+        while let Signal::Reload = signals.next().await {
+            tracing::info!("SIGHUP: reading the tokens file again");
+            control.reload();
         }
+        // A pool holds no device state: its sessions' members free everything as the links
+        // close.
+        run.abort();
+        println!("remora: stopped");
         Ok(0)
     })
 }

@@ -387,6 +387,7 @@ fn status(shared: &Shared) -> String {
                 "id": id,
                 "client": s.remote.to_string(),
                 "memory_quota": s.quota,
+                "token": s.account.as_ref().map(|a| a.name.clone()),
                 "age_s": s.since.elapsed().as_secs_f64(),
             })
         })

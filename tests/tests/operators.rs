@@ -23,12 +23,7 @@ impl Operated {
     fn start(extra: &[&str]) -> Self {
         let dir = TempDir::new("tokens");
         let tokens = dir.0.join("tokens");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let metrics = format!("127.0.0.1:{port}");
+        let metrics = free_port();
         let mut args = vec![
             "--tokens",
             tokens.to_str().unwrap(),
@@ -45,31 +40,14 @@ impl Operated {
         }
     }
 
-    /// `remora token ARGS --tokens FILE` with the server's connection file.
+    /// `remora token ARGS --tokens FILE` for this server.
     fn token(&self, args: &[&str]) -> Output {
-        Command::new(remora())
-            .arg("token")
-            .args(args)
-            .arg("--tokens")
-            .arg(&self.tokens)
-            .arg("--state-dir")
-            .arg(&self.server.dir.0)
-            .output()
-            .expect("remora token")
+        token(&self.tokens, &self.server.dir.0, args)
     }
 
     /// Adds `name` with `limits` and returns their connection file.
     fn add(&self, name: &str, limits: &[&str]) -> PathBuf {
-        let conn = self.server.dir.0.join(format!("{name}.connection"));
-        let mut args = vec!["add", name, "-o", conn.to_str().unwrap()];
-        args.extend_from_slice(limits);
-        args.extend_from_slice(&[
-            "--server-connection",
-            self.server.connection.to_str().unwrap(),
-        ]);
-        let o = self.token(&args);
-        assert!(o.status.success(), "token add: {}", text(&o));
-        conn
+        add(&self.tokens, &self.server.dir.0, name, limits)
     }
 
     fn signal(&self, sig: &str) {
@@ -81,15 +59,8 @@ impl Operated {
         assert!(ok, "kill {sig}");
     }
 
-    /// The metrics page, fetched over HTTP.
     fn scrape(&self) -> String {
-        let mut s = std::net::TcpStream::connect(&self.metrics).expect("metrics port");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut page = String::new();
-        s.read_to_string(&mut page).unwrap();
-        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
-        page
+        scrape(&self.metrics)
     }
 
     /// Waits (up to 10 s) until `ok` holds of the metrics page.
@@ -104,6 +75,49 @@ impl Operated {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// `remora token ARGS --tokens FILE --state-dir DIR` (the server's or pool's folder, where its
+/// connection file is).
+fn token(tokens: &Path, state: &Path, args: &[&str]) -> Output {
+    Command::new(remora())
+        .arg("token")
+        .args(args)
+        .arg("--tokens")
+        .arg(tokens)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("remora token")
+}
+
+/// Adds `name` with `limits`; their connection file, written next to the server's.
+fn add(tokens: &Path, state: &Path, name: &str, limits: &[&str]) -> PathBuf {
+    let conn = state.join(format!("{name}.connection"));
+    let server = state.join("connection");
+    let mut args = vec!["add", name, "-o", conn.to_str().unwrap()];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--server-connection", server.to_str().unwrap()]);
+    let o = token(tokens, state, &args);
+    assert!(o.status.success(), "token add: {}", text(&o));
+    conn
+}
+
+/// A free TCP port on loopback, for `--metrics`.
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// The metrics page at `addr`, fetched over HTTP.
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    page
 }
 
 /// The value of the sample `name{labels}` on a metrics page (0 when absent).
@@ -396,4 +410,85 @@ fn an_idle_server_stops_at_once_on_sigint() {
     let status = op.server.child.wait().unwrap();
     assert!(status.success(), "exit {status}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_pool_checks_its_own_tokens_file_and_reports_its_members() {
+    let member = Server::start();
+    let dir = TempDir::new("pool-tokens");
+    let tokens = dir.0.join("tokens");
+    let metrics = free_port();
+    let pool = Pool::start(
+        &[&member.connection],
+        &["--tokens", tokens.to_str().unwrap(), "--metrics", &metrics],
+    );
+    let gina = add(
+        &tokens,
+        &pool.dir.0,
+        "gina",
+        &["--memory", "64M", "--sessions", "1"],
+    );
+    let hugo = add(&tokens, &pool.dir.0, "hugo", &["--gpus", "1"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let trial = c_program("pool_trial");
+
+    // Memory: the session's quota on the member is what gina's limit leaves.
+    let (ok, out) = output(&mut run_as(&gina, &trial, &["1", "0", "100"]));
+    assert!(ok && out.contains("alloc 100 MiB -> 2"), "{out}");
+    // Sessions: one at a time.
+    let holder = Holder::start(&gina, 1);
+    let (ok, out) = output(&mut run_as(&gina, &trial, &["1", "0"]));
+    assert!(
+        !ok && out.contains("token `gina` already has 1 session(s) open"),
+        "{out}"
+    );
+    let page = scrape(&metrics);
+    assert_eq!(
+        sample(&page, "remora_pool_sessions_active{token=\"gina\"}"),
+        1.0,
+        "{page}"
+    );
+    // Revoked: the live session ends at its next call, new ones are refused.
+    let o = token(&tokens, &pool.dir.0, &["revoke", "gina"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (after, err) = holder.finish();
+    assert!(after.contains("after 46"), "{after}{err}");
+    assert!(err.contains("token `gina` was revoked"), "{after}{err}");
+    let (ok, out) = output(&mut run_as(&gina, &trial, &["1", "0"]));
+    assert!(!ok && out.contains("invalid token"), "{out}");
+
+    // GPUs: asking for more than the limit is refused with the reason.
+    let (ok, out) = output(run_as(&hugo, &trial, &["1", "0"]).env("REMORA_GPUS", "2"));
+    assert!(
+        !ok && out.contains("may use at most 1 GPU(s) per session"),
+        "{out}"
+    );
+    let (ok, out) = output(&mut run_as(&hugo, &trial, &["1", "0"]));
+    assert!(ok, "{out}");
+
+    let page = scrape(&metrics);
+    let up = format!(
+        "remora_pool_member_up{{member=\"{}\",state=\"up\"}}",
+        std::fs::read_to_string(&member.connection)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("address = "))
+            .unwrap()
+    );
+    assert_eq!(sample(&page, &up), 1.0, "{up}\n{page}");
+    for (series, at_least) in [
+        ("remora_pool_sessions_opened_total{token=\"gina\"}", 2.0),
+        (
+            "remora_pool_sessions_refused_total{reason=\"sessions_limit\"}",
+            1.0,
+        ),
+        (
+            "remora_pool_sessions_refused_total{reason=\"gpus_limit\"}",
+            1.0,
+        ),
+    ] {
+        assert!(sample(&page, series) >= at_least, "{series}\n{page}");
+    }
+    assert!(page.contains("remora_pool_queue_length 0"), "{page}");
 }
