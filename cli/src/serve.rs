@@ -372,3 +372,21 @@ fn hostname() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "remora".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_people_write_them() {
+        let d = std::time::Duration::from_secs_f64;
+        assert_eq!(parse_duration("30s"), Ok(d(30.0)));
+        assert_eq!(parse_duration("2m"), Ok(d(120.0)));
+        assert_eq!(parse_duration("500ms"), Ok(d(0.5)));
+        assert_eq!(parse_duration("0"), Ok(d(0.0)));
+        assert_eq!(parse_duration("1.5h"), Ok(d(5400.0)));
+        for bad in ["", "soon", "-1s", "1d", "NaNs"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -563,3 +563,38 @@ fn check_windows(windows: &[Window], devices: usize) -> CuResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_offered_fewer_gpus_gets_spare_windows_away_from_its_own() {
+        let client = vec![
+            Window {
+                device: 0,
+                base: 1 << 44,
+                size: 1 << 40,
+            },
+            // A window for a device the session was not offered is not the client's to name.
+            Window {
+                device: 2,
+                base: 1 << 43,
+                size: 1 << 30,
+            },
+        ];
+        let w = spare_windows(client, 1, 3);
+        assert_eq!(
+            w.iter().map(|w| w.device).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{w:?}"
+        );
+        assert_eq!(
+            w[0].base,
+            1 << 44,
+            "the client's own window is kept as it is"
+        );
+        check_windows(&w, 3).expect("one window per device, none overlapping");
+        assert_eq!(spare_windows(w.clone(), 3, 3), w, "nothing to add");
+    }
+}

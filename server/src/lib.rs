@@ -221,7 +221,10 @@ impl Control {
                     }
                 }
             }
-            Err(e) => tracing::error!("{e}; the tokens in force are unchanged"),
+            Err(e) => {
+                self.shared.metrics.tokens_file_errors.inc();
+                tracing::error!("{e}; the tokens in force are unchanged");
+            }
         }
     }
 

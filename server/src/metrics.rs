@@ -26,6 +26,8 @@ pub struct Metrics {
     pub launches: Counter,
     pub kernel_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub errors: Family<Labels, Counter>,
+    pub tokens_file_errors: Counter,
+    tokens_in_force: Gauge,
     sessions_active: Family<Labels, Gauge>,
     token_memory: Family<Labels, Gauge>,
     token_modules: Family<Labels, Gauge>,
@@ -63,6 +65,8 @@ impl Metrics {
             launches: Counter::default(),
             kernel_seconds: Counter::default(),
             errors: Family::default(),
+            tokens_file_errors: Counter::default(),
+            tokens_in_force: Gauge::default(),
             sessions_active: Family::default(),
             token_memory: Family::default(),
             token_modules: Family::default(),
@@ -101,6 +105,16 @@ impl Metrics {
             "errors",
             "Calls that failed, by CUDA error code",
             m.errors.clone(),
+        );
+        r.register(
+            "tokens_file_errors",
+            "Times the tokens file was found invalid (the tokens in force stayed)",
+            m.tokens_file_errors.clone(),
+        );
+        r.register(
+            "tokens",
+            "People of the tokens file whose tokens are in force",
+            m.tokens_in_force.clone(),
         );
         r.register(
             "sessions_active",
@@ -178,6 +192,8 @@ impl Metrics {
                 .get_or_create(&vec![("token", t.clone())])
                 .inc();
         }
+        self.tokens_in_force
+            .set(i64::try_from(now.tokens.len()).unwrap_or(i64::MAX));
         self.token_memory.clear();
         self.token_modules.clear();
         for (t, mem, modules) in &now.tokens {
@@ -232,6 +248,7 @@ mod tests {
             "remora_sessions_active{token=\"alice\"} 2",
             "remora_token_memory_bytes{token=\"alice\"} 1048576",
             "remora_module_cache_bytes 7",
+            "remora_tokens 1",
             "# EOF",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");

@@ -50,6 +50,14 @@ impl Operated {
         add(&self.tokens, &self.server.dir.0, name, limits)
     }
 
+    /// SIGHUP, then waits until `n` people's tokens are in force.
+    fn reload(&self, n: usize) {
+        self.signal("-HUP");
+        self.wait_metrics(&format!("{n} token(s) were not put in force"), |p| {
+            sample(p, "remora_tokens") == n as f64
+        });
+    }
+
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.server.child.id().to_string()])
@@ -224,14 +232,16 @@ fn a_token_added_works_and_a_revoked_one_is_refused_and_its_session_ended() {
 fn an_invalid_tokens_file_changes_nothing_and_a_fixed_one_is_read() {
     let op = Operated::start(&[]);
     let bob = op.add("bob", &[]);
-    op.signal("-HUP");
+    op.reload(1);
     let meminfo = c_program("client_tool");
     let (ok, out) = output(&mut run_as(&bob, &meminfo, &["meminfo"]));
     assert!(ok, "{out}");
     let good = std::fs::read_to_string(&op.tokens).unwrap();
     std::fs::write(&op.tokens, format!("{good}\nsessoins = 3\n")).unwrap();
     op.signal("-HUP");
-    std::thread::sleep(Duration::from_millis(700));
+    op.wait_metrics("the invalid file was not noticed", |p| {
+        sample(p, "remora_tokens_file_errors_total") == 1.0
+    });
     let (ok, out) = output(&mut run_as(&bob, &meminfo, &["meminfo"]));
     assert!(ok, "bob's token stays in force: {out}");
     // `remora token` refuses to edit a file it cannot read.
@@ -257,7 +267,7 @@ fn limits_are_enforced_per_token() {
     let carol = op.add("carol", &["--memory", "64M", "--sessions", "2"]);
     let dave = op.add("dave", &["--gpus", "1", "--sessions", "1"]);
     let erin = op.add("erin", &["--module-cache", "256"]);
-    op.signal("-HUP");
+    op.reload(3);
 
     // Memory: over the limit in one call, and across the token's sessions.
     let (ok, out) = output(&mut run_as(&carol, &trial, &["1", "0", "100"]));
@@ -309,7 +319,7 @@ fn limits_are_enforced_per_token() {
 fn metrics_count_what_a_program_did() {
     let op = Operated::start(&[]);
     let alice = op.add("alice", &["--memory", "64M"]);
-    op.signal("-HUP");
+    op.reload(1);
     let trial = c_program("pool_trial");
     let (ok, out) = output(&mut run_as(&alice, &trial, &["4", "0", "100"]));
     assert!(ok && out.contains("alloc 100 MiB -> 2"), "{out}");
@@ -429,8 +439,16 @@ fn a_pool_checks_its_own_tokens_file_and_reports_its_members() {
         &["--memory", "64M", "--sessions", "1"],
     );
     let hugo = add(&tokens, &pool.dir.0, "hugo", &["--gpus", "1"]);
-    std::thread::sleep(Duration::from_millis(1200));
     let trial = c_program("pool_trial");
+    // Picked up by polling (the pool was not told).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !output(&mut run_as(&hugo, &trial, &["1", "0"])).0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not read its tokens file"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Memory: the session's quota on the member is what gina's limit leaves.
     let (ok, out) = output(&mut run_as(&gina, &trial, &["1", "0", "100"]));
@@ -451,7 +469,15 @@ fn a_pool_checks_its_own_tokens_file_and_reports_its_members() {
     // Revoked: the live session ends at its next call, new ones are refused.
     let o = token(&tokens, &pool.dir.0, &["revoke", "gina"]);
     assert!(o.status.success(), "{}", text(&o));
-    std::thread::sleep(Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample(
+        &scrape(&metrics),
+        "remora_pool_sessions_active{token=\"gina\"}",
+    ) != 0.0
+    {
+        assert!(Instant::now() < deadline, "gina's session was not ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (after, err) = holder.finish();
     assert!(after.contains("after 46"), "{after}{err}");
     assert!(err.contains("token `gina` was revoked"), "{after}{err}");
