@@ -13,19 +13,26 @@ pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Longest request head read; scrapers send a few hundred bytes.
 const MAX_HEAD: usize = 8192;
+/// Scrapes answered at once; more wait for their turn.
+const MAX_SCRAPES: usize = 16;
 
 /// Binds `addr` (an error here, where the operator sees it) and serves scrapes in the
 /// background of the current runtime.
 pub async fn serve(addr: SocketAddr, render: Render) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     tokio::spawn(async move {
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let render = render.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, render)).await;
             });
         }
