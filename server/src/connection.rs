@@ -1,25 +1,23 @@
-//! One client connection: the handshake, the address windows, then every call in order.
+//! One client connection: admission (`admission.rs`: the hello and what its token allows),
+//! the address windows, then every call in order until the client leaves or the session is
+//! ended (token revoked, server draining).
 //!
 //! Bytes become typed calls at the edge (`remora_transport::server::Calls`, over the protocol's
 //! `ServerConn`); [`Session::handle`] is the one dispatch; what is left here is moving bulk
 //! bytes between the stream and device memory, chunk by chunk, and replying.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use remora_protocol::handshake::Outcome;
 use remora_protocol::messages::{CtxId, ModuleId, Reply, ReplyBody, Request, ServerInfo, Window};
 use remora_protocol::{CuStatus, ServerEvent};
-use remora_transport::server::{self, Calls, ServeError, CHUNK};
+use remora_transport::server::{Calls, ServeError, CHUNK};
 use sha2::Digest;
 
+use crate::admission::{admit, Admission};
 use crate::backend::{CuError, CuResult};
 use crate::session::{Session, Step};
 use crate::{lock_sessions, Shared};
 
-/// A client must open its stream and say hello within this time.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest module image accepted.
 const MAX_IMAGE: u64 = 1 << 30;
 /// Bytes of module images the server keeps by hash (shared by all clients).
@@ -57,85 +55,15 @@ enum Inbound {
 }
 
 async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError> {
-    let (tokens, owners) = shared.access.tokens();
-    let mut hello = match server::hello(conn, tokens, HELLO_TIMEOUT).await {
-        Ok(h) => h,
-        Err(e) => {
-            if matches!(&e, ServeError::Refused(_)) {
-                shared.metrics.refused("bad_token_or_version");
-            }
-            return Err(e);
-        }
-    };
-    let account = owners.get(hello.token).cloned().flatten();
-    if shared.draining.load(Ordering::SeqCst) {
-        shared.metrics.refused("draining");
-        return Err(hello
-            .refuse(
-                Outcome::Refused,
-                "server shutting down: it takes no new sessions; try again when it is back",
-            )
-            .await);
-    }
-    // A token revoked between the snapshot above and now is refused like an unknown one.
-    if account.as_ref().is_some_and(|a| a.revoked()) {
-        shared.metrics.refused("bad_token_or_version");
-        return Err(hello
-            .refuse(Outcome::BadToken, "invalid token: it was revoked")
-            .await);
-    }
+    let (hello, admitted) = admit(conn, shared).await?;
+    let Admission {
+        account,
+        slot,
+        offered,
+        quota,
+        lease,
+    } = admitted;
     let ndev = shared.info.devices.len() as u32;
-    let mut offered = ndev;
-    let mut slot = None;
-    if let Some(a) = &account {
-        let limits = a.limits();
-        if let Some(g) = limits.gpus {
-            if hello.request.gpus > g {
-                shared.metrics.refused("gpus_limit");
-                let why = format!(
-                    "token `{}` may use at most {g} GPU(s) per session; this session asked for {}",
-                    a.name, hello.request.gpus
-                );
-                return Err(hello.refuse(Outcome::NoDevice, &why).await);
-            }
-            offered = offered.min(g);
-        }
-        if !hello.request.observer {
-            match a.open_session() {
-                Ok(s) => slot = Some(s),
-                Err(why) => {
-                    shared.metrics.refused("sessions_limit");
-                    return Err(hello.refuse(Outcome::Refused, &why).await);
-                }
-            }
-        }
-    }
-    // A session may ask for a smaller quota than the server's own, never a larger one.
-    let quota = match (shared.session_memory, hello.request.memory) {
-        (q, 0) => q,
-        (Some(q), m) => Some(q.min(m)),
-        (None, m) => Some(m),
-    };
-    // The token's memory limit spans its sessions: one session never gets more than all of it.
-    let quota = match (quota, account.as_ref().and_then(|a| a.limits().memory)) {
-        (Some(q), Some(t)) => Some(q.min(t)),
-        (q, t) => q.or(t),
-    };
-    // The lease is part of the quota: never more than an even share of it per device.
-    let lease = quota.map_or(shared.info.lease, |q| {
-        shared.info.lease.min(q / u64::from(offered.max(1)))
-    });
-    // A person's sessions share their memory limit, so none of them reserves a lease out of
-    // it (another of their sessions may need those bytes): their allocations are round trips,
-    // and out-of-memory is reported at the call.
-    let lease = if account
-        .as_ref()
-        .is_some_and(|a| a.limits().memory.is_some())
-    {
-        0
-    } else {
-        lease
-    };
     let info = ServerInfo {
         lease,
         devices: shared.info.devices[..offered as usize].to_vec(),

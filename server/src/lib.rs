@@ -10,6 +10,7 @@
 //! It does not know which GPU does the work: the emulated backend ([`emulated`]) and the real
 //! one ([`cuda`]) implement the same trait.
 
+mod admission;
 pub mod backend;
 pub mod connection;
 pub mod cuda;
