@@ -1,8 +1,10 @@
 //! `remora`: serve GPUs, run CUDA applications on them, list them.
 
+mod metrics;
 mod run;
 mod serve;
 mod status;
+mod token;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a command with the Remora shim as its CUDA driver.
     Run(run::RunArgs),
+    /// Give people tokens with limits, take them away, list them (`serve --tokens`).
+    Token(token::TokenArgs),
     /// List the devices a server offers, like `nvidia-smi -L`.
     Devices {
         /// Connection file of the server (default: $REMORA_CONNECTION).
@@ -53,6 +57,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
+        Command::Token(args) => token::token(args),
         Command::Devices { connection } => devices(connection),
         Command::Status { connection, json } => {
             connection_path(connection).and_then(|p| status::status(&p, json))

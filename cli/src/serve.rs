@@ -74,11 +74,44 @@ pub struct ServeArgs {
     /// Seconds a pool keeps a session waiting for GPUs when the client does not say.
     #[arg(long, default_value_t = 600.0)]
     queue_timeout: f64,
+    /// A tokens file (`remora token add`): one token per person, with limits. Read again
+    /// when it changes, or at once on SIGHUP. The server's own token keeps working.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP at ADDR (e.g. 127.0.0.1:9464), path /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// On SIGTERM or SIGINT, how long running sessions may go on (new ones are refused)
+    /// before they are ended with "server shutting down" (e.g. 30s, 2m, 0).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_grace: std::time::Duration,
+}
+
+/// A duration as people write it: `30s`, `2m`, `500ms`, `1h` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v * scale).ok())
+        .ok_or_else(|| format!("`{s}` is not a duration like 30s or 2m"))
 }
 
 pub use remora_protocol::size::parse_size;
 
-fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("remora");
     }
@@ -156,19 +189,72 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
             backend,
             name: hostname(),
             session_memory: args.session_memory,
+            tokens_file: args.tokens.clone(),
         })
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("starting the server on {}", args.listen))?;
         let local = server.local_addr()?;
+        let control = server.control();
+        if let Some(addr) = args.metrics {
+            let c = control.clone();
+            let at = crate::metrics::serve(addr, Arc::new(move || c.metrics()))
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            println!("remora: metrics on http://{at}/metrics");
+        }
+        // Before the connection file exists: whoever waits for it may signal at once.
+        let mut signals = Signals::new()?;
         let emulated = Some(kind == "emulated");
         let path = write_connection_file(&args, &state, &identity, token, local, emulated)?;
         println!("remora: serving {ndev} {kind} device(s) on {local}");
         println!("remora: connection file {}", path.display());
-        tokio::select! {
-            _ = server.run() => {}
-            _ = tokio::signal::ctrl_c() => println!("remora: shutting down"),
+        let run = tokio::spawn(server.run());
+        while let Signal::Reload = signals.next().await {
+            tracing::info!("SIGHUP: reading the tokens file again");
+            control.reload();
         }
+        println!(
+            "remora: draining: no new sessions; running ones may go on for {:?}",
+            args.drain_grace
+        );
+        control.drain(args.drain_grace).await;
+        run.abort();
+        println!("remora: stopped");
         Ok(0)
     })
+}
+
+/// What the operator's signals ask for.
+enum Signal {
+    /// SIGHUP: read the tokens file again.
+    Reload,
+    /// SIGTERM or SIGINT: drain, then stop.
+    Stop,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
 }
 
 /// Writes the connection file clients use (to --connection-file, else STATE_DIR/connection),
@@ -243,9 +329,19 @@ fn serve_pool(
             dns,
             sessions_per_gpu: args.sessions_per_gpu,
             queue_timeout: std::time::Duration::from_secs_f64(args.queue_timeout.max(0.0)),
+            tokens_file: args.tokens.clone(),
         })
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("starting the pool on {}", args.listen))?;
         let local = pool.local_addr()?;
+        let control = pool.control();
+        if let Some(addr) = args.metrics {
+            let c = control.clone();
+            let at = crate::metrics::serve(addr, Arc::new(move || c.metrics()))
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            println!("remora: metrics on http://{at}/metrics");
+        }
+        let mut signals = Signals::new()?;
         // Members may differ: clients ask the pool what its GPUs are.
         let path = write_connection_file(&args, state, &identity, token, local, None)?;
         println!(
@@ -258,10 +354,15 @@ fn serve_pool(
             }
         );
         println!("remora: connection file {}", path.display());
-        tokio::select! {
-            _ = pool.run() => {}
-            _ = tokio::signal::ctrl_c() => println!("remora: shutting down"),
+        let run = tokio::spawn(pool.run());
+        while let Signal::Reload = signals.next().await {
+            tracing::info!("SIGHUP: reading the tokens file again");
+            control.reload();
         }
+        // A pool holds no device state: its sessions' members free everything as the links
+        // close.
+        run.abort();
+        println!("remora: stopped");
         Ok(0)
     })
 }
@@ -270,4 +371,22 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "remora".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_people_write_them() {
+        let d = std::time::Duration::from_secs_f64;
+        assert_eq!(parse_duration("30s"), Ok(d(30.0)));
+        assert_eq!(parse_duration("2m"), Ok(d(120.0)));
+        assert_eq!(parse_duration("500ms"), Ok(d(0.5)));
+        assert_eq!(parse_duration("0"), Ok(d(0.0)));
+        assert_eq!(parse_duration("1.5h"), Ok(d(5400.0)));
+        for bad in ["", "soon", "-1s", "1d", "NaNs"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

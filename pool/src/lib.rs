@@ -12,18 +12,28 @@
 //! tell within a few seconds that it went silent; a silent member gets nothing new, its
 //! sessions' links fail by themselves within the idle timeout, and it rejoins when it answers.
 //!
+//! Tokens: the pool's own and, with a tokens file, one per person
+//! (`remora_protocol::access`), read again when the file changes. The pool enforces a person's
+//! sessions, GPUs per session and device memory (reserved per session out of the person's
+//! limit and passed to the member as the session's quota); module images are the members'
+//! business. [`metrics`] counts sessions, the queue and the members' health.
+//!
 //! The pool does not run kernels or hold device memory, and is not a `Backend`: forwarding
 //! typed calls keeps the client's batching intact, where a per-call backend would turn every
 //! asynchronous call into a round trip.
 
 pub mod members;
+pub mod metrics;
 pub mod placement;
 pub mod session;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use remora_protocol::access::Access;
+use remora_protocol::tokens::TokensFileError;
 use remora_protocol::ConnectionFile;
 use remora_transport::endpoint::{self, EndpointError, Identity};
 
@@ -45,11 +55,23 @@ pub struct PoolConfig {
     pub sessions_per_gpu: u32,
     /// How long a session waits in the queue when it does not say.
     pub queue_timeout: Duration,
+    /// One token per person, with limits; read again when it changes.
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// Why a pool could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error(transparent)]
+    Tokens(#[from] TokensFileError),
 }
 
 /// State shared by the pool's tasks.
 pub struct Pool {
-    token: String,
+    access: Access,
+    metrics: metrics::PoolMetrics,
     name: String,
     queue_timeout: Duration,
     sched: Mutex<Scheduler>,
@@ -73,10 +95,12 @@ pub struct PoolServer {
 
 impl PoolServer {
     /// Binds the endpoint. Must be called inside a tokio runtime.
-    pub fn bind(cfg: PoolConfig) -> Result<Self, EndpointError> {
+    pub fn bind(cfg: PoolConfig) -> Result<Self, BindError> {
+        let access = Access::new(cfg.token, cfg.tokens_file)?;
         let endpoint = endpoint::server(cfg.listen, &cfg.identity)?;
         let pool = Arc::new(Pool {
-            token: cfg.token,
+            access,
+            metrics: metrics::PoolMetrics::new(),
             name: cfg.name,
             queue_timeout: cfg.queue_timeout,
             sched: Mutex::new(Scheduler::new(cfg.sessions_per_gpu)),
@@ -97,8 +121,19 @@ impl PoolServer {
         self.endpoint.local_addr()
     }
 
+    pub fn control(&self) -> PoolControl {
+        PoolControl(self.pool.clone())
+    }
+
     /// Serves until the endpoint is closed.
     pub async fn run(self) {
+        let control = self.control();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOKENS_POLL).await;
+                control.reload();
+            }
+        });
         for id in 0..self.pool.members.len() {
             tokio::spawn(members::watch(self.pool.clone(), id));
         }
@@ -115,5 +150,43 @@ impl PoolServer {
                 }
             });
         }
+    }
+}
+
+/// How often the tokens file is looked at for changes.
+const TOKENS_POLL: Duration = Duration::from_millis(500);
+
+/// A running pool's handle for the operator's actions.
+#[derive(Clone)]
+pub struct PoolControl(Arc<Pool>);
+
+impl PoolControl {
+    /// Reads the tokens file again if it changed; sessions of revoked tokens end at their
+    /// next call. An invalid file is logged and changes nothing.
+    pub fn reload(&self) {
+        match self.0.access.reload() {
+            Ok(r) => {
+                for a in &r.revoked {
+                    tracing::warn!("token `{}` revoked", a.name);
+                }
+                if !r.revoked.is_empty() {
+                    self.0.changed.notify_waiters();
+                }
+            }
+            Err(e) => tracing::error!("{e}; the tokens in force are unchanged"),
+        }
+    }
+
+    /// The Prometheus text format of the pool's metrics, now.
+    pub fn metrics(&self) -> String {
+        let pool = &self.0;
+        let queue = pool.sched().queue().0;
+        let members = pool
+            .members
+            .lock()
+            .iter()
+            .map(|m| (m.file.address.to_string(), m.state.as_str()))
+            .collect();
+        pool.metrics.encode(metrics::Snapshot { queue, members })
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use remora_protocol::access::Account;
 use remora_protocol::client::{Buffers, INLINE_PAYLOAD};
 use remora_protocol::handshake::Outcome;
 use remora_protocol::messages::{Reply, ReplyBody, Request, ServerInfo, SessionRequest, Window};
@@ -36,6 +37,27 @@ pub(crate) async fn serve(conn: quinn::Connection, pool: Arc<Pool>) {
     }
 }
 
+/// Resolves once `account` is revoked (never for the pool's own token).
+async fn revoked(account: Option<&Account>) {
+    match account {
+        Some(a) => {
+            while !a.revoked() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Memory reserved out of a person's limit for one session, given back when it ends.
+struct Reserved(Arc<Account>, u64);
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.0.release_memory(self.1);
+    }
+}
+
 /// Gives the session's GPUs (or its place in the queue) back when it ends, however it ends.
 struct Release<'a>(&'a Pool, SessionId);
 
@@ -47,14 +69,66 @@ impl Drop for Release<'_> {
 }
 
 async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
-    let mut hello = server::hello(conn, &pool.token, HELLO_TIMEOUT).await?;
+    let (tokens, owners) = pool.access.tokens();
+    let mut hello = match server::hello(conn, tokens, HELLO_TIMEOUT).await {
+        Ok(h) => h,
+        Err(e) => {
+            if matches!(&e, ServeError::Refused(_)) {
+                pool.metrics.refused("bad_token_or_version");
+            }
+            return Err(e);
+        }
+    };
+    let account = owners.get(hello.token).cloned().flatten();
     let request = hello.request.clone();
     if request.observer {
         return observe(hello, pool).await;
     }
+    let mut memory = request.memory;
+    let mut _slot = None;
+    let mut _reserved = None;
+    if let Some(a) = &account {
+        let limits = a.limits();
+        if let Some(g) = limits.gpus.filter(|&g| request.gpus.max(1) > g) {
+            pool.metrics.refused("gpus_limit");
+            let why = format!(
+                "token `{}` may use at most {g} GPU(s) per session; this session asked for {}",
+                a.name, request.gpus
+            );
+            return Err(hello.refuse(Outcome::NoDevice, &why).await);
+        }
+        match a.open_session() {
+            Ok(s) => _slot = Some(s),
+            Err(why) => {
+                pool.metrics.refused("sessions_limit");
+                return Err(hello.refuse(Outcome::Refused, &why).await);
+            }
+        }
+        // The person's memory limit is shared by their sessions: this one reserves what it
+        // asked for (all that is left when it did not say), and the member enforces that as
+        // its quota.
+        if let Some(limit) = limits.memory {
+            let left = limit.saturating_sub(a.memory());
+            memory = if memory == 0 { left } else { memory.min(left) };
+            if memory == 0 || a.reserve_memory(memory).is_err() {
+                pool.metrics.refused("memory_limit");
+                let why = format!(
+                    "token `{}` has all of its device memory limit held by its other sessions",
+                    a.name
+                );
+                return Err(hello.refuse(Outcome::Refused, &why).await);
+            }
+            _reserved = Some(Reserved(a.clone(), memory));
+        }
+    }
+    let _active = pool.metrics.session(
+        account
+            .as_ref()
+            .map_or(crate::metrics::OWN_TOKEN, |a| a.name.as_str()),
+    );
     let want = Want {
         gpus: request.gpus.max(1),
-        memory: request.memory,
+        memory,
     };
     let asked = pool.sched().request(want);
     let id = match asked {
@@ -64,7 +138,7 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
     let _release = Release(pool, id);
     let to_member = SessionRequest {
         gpus: 0,
-        memory: request.memory,
+        memory,
         queue_timeout_ms: 0,
         observer: false,
     };
@@ -113,7 +187,7 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
     tracing::info!(member = %addr, gpus = ?placement.gpus, "session placed");
     let link = Link::new(connected, Buffers::default());
     let calls = hello.accept(&info).await?;
-    let r = forward(calls, &link, &placement, member_devices).await;
+    let r = forward(calls, &link, &placement, member_devices, account.as_deref()).await;
     link.close("session over");
     r.map_err(|e| match e {
         Forward::Client(e) => e,
@@ -291,10 +365,22 @@ async fn forward(
     link: &Link<Buffers>,
     placement: &Placement,
     member_devices: u32,
+    account: Option<&Account>,
 ) -> Result<(), Forward> {
     let mut next_read = 0u64;
     let mut payload = Vec::new();
-    while let Some(ev) = calls.next().await? {
+    loop {
+        let next = tokio::select! {
+            ev = calls.next() => ev?,
+            () = revoked(account) => {
+                let name = account.map_or("", |a| a.name.as_str());
+                return Err(ServeError::Refused(format!(
+                    "token `{name}` was revoked by the pool's operator"
+                ))
+                .into());
+            }
+        };
+        let Some(ev) = next else { break };
         let ServerEvent::Call {
             mut req,
             wants_reply,

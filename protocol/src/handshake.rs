@@ -210,6 +210,8 @@ pub enum ServerDecision {
     Hello {
         request: SessionRequest,
         rest: Vec<u8>,
+        /// Which of the server's tokens the client presented (its index).
+        token: usize,
     },
     /// Send `reply`, then close: `why` is for the server's log.
     Refuse { reply: Vec<u8>, why: String },
@@ -218,14 +220,19 @@ pub enum ServerDecision {
 /// The server's side of the handshake.
 #[derive(Debug)]
 pub struct ServerHandshake {
-    token: String,
+    tokens: Vec<String>,
     buf: Vec<u8>,
 }
 
 impl ServerHandshake {
     pub fn new(token: &str) -> Self {
+        Self::with_tokens(vec![token.to_string()])
+    }
+
+    /// A server that accepts any of `tokens` (one per person); the decision says which.
+    pub fn with_tokens(tokens: Vec<String>) -> Self {
         Self {
-            token: token.to_string(),
+            tokens,
             buf: Vec::new(),
         }
     }
@@ -240,7 +247,15 @@ impl ServerHandshake {
             Err(e) => return Some(Err(e)),
         };
         let token = self.buf.get(10..10 + len)?;
-        if !token_matches(&self.token, token) {
+        // Every token is compared, so the time taken says nothing about which one came close.
+        let matched = self.tokens.iter().enumerate().fold(None, |found, (i, t)| {
+            if token_matches(t, token) {
+                Some(i)
+            } else {
+                found
+            }
+        });
+        let Some(matched) = matched else {
             return Some(Ok(ServerDecision::Refuse {
                 reply: server_hello(
                     Outcome::BadToken,
@@ -248,7 +263,7 @@ impl ServerHandshake {
                 ),
                 why: "invalid token".into(),
             }));
-        }
+        };
         if version != PROTOCOL_VERSION {
             let why = format!(
                 "server speaks Remora protocol {PROTOCOL_VERSION}, client speaks {version}"
@@ -272,6 +287,7 @@ impl ServerHandshake {
                 .map(|request| ServerDecision::Hello {
                     request,
                     rest: self.buf[at + 4 + n..].to_vec(),
+                    token: matched,
                 }),
         )
     }
@@ -335,7 +351,9 @@ mod tests {
             .poll(&hello[n - 1..])
             .expect("a whole hello decides")?
         {
-            ServerDecision::Hello { request: r, rest } => {
+            ServerDecision::Hello {
+                request: r, rest, ..
+            } => {
                 assert_eq!(r, request());
                 assert_eq!(rest, b"first request", "bytes after the hello are kept");
                 answer.concat()
@@ -431,6 +449,26 @@ mod tests {
         );
         assert!(token_matches("secret", b"secret"));
         assert!(!token_matches("secret", b"secreT"));
+    }
+
+    #[test]
+    fn a_server_of_many_tokens_says_which_one_was_presented() {
+        let tokens = vec!["alice-token".to_string(), "bob-token".to_string()];
+        let mut server = ServerHandshake::with_tokens(tokens.clone());
+        match server.poll(&client_hello("bob-token", &request())) {
+            Some(Ok(ServerDecision::Hello { token, .. })) => assert_eq!(token, 1),
+            other => panic!("{other:?}"),
+        }
+        let mut server = ServerHandshake::with_tokens(tokens);
+        assert!(matches!(
+            server.poll(&client_hello("carol-token", &request())),
+            Some(Ok(ServerDecision::Refuse { .. }))
+        ));
+        let mut nobody = ServerHandshake::with_tokens(Vec::new());
+        assert!(matches!(
+            nobody.poll(&client_hello("", &request())),
+            Some(Ok(ServerDecision::Refuse { .. }))
+        ));
     }
 
     #[test]

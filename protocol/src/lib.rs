@@ -5,7 +5,8 @@
 //! handshake as two small state machines ([`handshake`]), and the two ends of the call
 //! pipeline as state machines driven by bytes: [`ClientConn`] (batching, call classes, reply
 //! order, pending device-to-host reads, deferred errors) and [`ServerConn`] (typed calls and
-//! payload chunks in, replies out). Also the connection file a server writes for its clients.
+//! payload chunks in, replies out). Also the connection file a server writes for its clients,
+//! and the tokens file that says who may use a server and how much of it.
 //!
 //! This crate does no I/O on networks and has no async runtime: `remora-transport` pumps these
 //! state machines over QUIC, and the tests here pump them through memory. It knows nothing of
@@ -13,6 +14,7 @@
 //! open newtype [`CuStatus`].
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod client;
 pub mod connection;
 pub mod frame;
@@ -22,6 +24,7 @@ pub mod messages;
 pub mod server;
 pub mod size;
 pub mod status;
+pub mod tokens;
 
 pub use client::{ClientConn, ConnError, Flush, Sink, Ticket};
 pub use connection::ConnectionFile;
@@ -29,6 +32,7 @@ pub use frame::{FrameDecoder, FrameError, FrameEvent, FramePrefix};
 pub use messages::{Reply, ReplyBody, Request};
 pub use server::{ServerConn, ServerEvent};
 pub use status::CuStatus;
+pub use tokens::{Limits, TokenEntry, TokensFile};
 
 /// Bumped whenever a message changes shape: peers of different versions refuse each other in
 /// the handshake with a message, instead of misreading each other's bytes.

@@ -44,10 +44,10 @@ pub trait Backend: Send + Sync {
     fn lease(&self) -> u64 {
         0
     }
-    /// Sets aside up to `bytes` on every device for a session's lease, when the server promises
-    /// it in the hello: what is promised is then certain, however many sessions arrive at once.
-    /// Backends without leases reserve nothing.
-    fn reserve_lease(&self, _bytes: u64) -> LeaseReservation {
+    /// Sets aside up to `bytes` on each of the first `devices` devices for a session's lease,
+    /// when the server promises it in the hello: what is promised is then certain, however
+    /// many sessions arrive at once. Backends without leases reserve nothing.
+    fn reserve_lease(&self, _devices: u32, _bytes: u64) -> LeaseReservation {
         LeaseReservation::none()
     }
     /// Opens one client's session inside the address windows that client reserved.

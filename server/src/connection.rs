@@ -1,23 +1,22 @@
-//! One client connection: the handshake, the address windows, then every call in order.
+//! One client connection: admission (`admission.rs`: the hello and what its token allows),
+//! the address windows, then every call in order until the client leaves or the session is
+//! ended (token revoked, server draining).
 //!
 //! Bytes become typed calls at the edge (`remora_transport::server::Calls`, over the protocol's
 //! `ServerConn`); [`Session::handle`] is the one dispatch; what is left here is moving bulk
 //! bytes between the stream and device memory, chunk by chunk, and replying.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use remora_protocol::messages::{Reply, ReplyBody, Request, ServerInfo, Window};
 use remora_protocol::{CuStatus, ServerEvent};
-use remora_transport::server::{self, Calls, ServeError, CHUNK};
+use remora_transport::server::{Calls, ServeError, CHUNK};
 
+use crate::admission::{admit, Admission};
 use crate::backend::{CuError, CuResult};
 use crate::session::{Session, Step};
 use crate::upload::{self, Upload};
-use crate::Shared;
-
-/// A client must open its stream and say hello within this time.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{lock_sessions, Shared};
 
 pub(crate) async fn serve(conn: quinn::Connection, shared: Arc<Shared>) {
     let remote = conn.remote_address();
@@ -46,34 +45,18 @@ enum Inbound {
 }
 
 async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError> {
-    let hello = server::hello(conn, &shared.token, HELLO_TIMEOUT).await?;
-    // A session may ask for a smaller quota than the server's own, never a larger one.
-    let quota = match (shared.session_memory, hello.request.memory) {
-        (q, 0) => q,
-        (Some(q), m) => Some(q.min(m)),
-        (None, m) => Some(m),
-    };
-    // The lease is part of the quota: never more than an even share of it per device. Leases
-    // together never take more than half of a device, so allocations that are round trips
-    // always find room, and each new lease is at most a quarter of what is left of that half,
-    // so sessions arriving at once all get some. It is set aside now: what the hello promises
-    // is certain.
-    let ndev = shared.info.devices.len().max(1) as u64;
-    let leasable = (0..shared.info.devices.len())
-        .map(|d| {
-            let total = shared.info.devices[d].total_mem;
-            let used = shared.backend.memory_used(d as u32).unwrap_or(total);
-            (total - total / 2).saturating_sub(used)
-        })
-        .min()
-        .unwrap_or(0);
-    let reservation = shared.backend.reserve_lease(
-        quota
-            .map_or(shared.info.lease, |q| shared.info.lease.min(q / ndev))
-            .min(leasable / 4),
-    );
+    let (hello, admitted) = admit(conn, shared).await?;
+    let Admission {
+        account,
+        slot,
+        offered,
+        quota,
+        lease,
+    } = admitted;
+    let ndev = shared.info.devices.len() as u32;
     let info = ServerInfo {
-        lease: reservation.bytes,
+        lease: lease.bytes,
+        devices: shared.info.devices[..offered as usize].to_vec(),
         ..shared.info.clone()
     };
     let mut calls = hello.accept(&info).await?;
@@ -111,15 +94,16 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             _ => return Ok(()),
         }
     };
-    let opened = check_windows(&windows, shared.info.devices.len())
-        .and_then(|()| shared.backend.open(&windows))
+    let opened = check_windows(&windows, offered as usize)
+        .and_then(|()| shared.backend.open(&spare_windows(windows, offered, ndev)))
         .and_then(|b| {
-            let mut s = Session::new(b, shared.info.devices.len() as u32, quota);
-            s.grant_lease(reservation.bytes)?;
-            reservation.taken();
+            let mut s = Session::new(b, offered, quota).with_account(account.clone());
+            s.grant_lease(lease.bytes)?;
+            lease.taken();
             Ok(s)
         });
     let registered;
+    let end = Arc::new(crate::Ending::default());
     let mut session = match opened {
         Ok(b) => {
             if wants_reply {
@@ -134,9 +118,20 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                     remote: conn.remote_address(),
                     since: std::time::Instant::now(),
                     quota,
+                    account: account.clone(),
+                    end: end.clone(),
                 },
             );
             registered = Registered(shared, n);
+            shared.metrics.session_opened(
+                account
+                    .as_ref()
+                    .map_or(crate::metrics::OWN_TOKEN, |a| a.name.as_str()),
+            );
+            // A revocation or a drain that came while the session opened still ends it.
+            if account.as_ref().is_some_and(|a| a.revoked()) {
+                end.end("token was revoked by the server's operator".into());
+            }
             b
         }
         Err(e) => {
@@ -148,7 +143,16 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         }
     };
 
-    while let Some(ev) = calls.next().await? {
+    loop {
+        let next = tokio::select! {
+            ev = calls.next() => ev?,
+            why = end.wait() => {
+                tracing::info!(remote = %conn.remote_address(), "ending the session: {why}");
+                conn.close(ENDED.into(), why.as_bytes());
+                break;
+            }
+        };
+        let Some(ev) = next else { break };
         let ServerEvent::Call {
             req,
             wants_reply,
@@ -158,10 +162,18 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             return Err(ServeError::Refused("payload without a call".into()));
         };
         let name = req.name();
+        shared.metrics.call(name, wants_reply);
         // Kernels run for as long as they run, and parsing a large image is CPU work: keep the
         // QUIC driver (keep-alives, other clients) off this thread meanwhile.
         let step = if matches!(req, Request::Launch { .. }) {
-            tokio::task::block_in_place(|| session.handle(req))
+            let t = std::time::Instant::now();
+            let step = tokio::task::block_in_place(|| session.handle(req));
+            shared.metrics.launches.inc();
+            shared
+                .metrics
+                .kernel_seconds
+                .inc_by(t.elapsed().as_secs_f64());
+            step
         } else {
             session.handle(req)
         };
@@ -175,7 +187,8 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
             }),
             Step::Send { src, size, check } => {
                 if wants_reply {
-                    send(&mut session, &mut calls, src, size, check).await?;
+                    let sent = send(&mut session, &mut calls, src, size, check).await?;
+                    shared.metrics.payload(false, sent);
                     continue;
                 }
                 Err(CuError::new(
@@ -202,6 +215,9 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                 receive(&mut session, shared, &mut calls, inbound, payload_len).await?
             }
         };
+        if let Err(e) = &result {
+            shared.metrics.error(e.status);
+        }
         if wants_reply {
             let r = match session.settle(result) {
                 Ok(body) => Reply::ok(body),
@@ -222,7 +238,36 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         }
     }
     drop(registered);
+    drop(session);
+    drop(slot);
     Ok(())
+}
+
+/// The QUIC close code of a session the server ended (token revoked, server shutting down);
+/// the reason is the sentence the client reads.
+const ENDED: u32 = 2;
+
+/// The client's windows, plus windows nothing will use for the server's devices this session
+/// was not given (its token's GPU limit): backends want one per device, and the session refuses
+/// any device number past what it was offered.
+fn spare_windows(mut windows: Vec<Window>, offered: u32, devices: u32) -> Vec<Window> {
+    windows.retain(|w| w.device < offered);
+    let mut base = 1u64 << 44;
+    for d in offered..devices {
+        while windows
+            .iter()
+            .any(|w| base < w.base.saturating_add(w.size) && w.base < base + (1 << 30))
+        {
+            base += 1 << 40;
+        }
+        windows.push(Window {
+            device: d,
+            base,
+            size: 1 << 30,
+        });
+        base += 1 << 40;
+    }
+    windows
 }
 
 /// Keeps a session listed for `remora status` while it lives.
@@ -234,12 +279,6 @@ impl Drop for Registered<'_> {
     }
 }
 
-fn lock_sessions(
-    shared: &Shared,
-) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, crate::SessionEntry>> {
-    shared.sessions.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The server's report for `remora status`.
 fn status(shared: &Shared) -> String {
     let sessions: Vec<serde_json::Value> = lock_sessions(shared)
@@ -249,6 +288,7 @@ fn status(shared: &Shared) -> String {
                 "id": id,
                 "client": s.remote.to_string(),
                 "memory_quota": s.quota,
+                "token": s.account.as_ref().map(|a| a.name.clone()),
                 "age_s": s.since.elapsed().as_secs_f64(),
             })
         })
@@ -293,6 +333,7 @@ async fn receive(
             return Err(ServeError::Truncated);
         };
         got += chunk.len() as u64;
+        shared.metrics.payload(true, chunk.len() as u64);
         match &mut inbound {
             Inbound::Copy {
                 dst,
@@ -337,14 +378,14 @@ async fn receive(
 }
 
 /// Replies to a device-to-host copy: the reply, then the data, streamed from device memory in
-/// chunks. A copy that failed its checks is an error reply without data.
+/// chunks. A copy that failed its checks is an error reply without data. Returns the bytes sent.
 async fn send(
     session: &mut Session,
     calls: &mut Calls,
     src: u64,
     size: u64,
     check: CuResult<()>,
-) -> Result<(), ServeError> {
+) -> Result<u64, ServeError> {
     let (reply, len) = match session.settle(check) {
         Ok(()) => (Reply::ok(ReplyBody::Data), size),
         Err(e) => (Reply::error(e.status, e.message), 0),
@@ -368,7 +409,8 @@ async fn send(
         calls.flush_if_full().await?;
         off += n as u64;
     }
-    calls.flush().await
+    calls.flush().await?;
+    Ok(len)
 }
 
 fn check_windows(windows: &[Window], devices: usize) -> CuResult<()> {
@@ -395,4 +437,39 @@ fn check_windows(windows: &[Window], devices: usize) -> CuResult<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_offered_fewer_gpus_gets_spare_windows_away_from_its_own() {
+        let client = vec![
+            Window {
+                device: 0,
+                base: 1 << 44,
+                size: 1 << 40,
+            },
+            // A window for a device the session was not offered is not the client's to name.
+            Window {
+                device: 2,
+                base: 1 << 43,
+                size: 1 << 30,
+            },
+        ];
+        let w = spare_windows(client, 1, 3);
+        assert_eq!(
+            w.iter().map(|w| w.device).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{w:?}"
+        );
+        assert_eq!(
+            w[0].base,
+            1 << 44,
+            "the client's own window is kept as it is"
+        );
+        check_windows(&w, 3).expect("one window per device, none overlapping");
+        assert_eq!(spare_windows(w.clone(), 3, 3), w, "nothing to add");
+    }
 }

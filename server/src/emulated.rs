@@ -90,18 +90,18 @@ impl Backend for EmulatedBackend {
         (smallest / 8).min(256 << 20)
     }
 
-    fn reserve_lease(&self, bytes: u64) -> LeaseReservation {
+    fn reserve_lease(&self, devices: u32, bytes: u64) -> LeaseReservation {
+        let memory = &self.memory[..(devices as usize).min(self.memory.len())];
         // The most every device can give, in halves down to 1 MiB; each device's budget is
         // taken atomically, so concurrent hellos never promise the same bytes twice.
         let mut want = bytes;
         while want >= 1 << 20 {
-            let taken: Vec<_> = self
-                .memory
+            let taken: Vec<_> = memory
                 .iter()
                 .take_while(|m| m.reserve(want).is_ok())
                 .cloned()
                 .collect();
-            if taken.len() == self.memory.len() {
+            if taken.len() == memory.len() {
                 return LeaseReservation::new(want, move || {
                     for m in taken {
                         m.release(want);
@@ -471,10 +471,10 @@ mod tests {
     #[test]
     fn leases_promised_at_once_never_exceed_the_devices_and_are_given_back_when_dropped() {
         let b = EmulatedBackend::new(2, 64 << 20, [0; 16]);
-        let first = b.reserve_lease(48 << 20);
+        let first = b.reserve_lease(2, 48 << 20);
         assert_eq!(first.bytes, 48 << 20);
         // 16 MiB left: 48 and 24 do not fit, 12 does.
-        let second = b.reserve_lease(48 << 20);
+        let second = b.reserve_lease(2, 48 << 20);
         assert_eq!(second.bytes, 12 << 20);
         assert_eq!(b.memory_used(0), Some(60 << 20));
         assert_eq!(b.memory_used(1), Some(60 << 20));
@@ -483,8 +483,8 @@ mod tests {
         drop(second);
         assert_eq!(b.memory_used(0), Some(0));
         // Nothing left to lease: nothing promised.
-        let all = b.reserve_lease(64 << 20);
-        assert_eq!(b.reserve_lease(1 << 20).bytes, 0);
+        let all = b.reserve_lease(2, 64 << 20);
+        assert_eq!(b.reserve_lease(2, 1 << 20).bytes, 0);
         drop(all);
     }
 }

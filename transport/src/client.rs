@@ -239,6 +239,17 @@ impl<S: Sink + Send> Link<S> {
     }
 
     fn lost(&self, e: impl std::fmt::Display) -> ConnError {
+        // A stream error only says "connection lost"; the connection knows why (a server that
+        // ends a session says so in its close reason: revoked token, shutting down).
+        let e = match self.conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(c)) if !c.reason.is_empty() => {
+                format!(
+                    "the server ended the session: {}",
+                    String::from_utf8_lossy(&c.reason)
+                )
+            }
+            _ => e.to_string(),
+        };
         let why = format!(
             "lost the connection to the Remora server at {}: {e}",
             self.address

@@ -30,18 +30,19 @@ pub enum ServeError {
     Truncated,
 }
 
-/// Accepts a client's call stream and reads its hello: a wrong token (checked first) or
-/// another protocol version is refused, with the reason, before this returns. The server then
-/// decides with [`Hello::accept`], [`Hello::queued`] or [`Hello::refuse`].
+/// Accepts a client's call stream and reads its hello: a token that is none of `tokens`
+/// (checked first) or another protocol version is refused, with the reason, before this
+/// returns. The server then decides with [`Hello::accept`], [`Hello::queued`] or
+/// [`Hello::refuse`]; [`Hello::token`] says which token the client presented.
 pub async fn hello(
     conn: &quinn::Connection,
-    token: &str,
+    tokens: Vec<String>,
     timeout: Duration,
 ) -> Result<Hello, ServeError> {
     let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
         .await
         .map_err(|_| ServeError::Timeout)??;
-    let mut hs = ServerHandshake::new(token);
+    let mut hs = ServerHandshake::with_tokens(tokens);
     let decision = tokio::time::timeout(timeout, async {
         loop {
             let chunk = recv
@@ -56,8 +57,13 @@ pub async fn hello(
     .await
     .map_err(|_| ServeError::Timeout)??;
     match decision {
-        ServerDecision::Hello { request, rest } => Ok(Hello {
+        ServerDecision::Hello {
             request,
+            rest,
+            token,
+        } => Ok(Hello {
+            request,
+            token,
             send,
             recv,
             rest,
@@ -73,6 +79,8 @@ pub async fn hello(
 /// An authenticated client whose session is not decided yet.
 pub struct Hello {
     pub request: SessionRequest,
+    /// The index, in the tokens given to [`hello`], of the one the client presented.
+    pub token: usize,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     rest: Vec<u8>,

@@ -95,7 +95,7 @@ impl Session {
             // the backend frees what it still holds when the session ends.
             if let Some(a) = self.allocs.remove(&p) {
                 if a.kind == AllocKind::User {
-                    self.held = self.held.saturating_sub(a.size);
+                    self.unhold(a.size);
                 }
             }
         }

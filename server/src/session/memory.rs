@@ -49,19 +49,14 @@ impl Session {
                 "allocation of 0 bytes",
             ));
         }
-        if let Some(q) = self.quota {
-            if self.held.saturating_add(size) > q {
-                return Err(CuError::new(
-                    CuStatus::OUT_OF_MEMORY,
-                    format!(
-                        "{size} bytes would exceed this client's quota of {q} ({} held)",
-                        self.held
-                    ),
-                ));
+        self.hold(size)?;
+        let ptr = match self.backend.alloc(device, size) {
+            Ok(p) => p,
+            Err(e) => {
+                self.unhold(size);
+                return Err(e);
             }
-        }
-        let ptr = self.backend.alloc(device, size)?;
-        self.held = self.held.saturating_add(size);
+        };
         self.allocs.insert(
             ptr,
             Alloc {
@@ -95,7 +90,7 @@ impl Session {
         self.backend.free(ptr)?;
         if let Some(a) = self.allocs.remove(&ptr) {
             if a.kind == AllocKind::User {
-                self.held = self.held.saturating_sub(a.size);
+                self.unhold(a.size);
             }
         }
         Ok(ReplyBody::None)

@@ -22,8 +22,10 @@ mod module;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
+use remora_protocol::access::Account;
 use remora_protocol::messages::{CtxId, EventId, ModuleId, ReplyBody, Request, StreamId};
 use remora_protocol::CuStatus;
 
@@ -61,6 +63,8 @@ struct Module {
     /// Per kernel, the bytes its parameter buffer must hold (the end of its last parameter).
     kernels: Vec<u64>,
     globals: Vec<u64>,
+    /// Bytes of its image, counted against the token's module cache limit.
+    image_bytes: u64,
 }
 
 /// What the connection does for a request once the session has looked at it.
@@ -114,6 +118,19 @@ pub struct Session {
     /// Bytes leased on each device (0: none).
     lease: u64,
     held: u64,
+    /// The person this session belongs to (tokens file), whose limits span all their sessions.
+    account: Option<Arc<Account>>,
+}
+
+/// What the session held stops counting against its token when the session ends (the
+/// backend frees the memory itself as its `DeviceSession` drops).
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(a) = &self.account {
+            a.release_memory(self.held);
+            a.release_module(self.modules.values().map(|m| m.image_bytes).sum());
+        }
+    }
 }
 
 fn invalid_handle(what: &str, h: impl std::fmt::LowerHex) -> CuError {
@@ -149,6 +166,43 @@ impl Session {
             synced: false,
             lease: 0,
             held: 0,
+            account: None,
+        }
+    }
+
+    /// Counts what this session holds against `account`'s limits too.
+    pub fn with_account(mut self, account: Option<Arc<Account>>) -> Self {
+        self.account = account;
+        self
+    }
+
+    /// Counts `bytes` of device memory as held, if the quota and the token's limit allow.
+    fn hold(&mut self, bytes: u64) -> CuResult<()> {
+        if let Some(q) = self.quota {
+            if self.held.saturating_add(bytes) > q {
+                return Err(CuError::new(
+                    CuStatus::OUT_OF_MEMORY,
+                    format!(
+                        "{bytes} bytes would exceed this client's quota of {q} ({} held)",
+                        self.held
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = &self.account {
+            a.reserve_memory(bytes)
+                .map_err(|why| CuError::new(CuStatus::OUT_OF_MEMORY, why))?;
+        }
+        self.held = self.held.saturating_add(bytes);
+        Ok(())
+    }
+
+    /// Counts `bytes` of device memory as no longer held.
+    fn unhold(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.held);
+        self.held -= bytes;
+        if let Some(a) = &self.account {
+            a.release_memory(bytes);
         }
     }
 
@@ -258,13 +312,14 @@ impl Session {
         if bytes == 0 {
             return Ok(());
         }
+        self.hold(bytes.saturating_mul(u64::from(self.device_count)))?;
         for d in 0..self.device_count {
-            self.backend.lease(d, bytes)?;
+            if let Err(e) = self.backend.lease(d, bytes) {
+                self.unhold(bytes.saturating_mul(u64::from(self.device_count)));
+                return Err(e);
+            }
         }
         self.lease = bytes;
-        self.held = self
-            .held
-            .saturating_add(bytes.saturating_mul(u64::from(self.device_count)));
         Ok(())
     }
 

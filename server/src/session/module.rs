@@ -29,7 +29,20 @@ impl Session {
         image: Arc<[u8]>,
     ) -> CuResult<ReplyBody> {
         let device = self.begin_module_load(ctx, module)?;
-        let loaded = self.backend.load_module(device, module.0, hash, image)?;
+        let image_bytes = image.len() as u64;
+        if let Some(a) = &self.account {
+            a.reserve_module(image_bytes)
+                .map_err(|why| CuError::new(CuStatus::OUT_OF_MEMORY, why))?;
+        }
+        let loaded = match self.backend.load_module(device, module.0, hash, image) {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(a) = &self.account {
+                    a.release_module(image_bytes);
+                }
+                return Err(e);
+            }
+        };
         let mut globals = Vec::new();
         // Backends place globals in memory of their own, never inside an allocation.
         for g in &loaded.globals {
@@ -59,6 +72,7 @@ impl Session {
                     })
                     .collect(),
                 globals,
+                image_bytes,
             },
         );
         Ok(ReplyBody::Module {
@@ -80,6 +94,9 @@ impl Session {
             .ok_or_else(|| invalid_handle("module", module))?;
         for g in m.globals {
             self.allocs.remove(&g);
+        }
+        if let Some(a) = &self.account {
+            a.release_module(m.image_bytes);
         }
         self.backend.unload_module(module.0)
     }
