@@ -96,6 +96,8 @@ pub unsafe fn launch(
         )));
     }
     let (ctx, stream) = registry().stream(stream)?;
+    // The kernel may read any managed memory: the host's writes go first.
+    super::managed::before_device_work()?;
     let req = Request::Launch {
         ctx: CtxId(ctx),
         stream: StreamId(stream),

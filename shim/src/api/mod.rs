@@ -17,6 +17,7 @@ pub mod device;
 pub mod image;
 pub mod init;
 pub mod launch;
+pub mod managed;
 pub mod memory;
 pub mod module;
 pub mod stream;
@@ -152,12 +153,26 @@ implement! { $
     cuCtxGetStreamPriorityRange(leastPriority, greatestPriority) => context::stream_priority_range(leastPriority, greatestPriority);
     cuCtxGetId(ctx, ctxId) => context::get_id(ctx, ctxId);
 
+    // Profiler ranges.
+    cuProfilerStart() => context::profiler_range();
+    cuProfilerStop() => context::profiler_range();
+    cuProfilerInitialize(_configFile: Ignored, _outputFile: Ignored, _outputMode: Ignored) => context::profiler_initialize();
+
     // Device memory.
     cuMemAlloc_v2(dptr, bytesize) => memory::mem_alloc(dptr, bytesize);
     cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes) => memory::alloc_pitch(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
     cuMemFree_v2(dptr) => memory::free(dptr);
     cuMemGetInfo_v2(free, total) => memory::get_info(free, total);
     cuMemGetAddressRange_v2(pbase, psize, dptr) => memory::get_address_range(pbase, psize, dptr);
+
+    // Managed memory.
+    cuMemAllocManaged(dptr, bytesize, flags) => managed::alloc(dptr, bytesize, flags);
+    cuMemAdvise(devPtr, count, advice, _device: Ignored) => managed::advise(devPtr, count, advice);
+    cuMemAdvise_v2(devPtr, count, advice, _location: Ignored) => managed::advise(devPtr, count, advice);
+    cuMemPrefetchAsync(devPtr, count, dstDevice, hStream) => managed::prefetch(devPtr, count, dstDevice, hStream);
+    cuMemPrefetchAsync_ptsz(devPtr, count, dstDevice, hStream) => managed::prefetch(devPtr, count, dstDevice, hStream);
+    cuStreamAttachMemAsync(hStream, dptr, length, flags) => managed::attach(hStream, dptr, length, flags);
+    cuStreamAttachMemAsync_ptsz(hStream, dptr, length, flags) => managed::attach(hStream, dptr, length, flags);
 
     // Copies.
     cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount) => memory::htod(dstDevice, ffi::bytes(srcHost, ByteCount)?, 0);
