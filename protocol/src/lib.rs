@@ -32,7 +32,7 @@ pub use status::CuStatus;
 
 /// Bumped whenever a message changes shape: peers of different versions refuse each other in
 /// the handshake with a message, instead of misreading each other's bytes.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Opens every handshake in both directions.
 pub const MAGIC: [u8; 4] = *b"RMRA";

@@ -866,6 +866,7 @@ mod tests {
             local_bytes: 0,
             num_regs: 0,
             max_threads: 1024,
+            const_bytes: 0,
         }
     }
 

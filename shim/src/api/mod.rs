@@ -12,6 +12,7 @@
 //! references. An argument the implementation does not use is marked `_name: Ignored`. A line
 //! whose arguments do not match the generated signature in number does not compile.
 
+pub mod attributes;
 pub mod context;
 pub mod device;
 pub mod image;
@@ -298,14 +299,14 @@ implement! { $
     cuLibraryEnumerateKernels(kernels, numKernels, lib) => module::enumerate_functions(ffi::slice_mut(kernels, numKernels)?, lib);
     cuKernelGetFunction(pFunc, kernel) => module::kernel_get_function(pFunc, kernel);
     cuKernelGetLibrary(pLib, kernel) => module::kernel_get_library(pLib, kernel);
-    cuKernelGetAttribute(pi, attrib, kernel, _dev: Ignored) => module::get_attribute(pi, attrib, kernel);
+    cuKernelGetAttribute(pi, attrib, kernel, _dev: Ignored) => attributes::function_attribute(pi, attrib, kernel);
     cuKernelSetAttribute(attrib, val, kernel, _dev: Ignored) => module::set_attribute(kernel, attrib, val);
     cuKernelGetName(name, hfunc) => module::get_name(name, hfunc);
     cuKernelGetParamInfo(kernel, paramIndex, paramOffset, paramSize) => module::get_param_info(kernel, paramIndex, paramOffset, paramSize);
     cuKernelSetCacheConfig(kernel, _config: Ignored, _dev: Ignored) => module::check_function(kernel);
 
     // Functions.
-    cuFuncGetAttribute(pi, attrib, hfunc) => module::get_attribute(pi, attrib, hfunc);
+    cuFuncGetAttribute(pi, attrib, hfunc) => attributes::function_attribute(pi, attrib, hfunc);
     cuFuncSetAttribute(hfunc, attrib, value) => module::set_attribute(hfunc, attrib, value);
     cuFuncSetCacheConfig(hfunc, _config: Ignored) => module::check_function(hfunc);
     cuFuncSetSharedMemConfig(hfunc, _config: Ignored) => module::check_function(hfunc);
