@@ -154,3 +154,15 @@ fn ctrl_c_in_python_arrives_when_the_cuda_call_returns_and_the_session_survives(
     assert!(rest.contains("result True"), "{rest}");
     assert!(status.success(), "{status} {rest}");
 }
+
+#[test]
+fn numba_links_through_the_ptx_only_nvjitlink_without_warnings_and_keeps_max_registers() {
+    let server = Server::start();
+    let out = python(&server, "test_numba_linker.py");
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("numba linker passed"),
+        "{t}"
+    );
+    assert!(!t.contains("too old"), "{t}");
+}
