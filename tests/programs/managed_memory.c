@@ -187,6 +187,16 @@ int main(void) {
     EXPECT_ERR(cuMemAdvise(a, 16, CU_MEM_ADVISE_SET_READ_MOSTLY, dev), CUDA_ERROR_INVALID_VALUE);
     CHECK(cuMemFree(b));
     CHECK(cuMemFree(plain));
+    /* Managed memory of a destroyed context goes with it; the rest carries on. */
+    CUcontext other;
+    CHECK(cuCtxCreate(&other, 0, dev));
+    CUdeviceptr gone;
+    CHECK(cuMemAllocManaged(&gone, 1 << 16, CU_MEM_ATTACH_GLOBAL));
+    memset((void *)(uintptr_t)gone, 1, 1 << 16);
+    CHECK(cuCtxDestroy(other));
+    CHECK(cuCtxSetCurrent(ctx));
+    EXPECT_ERR(cuMemFree(gone), CUDA_ERROR_INVALID_VALUE);
+
     /* A fresh allocation after the frees works as the first did. */
     CUdeviceptr c;
     CHECK(cuMemAllocManaged(&c, 3 * sizeof(float), CU_MEM_ATTACH_GLOBAL));

@@ -93,7 +93,7 @@ pub fn alloc(dptr: &mut u64, size: usize, flags: c_uint) -> ShimResult<()> {
         .checked_next_multiple_of(PAGE)
         .ok_or_else(|| invalid("managed allocation too large"))?;
     let (ptr, device_base) = super::memory::alloc_aligned(c, ctx, device, mapped, PAGE)?;
-    if let Err(e) = map_host(c, ptr, mapped) {
+    if let Err(e) = map_host(ptr, mapped, in_window(c, ptr, mapped)) {
         let _ = super::memory::free(device_base);
         return Err(e);
     }
@@ -131,10 +131,9 @@ pub fn alloc(dptr: &mut u64, size: usize, flags: c_uint) -> ShimResult<()> {
 }
 
 /// Maps `len` bytes of zeroed host memory at `ptr`. Inside one of this process's device windows
-/// the address is its own reservation; elsewhere (a server that placed the allocation outside
-/// the windows) it must be free.
-fn map_host(c: &Client, ptr: u64, len: u64) -> ShimResult<()> {
-    let ours = in_window(c, ptr, len);
+/// (`ours`) the address is its own reservation; elsewhere (a server that placed the allocation
+/// outside the windows) it must be free, or the allocation fails with `OUT_OF_MEMORY`.
+fn map_host(ptr: u64, len: u64, ours: bool) -> ShimResult<()> {
     let flags = libc::MAP_PRIVATE
         | libc::MAP_ANONYMOUS
         | if ours {
@@ -213,6 +212,27 @@ pub fn release(ptr: u64) -> Option<u64> {
         });
     }
     Some(m.device_base)
+}
+
+/// Forgets managed allocations overlapping a new allocation at `[ptr, ptr + len)`: they were
+/// torn down with their context (whose teardown this module does not see) and the address has
+/// been given out again.
+pub fn forget_stale(ptr: u64, len: u64) {
+    if !ANY.load(Ordering::Acquire) {
+        return;
+    }
+    let mut t = table();
+    let end = ptr.saturating_add(len);
+    let stale: Vec<(u64, u64)> = t
+        .allocs
+        .range(..end)
+        .filter(|(&b, m)| b + m.mapped > ptr)
+        .map(|(&b, m)| (b, m.mapped))
+        .collect();
+    for (b, mapped) in stale {
+        t.allocs.remove(&b);
+        unmap_host(b, mapped);
+    }
 }
 
 /// Whether `[p, p + len)` lies in a managed allocation whose newest bytes are the host's: then
@@ -438,6 +458,31 @@ fn check_range(ptr: u64, count: usize) -> ShimResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_pages_map_only_where_the_address_is_free() {
+        let len = 2 * PAGE;
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing.
+        let taken = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(taken, libc::MAP_FAILED);
+        let e = map_host(taken as u64, len, false).unwrap_err();
+        assert_eq!(e.status(), CuStatus::OUT_OF_MEMORY);
+        // SAFETY: the mapping made above; nothing else uses it.
+        unsafe { libc::munmap(taken, len as usize) };
+        map_host(taken as u64, len, false).unwrap();
+        // SAFETY: now this test's own read-write mapping of `len` bytes.
+        unsafe { *(taken as *mut u8) = 7 };
+        unmap_host(taken as u64, len);
+    }
 
     #[test]
     fn only_changed_chunks_are_sent_and_neighbours_merge() {

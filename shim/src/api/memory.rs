@@ -78,6 +78,7 @@ pub(super) fn alloc_aligned(
             registry().memory(|s| s.remove_alloc(ptr));
             return Err(e);
         }
+        managed::forget_stale(ptr, size);
         return Ok((ptr, ptr));
     }
     let asked = size
@@ -105,6 +106,7 @@ pub(super) fn alloc_aligned(
             },
         )
     });
+    managed::forget_stale(ptr, asked);
     Ok((ptr.next_multiple_of(align.max(1)), ptr))
 }
 
