@@ -86,6 +86,10 @@ fn start_embedded(args: &RunArgs) -> anyhow::Result<(Embedded, PathBuf)> {
         .arg(&conn)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    // A process group of its own: a terminal's Ctrl-C goes to the command, which may outlive
+    // it (Python finishes its CUDA call first), not to the server the command is using. The
+    // server ends with `remora run` (below, and when `Embedded` drops).
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -239,9 +243,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         cmd.env("REMORA_QUEUE_TIMEOUT", t.to_string());
     }
     cmd.env("LD_PRELOAD", prepend("LD_PRELOAD", &preload));
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {:?}", args.command[0]))?;
+    let status = {
+        let _interrupts = Interrupts::left_to(&mut cmd);
+        cmd.status()
+    }
+    .with_context(|| format!("running {:?}", args.command[0]))?;
     // The embedded server's folder holds the links too; otherwise they had a folder of their own.
     if embedded.is_none() {
         let _ = std::fs::remove_dir_all(&links_base);
@@ -251,4 +257,49 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// While the command runs, `remora run` ignores SIGINT and SIGQUIT, as `system(3)` does: a
+/// Ctrl-C reaches the whole foreground process group, and the command decides what it means
+/// (Python raises `KeyboardInterrupt` when its CUDA call returns). Were `remora run` to die at
+/// once, its embedded server would go with it and the command's call in flight would fail
+/// with `CUDA_ERROR_DEVICE_UNAVAILABLE` instead. The command itself starts with the
+/// dispositions `remora run` was given.
+struct Interrupts {
+    int: libc::sighandler_t,
+    quit: libc::sighandler_t,
+}
+
+impl Interrupts {
+    fn left_to(cmd: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: `signal` with SIG_IGN installs no handler code; it returns the previous
+        // disposition (SIG_DFL or SIG_IGN: this process installs no handler of its own).
+        let (int, quit) = unsafe {
+            (
+                libc::signal(libc::SIGINT, libc::SIG_IGN),
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+            )
+        };
+        // SAFETY: between fork and exec the closure only calls `signal`, which is
+        // async-signal-safe, with dispositions that need no handler in this process.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGINT, int);
+                libc::signal(libc::SIGQUIT, quit);
+                Ok(())
+            })
+        };
+        Self { int, quit }
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        // SAFETY: restores the dispositions `left_to` found.
+        unsafe {
+            libc::signal(libc::SIGINT, self.int);
+            libc::signal(libc::SIGQUIT, self.quit);
+        }
+    }
 }

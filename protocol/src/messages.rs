@@ -324,6 +324,8 @@ pub struct KernelDesc {
     pub local_bytes: u32,
     pub num_regs: u32,
     pub max_threads: u32,
+    /// Bytes of `.const` variables the kernel may use (`CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES`).
+    pub const_bytes: u32,
 }
 
 /// A module-scope variable, placed in device memory at load.

@@ -298,6 +298,7 @@ impl DeviceSession for EmulatedSession {
                 local_bytes: k.local_bytes,
                 num_regs: k.num_regs,
                 max_threads: k.max_threads_per_block,
+                const_bytes: k.const_bytes,
             })
             .collect();
         let globals = parsed

@@ -179,6 +179,7 @@ fn connect_inner() -> Result<Client, ConnectError> {
         .map_err(|e| fail(format!("Remora server at {addr}: {e}")))?;
     // SAFETY: `close_at_exit` is a plain extern "C" fn with no arguments, as atexit expects.
     unsafe { libc::atexit(close_at_exit) };
+    crate::fork::initialised();
     tracing::debug!(%addr, devices = client.info.devices.len(), "connected");
     Ok(client)
 }
@@ -234,6 +235,11 @@ fn drive_in_background(
 }
 
 extern "C" fn close_at_exit() {
+    // A forked child holds a copy of the parent's connection: closing it would end the
+    // parent's session.
+    if crate::fork::forked() {
+        return;
+    }
     if let Some(c) = existing() {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if std::env::var_os("REMORA_STATS").is_some_and(|v| v != "0" && !v.is_empty()) {

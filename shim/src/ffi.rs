@@ -23,6 +23,9 @@ use crate::generated::types::{
 
 /// Runs an implementation, stopping any panic at the C boundary.
 pub fn guard(name: &str, f: impl FnOnce() -> CUresult) -> CUresult {
+    if crate::fork::refused(name) {
+        return CuStatus::NOT_INITIALIZED.0;
+    }
     let logged = || {
         // Logging needs thread-locals, which are gone in exit handlers (where cudart still
         // releases its contexts).

@@ -13,7 +13,7 @@
 //! Modules import one way only, from the bottom up:
 //!
 //! - [`generated`]: the C signatures and types; [`error`]: `ShimError`, the one way a call
-//!   fails.
+//!   fails; [`fork`]: the rule for children forked after initialisation.
 //! - [`registry`]: every client-side object (contexts and what they own, the address maps, the
 //!   thread's context stack); lock-free reads for launches.
 //! - [`ffi`]: the conversion layer (C arguments to references, errors to `CUresult`, panics
@@ -33,6 +33,7 @@ pub mod driver;
 pub mod error;
 pub mod export_tables;
 pub mod ffi;
+pub mod fork;
 pub mod generated;
 pub mod registry;
 

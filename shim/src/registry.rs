@@ -176,13 +176,15 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// Where to place `size` bytes inside the lease on `device`, if it has room; `setup` gives
-    /// the lease (region start, end, bytes) the first time. Addresses are not reused (a bump
-    /// pointer over half a window, 512 GiB): when they run out, allocations ask the server.
+    /// Where to place `size` bytes aligned to `align` (a power of two, at least 256) inside the
+    /// lease on `device`, if it has room; `setup` gives the lease (region start, end, bytes) the
+    /// first time. Addresses are not reused (a bump pointer over half a window, 512 GiB): when
+    /// they run out, allocations ask the server.
     pub fn lease_place(
         &mut self,
         device: i32,
         size: u64,
+        align: u64,
         setup: impl FnOnce() -> Option<(u64, u64, u64)>,
     ) -> Option<u64> {
         let l = match self.leases.entry(device) {
@@ -198,11 +200,11 @@ impl Memory {
             }
         };
         let span = size.checked_next_multiple_of(LEASE_ALIGN)?;
-        if l.used.checked_add(size)? > l.budget || l.next.checked_add(span)? > l.end {
+        let p = l.next.checked_next_multiple_of(align.max(LEASE_ALIGN))?;
+        if l.used.checked_add(size)? > l.budget || p.checked_add(span)? > l.end {
             return None;
         }
-        let p = l.next;
-        l.next += span;
+        l.next = p + span;
         l.used += size;
         Some(p)
     }
@@ -864,6 +866,7 @@ mod tests {
             local_bytes: 0,
             num_regs: 0,
             max_threads: 1024,
+            const_bytes: 0,
         }
     }
 

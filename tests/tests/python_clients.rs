@@ -97,3 +97,72 @@ fn numba_linking_with_nvjitlink_gets_the_no_ptx_message() {
         "{t}"
     );
 }
+
+#[test]
+fn numba_managed_arrays_are_shared_by_host_and_kernels() {
+    let server = Server::start();
+    let out = python(&server, "test_numba_managed.py");
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("numba managed passed"),
+        "{t}"
+    );
+}
+
+#[test]
+fn ctrl_c_in_python_arrives_when_the_cuda_call_returns_and_the_session_survives() {
+    // As a terminal does: SIGINT to the whole process group of `remora run`, whose embedded
+    // server must not go down while numba waits in cuCtxSynchronize for a kernel of seconds.
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    nvjitlink_off();
+    let dir = root().join("tests/python");
+    let mut child = Command::new(remora())
+        .args(["run", "--"])
+        .arg("python3")
+        .arg(dir.join("run_site.py"))
+        .arg(cuda_env("CUDA_PY"))
+        .arg(dir.join("interrupt_numba.py"))
+        .arg("60000000")
+        .env("LD_LIBRARY_PATH", library_path())
+        .env("NUMBA_CACHE_DIR", target_dir().join("numba-cache"))
+        .env_remove("REMORA_CONNECTION")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("waiting") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no 'waiting' line");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        rest.contains("KeyboardInterrupt when the call returned"),
+        "{rest}"
+    );
+    assert!(rest.contains("result True"), "{rest}");
+    assert!(status.success(), "{status} {rest}");
+}
+
+#[test]
+fn numba_links_through_the_ptx_only_nvjitlink_without_warnings_and_keeps_max_registers() {
+    let server = Server::start();
+    let out = python(&server, "test_numba_linker.py");
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("numba linker passed"),
+        "{t}"
+    );
+    assert!(!t.contains("too old"), "{t}");
+}

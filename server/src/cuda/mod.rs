@@ -61,6 +61,7 @@ const FUNC_MAX_THREADS: c_int = 0;
 const FUNC_SHARED_BYTES: c_int = 1;
 const FUNC_LOCAL_BYTES: c_int = 3;
 const FUNC_NUM_REGS: c_int = 4;
+const FUNC_CONST_BYTES: c_int = 2;
 const FUNC_MAX_DYNAMIC_SHARED: c_int = 8;
 /// Dynamic shared memory a launch gets without opting in.
 const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
@@ -581,6 +582,7 @@ impl CudaSession {
             local_bytes: attr(FUNC_LOCAL_BYTES)?,
             num_regs: attr(FUNC_NUM_REGS)?,
             max_threads: attr(FUNC_MAX_THREADS)?,
+            const_bytes: attr(FUNC_CONST_BYTES)?,
         })
     }
 

@@ -193,6 +193,7 @@ impl DeviceSession for Fake {
             local_bytes: 0,
             num_regs: 8,
             max_threads: 1024,
+            const_bytes: 0,
         };
         Ok(ModuleImage {
             kernels: vec![

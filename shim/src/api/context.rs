@@ -165,9 +165,11 @@ pub fn get_device(dev: &mut c_int, ctx: u64) -> ShimResult<()> {
 
 pub fn synchronize(ctx: u64) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
-    client::client()?
-        .call(&Request::CtxSynchronize { ctx: CtxId(h) })
-        .map(|_| ())
+    super::managed::sync_call(
+        client::client()?,
+        &Request::CtxSynchronize { ctx: CtxId(h) },
+    )
+    .map(|_| ())
 }
 
 /// `CUlimit` defaults of a compute capability 8.0 device.
@@ -252,4 +254,19 @@ pub fn stream_priority_range(
 pub fn get_id(ctx: u64, id: &mut u64) -> ShimResult<()> {
     *id = ctx_or_current(ctx)?;
     Ok(())
+}
+
+/// `cuProfilerStart`/`cuProfilerStop` only mark a range for a profiler attached to the process;
+/// no profiler is, so there is nothing to do but what the driver checks: a current context.
+pub fn profiler_range() -> ShimResult<()> {
+    registry::current_ctx().map(|_| ())
+}
+
+/// `cuProfilerInitialize` is deprecated: since CUDA 12.0 the driver always answers
+/// `CUDA_ERROR_NOT_SUPPORTED` (cudaProfiler.h, "Profiler Control [DEPRECATED]").
+pub fn profiler_initialize() -> ShimResult<()> {
+    Err(ShimError::new(
+        CuStatus::NOT_SUPPORTED,
+        "cuProfilerInitialize is deprecated (CUDA 12.0 and later answer NOT_SUPPORTED)",
+    ))
 }

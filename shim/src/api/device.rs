@@ -13,6 +13,11 @@ pub const ATTR_PCI_DEVICE: u32 = 34;
 pub const ATTR_PCI_DOMAIN: u32 = 50;
 const ATTR_CC_MAJOR: u32 = 75;
 const ATTR_CC_MINOR: u32 = 76;
+const ATTR_MANAGED_MEMORY: u32 = 83;
+const ATTR_PAGEABLE_MEMORY_ACCESS: u32 = 88;
+const ATTR_CONCURRENT_MANAGED_ACCESS: u32 = 89;
+const ATTR_PAGEABLE_USES_HOST_PAGE_TABLES: u32 = 100;
+const ATTR_DIRECT_MANAGED_FROM_HOST: u32 = 101;
 /// Attributes above this are not defined by any CUDA release the shim knows.
 const ATTR_MAX: u32 = 200;
 
@@ -24,8 +29,17 @@ pub fn device(dev: c_int) -> ShimResult<&'static DeviceInfo> {
         .ok_or_else(|| ShimError::new(CuStatus::INVALID_DEVICE, format!("no device {dev}")))
 }
 
+/// Managed memory follows the shim's model (`api::managed`), whatever GPU serves it: host and
+/// device take turns, as on GPUs without concurrent managed access.
 fn attr(d: &DeviceInfo, a: u32) -> i32 {
-    d.attribute(a).unwrap_or(0)
+    match a {
+        ATTR_MANAGED_MEMORY => 1,
+        ATTR_PAGEABLE_MEMORY_ACCESS
+        | ATTR_CONCURRENT_MANAGED_ACCESS
+        | ATTR_PAGEABLE_USES_HOST_PAGE_TABLES
+        | ATTR_DIRECT_MANAGED_FROM_HOST => 0,
+        _ => d.attribute(a).unwrap_or(0),
+    }
 }
 
 pub fn get_count(count: &mut c_int) -> ShimResult<()> {

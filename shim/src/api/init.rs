@@ -20,6 +20,7 @@ pub fn init(flags: u32) -> ShimResult<()> {
     if flags != 0 {
         return Err(invalid("cuInit flags must be 0"));
     }
+    crate::fork::initialised();
     Ok(())
 }
 

@@ -51,10 +51,24 @@ pub unsafe fn launch(
         return Err(invalid("grid and block dimensions must be at least 1"));
     }
     let threads = g.block.iter().map(|&d| d as u64).product::<u64>();
-    if threads > 1024 || g.block[2] > 64 || g.grid[1] > 65535 || g.grid[2] > 65535 {
+    if g.block[0] > 1024
+        || g.block[1] > 1024
+        || g.block[2] > 64
+        || g.grid[1] > 65535
+        || g.grid[2] > 65535
+    {
         return Err(invalid(format!(
             "launch of {:?} x {:?} exceeds the device's limits",
             g.grid, g.block
+        )));
+    }
+    // The kernel's own limit (`.maxntid`, else the device's 1024): the driver refuses the
+    // launch itself, not a later synchronisation.
+    let limit = super::attributes::max_threads(desc.max_threads);
+    if threads > limit as u64 {
+        return Err(invalid(format!(
+            "a block of {threads} threads exceeds the {limit} that kernel {} allows",
+            desc.name
         )));
     }
     let size = desc
@@ -96,6 +110,8 @@ pub unsafe fn launch(
         )));
     }
     let (ctx, stream) = registry().stream(stream)?;
+    // The kernel may read any managed memory: the host's writes go first.
+    super::managed::before_device_work()?;
     let req = Request::Launch {
         ctx: CtxId(ctx),
         stream: StreamId(stream),

@@ -15,7 +15,9 @@ use remora_protocol::CuStatus;
 use crate::client;
 use crate::ffi::{bytes, bytes_mut, invalid, put, FromCuda, ShimError, ShimResult};
 use crate::generated::CUDA_MEMCPY2D;
-use crate::registry::{self, registry, Alloc, HostRange};
+use crate::registry::{self, registry, HostRange};
+
+use super::{device_alloc, managed};
 
 /// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
 const PITCH_ALIGN: usize = 512;
@@ -29,64 +31,8 @@ pub fn alloc(size: usize) -> ShimResult<u64> {
     let ctx = registry::current_ctx()?;
     let device = registry().with_context(ctx, |c| c.device)?;
     let c = client::client()?;
-    // Inside the server's memory lease the shim places the allocation itself: no round trip.
-    let lease = || {
-        let w = c.windows.get(usize::try_from(device).ok()?)?;
-        (c.info.lease > 0).then_some((w.base + w.size / 2, w.base + w.size, c.info.lease))
-    };
-    // After an error the context may be faulted (sticky): ask the server, which says so.
-    let placed = (!c.last_call_failed())
-        .then(|| {
-            registry().memory(|s| {
-                let ptr = s.lease_place(device, size as u64, lease)?;
-                s.allocs.insert(
-                    ptr,
-                    Alloc {
-                        size: size as u64,
-                        ctx,
-                        device,
-                        module: None,
-                        leased: true,
-                    },
-                );
-                Some(ptr)
-            })
-        })
-        .flatten();
-    if let Some(ptr) = placed {
-        let req = Request::MemAllocAt {
-            ctx: CtxId(ctx),
-            ptr,
-            size: size as u64,
-        };
-        if let Err(e) = c.post(&req, &[]) {
-            registry().memory(|s| s.remove_alloc(ptr));
-            return Err(e);
-        }
-        return Ok(ptr);
-    }
-    let reply = c.call(&Request::MemAlloc {
-        ctx: CtxId(ctx),
-        size: size as u64,
-    })?;
-    let ReplyBody::Ptr { ptr } = reply.body else {
-        return Err(ShimError::new(
-            CuStatus::UNKNOWN,
-            "server answered an allocation without a pointer",
-        ));
-    };
-    registry().memory(|s| {
-        s.allocs.insert(
-            ptr,
-            Alloc {
-                size: size as u64,
-                ctx,
-                device,
-                module: None,
-                leased: false,
-            },
-        )
-    });
+    let (ptr, base) = device_alloc::alloc_aligned(c, ctx, device, size as u64, 0)?;
+    managed::forget_stale(base, size as u64);
     Ok(ptr)
 }
 
@@ -121,23 +67,7 @@ pub fn free(ptr: u64) -> ShimResult<()> {
     if ptr == 0 {
         return Ok(());
     }
-    let ctx = registry().memory(|s| match s.allocs.get(&ptr) {
-        Some(a) if a.module.is_none() => {
-            let ctx = a.ctx;
-            s.remove_alloc(ptr);
-            Ok(ctx)
-        }
-        _ => Err(invalid(format!(
-            "{ptr:#x} is not the start of a device allocation"
-        ))),
-    })?;
-    client::client()?.post(
-        &Request::MemFree {
-            ctx: CtxId(ctx),
-            ptr,
-        },
-        &[],
-    )
+    device_alloc::free(managed::release(ptr).unwrap_or(ptr))
 }
 
 /// Either out-pointer may be NULL.
@@ -199,6 +129,11 @@ pub fn htod(dst: u64, src: &[u8], stream: u64) -> ShimResult<()> {
         return prepare(stream, &[]).map(|_| ());
     }
     let (ctx, stream) = prepare(stream, &[(dst, src.len() as u64)])?;
+    if managed::host_side(dst, src.len() as u64) {
+        // SAFETY: the range lies in a managed allocation's host mapping (checked above).
+        unsafe { std::ptr::copy(src.as_ptr(), dst as usize as *mut u8, src.len()) };
+        return Ok(());
+    }
     client::client()?.post(
         &Request::MemcpyHtoD {
             ctx: CtxId(ctx),
@@ -215,17 +150,19 @@ pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
     }
     let (ctx, stream) = prepare(stream, &[(src, dst.len() as u64)])?;
     let size = dst.len() as u64;
-    client::client()?
-        .call_read(
-            &Request::MemcpyDtoH {
-                ctx: CtxId(ctx),
-                stream: StreamId(stream),
-                src,
-                size,
-            },
-            dst,
-        )
-        .map(|_| ())
+    if managed::host_side(src, size) {
+        // SAFETY: the range lies in a managed allocation's host mapping (checked above).
+        unsafe { std::ptr::copy(src as usize as *const u8, dst.as_mut_ptr(), dst.len()) };
+        return Ok(());
+    }
+    let req = Request::MemcpyDtoH {
+        ctx: CtxId(ctx),
+        stream: StreamId(stream),
+        src,
+        size,
+    };
+    // A synchronous copy is a synchronising call: managed memory comes back with it.
+    managed::sync_read(client::client()?, &req, dst)
 }
 
 pub fn dtod(dst: u64, src: u64, size: usize, stream: u64) -> ShimResult<()> {
@@ -234,6 +171,9 @@ pub fn dtod(dst: u64, src: u64, size: usize, stream: u64) -> ShimResult<()> {
         return prepare(stream, &[]).map(|_| ());
     }
     let (ctx, stream) = prepare(stream, &[(src, size), (dst, size)])?;
+    if managed::is_managed(src) || managed::is_managed(dst) {
+        managed::before_device_work()?;
+    }
     client::client()?.post(
         &Request::MemcpyDtoD {
             ctx: CtxId(ctx),
@@ -277,6 +217,12 @@ pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64)
         return unsafe { copy_dtoh(dst, src, n, stream) };
     }
     let (ctx, stream) = prepare(stream, &[(src, n as u64)])?;
+    if managed::host_side(src, n as u64) {
+        // SAFETY: the source lies in a managed allocation's host mapping (checked above), the
+        // destination is the caller's buffer of n bytes.
+        unsafe { std::ptr::copy(src as usize as *const u8, dst.cast::<u8>(), n) };
+        return Ok(());
+    }
     let req = Request::MemcpyDtoH {
         ctx: CtxId(ctx),
         stream: StreamId(stream),
@@ -512,6 +458,14 @@ fn memset(
         .and_then(|v| v.checked_add(row))
         .ok_or_else(|| invalid("memset extent overflows"))?;
     let (ctx, stream) = prepare(stream, &[(dst, span as u64)])?;
+    if managed::host_side(dst, span as u64) {
+        // SAFETY: the whole extent lies in a managed allocation's host mapping (checked above).
+        unsafe { host_memset(dst, pitch, value, elem, width, height) };
+        return Ok(());
+    }
+    if managed::is_managed(dst) {
+        managed::before_device_work()?;
+    }
     let req = Request::Memset {
         ctx: CtxId(ctx),
         stream: StreamId(stream),
@@ -523,6 +477,22 @@ fn memset(
         height: height as u64,
     };
     client::client()?.post(&req, &[])
+}
+
+/// A memset done on the host, element by element, as the device would do it.
+///
+/// # Safety
+/// The extent `(height - 1) * pitch + width * elem` from `dst` is writable host memory.
+unsafe fn host_memset(dst: u64, pitch: usize, value: u32, elem: u8, width: usize, height: usize) {
+    let bytes = value.to_le_bytes();
+    let e = elem as usize;
+    for row in 0..height {
+        let start = dst as usize + row * pitch;
+        for i in 0..width {
+            // SAFETY: inside the extent, by the caller's contract.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (start + i * e) as *mut u8, e) };
+        }
+    }
 }
 
 fn host_layout(size: usize) -> ShimResult<Layout> {
@@ -655,6 +625,7 @@ enum Kind {
         size: u64,
         ctx: u64,
         device: i32,
+        managed: bool,
     },
     Host {
         base: usize,
@@ -664,20 +635,38 @@ enum Kind {
 }
 
 fn classify(p: u64) -> Kind {
-    registry().memory(|s| {
+    let managed = managed::is_managed(p);
+    let kind = registry().memory(|s| {
         if let Ok((base, a)) = s.alloc_range(p, 0) {
             return Kind::Device {
                 base,
                 size: a.size,
                 ctx: a.ctx,
                 device: a.device,
+                managed: false,
             };
         }
         match s.host_range(p as usize) {
             Some((base, r)) => Kind::Host { base, size: r.size },
             None => Kind::Unknown,
         }
-    })
+    });
+    match kind {
+        Kind::Device {
+            base,
+            size,
+            ctx,
+            device,
+            ..
+        } => Kind::Device {
+            base,
+            size,
+            ctx,
+            device,
+            managed,
+        },
+        other => other,
+    }
 }
 
 /// Writes one attribute; `Ok(false)` when the pointer has no such attribute.
@@ -696,6 +685,9 @@ unsafe fn write_attribute(
             (2, Kind::Host { .. }) => put(data.cast::<u32>(), 1)?,   // CU_MEMORYTYPE_HOST
             (3, Kind::Device { .. }) => put(data.cast::<u64>(), p)?,
             (4, Kind::Host { .. }) => put(data.cast::<u64>(), p)?,
+            // Managed memory is valid on the host at the same address.
+            (4, Kind::Device { managed: true, .. }) => put(data.cast::<u64>(), p)?,
+            (8, Kind::Device { managed, .. }) => put(data.cast::<u32>(), u32::from(*managed))?,
             // Booleans are written as 32-bit values, as the driver does (callers read ints).
             (6 | 8 | 10 | 15, Kind::Device { .. } | Kind::Host { .. }) => {
                 put(data.cast::<u32>(), 0)?

@@ -12,11 +12,14 @@
 //! references. An argument the implementation does not use is marked `_name: Ignored`. A line
 //! whose arguments do not match the generated signature in number does not compile.
 
+pub mod attributes;
 pub mod context;
 pub mod device;
+pub mod device_alloc;
 pub mod image;
 pub mod init;
 pub mod launch;
+pub mod managed;
 pub mod memory;
 pub mod module;
 pub mod stream;
@@ -152,12 +155,26 @@ implement! { $
     cuCtxGetStreamPriorityRange(leastPriority, greatestPriority) => context::stream_priority_range(leastPriority, greatestPriority);
     cuCtxGetId(ctx, ctxId) => context::get_id(ctx, ctxId);
 
+    // Profiler ranges.
+    cuProfilerStart() => context::profiler_range();
+    cuProfilerStop() => context::profiler_range();
+    cuProfilerInitialize(_configFile: Ignored, _outputFile: Ignored, _outputMode: Ignored) => context::profiler_initialize();
+
     // Device memory.
     cuMemAlloc_v2(dptr, bytesize) => memory::mem_alloc(dptr, bytesize);
     cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes) => memory::alloc_pitch(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
     cuMemFree_v2(dptr) => memory::free(dptr);
     cuMemGetInfo_v2(free, total) => memory::get_info(free, total);
     cuMemGetAddressRange_v2(pbase, psize, dptr) => memory::get_address_range(pbase, psize, dptr);
+
+    // Managed memory.
+    cuMemAllocManaged(dptr, bytesize, flags) => managed::alloc(dptr, bytesize, flags);
+    cuMemAdvise(devPtr, count, advice, _device: Ignored) => managed::advise(devPtr, count, advice);
+    cuMemAdvise_v2(devPtr, count, advice, _location: Ignored) => managed::advise(devPtr, count, advice);
+    cuMemPrefetchAsync(devPtr, count, dstDevice, hStream) => managed::prefetch(devPtr, count, dstDevice, hStream);
+    cuMemPrefetchAsync_ptsz(devPtr, count, dstDevice, hStream) => managed::prefetch(devPtr, count, dstDevice, hStream);
+    cuStreamAttachMemAsync(hStream, dptr, length, flags) => managed::attach(hStream, dptr, length, flags);
+    cuStreamAttachMemAsync_ptsz(hStream, dptr, length, flags) => managed::attach(hStream, dptr, length, flags);
 
     // Copies.
     cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount) => memory::htod(dstDevice, ffi::bytes(srcHost, ByteCount)?, 0);
@@ -283,14 +300,14 @@ implement! { $
     cuLibraryEnumerateKernels(kernels, numKernels, lib) => module::enumerate_functions(ffi::slice_mut(kernels, numKernels)?, lib);
     cuKernelGetFunction(pFunc, kernel) => module::kernel_get_function(pFunc, kernel);
     cuKernelGetLibrary(pLib, kernel) => module::kernel_get_library(pLib, kernel);
-    cuKernelGetAttribute(pi, attrib, kernel, _dev: Ignored) => module::get_attribute(pi, attrib, kernel);
+    cuKernelGetAttribute(pi, attrib, kernel, _dev: Ignored) => attributes::function_attribute(pi, attrib, kernel);
     cuKernelSetAttribute(attrib, val, kernel, _dev: Ignored) => module::set_attribute(kernel, attrib, val);
     cuKernelGetName(name, hfunc) => module::get_name(name, hfunc);
     cuKernelGetParamInfo(kernel, paramIndex, paramOffset, paramSize) => module::get_param_info(kernel, paramIndex, paramOffset, paramSize);
     cuKernelSetCacheConfig(kernel, _config: Ignored, _dev: Ignored) => module::check_function(kernel);
 
     // Functions.
-    cuFuncGetAttribute(pi, attrib, hfunc) => module::get_attribute(pi, attrib, hfunc);
+    cuFuncGetAttribute(pi, attrib, hfunc) => attributes::function_attribute(pi, attrib, hfunc);
     cuFuncSetAttribute(hfunc, attrib, value) => module::set_attribute(hfunc, attrib, value);
     cuFuncSetCacheConfig(hfunc, _config: Ignored) => module::check_function(hfunc);
     cuFuncSetSharedMemConfig(hfunc, _config: Ignored) => module::check_function(hfunc);

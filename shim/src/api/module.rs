@@ -218,26 +218,6 @@ pub fn function(f: u64) -> ShimResult<&'static Function> {
     registry().function(f)
 }
 
-/// `CUfunction_attribute` values as a compute capability 8.0 device reports them.
-pub fn get_attribute(pi: &mut c_int, attrib: c_uint, f: u64) -> ShimResult<()> {
-    let func = function(f)?;
-    let (k, dynamic) = (&func.kernel, func.max_dynamic_shared());
-    *pi = match attrib {
-        0 => k.max_threads.clamp(1, 1024) as c_int, // MAX_THREADS_PER_BLOCK
-        1 => k.shared_bytes as c_int,               // SHARED_SIZE_BYTES
-        2 => 0,                                     // CONST_SIZE_BYTES
-        3 => k.local_bytes as c_int,                // LOCAL_SIZE_BYTES
-        4 => k.num_regs as c_int,                   // NUM_REGS
-        5 | 6 => 80,                                // PTX_VERSION, BINARY_VERSION
-        7 => 0,                                     // CACHE_MODE_CA
-        8 => dynamic,                               // MAX_DYNAMIC_SHARED_SIZE_BYTES
-        9 => -1,                                    // PREFERRED_SHARED_MEMORY_CARVEOUT
-        10..=15 => 0,                               // cluster attributes
-        _ => return Err(invalid(format!("function attribute {attrib}"))),
-    };
-    Ok(())
-}
-
 pub fn set_attribute(f: u64, attrib: c_uint, value: c_int) -> ShimResult<()> {
     let func = function(f)?;
     match attrib {

@@ -49,12 +49,11 @@ pub fn destroy(s: u64) -> ShimResult<()> {
 
 pub fn synchronize(stream: u64) -> ShimResult<()> {
     let (ctx, stream) = registry().stream(stream)?;
-    client::client()?
-        .call(&Request::StreamSynchronize {
-            ctx: CtxId(ctx),
-            stream: StreamId(stream),
-        })
-        .map(|_| ())
+    let req = Request::StreamSynchronize {
+        ctx: CtxId(ctx),
+        stream: StreamId(stream),
+    };
+    super::managed::sync_call(client::client()?, &req).map(|_| ())
 }
 
 pub fn query(stream: u64) -> ShimResult<()> {
@@ -145,12 +144,11 @@ pub fn event_record(event: u64, stream: u64) -> ShimResult<()> {
 
 pub fn event_synchronize(event: u64) -> ShimResult<()> {
     let ctx = registry().event_ctx(event)?;
-    client::client()?
-        .call(&Request::EventSynchronize {
-            ctx: CtxId(ctx),
-            event: EventId(event),
-        })
-        .map(|_| ())
+    let req = Request::EventSynchronize {
+        ctx: CtxId(ctx),
+        event: EventId(event),
+    };
+    super::managed::sync_call(client::client()?, &req).map(|_| ())
 }
 
 pub fn event_query(event: u64) -> ShimResult<()> {
