@@ -56,6 +56,9 @@ pub struct Client {
     /// Set at process exit: the driver thread then sends the close and stops.
     closing: Arc<std::sync::atomic::AtomicBool>,
     closed: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// An error already returned by the call that met it, which the application must also
+    /// see at its next synchronising call ([`Client::hold_for_next_sync`]).
+    held: Mutex<Option<ShimError>>,
 }
 
 /// The connection, or why there is none: `NO_DEVICE` when a pool has no GPU for this
@@ -171,6 +174,7 @@ fn connect_inner() -> Result<Client, ConnectError> {
         driver,
         closing,
         closed: Mutex::new(Some(done_rx)),
+        held: Mutex::new(None),
     };
     // Posted, not waited for: a server that cannot use the windows closes the connection
     // saying why, and the first call that waits reports it.
@@ -294,6 +298,17 @@ impl Client {
             .map_err(Self::lost)
     }
 
+    /// Reports `e` again at the next synchronising call (stream, event or context
+    /// synchronise, query, or a synchronous device-to-host copy), once. For errors that
+    /// libraries between the driver and the application are known to drop, where results
+    /// would silently be wrong (see `module::library_load_data`).
+    pub fn hold_for_next_sync(&self, e: ShimError) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
     /// Whether the last reply from the server reported an error.
     pub fn last_call_failed(&self) -> bool {
         self.link.with_conn(|c| c.failed())
@@ -342,6 +357,11 @@ impl Client {
                 e
             })?;
         deliver_output(&reply.output);
+        if reply.status == 0 && (req.waits_only() || matches!(req, Request::MemcpyDtoH { .. })) {
+            if let Some(e) = self.held.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e);
+            }
+        }
         if reply.status != 0 {
             // The server ends the session with this error (a pool lost the member holding
             // it): applications often print only the code, so say why once.

@@ -166,3 +166,14 @@ fn numba_links_through_the_ptx_only_nvjitlink_without_warnings_and_keeps_max_reg
     );
     assert!(!t.contains("too old"), "{t}");
 }
+
+#[test]
+fn a_library_the_emulated_gpu_cannot_load_is_an_error_never_a_silent_wrong_result() {
+    let server = Server::start();
+    let out = python(&server, "test_cupy_no_silent_wrong_result.py");
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("no silent wrong result passed"),
+        "{t}"
+    );
+}

@@ -103,6 +103,38 @@ unsafe fn write_error_log(
     }
 }
 
+/// `cuLibraryLoadData`: as [`load_data`], and a library the emulated GPU cannot run is also
+/// reported at the next synchronising call.
+///
+/// cudart loads a program's kernels this way, lazily, when one is first used, and returns a
+/// failure from the kernel launch that triggered it. Libraries in between drop it (CuPy's CUB
+/// reductions ignore what CUB returns), and the program would go on with results never
+/// computed: on a real GPU its machine code would have loaded. Reporting it again at the next
+/// synchronisation makes the failure reach the application, as an asynchronous error would.
+///
+/// # Safety
+/// As [`load_data`].
+pub unsafe fn library_load_data(
+    pmod: &mut u64,
+    image: *const c_void,
+    n: c_uint,
+    options: *const c_uint,
+    values: *const *mut c_void,
+) -> ShimResult<()> {
+    // SAFETY: forwarded unchanged.
+    let r = unsafe { load_data(pmod, image, n, options, values) };
+    if let Err(e) = &r {
+        let c = client::client()?;
+        if e.status() == CuStatus::NO_BINARY_FOR_GPU && c.info.devices.iter().any(|d| d.emulated) {
+            c.hold_for_next_sync(ShimError::new(
+                e.status(),
+                format!("a library's kernels could not be loaded earlier, so work that needed them never ran: {e}"),
+            ));
+        }
+    }
+    r
+}
+
 /// # Safety
 /// `image` points to a complete module image; `options` and `values` have `n` entries, and a
 /// log buffer among them is writable for its size.
