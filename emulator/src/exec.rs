@@ -18,6 +18,9 @@ const FULL: u32 = u32::MAX;
 const WARP_SLICE: u64 = 1 << 12;
 /// Warp instructions a block runs before it is parked if other blocks are waiting.
 const BLOCK_SLICE: u64 = 1 << 21;
+/// Local memory of one thread, recursive activations included; beyond it a call fails as a
+/// stack overflow. Bounds the host memory one block can take.
+const MAX_LOCAL: u32 = 1 << 17;
 
 /// Register, predicate and local-memory bases of one function's frame within a kernel.
 #[derive(Debug, Clone, Copy)]
@@ -294,8 +297,16 @@ struct Frame {
     ret_pc: u32,
     caller: u32,
     call_pc: u32,
-    /// The callee's frame as it was before a recursive call overwrote it.
+    /// The callee's registers and predicates as they were before a recursive call overwrote
+    /// them.
     saved: Option<Arc<Saved>>,
+    /// Local-memory base of the callee's activation. A function's first activation uses its
+    /// frame in the static layout; a recursive one gets fresh local memory above every active
+    /// frame, because its caller may have handed it pointers into the caller's own frame
+    /// (numba returns values through such pointers).
+    local: u32,
+    /// End of the local memory the activations up to this one use.
+    top: u32,
 }
 
 // Splits from one call share its saved frame: they may merge; different calls may not.
@@ -304,6 +315,8 @@ impl PartialEq for Frame {
         self.ret_pc == o.ret_pc
             && self.caller == o.caller
             && self.call_pc == o.call_pc
+            && self.local == o.local
+            && self.top == o.top
             && match (&self.saved, &o.saved) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -312,12 +325,11 @@ impl PartialEq for Frame {
     }
 }
 
-/// Registers, predicates and local memory of one function frame, all 32 lanes.
+/// Registers and predicates of one function frame, all 32 lanes.
 #[derive(Debug)]
 struct Saved {
     regs: Vec<u64>,
     preds: Vec<u32>,
-    local: Vec<u8>,
 }
 
 struct Warp {
@@ -613,6 +625,16 @@ impl Block {
     }
 }
 
+/// The bases of the activation a split runs in: a recursive activation's local memory is its
+/// own (see `Frame::local`).
+fn split_bases(ctx: &Ctx, sp: &Split) -> Result<Bases, EmuError> {
+    let mut b = bases(ctx, sp.func)?;
+    if let Some(f) = sp.stack.last() {
+        b.local = f.local;
+    }
+    Ok(b)
+}
+
 fn bases(ctx: &Ctx, func: u32) -> Result<Bases, EmuError> {
     let b = &ctx.layout.bases;
     b.binary_search_by_key(&func, |x| x.0)
@@ -894,7 +916,7 @@ impl Runner<'_, '_> {
 
     fn run_split(&mut self, sp: &mut Split, limit: u64, others: &[u32]) -> Result<Ev, EmuError> {
         let code = self.ctx.code;
-        let b = bases(self.ctx, sp.func)?;
+        let b = split_bases(self.ctx, sp)?;
         let mut n = 0u64;
         let res = loop {
             if n >= limit {
@@ -948,7 +970,10 @@ impl Runner<'_, '_> {
                     let Some(frame) = sp.stack.pop() else {
                         break Ok(Ev::Resched);
                     };
-                    let cb = bases(self.ctx, frame.caller)?;
+                    let mut cb = bases(self.ctx, frame.caller)?;
+                    if let Some(f) = sp.stack.last() {
+                        cb.local = f.local;
+                    }
                     // Return values leave the callee's frame before a saved one comes back.
                     let mut values = Vec::new();
                     if let Some(Inst {
@@ -986,10 +1011,20 @@ impl Runner<'_, '_> {
                         break Err(EmuError::LaunchFailed("call stack overflow".into()));
                     }
                     let callee = &self.ctx.funcs[*func as usize];
-                    let nb = bases(self.ctx, *func)?;
-                    // A recursive call reuses the callee's frame: keep the active one.
+                    let mut nb = bases(self.ctx, *func)?;
+                    // A recursive call reuses the callee's registers: keep the active ones.
                     let active = sp.func == *func || sp.stack.iter().any(|f| f.caller == *func);
                     let saved = active.then(|| Arc::new(self.save(*func, nb)));
+                    let mut top = sp.stack.last().map_or(self.ctx.layout.local, |f| f.top);
+                    if active {
+                        nb.local = top.next_multiple_of(16);
+                        top = nb.local.saturating_add(callee.local_bytes);
+                        if top > MAX_LOCAL {
+                            break Err(EmuError::LaunchFailed("call stack overflow".into()));
+                        }
+                        self.grow_local(top);
+                        self.zero_local(m, nb.local, callee.local_bytes);
+                    }
                     for (k, &(off, size)) in args.iter().enumerate() {
                         if let Some(&(coff, csize)) = callee.params.get(k) {
                             self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
@@ -1000,6 +1035,8 @@ impl Runner<'_, '_> {
                         caller: sp.func,
                         call_pc: sp.pc,
                         saved,
+                        local: nb.local,
+                        top,
                     });
                     sp.func = *func;
                     sp.pc = callee.entry.unwrap_or(0);
@@ -1091,13 +1128,7 @@ impl Runner<'_, '_> {
             .get(p0..p0 + f.npreds as usize)
             .unwrap_or(&[])
             .to_vec();
-        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
-        let mut local = Vec::with_capacity(32 * lb);
-        for l in 0..32 {
-            let s = l * ls + b.local as usize;
-            local.extend_from_slice(self.w.local.get(s..s + lb).unwrap_or(&[]));
-        }
-        Saved { regs, preds, local }
+        Saved { regs, preds }
     }
 
     /// Puts back the lanes `m` of a saved frame.
@@ -1116,16 +1147,6 @@ impl Runner<'_, '_> {
         for (p, v) in saved.preds.iter().enumerate() {
             if let Some(d) = self.w.preds.get_mut(b.pred as usize + p) {
                 *d = (*d & !m) | (v & m);
-            }
-        }
-        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
-        for l in lanes(m) {
-            let s = l * ls + b.local as usize;
-            if let (Some(d), Some(v)) = (
-                self.w.local.get_mut(s..s + lb),
-                saved.local.get(l * lb..(l + 1) * lb),
-            ) {
-                d.copy_from_slice(v);
             }
         }
     }
@@ -1151,6 +1172,37 @@ impl Runner<'_, '_> {
             let src = bytes.get(k * size as usize..(k + 1) * size as usize);
             if let (Some(d), Some(v)) = (self.w.local.get_mut(s..s + size as usize), src) {
                 d.copy_from_slice(v);
+            }
+        }
+    }
+
+    /// Widens each lane's local memory to at least `top` bytes, keeping its contents.
+    fn grow_local(&mut self, top: u32) {
+        let old = self.w.local_size as usize;
+        if top as usize <= old {
+            return;
+        }
+        let new = (top as usize).next_power_of_two().min(MAX_LOCAL as usize);
+        let mut local = vec![0; new * 32];
+        for l in 0..32 {
+            if let (Some(d), Some(s)) = (
+                local.get_mut(l * new..l * new + old),
+                self.w.local.get(l * old..(l + 1) * old),
+            ) {
+                d.copy_from_slice(s);
+            }
+        }
+        self.w.local = local;
+        self.w.local_size = new as u32;
+    }
+
+    /// A fresh activation's local memory starts at zero, so runs are reproducible.
+    fn zero_local(&mut self, m: u32, off: u32, size: u32) {
+        let ls = self.w.local_size as usize;
+        for l in lanes(m) {
+            let s = l * ls + off as usize;
+            if let Some(d) = self.w.local.get_mut(s..s + size as usize) {
+                d.fill(0);
             }
         }
     }

@@ -1611,6 +1611,48 @@ BASE:
 }
 
 #[test]
+fn unbounded_recursion_is_a_stack_overflow() {
+    // Each activation has local memory of its own; endless recursion runs out of it and fails
+    // the launch (719) instead of exhausting the host.
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.func down(.param .b64 a)
+{
+    .local .align 8 .b8 depot[512];
+    .reg .b64 %p, %q;
+    ld.param.b64 %p, [a];
+    mov.u64 %q, depot;
+    cvta.local.u64 %q, %q;
+    st.u64 [%q], %p;
+    {
+    .param .b64 p0;
+    st.param.b64 [p0], %q;
+    call down, (p0);
+    }
+    ret;
+}
+
+.visible .entry k()
+{
+    {
+    .param .b64 p0;
+    st.param.b64 [p0], 0;
+    call down, (p0);
+    }
+    ret;
+}
+"#;
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let err = g.launch("k", 1, 32, &[]).result.unwrap_err();
+    assert_eq!(err.cuda_code(), 719, "{err}");
+    assert!(err.to_string().contains("stack overflow"), "{err}");
+}
+
+#[test]
 fn barrier_deadlock_is_719() {
     let g = ptx_kernel(
         r#"
