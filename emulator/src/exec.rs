@@ -1554,13 +1554,19 @@ impl Runner<'_, '_> {
                 rnd,
                 ftz,
                 sat,
+                relu,
                 d,
                 a,
                 b: bb,
                 c,
             } => {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
-                if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
+                if *relu {
+                    let (ty, rnd, ftz) = (*ty, *rnd, *ftz);
+                    self.write(*d, b, m, |l| {
+                        float::relu_half(ty, float::fma(ty, rnd, ftz, false, x[l], y[l], z[l]))
+                    });
+                } else if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
                     self.write(*d, b, m, |l| {
                         let r = float::fma32_rn(
                             f32::from_bits(x[l] as u32),
@@ -1590,14 +1596,14 @@ impl Runner<'_, '_> {
             } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
                 let (bf, rnd, relu) = (*bf, *rnd, *relu);
+                let ty = if bf { FTy::BF16 } else { FTy::F16 };
                 let h = move |v: u64| {
-                    let f = f32::from_bits(v as u32) as f64;
-                    let f = if relu && (f < 0.0 || f.is_nan()) {
-                        0.0
+                    let f = float::f2h(f32::from_bits(v as u32) as f64, bf, rnd) as u64;
+                    if relu {
+                        float::relu_half(ty, f)
                     } else {
                         f
-                    };
-                    float::f2h(f, bf, rnd) as u64
+                    }
                 };
                 self.write(*d, b, m, |l| (h(x[l]) << 16) | h(y[l]));
             }

@@ -440,6 +440,8 @@ pub enum Op {
         rnd: Rnd,
         ftz: bool,
         sat: bool,
+        /// Negative results become +0 (f16 and bf16 forms only).
+        relu: bool,
         d: u32,
         a: Src,
         b: Src,

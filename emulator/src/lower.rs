@@ -695,7 +695,16 @@ impl<'a> FnLower<'a> {
             ) || t.starts_with("e4m3")
                 || t.starts_with("e5m2")
         };
-        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || m.has("relu") {
+        // `.relu` exists on half-precision fma and on cvt packing two f32 into halves.
+        let halves = |t: &Ty| matches!(t, Ty::F16 | Ty::BF16 | Ty::F16x2 | Ty::BF16x2);
+        let relu_ok = match i.opcode.as_str() {
+            "fma" => tys.len() == 1 && halves(&tys[0]),
+            "cvt" => {
+                matches!(tys.first(), Some(Ty::F16x2 | Ty::BF16x2)) && tys.get(1) == Some(&Ty::F32)
+            }
+            _ => false,
+        };
+        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || (m.has("relu") && !relu_ok) {
             return Err(self.unsupported(i));
         }
         let ty = tys.last().copied();
@@ -923,6 +932,7 @@ impl<'a> FnLower<'a> {
                         rnd: rnd.unwrap_or(Rnd::Rn),
                         ftz,
                         sat,
+                        relu: m.has("relu"),
                         d: self.dst(&a[0])?,
                         a: self.src(&a[1], ty)?,
                         b: self.src(&a[2], ty)?,

@@ -1947,6 +1947,68 @@ fn integer_instruction_table() {
 }
 
 #[test]
+fn relu_forms_of_half_fma_and_cvt() {
+    // The bf16 kernels of CUDA's headers link `fma.rn.relu.bf16`; values by hand.
+    let got = run_scalar(
+        r#"
+    .reg .b16 %h<8>;
+    mov.b16 %h1, 0x4000;
+    mov.b16 %h2, 0xC040;
+    mov.b16 %h3, 0x3F80;
+    fma.rn.relu.bf16 %h4, %h1, %h2, %h3;
+    fma.rn.bf16 %h5, %h1, %h2, %h3;
+    mov.b32 %r1, {%h4, %h5};
+    st.global.u32 [%rd1], %r1;
+    mov.b32 %r2, 0xC0404040;
+    mov.b32 %r3, 0x40004000;
+    mov.b32 %r4, 0x3F803F80;
+    fma.rn.relu.bf16x2 %r5, %r2, %r3, %r4;
+    st.global.u32 [%rd1+4], %r5;
+    mov.b16 %h6, 0x7FC1;
+    fma.rn.relu.bf16 %h7, %h6, %h3, %h3;
+    mov.b32 %r6, {%h7, %h7};
+    st.global.u32 [%rd1+8], %r6;
+    mov.b32 %r7, 0xB800B800;
+    mov.b32 %r8, 0x38003800;
+    mov.b32 %r9, 0x30003000;
+    fma.rn.ftz.relu.f16x2 %r10, %r7, %r8, %r9;
+    st.global.u32 [%rd1+12], %r10;
+    mov.f32 %f1, 0fC0000000;
+    mov.f32 %f2, 0f40000000;
+    cvt.rn.relu.bf16x2.f32 %r11, %f1, %f2;
+    st.global.u32 [%rd1+16], %r11;
+    mov.f32 %f3, 0f7FC00000;
+    cvt.rn.relu.f16x2.f32 %r12, %f3, %f1;
+    st.global.u32 [%rd1+20], %r12;
+    "#,
+        6,
+    );
+    // 2 * -3 + 1 = -5: 0 with .relu, 0xC0A0 without; bf16x2 lanes 7 (0x40E0) and -5 -> 0;
+    // NaN -> canonical 0x7FFF; f16x2 -0.5 * 0.5 + 0.125 = -0.125 -> 0 in both lanes;
+    // cvt packs its first source high: relu(-2) = 0 high, 2.0 (0x4000) low; NaN high.
+    assert_eq!(
+        got,
+        [
+            0xC0A0_0000,
+            0x0000_40E0,
+            0x7FFF_7FFF,
+            0,
+            0x0000_4000,
+            0x7FFF_0000
+        ],
+        "{got:x?}"
+    );
+}
+
+#[test]
+fn relu_on_other_instructions_is_refused() {
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n.reg .f32 %f<4>;\n fma.rn.relu.f32 %f1, %f2, %f3, %f3;\n ret;\n}\n";
+    let e = Module::load(src.as_bytes(), 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 801, "{e}");
+    assert!(e.to_string().contains("fma.rn.relu.f32"), "{e}");
+}
+
+#[test]
 fn float_instruction_table() {
     let got = run_scalar(
         r#"
