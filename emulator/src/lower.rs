@@ -127,21 +127,14 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
             size,
         });
     }
-    for item in &ast.items {
+    let chosen = chosen_definitions(ast)?;
+    for (k, item) in ast.items.iter().enumerate() {
         if let Item::Func(f) = item {
             let Some(Sym::Func(idx)) = module.get(&f.name).copied() else {
                 continue;
             };
-            let has_body = f.body.is_some();
-            let already = out
-                .funcs
-                .get(idx as usize)
-                .is_some_and(|x| x.entry.is_some());
-            if has_body && already {
-                return Err(EmuError::ptx(
-                    f.line,
-                    format!("function `{}` defined twice", f.name),
-                ));
+            if f.body.is_some() && chosen.get(f.name.as_str()) != Some(&k) {
+                continue;
             }
             let mut l = FnLower::new(&module, &mut out, f, idx)?;
             l.run(f)?;
@@ -149,6 +142,39 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
     }
     out.dyn_align = out.dyn_align.max(16);
     Ok(out)
+}
+
+/// The item index of the definition each function name keeps. Linked PTX (the shim joins
+/// `cuLink` inputs into one module) may define a `.weak` function several times, as numba
+/// does for a device function called from two places; as the linker does, a non-weak
+/// definition wins, else the first weak one. Two non-weak definitions are an error.
+fn chosen_definitions(ast: &Ast) -> Result<HashMap<&str, usize>, EmuError> {
+    let mut chosen: HashMap<&str, (usize, bool)> = HashMap::new();
+    for (k, item) in ast.items.iter().enumerate() {
+        let Item::Func(f) = item else { continue };
+        if f.body.is_none() {
+            continue;
+        }
+        match chosen.get(f.name.as_str()) {
+            None => {
+                chosen.insert(&f.name, (k, f.weak));
+            }
+            Some(&(_, true)) if !f.weak => {
+                chosen.insert(&f.name, (k, false));
+            }
+            Some(&(_, false)) if !f.weak => {
+                return Err(EmuError::ptx(
+                    f.line,
+                    format!(
+                        "function `{}` defined twice (neither definition is .weak)",
+                        f.name
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(chosen.into_iter().map(|(n, (k, _))| (n, k)).collect())
 }
 
 fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {

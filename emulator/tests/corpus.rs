@@ -1610,6 +1610,67 @@ BASE:
     assert_eq!(g.get_i32(p, 64), want);
 }
 
+/// Linked numba modules as the shim joins them: the kernel's module declares `f2` (`.extern`)
+/// and two more modules each carry the same `.weak` definition of it; `{second}` replaces the
+/// second definition's linkage.
+fn linked_modules(second: &str) -> String {
+    let def = |linkage: &str, add: i32| {
+        format!(
+            ".{linkage} .func (.param .b32 r) f2(.param .b32 a)\n{{\n.reg .b32 %x;\nld.param.b32 %x, [a];\nadd.s32 %x, %x, {add};\nst.param.b32 [r], %x;\nret;\n}}\n"
+        )
+    };
+    format!(
+        r#".version 8.0
+.target sm_80, debug
+.address_size 64
+.extern .func (.param .b32 r) f2(.param .b32 a);
+.visible .entry k(.param .u64 out)
+{{
+    .reg .b32 %v;
+    .reg .b64 %rd;
+    ld.param.u64 %rd, [out];
+    {{
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], 41;
+    call (r0), f2, (p0);
+    ld.param.b32 %v, [r0];
+    }}
+    st.global.u32 [%rd], %v;
+    ret;
+}}
+{}{}"#,
+        def("weak", 1),
+        def(second, 2)
+    )
+}
+
+#[test]
+fn a_weak_function_defined_again_by_linking_keeps_one_definition() {
+    let run = |src: String| {
+        let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}")));
+        let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+        let lm = LoadedModule::new(module, &space).unwrap();
+        let g = Gpu { space, lm };
+        let p = g.zeros(4);
+        g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+        g.get_i32(p, 1)[0]
+    };
+    // Two weak definitions: the first is kept. A non-weak one wins over a weak one.
+    assert_eq!(run(linked_modules("weak")), 42);
+    assert_eq!(run(linked_modules("visible")), 43);
+    // Two non-weak definitions are a true duplicate.
+    let e = Module::load(
+        linked_modules("visible")
+            .replacen(".weak", ".visible", 1)
+            .as_bytes(),
+        80,
+    )
+    .unwrap_err();
+    assert_eq!(e.cuda_code(), 218, "{e}");
+    assert!(e.to_string().contains("`f2` defined twice"), "{e}");
+}
+
 #[test]
 fn unbounded_recursion_is_a_stack_overflow() {
     // Each activation has local memory of its own; endless recursion runs out of it and fails
