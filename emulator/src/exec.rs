@@ -977,11 +977,11 @@ impl Runner<'_, '_> {
                     // Return values leave the callee's frame before a saved one comes back.
                     let mut values = Vec::new();
                     if let Some(Inst {
-                        op: Op::Call { func, rets, .. },
+                        op: Op::Call { rets, .. } | Op::CallIndirect { rets, .. },
                         ..
                     }) = code.get(frame.call_pc as usize)
                     {
-                        let callee = &self.ctx.funcs[*func as usize];
+                        let callee = &self.ctx.funcs[sp.func as usize];
                         for (k, &(off, size)) in rets.iter().enumerate() {
                             if let Some(&(coff, csize)) = callee.rets.get(k) {
                                 let size = size.min(csize);
@@ -1007,40 +1007,33 @@ impl Runner<'_, '_> {
                         self.w.splits.push(rest);
                         sp.mask = m;
                     }
-                    if sp.stack.len() >= 1024 {
-                        break Err(EmuError::LaunchFailed("call stack overflow".into()));
+                    break self.enter(sp, *func, args, b).map(|()| Ev::Resched);
+                }
+                Op::CallIndirect { target, args, .. } if m != 0 => {
+                    // Lanes may hold different targets: the lowest lane's goes first, the
+                    // others call theirs when their split runs this instruction again.
+                    let t = self.fetch(target, b);
+                    let first = m.trailing_zeros() as usize;
+                    let same = lanes(m)
+                        .filter(|&l| t[l] == t[first])
+                        .fold(0u32, |a, l| a | 1 << l);
+                    if sp.mask & !m != 0 {
+                        let mut rest = sp.clone();
+                        rest.mask = sp.mask & !m;
+                        rest.pc += 1;
+                        self.w.splits.push(rest);
                     }
-                    let callee = &self.ctx.funcs[*func as usize];
-                    let mut nb = bases(self.ctx, *func)?;
-                    // A recursive call reuses the callee's registers: keep the active ones.
-                    let active = sp.func == *func || sp.stack.iter().any(|f| f.caller == *func);
-                    let saved = active.then(|| Arc::new(self.save(*func, nb)));
-                    let mut top = sp.stack.last().map_or(self.ctx.layout.local, |f| f.top);
-                    if active {
-                        nb.local = top.next_multiple_of(16);
-                        top = nb.local.saturating_add(callee.local_bytes);
-                        if top > MAX_LOCAL {
-                            break Err(EmuError::LaunchFailed("call stack overflow".into()));
-                        }
-                        self.grow_local(top);
-                        self.zero_local(m, nb.local, callee.local_bytes);
+                    if m & !same != 0 {
+                        let mut rest = sp.clone();
+                        rest.mask = m & !same;
+                        self.w.splits.push(rest);
                     }
-                    for (k, &(off, size)) in args.iter().enumerate() {
-                        if let Some(&(coff, csize)) = callee.params.get(k) {
-                            self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
-                        }
-                    }
-                    sp.stack.push(Frame {
-                        ret_pc: sp.pc + 1,
-                        caller: sp.func,
-                        call_pc: sp.pc,
-                        saved,
-                        local: nb.local,
-                        top,
-                    });
-                    sp.func = *func;
-                    sp.pc = callee.entry.unwrap_or(0);
-                    break Ok(Ev::Resched);
+                    sp.mask = same;
+                    let func = match self.function_at(t[first]) {
+                        Ok(f) => f,
+                        Err(e) => break Err(e),
+                    };
+                    break self.enter(sp, func, args, b).map(|()| Ev::Resched);
                 }
                 Op::Bar {
                     kind, id, count, ..
@@ -1111,6 +1104,67 @@ impl Runner<'_, '_> {
         self.steps += n;
         self.w.clock += n;
         res
+    }
+
+    /// Calls `func` for the lanes of `sp`, copying `args` (caller frame slots) into its
+    /// parameters.
+    fn enter(
+        &mut self,
+        sp: &mut Split,
+        func: u32,
+        args: &[(u32, u32)],
+        b: Bases,
+    ) -> Result<(), EmuError> {
+        let m = sp.mask;
+        if sp.stack.len() >= 1024 {
+            return Err(EmuError::LaunchFailed("call stack overflow".into()));
+        }
+        let callee = &self.ctx.funcs[func as usize];
+        let mut nb = bases(self.ctx, func)?;
+        // A recursive call reuses the callee's registers: keep the active ones.
+        let active = sp.func == func || sp.stack.iter().any(|f| f.caller == func);
+        let saved = active.then(|| Arc::new(self.save(func, nb)));
+        let mut top = sp.stack.last().map_or(self.ctx.layout.local, |f| f.top);
+        if active {
+            nb.local = top.next_multiple_of(16);
+            top = nb.local.saturating_add(callee.local_bytes);
+            if top > MAX_LOCAL {
+                return Err(EmuError::LaunchFailed("call stack overflow".into()));
+            }
+            self.grow_local(top);
+            self.zero_local(m, nb.local, callee.local_bytes);
+        }
+        for (k, &(off, size)) in args.iter().enumerate() {
+            if let Some(&(coff, csize)) = callee.params.get(k) {
+                self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
+            }
+        }
+        sp.stack.push(Frame {
+            ret_pc: sp.pc + 1,
+            caller: sp.func,
+            call_pc: sp.pc,
+            saved,
+            local: nb.local,
+            top,
+        });
+        sp.func = func;
+        sp.pc = callee.entry.unwrap_or(0);
+        Ok(())
+    }
+
+    /// The function whose address (see `FUNC_WINDOW`) is `addr`; anything else is a jump to
+    /// an invalid program counter, as on hardware.
+    fn function_at(&self, addr: u64) -> Result<u32, EmuError> {
+        let bad = || EmuError::InvalidPc(format!("indirect call to {addr:#x}, not a function"));
+        let off = addr.checked_sub(FUNC_WINDOW).ok_or_else(bad)?;
+        if off % FUNC_STRIDE != 0 {
+            return Err(bad());
+        }
+        let f = u32::try_from(off / FUNC_STRIDE).map_err(|_| bad())?;
+        match self.ctx.funcs.get(f as usize) {
+            Some(func) if func.entry.is_some() && bases(self.ctx, f).is_ok() => Ok(f),
+            _ => Err(bad()),
+        }
     }
 
     fn save(&self, func: u32, b: Bases) -> Saved {
@@ -2046,6 +2100,7 @@ impl Runner<'_, '_> {
             // Control flow is handled by run_split.
             Op::Bra { .. }
             | Op::Call { .. }
+            | Op::CallIndirect { .. }
             | Op::Builtin { .. }
             | Op::Ret
             | Op::Exit

@@ -46,6 +46,8 @@ pub struct Lowered {
     pub shared_vars: Vec<(u32, u32)>,
     /// Largest alignment asked of dynamic shared memory.
     pub dyn_align: u32,
+    /// Functions whose address is taken (used as a value or in an initialiser).
+    pub address_taken: Vec<u32>,
 }
 
 /// Largest variable the loader accepts (a bound, so hostile input cannot exhaust memory).
@@ -103,6 +105,7 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                     rets: Vec::new(),
                     kparams: Vec::new(),
                     callees: Vec::new(),
+                    calls_indirect: false,
                     shared_used: Vec::new(),
                     max_threads: f.max_threads,
                     builtin,
@@ -113,6 +116,20 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
         }
     }
     for (global, offset, name, addend, size) in pending {
+        if let Some(Sym::Func(f)) = module.get(&name).copied() {
+            // A function pointer in an initialiser (a table of functions): a constant.
+            let v = func_addr(f).wrapping_add(addend as u64).to_le_bytes();
+            let slot = out.globals.get_mut(global as usize).and_then(|g| {
+                g.init
+                    .get_mut(offset as usize..offset as usize + (size as usize).min(8))
+            });
+            if let Some(slot) = slot {
+                let n = slot.len();
+                slot.copy_from_slice(&v[..n]);
+            }
+            out.address_taken.push(f);
+            continue;
+        }
         let Some(Sym::Global(target)) = module.get(&name).copied() else {
             return Err(EmuError::unsupported(
                 0,
@@ -140,8 +157,25 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
             l.run(f)?;
         }
     }
+    // Any function whose address is taken (and that has a body) may be the target of an
+    // indirect call: frames are laid out for all of them.
+    let mut taken = std::mem::take(&mut out.address_taken);
+    taken.sort_unstable();
+    taken.dedup();
+    taken.retain(|&f| out.funcs.get(f as usize).is_some_and(|x| x.entry.is_some()));
+    for func in out.funcs.iter_mut().filter(|f| f.calls_indirect) {
+        func.callees.extend_from_slice(&taken);
+        func.callees.sort_unstable();
+        func.callees.dedup();
+    }
+    out.address_taken = taken;
     out.dyn_align = out.dyn_align.max(16);
     Ok(out)
+}
+
+/// A function's address as a value.
+fn func_addr(f: u32) -> u64 {
+    FUNC_WINDOW + f as u64 * FUNC_STRIDE
 }
 
 /// The item index of the definition each function name keeps. Linked PTX (the shim joins
@@ -349,7 +383,9 @@ struct FnLower<'a> {
     npreds: u32,
     local: u64,
     callees: Vec<u32>,
+    calls_indirect: bool,
     shared_used: std::cell::RefCell<Vec<u32>>,
+    address_taken: std::cell::RefCell<Vec<u32>>,
     line: u32,
 }
 
@@ -374,7 +410,9 @@ impl<'a> FnLower<'a> {
             npreds: 0,
             local: 0,
             callees: Vec::new(),
+            calls_indirect: false,
             shared_used: std::cell::RefCell::new(Vec::new()),
+            address_taken: std::cell::RefCell::new(Vec::new()),
             line: f.line,
         })
     }
@@ -501,10 +539,12 @@ impl<'a> FnLower<'a> {
         self.callees.sort_unstable();
         self.callees.dedup();
         func.callees = std::mem::take(&mut self.callees);
+        func.calls_indirect = self.calls_indirect;
         let mut used = self.shared_used.take();
         used.sort_unstable();
         used.dedup();
         func.shared_used = used;
+        self.out.address_taken.extend(self.address_taken.take());
         Ok(())
     }
 
@@ -640,6 +680,10 @@ impl<'a> FnLower<'a> {
             Some(Sym::DynShared) if off == 0 => Src::Sreg(Sreg::DynSharedBase),
             Some(Sym::KParam(k)) => Src::Imm(PARAM_WINDOW.wrapping_add((k as i64 + off) as u64)),
             Some(Sym::Local(l, _)) => Src::Local((l as i64 + off) as u32),
+            Some(Sym::Func(f)) => {
+                self.address_taken.borrow_mut().push(f);
+                Src::Imm(func_addr(f).wrapping_add(off as u64))
+            }
             Some(_) => return self.err(format!("`{n}` cannot be used as a value")),
             None => match sreg(n) {
                 Some(s) => Src::Sreg(s),
@@ -1696,32 +1740,24 @@ impl<'a> FnLower<'a> {
             it.next();
         }
         let Some(Opnd::Name(fname)) = it.next() else {
-            return Err(EmuError::unsupported(i.line, "indirect call"));
+            return self.err("call needs a function name or a register");
         };
-        if matches!(self.lookup(fname), Some(Sym::Reg(..))) {
-            return Err(EmuError::unsupported(
-                i.line,
-                "indirect call through a function pointer",
-            ));
-        }
+        // `call (ret), %rd, (args), proto;`: the target is a register (or any value), and a
+        // `.callprototype` or `.calltargets` label follows the arguments.
+        let indirect = !matches!(self.lookup(fname), Some(Sym::Func(_)));
         let args = match it.next() {
             Some(Opnd::List(a)) => a.clone(),
             None => Vec::new(),
-            Some(_) => {
-                return Err(EmuError::unsupported(
-                    i.line,
-                    "indirect call through a prototype",
-                ))
-            }
+            Some(Opnd::Name(_)) if indirect => Vec::new(),
+            Some(_) => return self.err("call arguments must be a ( ) list"),
         };
-        if it.next().is_some() {
-            return Err(EmuError::unsupported(
-                i.line,
-                "indirect call through a prototype",
-            ));
+        let rest: Vec<&Opnd> = it.collect();
+        if indirect && rest.len() > 1 || !indirect && !rest.is_empty() {
+            return self.err("unexpected operands after the call arguments");
         }
         let func = match self.lookup(fname) {
-            Some(Sym::Func(f)) => f,
+            Some(Sym::Func(f)) => Some(f),
+            Some(Sym::Reg(..)) => None,
             _ => return self.err(format!("call to undefined function `{fname}`")),
         };
         let slot = |o: &Opnd| -> Result<(u32, u32), EmuError> {
@@ -1741,6 +1777,14 @@ impl<'a> FnLower<'a> {
         };
         let args = args.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
         let rets = rets.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
+        let Some(func) = func else {
+            self.calls_indirect = true;
+            return Ok(Op::CallIndirect {
+                target: self.sym_value(fname, 0)?,
+                args,
+                rets,
+            });
+        };
         let f = &self.out.funcs[func as usize];
         if let Some(b) = f.builtin {
             return Ok(Op::Builtin {

@@ -1671,6 +1671,103 @@ fn a_weak_function_defined_again_by_linking_keeps_one_definition() {
     assert!(e.to_string().contains("`f2` defined twice"), "{e}");
 }
 
+/// Functions called through pointers, as numba's NRT calls a destructor: from a table in a
+/// global initialiser, from `mov` of a function's name, and with a prototype.
+const INDIRECT: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.func (.param .b32 r) add1(.param .b32 a)
+{
+    .reg .b32 %x;
+    ld.param.b32 %x, [a];
+    add.s32 %x, %x, 1;
+    st.param.b32 [r], %x;
+    ret;
+}
+.func (.param .b32 r) dbl(.param .b32 a)
+{
+    .reg .b32 %x;
+    ld.param.b32 %x, [a];
+    shl.b32 %x, %x, 1;
+    st.param.b32 [r], %x;
+    ret;
+}
+.extern .func (.param .b32 r) nobody(.param .b32 a);
+.global .align 8 .u64 table[2] = {add1, dbl};
+
+.visible .entry k(.param .u64 out, .param .u64 bad)
+{
+    .reg .pred %p;
+    .reg .b32 %t, %v, %odd;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %t, %tid.x;
+    and.b32 %odd, %t, 1;
+    mul.wide.u32 %rd2, %odd, 8;
+    mov.u64 %rd3, table;
+    add.s64 %rd3, %rd3, %rd2;
+    ld.global.u64 %rd4, [%rd3];
+    setp.eq.u32 %p, %t, 5;
+    @%p mov.u64 %rd4, add1;
+    ld.param.u64 %rd5, [bad];
+    setp.ne.u64 %p, %rd5, 0;
+    @%p mov.u64 %rd4, %rd5;
+    {
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], %t;
+    proto: .callprototype (.param .b32 _) _ (.param .b32 _);
+    call (r0), %rd4, (p0), proto;
+    ld.param.b32 %v, [r0];
+    }
+    mul.wide.u32 %rd6, %t, 4;
+    add.s64 %rd6, %rd1, %rd6;
+    st.global.u32 [%rd6], %v;
+    ret;
+}
+.visible .entry to_nobody()
+{
+    .reg .b64 %rd;
+    .reg .b32 %v;
+    mov.u64 %rd, nobody;
+    {
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], 1;
+    proto: .callprototype (.param .b32 _) _ (.param .b32 _);
+    call (r0), %rd, (p0), proto;
+    ld.param.b32 %v, [r0];
+    }
+    ret;
+}
+"#;
+
+#[test]
+fn indirect_calls_through_function_pointers() {
+    let module = Arc::new(Module::load(INDIRECT.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}")));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(64 * 4);
+    // Even lanes call add1, odd lanes dbl (one warp, two targets), lane 5 add1 by name.
+    g.launch("k", 1, 64, &[A::Ptr(p), A::Ptr(0)])
+        .result
+        .unwrap();
+    let want: Vec<i32> = (0..64)
+        .map(|t| if t % 2 == 0 || t == 5 { t + 1 } else { t * 2 })
+        .collect();
+    assert_eq!(g.get_i32(p, 64), want);
+    // A pointer that is not a function is an invalid program counter (718), as is one to a
+    // function that has no body.
+    let e = g
+        .launch("k", 1, 32, &[A::Ptr(p), A::Ptr(p)])
+        .result
+        .unwrap_err();
+    assert_eq!(e.cuda_code(), 718, "{e}");
+    let e = g.launch("to_nobody", 1, 1, &[]).result.unwrap_err();
+    assert_eq!(e.cuda_code(), 718, "{e}");
+}
+
 #[test]
 fn unbounded_recursion_is_a_stack_overflow() {
     // Each activation has local memory of its own; endless recursion runs out of it and fails
