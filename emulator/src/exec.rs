@@ -1851,7 +1851,8 @@ impl Runner<'_, '_> {
                             (_, Space::Shared) => read_le(self.shared, ea, size),
                             (Some(al), Space::Global | Space::Generic)
                                 if ea >= al.base()
-                                    && ea.saturating_add(size as u64) <= al.base() + al.size() =>
+                                    && ea.saturating_add(size as u64)
+                                        <= al.base() + al.extent() =>
                             {
                                 Some(al.load(ea - al.base(), size))
                             }
@@ -1899,7 +1900,7 @@ impl Runner<'_, '_> {
                         }
                         if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
                             if ea >= al.base()
-                                && ea.saturating_add(size as u64) <= al.base() + al.size()
+                                && ea.saturating_add(size as u64) <= al.base() + al.extent()
                             {
                                 al.store(ea - al.base(), size, val[l]);
                                 continue;
@@ -2232,14 +2233,14 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.extent() {
                         return Ok(al.load(a - al.base(), size));
                     }
                 }
                 let al = self
                     .ctx
                     .space
-                    .find_range(a, size as u64)
+                    .find_reach(a, size as u64)
                     .map_err(|_| illegal(a, size, line))?;
                 let v = al.load(a - al.base(), size);
                 self.w.cache = Some(al);
@@ -2268,7 +2269,7 @@ impl Runner<'_, '_> {
         let Some(al) = &self.w.cache else {
             return false;
         };
-        let (lo, hi) = (al.base(), al.base() + al.size());
+        let (lo, hi) = (al.base(), al.base() + al.extent());
         let ok = lanes(m).all(|l| {
             let a = base[l].wrapping_add(off);
             a & 3 == 0 && a >= lo && a.saturating_add(4) <= hi
@@ -2313,7 +2314,7 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.extent() {
                         al.store(a - al.base(), size, v);
                         return Ok(());
                     }
@@ -2321,7 +2322,7 @@ impl Runner<'_, '_> {
                 let al = self
                     .ctx
                     .space
-                    .find_range(a, size as u64)
+                    .find_reach(a, size as u64)
                     .map_err(|_| illegal(a, size, line))?;
                 al.store(a - al.base(), size, v);
                 self.w.cache = Some(al);
@@ -2368,7 +2369,7 @@ impl Runner<'_, '_> {
                 let al = self
                     .ctx
                     .space
-                    .find_range(a, size as u64)
+                    .find_reach(a, size as u64)
                     .map_err(|_| illegal(a, size, line))?;
                 let off = a - al.base();
                 let shift = (off % 8) * 8;
