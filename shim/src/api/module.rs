@@ -30,6 +30,10 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
         Some(c) => c,
         None => context::primary_handle(0)?,
     };
+    load_into(ctx, image)
+}
+
+fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
     let c = client::client()?;
     let hash: [u8; 32] = Sha256::digest(image).into();
     let known = registry().uploaded(&hash);
@@ -126,6 +130,63 @@ pub unsafe fn load_data(
             Err(e)
         }
     }
+}
+
+/// `cuLibraryLoadData`: a module that remembers its image (see [`library_module`]).
+///
+/// # Safety
+/// As [`load_data`].
+pub unsafe fn library_load_data(
+    plib: &mut u64,
+    image: *const c_void,
+    n: c_uint,
+    options: *const c_uint,
+    values: *const *mut c_void,
+) -> ShimResult<()> {
+    // SAFETY: the caller's contract is load_data's.
+    unsafe { load_data(plib, image, n, options, values) }?;
+    // SAFETY: as above; the image was read whole just now.
+    let bytes = unsafe { image::image_bytes(image.cast()) }?;
+    registry().add_library(*plib, bytes);
+    Ok(())
+}
+
+pub fn library_load_file(plib: &mut u64, path: &str) -> ShimResult<()> {
+    load_file(plib, path)?;
+    let data = std::fs::read(path)
+        .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
+    registry().add_library(*plib, &data);
+    Ok(())
+}
+
+/// The module to launch kernel `f` from in context `ctx`. A library's kernels (`CUkernel`)
+/// run in every context, as in CUDA: the library is loaded into `ctx` the first time one of
+/// its kernels is launched there (numba launches one kernel on each GPU it is used on). A
+/// plain module's function stays bound to its context (the server refuses the launch).
+pub fn library_module(f: &Function, ctx: u64) -> ShimResult<u64> {
+    if f.ctx == ctx {
+        return Ok(f.module);
+    }
+    match registry().library_in(f.module, ctx) {
+        None => Ok(f.module),
+        Some(Ok(m)) => Ok(m),
+        Some(Err(image)) => {
+            let m = load_into(ctx, &image)?;
+            registry().set_library_instance(f.module, ctx, m);
+            Ok(m)
+        }
+    }
+}
+
+pub fn library_unload(library: u64) -> ShimResult<()> {
+    let unloaded = unload(library);
+    for m in registry().remove_library(library) {
+        // A module already gone with its context needs no unloading.
+        if registry().with_module(m, |_| ()).is_ok() {
+            unload(m)?;
+        }
+    }
+    unloaded
 }
 
 pub fn load_file(pmod: &mut u64, path: &str) -> ShimResult<()> {
