@@ -290,6 +290,15 @@ pub fn sat64(x: f64) -> f64 {
     }
 }
 
+/// `min.NaN`/`max.NaN`: a NaN operand makes the result the canonical NaN.
+fn nan_or(a: f64, b: f64, f: fn(f64, f64) -> f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        f(a, b)
+    }
+}
+
 pub fn min64(a: f64, b: f64) -> f64 {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => f64::NAN,
@@ -341,6 +350,8 @@ pub fn bin(op: F2, ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64) -> u
                 F2::Div => div32(x, y, rnd),
                 F2::Min => min64(x as f64, y as f64) as f32,
                 F2::Max => max64(x as f64, y as f64) as f32,
+                F2::MinNaN => nan_or(x as f64, y as f64, min64) as f32,
+                F2::MaxNaN => nan_or(x as f64, y as f64, max64) as f32,
                 F2::Copysign => y.copysign(x),
             };
             if ftz {
@@ -363,6 +374,8 @@ pub fn bin(op: F2, ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64) -> u
                 F2::Div => div64(x, y, rnd),
                 F2::Min => min64(x, y),
                 F2::Max => max64(x, y),
+                F2::MinNaN => nan_or(x, y, min64),
+                F2::MaxNaN => nan_or(x, y, max64),
                 F2::Copysign => y.copysign(x),
             };
             if sat {
@@ -454,6 +467,8 @@ fn half_bin(op: F2, bf: bool, rnd: Rnd, ftz: bool, sat: bool, a: u16, b: u16) ->
         F2::Div => x / y,
         F2::Min => min64(x, y),
         F2::Max => max64(x, y),
+        F2::MinNaN => nan_or(x, y, min64),
+        F2::MaxNaN => nan_or(x, y, max64),
         F2::Copysign => y.copysign(x),
     };
     let _ = ftz;

@@ -248,6 +248,9 @@ pub enum F2 {
     Div,
     Min,
     Max,
+    /// `min.NaN`, `max.NaN`: NaN in, canonical NaN out.
+    MinNaN,
+    MaxNaN,
     Copysign,
 }
 

@@ -2162,6 +2162,49 @@ fn relu_forms_of_half_fma_and_cvt() {
 }
 
 #[test]
+fn min_max_nan_propagate_nan() {
+    // numba's hmax_nan/hmin_nan: `.NaN` makes a NaN operand win; plain min/max drop it.
+    let got = run_scalar(
+        r#"
+    .reg .b16 %h<8>;
+    mov.f32 %f1, 0f7FC00000;
+    mov.f32 %f2, 0f40000000;
+    max.NaN.f32 %f3, %f1, %f2;
+    min.NaN.f32 %f4, %f2, %f1;
+    max.f32 %f5, %f1, %f2;
+    st.global.f32 [%rd1], %f3;
+    st.global.f32 [%rd1+4], %f4;
+    st.global.f32 [%rd1+8], %f5;
+    mov.b16 %h1, 0x7FC0;
+    mov.b16 %h2, 0x4000;
+    max.NaN.bf16 %h3, %h1, %h2;
+    min.bf16 %h4, %h1, %h2;
+    mov.b32 %r1, {%h3, %h4};
+    st.global.u32 [%rd1+12], %r1;
+    mov.b32 %r2, 0x7E004000;
+    mov.b32 %r3, 0x3C003C00;
+    min.NaN.f16x2 %r4, %r2, %r3;
+    st.global.u32 [%rd1+16], %r4;
+    "#,
+        5,
+    );
+    assert_eq!(
+        got,
+        [
+            0x7FFF_FFFF,
+            0x7FFF_FFFF,
+            0x4000_0000,
+            0x4000_7FFF,
+            0x7FFF_3C00
+        ],
+        "{got:x?}"
+    );
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n.reg .b16 %h<4>;\n max.xorsign.abs.bf16 %h1, %h2, %h3;\n ret;\n}\n";
+    let e = Module::load(src.as_bytes(), 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 801, "{e}");
+}
+
+#[test]
 fn relu_on_other_instructions_is_refused() {
     let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n.reg .f32 %f<4>;\n fma.rn.relu.f32 %f1, %f2, %f3, %f3;\n ret;\n}\n";
     let e = Module::load(src.as_bytes(), 80).unwrap_err();
