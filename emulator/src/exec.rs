@@ -2438,6 +2438,30 @@ impl Runner<'_, '_> {
                         );
                     }
                 }
+                Builtin::Malloc => {
+                    // NULL when device memory runs out, as device malloc does.
+                    let size = local(self, arg_slot(0), 8);
+                    let p = self.ctx.space.heap_alloc(size).unwrap_or(0);
+                    if let Some(&(off, size)) = rets.first() {
+                        let ls = self.w.local_size as u64;
+                        write_le(
+                            &mut self.w.local,
+                            l as u64 * ls + (b.local + off) as u64,
+                            size.min(8),
+                            p,
+                        );
+                    }
+                }
+                Builtin::Free => {
+                    let p = local(self, arg_slot(0), 8);
+                    if p != 0 && self.ctx.space.heap_free(p).is_err() {
+                        return Err(EmuError::IllegalAddress(format!(
+                            "free({p:#x}) of memory device malloc did not return"
+                        )));
+                    }
+                    // The warp's cached allocation may be the one freed.
+                    self.w.cache = None;
+                }
                 Builtin::AssertFail => {
                     let msg = local(self, arg_slot(0), 8);
                     let file = local(self, arg_slot(1), 8);

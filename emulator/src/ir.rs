@@ -354,6 +354,9 @@ pub enum ReduxOp {
 pub enum Builtin {
     Vprintf,
     AssertFail,
+    /// Device-side `malloc` and `free` (numba's runtime allocates with them).
+    Malloc,
+    Free,
 }
 
 #[derive(Debug, Clone, PartialEq)]

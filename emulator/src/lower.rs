@@ -92,6 +92,8 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                 let builtin = match f.name.as_str() {
                     "vprintf" => Some(Builtin::Vprintf),
                     "__assertfail" | "__assert_fail" => Some(Builtin::AssertFail),
+                    "malloc" => Some(Builtin::Malloc),
+                    "free" => Some(Builtin::Free),
                     _ => None,
                 };
                 out.funcs.push(Func {

@@ -235,6 +235,9 @@ struct Inner {
     leased: u64,
     /// Bases of the allocations made inside the lease.
     in_lease: std::collections::BTreeSet<u64>,
+    /// Bases of the allocations kernels made with device `malloc`: only `free` in a kernel
+    /// releases them (or the client going away).
+    heap: std::collections::BTreeSet<u64>,
 }
 
 impl AddressSpace {
@@ -368,8 +371,42 @@ impl AddressSpace {
         (self.window_end.saturating_sub(cursor) >= span).then_some(cursor)
     }
 
-    /// Frees the allocation that starts at `ptr`; returns its size.
+    /// Device `malloc`: like [`AddressSpace::alloc`], but the host cannot free it. CUDA's
+    /// heap has a limit (`CU_LIMIT_MALLOC_HEAP_SIZE`, 8 MiB by default) that the emulated GPU
+    /// does not know (the shim keeps limits); the device's memory bounds it instead.
+    pub fn heap_alloc(&self, size: u64) -> Result<u64, MemError> {
+        let p = self.alloc(size.max(1))?;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.heap.insert(p);
+        Ok(p)
+    }
+
+    /// Device `free` of a pointer device `malloc` returned.
+    pub fn heap_free(&self, ptr: u64) -> Result<u64, MemError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if !inner.heap.remove(&ptr) {
+            return Err(MemError::NotAllocated(ptr));
+        }
+        drop(inner);
+        self.release(ptr)
+    }
+
+    /// Frees the allocation that starts at `ptr`; returns its size. Device-heap memory is not
+    /// the host's to free.
     pub fn free(&self, ptr: u64) -> Result<u64, MemError> {
+        if self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .heap
+            .contains(&ptr)
+        {
+            return Err(MemError::NotAllocated(ptr));
+        }
+        self.release(ptr)
+    }
+
+    fn release(&self, ptr: u64) -> Result<u64, MemError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let a = inner
             .allocs
@@ -388,6 +425,7 @@ impl AddressSpace {
     pub fn clear(&self) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let in_lease = std::mem::take(&mut inner.in_lease);
+        inner.heap.clear();
         for a in std::mem::take(&mut inner.allocs).into_values() {
             if !in_lease.contains(&a.base) {
                 self.device.release(a.size);

@@ -1771,6 +1771,86 @@ fn indirect_calls_through_function_pointers() {
     assert_eq!(e.cuda_code(), 718, "{e}");
 }
 
+const HEAP: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.extern .func (.param .b64 r) malloc(.param .b64 n);
+.extern .func free(.param .b64 p);
+
+.visible .entry k(.param .u64 out, .param .u64 size, .param .u64 to_free)
+{
+    .reg .pred %p;
+    .reg .b32 %t;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [out];
+    ld.param.u64 %rd2, [size];
+    mov.u32 %t, %tid.x;
+    {
+    .param .b64 p0;
+    .param .b64 r0;
+    st.param.b64 [p0], %rd2;
+    call (r0), malloc, (p0);
+    ld.param.b64 %rd3, [r0];
+    }
+    setp.eq.u64 %p, %rd3, 0;
+    @%p bra NULL;
+    cvt.u64.u32 %rd4, %t;
+    st.u64 [%rd3], %rd4;
+    st.u64 [%rd3+8], %rd4;
+    ld.u64 %rd5, [%rd3+8];
+    add.u64 %rd5, %rd5, 100;
+    ld.param.u64 %rd6, [to_free];
+    setp.ne.u64 %p, %rd6, 0;
+    @%p mov.u64 %rd3, %rd6;
+    {
+    .param .b64 p0;
+    st.param.b64 [p0], %rd3;
+    call free, (p0);
+    }
+    bra DONE;
+NULL:
+    mov.u64 %rd5, 0;
+DONE:
+    mul.wide.u32 %rd7, %t, 8;
+    add.s64 %rd7, %rd1, %rd7;
+    st.global.u64 [%rd7], %rd5;
+    ret;
+}
+"#;
+
+#[test]
+fn device_malloc_and_free() {
+    let module = Arc::new(Module::load(HEAP.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}")));
+    let dev = DeviceMemory::new(1 << 20);
+    let space = AddressSpace::new(dev.clone(), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(64 * 8);
+    let free_before = dev.free();
+    g.launch("k", 1, 64, &[A::Ptr(p), A::Ptr(16), A::Ptr(0)])
+        .result
+        .unwrap();
+    let want: Vec<i64> = (0..64).map(|t| t + 100).collect();
+    assert_eq!(g.get_i64(p, 64), want);
+    // Every thread freed what it took.
+    assert_eq!(dev.free(), free_before);
+    // More than the device holds: malloc returns NULL, the kernel carries on.
+    g.launch("k", 1, 4, &[A::Ptr(p), A::Ptr(1 << 30), A::Ptr(0)])
+        .result
+        .unwrap();
+    assert_eq!(g.get_i64(p, 4), [0; 4]);
+    // free() of memory malloc did not return is an illegal address; the host cannot free
+    // device-heap memory either.
+    let e = g
+        .launch("k", 1, 1, &[A::Ptr(p), A::Ptr(16), A::Ptr(p)])
+        .result
+        .unwrap_err();
+    assert_eq!(e.cuda_code(), 700, "{e}");
+    let h = g.space.heap_alloc(8).unwrap();
+    assert!(g.space.free(h).is_err());
+    assert!(g.space.heap_free(h).is_ok());
+}
+
 #[test]
 fn unbounded_recursion_is_a_stack_overflow() {
     // Each activation has local memory of its own; endless recursion runs out of it and fails

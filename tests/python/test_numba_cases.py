@@ -84,6 +84,32 @@ def bf16_relu():
     np.testing.assert_equal(out.copy_to_host(), [0.0, 3.25])
 
 
+def nrt():
+    # numba's runtime: arrays made in a kernel come from device malloc, and each is freed
+    # through its destructor, a function pointer (an indirect call).
+    import os
+    import nvidia
+    from numba.cuda import config
+
+    config.CUDA_ENABLE_NRT = True
+    # NRT's source includes <cuda/atomic>, from the CCCL wheel beside numba.
+    config.CUDA_NVRTC_EXTRA_SEARCH_PATHS = os.path.join(
+        list(nvidia.__path__)[0], "cuda_cccl", "include"
+    )
+
+    @cuda.jit
+    def kernel(r):
+        i = cuda.grid(1)
+        a = np.zeros(4, dtype=np.int64)
+        a[1] = i
+        a[3] = 5
+        r[i] = a.sum()
+
+    r = np.zeros(64, dtype=np.int64)
+    kernel[2, 32](r)
+    np.testing.assert_equal(r, np.arange(64) + 5)
+
+
 def multi_gpu():
     # One kernel launched on each of two GPUs, the second nested in the first's context.
     @cuda.jit("void(float64[:], float64[:])")

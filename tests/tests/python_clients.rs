@@ -94,6 +94,11 @@ fn numba_bfloat16_fma_relu() {
 }
 
 #[test]
+fn numba_runtime_allocates_and_frees_in_kernels() {
+    numba_case(&Server::start(), "nrt");
+}
+
+#[test]
 fn numba_kernel_on_two_gpus() {
     numba_case(&Server::start_with(&["--devices", "2"]), "multi_gpu");
 }
