@@ -549,6 +549,11 @@ impl Registry {
         Ok(ctx)
     }
 
+    /// The context module `h` was loaded in.
+    pub fn module_context(&self, h: u64) -> ShimResult<u64> {
+        self.tables().module(h).map(|(c, _)| c)
+    }
+
     /// Runs `f` on module `h`; `CUDA_ERROR_INVALID_HANDLE` if there is none.
     pub fn with_module<R>(&self, h: u64, f: impl FnOnce(&Module) -> R) -> ShimResult<R> {
         self.tables().module(h).map(|(_, m)| f(m))

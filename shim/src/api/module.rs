@@ -164,15 +164,21 @@ pub fn library_load_file(plib: &mut u64, path: &str) -> ShimResult<()> {
 /// its kernels is launched there (numba launches one kernel on each GPU it is used on). A
 /// plain module's function stays bound to its context (the server refuses the launch).
 pub fn library_module(f: &Function, ctx: u64) -> ShimResult<u64> {
-    if f.ctx == ctx {
-        return Ok(f.module);
+    instance(f.module, f.ctx, ctx)
+}
+
+/// Module `module` (loaded in `module_ctx`) as context `ctx` sees it: a library's instance
+/// there, loaded on first use.
+fn instance(module: u64, module_ctx: u64, ctx: u64) -> ShimResult<u64> {
+    if module_ctx == ctx {
+        return Ok(module);
     }
-    match registry().library_in(f.module, ctx) {
-        None => Ok(f.module),
+    match registry().library_in(module, ctx) {
+        None => Ok(module),
         Some(Ok(m)) => Ok(m),
         Some(Err(image)) => {
             let m = load_into(ctx, &image)?;
-            registry().set_library_instance(f.module, ctx, m);
+            registry().set_library_instance(module, ctx, m);
             Ok(m)
         }
     }
@@ -223,6 +229,11 @@ pub fn get_global(
     module: u64,
     name: &str,
 ) -> ShimResult<()> {
+    // A library's globals are the current context's copy (`cuLibraryGetGlobal`).
+    let module = match registry::current() {
+        Some(ctx) => instance(module, registry().module_context(module)?, ctx)?,
+        None => module,
+    };
     let (addr, sz) = registry().with_module(module, |md| {
         md.globals
             .iter()
