@@ -24,6 +24,9 @@ pub enum EmuError {
     /// A kernel accessed memory at an address not aligned to the access size.
     #[error("misaligned address: {0}")]
     MisalignedAddress(String),
+    /// A kernel jumped or called to an address that holds no code.
+    #[error("invalid program counter: {0}")]
+    InvalidPc(String),
     /// A device-side `assert` failed.
     #[error("device-side assert triggered")]
     Assert,
@@ -54,6 +57,7 @@ impl EmuError {
             EmuError::InvalidImage(_) => 200,
             EmuError::IllegalAddress(_) => 700,
             EmuError::MisalignedAddress(_) => 716,
+            EmuError::InvalidPc(_) => 718,
             EmuError::Assert => 710,
             EmuError::LaunchFailed(_) => 719,
             EmuError::LaunchTimeout(_) => 702,

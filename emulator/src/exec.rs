@@ -18,6 +18,9 @@ const FULL: u32 = u32::MAX;
 const WARP_SLICE: u64 = 1 << 12;
 /// Warp instructions a block runs before it is parked if other blocks are waiting.
 const BLOCK_SLICE: u64 = 1 << 21;
+/// Local memory of one thread, recursive activations included; beyond it a call fails as a
+/// stack overflow. Bounds the host memory one block can take.
+const MAX_LOCAL: u32 = 1 << 17;
 
 /// Register, predicate and local-memory bases of one function's frame within a kernel.
 #[derive(Debug, Clone, Copy)]
@@ -294,8 +297,16 @@ struct Frame {
     ret_pc: u32,
     caller: u32,
     call_pc: u32,
-    /// The callee's frame as it was before a recursive call overwrote it.
+    /// The callee's registers and predicates as they were before a recursive call overwrote
+    /// them.
     saved: Option<Arc<Saved>>,
+    /// Local-memory base of the callee's activation. A function's first activation uses its
+    /// frame in the static layout; a recursive one gets fresh local memory above every active
+    /// frame, because its caller may have handed it pointers into the caller's own frame
+    /// (numba returns values through such pointers).
+    local: u32,
+    /// End of the local memory the activations up to this one use.
+    top: u32,
 }
 
 // Splits from one call share its saved frame: they may merge; different calls may not.
@@ -304,6 +315,8 @@ impl PartialEq for Frame {
         self.ret_pc == o.ret_pc
             && self.caller == o.caller
             && self.call_pc == o.call_pc
+            && self.local == o.local
+            && self.top == o.top
             && match (&self.saved, &o.saved) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -312,12 +325,11 @@ impl PartialEq for Frame {
     }
 }
 
-/// Registers, predicates and local memory of one function frame, all 32 lanes.
+/// Registers and predicates of one function frame, all 32 lanes.
 #[derive(Debug)]
 struct Saved {
     regs: Vec<u64>,
     preds: Vec<u32>,
-    local: Vec<u8>,
 }
 
 struct Warp {
@@ -613,6 +625,16 @@ impl Block {
     }
 }
 
+/// The bases of the activation a split runs in: a recursive activation's local memory is its
+/// own (see `Frame::local`).
+fn split_bases(ctx: &Ctx, sp: &Split) -> Result<Bases, EmuError> {
+    let mut b = bases(ctx, sp.func)?;
+    if let Some(f) = sp.stack.last() {
+        b.local = f.local;
+    }
+    Ok(b)
+}
+
 fn bases(ctx: &Ctx, func: u32) -> Result<Bases, EmuError> {
     let b = &ctx.layout.bases;
     b.binary_search_by_key(&func, |x| x.0)
@@ -894,7 +916,7 @@ impl Runner<'_, '_> {
 
     fn run_split(&mut self, sp: &mut Split, limit: u64, others: &[u32]) -> Result<Ev, EmuError> {
         let code = self.ctx.code;
-        let b = bases(self.ctx, sp.func)?;
+        let b = split_bases(self.ctx, sp)?;
         let mut n = 0u64;
         let res = loop {
             if n >= limit {
@@ -948,15 +970,18 @@ impl Runner<'_, '_> {
                     let Some(frame) = sp.stack.pop() else {
                         break Ok(Ev::Resched);
                     };
-                    let cb = bases(self.ctx, frame.caller)?;
+                    let mut cb = bases(self.ctx, frame.caller)?;
+                    if let Some(f) = sp.stack.last() {
+                        cb.local = f.local;
+                    }
                     // Return values leave the callee's frame before a saved one comes back.
                     let mut values = Vec::new();
                     if let Some(Inst {
-                        op: Op::Call { func, rets, .. },
+                        op: Op::Call { rets, .. } | Op::CallIndirect { rets, .. },
                         ..
                     }) = code.get(frame.call_pc as usize)
                     {
-                        let callee = &self.ctx.funcs[*func as usize];
+                        let callee = &self.ctx.funcs[sp.func as usize];
                         for (k, &(off, size)) in rets.iter().enumerate() {
                             if let Some(&(coff, csize)) = callee.rets.get(k) {
                                 let size = size.min(csize);
@@ -982,28 +1007,33 @@ impl Runner<'_, '_> {
                         self.w.splits.push(rest);
                         sp.mask = m;
                     }
-                    if sp.stack.len() >= 1024 {
-                        break Err(EmuError::LaunchFailed("call stack overflow".into()));
+                    break self.enter(sp, *func, args, b).map(|()| Ev::Resched);
+                }
+                Op::CallIndirect { target, args, .. } if m != 0 => {
+                    // Lanes may hold different targets: the lowest lane's goes first, the
+                    // others call theirs when their split runs this instruction again.
+                    let t = self.fetch(target, b);
+                    let first = m.trailing_zeros() as usize;
+                    let same = lanes(m)
+                        .filter(|&l| t[l] == t[first])
+                        .fold(0u32, |a, l| a | 1 << l);
+                    if sp.mask & !m != 0 {
+                        let mut rest = sp.clone();
+                        rest.mask = sp.mask & !m;
+                        rest.pc += 1;
+                        self.w.splits.push(rest);
                     }
-                    let callee = &self.ctx.funcs[*func as usize];
-                    let nb = bases(self.ctx, *func)?;
-                    // A recursive call reuses the callee's frame: keep the active one.
-                    let active = sp.func == *func || sp.stack.iter().any(|f| f.caller == *func);
-                    let saved = active.then(|| Arc::new(self.save(*func, nb)));
-                    for (k, &(off, size)) in args.iter().enumerate() {
-                        if let Some(&(coff, csize)) = callee.params.get(k) {
-                            self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
-                        }
+                    if m & !same != 0 {
+                        let mut rest = sp.clone();
+                        rest.mask = m & !same;
+                        self.w.splits.push(rest);
                     }
-                    sp.stack.push(Frame {
-                        ret_pc: sp.pc + 1,
-                        caller: sp.func,
-                        call_pc: sp.pc,
-                        saved,
-                    });
-                    sp.func = *func;
-                    sp.pc = callee.entry.unwrap_or(0);
-                    break Ok(Ev::Resched);
+                    sp.mask = same;
+                    let func = match self.function_at(t[first]) {
+                        Ok(f) => f,
+                        Err(e) => break Err(e),
+                    };
+                    break self.enter(sp, func, args, b).map(|()| Ev::Resched);
                 }
                 Op::Bar {
                     kind, id, count, ..
@@ -1076,6 +1106,67 @@ impl Runner<'_, '_> {
         res
     }
 
+    /// Calls `func` for the lanes of `sp`, copying `args` (caller frame slots) into its
+    /// parameters.
+    fn enter(
+        &mut self,
+        sp: &mut Split,
+        func: u32,
+        args: &[(u32, u32)],
+        b: Bases,
+    ) -> Result<(), EmuError> {
+        let m = sp.mask;
+        if sp.stack.len() >= 1024 {
+            return Err(EmuError::LaunchFailed("call stack overflow".into()));
+        }
+        let callee = &self.ctx.funcs[func as usize];
+        let mut nb = bases(self.ctx, func)?;
+        // A recursive call reuses the callee's registers: keep the active ones.
+        let active = sp.func == func || sp.stack.iter().any(|f| f.caller == func);
+        let saved = active.then(|| Arc::new(self.save(func, nb)));
+        let mut top = sp.stack.last().map_or(self.ctx.layout.local, |f| f.top);
+        if active {
+            nb.local = top.next_multiple_of(16);
+            top = nb.local.saturating_add(callee.local_bytes);
+            if top > MAX_LOCAL {
+                return Err(EmuError::LaunchFailed("call stack overflow".into()));
+            }
+            self.grow_local(top);
+            self.zero_local(m, nb.local, callee.local_bytes);
+        }
+        for (k, &(off, size)) in args.iter().enumerate() {
+            if let Some(&(coff, csize)) = callee.params.get(k) {
+                self.copy_local(m, b.local + off, nb.local + coff, size.min(csize));
+            }
+        }
+        sp.stack.push(Frame {
+            ret_pc: sp.pc + 1,
+            caller: sp.func,
+            call_pc: sp.pc,
+            saved,
+            local: nb.local,
+            top,
+        });
+        sp.func = func;
+        sp.pc = callee.entry.unwrap_or(0);
+        Ok(())
+    }
+
+    /// The function whose address (see `FUNC_WINDOW`) is `addr`; anything else is a jump to
+    /// an invalid program counter, as on hardware.
+    fn function_at(&self, addr: u64) -> Result<u32, EmuError> {
+        let bad = || EmuError::InvalidPc(format!("indirect call to {addr:#x}, not a function"));
+        let off = addr.checked_sub(FUNC_WINDOW).ok_or_else(bad)?;
+        if off % FUNC_STRIDE != 0 {
+            return Err(bad());
+        }
+        let f = u32::try_from(off / FUNC_STRIDE).map_err(|_| bad())?;
+        match self.ctx.funcs.get(f as usize) {
+            Some(func) if func.entry.is_some() && bases(self.ctx, f).is_ok() => Ok(f),
+            _ => Err(bad()),
+        }
+    }
+
     fn save(&self, func: u32, b: Bases) -> Saved {
         let f = &self.ctx.funcs[func as usize];
         let (r0, p0) = (b.reg as usize * 32, b.pred as usize);
@@ -1091,13 +1182,7 @@ impl Runner<'_, '_> {
             .get(p0..p0 + f.npreds as usize)
             .unwrap_or(&[])
             .to_vec();
-        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
-        let mut local = Vec::with_capacity(32 * lb);
-        for l in 0..32 {
-            let s = l * ls + b.local as usize;
-            local.extend_from_slice(self.w.local.get(s..s + lb).unwrap_or(&[]));
-        }
-        Saved { regs, preds, local }
+        Saved { regs, preds }
     }
 
     /// Puts back the lanes `m` of a saved frame.
@@ -1116,16 +1201,6 @@ impl Runner<'_, '_> {
         for (p, v) in saved.preds.iter().enumerate() {
             if let Some(d) = self.w.preds.get_mut(b.pred as usize + p) {
                 *d = (*d & !m) | (v & m);
-            }
-        }
-        let (ls, lb) = (self.w.local_size as usize, f.local_bytes as usize);
-        for l in lanes(m) {
-            let s = l * ls + b.local as usize;
-            if let (Some(d), Some(v)) = (
-                self.w.local.get_mut(s..s + lb),
-                saved.local.get(l * lb..(l + 1) * lb),
-            ) {
-                d.copy_from_slice(v);
             }
         }
     }
@@ -1151,6 +1226,37 @@ impl Runner<'_, '_> {
             let src = bytes.get(k * size as usize..(k + 1) * size as usize);
             if let (Some(d), Some(v)) = (self.w.local.get_mut(s..s + size as usize), src) {
                 d.copy_from_slice(v);
+            }
+        }
+    }
+
+    /// Widens each lane's local memory to at least `top` bytes, keeping its contents.
+    fn grow_local(&mut self, top: u32) {
+        let old = self.w.local_size as usize;
+        if top as usize <= old {
+            return;
+        }
+        let new = (top as usize).next_power_of_two().min(MAX_LOCAL as usize);
+        let mut local = vec![0; new * 32];
+        for l in 0..32 {
+            if let (Some(d), Some(s)) = (
+                local.get_mut(l * new..l * new + old),
+                self.w.local.get(l * old..(l + 1) * old),
+            ) {
+                d.copy_from_slice(s);
+            }
+        }
+        self.w.local = local;
+        self.w.local_size = new as u32;
+    }
+
+    /// A fresh activation's local memory starts at zero, so runs are reproducible.
+    fn zero_local(&mut self, m: u32, off: u32, size: u32) {
+        let ls = self.w.local_size as usize;
+        for l in lanes(m) {
+            let s = l * ls + off as usize;
+            if let Some(d) = self.w.local.get_mut(s..s + size as usize) {
+                d.fill(0);
             }
         }
     }
@@ -1502,13 +1608,19 @@ impl Runner<'_, '_> {
                 rnd,
                 ftz,
                 sat,
+                relu,
                 d,
                 a,
                 b: bb,
                 c,
             } => {
                 let (x, y, z) = (self.fetch(a, b), self.fetch(bb, b), self.fetch(c, b));
-                if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
+                if *relu {
+                    let (ty, rnd, ftz) = (*ty, *rnd, *ftz);
+                    self.write(*d, b, m, |l| {
+                        float::relu_half(ty, float::fma(ty, rnd, ftz, false, x[l], y[l], z[l]))
+                    });
+                } else if *ty == FTy::F32 && *rnd == Rnd::Rn && !*ftz && !*sat {
                     self.write(*d, b, m, |l| {
                         let r = float::fma32_rn(
                             f32::from_bits(x[l] as u32),
@@ -1538,14 +1650,14 @@ impl Runner<'_, '_> {
             } => {
                 let (x, y) = (self.fetch(a, b), self.fetch(bb, b));
                 let (bf, rnd, relu) = (*bf, *rnd, *relu);
+                let ty = if bf { FTy::BF16 } else { FTy::F16 };
                 let h = move |v: u64| {
-                    let f = f32::from_bits(v as u32) as f64;
-                    let f = if relu && (f < 0.0 || f.is_nan()) {
-                        0.0
+                    let f = float::f2h(f32::from_bits(v as u32) as f64, bf, rnd) as u64;
+                    if relu {
+                        float::relu_half(ty, f)
                     } else {
                         f
-                    };
-                    float::f2h(f, bf, rnd) as u64
+                    }
                 };
                 self.write(*d, b, m, |l| (h(x[l]) << 16) | h(y[l]));
             }
@@ -1739,7 +1851,8 @@ impl Runner<'_, '_> {
                             (_, Space::Shared) => read_le(self.shared, ea, size),
                             (Some(al), Space::Global | Space::Generic)
                                 if ea >= al.base()
-                                    && ea.saturating_add(size as u64) <= al.base() + al.size() =>
+                                    && ea.saturating_add(size as u64)
+                                        <= al.base() + al.extent() =>
                             {
                                 Some(al.load(ea - al.base(), size))
                             }
@@ -1787,7 +1900,7 @@ impl Runner<'_, '_> {
                         }
                         if let (Some(al), Space::Global | Space::Generic) = (&self.w.cache, space) {
                             if ea >= al.base()
-                                && ea.saturating_add(size as u64) <= al.base() + al.size()
+                                && ea.saturating_add(size as u64) <= al.base() + al.extent()
                             {
                                 al.store(ea - al.base(), size, val[l]);
                                 continue;
@@ -1988,6 +2101,7 @@ impl Runner<'_, '_> {
             // Control flow is handled by run_split.
             Op::Bra { .. }
             | Op::Call { .. }
+            | Op::CallIndirect { .. }
             | Op::Builtin { .. }
             | Op::Ret
             | Op::Exit
@@ -2119,14 +2233,14 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.extent() {
                         return Ok(al.load(a - al.base(), size));
                     }
                 }
                 let al = self
                     .ctx
                     .space
-                    .find_range(a, size as u64)
+                    .find_reach(a, size as u64)
                     .map_err(|_| illegal(a, size, line))?;
                 let v = al.load(a - al.base(), size);
                 self.w.cache = Some(al);
@@ -2155,7 +2269,7 @@ impl Runner<'_, '_> {
         let Some(al) = &self.w.cache else {
             return false;
         };
-        let (lo, hi) = (al.base(), al.base() + al.size());
+        let (lo, hi) = (al.base(), al.base() + al.extent());
         let ok = lanes(m).all(|l| {
             let a = base[l].wrapping_add(off);
             a & 3 == 0 && a >= lo && a.saturating_add(4) <= hi
@@ -2200,7 +2314,7 @@ impl Runner<'_, '_> {
                     return Err(misaligned(a, size as u64, line));
                 }
                 if let Some(al) = &self.w.cache {
-                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.size() {
+                    if a >= al.base() && a.saturating_add(size as u64) <= al.base() + al.extent() {
                         al.store(a - al.base(), size, v);
                         return Ok(());
                     }
@@ -2208,7 +2322,7 @@ impl Runner<'_, '_> {
                 let al = self
                     .ctx
                     .space
-                    .find_range(a, size as u64)
+                    .find_reach(a, size as u64)
                     .map_err(|_| illegal(a, size, line))?;
                 al.store(a - al.base(), size, v);
                 self.w.cache = Some(al);
@@ -2255,7 +2369,7 @@ impl Runner<'_, '_> {
                 let al = self
                     .ctx
                     .space
-                    .find_range(a, size as u64)
+                    .find_reach(a, size as u64)
                     .map_err(|_| illegal(a, size, line))?;
                 let off = a - al.base();
                 let shift = (off % 8) * 8;
@@ -2323,6 +2437,30 @@ impl Runner<'_, '_> {
                             count,
                         );
                     }
+                }
+                Builtin::Malloc => {
+                    // NULL when device memory runs out, as device malloc does.
+                    let size = local(self, arg_slot(0), 8);
+                    let p = self.ctx.space.heap_alloc(size).unwrap_or(0);
+                    if let Some(&(off, size)) = rets.first() {
+                        let ls = self.w.local_size as u64;
+                        write_le(
+                            &mut self.w.local,
+                            l as u64 * ls + (b.local + off) as u64,
+                            size.min(8),
+                            p,
+                        );
+                    }
+                }
+                Builtin::Free => {
+                    let p = local(self, arg_slot(0), 8);
+                    if p != 0 && self.ctx.space.heap_free(p).is_err() {
+                        return Err(EmuError::IllegalAddress(format!(
+                            "free({p:#x}) of memory device malloc did not return"
+                        )));
+                    }
+                    // The warp's cached allocation may be the one freed.
+                    self.w.cache = None;
                 }
                 Builtin::AssertFail => {
                     let msg = local(self, arg_slot(0), 8);

@@ -290,6 +290,15 @@ pub fn sat64(x: f64) -> f64 {
     }
 }
 
+/// `min.NaN`/`max.NaN`: a NaN operand makes the result the canonical NaN.
+fn nan_or(a: f64, b: f64, f: fn(f64, f64) -> f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        f(a, b)
+    }
+}
+
 pub fn min64(a: f64, b: f64) -> f64 {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => f64::NAN,
@@ -341,6 +350,8 @@ pub fn bin(op: F2, ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64) -> u
                 F2::Div => div32(x, y, rnd),
                 F2::Min => min64(x as f64, y as f64) as f32,
                 F2::Max => max64(x as f64, y as f64) as f32,
+                F2::MinNaN => nan_or(x as f64, y as f64, min64) as f32,
+                F2::MaxNaN => nan_or(x as f64, y as f64, max64) as f32,
                 F2::Copysign => y.copysign(x),
             };
             if ftz {
@@ -363,6 +374,8 @@ pub fn bin(op: F2, ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64) -> u
                 F2::Div => div64(x, y, rnd),
                 F2::Min => min64(x, y),
                 F2::Max => max64(x, y),
+                F2::MinNaN => nan_or(x, y, min64),
+                F2::MaxNaN => nan_or(x, y, max64),
                 F2::Copysign => y.copysign(x),
             };
             if sat {
@@ -398,10 +411,19 @@ pub fn f2h(x: f64, bf: bool, mode: Rnd) -> u16 {
     if x.is_nan() {
         return 0x7FFF;
     }
-    let bits = if bf {
-        bf16::from_f64(x).to_bits()
+    // `half` rounds from f64 through the upper 32 bits only (or through f32, with F16C), which
+    // misrounds values just above a tie: fold the lower bits into a sticky bit first. 20
+    // mantissa bits are plenty for 10 and hold exactly in an f32.
+    let v = x.to_bits();
+    let folded = if v & 0xFFFF_FFFF != 0 {
+        f64::from_bits((v | 1 << 32) & !0xFFFF_FFFF)
     } else {
-        f16::from_f64(x).to_bits()
+        x
+    };
+    let bits = if bf {
+        bf16::from_f64(folded).to_bits()
+    } else {
+        f16::from_f64(folded).to_bits()
     };
     if mode == Rnd::Rn {
         return bits;
@@ -439,12 +461,14 @@ pub fn f2h(x: f64, bf: bool, mode: Rnd) -> u16 {
 fn half_bin(op: F2, bf: bool, rnd: Rnd, ftz: bool, sat: bool, a: u16, b: u16) -> u16 {
     let (x, y) = (h2f(a, bf), h2f(b, bf));
     let r = match op {
-        F2::Add => x + y,
-        F2::Sub => x - y,
+        F2::Add => odd_sum(x, y),
+        F2::Sub => odd_sum(x, -y),
         F2::Mul => x * y,
         F2::Div => x / y,
         F2::Min => min64(x, y),
         F2::Max => max64(x, y),
+        F2::MinNaN => nan_or(x, y, min64),
+        F2::MaxNaN => nan_or(x, y, max64),
         F2::Copysign => y.copysign(x),
     };
     let _ = ftz;
@@ -489,14 +513,15 @@ pub fn fma(ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, c: u64) -> u
         }
         FTy::F16 | FTy::BF16 => {
             let bf = ty == FTy::BF16;
-            half_fma(bf, rnd, sat, a as u16, b as u16, c as u16) as u64
+            half_fma(bf, rnd, ftz, sat, a as u16, b as u16, c as u16) as u64
         }
         FTy::F16x2 | FTy::BF16x2 => {
             let bf = ty == FTy::BF16x2;
-            let lo = half_fma(bf, rnd, sat, a as u16, b as u16, c as u16) as u64;
+            let lo = half_fma(bf, rnd, ftz, sat, a as u16, b as u16, c as u16) as u64;
             let hi = half_fma(
                 bf,
                 rnd,
+                ftz,
                 sat,
                 (a >> 16) as u16,
                 (b >> 16) as u16,
@@ -507,9 +532,70 @@ pub fn fma(ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, c: u64) -> u
     }
 }
 
-fn half_fma(bf: bool, rnd: Rnd, sat: bool, a: u16, b: u16, c: u16) -> u16 {
-    let r = h2f(a, bf).mul_add(h2f(b, bf), h2f(c, bf));
-    f2h(if sat { sat64(r) } else { r }, bf, rnd)
+fn half_fma(bf: bool, rnd: Rnd, ftz: bool, sat: bool, a: u16, b: u16, c: u16) -> u16 {
+    let f = |h: u16| if ftz && !bf { ftz16(h) } else { h };
+    // The product of two halves is exact in f64; only the sum rounds.
+    let r = odd_sum(h2f(f(a), bf) * h2f(f(b), bf), h2f(f(c), bf));
+    f(f2h(if sat { sat64(r) } else { r }, bf, rnd))
+}
+
+/// An f16 subnormal flushed to zero of the same sign (`.ftz` on f16; bf16 has no `.ftz`).
+fn ftz16(h: u16) -> u16 {
+    if h & 0x7C00 == 0 {
+        h & 0x8000
+    } else {
+        h
+    }
+}
+
+/// `a + b` rounded to odd: an inexact sum gets an odd last bit, so rounding it once more to a
+/// half (11 bits or fewer, against f64's 53) gives the correctly rounded sum in every mode.
+/// bf16's exponent range is f32's, so a plain f64 sum of two bf16 values can be inexact.
+fn odd_sum(a: f64, b: f64) -> f64 {
+    let s = a + b;
+    if !s.is_finite() {
+        return s;
+    }
+    // Knuth's TwoSum: `e` is exactly the rounding error of `s`.
+    let bb = s - a;
+    let e = (a - (s - bb)) + (b - bb);
+    let bits = s.to_bits();
+    if e == 0.0 || bits & 1 == 1 {
+        return s;
+    }
+    // Step one ulp towards the exact value; a zero `s` with an error cannot happen (the sum of
+    // two floats that cancels is exact).
+    if (e > 0.0) == (s > 0.0) {
+        f64::from_bits(bits + 1)
+    } else {
+        f64::from_bits(bits - 1)
+    }
+}
+
+/// PTX's `.relu` on one or two halves in `bits`: a negative result becomes +0, a NaN the
+/// canonical NaN.
+pub fn relu_half(ty: FTy, bits: u64) -> u64 {
+    let one = |h: u16| -> u16 {
+        if h & 0x7FFF
+            > if ty == FTy::BF16 || ty == FTy::BF16x2 {
+                0x7F80
+            } else {
+                0x7C00
+            }
+        {
+            0x7FFF
+        } else if h & 0x8000 != 0 {
+            0
+        } else {
+            h
+        }
+    };
+    match ty {
+        FTy::F16x2 | FTy::BF16x2 => {
+            one(bits as u16) as u64 | (one((bits >> 16) as u16) as u64) << 16
+        }
+        _ => one(bits as u16) as u64,
+    }
 }
 
 pub fn un(op: F1, ty: FTy, rnd: Rnd, ftz: bool, sat: bool, a: u64) -> u64 {
@@ -639,6 +725,86 @@ mod tests {
         assert_eq!(fma32(1.0, 1.0, 1e-30, Rnd::Rp), next_up32(1.0));
         assert_eq!(fma32(1.0, 1.0, -1e-30, Rnd::Rz), next_down32(1.0));
         assert_eq!(fma32(1.0, 1.0, -1e-30, Rnd::Rn), 1.0);
+    }
+
+    #[test]
+    fn fma_relu_on_halves() {
+        const ONE: u64 = 0x3F80; // bf16 1.0
+        let bf = |v: f32| half::bf16::from_f32(v).to_bits() as u64;
+        let relu = |ty, a, b, c| relu_half(ty, fma(ty, Rnd::Rn, false, false, a, b, c));
+        // 2 * 3 + 1 = 7 stays; 2 * -3 + 1 = -5 becomes +0; -0 becomes +0.
+        assert_eq!(relu(FTy::BF16, bf(2.0), bf(3.0), ONE), 0x40E0);
+        assert_eq!(relu(FTy::BF16, bf(2.0), bf(-3.0), ONE), 0);
+        assert_eq!(relu(FTy::BF16, bf(-0.0), ONE, bf(-0.0)), 0);
+        // NaN in, and inf * 0, give the canonical NaN.
+        assert_eq!(relu(FTy::BF16, 0xFFC1, ONE, ONE), 0x7FFF);
+        assert_eq!(relu(FTy::BF16, 0x7F80, 0, ONE), 0x7FFF);
+        // -inf is negative: +0.
+        assert_eq!(relu(FTy::BF16, 0xFF80, ONE, ONE), 0);
+        // bf16x2: each half on its own (low: 7, high: -5 -> 0).
+        let pair = |lo: u64, hi: u64| lo | hi << 16;
+        assert_eq!(
+            relu(
+                FTy::BF16x2,
+                pair(bf(2.0), bf(2.0)),
+                pair(bf(3.0), bf(-3.0)),
+                pair(ONE, ONE)
+            ),
+            0x40E0
+        );
+        // f16: 0.5 * -0.5 + 0.125 = -0.125 -> 0; 0.5 * 0.5 + 0.125 = 0.375 (0x3600).
+        let h = |v: f32| half::f16::from_f32(v).to_bits() as u64;
+        assert_eq!(relu(FTy::F16, h(0.5), h(-0.5), h(0.125)), 0);
+        assert_eq!(relu(FTy::F16, h(0.5), h(0.5), h(0.125)), 0x3600);
+        assert_eq!(relu_half(FTy::F16x2, 0x7C01_BC00), 0x7FFF_0000);
+        // Without .relu the negative result stays.
+        assert_eq!(
+            fma(FTy::BF16, Rnd::Rn, false, false, bf(2.0), bf(-3.0), ONE),
+            bf(-5.0)
+        );
+    }
+
+    #[test]
+    fn halves_round_once_from_the_exact_value() {
+        // bf16 (1 + 2^-4)^2 = 1 + 2^-3 + 2^-8 is a tie between 0x3F90 and 0x3F91: even wins,
+        // but a tiny addend must tip it up, which rounding the sum to f64 first loses.
+        let a = 0x3F88;
+        assert_eq!(fma(FTy::BF16, Rnd::Rn, false, false, a, a, 0), 0x3F90);
+        assert_eq!(fma(FTy::BF16, Rnd::Rn, false, false, a, a, 0x0D80), 0x3F91);
+        assert_eq!(fma(FTy::BF16, Rnd::Rn, false, false, a, a, 0x8D80), 0x3F90);
+        // Directed rounding sees the addend too.
+        assert_eq!(
+            fma(FTy::BF16, Rnd::Rz, false, false, 0x3F80, 0x3F80, 0x8D80),
+            0x3F7F
+        );
+        assert_eq!(
+            fma(FTy::BF16, Rnd::Rp, false, false, 0x3F80, 0x3F80, 0x0D80),
+            0x3F81
+        );
+        // bf16 add of 1 and 2^-100 rounded up.
+        assert_eq!(
+            bin(F2::Add, FTy::BF16, Rnd::Rp, false, false, 0x3F80, 0x0D80),
+            0x3F81
+        );
+        // f64 -> half conversions: just above a tie rounds up.
+        let above = |t: f64| f64::from_bits(t.to_bits() + 1);
+        assert_eq!(f2h(above(1.0 + 2f64.powi(-8)), true, Rnd::Rn), 0x3F81);
+        assert_eq!(f2h(1.0 + 2f64.powi(-8), true, Rnd::Rn), 0x3F80);
+        assert_eq!(f2h(above(1.0 + 2f64.powi(-11)), false, Rnd::Rn), 0x3C01);
+        assert_eq!(f2h(1.0 + 2f64.powi(-11), false, Rnd::Rn), 0x3C00);
+    }
+
+    #[test]
+    fn f16_ftz_flushes_subnormals_in_and_out() {
+        let tiny = 0x0001; // smallest f16 subnormal
+        assert_eq!(fma(FTy::F16, Rnd::Rn, false, false, tiny, 0x3C00, 0), 1);
+        assert_eq!(fma(FTy::F16, Rnd::Rn, true, false, tiny, 0x3C00, 0), 0);
+        // 2^-14 (smallest normal) * 0.5 is subnormal: flushed.
+        assert_eq!(fma(FTy::F16, Rnd::Rn, true, false, 0x0400, 0x3800, 0), 0);
+        assert_eq!(
+            fma(FTy::F16, Rnd::Rn, false, false, 0x0400, 0x3800, 0),
+            0x0200
+        );
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub const LOCAL_WINDOW: u64 = 0xF100_0000_0000_0000;
 pub const PARAM_WINDOW: u64 = 0xF200_0000_0000_0000;
 /// Size of each window.
 pub const WINDOW_SIZE: u64 = 1 << 40;
+/// Function `i`'s address, as a value (a function pointer), is `FUNC_WINDOW + i * FUNC_STRIDE`:
+/// outside every memory window, so loads and stores through it fault.
+pub const FUNC_WINDOW: u64 = 0xF300_0000_0000_0000;
+pub const FUNC_STRIDE: u64 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ty {
@@ -244,6 +248,9 @@ pub enum F2 {
     Div,
     Min,
     Max,
+    /// `min.NaN`, `max.NaN`: NaN in, canonical NaN out.
+    MinNaN,
+    MaxNaN,
     Copysign,
 }
 
@@ -347,6 +354,9 @@ pub enum ReduxOp {
 pub enum Builtin {
     Vprintf,
     AssertFail,
+    /// Device-side `malloc` and `free` (numba's runtime allocates with them).
+    Malloc,
+    Free,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -440,6 +450,8 @@ pub enum Op {
         rnd: Rnd,
         ftz: bool,
         sat: bool,
+        /// Negative results become +0 (f16 and bf16 forms only).
+        relu: bool,
         d: u32,
         a: Src,
         b: Src,
@@ -541,6 +553,12 @@ pub enum Op {
         args: Vec<(u32, u32)>,
         rets: Vec<(u32, u32)>,
     },
+    /// `call` through a function pointer (with a `.callprototype` or `.calltargets`).
+    CallIndirect {
+        target: Src,
+        args: Vec<(u32, u32)>,
+        rets: Vec<(u32, u32)>,
+    },
     Builtin {
         which: Builtin,
         args: Vec<(u32, u32)>,
@@ -634,6 +652,8 @@ pub struct Func {
     /// Kernel parameter buffer layout (offset, size).
     pub kparams: Vec<(u32, u32)>,
     pub callees: Vec<u32>,
+    /// Calls through function pointers: any function whose address is taken is a callee.
+    pub calls_indirect: bool,
     /// Static shared variables this function refers to.
     pub shared_used: Vec<u32>,
     pub max_threads: Option<u32>,

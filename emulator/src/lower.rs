@@ -46,6 +46,8 @@ pub struct Lowered {
     pub shared_vars: Vec<(u32, u32)>,
     /// Largest alignment asked of dynamic shared memory.
     pub dyn_align: u32,
+    /// Functions whose address is taken (used as a value or in an initialiser).
+    pub address_taken: Vec<u32>,
 }
 
 /// Largest variable the loader accepts (a bound, so hostile input cannot exhaust memory).
@@ -90,6 +92,8 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                 let builtin = match f.name.as_str() {
                     "vprintf" => Some(Builtin::Vprintf),
                     "__assertfail" | "__assert_fail" => Some(Builtin::AssertFail),
+                    "malloc" => Some(Builtin::Malloc),
+                    "free" => Some(Builtin::Free),
                     _ => None,
                 };
                 out.funcs.push(Func {
@@ -103,6 +107,7 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
                     rets: Vec::new(),
                     kparams: Vec::new(),
                     callees: Vec::new(),
+                    calls_indirect: false,
                     shared_used: Vec::new(),
                     max_threads: f.max_threads,
                     builtin,
@@ -113,6 +118,20 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
         }
     }
     for (global, offset, name, addend, size) in pending {
+        if let Some(Sym::Func(f)) = module.get(&name).copied() {
+            // A function pointer in an initialiser (a table of functions): a constant.
+            let v = func_addr(f).wrapping_add(addend as u64).to_le_bytes();
+            let slot = out.globals.get_mut(global as usize).and_then(|g| {
+                g.init
+                    .get_mut(offset as usize..offset as usize + (size as usize).min(8))
+            });
+            if let Some(slot) = slot {
+                let n = slot.len();
+                slot.copy_from_slice(&v[..n]);
+            }
+            out.address_taken.push(f);
+            continue;
+        }
         let Some(Sym::Global(target)) = module.get(&name).copied() else {
             return Err(EmuError::unsupported(
                 0,
@@ -127,28 +146,71 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
             size,
         });
     }
-    for item in &ast.items {
+    let chosen = chosen_definitions(ast)?;
+    for (k, item) in ast.items.iter().enumerate() {
         if let Item::Func(f) = item {
             let Some(Sym::Func(idx)) = module.get(&f.name).copied() else {
                 continue;
             };
-            let has_body = f.body.is_some();
-            let already = out
-                .funcs
-                .get(idx as usize)
-                .is_some_and(|x| x.entry.is_some());
-            if has_body && already {
-                return Err(EmuError::ptx(
-                    f.line,
-                    format!("function `{}` defined twice", f.name),
-                ));
+            if f.body.is_some() && chosen.get(f.name.as_str()) != Some(&k) {
+                continue;
             }
             let mut l = FnLower::new(&module, &mut out, f, idx)?;
             l.run(f)?;
         }
     }
+    // Any function whose address is taken (and that has a body) may be the target of an
+    // indirect call: frames are laid out for all of them.
+    let mut taken = std::mem::take(&mut out.address_taken);
+    taken.sort_unstable();
+    taken.dedup();
+    taken.retain(|&f| out.funcs.get(f as usize).is_some_and(|x| x.entry.is_some()));
+    for func in out.funcs.iter_mut().filter(|f| f.calls_indirect) {
+        func.callees.extend_from_slice(&taken);
+        func.callees.sort_unstable();
+        func.callees.dedup();
+    }
+    out.address_taken = taken;
     out.dyn_align = out.dyn_align.max(16);
     Ok(out)
+}
+
+/// A function's address as a value.
+fn func_addr(f: u32) -> u64 {
+    FUNC_WINDOW + f as u64 * FUNC_STRIDE
+}
+
+/// The item index of the definition each function name keeps. Linked PTX (the shim joins
+/// `cuLink` inputs into one module) may define a `.weak` function several times, as numba
+/// does for a device function called from two places; as the linker does, a non-weak
+/// definition wins, else the first weak one. Two non-weak definitions are an error.
+fn chosen_definitions(ast: &Ast) -> Result<HashMap<&str, usize>, EmuError> {
+    let mut chosen: HashMap<&str, (usize, bool)> = HashMap::new();
+    for (k, item) in ast.items.iter().enumerate() {
+        let Item::Func(f) = item else { continue };
+        if f.body.is_none() {
+            continue;
+        }
+        match chosen.get(f.name.as_str()) {
+            None => {
+                chosen.insert(&f.name, (k, f.weak));
+            }
+            Some(&(_, true)) if !f.weak => {
+                chosen.insert(&f.name, (k, false));
+            }
+            Some(&(_, false)) if !f.weak => {
+                return Err(EmuError::ptx(
+                    f.line,
+                    format!(
+                        "function `{}` defined twice (neither definition is .weak)",
+                        f.name
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(chosen.into_iter().map(|(n, (k, _))| (n, k)).collect())
 }
 
 fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
@@ -323,7 +385,9 @@ struct FnLower<'a> {
     npreds: u32,
     local: u64,
     callees: Vec<u32>,
+    calls_indirect: bool,
     shared_used: std::cell::RefCell<Vec<u32>>,
+    address_taken: std::cell::RefCell<Vec<u32>>,
     line: u32,
 }
 
@@ -348,7 +412,9 @@ impl<'a> FnLower<'a> {
             npreds: 0,
             local: 0,
             callees: Vec::new(),
+            calls_indirect: false,
             shared_used: std::cell::RefCell::new(Vec::new()),
+            address_taken: std::cell::RefCell::new(Vec::new()),
             line: f.line,
         })
     }
@@ -475,10 +541,12 @@ impl<'a> FnLower<'a> {
         self.callees.sort_unstable();
         self.callees.dedup();
         func.callees = std::mem::take(&mut self.callees);
+        func.calls_indirect = self.calls_indirect;
         let mut used = self.shared_used.take();
         used.sort_unstable();
         used.dedup();
         func.shared_used = used;
+        self.out.address_taken.extend(self.address_taken.take());
         Ok(())
     }
 
@@ -614,6 +682,10 @@ impl<'a> FnLower<'a> {
             Some(Sym::DynShared) if off == 0 => Src::Sreg(Sreg::DynSharedBase),
             Some(Sym::KParam(k)) => Src::Imm(PARAM_WINDOW.wrapping_add((k as i64 + off) as u64)),
             Some(Sym::Local(l, _)) => Src::Local((l as i64 + off) as u32),
+            Some(Sym::Func(f)) => {
+                self.address_taken.borrow_mut().push(f);
+                Src::Imm(func_addr(f).wrapping_add(off as u64))
+            }
             Some(_) => return self.err(format!("`{n}` cannot be used as a value")),
             None => match sreg(n) {
                 Some(s) => Src::Sreg(s),
@@ -695,7 +767,16 @@ impl<'a> FnLower<'a> {
             ) || t.starts_with("e4m3")
                 || t.starts_with("e5m2")
         };
-        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || m.has("relu") {
+        // `.relu` exists on half-precision fma and on cvt packing two f32 into halves.
+        let halves = |t: &Ty| matches!(t, Ty::F16 | Ty::BF16 | Ty::F16x2 | Ty::BF16x2);
+        let relu_ok = match i.opcode.as_str() {
+            "fma" => tys.len() == 1 && halves(&tys[0]),
+            "cvt" => {
+                matches!(tys.first(), Some(Ty::F16x2 | Ty::BF16x2)) && tys.get(1) == Some(&Ty::F32)
+            }
+            _ => false,
+        };
+        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || (m.has("relu") && !relu_ok) {
             return Err(self.unsupported(i));
         }
         let ty = tys.last().copied();
@@ -795,6 +876,9 @@ impl<'a> FnLower<'a> {
                         "sub" => F2::Sub,
                         "mul" => F2::Mul,
                         "div" => F2::Div,
+                        _ if m.has("xorsign") || m.has("abs") => return Err(self.unsupported(i)),
+                        "min" if m.has("NaN") => F2::MinNaN,
+                        "max" if m.has("NaN") => F2::MaxNaN,
                         "min" => F2::Min,
                         "max" => F2::Max,
                         "copysign" => F2::Copysign,
@@ -923,6 +1007,7 @@ impl<'a> FnLower<'a> {
                         rnd: rnd.unwrap_or(Rnd::Rn),
                         ftz,
                         sat,
+                        relu: m.has("relu"),
                         d: self.dst(&a[0])?,
                         a: self.src(&a[1], ty)?,
                         b: self.src(&a[2], ty)?,
@@ -1660,32 +1745,24 @@ impl<'a> FnLower<'a> {
             it.next();
         }
         let Some(Opnd::Name(fname)) = it.next() else {
-            return Err(EmuError::unsupported(i.line, "indirect call"));
+            return self.err("call needs a function name or a register");
         };
-        if matches!(self.lookup(fname), Some(Sym::Reg(..))) {
-            return Err(EmuError::unsupported(
-                i.line,
-                "indirect call through a function pointer",
-            ));
-        }
+        // `call (ret), %rd, (args), proto;`: the target is a register (or any value), and a
+        // `.callprototype` or `.calltargets` label follows the arguments.
+        let indirect = !matches!(self.lookup(fname), Some(Sym::Func(_)));
         let args = match it.next() {
             Some(Opnd::List(a)) => a.clone(),
             None => Vec::new(),
-            Some(_) => {
-                return Err(EmuError::unsupported(
-                    i.line,
-                    "indirect call through a prototype",
-                ))
-            }
+            Some(Opnd::Name(_)) if indirect => Vec::new(),
+            Some(_) => return self.err("call arguments must be a ( ) list"),
         };
-        if it.next().is_some() {
-            return Err(EmuError::unsupported(
-                i.line,
-                "indirect call through a prototype",
-            ));
+        let rest: Vec<&Opnd> = it.collect();
+        if indirect && rest.len() > 1 || !indirect && !rest.is_empty() {
+            return self.err("unexpected operands after the call arguments");
         }
         let func = match self.lookup(fname) {
-            Some(Sym::Func(f)) => f,
+            Some(Sym::Func(f)) => Some(f),
+            Some(Sym::Reg(..)) => None,
             _ => return self.err(format!("call to undefined function `{fname}`")),
         };
         let slot = |o: &Opnd| -> Result<(u32, u32), EmuError> {
@@ -1705,6 +1782,14 @@ impl<'a> FnLower<'a> {
         };
         let args = args.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
         let rets = rets.iter().map(slot).collect::<Result<Vec<_>, _>>()?;
+        let Some(func) = func else {
+            self.calls_indirect = true;
+            return Ok(Op::CallIndirect {
+                target: self.sym_value(fname, 0)?,
+                args,
+                rets,
+            });
+        };
         let f = &self.out.funcs[func as usize];
         if let Some(b) = f.builtin {
             return Ok(Op::Builtin {

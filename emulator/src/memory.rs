@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
-/// Alignment of every allocation, as `cuMemAlloc` guarantees (at least 256 bytes).
-pub const ALLOC_ALIGN: u64 = 256;
+/// Alignment of every allocation: `cuMemAlloc` guarantees 256 bytes, and real GPUs place
+/// small allocations 512 bytes apart. Kernels may touch all of an allocation's last 512-byte
+/// block (its *extent*) without faulting, as they can on hardware, where a small overrun lands
+/// in memory the driver mapped anyway; copies stay bound to the size asked for.
+pub const ALLOC_ALIGN: u64 = 512;
 
 /// What went wrong with a memory operation; each maps to one CUDA error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,18 +80,39 @@ impl DeviceMemory {
     }
 }
 
-/// One live allocation: `size` bytes at `base`, stored as little-endian atomic words.
+/// One live allocation: `size` bytes at `base`, stored as little-endian atomic words, with
+/// storage for its whole extent (see [`ALLOC_ALIGN`]).
 #[derive(Debug)]
 pub struct Allocation {
     base: u64,
     size: u64,
+    extent: u64,
     words: Box<[AtomicU64]>,
 }
 
 impl Allocation {
     fn new(base: u64, size: u64) -> Self {
-        let words = (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
-        Self { base, size, words }
+        let extent = size.max(1).next_multiple_of(ALLOC_ALIGN);
+        let words = (0..extent / 8).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            base,
+            size,
+            extent,
+            words,
+        }
+    }
+
+    /// Bytes a kernel may touch: the size rounded up to the allocation granularity.
+    pub fn extent(&self) -> u64 {
+        self.extent
+    }
+
+    /// Whether a kernel may access `[addr, addr + len)` in this allocation.
+    pub fn reaches(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base
+            && addr
+                .checked_add(len)
+                .is_some_and(|end| end <= self.base + self.extent)
     }
 
     pub fn base(&self) -> u64 {
@@ -213,6 +237,9 @@ struct Inner {
     leased: u64,
     /// Bases of the allocations made inside the lease.
     in_lease: std::collections::BTreeSet<u64>,
+    /// Bases of the allocations kernels made with device `malloc`: only `free` in a kernel
+    /// releases them (or the client going away).
+    heap: std::collections::BTreeSet<u64>,
 }
 
 impl AddressSpace {
@@ -287,8 +314,10 @@ impl AddressSpace {
                 free: inner.lease - inner.leased,
             });
         }
-        let before = inner.allocs.range(..end).next_back();
-        if before.is_some_and(|(_, a)| a.base + a.size > ptr) {
+        // Extents may not overlap either: each address belongs to one allocation.
+        let reach = ptr.saturating_add(size.next_multiple_of(ALLOC_ALIGN));
+        let before = inner.allocs.range(..reach).next_back();
+        if before.is_some_and(|(_, a)| a.base + a.extent > ptr) {
             return Err(MemError::OutOfBounds {
                 addr: ptr,
                 len: size,
@@ -348,13 +377,47 @@ impl AddressSpace {
             if a.base - cursor >= span {
                 return Some(cursor);
             }
-            cursor = (a.base + a.size).next_multiple_of(ALLOC_ALIGN);
+            cursor = a.base + a.extent;
         }
         (self.window_end.saturating_sub(cursor) >= span).then_some(cursor)
     }
 
-    /// Frees the allocation that starts at `ptr`; returns its size.
+    /// Device `malloc`: like [`AddressSpace::alloc`], but the host cannot free it. CUDA's
+    /// heap has a limit (`CU_LIMIT_MALLOC_HEAP_SIZE`, 8 MiB by default) that the emulated GPU
+    /// does not know (the shim keeps limits); the device's memory bounds it instead.
+    pub fn heap_alloc(&self, size: u64) -> Result<u64, MemError> {
+        let p = self.alloc(size.max(1))?;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.heap.insert(p);
+        Ok(p)
+    }
+
+    /// Device `free` of a pointer device `malloc` returned.
+    pub fn heap_free(&self, ptr: u64) -> Result<u64, MemError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if !inner.heap.remove(&ptr) {
+            return Err(MemError::NotAllocated(ptr));
+        }
+        drop(inner);
+        self.release(ptr)
+    }
+
+    /// Frees the allocation that starts at `ptr`; returns its size. Device-heap memory is not
+    /// the host's to free.
     pub fn free(&self, ptr: u64) -> Result<u64, MemError> {
+        if self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .heap
+            .contains(&ptr)
+        {
+            return Err(MemError::NotAllocated(ptr));
+        }
+        self.release(ptr)
+    }
+
+    fn release(&self, ptr: u64) -> Result<u64, MemError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let a = inner
             .allocs
@@ -373,6 +436,7 @@ impl AddressSpace {
     pub fn clear(&self) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let in_lease = std::mem::take(&mut inner.in_lease);
+        inner.heap.clear();
         for a in std::mem::take(&mut inner.allocs).into_values() {
             if !in_lease.contains(&a.base) {
                 self.device.release(a.size);
@@ -394,6 +458,19 @@ impl AddressSpace {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let (_, a) = inner.allocs.range(..=addr).next_back()?;
         (addr < a.base + a.size.max(1)).then(|| a.clone())
+    }
+
+    /// The allocation whose extent holds all of `[addr, addr + len)`: what a kernel may access.
+    pub fn find_reach(&self, addr: u64, len: u64) -> Result<Arc<Allocation>, MemError> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner
+            .allocs
+            .range(..=addr)
+            .next_back()
+            .map(|(_, a)| a)
+            .filter(|a| a.reaches(addr, len))
+            .cloned()
+            .ok_or(MemError::OutOfBounds { addr, len })
     }
 
     /// The allocation holding all of `[addr, addr + len)`.
@@ -523,6 +600,34 @@ mod tests {
         assert_eq!(s.free(p), Ok(16));
         assert_eq!(s.free(p), Err(MemError::NotAllocated(p)));
         assert!(s.read(p, &mut [0; 1]).is_err());
+    }
+
+    #[test]
+    fn kernels_reach_the_rounded_extent_copies_only_the_size() {
+        let dev = DeviceMemory::new(1 << 20);
+        let s = AddressSpace::new(dev.clone(), 0x7f00_0000_0000, 1 << 30);
+        let p = s.alloc(80).unwrap();
+        let q = s.alloc(80).unwrap();
+        // Placed a granule apart; a kernel may touch the whole granule, not the next one.
+        assert_eq!(q - p, ALLOC_ALIGN);
+        assert!(s.find_reach(p + 120, 8).is_ok_and(|a| a.base() == p));
+        assert!(s
+            .find_reach(p + ALLOC_ALIGN - 8, 8)
+            .is_ok_and(|a| a.base() == p));
+        assert!(s.find_reach(p + ALLOC_ALIGN - 4, 8).is_err());
+        assert!(s.find_reach(q + ALLOC_ALIGN, 1).is_err());
+        // Copies are bound to the 80 bytes asked for, and so is the accounting.
+        assert!(s.write(p + 72, &[0; 16]).is_err());
+        assert_eq!(dev.free(), (1 << 20) - 160);
+        assert_eq!(s.used(), 160);
+        // A client-placed allocation may not start inside another's extent.
+        s.lease(1 << 12).unwrap();
+        let (lo, _) = s.lease_region();
+        s.alloc_at(lo, 80).unwrap();
+        assert!(s.alloc_at(lo + 512 - ALLOC_ALIGN / 2, 80).is_err());
+        assert!(s.alloc_at(lo + ALLOC_ALIGN, 80).is_ok());
+        s.free(p).unwrap();
+        assert!(s.find_reach(p + 100, 4).is_err());
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct FuncDecl {
     pub params: Vec<VarDecl>,
     pub body: Option<Vec<Stmt>>,
     pub max_threads: Option<u32>,
+    /// `.weak`: linking may meet other definitions of the same name, and keeps one.
+    pub weak: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -388,9 +390,14 @@ impl Parser {
     fn item(&mut self, ast: &mut Ast) -> Result<(), EmuError> {
         let line = self.line();
         let mut is_extern = false;
+        let mut weak = false;
         while let Tok::Dir(d) = self.peek() {
             match d.as_str() {
-                "visible" | "weak" | "common" => self.pos += 1,
+                "weak" => {
+                    weak = true;
+                    self.pos += 1
+                }
+                "visible" | "common" => self.pos += 1,
                 "extern" => {
                     is_extern = true;
                     self.pos += 1
@@ -401,7 +408,8 @@ impl Parser {
         match self.peek().clone() {
             Tok::Dir(d) if d == "entry" || d == "func" => {
                 self.pos += 1;
-                let f = self.func(line, d == "entry")?;
+                let mut f = self.func(line, d == "entry")?;
+                f.weak = weak;
                 ast.items.push(Item::Func(f));
                 Ok(())
             }
@@ -465,6 +473,7 @@ impl Parser {
             params,
             body,
             max_threads,
+            weak: false,
         })
     }
 

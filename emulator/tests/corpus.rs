@@ -689,7 +689,10 @@ fn out_of_bounds_store_is_700(dir: &str) {
     let p = g.zeros(64);
     let ok = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(15), A::I32(1)]);
     ok.result.unwrap();
-    let out = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(16), A::I32(1)]);
+    // Past the 64 bytes but inside the allocation's 512-byte granule: tolerated, as on a GPU.
+    let ok = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(127), A::I32(1)]);
+    ok.result.unwrap();
+    let out = g.launch("store_at", 1, 1, &[A::Ptr(p), A::I32(128), A::I32(1)]);
     assert_eq!(out.result.unwrap_err().cuda_code(), 700);
     let out = g.launch("store_at", 1, 1, &[A::Ptr(0), A::I32(0), A::I32(1)]);
     assert_eq!(out.result.unwrap_err().cuda_code(), 700);
@@ -1610,6 +1613,286 @@ BASE:
     assert_eq!(g.get_i32(p, 64), want);
 }
 
+/// Linked numba modules as the shim joins them: the kernel's module declares `f2` (`.extern`)
+/// and two more modules each carry the same `.weak` definition of it; `{second}` replaces the
+/// second definition's linkage.
+fn linked_modules(second: &str) -> String {
+    let def = |linkage: &str, add: i32| {
+        format!(
+            ".{linkage} .func (.param .b32 r) f2(.param .b32 a)\n{{\n.reg .b32 %x;\nld.param.b32 %x, [a];\nadd.s32 %x, %x, {add};\nst.param.b32 [r], %x;\nret;\n}}\n"
+        )
+    };
+    format!(
+        r#".version 8.0
+.target sm_80, debug
+.address_size 64
+.extern .func (.param .b32 r) f2(.param .b32 a);
+.visible .entry k(.param .u64 out)
+{{
+    .reg .b32 %v;
+    .reg .b64 %rd;
+    ld.param.u64 %rd, [out];
+    {{
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], 41;
+    call (r0), f2, (p0);
+    ld.param.b32 %v, [r0];
+    }}
+    st.global.u32 [%rd], %v;
+    ret;
+}}
+{}{}"#,
+        def("weak", 1),
+        def(second, 2)
+    )
+}
+
+#[test]
+fn a_weak_function_defined_again_by_linking_keeps_one_definition() {
+    let run = |src: String| {
+        let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}")));
+        let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+        let lm = LoadedModule::new(module, &space).unwrap();
+        let g = Gpu { space, lm };
+        let p = g.zeros(4);
+        g.launch("k", 1, 1, &[A::Ptr(p)]).result.unwrap();
+        g.get_i32(p, 1)[0]
+    };
+    // Two weak definitions: the first is kept. A non-weak one wins over a weak one.
+    assert_eq!(run(linked_modules("weak")), 42);
+    assert_eq!(run(linked_modules("visible")), 43);
+    // Two non-weak definitions are a true duplicate.
+    let e = Module::load(
+        linked_modules("visible")
+            .replacen(".weak", ".visible", 1)
+            .as_bytes(),
+        80,
+    )
+    .unwrap_err();
+    assert_eq!(e.cuda_code(), 218, "{e}");
+    assert!(e.to_string().contains("`f2` defined twice"), "{e}");
+}
+
+/// Functions called through pointers, as numba's NRT calls a destructor: from a table in a
+/// global initialiser, from `mov` of a function's name, and with a prototype.
+const INDIRECT: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.func (.param .b32 r) add1(.param .b32 a)
+{
+    .reg .b32 %x;
+    ld.param.b32 %x, [a];
+    add.s32 %x, %x, 1;
+    st.param.b32 [r], %x;
+    ret;
+}
+.func (.param .b32 r) dbl(.param .b32 a)
+{
+    .reg .b32 %x;
+    ld.param.b32 %x, [a];
+    shl.b32 %x, %x, 1;
+    st.param.b32 [r], %x;
+    ret;
+}
+.extern .func (.param .b32 r) nobody(.param .b32 a);
+.global .align 8 .u64 table[2] = {add1, dbl};
+
+.visible .entry k(.param .u64 out, .param .u64 bad)
+{
+    .reg .pred %p;
+    .reg .b32 %t, %v, %odd;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %t, %tid.x;
+    and.b32 %odd, %t, 1;
+    mul.wide.u32 %rd2, %odd, 8;
+    mov.u64 %rd3, table;
+    add.s64 %rd3, %rd3, %rd2;
+    ld.global.u64 %rd4, [%rd3];
+    setp.eq.u32 %p, %t, 5;
+    @%p mov.u64 %rd4, add1;
+    ld.param.u64 %rd5, [bad];
+    setp.ne.u64 %p, %rd5, 0;
+    @%p mov.u64 %rd4, %rd5;
+    {
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], %t;
+    proto: .callprototype (.param .b32 _) _ (.param .b32 _);
+    call (r0), %rd4, (p0), proto;
+    ld.param.b32 %v, [r0];
+    }
+    mul.wide.u32 %rd6, %t, 4;
+    add.s64 %rd6, %rd1, %rd6;
+    st.global.u32 [%rd6], %v;
+    ret;
+}
+.visible .entry to_nobody()
+{
+    .reg .b64 %rd;
+    .reg .b32 %v;
+    mov.u64 %rd, nobody;
+    {
+    .param .b32 p0;
+    .param .b32 r0;
+    st.param.b32 [p0], 1;
+    proto: .callprototype (.param .b32 _) _ (.param .b32 _);
+    call (r0), %rd, (p0), proto;
+    ld.param.b32 %v, [r0];
+    }
+    ret;
+}
+"#;
+
+#[test]
+fn indirect_calls_through_function_pointers() {
+    let module = Arc::new(Module::load(INDIRECT.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}")));
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(64 * 4);
+    // Even lanes call add1, odd lanes dbl (one warp, two targets), lane 5 add1 by name.
+    g.launch("k", 1, 64, &[A::Ptr(p), A::Ptr(0)])
+        .result
+        .unwrap();
+    let want: Vec<i32> = (0..64)
+        .map(|t| if t % 2 == 0 || t == 5 { t + 1 } else { t * 2 })
+        .collect();
+    assert_eq!(g.get_i32(p, 64), want);
+    // A pointer that is not a function is an invalid program counter (718), as is one to a
+    // function that has no body.
+    let e = g
+        .launch("k", 1, 32, &[A::Ptr(p), A::Ptr(p)])
+        .result
+        .unwrap_err();
+    assert_eq!(e.cuda_code(), 718, "{e}");
+    let e = g.launch("to_nobody", 1, 1, &[]).result.unwrap_err();
+    assert_eq!(e.cuda_code(), 718, "{e}");
+}
+
+const HEAP: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.extern .func (.param .b64 r) malloc(.param .b64 n);
+.extern .func free(.param .b64 p);
+
+.visible .entry k(.param .u64 out, .param .u64 size, .param .u64 to_free)
+{
+    .reg .pred %p;
+    .reg .b32 %t;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [out];
+    ld.param.u64 %rd2, [size];
+    mov.u32 %t, %tid.x;
+    {
+    .param .b64 p0;
+    .param .b64 r0;
+    st.param.b64 [p0], %rd2;
+    call (r0), malloc, (p0);
+    ld.param.b64 %rd3, [r0];
+    }
+    setp.eq.u64 %p, %rd3, 0;
+    @%p bra NULL;
+    cvt.u64.u32 %rd4, %t;
+    st.u64 [%rd3], %rd4;
+    st.u64 [%rd3+8], %rd4;
+    ld.u64 %rd5, [%rd3+8];
+    add.u64 %rd5, %rd5, 100;
+    ld.param.u64 %rd6, [to_free];
+    setp.ne.u64 %p, %rd6, 0;
+    @%p mov.u64 %rd3, %rd6;
+    {
+    .param .b64 p0;
+    st.param.b64 [p0], %rd3;
+    call free, (p0);
+    }
+    bra DONE;
+NULL:
+    mov.u64 %rd5, 0;
+DONE:
+    mul.wide.u32 %rd7, %t, 8;
+    add.s64 %rd7, %rd1, %rd7;
+    st.global.u64 [%rd7], %rd5;
+    ret;
+}
+"#;
+
+#[test]
+fn device_malloc_and_free() {
+    let module = Arc::new(Module::load(HEAP.as_bytes(), 80).unwrap_or_else(|e| panic!("{e}")));
+    let dev = DeviceMemory::new(1 << 20);
+    let space = AddressSpace::new(dev.clone(), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let p = g.zeros(64 * 8);
+    let free_before = dev.free();
+    g.launch("k", 1, 64, &[A::Ptr(p), A::Ptr(16), A::Ptr(0)])
+        .result
+        .unwrap();
+    let want: Vec<i64> = (0..64).map(|t| t + 100).collect();
+    assert_eq!(g.get_i64(p, 64), want);
+    // Every thread freed what it took.
+    assert_eq!(dev.free(), free_before);
+    // More than the device holds: malloc returns NULL, the kernel carries on.
+    g.launch("k", 1, 4, &[A::Ptr(p), A::Ptr(1 << 30), A::Ptr(0)])
+        .result
+        .unwrap();
+    assert_eq!(g.get_i64(p, 4), [0; 4]);
+    // free() of memory malloc did not return is an illegal address; the host cannot free
+    // device-heap memory either.
+    let e = g
+        .launch("k", 1, 1, &[A::Ptr(p), A::Ptr(16), A::Ptr(p)])
+        .result
+        .unwrap_err();
+    assert_eq!(e.cuda_code(), 700, "{e}");
+    let h = g.space.heap_alloc(8).unwrap();
+    assert!(g.space.free(h).is_err());
+    assert!(g.space.heap_free(h).is_ok());
+}
+
+#[test]
+fn unbounded_recursion_is_a_stack_overflow() {
+    // Each activation has local memory of its own; endless recursion runs out of it and fails
+    // the launch (719) instead of exhausting the host.
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.func down(.param .b64 a)
+{
+    .local .align 8 .b8 depot[512];
+    .reg .b64 %p, %q;
+    ld.param.b64 %p, [a];
+    mov.u64 %q, depot;
+    cvta.local.u64 %q, %q;
+    st.u64 [%q], %p;
+    {
+    .param .b64 p0;
+    st.param.b64 [p0], %q;
+    call down, (p0);
+    }
+    ret;
+}
+
+.visible .entry k()
+{
+    {
+    .param .b64 p0;
+    st.param.b64 [p0], 0;
+    call down, (p0);
+    }
+    ret;
+}
+"#;
+    let module = Arc::new(Module::load(src.as_bytes(), 80).unwrap());
+    let space = AddressSpace::new(DeviceMemory::new(1 << 20), 0x7f00_0000_0000, 1 << 30);
+    let lm = LoadedModule::new(module, &space).unwrap();
+    let g = Gpu { space, lm };
+    let err = g.launch("k", 1, 32, &[]).result.unwrap_err();
+    assert_eq!(err.cuda_code(), 719, "{err}");
+    assert!(err.to_string().contains("stack overflow"), "{err}");
+}
+
 #[test]
 fn barrier_deadlock_is_719() {
     let g = ptx_kernel(
@@ -1902,6 +2185,111 @@ fn integer_instruction_table() {
     for (k, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "result {k}: {g:#x} vs {w:#x}");
     }
+}
+
+#[test]
+fn relu_forms_of_half_fma_and_cvt() {
+    // The bf16 kernels of CUDA's headers link `fma.rn.relu.bf16`; values by hand.
+    let got = run_scalar(
+        r#"
+    .reg .b16 %h<8>;
+    mov.b16 %h1, 0x4000;
+    mov.b16 %h2, 0xC040;
+    mov.b16 %h3, 0x3F80;
+    fma.rn.relu.bf16 %h4, %h1, %h2, %h3;
+    fma.rn.bf16 %h5, %h1, %h2, %h3;
+    mov.b32 %r1, {%h4, %h5};
+    st.global.u32 [%rd1], %r1;
+    mov.b32 %r2, 0xC0404040;
+    mov.b32 %r3, 0x40004000;
+    mov.b32 %r4, 0x3F803F80;
+    fma.rn.relu.bf16x2 %r5, %r2, %r3, %r4;
+    st.global.u32 [%rd1+4], %r5;
+    mov.b16 %h6, 0x7FC1;
+    fma.rn.relu.bf16 %h7, %h6, %h3, %h3;
+    mov.b32 %r6, {%h7, %h7};
+    st.global.u32 [%rd1+8], %r6;
+    mov.b32 %r7, 0xB800B800;
+    mov.b32 %r8, 0x38003800;
+    mov.b32 %r9, 0x30003000;
+    fma.rn.ftz.relu.f16x2 %r10, %r7, %r8, %r9;
+    st.global.u32 [%rd1+12], %r10;
+    mov.f32 %f1, 0fC0000000;
+    mov.f32 %f2, 0f40000000;
+    cvt.rn.relu.bf16x2.f32 %r11, %f1, %f2;
+    st.global.u32 [%rd1+16], %r11;
+    mov.f32 %f3, 0f7FC00000;
+    cvt.rn.relu.f16x2.f32 %r12, %f3, %f1;
+    st.global.u32 [%rd1+20], %r12;
+    "#,
+        6,
+    );
+    // 2 * -3 + 1 = -5: 0 with .relu, 0xC0A0 without; bf16x2 lanes 7 (0x40E0) and -5 -> 0;
+    // NaN -> canonical 0x7FFF; f16x2 -0.5 * 0.5 + 0.125 = -0.125 -> 0 in both lanes;
+    // cvt packs its first source high: relu(-2) = 0 high, 2.0 (0x4000) low; NaN high.
+    assert_eq!(
+        got,
+        [
+            0xC0A0_0000,
+            0x0000_40E0,
+            0x7FFF_7FFF,
+            0,
+            0x0000_4000,
+            0x7FFF_0000
+        ],
+        "{got:x?}"
+    );
+}
+
+#[test]
+fn min_max_nan_propagate_nan() {
+    // numba's hmax_nan/hmin_nan: `.NaN` makes a NaN operand win; plain min/max drop it.
+    let got = run_scalar(
+        r#"
+    .reg .b16 %h<8>;
+    mov.f32 %f1, 0f7FC00000;
+    mov.f32 %f2, 0f40000000;
+    max.NaN.f32 %f3, %f1, %f2;
+    min.NaN.f32 %f4, %f2, %f1;
+    max.f32 %f5, %f1, %f2;
+    st.global.f32 [%rd1], %f3;
+    st.global.f32 [%rd1+4], %f4;
+    st.global.f32 [%rd1+8], %f5;
+    mov.b16 %h1, 0x7FC0;
+    mov.b16 %h2, 0x4000;
+    max.NaN.bf16 %h3, %h1, %h2;
+    min.bf16 %h4, %h1, %h2;
+    mov.b32 %r1, {%h3, %h4};
+    st.global.u32 [%rd1+12], %r1;
+    mov.b32 %r2, 0x7E004000;
+    mov.b32 %r3, 0x3C003C00;
+    min.NaN.f16x2 %r4, %r2, %r3;
+    st.global.u32 [%rd1+16], %r4;
+    "#,
+        5,
+    );
+    assert_eq!(
+        got,
+        [
+            0x7FFF_FFFF,
+            0x7FFF_FFFF,
+            0x4000_0000,
+            0x4000_7FFF,
+            0x7FFF_3C00
+        ],
+        "{got:x?}"
+    );
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n.reg .b16 %h<4>;\n max.xorsign.abs.bf16 %h1, %h2, %h3;\n ret;\n}\n";
+    let e = Module::load(src.as_bytes(), 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 801, "{e}");
+}
+
+#[test]
+fn relu_on_other_instructions_is_refused() {
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n.reg .f32 %f<4>;\n fma.rn.relu.f32 %f1, %f2, %f3, %f3;\n ret;\n}\n";
+    let e = Module::load(src.as_bytes(), 80).unwrap_err();
+    assert_eq!(e.cuda_code(), 801, "{e}");
+    assert!(e.to_string().contains("fma.rn.relu.f32"), "{e}");
 }
 
 #[test]

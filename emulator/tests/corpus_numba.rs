@@ -348,3 +348,20 @@ fn numba_local_array() {
         .collect();
     assert_eq!(g.get_f64(po, n), want);
 }
+
+#[test]
+fn numba_recursive_device_function() {
+    // numba's `fib` returns through a pointer into its caller's local frame: the result was 0
+    // when recursive activations shared one frame.
+    let (g, k) = numba("recursion");
+    let n = 70;
+    let depth: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 16).collect();
+    let (pn, po) = (g.i64s(&depth), g.zeros(n * 8));
+    g.launch(&k, 2, 64, &args(&[arr(pn, n, 8), arr(po, n, 8)]))
+        .result
+        .unwrap();
+    let fib = |d: i64| (0..d).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0;
+    let want: Vec<i64> = depth.iter().map(|&d| fib(d)).collect();
+    assert_eq!(g.get_i64(po, n), want);
+    assert_eq!((depth[6], want[6]), (10, 55));
+}

@@ -158,7 +158,7 @@ pub struct Lease {
 }
 
 /// Placement granularity inside a lease (the server's allocation alignment).
-const LEASE_ALIGN: u64 = 256;
+const LEASE_ALIGN: u64 = 512;
 
 /// Page-locked host memory: allocated by the shim (`cuMemHostAlloc`) or registered by the app.
 pub struct HostRange {
@@ -264,6 +264,15 @@ struct Tables {
     uploaded: HashSet<[u8; 32]>,
     /// `cuLink*` states: inputs, and the linked image once complete (kept until destroyed).
     links: HashMap<u64, Link>,
+    /// Libraries (`cuLibraryLoad*`) by handle: context-independent in CUDA, so each keeps its
+    /// image to load it again into any other context a kernel of it is launched in.
+    libraries: HashMap<u64, Library>,
+}
+
+struct Library {
+    image: Arc<[u8]>,
+    /// The library's module in each other context it was needed in.
+    instances: HashMap<u64, u64>,
 }
 
 #[derive(Default)]
@@ -542,6 +551,11 @@ impl Registry {
         Ok(ctx)
     }
 
+    /// The context module `h` was loaded in.
+    pub fn module_context(&self, h: u64) -> ShimResult<u64> {
+        self.tables().module(h).map(|(c, _)| c)
+    }
+
     /// Runs `f` on module `h`; `CUDA_ERROR_INVALID_HANDLE` if there is none.
     pub fn with_module<R>(&self, h: u64, f: impl FnOnce(&Module) -> R) -> ShimResult<R> {
         self.tables().module(h).map(|(_, m)| f(m))
@@ -630,6 +644,45 @@ impl Registry {
     /// Records an uploaded image; false if it was already recorded.
     pub fn mark_uploaded(&self, hash: [u8; 32]) -> bool {
         self.tables().uploaded.insert(hash)
+    }
+
+    // Libraries ----------------------------------------------------------------------------
+
+    /// Marks module `h` as a library loaded from `image`.
+    pub fn add_library(&self, h: u64, image: &[u8]) {
+        let lib = Library {
+            image: image.into(),
+            instances: HashMap::new(),
+        };
+        self.tables().libraries.insert(h, lib);
+    }
+
+    /// For a launch in `ctx` of a kernel of module `module` that lives in another context:
+    /// `Ok(None)` if `module` is not a library; else the library's live module in `ctx`, or
+    /// its image to load there (`Err`).
+    pub fn library_in(&self, module: u64, ctx: u64) -> Option<Result<u64, Arc<[u8]>>> {
+        let mut t = self.tables();
+        let inst = t.libraries.get(&module)?.instances.get(&ctx).copied();
+        if let Some(i) = inst.filter(|&i| t.module(i).is_ok_and(|(c, _)| c == ctx)) {
+            return Some(Ok(i));
+        }
+        t.libraries.get(&module).map(|l| Err(l.image.clone()))
+    }
+
+    /// Records `instance` as library `module`'s module in `ctx`.
+    pub fn set_library_instance(&self, module: u64, ctx: u64, instance: u64) {
+        if let Some(l) = self.tables().libraries.get_mut(&module) {
+            l.instances.insert(ctx, instance);
+        }
+    }
+
+    /// Forgets library `h`; returns its modules in other contexts, to unload.
+    pub fn remove_library(&self, h: u64) -> Vec<u64> {
+        self.tables()
+            .libraries
+            .remove(&h)
+            .map(|l| l.instances.into_values().collect())
+            .unwrap_or_default()
     }
 
     // The linker ---------------------------------------------------------------------------

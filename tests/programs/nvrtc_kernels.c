@@ -1,9 +1,11 @@
 /* Driver API + NVRTC: compile CUDA C++ to PTX at run time, load it, launch, check results.
- * Usage: nvrtc_kernels [compute|printf|fault KIND]
+ * Usage: nvrtc_kernels [compute|printf|fault KIND|libraries]
  *   compute     saxpy, a shared-memory reduction, a struct-by-value kernel; results checked
  *   printf      a kernel that prints from every thread of one warp
  *   fault KIND  a kernel that faults (oob, misaligned, assert, trap, hang); prints the error
- *               the synchronising call returns and what later calls in the context return */
+ *               the synchronising call returns and what later calls in the context return
+ *   libraries   (two devices) a library loaded in device 0's context, its kernel launched and
+ *               its global read in device 1's: libraries are context-independent */
 #include <cuda.h>
 #include <nvrtc.h>
 #include <math.h>
@@ -170,6 +172,38 @@ int main(int argc, char **argv) {
         CUdeviceptr q;
         printf("after alloc %d\n", (int)cuMemAlloc(&q, 16));
         return 0;
+    }
+    if (!strcmp(mode, "libraries")) {
+        CUlibrary lib; CUkernel k; CUdevice dev1; CUcontext ctx1;
+        CHECK(cuLibraryLoadData(&lib, ptx, NULL, NULL, 0, NULL, NULL, 0));
+        CHECK(cuLibraryGetKernel(&k, lib, "saxpy"));
+        CUdeviceptr g0; size_t gsize; int count = -1;
+        CHECK(cuLibraryGetGlobal(&g0, &gsize, lib, "launches"));
+        CHECK(cuDeviceGet(&dev1, 1));
+        CHECK(cuCtxCreate(&ctx1, 0, dev1));
+        int n = 1000; float a = 2.0f, *x = malloc(n * 4), *y = malloc(n * 4);
+        for (int i = 0; i < n; i++) { x[i] = (float)i; y[i] = 1.0f; }
+        CUdeviceptr dx, dy;
+        CHECK(cuMemAlloc(&dx, n * 4)); CHECK(cuMemAlloc(&dy, n * 4));
+        CHECK(cuMemcpyHtoD(dx, x, n * 4)); CHECK(cuMemcpyHtoD(dy, y, n * 4));
+        void *args[] = {&a, &dx, &dy, &n};
+        CHECK(cuLaunchKernel((CUfunction)k, (n + 255) / 256, 1, 1, 256, 1, 1, 0, 0, args, NULL));
+        CHECK(cuMemcpyDtoH(y, dy, n * 4));
+        int bad = 0;
+        for (int i = 0; i < n; i++) if (y[i] != 2.0f * i + 1.0f) bad++;
+        EXPECT(bad == 0, "saxpy on device 1: %d wrong", bad);
+        /* The global as device 1's context sees it: its own copy, which counted the launch. */
+        CUdeviceptr g1;
+        CHECK(cuLibraryGetGlobal(&g1, &gsize, lib, "launches"));
+        EXPECT(g1 != g0, "one global address %llx in both contexts", (unsigned long long)g1);
+        CHECK(cuMemcpyDtoH(&count, g1, 4));
+        EXPECT(count == 1, "device 1 copy counted %d launches", count);
+        CHECK(cuCtxSetCurrent(ctx));
+        CHECK(cuMemcpyDtoH(&count, g0, 4));
+        EXPECT(count == 0, "device 0 copy counted %d launches", count);
+        CHECK(cuLibraryUnload(lib));
+        EXPECT_ERR(cuLibraryGetKernel(&k, lib, "saxpy"), CUDA_ERROR_INVALID_HANDLE);
+        return finish("nvrtc_kernels libraries");
     }
     printf("unknown mode %s\n", mode);
     return 2;

@@ -19,6 +19,17 @@ fn nvrtc_compiled_kernels_compute_checked_results() {
 }
 
 #[test]
+fn a_library_kernel_runs_in_another_devices_context() {
+    let server = Server::start_with(&["--devices", "2"]);
+    let out = server.run(&nvrtc_program(), &["libraries"]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("nvrtc_kernels libraries: all passed"),
+        "{t}"
+    );
+}
+
+#[test]
 fn kernel_printf_reaches_stdout_at_synchronisation() {
     let server = Server::start();
     let out = server.run(&nvrtc_program(), &["printf"]);

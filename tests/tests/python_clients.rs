@@ -18,6 +18,10 @@ fn library_path() -> String {
 }
 
 fn python(server: &Server, script: &str) -> std::process::Output {
+    python_args(server, script, &[])
+}
+
+fn python_args(server: &Server, script: &str, args: &[&str]) -> std::process::Output {
     nvjitlink_off();
     // CuPy compiles with NVRTC and needs the CUDA headers under $CUDA_PATH/include.
     let cuda_path = target_dir().join("cuda-path");
@@ -32,6 +36,7 @@ fn python(server: &Server, script: &str) -> std::process::Output {
         .arg(dir.join("run_site.py"))
         .arg(cuda_env("CUDA_PY"))
         .arg(dir.join(script))
+        .args(args)
         .env("CUDA_PATH", &cuda_path)
         // Make NVIDIA's nvJitLink findable, as it is in an ordinary install: numba-cuda would
         // then link to machine code, unless `remora run` steers it to the driver's linker.
@@ -56,6 +61,46 @@ fn numba_jit_kernels_with_shared_memory_and_atomics_match_numpy() {
     let out = python(&server, "test_numba.py");
     let t = text(&out);
     assert!(out.status.success() && t.contains("numba passed"), "{t}");
+}
+
+/// One case of `test_numba_cases.py` (numba programs issue 13 found going wrong).
+fn numba_case(server: &Server, case: &str) {
+    let out = python_args(server, "test_numba_cases.py", &[case]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains(&format!("{case} passed")),
+        "{t}"
+    );
+}
+
+#[test]
+fn numba_recursive_device_function_returns_fib_10_55() {
+    numba_case(&Server::start(), "recursion");
+}
+
+#[test]
+fn numba_debug_device_functions_linked_twice() {
+    numba_case(&Server::start(), "debug_calls");
+}
+
+#[test]
+fn numba_small_overrun_is_tolerated_as_on_a_gpu() {
+    numba_case(&Server::start(), "overrun");
+}
+
+#[test]
+fn numba_bfloat16_fma_relu() {
+    numba_case(&Server::start(), "bf16_relu");
+}
+
+#[test]
+fn numba_runtime_allocates_and_frees_in_kernels() {
+    numba_case(&Server::start(), "nrt");
+}
+
+#[test]
+fn numba_kernel_on_two_gpus() {
+    numba_case(&Server::start_with(&["--devices", "2"]), "multi_gpu");
 }
 
 #[test]

@@ -128,6 +128,22 @@ def local_array(x, out):
         out[i] = s
 
 
+@cuda.jit(int64(int64), device=True)
+def fib(n):
+    # Recursion with an explicit signature: numba returns the value through a pointer into
+    # the caller's local frame, so each activation needs local memory of its own.
+    if n < 2:
+        return n
+    return fib(n - 1) + fib(n - 2)
+
+
+def recursion(n, out):
+    # Each thread recurses to its own depth: the warp diverges inside the recursion.
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = fib(n[i])
+
+
 KERNELS = {
     "saxpy": (saxpy, void(float32[:], float32, float32[:], float32[:])),
     "grid_stride": (grid_stride, void(float32[:], float32[:])),
@@ -140,4 +156,5 @@ KERNELS = {
     "warp_sum": (warp_sum, void(int32[:], int32[:])),
     "shared_histogram": (shared_histogram, void(int32[:], int32[:])),
     "local_array": (local_array, void(float64[:], float64[:])),
+    "recursion": (recursion, void(int64[:], int64[:])),
 }

@@ -115,7 +115,7 @@ pub unsafe fn launch(
     let req = Request::Launch {
         ctx: CtxId(ctx),
         stream: StreamId(stream),
-        module: ModuleId(func.module),
+        module: ModuleId(module::library_module(func, ctx)?),
         kernel: func.index,
         grid: g.grid,
         block: g.block,

@@ -291,8 +291,8 @@ implement! { $
     cuModuleGetFunctionCount(count, mod_) => module::function_count(count, mod_);
     cuModuleEnumerateFunctions(functions, numFunctions, mod_) => module::enumerate_functions(ffi::slice_mut(functions, numFunctions)?, mod_);
     cuLibraryLoadData(library, code, jitOptions, jitOptionsValues, numJitOptions, _libraryOptions: Ignored, _libraryOptionValues: Ignored, _numLibraryOptions: Ignored) => module::library_load_data(library, code, numJitOptions, jitOptions, jitOptionsValues);
-    cuLibraryLoadFromFile(library, fileName, _jitOptions: Ignored, _jitOptionsValues: Ignored, _numJitOptions: Ignored, _libraryOptions: Ignored, _libraryOptionValues: Ignored, _numLibraryOptions: Ignored) => module::load_file(library, fileName);
-    cuLibraryUnload(library) => module::unload(library);
+    cuLibraryLoadFromFile(library, fileName, _jitOptions: Ignored, _jitOptionsValues: Ignored, _numJitOptions: Ignored, _libraryOptions: Ignored, _libraryOptionValues: Ignored, _numLibraryOptions: Ignored) => module::library_load_file(library, fileName);
+    cuLibraryUnload(library) => module::library_unload(library);
     cuLibraryGetKernel(pKernel, library, name) => module::get_function(pKernel, library, name);
     cuLibraryGetModule(pMod, library) => module::library_get_module(pMod, library);
     cuLibraryGetGlobal(dptr, bytes, library, name) => module::get_global(dptr, bytes, library, name);

@@ -30,6 +30,10 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
         Some(c) => c,
         None => context::primary_handle(0)?,
     };
+    load_into(ctx, image)
+}
+
+fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
     let c = client::client()?;
     let hash: [u8; 32] = Sha256::digest(image).into();
     let known = registry().uploaded(&hash);
@@ -103,38 +107,6 @@ unsafe fn write_error_log(
     }
 }
 
-/// `cuLibraryLoadData`: as [`load_data`], and a library the emulated GPU cannot run is also
-/// reported at the next synchronising call.
-///
-/// cudart loads a program's kernels this way, lazily, when one is first used, and returns a
-/// failure from the kernel launch that triggered it. Libraries in between drop it (CuPy's CUB
-/// reductions ignore what CUB returns), and the program would go on with results never
-/// computed: on a real GPU its machine code would have loaded. Reporting it again at the next
-/// synchronisation makes the failure reach the application, as an asynchronous error would.
-///
-/// # Safety
-/// As [`load_data`].
-pub unsafe fn library_load_data(
-    pmod: &mut u64,
-    image: *const c_void,
-    n: c_uint,
-    options: *const c_uint,
-    values: *const *mut c_void,
-) -> ShimResult<()> {
-    // SAFETY: forwarded unchanged.
-    let r = unsafe { load_data(pmod, image, n, options, values) };
-    if let Err(e) = &r {
-        let c = client::client()?;
-        if e.status() == CuStatus::NO_BINARY_FOR_GPU && c.info.devices.iter().any(|d| d.emulated) {
-            c.hold_for_next_sync(ShimError::new(
-                e.status(),
-                format!("a library's kernels could not be loaded earlier, so work that needed them never ran: {e}"),
-            ));
-        }
-    }
-    r
-}
-
 /// # Safety
 /// `image` points to a complete module image; `options` and `values` have `n` entries, and a
 /// log buffer among them is writable for its size.
@@ -158,6 +130,88 @@ pub unsafe fn load_data(
             Err(e)
         }
     }
+}
+
+/// `cuLibraryLoadData`: a module that remembers its image (see [`library_module`]); and a
+/// library the emulated GPU cannot run is also reported at the next synchronising call.
+///
+/// cudart loads a program's kernels this way, lazily, when one is first used, and returns a
+/// failure from the kernel launch that triggered it. Libraries in between drop it (CuPy's CUB
+/// reductions ignore what CUB returns), and the program would go on with results never
+/// computed: on a real GPU its machine code would have loaded. Reporting it again at the next
+/// synchronisation makes the failure reach the application, as an asynchronous error would.
+///
+/// # Safety
+/// As [`load_data`].
+pub unsafe fn library_load_data(
+    plib: &mut u64,
+    image: *const c_void,
+    n: c_uint,
+    options: *const c_uint,
+    values: *const *mut c_void,
+) -> ShimResult<()> {
+    // SAFETY: the caller's contract is load_data's.
+    if let Err(e) = unsafe { load_data(plib, image, n, options, values) } {
+        let c = client::client()?;
+        if e.status() == CuStatus::NO_BINARY_FOR_GPU && c.info.devices.iter().any(|d| d.emulated) {
+            c.hold_for_next_sync(ShimError::new(
+                e.status(),
+                format!(
+                    "a library's kernels could not be loaded earlier, so work that needed \
+                     them never ran: {e}"
+                ),
+            ));
+        }
+        return Err(e);
+    }
+    // SAFETY: as above; the image was read whole just now.
+    let bytes = unsafe { image::image_bytes(image.cast()) }?;
+    registry().add_library(*plib, bytes);
+    Ok(())
+}
+
+pub fn library_load_file(plib: &mut u64, path: &str) -> ShimResult<()> {
+    load_file(plib, path)?;
+    let data = std::fs::read(path)
+        .map_err(|e| ShimError::new(CuStatus::FILE_NOT_FOUND, format!("{path}: {e}")))?;
+    registry().add_library(*plib, &data);
+    Ok(())
+}
+
+/// The module to launch kernel `f` from in context `ctx`. A library's kernels (`CUkernel`)
+/// run in every context, as in CUDA: the library is loaded into `ctx` the first time one of
+/// its kernels is launched there (numba launches one kernel on each GPU it is used on). A
+/// plain module's function stays bound to its context (the server refuses the launch).
+pub fn library_module(f: &Function, ctx: u64) -> ShimResult<u64> {
+    instance(f.module, f.ctx, ctx)
+}
+
+/// Module `module` (loaded in `module_ctx`) as context `ctx` sees it: a library's instance
+/// there, loaded on first use.
+fn instance(module: u64, module_ctx: u64, ctx: u64) -> ShimResult<u64> {
+    if module_ctx == ctx {
+        return Ok(module);
+    }
+    match registry().library_in(module, ctx) {
+        None => Ok(module),
+        Some(Ok(m)) => Ok(m),
+        Some(Err(image)) => {
+            let m = load_into(ctx, &image)?;
+            registry().set_library_instance(module, ctx, m);
+            Ok(m)
+        }
+    }
+}
+
+pub fn library_unload(library: u64) -> ShimResult<()> {
+    let unloaded = unload(library);
+    for m in registry().remove_library(library) {
+        // A module already gone with its context needs no unloading.
+        if registry().with_module(m, |_| ()).is_ok() {
+            unload(m)?;
+        }
+    }
+    unloaded
 }
 
 pub fn load_file(pmod: &mut u64, path: &str) -> ShimResult<()> {
@@ -194,6 +248,11 @@ pub fn get_global(
     module: u64,
     name: &str,
 ) -> ShimResult<()> {
+    // A library's globals are the current context's copy (`cuLibraryGetGlobal`).
+    let module = match registry::current() {
+        Some(ctx) => instance(module, registry().module_context(module)?, ctx)?,
+        None => module,
+    };
     let (addr, sz) = registry().with_module(module, |md| {
         md.globals
             .iter()
