@@ -87,7 +87,8 @@ pub struct Allocation {
     base: u64,
     size: u64,
     extent: u64,
-    words: Box<[AtomicU64]>,
+    /// Shared with the mappings of this allocation in other address spaces (CUDA IPC).
+    words: Arc<[AtomicU64]>,
 }
 
 impl Allocation {
@@ -99,6 +100,16 @@ impl Allocation {
             size,
             extent,
             words,
+        }
+    }
+
+    /// The same bytes seen at another address (another client's mapping of it).
+    pub fn mapped_at(&self, base: u64) -> Self {
+        Self {
+            base,
+            size: self.size,
+            extent: self.extent,
+            words: self.words.clone(),
         }
     }
 
@@ -240,6 +251,9 @@ struct Inner {
     /// Bases of the allocations kernels made with device `malloc`: only `free` in a kernel
     /// releases them (or the client going away).
     heap: std::collections::BTreeSet<u64>,
+    /// Bases of other clients' allocations mapped here (CUDA IPC): their device memory is
+    /// counted where they were allocated, and only unmapping removes them.
+    imported: std::collections::BTreeSet<u64>,
 }
 
 impl AddressSpace {
@@ -405,16 +419,53 @@ impl AddressSpace {
     /// Frees the allocation that starts at `ptr`; returns its size. Device-heap memory is not
     /// the host's to free.
     pub fn free(&self, ptr: u64) -> Result<u64, MemError> {
-        if self
-            .inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .heap
-            .contains(&ptr)
-        {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if inner.heap.contains(&ptr) || inner.imported.contains(&ptr) {
             return Err(MemError::NotAllocated(ptr));
         }
+        drop(inner);
         self.release(ptr)
+    }
+
+    /// The allocation that starts at `ptr`, to be mapped into another address space.
+    pub fn allocation_at(&self, ptr: u64) -> Option<Arc<Allocation>> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        if inner.imported.contains(&ptr) || inner.heap.contains(&ptr) {
+            return None;
+        }
+        inner.allocs.get(&ptr).cloned()
+    }
+
+    /// Maps another address space's allocation into this one's lower half, at an address of
+    /// its own; the bytes are shared. Returns that address.
+    pub fn map_shared(&self, a: &Allocation) -> Result<u64, MemError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let span = a.extent;
+        let base = match inner
+            .next
+            .checked_add(span)
+            .filter(|&e| e <= self.window_end)
+        {
+            Some(_) => inner.next,
+            None => self.first_gap(&inner, span).ok_or(MemError::OutOfMemory {
+                requested: a.size,
+                free: 0,
+            })?,
+        };
+        inner.next = inner.next.max(base + span);
+        inner.allocs.insert(base, Arc::new(a.mapped_at(base)));
+        inner.imported.insert(base);
+        Ok(base)
+    }
+
+    /// Removes a mapping made by [`AddressSpace::map_shared`].
+    pub fn unmap_shared(&self, ptr: u64) -> Result<(), MemError> {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if !inner.imported.remove(&ptr) {
+            return Err(MemError::NotAllocated(ptr));
+        }
+        inner.allocs.remove(&ptr);
+        Ok(())
     }
 
     fn release(&self, ptr: u64) -> Result<u64, MemError> {
@@ -436,9 +487,10 @@ impl AddressSpace {
     pub fn clear(&self) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let in_lease = std::mem::take(&mut inner.in_lease);
+        let imported = std::mem::take(&mut inner.imported);
         inner.heap.clear();
         for a in std::mem::take(&mut inner.allocs).into_values() {
-            if !in_lease.contains(&a.base) {
+            if !in_lease.contains(&a.base) && !imported.contains(&a.base) {
                 self.device.release(a.size);
             }
         }

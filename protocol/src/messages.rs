@@ -208,7 +208,27 @@ pub enum Request {
         shared: u32,
         params: Vec<u8>,
     },
+    /// `cuIpcGetMemHandle`: a handle to the allocation starting at `ptr` that another client of
+    /// this server, presenting the same token, may open.
+    IpcExport {
+        ctx: CtxId,
+        ptr: u64,
+    },
+    /// `cuIpcOpenMemHandle`: maps the allocation a handle names into this client's memory, on
+    /// `ctx`'s device; the reply's pointer is where it appears here.
+    IpcOpen {
+        ctx: CtxId,
+        handle: IpcHandle,
+    },
+    /// `cuIpcCloseMemHandle`: removes a mapping made by `IpcOpen`.
+    IpcClose {
+        ctx: CtxId,
+        ptr: u64,
+    },
 }
+
+/// The 64 opaque bytes of a `CUipcMemHandle`: random, so not guessable.
+pub type IpcHandle = [u8; 64];
 
 impl Request {
     /// The body a successful reply to this request carries: the client refuses any other as a
@@ -216,6 +236,8 @@ impl Request {
     pub fn reply_kind(&self) -> ReplyKind {
         match self {
             Request::MemAlloc { .. } => ReplyKind::Ptr,
+            Request::IpcOpen { .. } => ReplyKind::Mapped,
+            Request::IpcExport { .. } => ReplyKind::Ipc,
             Request::MemGetInfo { .. } => ReplyKind::MemInfo,
             Request::MemcpyDtoH { .. } => ReplyKind::Data,
             Request::EventElapsed { .. } => ReplyKind::Elapsed,
@@ -244,6 +266,7 @@ impl Request {
             | Request::EventQuery { .. }
             | Request::EventDestroy { .. }
             | Request::ModuleUnload { .. }
+            | Request::IpcClose { .. }
             | Request::Launch { .. } => ReplyKind::None,
         }
     }
@@ -304,6 +327,9 @@ impl Request {
             Request::ModuleUnload { .. } => "ModuleUnload",
             Request::Launch { .. } => "Launch",
             Request::Status => "Status",
+            Request::IpcExport { .. } => "IpcExport",
+            Request::IpcOpen { .. } => "IpcOpen",
+            Request::IpcClose { .. } => "IpcClose",
         }
     }
 }
@@ -347,6 +373,8 @@ pub enum ReplyKind {
     Have,
     Module,
     Status,
+    Ipc,
+    Mapped,
 }
 
 impl ReplyBody {
@@ -360,6 +388,8 @@ impl ReplyBody {
             ReplyBody::Have { .. } => ReplyKind::Have,
             ReplyBody::Module { .. } => ReplyKind::Module,
             ReplyBody::Status { .. } => ReplyKind::Status,
+            ReplyBody::Ipc { .. } => ReplyKind::Ipc,
+            ReplyBody::Mapped { .. } => ReplyKind::Mapped,
         }
     }
 }
@@ -393,6 +423,15 @@ pub enum ReplyBody {
     /// `remora status`'s report, JSON.
     Status {
         json: String,
+    },
+    /// A `CUipcMemHandle`.
+    Ipc {
+        handle: IpcHandle,
+    },
+    /// Where another client's memory was mapped, and its size.
+    Mapped {
+        ptr: u64,
+        size: u64,
     },
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, Window};
+use remora_protocol::messages::{DeviceInfo, GlobalDesc, IpcHandle, KernelDesc, Window};
 use remora_protocol::CuStatus;
 
 /// A CUDA error with a human explanation, as it travels back to the client.
@@ -90,6 +90,13 @@ impl Drop for LeaseReservation {
     }
 }
 
+fn no_ipc() -> CuError {
+    CuError::new(
+        CuStatus::NOT_SUPPORTED,
+        "this server's backend cannot share memory between its clients (CUDA IPC)",
+    )
+}
+
 /// A loaded module as the client needs to see it.
 pub struct ModuleImage {
     pub kernels: Vec<KernelDesc>,
@@ -164,6 +171,27 @@ pub trait DeviceSession: Send {
             CuStatus::NOT_SUPPORTED,
             "this backend grants no memory lease",
         ))
+    }
+
+    /// CUDA IPC: a handle to the allocation starting at `ptr` on `device`, which other sessions
+    /// of `owner` (the same token) may open while the allocation lives.
+    fn ipc_export(&mut self, _device: u32, _ptr: u64, _owner: &str) -> CuResult<IpcHandle> {
+        Err(no_ipc())
+    }
+
+    /// Maps the allocation `handle` names into this session on `device`: `(address, size)`.
+    fn ipc_open(
+        &mut self,
+        _device: u32,
+        _handle: &IpcHandle,
+        _owner: &str,
+    ) -> CuResult<(u64, u64)> {
+        Err(no_ipc())
+    }
+
+    /// Removes a mapping made by [`DeviceSession::ipc_open`].
+    fn ipc_close(&mut self, _ptr: u64) -> CuResult<()> {
+        Err(no_ipc())
     }
 
     /// Whether all work of the session is complete now (true where execution is synchronous).

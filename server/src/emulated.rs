@@ -4,17 +4,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use remora_emulator::memory::Allocation;
 use remora_emulator::{
     AddressSpace, DeviceMemory, EmuError, LaunchConfig, LaunchOptions, LoadedModule, MemError,
     Module,
 };
-use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
+use remora_protocol::messages::{DeviceInfo, GlobalDesc, IpcHandle, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
 
 use crate::backend::{
     Backend, CuError, CuResult, DeviceSession, Launch, LeaseReservation, ModuleImage,
 };
 use crate::busy::BusyMeter;
+use crate::ipc::IpcTable;
 
 /// Compute capability the emulator presents (and picks PTX for).
 pub const COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
@@ -31,6 +33,9 @@ pub struct EmulatedBackend {
     devices: Vec<DeviceInfo>,
     memory: Vec<Arc<DeviceMemory>>,
     busy: Vec<Arc<BusyMeter>>,
+    /// Allocations shared between sessions (CUDA IPC).
+    ipc: Arc<IpcTable<Arc<Allocation>>>,
+    next_session: std::sync::atomic::AtomicU64,
     modules: ModuleCache,
     options: LaunchOptions,
 }
@@ -46,6 +51,8 @@ impl EmulatedBackend {
             devices,
             memory,
             busy: (0..count).map(|_| Arc::default()).collect(),
+            ipc: Arc::default(),
+            next_session: std::sync::atomic::AtomicU64::new(1),
             modules: ModuleCache::default(),
             options: LaunchOptions::default(),
         }
@@ -134,6 +141,10 @@ impl Backend for EmulatedBackend {
             spaces,
             loaded: HashMap::new(),
             busy: self.busy.clone(),
+            ipc: self.ipc.clone(),
+            id: self
+                .next_session
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             cache: self.modules.clone(),
             options: self.options,
         }))
@@ -146,8 +157,17 @@ struct EmulatedSession {
     loaded: HashMap<u64, (u32, LoadedModule)>,
     /// Per device, shared with every session on it.
     busy: Vec<Arc<BusyMeter>>,
+    ipc: Arc<IpcTable<Arc<Allocation>>>,
+    /// Names this session in the IPC table.
+    id: u64,
     cache: ModuleCache,
     options: LaunchOptions,
+}
+
+impl Drop for EmulatedSession {
+    fn drop(&mut self) {
+        self.ipc.withdraw_all(self.id);
+    }
 }
 
 fn emu_error(e: EmuError) -> CuError {
@@ -192,7 +212,29 @@ impl DeviceSession for EmulatedSession {
     }
 
     fn free(&mut self, ptr: u64) -> CuResult<()> {
-        self.space_of(ptr)?.free(ptr).map(|_| ()).map_err(mem_error)
+        self.space_of(ptr)?.free(ptr).map_err(mem_error)?;
+        self.ipc.withdraw(self.id, ptr);
+        Ok(())
+    }
+
+    fn ipc_export(&mut self, device: u32, ptr: u64, owner: &str) -> CuResult<IpcHandle> {
+        let a = self.space(device)?.allocation_at(ptr).ok_or_else(|| {
+            CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("{ptr:#x} is not the start of an allocation on device {device}"),
+            )
+        })?;
+        Ok(self.ipc.export(self.id, owner, device, ptr, a))
+    }
+
+    fn ipc_open(&mut self, device: u32, handle: &IpcHandle, owner: &str) -> CuResult<(u64, u64)> {
+        let a = self.ipc.open(self.id, owner, device, handle)?;
+        let ptr = self.space(device)?.map_shared(&a).map_err(mem_error)?;
+        Ok((ptr, a.size()))
+    }
+
+    fn ipc_close(&mut self, ptr: u64) -> CuResult<()> {
+        self.space_of(ptr)?.unmap_shared(ptr).map_err(mem_error)
     }
 
     fn mem_info(&self, device: u32) -> CuResult<(u64, u64)> {

@@ -16,6 +16,7 @@ pub mod busy;
 pub mod connection;
 pub mod cuda;
 pub mod emulated;
+pub mod ipc;
 pub mod metrics;
 pub mod session;
 mod upload;

@@ -18,7 +18,8 @@ use remora_protocol::CuStatus;
 
 pub use crate::error::{invalid, ShimError, ShimResult};
 use crate::generated::types::{
-    c_int, c_uint, CUdevprop_v1, CUhostFn, CUoccupancyB2DSize, CUresult, CUstreamCallback, CUuuid,
+    c_int, c_uint, CUdevprop_v1, CUhostFn, CUipcMemHandle_v1, CUoccupancyB2DSize, CUresult,
+    CUstreamCallback, CUuuid,
 };
 
 /// Runs an implementation, stopping any panic at the C boundary.
@@ -234,6 +235,22 @@ impl<'a> FromCuda<'a, *const CUuuid> for &'a [u8; 16] {
     unsafe fn from_cuda(t: &'a *const CUuuid) -> ShimResult<&'a [u8; 16]> {
         // SAFETY: CUuuid is 16 bytes of alignment 1 in cuda.h; as for other inputs.
         unsafe { t.cast::<[u8; 16]>().as_ref() }.ok_or_else(|| invalid("null uuid"))
+    }
+}
+
+/// `CUipcMemHandle` out-pointers as its 64 bytes.
+impl<'a> FromCuda<'a, *mut CUipcMemHandle_v1> for &'a mut [u8; 64] {
+    unsafe fn from_cuda(t: &'a *mut CUipcMemHandle_v1) -> ShimResult<&'a mut [u8; 64]> {
+        // SAFETY: CUipcMemHandle is 64 bytes of alignment 1 (checked in the generated types);
+        // as for other out-pointers.
+        unsafe { out(t.cast::<[u8; 64]>()) }
+    }
+}
+
+/// A `CUipcMemHandle` passed by value, as its 64 bytes.
+impl<'a> FromCuda<'a, CUipcMemHandle_v1> for [u8; 64] {
+    unsafe fn from_cuda(t: &'a CUipcMemHandle_v1) -> ShimResult<[u8; 64]> {
+        Ok(t.words)
     }
 }
 

@@ -47,7 +47,7 @@ impl Operated {
 
     /// Adds `name` with `limits` and returns their connection file.
     fn add(&self, name: &str, limits: &[&str]) -> PathBuf {
-        add(&self.tokens, &self.server.dir.0, name, limits)
+        add_token(&self.tokens, &self.server.dir.0, name, limits)
     }
 
     /// SIGHUP, then waits until `n` people's tokens are in force.
@@ -83,32 +83,6 @@ impl Operated {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// `remora token ARGS --tokens FILE --state-dir DIR` (the server's or pool's folder, where its
-/// connection file is).
-fn token(tokens: &Path, state: &Path, args: &[&str]) -> Output {
-    Command::new(remora())
-        .arg("token")
-        .args(args)
-        .arg("--tokens")
-        .arg(tokens)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .expect("remora token")
-}
-
-/// Adds `name` with `limits`; their connection file, written next to the server's.
-fn add(tokens: &Path, state: &Path, name: &str, limits: &[&str]) -> PathBuf {
-    let conn = state.join(format!("{name}.connection"));
-    let server = state.join("connection");
-    let mut args = vec!["add", name, "-o", conn.to_str().unwrap()];
-    args.extend_from_slice(limits);
-    args.extend_from_slice(&["--server-connection", server.to_str().unwrap()]);
-    let o = token(tokens, state, &args);
-    assert!(o.status.success(), "token add: {}", text(&o));
-    conn
 }
 
 /// A free TCP port on loopback, for `--metrics`.
@@ -432,13 +406,13 @@ fn a_pool_checks_its_own_tokens_file_and_reports_its_members() {
         &[&member.connection],
         &["--tokens", tokens.to_str().unwrap(), "--metrics", &metrics],
     );
-    let gina = add(
+    let gina = add_token(
         &tokens,
         &pool.dir.0,
         "gina",
         &["--memory", "64M", "--sessions", "1"],
     );
-    let hugo = add(&tokens, &pool.dir.0, "hugo", &["--gpus", "1"]);
+    let hugo = add_token(&tokens, &pool.dir.0, "hugo", &["--gpus", "1"]);
     let trial = c_program("pool_trial");
     // Picked up by polling (the pool was not told).
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -89,7 +89,10 @@ impl Session {
             .map(|(&p, _)| p)
             .collect();
         for p in ptrs {
-            let r = self.backend.free(p);
+            let r = match self.allocs.get(&p).map(|a| a.kind) {
+                Some(AllocKind::Imported) => self.backend.ipc_close(p),
+                _ => self.backend.free(p),
+            };
             first = first.and(r);
             // Forgotten even when the backend failed: the client can no longer name it, and
             // the backend frees what it still holds when the session ends.
@@ -99,6 +102,8 @@ impl Session {
                 }
             }
         }
+        let allocs = &self.allocs;
+        self.opened.retain(|_, (p, _)| allocs.contains_key(p));
         self.streams.retain(|_, c| *c != ctx);
         self.events.retain(|_, e| e.ctx != ctx);
         first

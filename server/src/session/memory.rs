@@ -79,6 +79,12 @@ impl Session {
                     "{ptr:#x} is a module global: it is freed when its module is unloaded"
                 ))
             }
+            Some(a) if a.kind == AllocKind::Imported => {
+                return refuse(format!(
+                    "{ptr:#x} is another process's memory opened by IPC: close it with \
+                     cuIpcCloseMemHandle"
+                ))
+            }
             Some(a) if a.ctx != ctx => {
                 return refuse(format!(
                     "{ptr:#x} belongs to context {:#x}, not to context {ctx:#x} named in the call",

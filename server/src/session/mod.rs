@@ -17,6 +17,7 @@
 //! live here, so every group checks handles the same way.
 
 mod context;
+mod ipc;
 mod memory;
 mod module;
 mod stream;
@@ -50,6 +51,9 @@ enum AllocKind {
     Leased,
     /// A module global: addressable, but freed only with its module.
     ModuleGlobal,
+    /// Another client's allocation mapped here (CUDA IPC): counted where it was allocated,
+    /// removed only by `IpcClose` (or with its context).
+    Imported,
 }
 
 struct Alloc {
@@ -120,6 +124,8 @@ pub struct Session {
     held: u64,
     /// The person this session belongs to (tokens file), whose limits span all their sessions.
     account: Option<Arc<Account>>,
+    /// IPC handles this session opened: where each is mapped, and how many opens it counts.
+    opened: HashMap<remora_protocol::messages::IpcHandle, (u64, u32)>,
 }
 
 /// What the session held stops counting against its token when the session ends (the
@@ -167,6 +173,7 @@ impl Session {
             lease: 0,
             held: 0,
             account: None,
+            opened: HashMap::new(),
         }
     }
 
@@ -246,6 +253,9 @@ impl Session {
             R::MemAlloc { ctx, size } => self.mem_alloc(ctx, size),
             R::MemAllocAt { ctx, ptr, size } => self.mem_alloc_at(ctx, ptr, size),
             R::MemFree { ctx, ptr } => self.mem_free(ctx, ptr),
+            R::IpcExport { ctx, ptr } => self.ipc_export(ctx, ptr),
+            R::IpcOpen { ctx, handle } => self.ipc_open(ctx, handle),
+            R::IpcClose { ctx, ptr } => self.ipc_close(ctx, ptr),
             R::MemcpyDtoD {
                 ctx,
                 stream,

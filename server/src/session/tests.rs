@@ -1405,3 +1405,60 @@ fn an_allocation_placed_by_the_client_needs_a_lease() {
     );
     assert_eq!(s.grant_lease(0), Ok(()));
 }
+
+#[test]
+fn ipc_names_only_the_clients_own_allocations_and_its_own_openings() {
+    let (mut s, _) = session(None);
+    ok(&mut s, ctx_create(CtxId(1), 0));
+    let ptr = match ok(
+        &mut s,
+        Request::MemAlloc {
+            ctx: CtxId(1),
+            size: 64,
+        },
+    ) {
+        ReplyBody::Ptr { ptr } => ptr,
+        other => panic!("{other:?}"),
+    };
+    // Not an allocation start, or no allocation at all: refused before the backend is asked.
+    for p in [ptr + 8, 0x1234] {
+        assert_eq!(
+            fails(
+                &mut s,
+                Request::IpcExport {
+                    ctx: CtxId(1),
+                    ptr: p
+                }
+            ),
+            CuStatus::INVALID_VALUE
+        );
+    }
+    // The fake backend shares nothing: its own allocation gets the backend's answer.
+    assert_eq!(
+        fails(&mut s, Request::IpcExport { ctx: CtxId(1), ptr }),
+        CuStatus::NOT_SUPPORTED
+    );
+    // Closing what was never opened, or the client's own allocation.
+    for p in [ptr, 0x1234] {
+        assert_eq!(
+            fails(
+                &mut s,
+                Request::IpcClose {
+                    ctx: CtxId(1),
+                    ptr: p
+                }
+            ),
+            CuStatus::INVALID_VALUE
+        );
+    }
+    assert_eq!(
+        fails(
+            &mut s,
+            Request::IpcOpen {
+                ctx: CtxId(99),
+                handle: [0; 64]
+            }
+        ),
+        CuStatus::INVALID_CONTEXT
+    );
+}

@@ -17,7 +17,7 @@ use crate::ffi::{bytes, bytes_mut, invalid, put, FromCuda, ShimError, ShimResult
 use crate::generated::CUDA_MEMCPY2D;
 use crate::registry::{self, registry, HostRange};
 
-use super::{device_alloc, managed};
+use super::{device_alloc, ipc, managed};
 
 /// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
 const PITCH_ALIGN: usize = 512;
@@ -66,6 +66,11 @@ pub fn free(ptr: u64) -> ShimResult<()> {
     // `cudaFree(0)`, cudart's classic start-up idiom, frees the null pointer: that succeeds.
     if ptr == 0 {
         return Ok(());
+    }
+    if ipc::is_opened(ptr) {
+        return Err(invalid(format!(
+            "{ptr:#x} is another process's memory opened by IPC: close it with cuIpcCloseMemHandle"
+        )));
     }
     device_alloc::free(managed::release(ptr).unwrap_or(ptr))
 }

@@ -18,6 +18,7 @@ pub mod device;
 pub mod device_alloc;
 pub mod image;
 pub mod init;
+pub mod ipc;
 pub mod launch;
 pub mod managed;
 pub mod memory;
@@ -163,6 +164,9 @@ implement! { $
     // Device memory.
     cuMemAlloc_v2(dptr, bytesize) => memory::mem_alloc(dptr, bytesize);
     cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes) => memory::alloc_pitch(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
+    cuIpcGetMemHandle(pHandle, dptr) => ipc::get_mem_handle(pHandle, dptr);
+    cuIpcOpenMemHandle_v2(pdptr, handle, Flags) => ipc::open_mem_handle(pdptr, handle, Flags);
+    cuIpcCloseMemHandle(dptr) => ipc::close_mem_handle(dptr);
     cuMemFree_v2(dptr) => memory::free(dptr);
     cuMemGetInfo_v2(free, total) => memory::get_info(free, total);
     cuMemGetAddressRange_v2(pbase, psize, dptr) => memory::get_address_range(pbase, psize, dptr);

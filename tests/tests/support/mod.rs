@@ -531,3 +531,29 @@ pub fn find_child_pid(parent: u32, name: &str) -> Option<u32> {
     }
     None
 }
+
+/// `remora token ARGS --tokens FILE --state-dir DIR` (the server's or pool's folder, where its
+/// connection file is).
+pub fn token(tokens: &Path, state: &Path, args: &[&str]) -> Output {
+    Command::new(remora())
+        .arg("token")
+        .args(args)
+        .arg("--tokens")
+        .arg(tokens)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("remora token")
+}
+
+/// Adds `name` with `limits`; their connection file, written next to the server's.
+pub fn add_token(tokens: &Path, state: &Path, name: &str, limits: &[&str]) -> PathBuf {
+    let conn = state.join(format!("{name}.connection"));
+    let server = state.join("connection");
+    let mut args = vec!["add", name, "-o", conn.to_str().unwrap()];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--server-connection", server.to_str().unwrap()]);
+    let o = token(tokens, state, &args);
+    assert!(o.status.success(), "token add: {}", text(&o));
+    conn
+}
