@@ -8,7 +8,7 @@ use std::time::Duration;
 use remora_protocol::frame::{encode_prefixed, FramePrefix, FLAG_REPLY, PREFIX_LEN};
 use remora_protocol::handshake;
 use remora_protocol::messages::{decode, encode, Reply, ReplyBody, Request, Window};
-use remora_protocol::messages::{CtxId, ModuleId, StreamId};
+use remora_protocol::messages::{CtxId, EventId, ModuleId, StreamId};
 use remora_protocol::{ConnectionFile, MAGIC};
 use remora_transport::{client, endpoint};
 use support::*;
@@ -341,4 +341,225 @@ fn module_images_are_checked_as_they_arrive_and_the_connection_keeps_serving() {
         assert_eq!(r.status, 0, "{}", r.message);
     });
     assert!(server.alive());
+}
+
+/// A kernel that copies 8 bytes from `src` to `dst`.
+const COPY8: &[u8] = b".version 7.0\n.target sm_80\n.address_size 64\n\
+.visible .entry copy8(.param .u64 dst, .param .u64 src) {\n\
+  .reg .u64 %rd<4>;\n  ld.param.u64 %rd1, [dst];\n  ld.param.u64 %rd2, [src];\n\
+  ld.global.u64 %rd3, [%rd2];\n  st.global.u64 [%rd1], %rd3;\n  ret;\n}\n\0";
+
+#[test]
+fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_nothing() {
+    use sha2::Digest;
+    let server = Server::start();
+    let file = ConnectionFile::read(&server.connection).unwrap();
+    rt().block_on(async {
+        let c1 = CtxId(1);
+        let s0 = StreamId(0);
+        // A: a context, a stream, an event, a module and 4 KiB of 7s.
+        let mut a = Raw::connect(&file, 0x7000_0000_0000).await;
+        a.send(
+            &Request::CtxCreate {
+                ctx: c1,
+                device: 0,
+                flags: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
+        let stream = StreamId(5);
+        a.send(
+            &Request::StreamCreate {
+                ctx: c1,
+                stream,
+                flags: 0,
+                priority: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
+        a.send(
+            &Request::EventCreate {
+                ctx: c1,
+                event: EventId(6),
+                flags: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
+        let hash: [u8; 32] = sha2::Sha256::digest(COPY8).into();
+        let module = ModuleId(7);
+        let r = a
+            .call(
+                &Request::ModuleLoad {
+                    ctx: c1,
+                    module,
+                    hash,
+                },
+                COPY8,
+            )
+            .await;
+        assert_eq!(r.status, 0, "{}", r.message);
+        let r = a
+            .call(
+                &Request::MemAlloc {
+                    ctx: c1,
+                    size: 4096,
+                },
+                &[],
+            )
+            .await;
+        let ReplyBody::Ptr { ptr: theirs } = r.body else {
+            panic!("{r:?}")
+        };
+        a.send(
+            &Request::MemcpyHtoD {
+                ctx: c1,
+                stream: s0,
+                dst: theirs,
+            },
+            &[7u8; 4096],
+            0,
+        )
+        .await;
+        let r = a.call(&Request::CtxSynchronize { ctx: c1 }, &[]).await;
+        assert_eq!(r.status, 0);
+
+        // B: its own context and 4 KiB, then A's handles replayed.
+        let mut b = Raw::connect(&file, 0x6000_0000_0000).await;
+        b.send(
+            &Request::CtxCreate {
+                ctx: c1,
+                device: 0,
+                flags: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
+        let r = b
+            .call(
+                &Request::MemAlloc {
+                    ctx: c1,
+                    size: 4096,
+                },
+                &[],
+            )
+            .await;
+        let ReplyBody::Ptr { ptr: mine } = r.body else {
+            panic!("{r:?}")
+        };
+        let invalid_handle = 400;
+        for (what, req) in [
+            ("A's stream", Request::StreamSynchronize { ctx: c1, stream }),
+            (
+                "A's event",
+                Request::EventSynchronize {
+                    ctx: c1,
+                    event: EventId(6),
+                },
+            ),
+            ("A's module", Request::ModuleUnload { ctx: c1, module }),
+        ] {
+            let r = b.call(&req, &[]).await;
+            assert_eq!(r.status, invalid_handle, "{what}: {r:?}");
+        }
+        let launch = |dst: u64, src: u64| Request::Launch {
+            ctx: c1,
+            stream: s0,
+            module,
+            kernel: 0,
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            shared: 0,
+            params: [dst.to_le_bytes(), src.to_le_bytes()].concat(),
+        };
+        let r = b.call(&launch(mine, theirs), &[]).await;
+        assert_eq!(r.status, invalid_handle, "a launch of A's module: {r:?}");
+
+        // Pointers: one past B's own allocation, one before it, inside A's, and guesses near
+        // A's window.
+        let read = |src: u64, size: u64| Request::MemcpyDtoH {
+            ctx: c1,
+            stream: s0,
+            src,
+            size,
+        };
+        let guesses = [
+            mine + 4096,
+            mine - 1,
+            theirs,
+            theirs + 4095,
+            0x7000_0000_0000,
+            0x7000_0000_1000,
+        ];
+        for p in guesses {
+            let r = b.call(&read(p, 1), &[]).await;
+            assert_eq!(r.status, 1, "read at {p:#x}: {r:?}");
+        }
+        let r = b.call(&read(mine + 4095, 2), &[]).await;
+        assert_eq!(r.status, 1, "a read running one byte past the end: {r:?}");
+        // A guessed IPC handle opens nothing.
+        let r = b
+            .call(
+                &Request::IpcOpen {
+                    ctx: c1,
+                    handle: [7; 64],
+                },
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 1, "{r:?}");
+
+        // B's own kernel, given A's pointer: the device faults; B sees no byte of A's.
+        let mut b2 = Raw::connect(&file, 0x5000_0000_0000).await;
+        b2.send(
+            &Request::CtxCreate {
+                ctx: c1,
+                device: 0,
+                flags: 0,
+            },
+            &[],
+            0,
+        )
+        .await;
+        let r = b2
+            .call(
+                &Request::ModuleLoad {
+                    ctx: c1,
+                    module,
+                    hash,
+                },
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 0, "the module is cached by hash: {}", r.message);
+        let r = b2
+            .call(
+                &Request::MemAlloc {
+                    ctx: c1,
+                    size: 4096,
+                },
+                &[],
+            )
+            .await;
+        let ReplyBody::Ptr { ptr: own } = r.body else {
+            panic!("{r:?}")
+        };
+        b2.send(&launch(own, theirs), &[], 0).await;
+        let r = b2.call(&Request::CtxSynchronize { ctx: c1 }, &[]).await;
+        assert_eq!(r.status, 700, "ILLEGAL_ADDRESS: {r:?}");
+
+        // A still has its bytes, and its handles still work.
+        let r = a
+            .call(&Request::StreamSynchronize { ctx: c1, stream }, &[])
+            .await;
+        assert_eq!(r.status, 0, "{r:?}");
+        let r = a.call(&read(theirs, 16), &[]).await;
+        assert_eq!(r.status, 0, "{r:?}");
+    });
 }
