@@ -354,13 +354,23 @@ fn serve_pool(
             }
         );
         println!("remora: connection file {}", path.display());
+        let endpoint = pool.endpoint();
         let run = tokio::spawn(pool.run());
         while let Signal::Reload = signals.next().await {
             tracing::info!("SIGHUP: reading the tokens file again");
             control.reload();
         }
+        println!(
+            "remora: draining: no new sessions; running ones may go on for {:?}",
+            args.drain_grace
+        );
         // A pool holds no device state: its sessions' members free everything as the links
         // close.
+        control
+            .drain(args.drain_grace, || {
+                endpoint.close(0u32.into(), b"pool shutting down")
+            })
+            .await;
         run.abort();
         println!("remora: stopped");
         Ok(0)

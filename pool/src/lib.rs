@@ -78,6 +78,12 @@ pub struct Pool {
     members: Members,
     /// Woken whenever placements may have changed.
     changed: tokio::sync::Notify,
+    /// Set on SIGTERM: new sessions are refused, queued ones told so.
+    draining: std::sync::atomic::AtomicBool,
+    /// Client connections being served (queued, placed, or saying hello).
+    active: std::sync::atomic::AtomicUsize,
+    /// Why the sessions still running were ended (at the end of a drain).
+    ending: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Pool {
@@ -106,6 +112,9 @@ impl PoolServer {
             sched: Mutex::new(Scheduler::new(cfg.sessions_per_gpu)),
             members: Members::default(),
             changed: tokio::sync::Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            active: std::sync::atomic::AtomicUsize::new(0),
+            ending: tokio::sync::watch::Sender::new(None),
         });
         for file in cfg.members {
             members::add(&pool, file);
@@ -115,6 +124,11 @@ impl PoolServer {
             pool,
             dns: cfg.dns,
         })
+    }
+
+    /// The endpoint, for closing it at the end of a drain.
+    pub fn endpoint(&self) -> quinn::Endpoint {
+        self.endpoint.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -175,6 +189,32 @@ impl PoolControl {
             }
             Err(e) => tracing::error!("{e}; the tokens in force are unchanged"),
         }
+    }
+
+    /// Stops taking sessions (queued ones are refused), lets running ones go on for `grace`,
+    /// then ends those left with the reason, as a server's drain does.
+    pub async fn drain(&self, grace: Duration, endpoint_close: impl FnOnce()) {
+        use std::sync::atomic::Ordering;
+        let pool = &self.0;
+        pool.draining.store(true, Ordering::SeqCst);
+        pool.changed.notify_waiters();
+        let idle = || pool.active.load(Ordering::SeqCst) == 0;
+        let deadline = tokio::time::Instant::now() + grace;
+        while !idle() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !idle() {
+            pool.ending.send_replace(Some(format!(
+                "pool shutting down: sessions still running after the drain grace period of \
+                 {:.0} s were ended",
+                grace.as_secs_f64()
+            )));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !idle() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        endpoint_close();
     }
 
     /// The Prometheus text format of the pool's metrics, now.

@@ -26,7 +26,36 @@ const MAX_ATTEMPTS: u32 = 3;
 /// so the member refuses them in order, as it refuses any bad device.
 const NO_SUCH_DEVICE: u32 = u32::MAX;
 
+/// Counts a connection among the pool's active ones while it lives (a drain waits for them).
+struct Active<'a>(&'a Pool);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Resolves with the reason once the pool ends its sessions (the end of a drain).
+async fn ended(pool: &Pool) -> String {
+    let mut rx = pool.ending.subscribe();
+    loop {
+        if let Some(why) = rx.borrow_and_update().clone() {
+            return why;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+const DRAINING: &str = "pool shutting down: it takes no new sessions; try again when it is back";
+
 pub(crate) async fn serve(conn: quinn::Connection, pool: Arc<Pool>) {
+    pool.active
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _active = Active(&pool);
     let remote = conn.remote_address();
     match run(&conn, &pool).await {
         Ok(()) => tracing::info!(%remote, "client done"),
@@ -83,6 +112,10 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
     let request = hello.request.clone();
     if request.observer {
         return observe(hello, pool).await;
+    }
+    if pool.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        pool.metrics.refused("draining");
+        return Err(hello.refuse(Outcome::Refused, DRAINING).await);
     }
     let mut memory = request.memory;
     let mut _slot = None;
@@ -187,7 +220,15 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
     tracing::info!(member = %addr, gpus = ?placement.gpus, "session placed");
     let link = Link::new(connected, Buffers::default());
     let calls = hello.accept(&info).await?;
-    let r = forward(calls, &link, &placement, member_devices, account.as_deref()).await;
+    let r = forward(
+        calls,
+        &link,
+        &placement,
+        member_devices,
+        account.as_deref(),
+        pool,
+    )
+    .await;
     link.close("session over");
     r.map_err(|e| match e {
         Forward::Client(e) => e,
@@ -215,6 +256,9 @@ async fn wait_for_gpus(
         let changed = pool.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        if pool.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(hello.refuse(Outcome::Refused, DRAINING).await);
+        }
         let state = pool.sched().state(id);
         match state {
             Some(State::Placed(p)) => return Ok(Some(p)),
@@ -366,6 +410,7 @@ async fn forward(
     placement: &Placement,
     member_devices: u32,
     account: Option<&Account>,
+    pool: &Pool,
 ) -> Result<(), Forward> {
     let mut next_read = 0u64;
     let mut payload = Vec::new();
@@ -379,6 +424,7 @@ async fn forward(
                 ))
                 .into());
             }
+            why = ended(pool) => return Err(ServeError::Refused(why).into()),
         };
         let Some(ev) = next else { break };
         let ServerEvent::Call {

@@ -384,3 +384,63 @@ fn a_programs_copies_large_and_small_pass_through_the_pool_intact() {
     assert!(t.contains("driver_memory: all passed"), "{t}");
     assert!(t.contains("round trip 67108864 bytes"), "{t}");
 }
+
+#[test]
+fn sigterm_drains_a_pool_then_ends_the_sessions_left() {
+    let member = Server::start_with(&["--devices", "2"]);
+    let mut pool = Pool::start(&[&member.connection], &["--drain-grace", "3s"]);
+    let spawn = |hold_ms: &str| {
+        pool.trial(&["1", hold_ms], &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let short = spawn("1500");
+    let long = spawn("30000");
+    pool.wait_for(|s| s["sessions"].as_array().is_some_and(|x| x.len() == 2));
+    let t = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pool.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // New sessions are refused while it drains.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = pool.trial(&["1", "0"], &[]).output().unwrap();
+        if text(&o).contains("pool shutting down") {
+            assert!(!o.status.success());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not refused while draining: {}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let short = short.wait_with_output().unwrap();
+    assert!(short.status.success(), "{}", text(&short));
+    let long = long.wait_with_output().unwrap();
+    let said = text(&long);
+    assert!(
+        !long.status.success() && said.contains("pool shutting down"),
+        "{said}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(2) && t.elapsed() < Duration::from_secs(15),
+        "ended after {:?}",
+        t.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = pool.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the pool did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status}");
+}
