@@ -244,6 +244,29 @@ pub fn end(stream: u64, out: &mut u64) -> ShimResult<()> {
     Ok(())
 }
 
+/// `cuStreamDestroy` of a stream taking part in a capture: the capture is invalidated, and if
+/// the stream began it, it ends there (nobody can end it any more) and its graph goes.
+pub fn forget_stream(stream: u64) {
+    if ACTIVE.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let mut t = table();
+    let Some(id) = t.streams.get(&stream).map(|m| m.capture) else {
+        return;
+    };
+    if t.captures.get(&id).is_some_and(|c| c.origin == stream) {
+        if let Some((c, _)) = finish(&mut t, id) {
+            drop(t);
+            let _ = graph::remove_graph(c.graph);
+        }
+        return;
+    }
+    invalidate_stream(&mut t, stream);
+    if t.streams.remove(&stream).is_some() {
+        ACTIVE.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// Invalidates the capture `stream` takes part in, if any; true if there was one.
 fn invalidate_stream(t: &mut Table, stream: u64) -> bool {
     let Some(id) = t.streams.get(&stream).map(|m| m.capture) else {
@@ -435,18 +458,78 @@ pub fn exchange_mode(mode: &mut c_uint) -> ShimResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{mint, Context};
 
+    /// A context and `n` streams in the process's registry (no server is needed: capture only
+    /// records).
+    fn streams(n: usize) -> Vec<u64> {
+        let ctx = mint();
+        registry().add_context(ctx, Context::new(0, 0, false));
+        (0..n)
+            .map(|_| registry().add_stream(ctx, 1, 0).unwrap())
+            .collect()
+    }
+
+    fn nodes(g: u64) -> usize {
+        graph::with_graph(g, |g| g.nodes.len()).unwrap()
+    }
+
+    // One test, so no other capture runs in this process meanwhile (the tables are global).
     #[test]
-    fn capture_modes_decide_who_may_make_unsafe_calls() {
+    fn capture_records_forks_joins_and_obeys_the_modes() {
         // Without a capture every call is allowed, in every mode.
         assert!(forbid_unsafe_call("x").is_ok());
-        let mut m = MODE_THREAD_LOCAL;
-        exchange_mode(&mut m).unwrap();
-        assert_eq!(m, MODE_GLOBAL);
         let mut bad = 7;
         assert!(exchange_mode(&mut bad).is_err());
-        let mut back = MODE_GLOBAL;
-        exchange_mode(&mut back).unwrap();
-        assert_eq!(back, MODE_THREAD_LOCAL);
+
+        let s = streams(3);
+        let (a, b, c) = (s[0], s[1], s[2]);
+        let (e1, e2) = (mint(), mint());
+        assert!(of(a).unwrap().is_none());
+        begin(a, MODE_GLOBAL).unwrap();
+        assert_eq!(
+            begin(a, MODE_GLOBAL).unwrap_err().status(),
+            CuStatus::ILLEGAL_STATE
+        );
+        of(a).unwrap().unwrap().add(Op::Empty).unwrap();
+        assert!(record_event(e1, a).unwrap());
+        assert!(wait_event(b, e1).unwrap()); // b forks off a
+        of(b).unwrap().unwrap().add(Op::Empty).unwrap();
+        of(a).unwrap().unwrap().add(Op::Empty).unwrap();
+        let mut g = 0;
+        // Ending on the forked stream is not ending the capture.
+        assert_eq!(end(b, &mut g).unwrap_err().status(), UNMATCHED);
+        assert!(record_event(e2, b).unwrap());
+        assert!(wait_event(a, e2).unwrap()); // and joins back
+        of(a).unwrap().unwrap().add(Op::Empty).unwrap();
+        end(a, &mut g).unwrap();
+        assert_eq!(nodes(g), 4);
+        let order = graph::with_graph(g, |g| g.topological()).unwrap().unwrap();
+        let last = graph::with_graph(g, |g| g.nodes[&order[3]].deps.len()).unwrap();
+        assert_eq!(last, 2, "the join node waits for both branches");
+        assert!(of(b).unwrap().is_none());
+        assert_eq!(ACTIVE.load(Ordering::Acquire), 0);
+
+        // A global capture in another thread forbids this thread's unsafe calls, unless this
+        // thread is in thread-local (or relaxed) mode; the capture is invalidated by the refusal.
+        std::thread::scope(|sc| {
+            sc.spawn(|| begin(c, MODE_GLOBAL).unwrap()).join().unwrap();
+        });
+        let mut m = MODE_THREAD_LOCAL;
+        exchange_mode(&mut m).unwrap();
+        assert!(forbid_unsafe_call("x").is_ok());
+        exchange_mode(&mut m).unwrap();
+        assert_eq!(m, MODE_THREAD_LOCAL);
+        assert_eq!(forbid_unsafe_call("x").unwrap_err().status(), UNSUPPORTED);
+        assert_eq!(of(c).err().map(|e| e.status()), Some(INVALIDATED));
+        // Ended by another thread than the one that began it (global mode): refused.
+        assert_eq!(end(c, &mut g).unwrap_err().status(), WRONG_THREAD);
+        // Destroying the origin stream ends the capture.
+        forget_stream(c);
+        assert_eq!(ACTIVE.load(Ordering::Acquire), 0);
+        assert_eq!(
+            end(c, &mut g).unwrap_err().status(),
+            CuStatus::ILLEGAL_STATE
+        );
     }
 }

@@ -39,6 +39,7 @@ pub fn create(ph: &mut u64, flags: c_uint, priority: c_int) -> ShimResult<()> {
 
 pub fn destroy(s: u64) -> ShimResult<()> {
     let ctx = registry().remove_stream(s)?;
+    capture::forget_stream(s);
     client::client()?.post(
         &Request::StreamDestroy {
             ctx: CtxId(ctx),
