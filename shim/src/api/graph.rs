@@ -602,7 +602,7 @@ pub struct Memcpy3D {
     src_type: c_uint,
     src_host: *const c_void,
     src_device: u64,
-    src_array: *mut c_void,
+    _src_array: *mut c_void,
     _reserved0: *mut c_void,
     src_pitch: usize,
     src_height: usize,
@@ -613,7 +613,7 @@ pub struct Memcpy3D {
     dst_type: c_uint,
     dst_host: *mut c_void,
     dst_device: u64,
-    dst_array: *mut c_void,
+    _dst_array: *mut c_void,
     _reserved1: *mut c_void,
     dst_pitch: usize,
     dst_height: usize,
@@ -641,7 +641,6 @@ fn side(
     kind: c_uint,
     host: u64,
     device: u64,
-    array: *mut c_void,
     (x, y, z): (usize, usize, usize),
     pitch: usize,
     height: usize,
@@ -666,9 +665,6 @@ fn side(
         }
         other => return Err(invalid(format!("memory type {other}"))),
     };
-    if !array.is_null() && kind == 3 {
-        return Err(invalid("array given for a non-array copy"));
-    }
     let base = if dev || kind == 4 { device } else { host };
     Ok((dev, base.wrapping_add(off), pitch as u64))
 }
@@ -692,7 +688,6 @@ pub fn copy_op(c: &Memcpy3D) -> ShimResult<Op> {
         c.src_type,
         c.src_host as u64,
         c.src_device,
-        c.src_array,
         (c.src_x, c.src_y, c.src_z),
         c.src_pitch,
         c.src_height,
@@ -702,7 +697,6 @@ pub fn copy_op(c: &Memcpy3D) -> ShimResult<Op> {
         c.dst_type,
         c.dst_host as u64,
         c.dst_device,
-        c.dst_array,
         (c.dst_x, c.dst_y, c.dst_z),
         c.dst_pitch,
         c.dst_height,

@@ -109,7 +109,7 @@ impl Pool {
         while self.reserved > keep && i < self.free.len() {
             if any_stream || self.free[i].stream.is_none() {
                 let b = self.free.remove(i);
-                self.reserved -= b.size;
+                self.reserved = self.reserved.saturating_sub(b.size);
                 out.push(b.ptr);
             } else {
                 i += 1;
@@ -124,8 +124,8 @@ struct Pools {
     pools: HashMap<u64, Pool>,
     default: HashMap<i32, u64>,
     current: HashMap<i32, u64>,
-    /// Allocations handed out: pool, block size.
-    live: HashMap<u64, (u64, u64)>,
+    /// Allocations handed out: pool, block size, context.
+    live: HashMap<u64, (u64, u64, u64)>,
 }
 
 impl Pools {
@@ -355,11 +355,15 @@ fn alloc(pool: u64, size: usize, stream: u64) -> ShimResult<u64> {
             )));
         }
         // A block whose context was torn down went with it.
-        p.free.retain(|b| {
-            registry().memory(|m| m.allocs.get(&b.ptr).is_some_and(|a| a.ctx == b.ctx))
-        });
+        let alive =
+            |b: &Block| registry().memory(|m| m.allocs.get(&b.ptr).is_some_and(|a| a.ctx == b.ctx));
+        let gone: u64 = p.free.iter().filter(|b| !alive(b)).map(|b| b.size).sum();
+        if gone > 0 {
+            p.free.retain(alive);
+            p.reserved = p.reserved.saturating_sub(gone);
+        }
         if let Some(ptr) = p.take_block(need, ctx, sid) {
-            t.live.insert(ptr, (pool, need));
+            t.live.insert(ptr, (pool, need, ctx));
             return Ok(ptr);
         }
         if p.max_size > 0 && p.reserved + need > p.max_size {
@@ -401,7 +405,7 @@ fn alloc(pool: u64, size: usize, stream: u64) -> ShimResult<u64> {
             p.reserved_high = p.reserved_high.max(p.reserved);
             p.used += need;
             p.used_high = p.used_high.max(p.used);
-            t.live.insert(ptr, (pool, need));
+            t.live.insert(ptr, (pool, need, ctx));
             Ok(ptr)
         }
         // Destroyed meanwhile by another thread.
@@ -417,10 +421,25 @@ fn alloc(pool: u64, size: usize, stream: u64) -> ShimResult<u64> {
 /// Memory from `cuMemAlloc` may be freed this way too; the free is queued after the stream's
 /// earlier work.
 pub fn free_async(ptr: u64, stream: u64) -> ShimResult<()> {
-    let (ctx, sid) = registry().stream(stream)?;
+    let (_, sid) = registry().stream(stream)?;
     capture::refuse_on(sid, "a stream-ordered free")?;
     let mut t = pools();
-    let Some((pool, size)) = t.live.remove(&ptr) else {
+    // An entry whose context was torn down is stale: the address may be another's now.
+    let held = |ctx: u64, size: u64| {
+        registry().memory(|m| {
+            m.allocs
+                .get(&ptr)
+                .is_some_and(|a| a.ctx == ctx && a.size == size)
+        })
+    };
+    let entry = t.live.remove(&ptr);
+    if let Some((pool, size, _)) = entry.filter(|&(_, size, ctx)| !held(ctx, size)) {
+        if let Some(p) = t.pools.get_mut(&pool) {
+            p.used = p.used.saturating_sub(size);
+            p.reserved = p.reserved.saturating_sub(size);
+        }
+    }
+    let Some((pool, size, ctx)) = entry.filter(|&(_, size, ctx)| held(ctx, size)) else {
         drop(t);
         return super::memory::free(ptr).map_err(|_| {
             invalid(format!(
@@ -432,9 +451,9 @@ pub fn free_async(ptr: u64, stream: u64) -> ShimResult<()> {
         drop(t);
         return release(vec![ptr]);
     };
-    p.used -= size;
+    p.used = p.used.saturating_sub(size);
     if p.destroyed {
-        p.reserved -= size;
+        p.reserved = p.reserved.saturating_sub(size);
         if p.used == 0 {
             t.pools.remove(&pool);
         }
