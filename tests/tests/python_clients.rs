@@ -56,6 +56,17 @@ fn cupy_elementwise_kernels_and_reductions_match_numpy() {
 }
 
 #[test]
+fn cupy_stream_capture_graphs_and_the_async_memory_pool_match_numpy() {
+    let server = Server::start();
+    let out = python(&server, "test_cupy_graphs.py");
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("cupy graphs passed"),
+        "{t}"
+    );
+}
+
+#[test]
 fn numba_jit_kernels_with_shared_memory_and_atomics_match_numpy() {
     let server = Server::start();
     let out = python(&server, "test_numba.py");

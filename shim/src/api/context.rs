@@ -165,11 +165,12 @@ pub fn get_device(dev: &mut c_int, ctx: u64) -> ShimResult<()> {
 
 pub fn synchronize(ctx: u64) -> ShimResult<()> {
     let h = ctx_or_current(ctx)?;
+    super::capture::forbid_unsafe_call("cuCtxSynchronize")?;
     super::managed::sync_call(
         client::client()?,
         &Request::CtxSynchronize { ctx: CtxId(h) },
-    )
-    .map(|_| ())
+    )?;
+    super::mempool::synchronized(None)
 }
 
 /// `CUlimit` defaults of a compute capability 8.0 device.

@@ -18,6 +18,7 @@ const ATTR_PAGEABLE_MEMORY_ACCESS: u32 = 88;
 const ATTR_CONCURRENT_MANAGED_ACCESS: u32 = 89;
 const ATTR_PAGEABLE_USES_HOST_PAGE_TABLES: u32 = 100;
 const ATTR_DIRECT_MANAGED_FROM_HOST: u32 = 101;
+const ATTR_MEMORY_POOLS_SUPPORTED: u32 = 115;
 /// Attributes above this are not defined by any CUDA release the shim knows.
 const ATTR_MAX: u32 = 200;
 
@@ -34,6 +35,8 @@ pub fn device(dev: c_int) -> ShimResult<&'static DeviceInfo> {
 fn attr(d: &DeviceInfo, a: u32) -> i32 {
     match a {
         ATTR_MANAGED_MEMORY => 1,
+        // Stream-ordered allocation is the shim's own (`api::mempool`), whatever GPU serves it.
+        ATTR_MEMORY_POOLS_SUPPORTED => 1,
         ATTR_PAGEABLE_MEMORY_ACCESS
         | ATTR_CONCURRENT_MANAGED_ACCESS
         | ATTR_PAGEABLE_USES_HOST_PAGE_TABLES

@@ -17,7 +17,8 @@ use crate::ffi::{bytes, bytes_mut, invalid, put, FromCuda, ShimError, ShimResult
 use crate::generated::CUDA_MEMCPY2D;
 use crate::registry::{self, registry, HostRange};
 
-use super::{device_alloc, ipc, managed};
+use super::graph::{Dir, Op};
+use super::{capture, device_alloc, ipc, managed};
 
 /// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
 const PITCH_ALIGN: usize = 512;
@@ -134,6 +135,20 @@ pub fn htod(dst: u64, src: &[u8], stream: u64) -> ShimResult<()> {
         return prepare(stream, &[]).map(|_| ());
     }
     let (ctx, stream) = prepare(stream, &[(dst, src.len() as u64)])?;
+    if stream == 0 {
+        capture::forbid_unsafe_call("a copy on the default stream")?;
+    } else if let Some(cap) = capture::of(stream)? {
+        // The node reads the host bytes when the graph runs, as a GPU's copy node does.
+        return cap.add(Op::Copy {
+            dir: Dir::HtoD,
+            dst,
+            src: src.as_ptr() as u64,
+            width: src.len() as u64,
+            rows: 1,
+            dst_pitch: 0,
+            src_pitch: 0,
+        });
+    }
     if managed::host_side(dst, src.len() as u64) {
         // SAFETY: the range lies in a managed allocation's host mapping (checked above).
         unsafe { std::ptr::copy(src.as_ptr(), dst as usize as *mut u8, src.len()) };
@@ -155,6 +170,11 @@ pub fn dtoh(dst: &mut [u8], src: u64, stream: u64) -> ShimResult<()> {
     }
     let (ctx, stream) = prepare(stream, &[(src, dst.len() as u64)])?;
     let size = dst.len() as u64;
+    if stream == 0 {
+        capture::forbid_unsafe_call("a synchronous copy")?;
+    } else if let Some(cap) = capture::of(stream)? {
+        return cap.add(device_to_host(dst.as_mut_ptr() as u64, src, size));
+    }
     if managed::host_side(src, size) {
         // SAFETY: the range lies in a managed allocation's host mapping (checked above).
         unsafe { std::ptr::copy(src as usize as *const u8, dst.as_mut_ptr(), dst.len()) };
@@ -176,6 +196,17 @@ pub fn dtod(dst: u64, src: u64, size: usize, stream: u64) -> ShimResult<()> {
         return prepare(stream, &[]).map(|_| ());
     }
     let (ctx, stream) = prepare(stream, &[(src, size), (dst, size)])?;
+    if let Some(cap) = capture::of(stream)? {
+        return cap.add(Op::Copy {
+            dir: Dir::DtoD,
+            dst,
+            src,
+            width: size,
+            rows: 1,
+            dst_pitch: 0,
+            src_pitch: 0,
+        });
+    }
     if managed::is_managed(src) || managed::is_managed(dst) {
         managed::before_device_work()?;
     }
@@ -189,6 +220,19 @@ pub fn dtod(dst: u64, src: u64, size: usize, stream: u64) -> ShimResult<()> {
         },
         &[],
     )
+}
+
+/// A captured device-to-host copy: the host buffer is written when the graph runs.
+fn device_to_host(dst: u64, src: u64, size: u64) -> Op {
+    Op::Copy {
+        dir: Dir::DtoH,
+        dst,
+        src,
+        width: size,
+        rows: 1,
+        dst_pitch: 0,
+        src_pitch: 0,
+    }
 }
 
 /// # Safety
@@ -222,6 +266,9 @@ pub unsafe fn copy_dtoh_async(dst: *mut c_void, src: u64, n: usize, stream: u64)
         return unsafe { copy_dtoh(dst, src, n, stream) };
     }
     let (ctx, stream) = prepare(stream, &[(src, n as u64)])?;
+    if let Some(cap) = capture::of(stream)? {
+        return cap.add(device_to_host(dst as u64, src, n as u64));
+    }
     if managed::host_side(src, n as u64) {
         // SAFETY: the source lies in a managed allocation's host mapping (checked above), the
         // destination is the caller's buffer of n bytes.
@@ -463,6 +510,16 @@ fn memset(
         .and_then(|v| v.checked_add(row))
         .ok_or_else(|| invalid("memset extent overflows"))?;
     let (ctx, stream) = prepare(stream, &[(dst, span as u64)])?;
+    if let Some(cap) = capture::of(stream)? {
+        return cap.add(Op::Memset {
+            dst,
+            pitch: if height > 1 { pitch as u64 } else { row as u64 },
+            value,
+            elem,
+            width: width as u64,
+            height: height as u64,
+        });
+    }
     if managed::host_side(dst, span as u64) {
         // SAFETY: the whole extent lies in a managed allocation's host mapping (checked above).
         unsafe { host_memset(dst, pitch, value, elem, width, height) };

@@ -13,16 +13,21 @@
 //! whose arguments do not match the generated signature in number does not compile.
 
 pub mod attributes;
+pub mod capture;
 pub mod context;
 pub mod device;
 pub mod device_alloc;
+pub mod graph;
+pub mod graph_exec;
 pub mod image;
 pub mod init;
 pub mod ipc;
 pub mod launch;
 pub mod managed;
 pub mod memory;
+pub mod mempool;
 pub mod module;
+pub mod params;
 pub mod stream;
 
 use crate::driver::{self, Driver};
@@ -85,8 +90,8 @@ fn geometry(
     by: c_uint,
     bz: c_uint,
     shared: c_uint,
-) -> launch::Geometry {
-    launch::Geometry {
+) -> params::Geometry {
+    params::Geometry {
         grid: [gx, gy, gz],
         block: [bx, by, bz],
         shared,
@@ -344,16 +349,74 @@ implement! { $
     cuLinkComplete(state, cubinOut, sizeOut) => module::link_complete(state, cubinOut, sizeOut);
     cuLinkDestroy(state) => module::link_destroy(state);
 
-    // Stream capture: nothing is ever capturing.
-    cuStreamIsCapturing(hStream, captureStatus) => stream::capture_status(hStream, captureStatus, None);
-    cuStreamIsCapturing_ptsz(hStream, captureStatus) => stream::capture_status(hStream, captureStatus, None);
-    cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out) => stream::capture_status(hStream, captureStatus_out, id_out);
-    cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out) => stream::capture_status(hStream, captureStatus_out, id_out);
-    cuStreamGetCaptureInfo_v2(hStream, captureStatus_out, id_out, _graph_out: Ignored, _dependencies_out: Ignored, _numDependencies_out: Ignored) => stream::capture_status(hStream, captureStatus_out, id_out);
-    cuStreamGetCaptureInfo_v2_ptsz(hStream, captureStatus_out, id_out, _graph_out: Ignored, _dependencies_out: Ignored, _numDependencies_out: Ignored) => stream::capture_status(hStream, captureStatus_out, id_out);
-    cuStreamGetCaptureInfo_v3(hStream, captureStatus_out, id_out, _graph_out: Ignored, _dependencies_out: Ignored, _edgeData_out: Ignored, _numDependencies_out: Ignored) => stream::capture_status(hStream, captureStatus_out, id_out);
-    cuStreamGetCaptureInfo_v3_ptsz(hStream, captureStatus_out, id_out, _graph_out: Ignored, _dependencies_out: Ignored, _edgeData_out: Ignored, _numDependencies_out: Ignored) => stream::capture_status(hStream, captureStatus_out, id_out);
-    cuThreadExchangeStreamCaptureMode(mode) => stream::exchange_capture_mode(mode);
+    // Stream capture.
+    cuStreamBeginCapture(hStream) => capture::begin(hStream, 0);
+    cuStreamBeginCapture_ptsz(hStream) => capture::begin(hStream, 0);
+    cuStreamBeginCapture_v2(hStream, mode) => capture::begin(hStream, mode);
+    cuStreamBeginCapture_v2_ptsz(hStream, mode) => capture::begin(hStream, mode);
+    cuStreamEndCapture(hStream, phGraph) => capture::end(hStream, phGraph);
+    cuStreamEndCapture_ptsz(hStream, phGraph) => capture::end(hStream, phGraph);
+    cuStreamIsCapturing(hStream, captureStatus) => capture::status(hStream, captureStatus, None);
+    cuStreamIsCapturing_ptsz(hStream, captureStatus) => capture::status(hStream, captureStatus, None);
+    cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out) => capture::status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out) => capture::status(hStream, captureStatus_out, id_out);
+    cuStreamGetCaptureInfo_v2(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out) => capture::info(hStream, captureStatus_out, id_out, graph_out, dependencies_out, None, numDependencies_out);
+    cuStreamGetCaptureInfo_v2_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out) => capture::info(hStream, captureStatus_out, id_out, graph_out, dependencies_out, None, numDependencies_out);
+    cuStreamGetCaptureInfo_v3(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out) => capture::info(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out);
+    cuStreamGetCaptureInfo_v3_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out) => capture::info(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out);
+    cuThreadExchangeStreamCaptureMode(mode) => capture::exchange_mode(mode);
+
+    // Graphs: built and kept in the shim.
+    cuGraphCreate(phGraph, flags) => graph::create(phGraph, flags);
+    cuGraphDestroy(hGraph) => graph::destroy(hGraph);
+    cuGraphClone(phGraphClone, originalGraph) => graph::clone(phGraphClone, originalGraph);
+    cuGraphAddEmptyNode(phGraphNode, hGraph, dependencies, numDependencies) => graph::add_empty(phGraphNode, hGraph, dependencies, numDependencies);
+    cuGraphAddKernelNode(phGraphNode, hGraph, dependencies, numDependencies, nodeParams) => graph::add_kernel(phGraphNode, hGraph, dependencies, numDependencies, nodeParams);
+    cuGraphAddKernelNode_v2(phGraphNode, hGraph, dependencies, numDependencies, nodeParams) => graph::add_kernel(phGraphNode, hGraph, dependencies, numDependencies, nodeParams);
+    cuGraphAddMemsetNode(phGraphNode, hGraph, dependencies, numDependencies, memsetParams, ctx) => graph::add_memset(phGraphNode, hGraph, dependencies, numDependencies, memsetParams, ctx);
+    cuGraphAddMemcpyNode(phGraphNode, hGraph, dependencies, numDependencies, copyParams, ctx) => graph::add_memcpy(phGraphNode, hGraph, dependencies, numDependencies, copyParams, ctx);
+    cuGraphAddDependencies(hGraph, from, to, numDependencies) => graph::add_dependencies(hGraph, from, to, numDependencies);
+    cuGraphGetNodes(hGraph, nodes, numNodes) => graph::get_nodes(hGraph, nodes, numNodes);
+    cuGraphGetRootNodes(hGraph, rootNodes, numRootNodes) => graph::get_root_nodes(hGraph, rootNodes, numRootNodes);
+    cuGraphGetEdges(hGraph, from, to, numEdges) => graph::get_edges(hGraph, from, to, numEdges);
+    cuGraphNodeGetDependencies(hNode, dependencies, numDependencies) => graph::node_get_dependencies(hNode, dependencies, numDependencies);
+    cuGraphNodeGetType(hNode, type_) => graph::node_get_type(hNode, type_);
+    cuGraphDestroyNode(hNode) => graph::destroy_node(hNode);
+    cuGraphKernelNodeGetParams(hNode, nodeParams) => graph::kernel_get_params(hNode, nodeParams);
+    cuGraphKernelNodeGetParams_v2(hNode, nodeParams) => graph::kernel_get_params(hNode, nodeParams);
+    cuGraphKernelNodeSetParams(hNode, nodeParams) => graph::kernel_set_params(hNode, nodeParams);
+    cuGraphKernelNodeSetParams_v2(hNode, nodeParams) => graph::kernel_set_params(hNode, nodeParams);
+    cuGraphDebugDotPrint(hGraph, path, flags) => graph::debug_dot_print(hGraph, path, flags);
+
+    // Executable graphs: a launch is one batch of queued calls.
+    cuGraphInstantiate(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize) => graph_exec::instantiate_with_log(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize);
+    cuGraphInstantiate_v2(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize) => graph_exec::instantiate_with_log(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize);
+    cuGraphInstantiateWithFlags(phGraphExec, hGraph, flags) => graph_exec::instantiate_with_flags(phGraphExec, hGraph, flags);
+    cuGraphInstantiateWithParams(phGraphExec, hGraph, instantiateParams) => graph_exec::instantiate_with_params(phGraphExec, hGraph, instantiateParams);
+    cuGraphInstantiateWithParams_ptsz(phGraphExec, hGraph, instantiateParams) => graph_exec::instantiate_with_params(phGraphExec, hGraph, instantiateParams);
+    cuGraphLaunch(hGraphExec, hStream) => graph_exec::launch(hGraphExec, hStream);
+    cuGraphLaunch_ptsz(hGraphExec, hStream) => graph_exec::launch(hGraphExec, hStream);
+    cuGraphUpload(hGraphExec, hStream) => graph_exec::upload(hGraphExec, hStream);
+    cuGraphUpload_ptsz(hGraphExec, hStream) => graph_exec::upload(hGraphExec, hStream);
+    cuGraphExecDestroy(hGraphExec) => graph_exec::destroy(hGraphExec);
+    cuGraphExecKernelNodeSetParams(hGraphExec, hNode, nodeParams) => graph_exec::kernel_node_set_params(hGraphExec, hNode, nodeParams);
+    cuGraphExecKernelNodeSetParams_v2(hGraphExec, hNode, nodeParams) => graph_exec::kernel_node_set_params(hGraphExec, hNode, nodeParams);
+
+    // Memory pools and stream-ordered allocation.
+    cuDeviceGetDefaultMemPool(pool_out, dev) => mempool::device_default(pool_out, dev);
+    cuDeviceGetMemPool(pool, dev) => mempool::device_get(pool, dev);
+    cuDeviceSetMemPool(dev, pool) => mempool::device_set(dev, pool);
+    cuMemPoolCreate(pool, poolProps) => mempool::create(pool, poolProps);
+    cuMemPoolDestroy(pool) => mempool::destroy(pool);
+    cuMemPoolTrimTo(pool, minBytesToKeep) => mempool::trim_to(pool, minBytesToKeep);
+    cuMemPoolGetAttribute(pool, attr, value) => mempool::get_attribute(pool, attr, value);
+    cuMemPoolSetAttribute(pool, attr, value) => mempool::set_attribute(pool, attr, value);
+    cuMemAllocAsync(dptr, bytesize, hStream) => mempool::alloc_async(dptr, bytesize, hStream);
+    cuMemAllocAsync_ptsz(dptr, bytesize, hStream) => mempool::alloc_async(dptr, bytesize, hStream);
+    cuMemAllocFromPoolAsync(dptr, bytesize, pool, hStream) => mempool::alloc_from_pool(dptr, bytesize, pool, hStream);
+    cuMemAllocFromPoolAsync_ptsz(dptr, bytesize, pool, hStream) => mempool::alloc_from_pool(dptr, bytesize, pool, hStream);
+    cuMemFreeAsync(dptr, hStream) => mempool::free_async(dptr, hStream);
+    cuMemFreeAsync_ptsz(dptr, hStream) => mempool::free_async(dptr, hStream);
 }
 
 crate::generated::driver_functions!(implement_driver);

@@ -9,6 +9,7 @@ use remora_protocol::messages::{CtxId, EventId, StreamId};
 use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 
+use super::capture;
 use crate::client;
 use crate::ffi::{invalid, ShimError, ShimResult};
 use crate::registry::{self, registry};
@@ -38,6 +39,7 @@ pub fn create(ph: &mut u64, flags: c_uint, priority: c_int) -> ShimResult<()> {
 
 pub fn destroy(s: u64) -> ShimResult<()> {
     let ctx = registry().remove_stream(s)?;
+    capture::forget_stream(s);
     client::client()?.post(
         &Request::StreamDestroy {
             ctx: CtxId(ctx),
@@ -49,15 +51,18 @@ pub fn destroy(s: u64) -> ShimResult<()> {
 
 pub fn synchronize(stream: u64) -> ShimResult<()> {
     let (ctx, stream) = registry().stream(stream)?;
+    capture::refuse_on(stream, "cuStreamSynchronize")?;
     let req = Request::StreamSynchronize {
         ctx: CtxId(ctx),
         stream: StreamId(stream),
     };
-    super::managed::sync_call(client::client()?, &req).map(|_| ())
+    super::managed::sync_call(client::client()?, &req)?;
+    super::mempool::synchronized(Some(stream))
 }
 
 pub fn query(stream: u64) -> ShimResult<()> {
     let (ctx, stream) = registry().stream(stream)?;
+    capture::refuse_on(stream, "cuStreamQuery")?;
     client::client()?
         .call(&Request::StreamQuery {
             ctx: CtxId(ctx),
@@ -69,6 +74,9 @@ pub fn query(stream: u64) -> ShimResult<()> {
 pub fn wait_event(stream: u64, event: u64, _flags: c_uint) -> ShimResult<()> {
     registry().event_ctx(event)?;
     let (ctx, stream) = registry().stream(stream)?;
+    if capture::wait_event(stream, event)? {
+        return Ok(());
+    }
     client::client()?.post(
         &Request::StreamWaitEvent {
             ctx: CtxId(ctx),
@@ -132,6 +140,9 @@ pub fn event_create(ph: &mut u64, flags: c_uint) -> ShimResult<()> {
 pub fn event_record(event: u64, stream: u64) -> ShimResult<()> {
     registry().event_ctx(event)?;
     let (ctx, stream) = registry().stream(stream)?;
+    if capture::record_event(event, stream)? {
+        return Ok(());
+    }
     client::client()?.post(
         &Request::EventRecord {
             ctx: CtxId(ctx),
@@ -230,26 +241,5 @@ pub unsafe fn add_callback(
     };
     // SAFETY: the application's callback with its own user data, as cuStreamAddCallback specifies.
     unsafe { cb(stream as *mut c_void, status, data) };
-    Ok(())
-}
-
-/// Stream capture (graphs) is not offered: every stream reports "not capturing", which is the
-/// truth, and `cuStreamBeginCapture` answers `NOT_SUPPORTED`. The id may be NULL.
-pub fn capture_status(stream: u64, status: &mut c_uint, id: Option<&mut u64>) -> ShimResult<()> {
-    registry().stream(stream)?;
-    *status = 0; // CU_STREAM_CAPTURE_STATUS_NONE
-    if let Some(id) = id {
-        *id = 0;
-    }
-    Ok(())
-}
-
-thread_local! {
-    static CAPTURE_MODE: std::cell::Cell<c_uint> = const { std::cell::Cell::new(0) };
-}
-
-/// `cuThreadExchangeStreamCaptureMode`: swaps the calling thread's capture mode.
-pub fn exchange_capture_mode(mode: &mut c_uint) -> ShimResult<()> {
-    *mode = CAPTURE_MODE.try_with(|c| c.replace(*mode)).unwrap_or(0);
     Ok(())
 }

@@ -1,0 +1,76 @@
+//! CUDA graphs and stream capture, kept by the shim: a C program on the driver API captures,
+//! builds, updates and launches graphs on a real server over QUIC, and the capture errors the
+//! documentation gives come back; a graph launch is one batch, counted with `REMORA_STATS=1`.
+
+mod support;
+
+use support::*;
+
+fn stats_line<'a>(all: &'a str, prefix: &str) -> &'a str {
+    all.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` in {all}"))
+}
+
+#[test]
+fn captured_and_hand_built_graphs_run_and_capture_errors_are_the_drivers() {
+    let server = Server::start();
+    let out = server.run(&c_program("graphs"), &["100"]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("graphs: all passed"),
+        "{t}"
+    );
+    // The negative cases ran and answered as the driver does.
+    for line in [
+        "ok   100 launches of a captured graph",
+        "cuStreamEndCapture(s, &g) -> 401",
+        "cuStreamSynchronize(s) -> 900",
+        "cuMemsetD32Async(x, 0, N, s) -> 901",
+        "cuCtxSynchronize() -> 900",
+        "cuMemcpyDtoH(h, x, sizeof h) -> 900",
+        "cuStreamEndCapture(s1, &g2) -> 904",
+        "cuGraphInstantiateWithFlags(&bad, g, 0) -> 1",
+        "fork/join b = 22",
+    ] {
+        assert!(t.contains(line), "missing {line:?} in {t}");
+    }
+}
+
+#[test]
+fn a_graph_launch_of_100_kernels_costs_no_round_trip() {
+    let server = Server::start();
+    let prog = c_program("graphs");
+    let run = |kernels: &str| {
+        let out = server
+            .command(&prog)
+            .args(["launch", kernels])
+            .env("REMORA_STATS", "1")
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(
+            out.status.success() && t.contains("graphs: all passed"),
+            "{t}"
+        );
+        t
+    };
+    let one = run("1");
+    let hundred = run("100");
+    // Capture sends nothing; the launch's kernels ride in the batch of the synchronisation
+    // after it: as many round trips for 100 kernels as for 1.
+    let trips = |t: &str| stats_line(t, "remora: stats: round trips by call: ").to_string();
+    assert_eq!(trips(&one), trips(&hundred), "{one}\n{hundred}");
+    assert_eq!(
+        trips(&hundred),
+        "StreamSynchronize 2, MemcpyDtoH 1, ModuleLoad 1"
+    );
+    assert!(
+        stats_line(&hundred, "remora: stats: asynchronous by call: ").contains("Launch 100,"),
+        "{hundred}"
+    );
+    assert!(
+        stats_line(&one, "remora: stats: asynchronous by call: ").contains("Launch 1,"),
+        "{one}"
+    );
+}
