@@ -310,7 +310,12 @@ pub fn nvcc_program(name: &str, shared_cudart: bool, compressed: bool) -> PathBu
     let mut cmd = Command::new(cuda_env("NVCC13"));
     cmd.args(["-arch=compute_80", "-code=compute_80", "-o"])
         .arg(&tmp)
-        .arg(&src);
+        .arg(&src)
+        // cooperative_groups includes CCCL's <nv/target>, which the nvcc 13 wheel lacks.
+        .arg(format!(
+            "-I{}/nvidia/cuda_cccl/include",
+            cuda_env("CUDA_PY")
+        ));
     if shared_cudart {
         cmd.args(["-cudart", "shared"])
             .arg(format!("-L{}", cuda_env("CUDA13_LINK")));
