@@ -50,6 +50,7 @@ fn saxpy(space: &AddressSpace, n: usize) -> Case {
         grid: [(n as u32).div_ceil(256), 1, 1],
         block: [256, 1, 1],
         dynamic_shared_bytes: 0,
+        cooperative: false,
     };
     Case {
         name: format!("saxpy n={n}"),
@@ -76,6 +77,7 @@ fn matmul(space: &AddressSpace, n: usize) -> Case {
         grid: [tiles, tiles, 1],
         block: [16, 16, 1],
         dynamic_shared_bytes: 0,
+        cooperative: false,
     };
     Case {
         name: format!("tiled matmul {n}x{n}"),

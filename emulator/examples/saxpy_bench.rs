@@ -32,6 +32,7 @@ fn main() {
         grid: [(n as u32).div_ceil(256), 1, 1],
         block: [256, 1, 1],
         dynamic_shared_bytes: 0,
+        cooperative: false,
     };
     // With one worker the launch runs on this thread: its CPU time shows the per-core rate
     // even on a loaded machine.
@@ -107,6 +108,7 @@ fn matmul(threads: usize) {
         grid: [n / 16, n / 16, 1],
         block: [16, 16, 1],
         dynamic_shared_bytes: 0,
+        cooperative: false,
     };
     let t = Instant::now();
     let out = lm.launch(

@@ -18,6 +18,10 @@ const FULL: u32 = u32::MAX;
 const WARP_SLICE: u64 = 1 << 12;
 /// Warp instructions a block runs before it is parked if other blocks are waiting.
 const BLOCK_SLICE: u64 = 1 << 21;
+/// The same for a cooperative launch, whose blocks wait for each other at every grid
+/// barrier: a block spinning there is parked soon, so the blocks that have not arrived yet
+/// run. A park costs a lock and a queue push, small beside this many instructions.
+const COOPERATIVE_SLICE: u64 = 1 << 12;
 /// Local memory of one thread, recursive activations included; beyond it a call fails as a
 /// stack overflow. Bounds the host memory one block can take.
 const MAX_LOCAL: u32 = 1 << 17;
@@ -152,6 +156,11 @@ pub struct Ctx<'a> {
     /// Bytes of printf output so far; output past [`PRINTF_LIMIT`] is dropped, as the device's
     /// printf FIFO drops it.
     pub printf_bytes: AtomicU64,
+    /// Device address of the grid workspace of a cooperative launch (its barrier word at
+    /// offset 4, as `cooperative_groups` lays it out), read through `%envreg1` (high half)
+    /// and `%envreg2` (low half); 0 in other launches, where a grid sync traps, as the
+    /// headers make it on a GPU.
+    pub grid_workspace: u64,
 }
 
 /// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
@@ -196,12 +205,17 @@ pub fn run(ctx: &Ctx, threads: usize) -> RunResult {
                     None => break,
                 }
             };
+            let slice = if ctx.grid_workspace != 0 {
+                COOPERATIVE_SLICE
+            } else {
+                BLOCK_SLICE
+            };
             let others_waiting = || {
                 next.load(Relaxed) < nblocks
                     || !parked.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
             };
             loop {
-                let r = blk.run(ctx, BLOCK_SLICE);
+                let r = blk.run(ctx, slice);
                 local_t += blk.take_tinstr();
                 match r {
                     Ok(true) => {
@@ -881,6 +895,9 @@ impl Runner<'_, '_> {
             Sreg::DynSmem => c.shared_bytes - c.dyn_base,
             Sreg::TotalSmem => c.shared_bytes,
             Sreg::DynSharedBase => c.dyn_base,
+            Sreg::EnvReg(1) => (c.grid_workspace >> 32) as u32,
+            Sreg::EnvReg(2) => c.grid_workspace as u32,
+            Sreg::EnvReg(_) => 0,
         }) as u64
     }
 

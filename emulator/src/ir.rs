@@ -120,6 +120,9 @@ pub enum Sreg {
     TotalSmem,
     /// Shared-space address where dynamic shared memory starts.
     DynSharedBase,
+    /// `%envreg0`..`%envreg31`, which the driver sets per launch. Only the grid workspace of
+    /// a cooperative launch lives there (see `exec::Ctx::grid_workspace`); the rest read 0.
+    EnvReg(u8),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

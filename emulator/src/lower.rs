@@ -1939,7 +1939,10 @@ fn sreg(n: &str) -> Option<Sreg> {
         "%lanemask_ge" => Sreg::LanemaskGe,
         "%dynamic_smem_size" => Sreg::DynSmem,
         "%total_smem_size" => Sreg::TotalSmem,
-        _ => return None,
+        _ => {
+            let n: u8 = n.strip_prefix("%envreg")?.parse().ok()?;
+            return (n < 32).then_some(Sreg::EnvReg(n));
+        }
     })
 }
 

@@ -162,12 +162,21 @@ fn entry_directive(text: &str, name: &str, directive: &str) -> Option<u32> {
 }
 
 /// Launch geometry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_shared_bytes: u32,
+    /// A cooperative launch (`cuLaunchCooperativeKernel`): its blocks may wait for each other
+    /// at grid barriers. It gets a grid workspace, as the driver gives one, and its blocks
+    /// take short turns (see `exec::Ctx::grid_workspace`). The launcher checks that the grid
+    /// fits on the device at once (the emulator itself has no multiprocessors to count).
+    pub cooperative: bool,
 }
+
+/// Bytes of a cooperative launch's grid workspace: `cooperative_groups`'
+/// `details::grid_workspace`, a size and the barrier word.
+const GRID_WORKSPACE: u64 = 8;
 
 /// How to run a launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +338,14 @@ impl LoadedModule {
         } else {
             opts.threads
         };
+        let grid_workspace = if cfg.cooperative {
+            match grid_workspace(space) {
+                Ok(w) => w,
+                Err(e) => return LaunchOutcome::err(e),
+            }
+        } else {
+            0
+        };
         let ctx = exec::Ctx {
             code: &m.code,
             funcs: &m.funcs,
@@ -345,14 +362,29 @@ impl LoadedModule {
             used: AtomicU64::new(0),
             abort: AtomicBool::new(false),
             printf_bytes: AtomicU64::new(0),
+            grid_workspace,
         };
         let r = exec::run(&ctx, threads);
+        if grid_workspace != 0 {
+            // Allocated above and not reachable by the host: freeing it cannot fail.
+            let _ = space.free(grid_workspace);
+        }
         LaunchOutcome {
             printf: r.printf,
             result: r.result,
             thread_instructions: r.thread_instructions,
         }
     }
+}
+
+/// A zeroed grid workspace in `space` whose size field says its size.
+fn grid_workspace(space: &AddressSpace) -> Result<u64, EmuError> {
+    let w = space.alloc(GRID_WORKSPACE)?;
+    if let Err(e) = space.write(w, &(GRID_WORKSPACE as u32).to_le_bytes()) {
+        let _ = space.free(w);
+        return Err(e.into());
+    }
+    Ok(w)
 }
 
 // A module is shared between sessions and launch threads.
@@ -421,6 +453,7 @@ mod tests {
             grid: [3, 1, 1],
             block: [100, 1, 1],
             dynamic_shared_bytes: 0,
+            cooperative: false,
         };
         let out = lm.launch(
             &space,

@@ -787,6 +787,7 @@ fn bad_launch_configs(dir: &str) {
             grid: [1; 3],
             block: [1; 3],
             dynamic_shared_bytes: 0,
+            cooperative: false,
         },
         &[],
         &LaunchOptions::default(),
@@ -1951,6 +1952,7 @@ fn executing_mutated_kernels_never_panics() {
                     grid: [2, 1, 1],
                     block: [40, 1, 1],
                     dynamic_shared_bytes: 256,
+                    cooperative: false,
                 };
                 let opts = LaunchOptions {
                     threads: 1,

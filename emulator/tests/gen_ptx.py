@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Generates the PTX corpus the emulator tests run (`cargo test -p remora-emulator`).
 
-Three compilers, all for compute_80, all output kept in the repository as test data:
+Four compilers, all for compute_80, all output kept in the repository as test data:
 
   tests/cuda/*.cu          --NVRTC 12 (libnvrtc.so.12)-->  tests/ptx/*.ptx
   tests/cuda/*.cu          --NVRTC 13 (libnvrtc.so.13)-->  tests/ptx13/*.ptx
   tests/numba/kernels.py   --numba-cuda (NVVM 12)------->  tests/ptx_numba/<kernel>.ptx
+  tests/cuda_cg/*.cu       --nvcc 13 --ptx--------------->  tests/ptx13/*.ptx
+
+cuda_cg/ holds cooperative-groups sources: their headers need CCCL's <nv/target>, which the
+CUDA 13 nvcc wheel lacks and the CUDA 12 CCCL wheel in CUDA_PY has (NVCC13 runs them).
 
 Sources listed in DEBUG are also compiled with -G into <name>_G.ptx (generic loads, .loc,
 .section .debug_*). NVRTC is driven through ctypes; numba runs in a child process (it needs
 libcudart on LD_LIBRARY_PATH to import, though it compiles without a GPU).
 
 Toolchains come from the PyPI wheels that scripts/setup-cuda.sh installs; run as
-    source .cache/cuda/env.sh && python3 emulator/tests/gen_ptx.py [nvrtc12] [nvrtc13] [numba]
-(no argument: all three). Variables: CUDA12_LIB and CUDA12_INCLUDE (libnvrtc.so.12 and the
+    source .cache/cuda/env.sh && python3 emulator/tests/gen_ptx.py [nvrtc12] [nvrtc13] [nvcc13] [numba]
+(no argument: all four). Variables: CUDA12_LIB and CUDA12_INCLUDE (libnvrtc.so.12 and the
 CUDA 12 headers), CUDA13_LIB and CUDA13_INCLUDE (the same for CUDA 13), CUDA_PY (a folder
 with numba-cuda and numpy, added with site.addsitedir so that its .pth redirectors run).
 Without CUDA12_LIB the NVRTC 12 step falls back to NVRTC_ROOT (default /work/.cache-nvrtc),
@@ -92,6 +96,19 @@ def gen_nvrtc(major, outdir):
             write(out[:-4] + "_G.ptx", compile_one(nvrtc, include, path, [b"-G"]))
 
 
+def gen_nvcc13():
+    nvcc = os.environ.get("NVCC13")
+    py = os.environ.get("CUDA_PY")
+    if not nvcc or not py:
+        sys.exit("NVCC13 and CUDA_PY must be set (source .cache/cuda/env.sh)")
+    cccl = os.path.join(py, "nvidia", "cuda_cccl", "include")
+    for path in sorted(glob.glob(os.path.join("cuda_cg", "*.cu"))):
+        out = os.path.join(HERE, "ptx13", os.path.basename(path)[:-3] + ".ptx")
+        subprocess.run([nvcc, "-arch=compute_80", "-code=compute_80", "--ptx", "-I" + cccl,
+                        path, "-o", out], check=True)
+        print("wrote", os.path.relpath(out, HERE))
+
+
 def gen_numba():
     """Runs numba_child() in a child process whose loader can find libcudart."""
     py = os.environ.get("CUDA_PY")
@@ -132,16 +149,18 @@ def main():
     os.chdir(HERE)
     if sys.argv[1:] == ["--numba-child"]:
         return numba_child()
-    steps = sys.argv[1:] or ["nvrtc12", "nvrtc13", "numba"]
+    steps = sys.argv[1:] or ["nvrtc12", "nvrtc13", "nvcc13", "numba"]
     for step in steps:
         if step == "nvrtc12":
             gen_nvrtc(12, "ptx")
         elif step == "nvrtc13":
             gen_nvrtc(13, "ptx13")
+        elif step == "nvcc13":
+            gen_nvcc13()
         elif step == "numba":
             gen_numba()
         else:
-            sys.exit(f"unknown step {step!r}: nvrtc12, nvrtc13 or numba")
+            sys.exit(f"unknown step {step!r}: nvrtc12, nvrtc13, nvcc13 or numba")
 
 
 if __name__ == "__main__":

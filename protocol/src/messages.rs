@@ -207,6 +207,9 @@ pub enum Request {
         block: [u32; 3],
         shared: u32,
         params: Vec<u8>,
+        /// `cuLaunchCooperativeKernel` (or the cooperative launch attribute): the grid must
+        /// fit on the device at once, and its blocks may synchronise with each other.
+        cooperative: bool,
     },
     /// `cuIpcGetMemHandle`: a handle to the allocation starting at `ptr` that another client of
     /// this server, presenting the same token, may open.
@@ -514,6 +517,29 @@ impl DeviceInfo {
     pub fn attribute(&self, attr: u32) -> Option<i32> {
         self.attributes.iter().find(|a| a.0 == attr).map(|a| a.1)
     }
+
+    /// Blocks of `threads` threads using `shared` bytes of shared memory (static plus
+    /// dynamic) that one multiprocessor holds at once, by the device's threads, blocks and
+    /// shared memory per multiprocessor (registers are not counted): what occupancy queries
+    /// answer, and what a cooperative launch may place on each multiprocessor.
+    pub fn blocks_per_sm(&self, threads: u32, shared: u64) -> u32 {
+        let attr = |a, default: i32| self.attribute(a).filter(|&v| v > 0).unwrap_or(default) as u64;
+        if threads == 0 {
+            return 0;
+        }
+        let warps = u64::from(threads).div_ceil(32) * 32;
+        let by_threads = attr(39, 2048) / warps; // MAX_THREADS_PER_MULTIPROCESSOR
+        let by_blocks = attr(106, 32); // MAX_BLOCKS_PER_MULTIPROCESSOR
+        let by_shared = attr(81, 167_936).checked_div(shared).unwrap_or(u64::MAX); // ..._SHARED_MEMORY_PER_MULTIPROCESSOR
+        by_threads.min(by_blocks).min(by_shared) as u32
+    }
+
+    /// The most blocks of that shape a cooperative launch may have: all of them resident at
+    /// once on every multiprocessor (`MULTIPROCESSOR_COUNT`).
+    pub fn cooperative_blocks(&self, threads: u32, shared: u64) -> u64 {
+        let sms = self.attribute(16).filter(|&v| v > 0).unwrap_or(1) as u64;
+        u64::from(self.blocks_per_sm(threads, shared)) * sms
+    }
 }
 
 /// Serialise any message to rkyv bytes.
@@ -600,7 +626,8 @@ mod tests {
                     grid,
                     block: [32, 1, 1],
                     shared: 0,
-                    params
+                    params,
+                    cooperative: grid[0] % 2 == 0,
                 }),
             any::<[u8; 32]>().prop_map(|hash| Request::ModuleLoad {
                 ctx: CtxId(1),

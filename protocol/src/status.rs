@@ -36,6 +36,7 @@ impl CuStatus {
     pub const HOST_MEMORY_NOT_REGISTERED: Self = Self(713);
     pub const MISALIGNED_ADDRESS: Self = Self(716);
     pub const LAUNCH_FAILED: Self = Self(719);
+    pub const COOPERATIVE_LAUNCH_TOO_LARGE: Self = Self(720);
     pub const NOT_PERMITTED: Self = Self(800);
     pub const NOT_SUPPORTED: Self = Self(801);
     pub const SYSTEM_NOT_READY: Self = Self(802);

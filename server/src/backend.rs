@@ -111,6 +111,9 @@ pub struct Launch<'a> {
     pub block: [u32; 3],
     pub shared: u32,
     pub params: &'a [u8],
+    /// A cooperative launch: all blocks resident at once, so they may synchronise with each
+    /// other; a grid larger than that is `CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE`.
+    pub cooperative: bool,
 }
 
 /// One client's use of a backend's devices. Dropping it frees everything it holds.

@@ -385,10 +385,30 @@ impl DeviceSession for EmulatedSession {
             Ok(s) => s,
             Err(e) => return (String::new(), Err(e)),
         };
+        if l.cooperative {
+            let threads = l.block.iter().map(|&d| d.max(1)).product::<u32>();
+            let shared = u64::from(kernel.static_shared_bytes) + u64::from(l.shared);
+            let blocks = l.grid.iter().map(|&d| u64::from(d)).product::<u64>();
+            let limit = emulated_device(*device, 0, [0; 16]).cooperative_blocks(threads, shared);
+            if blocks > limit {
+                return (
+                    String::new(),
+                    Err(CuError::new(
+                        CuStatus::COOPERATIVE_LAUNCH_TOO_LARGE,
+                        format!(
+                            "a cooperative launch of {blocks} blocks; at most {limit} blocks of \
+                             {threads} threads and {shared} bytes of shared memory fit on the \
+                             device at once"
+                        ),
+                    )),
+                );
+            }
+        }
         let cfg = LaunchConfig {
             grid: l.grid,
             block: l.block,
             dynamic_shared_bytes: l.shared,
+            cooperative: l.cooperative,
         };
         let start = Instant::now();
         let outcome = m.launch(space, &kernel.name, &cfg, l.params, &self.options);
@@ -529,5 +549,45 @@ mod tests {
         let all = b.reserve_lease(2, 64 << 20);
         assert_eq!(b.reserve_lease(2, 1 << 20).bytes, 0);
         drop(all);
+    }
+
+    #[test]
+    fn a_cooperative_grid_must_fit_on_the_device_at_once() {
+        let b = EmulatedBackend::new(1, 64 << 20, [0; 16]);
+        let windows = [Window {
+            device: 0,
+            base: 0x7f00_0000_0000,
+            size: 1 << 36,
+        }];
+        let mut s = b.open(&windows).unwrap();
+        let ptx = b".version 7.0\n.target sm_80\n.address_size 64\n\
+            .shared .align 4 .b8 sh[40000];\n\
+            .visible .entry k() { .reg .b32 %r<2>; st.shared.u32 [sh], %r1; ret; }\n\0";
+        s.load_module(0, 1, [7; 32], Arc::from(&ptx[..])).unwrap();
+        let mut launch = |blocks: u32, block: u32, shared: u32| {
+            s.launch(&Launch {
+                module: 1,
+                kernel: 0,
+                grid: [blocks, 1, 1],
+                block: [block, 1, 1],
+                shared,
+                params: &[],
+                cooperative: true,
+            })
+            .1
+        };
+        // 40000 bytes of static shared memory: 4 blocks per multiprocessor, 64 in all.
+        launch(64, 32, 0).unwrap();
+        let e = launch(65, 32, 0).unwrap_err();
+        assert_eq!(e.status, CuStatus::COOPERATIVE_LAUNCH_TOO_LARGE, "{e:?}");
+        assert!(e.message.contains("at most 64 blocks"), "{}", e.message);
+        // Dynamic shared memory counts too: 3 blocks per multiprocessor.
+        assert!(launch(64, 32, 8000).is_err());
+        launch(48, 32, 8000).unwrap();
+        // Threads: 2 blocks of 1024 per multiprocessor.
+        assert_eq!(
+            launch(33, 1024, 0).unwrap_err().status,
+            CuStatus::COOPERATIVE_LAUNCH_TOO_LARGE
+        );
     }
 }

@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod client;
+pub mod devrt;
 pub mod driver;
 pub mod error;
 pub mod export_tables;

@@ -20,6 +20,16 @@ fn function_attributes_follow_the_kernels_directives() {
 }
 
 #[test]
+fn cu_link_takes_libcudadevrt_and_cooperative_launches_grid_sync() {
+    let server = Server::start();
+    let devrt = format!("{}/libcudadevrt.a", cuda_env("CUDA12_LIB"));
+    let out = server.run(&c_program("cooperative_link"), &[&devrt]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("cooperative_link: all passed"), "{t}");
+}
+
+#[test]
 fn profiler_ranges_need_a_context_and_initialize_is_deprecated() {
     let server = Server::start();
     let out = server.run(&c_program("process_rules"), &["profiler"]);

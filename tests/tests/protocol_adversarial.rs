@@ -477,6 +477,7 @@ fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_not
             block: [1, 1, 1],
             shared: 0,
             params: [dst.to_le_bytes(), src.to_le_bytes()].concat(),
+            cooperative: false,
         };
         let r = b.call(&launch(mine, theirs), &[]).await;
         assert_eq!(r.status, invalid_handle, "a launch of A's module: {r:?}");

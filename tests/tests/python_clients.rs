@@ -155,6 +155,17 @@ fn numba_linking_with_nvjitlink_gets_the_no_ptx_message() {
 }
 
 #[test]
+fn numba_grid_sync_links_the_device_runtime_and_launches_cooperatively() {
+    let server = Server::start();
+    let out = python(&server, "test_numba_cooperative.py");
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("numba cooperative passed"),
+        "{t}"
+    );
+}
+
+#[test]
 fn numba_managed_arrays_are_shared_by_host_and_kernels() {
     let server = Server::start();
     let out = python(&server, "test_numba_managed.py");

@@ -99,6 +99,11 @@ fn nvcc_tiled_matmul_static_plain() {
 }
 
 #[test]
+fn nvcc_cooperative_groups_grid_sync_too_large_and_non_cooperative() {
+    nvcc_case("grid_sync", false, true);
+}
+
+#[test]
 fn nvcc_tiled_matmul_shared_compressed() {
     nvcc_case("matmul", true, true);
 }

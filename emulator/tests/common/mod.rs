@@ -91,6 +91,23 @@ impl Gpu {
         args: &[A],
         opts: LaunchOptions,
     ) -> LaunchOutcome {
+        let cfg = LaunchConfig {
+            grid,
+            block,
+            dynamic_shared_bytes: dyn_shared,
+            cooperative: false,
+        };
+        self.launch_cfg(kernel, &cfg, args, opts)
+    }
+
+    /// A launch with every setting of `cfg` (cooperative ones).
+    pub fn launch_cfg(
+        &self,
+        kernel: &str,
+        cfg: &LaunchConfig,
+        args: &[A],
+        opts: LaunchOptions,
+    ) -> LaunchOutcome {
         let info = self
             .lm
             .module()
@@ -109,12 +126,7 @@ impl Gpu {
             assert_eq!(bytes.len() as u32, p.size, "{kernel}: parameter size");
             buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
-        let cfg = LaunchConfig {
-            grid,
-            block,
-            dynamic_shared_bytes: dyn_shared,
-        };
-        self.lm.launch(&self.space, kernel, &cfg, &buf, &opts)
+        self.lm.launch(&self.space, kernel, cfg, &buf, &opts)
     }
 
     pub fn launch(&self, kernel: &str, grid: u32, block: u32, args: &[A]) -> LaunchOutcome {

@@ -144,6 +144,22 @@ def recursion(n, out):
         out[i] = fib(n[i])
 
 
+def grid_sync(buf, out, rounds):
+    # Cooperative: every round each thread publishes a value, the whole grid synchronises,
+    # then each thread reads the value of a thread in the next block. Calls into
+    # libcudadevrt (cudaCGGetIntrinsicHandle, cudaCGSynchronize), which the linker supplies.
+    g = cuda.cg.this_grid()
+    i = cuda.grid(1)
+    n = cuda.gridsize(1)
+    v = i
+    for _ in range(rounds):
+        buf[i] = v
+        g.sync()
+        v = buf[(i + cuda.blockDim.x + 1) % n] + 1
+        g.sync()
+    out[i] = v
+
+
 KERNELS = {
     "saxpy": (saxpy, void(float32[:], float32, float32[:], float32[:])),
     "grid_stride": (grid_stride, void(float32[:], float32[:])),
@@ -157,4 +173,5 @@ KERNELS = {
     "shared_histogram": (shared_histogram, void(int32[:], int32[:])),
     "local_array": (local_array, void(float64[:], float64[:])),
     "recursion": (recursion, void(int64[:], int64[:])),
+    "grid_sync": (grid_sync, void(int32[:], int32[:], int32)),
 }

@@ -121,8 +121,36 @@ driver_api! {
         cuFuncGetParamInfo(CUfunction, usize, *mut usize, *mut usize);
         // 12.3+
         cuFuncGetName(*mut *const c_char, CUfunction);
+        // 12.0+: cooperative launches with a packed parameter buffer (`extra`), which
+        // cuLaunchCooperativeKernel does not take.
+        cuLaunchKernelEx(*const LaunchConfig, CUfunction, *mut *mut c_void, *mut *mut c_void);
     }
 }
+
+/// `CUlaunchAttribute`: an id, padding, and a 64-byte value union.
+#[repr(C)]
+pub struct LaunchAttribute {
+    pub id: c_uint,
+    pub pad: [u8; 4],
+    pub value: [u64; 8],
+}
+
+/// `CUlaunchAttributeID` `CU_LAUNCH_ATTRIBUTE_COOPERATIVE`; its value is an `int` flag.
+pub const LAUNCH_ATTRIBUTE_COOPERATIVE: c_uint = 2;
+
+/// `CUlaunchConfig` (cuda.h, 12.0 and later).
+#[repr(C)]
+pub struct LaunchConfig {
+    pub grid: [c_uint; 3],
+    pub block: [c_uint; 3],
+    pub shared: c_uint,
+    pub stream: CUstream,
+    pub attrs: *mut LaunchAttribute,
+    pub num_attrs: c_uint,
+}
+
+const _: () = assert!(std::mem::size_of::<LaunchAttribute>() == 72);
+const _: () = assert!(std::mem::size_of::<LaunchConfig>() == 56);
 
 /// The first words of the error when the driver library is absent.
 pub const MISSING_LIBRARY: &str = "libcuda.so.1 not found";

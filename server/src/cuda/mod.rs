@@ -908,6 +908,31 @@ impl CudaSession {
         } else {
             extra.as_mut_ptr()
         };
+        if l.cooperative {
+            let launch_ex = api.cuLaunchKernelEx.ok_or_else(|| {
+                CuError::new(
+                    CuStatus::NOT_SUPPORTED,
+                    "cooperative launch: the driver lacks cuLaunchKernelEx (CUDA 12.0)",
+                )
+            })?;
+            let mut attr = driver::LaunchAttribute {
+                id: driver::LAUNCH_ATTRIBUTE_COOPERATIVE,
+                pad: [0; 4],
+                value: [1, 0, 0, 0, 0, 0, 0, 0],
+            };
+            let config = driver::LaunchConfig {
+                grid: l.grid,
+                block: l.block,
+                shared: l.shared,
+                stream: ptr::null_mut(),
+                attrs: &mut attr,
+                num_attrs: 1,
+            };
+            // SAFETY: as for cuLaunchKernel below; `config` and its one attribute live across
+            // the call, laid out as cuda.h's CUlaunchConfig and CUlaunchAttribute.
+            let r = unsafe { launch_ex(&config, f, ptr::null_mut(), extra_ptr) };
+            return api.check(r, "cuLaunchKernelEx (cooperative)");
+        }
         let [gx, gy, gz] = l.grid;
         let [bx, by, bz] = l.block;
         // SAFETY: `f` belongs to a module loaded in the current context; `extra` is the

@@ -296,7 +296,18 @@ impl Session {
                 block,
                 shared,
                 params,
-            } => self.launch(ctx, stream, module, kernel, grid, block, shared, &params),
+                cooperative,
+            } => self.launch(
+                ctx,
+                stream,
+                module,
+                kernel,
+                grid,
+                block,
+                shared,
+                cooperative,
+                &params,
+            ),
         };
         Step::Reply(done)
     }

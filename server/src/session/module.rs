@@ -111,6 +111,7 @@ impl Session {
         grid: [u32; 3],
         block: [u32; 3],
         shared: u32,
+        cooperative: bool,
         params: &[u8],
     ) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
@@ -136,6 +137,7 @@ impl Session {
             block,
             shared,
             params,
+            cooperative,
         };
         let (out, result) = self.backend.launch(&launch);
         self.output.push_str(&out);

@@ -326,6 +326,7 @@ fn launch(ctx: CtxId, stream: StreamId, module: ModuleId, kernel: u32, params: V
         block: [32, 1, 1],
         shared: 0,
         params,
+        cooperative: false,
     }
 }
 

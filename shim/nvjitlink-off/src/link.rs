@@ -1,5 +1,9 @@
 //! The linker itself, in safe Rust: options, inputs, and PTX combined into one PTX module.
 
+// The shim's classification of linker inputs and its device runtime: one file for both.
+#[path = "../../src/devrt.rs"]
+mod devrt;
+
 /// `nvJitLinkResult` values this linker answers with.
 pub const SUCCESS: u32 = 0;
 pub const ERROR_UNRECOGNIZED_OPTION: u32 = 1;
@@ -9,8 +13,10 @@ pub const ERROR_INTERNAL: u32 = 6;
 pub const ERROR_UNRECOGNIZED_INPUT: u32 = 8;
 pub const ERROR_NULL_INPUT: u32 = 10;
 
-/// `nvJitLinkInputType`: PTX, and "any" (which must then be PTX here).
+/// `nvJitLinkInputType`: PTX, a library (`libcudadevrt.a` is the one linked here), and "any"
+/// (which must then be one of those).
 const INPUT_PTX: u32 = 2;
+const INPUT_LIBRARY: u32 = 6;
 const INPUT_ANY: u32 = 10;
 
 /// Options nvJitLink documents; all are accepted, and only `-maxrregcount` changes the output
@@ -45,6 +51,8 @@ const KNOWN: &[&str] = &[
 pub struct Linker {
     max_regs: Option<u32>,
     inputs: Vec<Vec<u8>>,
+    /// `libcudadevrt.a` was added: Remora's device runtime is linked last.
+    runtime: bool,
     pub linked: Option<Vec<u8>>,
     pub error_log: String,
     pub info_log: String,
@@ -72,18 +80,38 @@ impl Linker {
         Ok(l)
     }
 
-    /// `nvJitLinkAddData`: PTX only. Machine code, LTO IR, fatbins and libraries are refused
-    /// with a reason in the error log: the emulated GPU runs PTX, so nothing here makes SASS.
+    /// `nvJitLinkAddData`: PTX, and `libcudadevrt.a`, for which Remora's device runtime in
+    /// PTX is linked (after every other input). Other machine code, LTO IR, fatbins and
+    /// libraries are refused with a reason in the error log: the emulated GPU runs PTX, so
+    /// nothing here makes SASS.
     pub fn add(&mut self, kind: u32, data: &[u8], name: &str) -> Result<(), u32> {
-        let ptx = is_ptx(data);
-        if !(kind == INPUT_PTX || kind == INPUT_ANY && ptx) {
+        let input = devrt::classify(data, name);
+        let declared = match kind {
+            INPUT_PTX => input == devrt::Input::Ptx,
+            INPUT_LIBRARY => input == devrt::Input::DeviceRuntime,
+            INPUT_ANY => !matches!(input, devrt::Input::Refused(_)),
+            _ => false,
+        };
+        if !declared {
+            let why = match input {
+                devrt::Input::Refused(why) => why,
+                _ => format!("{name} is not of input type {kind}"),
+            };
             self.error_log.push_str(&format!(
-                "ERROR: {name}: input type {kind} is not PTX; this nvJitLink (Remora's, for an \
-                 emulated GPU that runs PTX only) links PTX into PTX and makes no machine code\n"
+                "ERROR: {why}; this nvJitLink (Remora's, for an emulated GPU that runs PTX \
+                 only) links PTX into PTX and makes no machine code\n"
             ));
-            return Err(ERROR_UNRECOGNIZED_INPUT);
+            return Err(if kind == INPUT_PTX {
+                ERROR_INVALID_INPUT
+            } else {
+                ERROR_UNRECOGNIZED_INPUT
+            });
         }
-        if !ptx || std::str::from_utf8(data.strip_suffix(&[0]).unwrap_or(data)).is_err() {
+        if input == devrt::Input::DeviceRuntime {
+            self.runtime = true;
+            return Ok(());
+        }
+        if std::str::from_utf8(data.strip_suffix(&[0]).unwrap_or(data)).is_err() {
             self.error_log
                 .push_str(&format!("ERROR: {name} is not PTX text\n"));
             return Err(ERROR_INVALID_INPUT);
@@ -99,7 +127,11 @@ impl Linker {
             self.error_log.push_str("ERROR: nothing to link\n");
             return Err(ERROR_INVALID_INPUT);
         }
-        let mut text = link_ptx(&self.inputs);
+        let mut inputs = self.inputs.clone();
+        if self.runtime {
+            inputs.push(devrt::PTX.as_bytes().to_vec());
+        }
+        let mut text = link_ptx(&inputs);
         if let Some(n) = self.max_regs.filter(|&n| n > 0) {
             text = cap_registers(&text, n);
         }
@@ -112,12 +144,6 @@ impl Linker {
         self.linked = Some(bytes);
         Ok(())
     }
-}
-
-/// Whether bytes are PTX text.
-fn is_ptx(bytes: &[u8]) -> bool {
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    head.contains(".version") || head.contains(".target") || head.contains(".entry")
 }
 
 /// PTX modules combined into one: the first keeps its header, later ones lose their
@@ -192,6 +218,43 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(".func f() { ret; }"), "{text}");
+    }
+
+    #[test]
+    fn the_device_runtime_library_links_as_ptx_after_the_program() {
+        let devrt = b"!<arch>\n//          `\ncuda_device_runtime.o/\n\x7fELF";
+        let mut l = Linker::new(&["-arch=sm_80".into()]).unwrap();
+        l.add(INPUT_LIBRARY, devrt, "libcudadevrt.a").unwrap();
+        l.add(INPUT_ANY, devrt, "libcudadevrt.a").unwrap();
+        l.add(INPUT_PTX, A, "a").unwrap();
+        // Another library, or the runtime declared as PTX, is refused.
+        assert_eq!(
+            l.add(INPUT_LIBRARY, b"!<arch>\nfoo.o/", "libfoo.a")
+                .unwrap_err(),
+            ERROR_UNRECOGNIZED_INPUT
+        );
+        assert_eq!(
+            l.add(INPUT_PTX, devrt, "libcudadevrt.a").unwrap_err(),
+            ERROR_INVALID_INPUT
+        );
+        assert!(
+            l.error_log
+                .contains("libfoo.a is a static library of machine code"),
+            "{}",
+            l.error_log
+        );
+        l.complete().unwrap();
+        let out = l.linked.unwrap();
+        let text = std::str::from_utf8(&out[..out.len() - 1]).unwrap();
+        // One header (the program's), one copy of the runtime, after the program.
+        assert_eq!(text.matches(".version").count(), 1);
+        assert!(text.starts_with(".version 8.0"), "{text}");
+        assert_eq!(
+            text.matches(".weak .func (.param .b32 func_retval0) cudaCGSynchronize(")
+                .count(),
+            1
+        );
+        assert!(text.find(".entry k").unwrap() < text.find("cudaCGSynchronizeGrid").unwrap());
     }
 
     #[test]

@@ -99,12 +99,14 @@ impl Op {
                 let req = Request::Launch {
                     ctx,
                     stream,
-                    module: ModuleId(f.module),
+                    // A library's kernel runs in whichever context launches the graph.
+                    module: ModuleId(super::module::library_module(f, ctx.0)?),
                     kernel: f.index,
                     grid: *grid,
                     block: *block,
                     shared: *shared,
                     params: params.clone(),
+                    cooperative: false,
                 };
                 c.post(&req, &[])
             }

@@ -76,13 +76,6 @@ pub unsafe fn image_bytes<'a>(image: *const u8) -> ShimResult<&'a [u8]> {
     Ok(unsafe { std::slice::from_raw_parts(image, len as usize) })
 }
 
-/// Whether an image is PTX text (for the linker, which can only combine PTX).
-pub fn is_ptx(bytes: &[u8]) -> bool {
-    let head = &bytes[..bytes.len().min(4096)];
-    let text = String::from_utf8_lossy(head);
-    text.contains(".version") || text.contains(".target") || text.contains(".entry")
-}
-
 /// Links PTX modules into one: the first keeps its header, later ones lose their
 /// `.version`/`.target`/`.address_size` lines (declarations of functions another module
 /// defines are legal PTX, so extern references resolve inside the combined module).

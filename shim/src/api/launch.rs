@@ -8,18 +8,20 @@ use std::ffi::{c_int, c_uint, c_void};
 
 use remora_protocol::messages::Request;
 use remora_protocol::messages::{CtxId, ModuleId, StreamId};
+use remora_protocol::CuStatus;
 
 use super::params::{check_geometry, pack, Geometry};
 use super::{capture, context, device, module};
 use crate::client;
-use crate::ffi::{invalid, FromCuda, ShimResult};
+use crate::ffi::{invalid, FromCuda, ShimError, ShimResult};
 use crate::generated::{CUlaunchConfig, CUoccupancyB2DSize};
-use crate::registry::registry;
+use crate::registry::{registry, Function};
 
-/// Threads per multiprocessor and blocks per multiprocessor of the devices Remora presents.
-const THREADS_PER_SM: i32 = 2048;
-const BLOCKS_PER_SM: i32 = 32;
+/// Shared memory per multiprocessor of the devices Remora presents.
 const SHARED_PER_SM: usize = 167_936;
+
+/// `CU_LAUNCH_ATTRIBUTE_COOPERATIVE`, whose value is an `int` flag at the start of the value.
+const LAUNCH_ATTRIBUTE_COOPERATIVE: c_uint = 2;
 
 /// Packs the parameters and queues the launch; on a capturing stream it becomes a kernel node
 /// of the capture's graph instead.
@@ -34,6 +36,36 @@ pub unsafe fn launch(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> ShimResult<()> {
+    // SAFETY: forwarded contract.
+    unsafe { launch_as(f, g, stream, params, extra, false) }
+}
+
+/// `cuLaunchCooperativeKernel`: every block resident at once, so blocks may wait for each
+/// other (grid sync). A grid larger than the device holds at once is refused here, as the
+/// driver refuses it, with `CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE`.
+///
+/// # Safety
+/// As for [`launch`].
+pub unsafe fn launch_cooperative(
+    f: u64,
+    g: Geometry,
+    stream: u64,
+    params: *mut *mut c_void,
+) -> ShimResult<()> {
+    // SAFETY: forwarded contract.
+    unsafe { launch_as(f, g, stream, params, std::ptr::null_mut(), true) }
+}
+
+/// # Safety
+/// As for [`launch`].
+unsafe fn launch_as(
+    f: u64,
+    g: Geometry,
+    stream: u64,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    cooperative: bool,
+) -> ShimResult<()> {
     // The fast path takes no lock of the registry: the function handle and a created stream
     // are read from append-only tables, and the parameter layout is borrowed, not copied.
     let func = module::function(f)?;
@@ -41,7 +73,31 @@ pub unsafe fn launch(
     // SAFETY: forwarded contract.
     let buf = unsafe { pack(func, params, extra) }?;
     let (ctx, stream) = registry().stream(stream)?;
+    if cooperative {
+        let desc = &func.kernel;
+        let threads = g.block.iter().map(|&d| u64::from(d)).product::<u64>();
+        let dev = registry().with_context(ctx, |c| c.device)?;
+        let shared = u64::from(desc.shared_bytes) + u64::from(g.shared);
+        let limit = device::device(dev)?.cooperative_blocks(threads as u32, shared);
+        let blocks = g.grid.iter().map(|&d| u64::from(d)).product::<u64>();
+        if blocks > limit {
+            return Err(ShimError::new(
+                CuStatus::COOPERATIVE_LAUNCH_TOO_LARGE,
+                format!(
+                    "a cooperative launch of {blocks} blocks of kernel {}; at most {limit} blocks \
+                     of {threads} threads fit on the device at once",
+                    desc.name
+                ),
+            ));
+        }
+    }
     if let Some(cap) = capture::of(stream)? {
+        if cooperative {
+            return Err(ShimError::new(
+                CuStatus::NOT_SUPPORTED,
+                "a cooperative launch cannot be captured into a graph here",
+            ));
+        }
         return cap.add(capture::Op::Kernel {
             func: f,
             grid: g.grid,
@@ -61,6 +117,7 @@ pub unsafe fn launch(
         block: g.block,
         shared: g.shared,
         params: buf,
+        cooperative,
     };
     client::client()?.post(&req, &[])
 }
@@ -84,8 +141,18 @@ impl<'a> FromCuda<'a, *const CUlaunchConfig> for &'a LaunchConfig {
     }
 }
 
-/// `cuLaunchKernelEx`: the same launch from a `CUlaunchConfig`. Launch attributes (cluster
-/// shape, priority, programmatic serialisation) are hints this GPU model does not need.
+/// `CUlaunchAttribute`: an id, padding, and a 64-byte value union.
+#[repr(C)]
+struct LaunchAttribute {
+    id: c_uint,
+    pad: [u8; 4],
+    value: [u8; 64],
+}
+const _: () = assert!(std::mem::size_of::<LaunchAttribute>() == 72);
+
+/// `cuLaunchKernelEx`: the same launch from a `CUlaunchConfig`. The cooperative attribute
+/// makes it `cuLaunchCooperativeKernel`; other attributes (cluster shape, priority,
+/// programmatic serialisation) are hints this GPU model does not need.
 ///
 /// # Safety
 /// As for [`launch`].
@@ -100,26 +167,36 @@ pub unsafe fn launch_ex(
         block: c.block,
         shared: c.shared,
     };
+    let attrs = if c.attrs.is_null() || c.num_attrs == 0 {
+        &[][..]
+    } else {
+        // SAFETY: `attrs` holds `num_attrs` CUlaunchAttribute, by the driver API's contract.
+        unsafe {
+            std::slice::from_raw_parts(c.attrs.cast::<LaunchAttribute>(), c.num_attrs as usize)
+        }
+    };
+    let cooperative = attrs.iter().any(|a| {
+        a.id == LAUNCH_ATTRIBUTE_COOPERATIVE
+            && i32::from_ne_bytes([a.value[0], a.value[1], a.value[2], a.value[3]]) != 0
+    });
     // SAFETY: forwarded contract.
-    unsafe { launch(f, g, c.stream as u64, params, extra) }
+    unsafe { launch_as(f, g, c.stream as u64, params, extra, cooperative) }
 }
 
-fn blocks_per_sm(block: i32, dynamic_shared: usize, static_shared: usize) -> i32 {
+/// Blocks per multiprocessor by the function's device's limits (see
+/// `DeviceInfo::blocks_per_sm`): the grid limit a cooperative launch enforces is this times
+/// the multiprocessor count, so the two agree.
+fn blocks_per_sm(f: &Function, block: i32, dynamic_shared: usize) -> ShimResult<i32> {
     if block <= 0 {
-        return 0;
+        return Ok(0);
     }
-    let warps = (block + 31) / 32 * 32;
-    let by_threads = THREADS_PER_SM / warps;
-    let shared = dynamic_shared + static_shared;
-    let by_shared = SHARED_PER_SM
-        .checked_div(shared)
-        .map_or(BLOCKS_PER_SM, |b| b as i32);
-    by_threads.min(by_shared).min(BLOCKS_PER_SM)
+    let dev = registry().with_context(f.ctx, |c| c.device)?;
+    let shared = dynamic_shared as u64 + u64::from(f.kernel.shared_bytes);
+    Ok(device::device(dev)?.blocks_per_sm(block as u32, shared) as i32)
 }
 
 pub fn max_active_blocks(n: &mut c_int, f: u64, block: c_int, dynamic: usize) -> ShimResult<()> {
-    let k = &module::function(f)?.kernel;
-    *n = blocks_per_sm(block, dynamic, k.shared_bytes as usize);
+    *n = blocks_per_sm(module::function(f)?, block, dynamic)?;
     Ok(())
 }
 
@@ -133,7 +210,8 @@ pub unsafe fn max_potential_block_size(
     dynamic: usize,
     limit: c_int,
 ) -> ShimResult<()> {
-    let k = &module::function(f)?.kernel;
+    let func = module::function(f)?;
+    let k = &func.kernel;
     let max =
         if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
     let sms = device::device(context::current_device()?)?
@@ -147,7 +225,7 @@ pub unsafe fn max_potential_block_size(
             Some(cb) => unsafe { cb(b) },
             None => dynamic,
         };
-        let occ = blocks_per_sm(b, dyn_b, k.shared_bytes as usize) * b;
+        let occ = blocks_per_sm(func, b, dyn_b)? * b;
         if occ > best_occ {
             best_occ = occ;
             best = b;
@@ -155,7 +233,7 @@ pub unsafe fn max_potential_block_size(
         b -= 32;
     }
     *bs = best;
-    *mg = blocks_per_sm(best, dynamic, k.shared_bytes as usize) * sms;
+    *mg = blocks_per_sm(func, best, dynamic)? * sms;
     Ok(())
 }
 

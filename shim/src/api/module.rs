@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::{context, image};
 use crate::client;
+use crate::devrt;
 use crate::error::invalid_handle;
 use crate::ffi::{invalid, ShimError, ShimResult};
 use crate::registry::{self, registry, Function};
@@ -367,14 +368,17 @@ pub fn link_create(out: &mut u64) -> ShimResult<()> {
     Ok(())
 }
 
+/// PTX is linked; `libcudadevrt.a` becomes Remora's device runtime in PTX (see
+/// [`devrt`]); other machine code is refused, the reason in the message.
 fn link_add(state: u64, data: Vec<u8>, name: &str) -> ShimResult<()> {
-    if !image::is_ptx(&data) {
-        return Err(ShimError::new(
+    match devrt::classify(&data, name) {
+        devrt::Input::Ptx => registry().link_add(state, data),
+        devrt::Input::DeviceRuntime => registry().link_add(state, devrt::PTX.as_bytes().to_vec()),
+        devrt::Input::Refused(why) => Err(ShimError::new(
             CuStatus::NOT_SUPPORTED,
-            format!("cuLinkAddData: {name} is not PTX; the Remora linker combines PTX only"),
-        ));
+            format!("cuLinkAddData: {why}"),
+        )),
     }
-    registry().link_add(state, data)
 }
 
 /// The name may be NULL (or not UTF-8): it is only for messages.
@@ -399,7 +403,17 @@ pub fn link_complete(
         if inputs.is_empty() {
             return Err(invalid("nothing to link"));
         }
-        image::link_ptx(inputs)
+        // The device runtime goes last, once: the first input's header is the module's.
+        let runtime = devrt::PTX.as_bytes();
+        let mut ordered: Vec<Vec<u8>> = inputs
+            .iter()
+            .filter(|i| i.as_slice() != runtime)
+            .cloned()
+            .collect();
+        if ordered.len() < inputs.len() {
+            ordered.push(runtime.to_vec());
+        }
+        image::link_ptx(&ordered)
     })?;
     *out_image = ptr;
     if let Some(size) = out_size {

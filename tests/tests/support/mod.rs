@@ -105,8 +105,14 @@ pub fn c_program_at(src: &Path, libs: &[&str]) -> PathBuf {
     let out_dir = target_dir().join("c");
     let lib = out_dir.join("lib");
     std::fs::create_dir_all(&lib).unwrap();
-    // Tests run in parallel processes: build under private names, then rename into place.
-    let pid = std::process::id();
+    // Tests run in parallel processes (and threads, under `cargo test`): build under names
+    // private to this process and call, then rename into place.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pid = format!(
+        "{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let tmp_link = lib.join(format!("libcuda.so.{pid}"));
     let _ = std::fs::remove_file(&tmp_link);
     std::os::unix::fs::symlink(shim(), &tmp_link).unwrap();
@@ -310,7 +316,12 @@ pub fn nvcc_program(name: &str, shared_cudart: bool, compressed: bool) -> PathBu
     let mut cmd = Command::new(cuda_env("NVCC13"));
     cmd.args(["-arch=compute_80", "-code=compute_80", "-o"])
         .arg(&tmp)
-        .arg(&src);
+        .arg(&src)
+        // cooperative_groups includes CCCL's <nv/target>, which the nvcc 13 wheel lacks.
+        .arg(format!(
+            "-I{}/nvidia/cuda_cccl/include",
+            cuda_env("CUDA_PY")
+        ));
     if shared_cudart {
         cmd.args(["-cudart", "shared"])
             .arg(format!("-L{}", cuda_env("CUDA13_LINK")));
