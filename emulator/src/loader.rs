@@ -114,6 +114,11 @@ pub fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
     // Containers back to back, each `magic, version, header size, size of entries`.
     while pos + 16 <= image.len() && u32_at(image, pos) == Some(FATBIN_MAGIC) {
         let hsize = u16_at(image, pos + 6).ok_or_else(|| bad("header"))? as usize;
+        // A container header is 16 bytes; a smaller size would never move past it (a fuzzer
+        // found this loop spinning forever on a 16-byte header of size 0).
+        if hsize < 16 {
+            return Err(bad("header size"));
+        }
         let body = u64_at(image, pos + 8).ok_or_else(|| bad("header"))?;
         let start = pos.checked_add(hsize).ok_or_else(|| bad("header size"))?;
         let end = usize::try_from(body)

@@ -333,6 +333,16 @@ fn module_images_are_checked_as_they_arrive_and_the_connection_keeps_serving() {
         let r = c.call(&load(11, [2; 32]), ptx).await;
         assert_eq!(r.status, 200, "{} {}", r.status, r.message);
         assert!(r.message.contains("hash"), "{}", r.message);
+        // A fatbin container whose header says it is 0 bytes long (found by the fuzzer: the
+        // reader used to spin on it forever, holding a server thread).
+        let mut spin = vec![0u8; 141];
+        spin[..4].copy_from_slice(&0xBA55_ED50u32.to_le_bytes());
+        let hash: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&spin).into()
+        };
+        let r = c.call(&load(13, hash), &spin).await;
+        assert_eq!(r.status, 200, "INVALID_IMAGE: {}", r.message);
         // A load that names an image never sent.
         let r = c.call(&load(12, [3; 32]), &[]).await;
         assert_eq!(r.status, 1, "INVALID_VALUE: {}", r.message);

@@ -145,6 +145,10 @@ pub fn check_extents(image: &[u8]) -> Result<(), String> {
             let (Some(hsize), Some(body)) = (u16_at(image, pos + 6), u64_at(image, pos + 8)) else {
                 return Err("fatbin: truncated header".into());
             };
+            // The header is 16 bytes: a smaller size would never move past it.
+            if hsize < 16 {
+                return Err(format!("fatbin: a container header of {hsize} bytes"));
+            }
             let end = (pos as u64)
                 .checked_add(hsize as u64)
                 .and_then(|s| s.checked_add(body));
@@ -708,6 +712,15 @@ mod tests {
         f.extend((body.len() as u64).to_le_bytes());
         f.extend(body);
         f
+    }
+
+    #[test]
+    fn a_fatbin_header_of_size_zero_is_refused_not_looped_on() {
+        let mut image = vec![0u8; 64];
+        image[..4].copy_from_slice(&FATBIN_MAGIC.to_le_bytes());
+        assert!(check_extents(&image)
+            .unwrap_err()
+            .contains("header of 0 bytes"));
     }
 
     #[test]
