@@ -5,7 +5,9 @@
 #   scripts/setup-cuda.sh            # cu12 + cu13 (headers, cudart, NVRTC, nvcc 13)
 #   scripts/setup-cuda.sh --python   # also py: CuPy, numba-cuda, numpy; and sweep: Optuna,
 #                                    # kubernetes-validate (examples/sweep, deploy/kubernetes);
-#                                    # and nvml: pynvml, for the NVML stand-in's tests
+#                                    # nvml: pynvml, for the NVML stand-in's tests; and suites:
+#                                    # pytest and what the clients' own test suites import
+#   scripts/setup-cuda.sh --cupy-tests   # also CuPy's own tests/, from its sdist (client-suites.sh)
 #   source .cache/cuda/env.sh        # CUDA12_INCLUDE, CUDA13_LIB, NVCC13, ...
 #
 # Each component goes into its own `pip install --target` folder, so CUDA 12 and 13 wheels (which
@@ -23,6 +25,8 @@
 #         nvidia-cuda-crt: all 13.5.37
 #   py:   cupy-cuda12x 14.2.0, numba-cuda 0.30.4, numpy 2.4.6
 #   nvml: nvidia-ml-py 13.615.71
+#   suites: pytest 8.4.2, pytest-benchmark 5.3.1, filecheck 1.0.6, ml_dtypes 0.6.0, cffi 2.1.1,
+#         psutil 7.2.2, hypothesis 6.54.6, mpmath 1.4.1; cupy-tests: the cupy 14.2.0 sdist
 #   sweep: optuna 5.0.0, kubernetes-validate 1.37.0 (bundles the Kubernetes JSON schemas, so it
 #         validates offline)
 # cu13 is pinned to 13.5.* on purpose: scripts/gen-shim-table.py reads its cuda.h, and the
@@ -38,11 +42,13 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTHON="${PYTHON:-python3}"
 
 WITH_PYTHON=0
+WITH_CUPY_TESTS=0
 for arg in "$@"; do
     case "$arg" in
         --python) WITH_PYTHON=1 ;;
+        --cupy-tests) WITH_PYTHON=1 WITH_CUPY_TESTS=1 ;;
         -h | --help)
-            sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -85,8 +91,27 @@ SWEEP_PKGS=(
 NVML_PKGS=(
     "nvidia-ml-py==13.*"
 )
+# What numba-cuda's and CuPy's own test suites import beyond py (scripts/client-suites.sh, and the
+# quick subset in tests/tests/client_suites.rs): numba's testing module imports filecheck at
+# import time; CuPy's tests pin hypothesis below 6.55. PYTHONPATH=$SUITES_PY (after $CUDA_PY).
+SUITES_PKGS=(
+    "pytest==8.*"
+    "pytest-benchmark==5.*"
+    "filecheck==1.*"
+    "ml_dtypes"
+    "cffi"
+    "psutil"
+    "hypothesis>=6.37.2,<6.55"
+    "mpmath"
+)
 
 PY_VERSION="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+
+dist_version() { # dist_version FOLDER DIST-NAME
+    local info
+    info="$(ls -d "$1"/"$2"-*.dist-info 2>/dev/null | head -n1)"
+    [[ -n "$info" ]] && sed -n 's/^Version: //p' "$info/METADATA"
+}
 
 # install COMPONENT PKG... : pip-installs PKG... into $CACHE/COMPONENT unless its stamp matches.
 install() {
@@ -117,6 +142,41 @@ install() {
     INSTALLED+=("$comp")
 }
 
+# install_cupy_tests : CuPy's own tests/ (not in any wheel) from the sdist of the CuPy version py
+# holds, into $CACHE/cupy-tests. pip cannot fetch that sdist (`pip download` builds its metadata,
+# which needs a CUDA toolkit), so it comes from PyPI's JSON API, checked against its sha256.
+install_cupy_tests() {
+    local version dest="$CACHE/cupy-tests"
+    version="$(dist_version "$CACHE/py" cupy_cuda12x)"
+    if [[ -f "$dest/.stamp" && "$(cat "$dest/.stamp")" == "cupy $version" ]]; then
+        INSTALLED+=("cupy-tests (cached)")
+        return
+    fi
+    local sdist="$MACHINE_CACHE/sdists/cupy-$version.tar.gz"
+    if [[ ! -f "$sdist" ]]; then
+        echo "setup-cuda.sh: downloading the cupy $version sdist for its tests" >&2
+        mkdir -p "$(dirname "$sdist")"
+        local url sha
+        read -r url sha < <(curl -fsSL https://pypi.org/pypi/cupy/json | "$PYTHON" -c '
+import json, sys
+for f in json.load(sys.stdin)["releases"][sys.argv[1]]:
+    if f["packagetype"] == "sdist":
+        print(f["url"], f["digests"]["sha256"])' "$version")
+        curl -fsSL -o "$sdist.part" "$url"
+        echo "$sha  $sdist.part" | sha256sum --check --quiet
+        mv "$sdist.part" "$sdist"
+    fi
+    local tmp="$CACHE/.tmp-cupy-tests"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    tar -xzf "$sdist" -C "$tmp" --strip-components=1 "cupy-$version/tests" \
+        "cupy-$version/pyproject.toml"
+    printf 'cupy %s\n' "$version" >"$tmp/.stamp"
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+    INSTALLED+=("cupy-tests")
+}
+
 mkdir -p "$CACHE" "$WHEELS"
 INSTALLED=()
 install cu12 "${CU12_PKGS[@]}"
@@ -125,6 +185,10 @@ if [[ $WITH_PYTHON == 1 ]]; then
     install py "${PY_PKGS[@]}"
     install sweep "${SWEEP_PKGS[@]}"
     install nvml "${NVML_PKGS[@]}"
+    install suites "${SUITES_PKGS[@]}"
+fi
+if [[ $WITH_CUPY_TESTS == 1 ]]; then
+    install_cupy_tests
 fi
 
 # ---- Folders other scripts and tests use (rebuilt on every run: cheap, and it follows a moved
@@ -186,11 +250,6 @@ if ! NVCC_VERSION="$("$NVCC13" --version 2>&1)"; then
 fi
 NVCC_RELEASE="$(sed -n 's/.*, V\([0-9.]*\)$/\1/p' <<<"$NVCC_VERSION")"
 
-dist_version() { # dist_version FOLDER DIST-NAME
-    local info
-    info="$(ls -d "$1"/"$2"-*.dist-info 2>/dev/null | head -n1)"
-    [[ -n "$info" ]] && sed -n 's/^Version: //p' "$info/METADATA"
-}
 CUDART12_VERSION="$(dist_version "$CACHE/cu12" nvidia_cuda_runtime_cu12)"
 CUDART13_VERSION="$(dist_version "$CACHE/cu13" nvidia_cuda_runtime)"
 
@@ -217,6 +276,14 @@ CUDART13_VERSION="$(dist_version "$CACHE/cu13" nvidia_cuda_runtime)"
     if [[ -f "$CACHE/nvml/.stamp" ]]; then
         echo "# pynvml (nvidia-ml-py), for the NVML stand-in's tests: PYTHONPATH=\$NVML_PY."
         echo "export NVML_PY='$CACHE/nvml'"
+    fi
+    if [[ -f "$CACHE/suites/.stamp" ]]; then
+        echo "# pytest and what the clients' test suites import (client-suites.sh): PYTHONPATH=\$SUITES_PY."
+        echo "export SUITES_PY='$CACHE/suites'"
+    fi
+    if [[ -f "$CACHE/cupy-tests/.stamp" ]]; then
+        echo "# CuPy's own tests/ from its sdist (client-suites.sh cupy)."
+        echo "export CUPY_TESTS='$CACHE/cupy-tests'"
     fi
     if [[ -f "$CACHE/sweep/.stamp" ]]; then
         echo "# Optuna and kubernetes-validate (examples/sweep, deploy/kubernetes): PYTHONPATH=\$SWEEP_PY."
