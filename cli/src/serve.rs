@@ -196,10 +196,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         let control = server.control();
         if let Some(addr) = args.metrics {
             let c = control.clone();
-            let at = crate::metrics::serve(addr, Arc::new(move || c.metrics()))
-                .await
-                .with_context(|| format!("--metrics {addr}"))?;
-            println!("remora: metrics on http://{at}/metrics");
+            serve_metrics(addr, move || c.metrics()).await?;
         }
         // Before the connection file exists: whoever waits for it may signal at once.
         let mut signals = Signals::new()?;
@@ -336,10 +333,7 @@ fn serve_pool(
         let control = pool.control();
         if let Some(addr) = args.metrics {
             let c = control.clone();
-            let at = crate::metrics::serve(addr, Arc::new(move || c.metrics()))
-                .await
-                .with_context(|| format!("--metrics {addr}"))?;
-            println!("remora: metrics on http://{at}/metrics");
+            serve_metrics(addr, move || c.metrics()).await?;
         }
         let mut signals = Signals::new()?;
         // Members may differ: clients ask the pool what its GPUs are.
@@ -375,6 +369,18 @@ fn serve_pool(
         println!("remora: stopped");
         Ok(0)
     })
+}
+
+/// Serves `--metrics ADDR` (a server's or a pool's) and says where.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: impl Fn() -> String + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let at = crate::metrics::serve(addr, Arc::new(metrics))
+        .await
+        .with_context(|| format!("--metrics {addr}"))?;
+    println!("remora: metrics on http://{at}/metrics");
+    Ok(())
 }
 
 fn hostname() -> String {

@@ -58,18 +58,8 @@ fn line_within(
 
 /// The client must end cleanly once it has reported the error.
 fn exits_within(child: &mut Child, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "client exited with {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("client did not exit within {limit:?} of its error");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = exit_within(child, limit);
+    assert!(status.success(), "client exited with {status}");
 }
 
 /// Kills the server while the client is in MODE (after it printed `ready`); the client must

@@ -375,14 +375,7 @@ fn sigterm_drains_running_sessions_then_ends_the_rest() {
         "ended after {:?}",
         t.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = op.server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut op.server.child, Duration::from_secs(10));
     assert!(status.success(), "exit {status}");
 }
 

@@ -434,13 +434,6 @@ fn sigterm_drains_a_pool_then_ends_the_sessions_left() {
         "ended after {:?}",
         t.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = pool.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the pool did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut pool.child, Duration::from_secs(10));
     assert!(status.success(), "exit {status}");
 }

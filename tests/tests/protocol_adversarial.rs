@@ -40,6 +40,15 @@ impl Raw {
         self.c.send.write_all(&buf).await.unwrap();
     }
 
+    /// `MemAlloc`, which must succeed: the pointer.
+    async fn alloc(&mut self, ctx: CtxId, size: u64) -> u64 {
+        let r = self.call(&Request::MemAlloc { ctx, size }, &[]).await;
+        let ReplyBody::Ptr { ptr } = r.body else {
+            panic!("{r:?}")
+        };
+        ptr
+    }
+
     async fn call(&mut self, req: &Request, payload: &[u8]) -> Reply {
         self.send(req, payload, FLAG_REPLY).await;
         let mut p = [0u8; PREFIX_LEN];
@@ -76,18 +85,7 @@ fn the_server_checks_every_pointer_against_the_clients_own_allocations() {
             0,
         )
         .await;
-        let r = a
-            .call(
-                &Request::MemAlloc {
-                    ctx: CtxId(1),
-                    size: 4096,
-                },
-                &[],
-            )
-            .await;
-        let ReplyBody::Ptr { ptr } = r.body else {
-            panic!("{r:?}")
-        };
+        let ptr = a.alloc(CtxId(1), 4096).await;
         a.send(
             &Request::MemcpyHtoD {
                 ctx: CtxId(1),
@@ -414,18 +412,7 @@ fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_not
             )
             .await;
         assert_eq!(r.status, 0, "{}", r.message);
-        let r = a
-            .call(
-                &Request::MemAlloc {
-                    ctx: c1,
-                    size: 4096,
-                },
-                &[],
-            )
-            .await;
-        let ReplyBody::Ptr { ptr: theirs } = r.body else {
-            panic!("{r:?}")
-        };
+        let theirs = a.alloc(c1, 4096).await;
         a.send(
             &Request::MemcpyHtoD {
                 ctx: c1,
@@ -451,18 +438,7 @@ fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_not
             0,
         )
         .await;
-        let r = b
-            .call(
-                &Request::MemAlloc {
-                    ctx: c1,
-                    size: 4096,
-                },
-                &[],
-            )
-            .await;
-        let ReplyBody::Ptr { ptr: mine } = r.body else {
-            panic!("{r:?}")
-        };
+        let mine = b.alloc(c1, 4096).await;
         let invalid_handle = 400;
         for (what, req) in [
             ("A's stream", Request::StreamSynchronize { ctx: c1, stream }),
@@ -549,18 +525,7 @@ fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_not
             )
             .await;
         assert_eq!(r.status, 0, "the module is cached by hash: {}", r.message);
-        let r = b2
-            .call(
-                &Request::MemAlloc {
-                    ctx: c1,
-                    size: 4096,
-                },
-                &[],
-            )
-            .await;
-        let ReplyBody::Ptr { ptr: own } = r.body else {
-            panic!("{r:?}")
-        };
+        let own = b2.alloc(c1, 4096).await;
         b2.send(&launch(own, theirs), &[], 0).await;
         let r = b2.call(&Request::CtxSynchronize { ctx: c1 }, &[]).await;
         assert_eq!(r.status, 700, "ILLEGAL_ADDRESS: {r:?}");

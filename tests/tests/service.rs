@@ -24,7 +24,10 @@ fn verify(unit: &str) -> Option<(bool, String)> {
 #[test]
 fn the_service_unit_verifies_cleanly_and_a_broken_one_does_not() {
     let unit = std::fs::read_to_string(root().join("deploy/systemd/remora.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/remora serve"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/remora serve"),
+        "{unit}"
+    );
     let here = unit.replace(
         "ExecStart=/usr/local/bin/remora",
         &format!("ExecStart={}", remora().display()),
@@ -33,8 +36,14 @@ fn the_service_unit_verifies_cleanly_and_a_broken_one_does_not() {
         eprintln!("systemd-analyze is not installed: the unit was not verified");
         return;
     };
-    assert!(ok && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
     let broken = here.replace("[Service]", "[Service]\nRestartt=always");
     let (_, said) = verify(&broken).unwrap();
-    assert!(said.contains("Restartt"), "a misspelt key went unnoticed: {said}");
+    assert!(
+        said.contains("Restartt"),
+        "a misspelt key went unnoticed: {said}"
+    );
 }

@@ -568,3 +568,19 @@ pub fn add_token(tokens: &Path, state: &Path, name: &str, limits: &[&str]) -> Pa
     assert!(o.status.success(), "token add: {}", text(&o));
     conn
 }
+
+/// Waits up to `limit` for `child` to exit and returns its status; kills it and fails the test
+/// if it does not.
+pub fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
