@@ -384,6 +384,41 @@ impl AddressSpace {
         Ok(base)
     }
 
+    /// Allocates `size` bytes, zero-filled, at `ptr` in the lower half of the window: where
+    /// another device already placed the same allocation (the pool's virtual GPU maps every
+    /// allocation at one address on all of its members). Refused when `ptr` is misaligned,
+    /// outside the lower half, or overlaps an allocation.
+    pub fn alloc_fixed(&self, ptr: u64, size: u64) -> Result<(), MemError> {
+        let end = ptr.checked_add(size).ok_or(MemError::InvalidSize(size))?;
+        if size == 0 || ptr < self.window_base || end > self.window_end {
+            return Err(MemError::InvalidSize(size));
+        }
+        if ptr % ALLOC_ALIGN != 0 {
+            return Err(MemError::Misaligned {
+                addr: ptr,
+                size: ALLOC_ALIGN,
+            });
+        }
+        let span = size.next_multiple_of(ALLOC_ALIGN);
+        self.device.reserve(size)?;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let reach = ptr.saturating_add(span);
+        let before = inner.allocs.range(..reach).next_back();
+        if before.is_some_and(|(_, a)| a.base + a.extent > ptr) {
+            drop(inner);
+            self.device.release(size);
+            return Err(MemError::OutOfBounds {
+                addr: ptr,
+                len: size,
+            });
+        }
+        inner.next = inner.next.max(ptr + span);
+        inner
+            .allocs
+            .insert(ptr, Arc::new(Allocation::new(ptr, size)));
+        Ok(())
+    }
+
     fn first_gap(&self, inner: &Inner, span: u64) -> Option<u64> {
         let mut cursor = self.window_base;
         // Only the lower half: the upper half holds the client's own allocations.
@@ -639,6 +674,32 @@ mod tests {
         let mut edge = [0u8; 4];
         s.read(p, &mut edge).unwrap();
         assert_eq!(edge, [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn fixed_allocations_land_where_told_and_refuse_overlap_and_the_lease_half() {
+        let s = space();
+        let p = s.alloc(100).unwrap();
+        // Where another device placed it: the next allocation goes past it.
+        let at = p + 4 * ALLOC_ALIGN;
+        s.alloc_fixed(at, 1000).unwrap();
+        assert!(s.alloc(16).unwrap() >= at + 1000);
+        assert!(matches!(
+            s.alloc_fixed(at + ALLOC_ALIGN, 8),
+            Err(MemError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            s.alloc_fixed(p, 8),
+            Err(MemError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            s.alloc_fixed(at + 8 * ALLOC_ALIGN + 8, 8),
+            Err(MemError::Misaligned { .. })
+        ));
+        let (lease_lo, _) = s.lease_region();
+        assert_eq!(s.alloc_fixed(lease_lo, 8), Err(MemError::InvalidSize(8)));
+        assert_eq!(s.free(at), Ok(1000));
+        s.alloc_fixed(at, 1000).unwrap();
     }
 
     #[test]
