@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Seconds to wait in a pool's queue for GPUs before failing with CUDA_ERROR_NO_DEVICE.
     #[arg(long)]
     queue_timeout: Option<f64>,
+    /// One virtual GPU backed by this many of a pool's members: launches that provably split
+    /// run on all of them, the rest on one (needs `--connection` to a pool).
+    #[arg(long, value_name = "M")]
+    virtual_gpu: Option<u32>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
     command: Vec<OsString>,
@@ -241,6 +245,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     if let Some(t) = args.queue_timeout {
         cmd.env("REMORA_QUEUE_TIMEOUT", t.to_string());
+    }
+    if let Some(m) = args.virtual_gpu {
+        cmd.env("REMORA_VIRTUAL_GPU", m.to_string());
     }
     cmd.env("LD_PRELOAD", prepend("LD_PRELOAD", &preload));
     let status = {

@@ -26,7 +26,9 @@ pub mod members;
 pub mod metrics;
 pub mod placement;
 pub mod session;
+pub mod vgpu;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,11 +86,22 @@ pub struct Pool {
     active: std::sync::atomic::AtomicUsize,
     /// Why the sessions still running were ended (at the end of a drain).
     ending: tokio::sync::watch::Sender<Option<String>>,
+    /// What each virtual GPU did, for `remora status`.
+    vgpus: Mutex<BTreeMap<placement::SessionId, Arc<Mutex<vgpu::VgpuStats>>>>,
 }
 
 impl Pool {
     fn sched(&self) -> MutexGuard<'_, Scheduler> {
         self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn vgpus(&self) -> MutexGuard<'_, BTreeMap<placement::SessionId, Arc<Mutex<vgpu::VgpuStats>>>> {
+        self.vgpus.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new virtual GPU's statistics, shown by `remora status` while its session lives.
+    fn vgpu_stats(&self, id: placement::SessionId) -> Arc<Mutex<vgpu::VgpuStats>> {
+        self.vgpus().entry(id).or_default().clone()
     }
 }
 
@@ -115,6 +128,7 @@ impl PoolServer {
             draining: std::sync::atomic::AtomicBool::new(false),
             active: std::sync::atomic::AtomicUsize::new(0),
             ending: tokio::sync::watch::Sender::new(None),
+            vgpus: Mutex::new(BTreeMap::new()),
         });
         for file in cfg.members {
             members::add(&pool, file);

@@ -36,6 +36,9 @@ pub struct Member {
 pub struct Want {
     pub gpus: u32,
     pub memory: u64,
+    /// Members one virtual GPU spreads over, one GPU each (1: an ordinary session, all its
+    /// GPUs on one member).
+    pub members: u32,
 }
 
 impl Want {
@@ -51,6 +54,18 @@ pub struct Placement {
     /// The member's device indices, in the order the client sees them.
     pub gpus: Vec<u32>,
     pub memory_per_gpu: u64,
+    /// A virtual GPU's other members, with the GPU each gives it.
+    pub also: Vec<(MemberId, u32)>,
+}
+
+impl Placement {
+    /// Every (member, GPU) the placement holds.
+    pub fn slots(&self) -> impl Iterator<Item = (MemberId, u32)> + '_ {
+        self.gpus
+            .iter()
+            .map(|&g| (self.member, g))
+            .chain(self.also.iter().copied())
+    }
 }
 
 /// A session's number.
@@ -132,12 +147,10 @@ impl Scheduler {
             .collect();
         // Sessions still held there keep their reservations.
         for h in self.held.values() {
-            if h.placement.member == id {
-                for g in &h.placement.gpus {
-                    if let Some(f) = fresh.iter_mut().find(|f| f.index == *g) {
-                        f.sessions += 1;
-                        f.reserved += h.placement.memory_per_gpu;
-                    }
+            for (_, g) in h.placement.slots().filter(|(m, _)| *m == id) {
+                if let Some(f) = fresh.iter_mut().find(|f| f.index == g) {
+                    f.sessions += 1;
+                    f.reserved += h.placement.memory_per_gpu;
                 }
             }
         }
@@ -164,6 +177,20 @@ impl Scheduler {
             return None;
         }
         let per = want.per_gpu_memory();
+        if want.members > 1 {
+            let able = known
+                .iter()
+                .filter(|m| m.gpus.iter().any(|g| g.total_mem >= per))
+                .count();
+            return (able < want.members as usize).then(|| {
+                format!(
+                    "a virtual GPU over {} members asked for, but this pool has {able} member(s) \
+                     with a GPU of {} MiB",
+                    want.members,
+                    per >> 20
+                )
+            });
+        }
         let most_gpus = known.iter().map(|m| m.gpus.len()).max().unwrap_or(0);
         if known
             .iter()
@@ -247,14 +274,20 @@ impl Scheduler {
     }
 
     fn free(&mut self, p: &Placement) {
-        if let Some(m) = self.members.get_mut(p.member) {
-            for g in &p.gpus {
-                if let Some(gpu) = m.gpus.iter_mut().find(|x| x.index == *g) {
-                    gpu.sessions = gpu.sessions.saturating_sub(1);
-                    gpu.reserved = gpu.reserved.saturating_sub(p.memory_per_gpu);
-                }
+        for (member, g) in p.slots() {
+            if let Some(gpu) = self.gpu_mut(member, g) {
+                gpu.sessions = gpu.sessions.saturating_sub(1);
+                gpu.reserved = gpu.reserved.saturating_sub(p.memory_per_gpu);
             }
         }
+    }
+
+    fn gpu_mut(&mut self, member: MemberId, index: u32) -> Option<&mut Gpu> {
+        self.members
+            .get_mut(member)?
+            .gpus
+            .iter_mut()
+            .find(|x| x.index == index)
     }
 
     /// Places waiting sessions in order while the head of the queue fits.
@@ -266,12 +299,10 @@ impl Scheduler {
             let Some(w) = self.queue.pop_front() else {
                 return;
             };
-            if let Some(m) = self.members.get_mut(p.member) {
-                for g in &p.gpus {
-                    if let Some(gpu) = m.gpus.iter_mut().find(|x| x.index == *g) {
-                        gpu.sessions += 1;
-                        gpu.reserved += p.memory_per_gpu;
-                    }
+            for (member, g) in p.slots().collect::<Vec<_>>() {
+                if let Some(gpu) = self.gpu_mut(member, g) {
+                    gpu.sessions += 1;
+                    gpu.reserved += p.memory_per_gpu;
                 }
             }
             self.held.insert(
@@ -288,6 +319,9 @@ impl Scheduler {
     /// The best placement for `want` now: fewest sessions on the member first, then the least
     /// free memory left over, then the lowest member number.
     fn fit(&self, want: Want) -> Option<Placement> {
+        if want.members > 1 {
+            return self.fit_spread(want);
+        }
         let per = want.per_gpu_memory();
         let mut best: Option<((u32, u64, usize), Placement)> = None;
         for (id, m) in self.members.iter().enumerate().filter(|(_, m)| m.up) {
@@ -316,11 +350,44 @@ impl Scheduler {
                         member: id,
                         gpus,
                         memory_per_gpu: per,
+                        also: Vec::new(),
                     },
                 ));
             }
         }
         best.map(|(_, p)| p)
+    }
+
+    /// A virtual GPU: one GPU on each of `want.members` distinct members, the least loaded
+    /// first; within a member, the GPU with the least room that fits.
+    fn fit_spread(&self, want: Want) -> Option<Placement> {
+        let per = want.memory;
+        let mut candidates: Vec<((u32, u64, usize), u32)> = Vec::new();
+        for (id, m) in self.members.iter().enumerate().filter(|(_, m)| m.up) {
+            let best = m
+                .gpus
+                .iter()
+                .filter(|g| {
+                    g.sessions < self.per_gpu && g.total_mem - g.reserved.min(g.total_mem) >= per
+                })
+                .min_by_key(|g| (g.total_mem - g.reserved, g.index));
+            if let Some(g) = best {
+                let load: u32 = m.gpus.iter().map(|g| g.sessions).sum();
+                candidates.push(((load, g.total_mem - g.reserved - per, id), g.index));
+            }
+        }
+        if candidates.len() < want.members as usize {
+            return None;
+        }
+        candidates.sort();
+        let mut chosen = candidates[..want.members as usize].iter();
+        let &((_, _, member), gpu) = chosen.next()?;
+        Some(Placement {
+            member,
+            gpus: vec![gpu],
+            memory_per_gpu: per,
+            also: chosen.map(|&((_, _, m), g)| (m, g)).collect(),
+        })
     }
 
     /// Sessions placed: (id, placement, memory asked for, age).
@@ -360,7 +427,11 @@ mod tests {
     }
 
     fn want(gpus: u32, memory: u64) -> Want {
-        Want { gpus, memory }
+        Want {
+            gpus,
+            memory,
+            members: 1,
+        }
     }
 
     fn placed(s: &Scheduler, id: SessionId) -> Placement {
@@ -503,6 +574,29 @@ mod tests {
         assert_eq!(s.state(a), Some(State::Queued { place: 1 }));
         s.member_up(m, &[(0, G)]);
         assert_eq!(placed(&s, a).member, m);
+    }
+
+    #[test]
+    fn a_virtual_gpu_takes_one_gpu_on_each_of_distinct_members() {
+        let mut s = pool(&[&[4 << 30, 8 << 30], &[8 << 30], &[2 << 30]], 1);
+        let spread = |m| Want {
+            gpus: 1,
+            memory: 3 << 30,
+            members: m,
+        };
+        let id = s.request(spread(2)).unwrap();
+        let p = placed(&s, id);
+        let mut slots: Vec<_> = p.slots().collect();
+        slots.sort();
+        // Member 2's GPU is too small; member 0 gives its tighter fit.
+        assert_eq!(slots, [(0, 0), (1, 0)]);
+        // Only member 0's second GPU is left with room: a second virtual GPU waits.
+        let next = s.request(spread(2)).unwrap();
+        assert_eq!(s.state(next), Some(State::Queued { place: 1 }));
+        s.release(id);
+        assert!(matches!(s.state(next), Some(State::Placed(_))));
+        let why = s.impossible(spread(3)).unwrap();
+        assert!(why.contains("2 member(s)"), "{why}");
     }
 
     #[test]

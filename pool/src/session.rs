@@ -159,9 +159,15 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
             .as_ref()
             .map_or(crate::metrics::OWN_TOKEN, |a| a.name.as_str()),
     );
+    let virtual_gpu = request.virtual_gpu.max(1);
     let want = Want {
-        gpus: request.gpus.max(1),
+        gpus: if virtual_gpu > 1 {
+            1
+        } else {
+            request.gpus.max(1)
+        },
         memory,
+        members: virtual_gpu,
     };
     let asked = pool.sched().request(want);
     let id = match asked {
@@ -169,56 +175,79 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
         Err(why) => return Err(hello.refuse(Outcome::NoDevice, &why).await),
     };
     let _release = Release(pool, id);
-    let to_member = SessionRequest {
-        gpus: 0,
-        memory,
-        queue_timeout_ms: 0,
-        observer: false,
-    };
     // A member that does not take the session (it died a moment ago) is suspected, and the
     // session waits first in line for another.
     let mut attempts = 0;
-    let (placement, addr, connected) = loop {
+    let (placement, links) = loop {
         let placement = match wait_for_gpus(&mut hello, pool, id, &request).await? {
             Some(p) => p,
             None => return Ok(()),
         };
-        let Some(member) = pool.members.get(placement.member) else {
-            return Err(hello.refuse(Outcome::Refused, "member vanished").await);
-        };
-        let addr = member.file.address;
-        match remora_transport::client::connect(&member.file, &to_member, LINK_TIMEOUT, |_| {})
-            .await
-        {
-            Ok(c) => break (placement, addr, c),
-            Err(e) => {
-                let why = format!("the pool's member {addr} did not take the session: {e}");
+        match connect_members(pool, &placement, memory).await {
+            Ok(links) => break (placement, links),
+            Err((member, why)) => {
                 tracing::warn!("{why}");
                 attempts += 1;
                 if attempts == MAX_ATTEMPTS {
                     return Err(hello.refuse(Outcome::Refused, &why).await);
                 }
-                crate::members::suspect(pool, placement.member, &why);
+                crate::members::suspect(pool, member, &why);
                 pool.sched().requeue(id);
                 pool.changed.notify_waiters();
             }
         }
     };
-    let member_devices = connected.info.devices.len() as u32;
+    if virtual_gpu > 1 {
+        let members: Vec<crate::vgpu::Member> = links
+            .into_iter()
+            .map(|(p, l)| crate::vgpu::Member {
+                devices: l.info.devices.len() as u32,
+                placement: p,
+                link: l,
+            })
+            .collect();
+        let info = crate::vgpu::info(&pool.name, &members);
+        tracing::info!(members = members.len(), "virtual GPU placed");
+        let calls = hello.accept(&info).await?;
+        let stats = pool.vgpu_stats(id);
+        let mut vgpu = crate::vgpu::Vgpu::new(members, stats);
+        let stop = Box::pin(async {
+            tokio::select! {
+                () = revoked(account.as_deref()) => {
+                    let name = account.as_deref().map_or("", |a| a.name.as_str());
+                    ServeError::Refused(format!("token `{name}` was revoked by the pool's operator"))
+                }
+                why = ended(pool) => ServeError::Refused(why),
+            }
+        });
+        let r = crate::vgpu::serve(calls, &mut vgpu, stop).await;
+        vgpu.close("session over");
+        pool.vgpus().remove(&id);
+        return r.map_err(|e| match e {
+            Forward::Client(e) => e,
+            Forward::Member(ConnError::Lost(why)) => {
+                ServeError::Refused(format!("the pool lost a member of the virtual GPU: {why}"))
+            }
+        });
+    }
+    let Some((_, link)) = links.into_iter().next() else {
+        return Err(ServeError::Refused("no member placed".into()));
+    };
+    let addr = link.address;
+    let member_devices = link.info.devices.len() as u32;
     let info = ServerInfo {
-        driver_version: connected.info.driver_version,
-        server_name: format!("{} (pool) on {}", pool.name, connected.info.server_name),
+        driver_version: link.info.driver_version,
+        server_name: format!("{} (pool) on {}", pool.name, link.info.server_name),
         devices: placement
             .gpus
             .iter()
-            .filter_map(|&g| connected.info.devices.get(g as usize).cloned())
+            .filter_map(|&g| link.info.devices.get(g as usize).cloned())
             .collect(),
         // The member granted it; the client's own allocations pass through unchanged (the
         // addresses are the same on both sides).
-        lease: connected.info.lease,
+        lease: link.info.lease,
     };
     tracing::info!(member = %addr, gpus = ?placement.gpus, "session placed");
-    let link = Link::new(connected, Buffers::default());
     let calls = hello.accept(&info).await?;
     let r = forward(
         calls,
@@ -236,6 +265,53 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
             ServeError::Refused(format!("the pool lost member {addr}: {why}"))
         }
     })
+}
+
+/// Opens the session's link to each member of its placement (one for an ordinary session, one
+/// per member for a virtual GPU), each as a placement of its own GPUs there. A member that
+/// does not answer is named with the reason.
+async fn connect_members(
+    pool: &Pool,
+    placement: &Placement,
+    memory: u64,
+) -> Result<Vec<(Placement, Link<Buffers>)>, (usize, String)> {
+    let to_member = SessionRequest {
+        gpus: 0,
+        memory,
+        queue_timeout_ms: 0,
+        observer: false,
+        virtual_gpu: 0,
+    };
+    let mut parts = vec![Placement {
+        also: Vec::new(),
+        ..placement.clone()
+    }];
+    parts.extend(placement.also.iter().map(|&(member, g)| Placement {
+        member,
+        gpus: vec![g],
+        memory_per_gpu: placement.memory_per_gpu,
+        also: Vec::new(),
+    }));
+    let mut links = Vec::with_capacity(parts.len());
+    for p in parts {
+        let Some(member) = pool.members.get(p.member) else {
+            return Err((p.member, "member vanished".into()));
+        };
+        let addr = member.file.address;
+        match remora_transport::client::connect(&member.file, &to_member, LINK_TIMEOUT, |_| {})
+            .await
+        {
+            Ok(c) => links.push((p, Link::new(c, Buffers::default()))),
+            Err(e) => {
+                for (_, l) in &links {
+                    l.close("the session went elsewhere");
+                }
+                let why = format!("the pool's member {addr} did not take the session: {e}");
+                return Err((p.member, why));
+            }
+        }
+    }
+    Ok(links)
 }
 
 /// Waits in the queue, telling the client its place whenever it changes. `None` when the
@@ -332,8 +408,13 @@ pub fn status(pool: &Pool) -> String {
                 .entry(p.member)
                 .or_default()
                 .push(serde_json::json!(id.0));
+            let vgpu = pool
+                .vgpus()
+                .get(&id)
+                .map(|v| v.lock().unwrap_or_else(|e| e.into_inner()).json());
             serde_json::json!({
                 "id": id.0,
+                "virtual_gpu": vgpu,
                 "member": members.get(p.member).map(|m| m.file.address.to_string()),
                 "gpus": p.gpus,
                 "memory": memory,
@@ -384,7 +465,7 @@ pub fn status(pool: &Pool) -> String {
 }
 
 /// Which side of a forwarded session failed.
-enum Forward {
+pub(crate) enum Forward {
     Client(ServeError),
     Member(ConnError),
 }
@@ -510,7 +591,7 @@ async fn answer(calls: &mut Calls, r: Result<Reply, ConnError>) -> Result<Reply,
 /// not given becomes one no member has, so the member refuses it. The member wants an address
 /// window for each of its devices: those the session was not given get windows of their own,
 /// away from the client's, that nothing will ever use.
-fn translate(req: &mut Request, placement: &Placement, member_devices: u32) {
+pub(crate) fn translate(req: &mut Request, placement: &Placement, member_devices: u32) {
     let map = |d: u32| {
         placement
             .gpus
@@ -563,6 +644,7 @@ mod tests {
             member: 0,
             gpus: vec![2, 0],
             memory_per_gpu: 0,
+            also: Vec::new(),
         };
         let mut r = Request::CtxCreate {
             ctx: CtxId(1),
@@ -587,6 +669,7 @@ mod tests {
             member: 0,
             gpus: vec![1],
             memory_per_gpu: 0,
+            also: Vec::new(),
         };
         // The client's window sits exactly where the first spare one would go.
         let mut r = Request::SetWindows {

@@ -319,6 +319,7 @@ mod tests {
             memory: 1 << 30,
             queue_timeout_ms: 5000,
             observer: false,
+            virtual_gpu: 0,
         }
     }
 

@@ -97,6 +97,14 @@ pub enum Request {
         ptr: u64,
         size: u64,
     },
+    /// An allocation at `ptr` in the lower half of the device's window, where another device
+    /// already placed it: the pool's virtual GPU maps every allocation at one address on all of
+    /// its members. Counted against the session's quota like `MemAlloc`.
+    MemAllocFixed {
+        ctx: CtxId,
+        ptr: u64,
+        size: u64,
+    },
     /// Host to device; the bytes follow as the frame's payload.
     MemcpyHtoD {
         ctx: CtxId,
@@ -255,6 +263,7 @@ impl Request {
             | Request::CtxReset { .. }
             | Request::MemFree { .. }
             | Request::MemAllocAt { .. }
+            | Request::MemAllocFixed { .. }
             | Request::MemcpyHtoD { .. }
             | Request::MemcpyDtoD { .. }
             | Request::Memset { .. }
@@ -310,6 +319,7 @@ impl Request {
             Request::MemAlloc { .. } => "MemAlloc",
             Request::MemFree { .. } => "MemFree",
             Request::MemAllocAt { .. } => "MemAllocAt",
+            Request::MemAllocFixed { .. } => "MemAllocFixed",
             Request::MemcpyHtoD { .. } => "MemcpyHtoD",
             Request::MemcpyDtoH { .. } => "MemcpyDtoH",
             Request::MemcpyDtoD { .. } => "MemcpyDtoD",
@@ -487,6 +497,8 @@ pub struct SessionRequest {
     pub queue_timeout_ms: u64,
     /// Looks without taking a GPU (`remora status`, `remora devices`).
     pub observer: bool,
+    /// A pool: one virtual GPU backed by this many members (0 or 1: an ordinary placement).
+    pub virtual_gpu: u32,
 }
 
 /// Server facts the client caches for the life of the connection.

@@ -62,6 +62,14 @@ pub(crate) async fn admit(
             .refuse(Outcome::BadToken, "invalid token: it was revoked")
             .await);
     }
+    if hello.request.virtual_gpu > 1 {
+        shared.metrics.refused("virtual_gpu");
+        let why = format!(
+            "a virtual GPU over {} members needs a pool (`remora pool`); this is a single server",
+            hello.request.virtual_gpu
+        );
+        return Err(hello.refuse(Outcome::NoDevice, &why).await);
+    }
     let ndev = shared.info.devices.len() as u32;
     let mut offered = ndev;
     let mut slot = None;

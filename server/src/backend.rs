@@ -176,6 +176,16 @@ pub trait DeviceSession: Send {
         ))
     }
 
+    /// An allocation at `ptr`, in the lower half of `device`'s window, where another device
+    /// placed the same allocation (the pool's virtual GPU). Backends that cannot place
+    /// allocations where told refuse.
+    fn alloc_fixed(&mut self, _device: u32, _ptr: u64, _size: u64) -> CuResult<()> {
+        Err(CuError::new(
+            CuStatus::NOT_SUPPORTED,
+            "this backend cannot place an allocation at a given address",
+        ))
+    }
+
     /// CUDA IPC: a handle to the allocation starting at `ptr` on `device`, which other sessions
     /// of `owner` (the same token) may open while the allocation lives.
     fn ipc_export(&mut self, _device: u32, _ptr: u64, _owner: &str) -> CuResult<IpcHandle> {

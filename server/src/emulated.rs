@@ -286,6 +286,12 @@ impl DeviceSession for EmulatedSession {
         self.space(device)?.alloc_at(ptr, size).map_err(mem_error)
     }
 
+    fn alloc_fixed(&mut self, device: u32, ptr: u64, size: u64) -> CuResult<()> {
+        self.space(device)?
+            .alloc_fixed(ptr, size)
+            .map_err(mem_error)
+    }
+
     fn is_idle(&mut self) -> bool {
         // Every call runs to completion before its reply.
         true

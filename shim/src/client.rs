@@ -84,7 +84,8 @@ pub fn existing() -> Option<&'static Client> {
 }
 
 /// What this process asks of the server: `REMORA_GPUS`, `REMORA_MEMORY` (bytes, or with a
-/// K/M/G/T suffix) and `REMORA_QUEUE_TIMEOUT` (seconds), as `remora run` sets them.
+/// K/M/G/T suffix), `REMORA_QUEUE_TIMEOUT` (seconds) and `REMORA_VIRTUAL_GPU` (members
+/// backing one virtual GPU, from a pool), as `remora run` sets them.
 fn session_request() -> Result<SessionRequest, String> {
     fn var(name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -108,11 +109,19 @@ fn session_request() -> Result<SessionRequest, String> {
             .ok_or_else(|| bad("REMORA_QUEUE_TIMEOUT", &v))?,
         None => 0,
     };
+    let virtual_gpu = match var("REMORA_VIRTUAL_GPU") {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| bad("REMORA_VIRTUAL_GPU", &v))?,
+        None => 0,
+    };
     Ok(SessionRequest {
         gpus,
         memory,
         queue_timeout_ms,
         observer: false,
+        virtual_gpu,
     })
 }
 

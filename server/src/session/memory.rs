@@ -68,6 +68,37 @@ impl Session {
         Ok(ReplyBody::Ptr { ptr })
     }
 
+    /// An allocation at an address another device chose (the pool's virtual GPU places each
+    /// allocation at one address on all of its members); counted against the quota.
+    pub(super) fn mem_alloc_fixed(
+        &mut self,
+        ctx: CtxId,
+        ptr: u64,
+        size: u64,
+    ) -> CuResult<ReplyBody> {
+        let device = self.ctx(ctx)?.device;
+        if size == 0 {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                "allocation of 0 bytes",
+            ));
+        }
+        self.hold(size)?;
+        if let Err(e) = self.backend.alloc_fixed(device, ptr, size) {
+            self.unhold(size);
+            return Err(e);
+        }
+        self.allocs.insert(
+            ptr,
+            Alloc {
+                size,
+                ctx,
+                kind: AllocKind::User,
+            },
+        );
+        Ok(ReplyBody::None)
+    }
+
     /// Frees an allocation `ctx` made. Module globals go with their module only.
     pub(super) fn mem_free(&mut self, ctx: CtxId, ptr: u64) -> CuResult<ReplyBody> {
         self.ctx(ctx)?;

@@ -252,6 +252,7 @@ impl Session {
             R::CtxSynchronize { ctx } => self.ctx_synchronize(ctx),
             R::MemAlloc { ctx, size } => self.mem_alloc(ctx, size),
             R::MemAllocAt { ctx, ptr, size } => self.mem_alloc_at(ctx, ptr, size),
+            R::MemAllocFixed { ctx, ptr, size } => self.mem_alloc_fixed(ctx, ptr, size),
             R::MemFree { ctx, ptr } => self.mem_free(ctx, ptr),
             R::IpcExport { ctx, ptr } => self.ipc_export(ctx, ptr),
             R::IpcOpen { ctx, handle } => self.ipc_open(ctx, handle),
