@@ -989,6 +989,7 @@ pub fn interpret(
     }
     // Final pass: collect accesses and reasons from the fixpoint.
     let mut out = Out::default();
+    #[allow(clippy::needless_range_loop)]
     for k in 0..nb {
         let Some(mut st) = ins[k].clone() else {
             continue;

@@ -101,11 +101,10 @@ impl Region {
         if addr < self.offset || self.rows == 0 {
             return false;
         }
-        let j = if self.pitch == 0 {
-            0
-        } else {
-            ((addr - self.offset) / self.pitch).min(self.rows - 1)
-        };
+        let j = (addr - self.offset)
+            .checked_div(self.pitch)
+            .unwrap_or(0)
+            .min(self.rows - 1);
         let start = self.offset + j * self.pitch;
         addr + size <= start + self.width
     }
@@ -321,7 +320,9 @@ impl KernelFootprint {
     }
 }
 
-/// The regions one access covers, clipped by its facts.
+/// The regions one access covers, clipped by its facts: the smaller of two sound covers,
+/// one over the index atoms (its end clipped by the facts), one where each fact `e < b` that
+/// the address contains becomes a variable ranging up to `b - 1`.
 fn region(
     addr: &Poly,
     acc: &Access,
@@ -330,66 +331,119 @@ fn region(
 ) -> Option<Vec<Region>> {
     let size = acc.size as i128;
     let (min, max) = range(addr)?;
-    let mut end = max.checked_add(size)?;
+    let end = max.checked_add(size)?;
     if min < 0 || end > u64::MAX as i128 {
         return None;
     }
-    // Strided: the variable with the largest coefficient, when the rest fits in one row.
-    let mut r = Region::plain(min as u64, (end - min) as u64);
     let linear = addr.0.keys().all(|m| m.len() <= 1);
-    if linear {
-        let mut best: Option<(i128, i128)> = None; // (|coef|, count)
-        let mut total = 0i128;
-        for (m, c) in &addr.0 {
-            if let [a] = m[..] {
-                let (p, q) = range(&Poly::atom(a))?;
-                total += c.abs() * (q - p);
-                if best.is_none_or(|(bc, _)| c.abs() > bc) {
-                    best = Some((c.abs(), q - p + 1));
-                }
-            }
-        }
-        if let Some((c, n)) = best {
-            let rest = total - c * (n - 1);
-            let width = rest + size;
-            if n > 1 && c > width {
-                r = Region {
-                    offset: min as u64,
-                    width: width as u64,
-                    pitch: c as u64,
-                    rows: n as u64,
-                };
-            }
+    if !linear {
+        return Some(vec![Region::plain(min as u64, (end - min) as u64)]);
+    }
+    // Candidate A: the atoms as variables.
+    let mut terms = Vec::new();
+    for (m, c) in &addr.0 {
+        if let [a] = m[..] {
+            let (p, q) = range(&Poly::atom(a))?;
+            terms.push((*c, p, q));
         }
     }
-    // Clipping: addr = rest + sum(scale * e) with e < b gives addr <= max(rest) + sum(scale*(b-1)).
+    let a = clip_all(
+        layout(addr.as_const_part(), &terms, size)?,
+        fact_end(addr, acc, fixed, range, end, size),
+    );
+    // Candidate B: the facts' expressions as variables.
+    let mut rest = addr.clone();
+    let mut fterms = Vec::new();
+    for f in by_size(&acc.facts) {
+        let (Some(e), Some(b)) = (f.e.subst(fixed), f.b.subst(fixed)) else {
+            continue;
+        };
+        let (Some((bmin, bmax)), Some((emin, emax))) = (range(&b), range(&e)) else {
+            continue;
+        };
+        if f.unsigned && bmin < 0 {
+            continue;
+        }
+        let Some(scale) = contains(&rest, &e) else {
+            continue;
+        };
+        let Some(nr) = e.scale(scale).and_then(|se| rest.sub(&se)) else {
+            continue;
+        };
+        rest = nr;
+        let (ec, _) = e.as_const_split();
+        // The fact's variable part ranges over [emin - ec, min(emax, bmax - 1) - ec].
+        let hi = emax.min(bmax - 1);
+        if hi < emin {
+            return Some(Vec::new());
+        }
+        fterms.push((scale, emin - ec, hi - ec));
+        rest = rest.add(&Poly::constant(scale * ec))?;
+    }
+    if fterms.is_empty() {
+        return Some(a);
+    }
+    for (m, c) in &rest.0 {
+        if let [x] = m[..] {
+            let (p, q) = range(&Poly::atom(x))?;
+            fterms.push((*c, p, q));
+        }
+    }
+    let b = layout(rest.as_const_part(), &fterms, size)?;
+    let bytes = |v: &[Region]| {
+        v.iter()
+            .map(|r| r.rows as u128 * r.width as u128)
+            .sum::<u128>()
+    };
+    Some(if bytes(&b) < bytes(&a) { b } else { a })
+}
+
+/// Facts over more terms first (a loop's `i < n` before its entry's `i0 < n`).
+fn by_size(f: &[Fact]) -> Vec<&Fact> {
+    let mut v: Vec<&Fact> = f.iter().collect();
+    v.sort_by_key(|f| std::cmp::Reverse(f.e.0.len()));
+    v
+}
+
+/// `scale` with `rest` containing `scale * e` (all of `e`'s non-constant terms), if any.
+fn contains(rest: &Poly, e: &Poly) -> Option<i128> {
+    let (m, ce) = e.0.iter().find(|(m, _)| !m.is_empty())?;
+    let ca = rest.0.get(m)?;
+    if ca % ce != 0 || ca / ce <= 0 {
+        return None;
+    }
+    let scale = ca / ce;
+    e.0.iter()
+        .all(|(m, c)| m.is_empty() || rest.0.get(m) == Some(&(c * scale)))
+        .then_some(scale)
+}
+
+/// Where the facts end an access: `addr = rest + sum(scale * e)` with `e < b` gives
+/// `addr + size <= max(rest) + sum(scale * (b - 1)) + size`.
+fn fact_end(
+    addr: &Poly,
+    acc: &Access,
+    fixed: &dyn Fn(Atom) -> Option<i128>,
+    range: &dyn Fn(&Poly) -> Option<(i128, i128)>,
+    end: i128,
+    size: i128,
+) -> i128 {
     let mut rest = addr.clone();
     let mut bound = 0i128;
     let mut used = false;
-    for f in &acc.facts {
+    for f in by_size(&acc.facts) {
         let (Some(e), Some(b)) = (f.e.subst(fixed), f.b.subst(fixed)) else {
             continue;
         };
         let Some((bmin, bmax)) = range(&b) else {
             continue;
         };
-        if f.unsigned && bmin < 0 {
+        if (f.unsigned && bmin < 0) || range(&e).is_none() {
             continue;
         }
-        let Some((m, ce)) = e.0.iter().find(|(m, _)| !m.is_empty()) else {
+        let Some(scale) = contains(&rest, &e) else {
             continue;
         };
-        let Some(ca) = rest.0.get(m) else { continue };
-        if ca % ce != 0 || ca / ce <= 0 {
-            continue;
-        }
-        let scale = ca / ce;
-        let fits =
-            e.0.iter()
-                .all(|(m, c)| m.is_empty() || rest.0.get(m) == Some(&(c * scale)));
-        if !fits || range(&e).is_none() {
-            continue;
-        }
         let Some(nr) = e.scale(scale).and_then(|se| rest.sub(&se)) else {
             continue;
         };
@@ -397,12 +451,81 @@ fn region(
         bound += scale * (bmax - 1);
         used = true;
     }
-    if used {
-        if let Some((_, rmax)) = range(&rest) {
-            end = end.min(rmax + bound + size);
+    match (used, range(&rest)) {
+        (true, Some((_, rmax))) => end.min(rmax + bound + size),
+        _ => end,
+    }
+}
+
+fn clip_all(v: Vec<Region>, end: i128) -> Vec<Region> {
+    v.into_iter().flat_map(|r| clip(r, end)).collect()
+}
+
+/// The regions of `base + sum(c * v)` for `v` in `[p, q]` of each `(c, p, q)`, accesses of
+/// `size` bytes: strided along the largest coefficient when the rest fits between its rows,
+/// nested (one strided region per row) when few.
+fn layout(base: i128, terms: &[(i128, i128, i128)], size: i128) -> Option<Vec<Region>> {
+    let mut base = base;
+    let mut t: Vec<(i128, i128)> = Vec::new(); // (coef > 0, count)
+    for &(c, p, q) in terms {
+        let (c, p, q) = if c < 0 { (-c, -q, -p) } else { (c, p, q) };
+        base = base.checked_add(c.checked_mul(p)?)?;
+        if q > p && c != 0 {
+            t.push((c, q - p + 1));
         }
     }
-    Some(clip(r, end))
+    if base < 0 {
+        return None;
+    }
+    t.sort_unstable_by(|a, b| b.cmp(a));
+    fn go(base: i128, t: &[(i128, i128)], size: i128) -> Option<Vec<Region>> {
+        let Some(&(c, n)) = t.first() else {
+            return Some(vec![Region::plain(base as u64, size as u64)]);
+        };
+        let rest = &t[1..];
+        let width = rest.iter().map(|(c, n)| c * (n - 1)).sum::<i128>() + size;
+        let total = c * (n - 1) + width;
+        if base.checked_add(total)? > u64::MAX as i128 {
+            return None;
+        }
+        if c < width {
+            return Some(vec![Region::plain(base as u64, total as u64)]);
+        }
+        let sub = go(base, rest, size)?;
+        if let [r] = sub[..] {
+            if r.rows == 1 {
+                return Some(vec![if c == r.width as i128 {
+                    Region::plain(base as u64, total as u64)
+                } else {
+                    Region {
+                        offset: base as u64,
+                        width: r.width,
+                        pitch: c as u64,
+                        rows: n as u64,
+                    }
+                }]);
+            }
+        }
+        if n * sub.len() as i128 <= 64 {
+            return Some(
+                (0..n)
+                    .flat_map(|j| {
+                        sub.iter().map(move |r| Region {
+                            offset: r.offset + (c * j) as u64,
+                            ..*r
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        Some(vec![Region {
+            offset: base as u64,
+            width: width as u64,
+            pitch: c as u64,
+            rows: n as u64,
+        }])
+    }
+    go(base, &t, size)
 }
 
 /// `r` cut at `end`: its full rows, and the part of the next one before `end`.

@@ -55,6 +55,18 @@ impl Poly {
         }
     }
 
+    /// The constant term.
+    pub fn as_const_part(&self) -> i128 {
+        self.0.get(&Vec::new()).copied().unwrap_or(0)
+    }
+
+    /// The constant term and the rest.
+    pub fn as_const_split(&self) -> (i128, Poly) {
+        let mut r = self.clone();
+        let c = r.0.remove(&Vec::new()).unwrap_or(0);
+        (c, r)
+    }
+
     pub fn atoms(&self) -> impl Iterator<Item = Atom> + '_ {
         self.0.keys().flat_map(|m| m.iter().copied())
     }
