@@ -161,6 +161,8 @@ pub struct Ctx<'a> {
     /// and `%envreg2` (low half); 0 in other launches, where a grid sync traps, as the
     /// headers make it on a GPU.
     pub grid_workspace: u64,
+    /// Where to log global-memory accesses (the footprint oracle), if anywhere.
+    pub record: Option<&'a crate::access_log::AccessLog>,
 }
 
 /// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
@@ -1699,6 +1701,7 @@ impl Runner<'_, '_> {
                         return Err(misaligned(if sa % size != 0 { sa } else { da }, size, line));
                     }
                     let n = ss[l].min(size);
+                    self.record(Space::Global, sa, n as u32, false);
                     for k in 0..size {
                         let v = if k < n {
                             self.load(Space::Global, sa + k, 1, l, b, line)?
@@ -1863,6 +1866,7 @@ impl Runner<'_, '_> {
                     }
                     for (k, &d) in ds.iter().enumerate() {
                         let ea = a.wrapping_add(k as u64 * size as u64);
+                        self.record(*space, ea, size, false);
                         // Fast paths: shared memory, and the warp's last global allocation.
                         let hit = match (&self.w.cache, space) {
                             (_, Space::Shared) => read_le(self.shared, ea, size),
@@ -1895,6 +1899,10 @@ impl Runner<'_, '_> {
             } => {
                 let base = self.fetch(&addr.base, b);
                 let (size, n) = (*size, *n);
+                for l in lanes(m).filter(|_| self.ctx.record.is_some()) {
+                    let a = base[l].wrapping_add(addr.off as u64);
+                    (0..n).for_each(|k| self.record(*space, a + (k * size) as u64, size, true));
+                }
                 if n == 1 && size == 4 && matches!(space, Space::Global | Space::Generic) {
                     let val = self.fetch(&srcs[0], b);
                     if self.store_pairs(m, &base, addr.off as u64, &val) {
@@ -1941,6 +1949,7 @@ impl Runner<'_, '_> {
                 let mut res = [0u64; 32];
                 for l in lanes(m) {
                     let a = base[l].wrapping_add(addr.off as u64);
+                    self.record(*space, a, ty.bytes(), true);
                     res[l] = self.atomic(*space, *op, *ty, a, y[l], z[l], line)?;
                 }
                 self.write(*d, b, m, |l| res[l]);
@@ -2222,6 +2231,22 @@ impl Runner<'_, '_> {
                     (x[l] & mask) >> s
                 }
             }),
+        }
+    }
+
+    /// Logs a global-memory access for the footprint oracle, when the launch asks.
+    fn record(&self, space: Space, addr: u64, size: u32, write: bool) {
+        if let (Some(log), (Space::Global, a)) = (self.ctx.record, self.resolve(space, addr)) {
+            let block = self.ctaid[0] as u64
+                + self.ctx.grid[0] as u64
+                    * (self.ctaid[1] as u64 + self.ctx.grid[1] as u64 * self.ctaid[2] as u64);
+            let (addr, write) = (a, write);
+            log.push(crate::access_log::Access {
+                block,
+                addr,
+                size,
+                write,
+            });
         }
     }
 

@@ -25,10 +25,13 @@
 //! parameters, kernel behaviour) can make it panic.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod error;
 pub mod exec;
 pub mod float;
+pub mod footprint;
 pub mod fuzzing;
+pub mod guard;
 pub mod ir;
 pub mod loader;
 pub mod lower;

@@ -540,6 +540,12 @@ impl AddressSpace {
         inner.allocs.values().map(|a| a.size).sum()
     }
 
+    /// (base, size) of every allocation, in address order (to snapshot a device's memory).
+    pub fn allocations(&self) -> Vec<(u64, u64)> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.allocs.values().map(|a| (a.base, a.size)).collect()
+    }
+
     /// The allocation containing `addr`, if any.
     pub fn find(&self, addr: u64) -> Option<Arc<Allocation>> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());

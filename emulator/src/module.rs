@@ -134,6 +134,27 @@ impl Module {
     pub fn globals(&self) -> &[GlobalInfo] {
         &self.globals
     }
+
+    /// The lowered code and functions (for static analyses such as [`crate::footprint`]).
+    pub fn code(&self) -> (&[Inst], &[Func]) {
+        (&self.code, &self.funcs)
+    }
+
+    /// Whether kernel `name` can be split across devices ([`crate::footprint::analyze`]).
+    pub fn footprint(&self, name: &str) -> Option<crate::footprint::Analysis> {
+        let k = self.funcs.iter().position(|f| f.kernel && f.name == name)?;
+        let is_const = |g: u32| {
+            self.globals
+                .get(g as usize)
+                .is_some_and(|g| g.space == GlobalSpace::Const)
+        };
+        Some(crate::footprint::analyze(
+            &self.code,
+            &self.funcs,
+            k as u32,
+            &is_const,
+        ))
+    }
 }
 
 /// The number after `directive` in the header of kernel `name` (between `.entry name` and its
@@ -287,6 +308,19 @@ impl LoadedModule {
         params: &[u8],
         opts: &LaunchOptions,
     ) -> LaunchOutcome {
+        self.launch_recorded(space, kernel, cfg, params, opts, None)
+    }
+
+    /// [`LoadedModule::launch`], logging every global-memory access into `record`.
+    pub fn launch_recorded(
+        &self,
+        space: &AddressSpace,
+        kernel: &str,
+        cfg: &LaunchConfig,
+        params: &[u8],
+        opts: &LaunchOptions,
+        record: Option<&crate::access_log::AccessLog>,
+    ) -> LaunchOutcome {
         let m = &*self.module;
         let Some(k) = m.kernels.iter().position(|k| k.name == kernel) else {
             return LaunchOutcome::err(EmuError::NotFound(format!("kernel `{kernel}`")));
@@ -363,6 +397,7 @@ impl LoadedModule {
             abort: AtomicBool::new(false),
             printf_bytes: AtomicU64::new(0),
             grid_workspace,
+            record,
         };
         let r = exec::run(&ctx, threads);
         if grid_workspace != 0 {

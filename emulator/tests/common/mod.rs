@@ -2,6 +2,8 @@
 //! and float comparisons in ulps.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use std::sync::Arc;
 
 use remora_emulator::{
@@ -26,6 +28,9 @@ pub fn gpu(dir: &str, file: &str) -> Gpu {
     let path = format!("{}/tests/{dir}/{file}", env!("CARGO_MANIFEST_DIR"));
     let src = std::fs::read(&path).unwrap();
     let module = Arc::new(Module::load(&src, 80).unwrap_or_else(|e| panic!("{file}: {e}")));
+    if let Ok(text) = remora_emulator::loader::extract_ptx(&src, 80) {
+        oracle::register(&module, &text);
+    }
     let space = AddressSpace::new(DeviceMemory::new(1 << 32), 0x7f00_0000_0000, 1 << 36);
     let lm = LoadedModule::new(module, &space).unwrap();
     Gpu { space, lm }
@@ -126,7 +131,7 @@ impl Gpu {
             assert_eq!(bytes.len() as u32, p.size, "{kernel}: parameter size");
             buf[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
-        self.lm.launch(&self.space, kernel, cfg, &buf, &opts)
+        oracle::launch(self, kernel, cfg, &buf, &opts)
     }
 
     pub fn launch(&self, kernel: &str, grid: u32, block: u32, args: &[A]) -> LaunchOutcome {
