@@ -162,6 +162,17 @@ impl Paths {
     /// Compiles the C program `src` with gcc (`flags`, then `-I` the CUDA headers), linked
     /// `-lcuda -lm` against the release shim, into `target/<folder>/<its stem>`.
     pub fn compile_c(&self, src: &Path, folder: &str, flags: &[&str]) -> anyhow::Result<PathBuf> {
+        self.compile_c_linked(src, folder, flags, &[])
+    }
+
+    /// As [`Paths::compile_c`], with `libs` (`-L...`, `-l...`) after the source.
+    pub fn compile_c_linked(
+        &self,
+        src: &Path,
+        folder: &str,
+        flags: &[&str],
+        libs: &[String],
+    ) -> anyhow::Result<PathBuf> {
         let dir = self.target.join(folder);
         let lib = dir.join("lib");
         std::fs::create_dir_all(&lib)?;
@@ -184,6 +195,7 @@ impl Paths {
             .arg(&out)
             .arg("-L")
             .arg(&lib)
+            .args(libs)
             .args(["-lcuda", "-lm"])
             .status()
             .context("running gcc")?;

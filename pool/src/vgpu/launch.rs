@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::analysis::{plan, split_dim, Analysis, KernelFootprint, RangeFootprint, Region};
+use super::analysis::{plan_in, split_dim, Analysis, KernelFootprint, RangeFootprint, Region};
 use remora_protocol::messages::{CtxId, ModuleId, Reply, Request};
 
 use super::{lost_reply, Vgpu};
@@ -170,8 +170,8 @@ impl Vgpu {
         };
         let ranges = self.model.ranges(n);
         let spans: Vec<(u32, u32)> = ranges.iter().map(|&(_, lo, hi)| (lo, hi)).collect();
-        let footprints = match plan(&fp, params, grid, block, &spans) {
-            Ok((_, f)) => f,
+        let footprints = match self.plan(&fp, params, grid, block, &spans) {
+            Ok(f) => f,
             Err(why) => return self.whole(req, Some(&fp), &name, &why).await,
         };
         if footprints.iter().any(|f| rows(f) > MAX_ROWS) {
@@ -239,6 +239,20 @@ impl Vgpu {
         let _ = started;
         self.stats().launches_split += 1;
         Ok(())
+    }
+
+    /// The footprints of `ranges`, checked to be a valid split; reads that cannot be bounded
+    /// count as their whole allocation.
+    fn plan(
+        &self,
+        fp: &KernelFootprint,
+        params: &[u8],
+        grid: [u32; 3],
+        block: [u32; 3],
+        ranges: &[(u32, u32)],
+    ) -> Result<Vec<RangeFootprint>, String> {
+        let allocation = |p: u64| self.alloc_of(p).map(|(b, a)| (b, a.valid.size()));
+        plan_in(fp, params, grid, block, ranges, &allocation).map(|(_, f)| f)
     }
 
     /// Bytes the members lack of what their ranges read.
@@ -394,9 +408,9 @@ impl Vgpu {
             .and_then(|k| k.guard);
         let footprint = fp.and_then(|fp| {
             let dim = split_dim(grid);
-            plan(fp, params, grid, block, &[(0, grid[dim])])
+            self.plan(fp, params, grid, block, &[(0, grid[dim])])
                 .ok()
-                .and_then(|(_, mut f)| f.pop())
+                .and_then(|mut f| f.pop())
                 .filter(|f| rows(f) <= MAX_ROWS)
         });
         match &footprint {
