@@ -29,13 +29,13 @@ pub mod error;
 pub mod exec;
 pub mod float;
 pub mod fuzzing;
-pub mod ir;
-pub mod loader;
-pub mod lower;
 pub mod memory;
 pub mod module;
-pub mod parser;
 pub mod printf;
+
+pub use remora_ptx::PtxError;
+/// The PTX front end, from `remora-ptx`, under the paths it had when it lived here.
+pub use remora_ptx::{ir, loader, lower, parser};
 
 pub use error::EmuError;
 pub use memory::{AddressSpace, DeviceMemory, MemError};

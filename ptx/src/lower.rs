@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::EmuError;
+use crate::error::PtxError;
 use crate::ir::*;
 use crate::parser::{Ast, FuncDecl, Init, Inst as PInst, Item, Lit, Opnd, Stmt, VarDecl};
 
@@ -66,7 +66,7 @@ enum Sym {
     Func(u32),
 }
 
-pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
+pub fn lower(ast: &Ast) -> Result<Lowered, PtxError> {
     let mut out = Lowered::default();
     let mut module: HashMap<String, Sym> = HashMap::new();
     let mut pending = Vec::new();
@@ -133,7 +133,7 @@ pub fn lower(ast: &Ast) -> Result<Lowered, EmuError> {
             continue;
         }
         let Some(Sym::Global(target)) = module.get(&name).copied() else {
-            return Err(EmuError::unsupported(
+            return Err(PtxError::unsupported(
                 0,
                 format!("initialiser referring to `{name}`"),
             ));
@@ -184,7 +184,7 @@ fn func_addr(f: u32) -> u64 {
 /// `cuLink` inputs into one module) may define a `.weak` function several times, as numba
 /// does for a device function called from two places; as the linker does, a non-weak
 /// definition wins, else the first weak one. Two non-weak definitions are an error.
-fn chosen_definitions(ast: &Ast) -> Result<HashMap<&str, usize>, EmuError> {
+fn chosen_definitions(ast: &Ast) -> Result<HashMap<&str, usize>, PtxError> {
     let mut chosen: HashMap<&str, (usize, bool)> = HashMap::new();
     for (k, item) in ast.items.iter().enumerate() {
         let Item::Func(f) = item else { continue };
@@ -199,7 +199,7 @@ fn chosen_definitions(ast: &Ast) -> Result<HashMap<&str, usize>, EmuError> {
                 chosen.insert(&f.name, (k, false));
             }
             Some(&(_, false)) if !f.weak => {
-                return Err(EmuError::ptx(
+                return Err(PtxError::ptx(
                     f.line,
                     format!(
                         "function `{}` defined twice (neither definition is .weak)",
@@ -213,28 +213,28 @@ fn chosen_definitions(ast: &Ast) -> Result<HashMap<&str, usize>, EmuError> {
     Ok(chosen.into_iter().map(|(n, (k, _))| (n, k)).collect())
 }
 
-fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), EmuError> {
+fn decl_size(v: &VarDecl) -> Result<(u64, u32, Ty), PtxError> {
     if matches!(v.ty.as_str(), "texref" | "samplerref" | "surfref") {
-        return Err(EmuError::unsupported(
+        return Err(PtxError::unsupported(
             v.line,
             format!(".{} `{}`", v.ty, v.name),
         ));
     }
     let ty = Ty::parse(&v.ty).ok_or_else(|| {
-        EmuError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name))
+        PtxError::ptx(v.line, format!("unknown type `.{}` of `{}`", v.ty, v.name))
     })?;
     let elem = (ty.bytes().max(1) as u64) * v.vector as u64;
     let mut n = 1u64;
     for d in &v.dims {
         n = n
             .checked_mul(d.unwrap_or(0))
-            .ok_or_else(|| EmuError::ptx(v.line, "array too large"))?;
+            .ok_or_else(|| PtxError::ptx(v.line, "array too large"))?;
     }
     let size = elem.checked_mul(n).filter(|&s| s <= MAX_VAR);
-    let size = size.ok_or_else(|| EmuError::ptx(v.line, format!("`{}` is too large", v.name)))?;
+    let size = size.ok_or_else(|| PtxError::ptx(v.line, format!("`{}` is too large", v.name)))?;
     let align = v.align.unwrap_or(elem as u32).max(1);
     if !align.is_power_of_two() {
-        return Err(EmuError::ptx(
+        return Err(PtxError::ptx(
             v.line,
             format!("alignment {align} is not a power of two"),
         ));
@@ -246,7 +246,7 @@ fn module_var(
     v: &VarDecl,
     out: &mut Lowered,
     pending: &mut Vec<(u32, u64, String, i64, u32)>,
-) -> Result<Sym, EmuError> {
+) -> Result<Sym, PtxError> {
     let (mut size, align, ty) = decl_size(v)?;
     match v.space.as_str() {
         "shared" => {
@@ -288,7 +288,7 @@ fn module_var(
             });
             Ok(Sym::Global(idx))
         }
-        other => Err(EmuError::unsupported(
+        other => Err(PtxError::unsupported(
             v.line,
             format!(".{other} variable `{}` at module scope", v.name),
         )),
@@ -302,7 +302,7 @@ fn fill_init(
     pos: &mut u64,
     relocs: &mut Vec<(u64, String, i64)>,
     line: u32,
-) -> Result<(), EmuError> {
+) -> Result<(), PtxError> {
     match i {
         Init::List(items) => {
             for it in items {
@@ -315,7 +315,7 @@ fn fill_init(
             let start = *pos as usize;
             let bytes = v.to_le_bytes();
             let end = start.checked_add(n as usize).filter(|&e| e <= buf.len());
-            end.ok_or_else(|| EmuError::ptx(line, "too many initialisers"))?;
+            end.ok_or_else(|| PtxError::ptx(line, "too many initialisers"))?;
             let k = (n as usize).min(8);
             buf[start..start + k].copy_from_slice(&bytes[..k]);
             *pos += n;
@@ -397,7 +397,7 @@ impl<'a> FnLower<'a> {
         out: &'a mut Lowered,
         f: &FuncDecl,
         idx: u32,
-    ) -> Result<Self, EmuError> {
+    ) -> Result<Self, PtxError> {
         Ok(FnLower {
             module,
             out,
@@ -419,11 +419,11 @@ impl<'a> FnLower<'a> {
         })
     }
 
-    fn err<T>(&self, msg: impl Into<String>) -> Result<T, EmuError> {
-        Err(EmuError::ptx(self.line, msg))
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, PtxError> {
+        Err(PtxError::ptx(self.line, msg))
     }
 
-    fn local_slot(&mut self, v: &VarDecl) -> Result<(u32, u32), EmuError> {
+    fn local_slot(&mut self, v: &VarDecl) -> Result<(u32, u32), PtxError> {
         let (size, align, _) = decl_size(v)?;
         let off = self.local.next_multiple_of(align as u64);
         self.local = off + size;
@@ -433,7 +433,7 @@ impl<'a> FnLower<'a> {
         Ok((off as u32, size as u32))
     }
 
-    fn run(&mut self, f: &FuncDecl) -> Result<(), EmuError> {
+    fn run(&mut self, f: &FuncDecl) -> Result<(), PtxError> {
         // Parameters.
         let mut kparams = Vec::new();
         let mut params = Vec::new();
@@ -445,7 +445,7 @@ impl<'a> FnLower<'a> {
                 let off = koff.next_multiple_of(align as u64);
                 koff = off + size;
                 if koff > 1 << 20 {
-                    return Err(EmuError::ptx(p.line, "kernel parameters too large"));
+                    return Err(PtxError::ptx(p.line, "kernel parameters too large"));
                 }
                 kparams.push((off as u32, size as u32));
                 self.scopes[0].insert(p.name.clone(), Sym::KParam(off as u32));
@@ -532,7 +532,7 @@ impl<'a> FnLower<'a> {
             });
         }
         let local = u32::try_from(self.local)
-            .map_err(|_| EmuError::ptx(f.line, "local frame too large"))?;
+            .map_err(|_| PtxError::ptx(f.line, "local frame too large"))?;
         let func = &mut self.out.funcs[self.idx as usize];
         func.entry = Some(entry);
         func.nregs = self.nregs;
@@ -550,13 +550,13 @@ impl<'a> FnLower<'a> {
         Ok(())
     }
 
-    fn decl(&mut self, v: &VarDecl) -> Result<(), EmuError> {
+    fn decl(&mut self, v: &VarDecl) -> Result<(), PtxError> {
         self.line = v.line;
         let scope = self.scopes.len() - 1;
         match v.space.as_str() {
             "reg" => {
                 let ty = Ty::parse(&v.ty).ok_or_else(|| {
-                    EmuError::ptx(v.line, format!("unknown register type `.{}`", v.ty))
+                    PtxError::ptx(v.line, format!("unknown register type `.{}`", v.ty))
                 })?;
                 let names: Vec<String> = match v.range {
                     Some(n) if n > 1 << 20 => return self.err("register range too large"),
@@ -588,7 +588,7 @@ impl<'a> FnLower<'a> {
                 self.scopes[scope].insert(v.name.clone(), Sym::Shared(idx));
             }
             other => {
-                return Err(EmuError::unsupported(
+                return Err(PtxError::unsupported(
                     v.line,
                     format!(".{other} variable in a function"),
                 ))
@@ -621,7 +621,7 @@ impl<'a> FnLower<'a> {
         self.module.get(name).copied()
     }
 
-    fn pred(&self, name: &str) -> Result<u32, EmuError> {
+    fn pred(&self, name: &str) -> Result<u32, PtxError> {
         match self.lookup(name) {
             Some(Sym::Pred(p)) => Ok(p),
             Some(_) => self.err(format!("`{name}` is not a predicate")),
@@ -629,7 +629,7 @@ impl<'a> FnLower<'a> {
         }
     }
 
-    fn psrc(&self, o: &Opnd) -> Result<PSrc, EmuError> {
+    fn psrc(&self, o: &Opnd) -> Result<PSrc, PtxError> {
         match o {
             Opnd::Name(n) => Ok(PSrc::Reg(self.pred(n)?, false)),
             Opnd::Not(inner) => match self.psrc(inner)? {
@@ -641,7 +641,7 @@ impl<'a> FnLower<'a> {
         }
     }
 
-    fn pdst(&self, o: &Opnd) -> Result<u32, EmuError> {
+    fn pdst(&self, o: &Opnd) -> Result<u32, PtxError> {
         match o {
             Opnd::Name(n) => self.pred(n),
             Opnd::Sink => Ok(SINK),
@@ -659,7 +659,7 @@ impl<'a> FnLower<'a> {
         }
     }
 
-    fn dst(&self, o: &Opnd) -> Result<u32, EmuError> {
+    fn dst(&self, o: &Opnd) -> Result<u32, PtxError> {
         match o {
             Opnd::Name(n) => match self.lookup(n) {
                 Some(Sym::Reg(r, _)) => Ok(r),
@@ -671,7 +671,7 @@ impl<'a> FnLower<'a> {
         }
     }
 
-    fn sym_value(&self, n: &str, off: i64) -> Result<Src, EmuError> {
+    fn sym_value(&self, n: &str, off: i64) -> Result<Src, PtxError> {
         Ok(match self.lookup(n) {
             Some(Sym::Reg(r, _)) if off == 0 => Src::Reg(r),
             Some(Sym::Global(g)) => Src::Global(g, off),
@@ -694,7 +694,7 @@ impl<'a> FnLower<'a> {
         })
     }
 
-    fn src(&self, o: &Opnd, ty: Ty) -> Result<Src, EmuError> {
+    fn src(&self, o: &Opnd, ty: Ty) -> Result<Src, PtxError> {
         match o {
             Opnd::Name(n) => self.sym_value(n, 0),
             Opnd::SymOff(n, off) => self.sym_value(n, *off),
@@ -703,7 +703,7 @@ impl<'a> FnLower<'a> {
         }
     }
 
-    fn addr(&self, o: &Opnd) -> Result<(Addr, Option<Sym>), EmuError> {
+    fn addr(&self, o: &Opnd) -> Result<(Addr, Option<Sym>), PtxError> {
         let Opnd::Addr { base, imm } = o else {
             return self.err("expected an address [..]");
         };
@@ -737,7 +737,7 @@ impl<'a> FnLower<'a> {
         }
     }
 
-    fn args(&self, i: &PInst, n: usize) -> Result<(), EmuError> {
+    fn args(&self, i: &PInst, n: usize) -> Result<(), PtxError> {
         if i.args.len() != n {
             return self.err(format!(
                 "`{}` takes {n} operands, found {}",
@@ -748,7 +748,7 @@ impl<'a> FnLower<'a> {
         Ok(())
     }
 
-    fn inst(&mut self, i: &PInst) -> Result<Op, EmuError> {
+    fn inst(&mut self, i: &PInst) -> Result<Op, PtxError> {
         let m = Mods(&i.mods);
         let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
         let exotic = |t: &String| {
@@ -781,7 +781,7 @@ impl<'a> FnLower<'a> {
         }
         let ty = tys.last().copied();
         let need_ty =
-            || ty.ok_or_else(|| EmuError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
+            || ty.ok_or_else(|| PtxError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
         let a = &i.args;
         let rnd = m.rnd();
         let ftz = m.has("ftz");
@@ -1540,7 +1540,7 @@ impl<'a> FnLower<'a> {
                 };
                 let target = self
                     .label(l)
-                    .ok_or_else(|| EmuError::ptx(i.line, format!("undefined label `{l}`")))?;
+                    .ok_or_else(|| PtxError::ptx(i.line, format!("undefined label `{l}`")))?;
                 Op::Bra { target }
             }
             "call" => self.call(i)?,
@@ -1556,7 +1556,7 @@ impl<'a> FnLower<'a> {
                     // A cache policy is only a hint: any value will do.
                     let d = a
                         .first()
-                        .ok_or_else(|| EmuError::ptx(i.line, "createpolicy needs a destination"))?;
+                        .ok_or_else(|| PtxError::ptx(i.line, "createpolicy needs a destination"))?;
                     return Ok(Op::Mov {
                         d: self.dst(d)?,
                         a: Src::Imm(0),
@@ -1737,7 +1737,7 @@ impl<'a> FnLower<'a> {
         Ok(op)
     }
 
-    fn call(&mut self, i: &PInst) -> Result<Op, EmuError> {
+    fn call(&mut self, i: &PInst) -> Result<Op, PtxError> {
         let mut it = i.args.iter().peekable();
         let mut rets = Vec::new();
         if let Some(Opnd::List(r)) = it.peek() {
@@ -1765,16 +1765,16 @@ impl<'a> FnLower<'a> {
             Some(Sym::Reg(..)) => None,
             _ => return self.err(format!("call to undefined function `{fname}`")),
         };
-        let slot = |o: &Opnd| -> Result<(u32, u32), EmuError> {
+        let slot = |o: &Opnd| -> Result<(u32, u32), PtxError> {
             match o {
                 Opnd::Name(n) => match self.lookup(n) {
                     Some(Sym::Local(off, size)) => Ok((off, size)),
-                    _ => Err(EmuError::unsupported(
+                    _ => Err(PtxError::unsupported(
                         i.line,
                         format!("call argument `{n}` that is not a .param"),
                     )),
                 },
-                _ => Err(EmuError::unsupported(
+                _ => Err(PtxError::unsupported(
                     i.line,
                     "call argument that is not a .param",
                 )),
@@ -1802,8 +1802,8 @@ impl<'a> FnLower<'a> {
         Ok(Op::Call { func, args, rets })
     }
 
-    fn unsupported(&self, i: &PInst) -> EmuError {
-        EmuError::unsupported(i.line, format!("instruction `{}`", full_name(i)))
+    fn unsupported(&self, i: &PInst) -> PtxError {
+        PtxError::unsupported(i.line, format!("instruction `{}`", full_name(i)))
     }
 }
 
@@ -1897,6 +1897,7 @@ fn int_ty(bits: u32) -> Ty {
     }
 }
 
+#[inline]
 pub fn width_mask(bits: u32) -> u64 {
     if bits >= 64 {
         u64::MAX
@@ -1952,7 +1953,7 @@ mod tests {
 
     #[test]
     fn lowers_the_corpus() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ptx");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../emulator/tests/ptx");
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             let src = std::fs::read_to_string(&p).unwrap();
