@@ -22,6 +22,7 @@
 
 pub mod error;
 pub mod ir;
+pub mod isa;
 pub mod loader;
 pub mod lower;
 pub mod parser;

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use crate::error::PtxError;
 use crate::ir::*;
-use crate::parser::{Ast, FuncDecl, Init, Inst as PInst, Item, Lit, Opnd, Stmt, VarDecl};
+use crate::parser::{
+    Ast, FuncDecl, Init, Inst as PInst, Item, Lit, Mod, Opcode, Opnd, Stmt, VarDecl,
+};
 
 /// Where a module variable lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,7 +494,7 @@ impl<'a> FnLower<'a> {
             }
         }
         let has_ret_at_end = matches!(body.iter().rev().find(|s| matches!(s, Stmt::Inst(_))),
-            Some(Stmt::Inst(i)) if i.opcode == "ret" || i.opcode == "exit" || (i.opcode == "bra" && i.guard.is_none()));
+            Some(Stmt::Inst(i)) if i.opcode == Opcode::Ret || i.opcode == Opcode::Exit || (i.opcode == Opcode::Bra && i.guard.is_none()));
         for s in body {
             match s {
                 Stmt::Open => {
@@ -749,45 +751,29 @@ impl<'a> FnLower<'a> {
     }
 
     fn inst(&mut self, i: &PInst) -> Result<Op, PtxError> {
-        let m = Mods(&i.mods);
-        let tys: Vec<Ty> = i.mods.iter().filter_map(|s| Ty::parse(s)).collect();
-        let exotic = |t: &String| {
-            matches!(
-                t.as_str(),
-                "tf32"
-                    | "e4m3x2"
-                    | "e5m2x2"
-                    | "e2m1x2"
-                    | "e2m3x2"
-                    | "e3m2x2"
-                    | "ue8m0x2"
-                    | "s4"
-                    | "u4"
-                    | "b1"
-            ) || t.starts_with("e4m3")
-                || t.starts_with("e5m2")
-        };
+        let m = &i.mods;
+        let tys: &[Ty] = &m.types;
         // `.relu` exists on half-precision fma and on cvt packing two f32 into halves.
         let halves = |t: &Ty| matches!(t, Ty::F16 | Ty::BF16 | Ty::F16x2 | Ty::BF16x2);
-        let relu_ok = match i.opcode.as_str() {
-            "fma" => tys.len() == 1 && halves(&tys[0]),
-            "cvt" => {
+        let relu_ok = match i.opcode {
+            Opcode::Fma => tys.len() == 1 && halves(&tys[0]),
+            Opcode::Cvt => {
                 matches!(tys.first(), Some(Ty::F16x2 | Ty::BF16x2)) && tys.get(1) == Some(&Ty::F32)
             }
             _ => false,
         };
-        if tys.contains(&Ty::B128) || i.mods.iter().any(exotic) || (m.has("relu") && !relu_ok) {
+        if tys.contains(&Ty::B128) || m.exotic_type || (m.has(Mod::Relu) && !relu_ok) {
             return Err(self.unsupported(i));
         }
         let ty = tys.last().copied();
         let need_ty =
             || ty.ok_or_else(|| PtxError::ptx(i.line, format!("`{}` needs a type", full_name(i))));
         let a = &i.args;
-        let rnd = m.rnd();
-        let ftz = m.has("ftz");
-        let sat = m.has("sat");
-        let op = match i.opcode.as_str() {
-            "mov" => {
+        let rnd = m.rnd;
+        let ftz = m.has(Mod::Ftz);
+        let sat = m.has(Mod::Sat);
+        let op = match i.opcode {
+            Opcode::Mov => {
                 let ty = need_ty()?;
                 self.args(i, 2)?;
                 if ty == Ty::Pred {
@@ -839,15 +825,26 @@ impl<'a> FnLower<'a> {
                     },
                 }
             }
-            "add" | "sub" | "mul" | "div" | "min" | "max" | "rem" | "and" | "or" | "xor"
-            | "shl" | "shr" | "copysign" => {
+            Opcode::Add
+            | Opcode::Sub
+            | Opcode::Mul
+            | Opcode::Div
+            | Opcode::Min
+            | Opcode::Max
+            | Opcode::Rem
+            | Opcode::And
+            | Opcode::Or
+            | Opcode::Xor
+            | Opcode::Shl
+            | Opcode::Shr
+            | Opcode::Copysign => {
                 let ty = need_ty()?;
                 self.args(i, 3)?;
                 if ty == Ty::Pred {
-                    let op = match i.opcode.as_str() {
-                        "and" => BoolOp::And,
-                        "or" => BoolOp::Or,
-                        "xor" => BoolOp::Xor,
+                    let op = match i.opcode {
+                        Opcode::And => BoolOp::And,
+                        Opcode::Or => BoolOp::Or,
+                        Opcode::Xor => BoolOp::Xor,
                         _ => return Err(self.unsupported(i)),
                     };
                     return Ok(Op::PredLogic {
@@ -857,9 +854,9 @@ impl<'a> FnLower<'a> {
                         b: self.psrc(&a[2])?,
                     });
                 }
-                if (i.opcode == "add" || i.opcode == "sub") && m.has("cc") {
+                if (i.opcode == Opcode::Add || i.opcode == Opcode::Sub) && m.has(Mod::Cc) {
                     return Ok(Op::Carry {
-                        sub: i.opcode == "sub",
+                        sub: i.opcode == Opcode::Sub,
                         mad_hi: None,
                         cin: false,
                         cout: true,
@@ -871,20 +868,22 @@ impl<'a> FnLower<'a> {
                     });
                 }
                 if let Some(fty) = fty(ty) {
-                    let op = match i.opcode.as_str() {
-                        "add" => F2::Add,
-                        "sub" => F2::Sub,
-                        "mul" => F2::Mul,
-                        "div" => F2::Div,
-                        _ if m.has("xorsign") || m.has("abs") => return Err(self.unsupported(i)),
-                        "min" if m.has("NaN") => F2::MinNaN,
-                        "max" if m.has("NaN") => F2::MaxNaN,
-                        "min" => F2::Min,
-                        "max" => F2::Max,
-                        "copysign" => F2::Copysign,
+                    let op = match i.opcode {
+                        Opcode::Add => F2::Add,
+                        Opcode::Sub => F2::Sub,
+                        Opcode::Mul => F2::Mul,
+                        Opcode::Div => F2::Div,
+                        _ if m.has(Mod::Xorsign) || m.has(Mod::Abs) => {
+                            return Err(self.unsupported(i))
+                        }
+                        Opcode::Min if m.has(Mod::NaN) => F2::MinNaN,
+                        Opcode::Max if m.has(Mod::NaN) => F2::MaxNaN,
+                        Opcode::Min => F2::Min,
+                        Opcode::Max => F2::Max,
+                        Opcode::Copysign => F2::Copysign,
                         _ => return Err(self.unsupported(i)),
                     };
-                    let approx = m.has("approx") || m.has("full");
+                    let approx = m.has(Mod::Approx) || m.has(Mod::Full);
                     let _ = approx;
                     Op::Float2 {
                         op,
@@ -897,21 +896,21 @@ impl<'a> FnLower<'a> {
                         b: self.src(&a[2], ty)?,
                     }
                 } else {
-                    let op = match i.opcode.as_str() {
-                        "add" => I2::Add,
-                        "sub" => I2::Sub,
-                        "mul" if m.has("hi") => I2::MulHi,
-                        "mul" if m.has("wide") => I2::MulWide,
-                        "mul" => I2::MulLo,
-                        "div" => I2::Div,
-                        "rem" => I2::Rem,
-                        "min" => I2::Min,
-                        "max" => I2::Max,
-                        "and" => I2::And,
-                        "or" => I2::Or,
-                        "xor" => I2::Xor,
-                        "shl" => I2::Shl,
-                        "shr" => I2::Shr,
+                    let op = match i.opcode {
+                        Opcode::Add => I2::Add,
+                        Opcode::Sub => I2::Sub,
+                        Opcode::Mul if m.has(Mod::Hi) => I2::MulHi,
+                        Opcode::Mul if m.has(Mod::Wide) => I2::MulWide,
+                        Opcode::Mul => I2::MulLo,
+                        Opcode::Div => I2::Div,
+                        Opcode::Rem => I2::Rem,
+                        Opcode::Min => I2::Min,
+                        Opcode::Max => I2::Max,
+                        Opcode::And => I2::And,
+                        Opcode::Or => I2::Or,
+                        Opcode::Xor => I2::Xor,
+                        Opcode::Shl => I2::Shl,
+                        Opcode::Shr => I2::Shr,
                         _ => return Err(self.unsupported(i)),
                     };
                     let bty = if matches!(op, I2::Shl | I2::Shr) {
@@ -930,12 +929,12 @@ impl<'a> FnLower<'a> {
                     }
                 }
             }
-            "mul24" | "mad24" => {
+            Opcode::Mul24 | Opcode::Mad24 => {
                 let ty = need_ty()?;
-                let mad = i.opcode == "mad24";
+                let mad = i.opcode == Opcode::Mad24;
                 self.args(i, if mad { 4 } else { 3 })?;
                 Op::Int3 {
-                    op: I3::Mad24 { hi: m.has("hi") },
+                    op: I3::Mad24 { hi: m.has(Mod::Hi) },
                     bits: 32,
                     signed: ty.signed(),
                     d: self.dst(&a[0])?,
@@ -948,11 +947,13 @@ impl<'a> FnLower<'a> {
                     },
                 }
             }
-            "cp" => {
-                if !m.has("async") || !(m.has("shared") || m.has("shared::cta")) || !m.has("global")
+            Opcode::Cp => {
+                if !m.has(Mod::Async)
+                    || !(m.has(Mod::Shared) || m.has(Mod::SharedCta))
+                    || !m.has(Mod::Global)
                 {
-                    if m.has("async")
-                        && (m.has("commit_group") || m.has("wait_group") || m.has("wait_all"))
+                    if m.has(Mod::Async)
+                        && (m.has(Mod::CommitGroup) || m.has(Mod::WaitGroup) || m.has(Mod::WaitAll))
                     {
                         return Ok(Op::Nop);
                     }
@@ -978,15 +979,15 @@ impl<'a> FnLower<'a> {
                     src: self.addr(&a[1])?.0,
                 }
             }
-            "addc" | "subc" | "madc" => {
+            Opcode::Addc | Opcode::Subc | Opcode::Madc => {
                 let ty = need_ty()?;
-                let mad = i.opcode == "madc";
+                let mad = i.opcode == Opcode::Madc;
                 self.args(i, if mad { 4 } else { 3 })?;
                 Op::Carry {
-                    sub: i.opcode == "subc",
-                    mad_hi: if mad { Some(m.has("hi")) } else { None },
+                    sub: i.opcode == Opcode::Subc,
+                    mad_hi: if mad { Some(m.has(Mod::Hi)) } else { None },
                     cin: true,
-                    cout: m.has("cc"),
+                    cout: m.has(Mod::Cc),
                     bits: ty.bits(),
                     d: self.dst(&a[0])?,
                     a: self.src(&a[1], ty)?,
@@ -998,7 +999,7 @@ impl<'a> FnLower<'a> {
                     },
                 }
             }
-            "mad" | "fma" => {
+            Opcode::Mad | Opcode::Fma => {
                 let ty = need_ty()?;
                 self.args(i, 4)?;
                 if let Some(fty) = fty(ty) {
@@ -1007,16 +1008,16 @@ impl<'a> FnLower<'a> {
                         rnd: rnd.unwrap_or(Rnd::Rn),
                         ftz,
                         sat,
-                        relu: m.has("relu"),
+                        relu: m.has(Mod::Relu),
                         d: self.dst(&a[0])?,
                         a: self.src(&a[1], ty)?,
                         b: self.src(&a[2], ty)?,
                         c: self.src(&a[3], ty)?,
                     }
-                } else if m.has("cc") {
+                } else if m.has(Mod::Cc) {
                     Op::Carry {
                         sub: false,
-                        mad_hi: Some(m.has("hi")),
+                        mad_hi: Some(m.has(Mod::Hi)),
                         cin: false,
                         cout: true,
                         bits: ty.bits(),
@@ -1026,9 +1027,9 @@ impl<'a> FnLower<'a> {
                         c: self.src(&a[3], ty)?,
                     }
                 } else {
-                    let op = if m.has("hi") {
+                    let op = if m.has(Mod::Hi) {
                         I3::MadHi
-                    } else if m.has("wide") {
+                    } else if m.has(Mod::Wide) {
                         I3::MadWide
                     } else {
                         I3::MadLo
@@ -1049,7 +1050,7 @@ impl<'a> FnLower<'a> {
                     }
                 }
             }
-            "sad" => {
+            Opcode::Sad => {
                 let ty = need_ty()?;
                 self.args(i, 4)?;
                 Op::Int3 {
@@ -1062,17 +1063,28 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], ty)?,
                 }
             }
-            "abs" | "neg" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" => {
+            Opcode::Abs
+            | Opcode::Neg
+            | Opcode::Not
+            | Opcode::Cnot
+            | Opcode::Popc
+            | Opcode::Clz
+            | Opcode::Brev
+            | Opcode::Bfind => {
                 let ty = need_ty()?;
                 self.args(i, 2)?;
-                if ty == Ty::Pred && i.opcode == "not" {
+                if ty == Ty::Pred && i.opcode == Opcode::Not {
                     return Ok(Op::PredNot {
                         d: self.pdst(&a[0])?,
                         a: self.psrc(&a[1])?,
                     });
                 }
-                if let (Some(fty), "abs" | "neg") = (fty(ty), i.opcode.as_str()) {
-                    let op = if i.opcode == "abs" { F1::Abs } else { F1::Neg };
+                if let (Some(fty), Opcode::Abs | Opcode::Neg) = (fty(ty), i.opcode) {
+                    let op = if i.opcode == Opcode::Abs {
+                        F1::Abs
+                    } else {
+                        F1::Neg
+                    };
                     return Ok(Op::Float1 {
                         op,
                         ty: fty,
@@ -1083,15 +1095,15 @@ impl<'a> FnLower<'a> {
                         a: self.src(&a[1], ty)?,
                     });
                 }
-                let op = match i.opcode.as_str() {
-                    "abs" => I1::Abs,
-                    "neg" => I1::Neg,
-                    "not" => I1::Not,
-                    "cnot" => I1::Cnot,
-                    "popc" => I1::Popc,
-                    "clz" => I1::Clz,
-                    "brev" => I1::Brev,
-                    _ if m.has("shiftamt") => I1::BfindShift,
+                let op = match i.opcode {
+                    Opcode::Abs => I1::Abs,
+                    Opcode::Neg => I1::Neg,
+                    Opcode::Not => I1::Not,
+                    Opcode::Cnot => I1::Cnot,
+                    Opcode::Popc => I1::Popc,
+                    Opcode::Clz => I1::Clz,
+                    Opcode::Brev => I1::Brev,
+                    _ if m.has(Mod::Shiftamt) => I1::BfindShift,
                     _ => I1::Bfind,
                 };
                 Op::Int1 {
@@ -1102,21 +1114,28 @@ impl<'a> FnLower<'a> {
                     a: self.src(&a[1], ty)?,
                 }
             }
-            "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2" | "sin" | "cos" | "tanh" => {
+            Opcode::Rcp
+            | Opcode::Sqrt
+            | Opcode::Rsqrt
+            | Opcode::Ex2
+            | Opcode::Lg2
+            | Opcode::Sin
+            | Opcode::Cos
+            | Opcode::Tanh => {
                 let ty = need_ty()?;
                 self.args(i, 2)?;
                 let fty = fty(ty).ok_or_else(|| self.unsupported(i))?;
-                let approx = m.has("approx");
-                let op = match i.opcode.as_str() {
-                    "rcp" if approx => F1::RcpApprox,
-                    "rcp" => F1::Rcp,
-                    "sqrt" if approx => F1::SqrtApprox,
-                    "sqrt" => F1::Sqrt,
-                    "rsqrt" => F1::Rsqrt,
-                    "ex2" => F1::Ex2,
-                    "lg2" => F1::Lg2,
-                    "sin" => F1::Sin,
-                    "cos" => F1::Cos,
+                let approx = m.has(Mod::Approx);
+                let op = match i.opcode {
+                    Opcode::Rcp if approx => F1::RcpApprox,
+                    Opcode::Rcp => F1::Rcp,
+                    Opcode::Sqrt if approx => F1::SqrtApprox,
+                    Opcode::Sqrt => F1::Sqrt,
+                    Opcode::Rsqrt => F1::Rsqrt,
+                    Opcode::Ex2 => F1::Ex2,
+                    Opcode::Lg2 => F1::Lg2,
+                    Opcode::Sin => F1::Sin,
+                    Opcode::Cos => F1::Cos,
                     _ => F1::Tanh,
                 };
                 Op::Float1 {
@@ -1129,7 +1148,7 @@ impl<'a> FnLower<'a> {
                     a: self.src(&a[1], ty)?,
                 }
             }
-            "bfe" => {
+            Opcode::Bfe => {
                 let ty = need_ty()?;
                 self.args(i, 4)?;
                 Op::Int3 {
@@ -1142,7 +1161,7 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], Ty::U32)?,
                 }
             }
-            "bfi" => {
+            Opcode::Bfi => {
                 let ty = need_ty()?;
                 self.args(i, 5)?;
                 Op::Bfi {
@@ -1154,11 +1173,11 @@ impl<'a> FnLower<'a> {
                     e: self.src(&a[4], Ty::U32)?,
                 }
             }
-            "prmt" => {
+            Opcode::Prmt => {
                 self.args(i, 4)?;
-                if i.mods
+                if [Mod::F4e, Mod::B4e, Mod::Rc8, Mod::Ecl, Mod::Ecr, Mod::Rc16]
                     .iter()
-                    .any(|s| matches!(s.as_str(), "f4e" | "b4e" | "rc8" | "ecl" | "ecr" | "rc16"))
+                    .any(|&f| m.has(f))
                 {
                     return Err(self.unsupported(i));
                 }
@@ -1172,12 +1191,12 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], Ty::B32)?,
                 }
             }
-            "shf" => {
+            Opcode::Shf => {
                 self.args(i, 4)?;
                 Op::Int3 {
                     op: I3::Shf {
-                        left: m.has("l"),
-                        wrap: m.has("wrap"),
+                        left: m.has(Mod::L),
+                        wrap: m.has(Mod::Wrap),
                     },
                     bits: 32,
                     signed: false,
@@ -1187,12 +1206,12 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], Ty::U32)?,
                 }
             }
-            "dp4a" | "dp2a" => {
+            Opcode::Dp4a | Opcode::Dp2a => {
                 self.args(i, 4)?;
                 let (Some(&ta), Some(&tb)) = (tys.first(), tys.get(1)) else {
                     return self.err(format!("`{}` needs two types", full_name(i)));
                 };
-                let op = if i.opcode == "dp4a" {
+                let op = if i.opcode == Opcode::Dp4a {
                     I3::Dp4a {
                         sa: ta.signed(),
                         sb: tb.signed(),
@@ -1201,7 +1220,7 @@ impl<'a> FnLower<'a> {
                     I3::Dp2a {
                         sa: ta.signed(),
                         sb: tb.signed(),
-                        hi: m.has("hi"),
+                        hi: m.has(Mod::Hi),
                     }
                 };
                 let cty = if ta.signed() || tb.signed() {
@@ -1219,7 +1238,7 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], cty)?,
                 }
             }
-            "lop3" => {
+            Opcode::Lop3 => {
                 let ty = need_ty()?;
                 self.args(i, 5)?;
                 let Opnd::Lit(Lit::Int(lut)) = a[4] else {
@@ -1235,7 +1254,7 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], ty)?,
                 }
             }
-            "selp" => {
+            Opcode::Selp => {
                 let ty = need_ty()?;
                 self.args(i, 4)?;
                 Op::Selp {
@@ -1246,7 +1265,7 @@ impl<'a> FnLower<'a> {
                     p: self.psrc(&a[3])?,
                 }
             }
-            "slct" => {
+            Opcode::Slct => {
                 self.args(i, 4)?;
                 let (Some(&dty), Some(&cty)) = (tys.first(), tys.get(1)) else {
                     return self.err("slct needs two types");
@@ -1261,9 +1280,9 @@ impl<'a> FnLower<'a> {
                     c: self.src(&a[3], cty)?,
                 }
             }
-            "setp" | "set" => {
-                let cmp = m.cmp().ok_or_else(|| self.unsupported(i))?;
-                let comb = m.boolop();
+            Opcode::Setp | Opcode::Set => {
+                let cmp = m.cmp.ok_or_else(|| self.unsupported(i))?;
+                let comb = m.boolop;
                 let sty = *tys.last().ok_or_else(|| self.unsupported(i))?;
                 let n = if comb.is_some() { 4 } else { 3 };
                 self.args(i, n)?;
@@ -1271,10 +1290,10 @@ impl<'a> FnLower<'a> {
                     Some(op) => Some((op, self.psrc(&a[3])?)),
                     None => None,
                 };
-                if i.opcode == "set" && matches!(sty, Ty::F16x2 | Ty::BF16x2 | Ty::B128) {
+                if i.opcode == Opcode::Set && matches!(sty, Ty::F16x2 | Ty::BF16x2 | Ty::B128) {
                     return Err(self.unsupported(i));
                 }
-                if i.opcode == "set" {
+                if i.opcode == Opcode::Set {
                     let dty = *tys.first().ok_or_else(|| self.unsupported(i))?;
                     return Ok(Op::Set {
                         cmp,
@@ -1302,17 +1321,14 @@ impl<'a> FnLower<'a> {
                     comb,
                 }
             }
-            "cvt" => {
+            Opcode::Cvt => {
                 let (Some(&to), Some(&from)) = (tys.first(), tys.get(1)) else {
                     return self.err("cvt needs two types");
                 };
                 if !(matches!(to, Ty::F16x2 | Ty::BF16x2) && a.len() == 3) {
                     self.args(i, 2)?;
                 }
-                let int_rnd = i
-                    .mods
-                    .iter()
-                    .any(|s| matches!(s.as_str(), "rni" | "rzi" | "rmi" | "rpi"));
+                let int_rnd = m.int_rnd;
                 if to.float() && to == from && !matches!(to, Ty::F16x2 | Ty::BF16x2) {
                     let Some(fty) = fty(to) else {
                         return Err(self.unsupported(i));
@@ -1331,7 +1347,7 @@ impl<'a> FnLower<'a> {
                     return Ok(Op::CvtPack {
                         bf: to == Ty::BF16x2,
                         rnd: rnd.unwrap_or(Rnd::Rn),
-                        relu: m.has("relu"),
+                        relu: m.has(Mod::Relu),
                         d: self.dst(&a[0])?,
                         a: self.src(&a[1], Ty::F32)?,
                         b: self.src(&a[2], Ty::F32)?,
@@ -1353,40 +1369,40 @@ impl<'a> FnLower<'a> {
                     a: self.src(&a[1], from)?,
                 }
             }
-            "cvta" => {
+            Opcode::Cvta => {
                 self.args(i, 2)?;
-                let space = m.space().ok_or_else(|| self.unsupported(i))?;
+                let space = m.space.ok_or_else(|| self.unsupported(i))?;
                 let ty = ty.unwrap_or(Ty::U64);
                 Op::Cvta {
-                    to_generic: !m.has("to"),
+                    to_generic: !m.has(Mod::To),
                     space,
                     d: self.dst(&a[0])?,
                     a: self.src(&a[1], ty)?,
                     bits: ty.bits(),
                 }
             }
-            "isspacep" => {
+            Opcode::Isspacep => {
                 self.args(i, 2)?;
-                let space = m.space().ok_or_else(|| self.unsupported(i))?;
+                let space = m.space.ok_or_else(|| self.unsupported(i))?;
                 Op::Isspacep {
                     space,
                     p: self.pdst(&a[0])?,
                     a: self.src(&a[1], Ty::U64)?,
                 }
             }
-            "testp" => {
+            Opcode::Testp => {
                 self.args(i, 2)?;
                 let ty = need_ty()?;
                 let op = [
-                    "finite",
-                    "infinite",
-                    "number",
-                    "notanumber",
-                    "normal",
-                    "subnormal",
+                    Mod::Finite,
+                    Mod::Infinite,
+                    Mod::Number,
+                    Mod::Notanumber,
+                    Mod::Normal,
+                    Mod::Subnormal,
                 ]
                 .iter()
-                .position(|t| m.has(t))
+                .position(|&t| m.has(t))
                 .ok_or_else(|| self.unsupported(i))? as u8;
                 Op::Testp {
                     op,
@@ -1395,9 +1411,9 @@ impl<'a> FnLower<'a> {
                     a: self.src(&a[1], ty)?,
                 }
             }
-            "ld" | "ldu" | "st" => {
+            Opcode::Ld | Opcode::Ldu | Opcode::St => {
                 // `.L2::cache_hint` adds a policy operand, which is only a hint.
-                let a = if m.has("L2::cache_hint") && a.len() == 3 {
+                let a = if m.has(Mod::L2CacheHint) && a.len() == 3 {
                     &a[..2]
                 } else {
                     &a[..]
@@ -1410,19 +1426,19 @@ impl<'a> FnLower<'a> {
                     ));
                 }
                 let ty = need_ty()?;
-                if m.has("v8") {
+                if m.has(Mod::V8) {
                     return Err(self.unsupported(i));
                 }
-                let n = if m.has("v2") {
+                let n = if m.has(Mod::V2) {
                     2
-                } else if m.has("v4") {
+                } else if m.has(Mod::V4) {
                     4
                 } else {
                     1
                 };
-                let is_ld = i.opcode != "st";
+                let is_ld = i.opcode != Opcode::St;
                 let (addr, sym) = self.addr(if is_ld { &a[1] } else { &a[0] })?;
-                let mut space = m.space().unwrap_or(Space::Generic);
+                let mut space = m.space.unwrap_or(Space::Generic);
                 if space == Space::Param {
                     space = match sym {
                         Some(Sym::Local(..)) => Space::Local,
@@ -1477,28 +1493,28 @@ impl<'a> FnLower<'a> {
                     }
                 }
             }
-            "atom" | "red" => {
+            Opcode::Atom | Opcode::Red => {
                 let ty = need_ty()?;
-                let is_red = i.opcode == "red";
+                let is_red = i.opcode == Opcode::Red;
                 let op = [
-                    ("add", AtomOp::Add),
-                    ("min", AtomOp::Min),
-                    ("max", AtomOp::Max),
-                    ("inc", AtomOp::Inc),
-                    ("dec", AtomOp::Dec),
-                    ("and", AtomOp::And),
-                    ("or", AtomOp::Or),
-                    ("xor", AtomOp::Xor),
-                    ("exch", AtomOp::Exch),
-                    ("cas", AtomOp::Cas),
+                    (Mod::Add, AtomOp::Add),
+                    (Mod::Min, AtomOp::Min),
+                    (Mod::Max, AtomOp::Max),
+                    (Mod::Inc, AtomOp::Inc),
+                    (Mod::Dec, AtomOp::Dec),
+                    (Mod::And, AtomOp::And),
+                    (Mod::Or, AtomOp::Or),
+                    (Mod::Xor, AtomOp::Xor),
+                    (Mod::Exch, AtomOp::Exch),
+                    (Mod::Cas, AtomOp::Cas),
                 ]
                 .iter()
-                .find(|(s, _)| m.has(s))
+                .find(|(s, _)| m.has(*s))
                 .map(|x| x.1)
                 .ok_or_else(|| self.unsupported(i))?;
-                if m.has("v2")
-                    || m.has("v4")
-                    || m.has("v8")
+                if m.has(Mod::V2)
+                    || m.has(Mod::V4)
+                    || m.has(Mod::V8)
                     || ty == Ty::B128
                     || (matches!(ty, Ty::F16x2 | Ty::BF16x2)
                         && !matches!(op, AtomOp::Add | AtomOp::Min | AtomOp::Max))
@@ -1509,7 +1525,7 @@ impl<'a> FnLower<'a> {
                 let n = base + if op == AtomOp::Cas { 3 } else { 2 };
                 self.args(i, n)?;
                 let (addr, _) = self.addr(&a[base])?;
-                let mut space = m.space().unwrap_or(Space::Generic);
+                let mut space = m.space.unwrap_or(Space::Generic);
                 if space == Space::Const || space == Space::Param || space == Space::Local {
                     return Err(self.unsupported(i));
                 }
@@ -1530,8 +1546,8 @@ impl<'a> FnLower<'a> {
                     },
                 }
             }
-            "bra" | "brx" => {
-                if i.opcode == "brx" {
+            Opcode::Bra | Opcode::Brx => {
+                if i.opcode == Opcode::Brx {
                     return Err(self.unsupported(i));
                 }
                 self.args(i, 1)?;
@@ -1543,16 +1559,25 @@ impl<'a> FnLower<'a> {
                     .ok_or_else(|| PtxError::ptx(i.line, format!("undefined label `{l}`")))?;
                 Op::Bra { target }
             }
-            "call" => self.call(i)?,
-            "ret" => Op::Ret,
-            "exit" => Op::Exit,
-            "trap" => Op::Trap,
-            "brkpt" | "membar" | "fence" | "nanosleep" | "pmevent" | "prefetch" | "prefetchu"
-            | "discard" | "griddepcontrol" | "applypriority" | "createpolicy" => {
-                if i.opcode == "fence" && (m.has("proxy") && m.has("tensormap")) {
+            Opcode::Call => self.call(i)?,
+            Opcode::Ret => Op::Ret,
+            Opcode::Exit => Op::Exit,
+            Opcode::Trap => Op::Trap,
+            Opcode::Brkpt
+            | Opcode::Membar
+            | Opcode::Fence
+            | Opcode::Nanosleep
+            | Opcode::Pmevent
+            | Opcode::Prefetch
+            | Opcode::Prefetchu
+            | Opcode::Discard
+            | Opcode::Griddepcontrol
+            | Opcode::Applypriority
+            | Opcode::Createpolicy => {
+                if i.opcode == Opcode::Fence && (m.has(Mod::Proxy) && m.has(Mod::Tensormap)) {
                     return Err(self.unsupported(i));
                 }
-                if i.opcode == "createpolicy" {
+                if i.opcode == Opcode::Createpolicy {
                     // A cache policy is only a hint: any value will do.
                     let d = a
                         .first()
@@ -1565,19 +1590,19 @@ impl<'a> FnLower<'a> {
                 }
                 Op::Nop
             }
-            "bar" | "barrier" => {
-                if m.has("cluster") {
+            Opcode::Bar | Opcode::Barrier => {
+                if m.has(Mod::Cluster) {
                     return Err(self.unsupported(i));
                 }
-                if m.has("warp") {
+                if m.has(Mod::Warp) {
                     return Ok(Op::Nop);
                 }
-                let kind = if m.has("arrive") {
+                let kind = if m.has(Mod::Arrive) {
                     BarKind::Arrive
-                } else if m.has("red") {
-                    if m.has("popc") {
+                } else if m.has(Mod::Red) {
+                    if m.has(Mod::Popc) {
                         BarKind::RedPopc
-                    } else if m.has("and") {
+                    } else if m.has(Mod::And) {
                         BarKind::RedAnd
                     } else {
                         BarKind::RedOr
@@ -1621,12 +1646,12 @@ impl<'a> FnLower<'a> {
                     p,
                 }
             }
-            "shfl" => {
-                let mode = if m.has("up") {
+            Opcode::Shfl => {
+                let mode = if m.has(Mod::Up) {
                     ShflMode::Up
-                } else if m.has("down") {
+                } else if m.has(Mod::Down) {
                     ShflMode::Down
-                } else if m.has("bfly") {
+                } else if m.has(Mod::Bfly) {
                     ShflMode::Bfly
                 } else {
                     ShflMode::Idx
@@ -1652,14 +1677,14 @@ impl<'a> FnLower<'a> {
                     member,
                 }
             }
-            "vote" => {
-                let mode = if m.has("all") {
+            Opcode::Vote => {
+                let mode = if m.has(Mod::All) {
                     VoteMode::All
-                } else if m.has("any") {
+                } else if m.has(Mod::Any) {
                     VoteMode::Any
-                } else if m.has("uni") {
+                } else if m.has(Mod::Uni) {
                     VoteMode::Uni
-                } else if m.has("ballot") {
+                } else if m.has(Mod::Ballot) {
                     VoteMode::Ballot
                 } else {
                     return Err(self.unsupported(i));
@@ -1683,13 +1708,13 @@ impl<'a> FnLower<'a> {
                     member,
                 }
             }
-            "activemask" => {
+            Opcode::Activemask => {
                 self.args(i, 1)?;
                 Op::Activemask {
                     d: self.dst(&a[0])?,
                 }
             }
-            "match" => {
+            Opcode::Match => {
                 let ty = need_ty()?;
                 if a.len() != 3 {
                     return self.err("match takes 3 operands");
@@ -1699,7 +1724,7 @@ impl<'a> FnLower<'a> {
                     o => (self.dst(o)?, SINK),
                 };
                 Op::Match {
-                    all: m.has("all"),
+                    all: m.has(Mod::All),
                     bits: ty.bits(),
                     d,
                     p,
@@ -1707,21 +1732,21 @@ impl<'a> FnLower<'a> {
                     member: self.src(&a[2], Ty::B32)?,
                 }
             }
-            "redux" => {
+            Opcode::Redux => {
                 let ty = need_ty()?;
                 if a.len() != 3 || ty.float() {
                     return Err(self.unsupported(i));
                 }
                 let op = [
-                    ("add", ReduxOp::Add),
-                    ("min", ReduxOp::Min),
-                    ("max", ReduxOp::Max),
-                    ("and", ReduxOp::And),
-                    ("or", ReduxOp::Or),
-                    ("xor", ReduxOp::Xor),
+                    (Mod::Add, ReduxOp::Add),
+                    (Mod::Min, ReduxOp::Min),
+                    (Mod::Max, ReduxOp::Max),
+                    (Mod::And, ReduxOp::And),
+                    (Mod::Or, ReduxOp::Or),
+                    (Mod::Xor, ReduxOp::Xor),
                 ]
                 .iter()
-                .find(|(s, _)| m.has(s))
+                .find(|(s, _)| m.has(*s))
                 .map(|x| x.1)
                 .ok_or_else(|| self.unsupported(i))?;
                 Op::Redux {
@@ -1808,72 +1833,7 @@ impl<'a> FnLower<'a> {
 }
 
 fn full_name(i: &PInst) -> String {
-    let mut s = i.opcode.clone();
-    for m in &i.mods {
-        s.push('.');
-        s.push_str(m);
-    }
-    s
-}
-
-struct Mods<'a>(&'a [String]);
-
-impl Mods<'_> {
-    fn has(&self, s: &str) -> bool {
-        self.0.iter().any(|m| m == s)
-    }
-    fn rnd(&self) -> Option<Rnd> {
-        self.0.iter().find_map(|m| match m.as_str() {
-            "rn" | "rni" => Some(Rnd::Rn),
-            "rz" | "rzi" => Some(Rnd::Rz),
-            "rm" | "rmi" => Some(Rnd::Rm),
-            "rp" | "rpi" => Some(Rnd::Rp),
-            _ => None,
-        })
-    }
-    fn space(&self) -> Option<Space> {
-        self.0.iter().find_map(|m| match m.as_str() {
-            "global" => Some(Space::Global),
-            "shared" | "shared::cta" => Some(Space::Shared),
-            "local" => Some(Space::Local),
-            "const" => Some(Space::Const),
-            "param" | "param::entry" | "param::func" => Some(Space::Param),
-            _ => None,
-        })
-    }
-    fn cmp(&self) -> Option<Cmp> {
-        self.0.iter().find_map(|m| {
-            Some(match m.as_str() {
-                "eq" => Cmp::Eq,
-                "ne" => Cmp::Ne,
-                "lt" => Cmp::Lt,
-                "le" => Cmp::Le,
-                "gt" => Cmp::Gt,
-                "ge" => Cmp::Ge,
-                "lo" => Cmp::Lo,
-                "ls" => Cmp::Ls,
-                "hi" => Cmp::Hi,
-                "hs" => Cmp::Hs,
-                "equ" => Cmp::Equ,
-                "neu" => Cmp::Neu,
-                "ltu" => Cmp::Ltu,
-                "leu" => Cmp::Leu,
-                "gtu" => Cmp::Gtu,
-                "geu" => Cmp::Geu,
-                "num" => Cmp::Num,
-                "nan" => Cmp::Nan,
-                _ => return None,
-            })
-        })
-    }
-    fn boolop(&self) -> Option<BoolOp> {
-        self.0.iter().find_map(|m| match m.as_str() {
-            "and" => Some(BoolOp::And),
-            "or" => Some(BoolOp::Or),
-            "xor" => Some(BoolOp::Xor),
-            _ => None,
-        })
-    }
+    i.text.clone()
 }
 
 fn fty(t: Ty) -> Option<FTy> {
@@ -1970,5 +1930,14 @@ mod tests {
         let e = lower(&ast).unwrap_err();
         assert_eq!(e.cuda_code(), 801);
         assert!(e.to_string().contains("tex.1d"), "{e}");
+    }
+
+    #[test]
+    fn unknown_opcode_is_named_with_its_modifiers() {
+        let src = ".version 8.0\n.target sm_80\n.address_size 64\n.entry k()\n{\n.reg .b32 %r<4>;\n frobnicate.sync.b32 %r0, %r1;\n}\n";
+        let ast = crate::parser::parse(src).unwrap();
+        let e = lower(&ast).unwrap_err();
+        assert_eq!(e.cuda_code(), 801);
+        assert!(e.to_string().contains("`frobnicate.sync.b32`"), "{e}");
     }
 }

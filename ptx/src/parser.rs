@@ -4,6 +4,7 @@
 //! nothing indexes past the input and nesting depth is bounded.
 
 use crate::error::PtxError;
+pub use crate::isa::{Mod, Mods, Opcode};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -62,12 +63,15 @@ pub struct VarDecl {
     pub is_extern: bool,
 }
 
+/// One instruction: typed opcode and modifiers, operands as written.
 #[derive(Debug, Clone)]
 pub struct Inst {
     pub line: u32,
     pub guard: Option<(String, bool)>,
-    pub opcode: String,
-    pub mods: Vec<String>,
+    pub opcode: Opcode,
+    pub mods: Mods,
+    /// The opcode and modifiers as written (`ld.global.nc.v4.f32`), for messages.
+    pub text: String,
     pub args: Vec<Opnd>,
 }
 
@@ -105,36 +109,6 @@ pub struct Ast {
 }
 
 const MAX_DEPTH: u32 = 64;
-
-/// Instruction families the emulator rejects (textures, surfaces, tensor cores, TMA).
-const UNPARSED: &[&str] = &[
-    "tex",
-    "tld4",
-    "txq",
-    "suld",
-    "sust",
-    "sured",
-    "suq",
-    "mma",
-    "wmma",
-    "wgmma",
-    "ldmatrix",
-    "stmatrix",
-    "cp",
-    "tensormap",
-    "tcgen05",
-    "movmatrix",
-    "istypep",
-    "mbarrier",
-    "setmaxnreg",
-    "multimem",
-    "clusterlaunchcontrol",
-    "elect",
-    "getctarank",
-    "alloca",
-    "stackrestore",
-    "stacksave",
-];
 
 fn lex(src: &str) -> Result<Vec<(Tok, u32)>, PtxError> {
     let b = src.as_bytes();
@@ -688,15 +662,18 @@ impl Parser {
     }
 
     fn inst(&mut self, line: u32) -> Result<Inst, PtxError> {
-        let opcode = self.ident()?;
-        let mut mods = Vec::new();
-        while let Tok::Dir(d) = self.peek().clone() {
-            self.pos += 1;
+        let mut text = self.ident()?;
+        let opcode = Opcode::parse(&text);
+        let mut mods = Mods::default();
+        while let Tok::Dir(d) = self.peek() {
             mods.push(d);
+            text.push('.');
+            text.push_str(d);
+            self.pos += 1;
         }
         let mut args = Vec::new();
-        let bulk = opcode == "cp" && mods.iter().any(|m| m.starts_with("bulk") || m == "reduce");
-        if (UNPARSED.contains(&opcode.as_str()) && opcode != "cp") || bulk {
+        let bulk = opcode == Opcode::Cp && (mods.bulk || mods.has(Mod::Reduce));
+        if opcode.operands_unparsed() || bulk {
             // Rejected later as not supported; their operand syntax is not worth parsing.
             self.skip_to_semicolon();
             return Ok(Inst {
@@ -704,6 +681,7 @@ impl Parser {
                 guard: None,
                 opcode,
                 mods,
+                text,
                 args,
             });
         }
@@ -723,6 +701,7 @@ impl Parser {
             guard: None,
             opcode,
             mods,
+            text,
             args,
         })
     }
