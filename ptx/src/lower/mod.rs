@@ -3,8 +3,8 @@
 //! kernel parameter and per-thread local frame layouts computed with PTX alignment rules.
 //!
 //! This file holds the names, scopes, layouts and operand decoding; each instruction family
-//! decodes in its own file: [`integer`] (with the arithmetic opcodes shared with floats),
-//! [`float`], [`compare`], [`convert`], [`memory`], [`atomics`], [`control`] and [`warp`].
+//! decodes in its own file: `integer` (with the arithmetic opcodes shared with floats),
+//! `float`, `compare`, `convert`, `memory`, `atomics`, `control` and `warp`.
 
 use std::collections::HashMap;
 
