@@ -257,9 +257,7 @@ fn corpus_share() -> anyhow::Result<(usize, usize, BTreeMap<String, usize>)> {
         files.sort();
         for f in files {
             let text = std::fs::read_to_string(&f)?;
-            let module = remora_emulator::Module::from_ptx(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-            for (_, a) in module.footprints() {
+            for (_, a) in remora_emulator::footprint::analyze_ptx(&text) {
                 all += 1;
                 match a {
                     remora_emulator::footprint::Analysis::Splittable(_) => yes += 1,

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Seconds a pool keeps a session waiting for GPUs when the client does not say.
     #[arg(long, default_value_t = 600.0)]
     queue_timeout: f64,
+    /// When a pool's virtual GPUs split a provably splittable launch over their members:
+    /// `auto` when the timing model says it pays, `always` (to test), `never`.
+    #[arg(long, default_value = "auto", value_name = "auto|always|never")]
+    split: remora_pool::vgpu::SplitPolicy,
     /// A tokens file (`remora token add`): one token per person, with limits. Read again
     /// when it changes, or at once on SIGHUP. The server's own token keeps working.
     #[arg(long, value_name = "FILE")]
@@ -327,6 +331,7 @@ fn serve_pool(
             sessions_per_gpu: args.sessions_per_gpu,
             queue_timeout: std::time::Duration::from_secs_f64(args.queue_timeout.max(0.0)),
             tokens_file: args.tokens.clone(),
+            split: args.split,
         })
         .with_context(|| format!("starting the pool on {}", args.listen))?;
         let local = pool.local_addr()?;

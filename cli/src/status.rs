@@ -63,6 +63,28 @@ fn secs(v: &Value) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A virtual GPU's lines: its members, launches split and not, why not, bytes moved.
+fn virtual_gpu(vg: &Value) -> String {
+    let names: Vec<&str> = vg["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = format!(
+        "    virtual GPU over {}: {} launch(es) split, {} whole, {} moved between members, blocks per member {}\n",
+        names.join(", "),
+        vg["launches_split"],
+        vg["launches_whole"],
+        mib(&vg["bytes_moved"]),
+        vg["blocks_per_member"]
+    );
+    if let Some(reasons) = vg["not_split_because"].as_object() {
+        for (why, n) in reasons {
+            out += &format!("      {n} x not split: {why}\n");
+        }
+    }
+    out
+}
+
 fn render(v: &Value) -> String {
     let mut out = String::new();
     let name = v["name"].as_str().unwrap_or("?");
@@ -103,6 +125,10 @@ fn render(v: &Value) -> String {
                 mib(&s["memory"]),
                 secs(&s["age_s"])
             );
+            let vg = &s["virtual_gpu"];
+            if vg.is_object() {
+                out += &virtual_gpu(vg);
+            }
         }
         out += &format!(
             "queue: {} waiting, oldest {}\n",

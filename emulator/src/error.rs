@@ -1,5 +1,7 @@
 //! The one error type of the emulator, with the CUDA error code each variant becomes.
 
+use remora_ptx::PtxError;
+
 use crate::memory::MemError;
 
 /// What went wrong loading or running a kernel. [`EmuError::cuda_code`] gives the `CUresult`
@@ -67,13 +69,6 @@ impl EmuError {
         }
     }
 
-    pub(crate) fn ptx(line: u32, msg: impl Into<String>) -> Self {
-        EmuError::InvalidPtx {
-            line,
-            msg: msg.into(),
-        }
-    }
-
     pub(crate) fn unsupported(line: u32, what: impl Into<String>) -> Self {
         EmuError::NotSupported {
             line,
@@ -91,6 +86,17 @@ impl From<MemError> for EmuError {
             MemError::NotAllocated(_) | MemError::OutOfBounds { .. } => {
                 EmuError::IllegalAddress(e.to_string())
             }
+        }
+    }
+}
+
+impl From<PtxError> for EmuError {
+    fn from(e: PtxError) -> Self {
+        match e {
+            PtxError::InvalidPtx { line, msg } => EmuError::InvalidPtx { line, msg },
+            PtxError::NotSupported { line, what } => EmuError::NotSupported { line, what },
+            PtxError::NoBinaryForGpu(s) => EmuError::NoBinaryForGpu(s),
+            PtxError::InvalidImage(s) => EmuError::InvalidImage(s),
         }
     }
 }

@@ -12,12 +12,15 @@
 //! [`LoadedModule`] (a module with its globals placed in one [`AddressSpace`]; it launches
 //! kernels), [`LaunchConfig`], [`LaunchOptions`], [`LaunchOutcome`] and [`EmuError`].
 //!
-//! The pipeline: [`loader`] finds the PTX in an image, [`parser`] turns text into a syntax tree,
-//! [`lower`] decodes it once into the typed IR of [`ir`] (dense registers, branch targets as
-//! indices, one operation per type and modifier set), and [`exec`] runs it: warps of 32 lanes
-//! in lockstep with predicates as lane masks, divergence by splits that run lowest program
-//! counter first and merge where they meet, barriers that count exited threads, and blocks
-//! handed to worker threads in order and parked when they run long. [`float`] holds the
+//! The pipeline: the front end is the `remora-ptx` crate, re-exported here under its old
+//! paths: [`loader`] finds the PTX in an image, [`parser`] turns text into a syntax tree with
+//! typed opcodes and modifiers, [`lower`] decodes it once into the typed IR of [`ir`] (dense
+//! registers, branch targets as indices, one operation per type and modifier set); its
+//! [`PtxError`] becomes the [`EmuError`] with the same CUDA status code. [`exec`] runs the IR
+//! (one file per instruction family under `exec/`): warps of 32 lanes in lockstep with
+//! predicates as lane masks, divergence by splits that run lowest program counter first and
+//! merge where they meet, barriers that count exited threads, and blocks handed to worker
+//! threads in order and parked when they run long. [`float`] holds the
 //! IEEE rounding modes, `.ftz` and `.sat`; [`printf`] the device `printf` formats.
 //!
 //! Everything here is safe Rust: device memory is stored as atomic words so that racing kernel
@@ -29,16 +32,14 @@ pub mod access_log;
 pub mod error;
 pub mod exec;
 pub mod float;
-pub mod footprint;
 pub mod fuzzing;
-pub mod guard;
-pub mod ir;
-pub mod loader;
-pub mod lower;
 pub mod memory;
 pub mod module;
-pub mod parser;
 pub mod printf;
+
+pub use remora_ptx::PtxError;
+/// The PTX front end, from `remora-ptx`, under the paths it had when it lived here.
+pub use remora_ptx::{footprint, guard, ir, loader, lower, parser};
 
 pub use error::EmuError;
 pub use memory::{AddressSpace, DeviceMemory, MemError};

@@ -140,14 +140,6 @@ impl Module {
         (&self.code, &self.funcs)
     }
 
-    /// Every kernel's analysis, by name, in the module's order.
-    pub fn footprints(&self) -> Vec<(String, crate::footprint::Analysis)> {
-        self.kernels
-            .iter()
-            .filter_map(|k| Some((k.name.clone(), self.footprint(&k.name)?)))
-            .collect()
-    }
-
     /// Whether kernel `name` can be split across devices ([`crate::footprint::analyze`]).
     pub fn footprint(&self, name: &str) -> Option<crate::footprint::Analysis> {
         let k = self.funcs.iter().position(|f| f.kernel && f.name == name)?;

@@ -22,6 +22,7 @@
 //! typed calls keeps the client's batching intact, where a per-call backend would turn every
 //! asynchronous call into a round trip.
 
+pub mod forward;
 pub mod members;
 pub mod metrics;
 pub mod placement;
@@ -59,6 +60,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// One token per person, with limits; read again when it changes.
     pub tokens_file: Option<PathBuf>,
+    /// When virtual GPUs split launches.
+    pub split: vgpu::SplitPolicy,
 }
 
 /// Why a pool could not start.
@@ -86,6 +89,7 @@ pub struct Pool {
     active: std::sync::atomic::AtomicUsize,
     /// Why the sessions still running were ended (at the end of a drain).
     ending: tokio::sync::watch::Sender<Option<String>>,
+    split: vgpu::SplitPolicy,
     /// What each virtual GPU did, for `remora status`.
     vgpus: Mutex<BTreeMap<placement::SessionId, Arc<Mutex<vgpu::VgpuStats>>>>,
 }
@@ -129,6 +133,7 @@ impl PoolServer {
             active: std::sync::atomic::AtomicUsize::new(0),
             ending: tokio::sync::watch::Sender::new(None),
             vgpus: Mutex::new(BTreeMap::new()),
+            split: cfg.split,
         });
         for file in cfg.members {
             members::add(&pool, file);

@@ -1,5 +1,5 @@
 //! What the pool counts for Prometheus (`remora serve --member ... --metrics ADDR`): sessions,
-//! the queue and its members' health. Calls, bytes and errors are counted by the members'
+//! the queue, its members' health, and what its virtual GPUs split and moved. Calls, bytes and errors are counted by the members'
 //! own metrics, where the work happens.
 
 use prometheus_client::encoding::text::encode;
@@ -21,6 +21,8 @@ pub struct PoolMetrics {
     pub sessions_active: Family<Labels, Gauge>,
     queue: Gauge,
     member_up: Family<Labels, Gauge>,
+    /// What virtual GPUs did: launches split or run whole, bytes moved between members.
+    pub vgpu: crate::vgpu::Counters,
 }
 
 /// State the gauges mirror, as of a scrape.
@@ -54,6 +56,10 @@ impl PoolMetrics {
             sessions_active: Family::default(),
             queue: Gauge::default(),
             member_up: Family::default(),
+            vgpu: crate::vgpu::Counters {
+                launches: Family::default(),
+                bytes_moved: Counter::default(),
+            },
         };
         let r = &mut m.registry;
         r.register(
@@ -76,6 +82,16 @@ impl PoolMetrics {
             "member_up",
             "1 for a member that answers, 0 for one suspected (silent, refusing or not reached yet)",
             m.member_up.clone(),
+        );
+        r.register(
+            "vgpu_launches",
+            "Launches on virtual GPUs, by how they ran (split over members, or whole on one)",
+            m.vgpu.launches.clone(),
+        );
+        r.register(
+            "vgpu_bytes_moved",
+            "Bytes virtual GPUs copied between their members",
+            m.vgpu.bytes_moved.clone(),
         );
         m
     }

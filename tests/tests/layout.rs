@@ -104,6 +104,7 @@ fn no_module_imports_a_module_that_imports_it_back() {
         "pool",
         "shim",
         "server",
+        "ptx",
         "emulator",
         "cli",
     ] {
@@ -118,6 +119,18 @@ fn no_module_imports_a_module_that_imports_it_back() {
         }
     }
     assert!(cycles.is_empty(), "module cycles: {cycles:#?}");
+}
+
+/// The PTX front end stands alone: the pool and the emulator build on it, it builds on no
+/// crate of the workspace.
+#[test]
+fn the_ptx_front_end_depends_on_no_workspace_crate() {
+    let manifest = std::fs::read_to_string(root().join("ptx/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest
+        .lines()
+        .filter(|l| l.trim_start().starts_with("remora-"))
+        .collect();
+    assert!(deps.is_empty(), "ptx depends on {deps:?}");
 }
 
 #[test]

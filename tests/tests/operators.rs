@@ -23,7 +23,7 @@ impl Operated {
     fn start(extra: &[&str]) -> Self {
         let dir = TempDir::new("tokens");
         let tokens = dir.0.join("tokens");
-        let metrics = free_port();
+        let metrics = metrics_port();
         let mut args = vec![
             "--tokens",
             tokens.to_str().unwrap(),
@@ -83,30 +83,6 @@ impl Operated {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// A free TCP port on loopback, for `--metrics`.
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
-/// The metrics page at `addr`, fetched over HTTP.
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).unwrap();
-    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
-    page
-}
-
-/// The value of the sample `name{labels}` on a metrics page (0 when absent).
-fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// `remora run --connection CONN -- PROG ARGS`.
@@ -394,7 +370,7 @@ fn a_pool_checks_its_own_tokens_file_and_reports_its_members() {
     let member = Server::start();
     let dir = TempDir::new("pool-tokens");
     let tokens = dir.0.join("tokens");
-    let metrics = free_port();
+    let metrics = metrics_port();
     let pool = Pool::start(
         &[&member.connection],
         &["--tokens", tokens.to_str().unwrap(), "--metrics", &metrics],

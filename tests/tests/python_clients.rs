@@ -22,6 +22,11 @@ fn python(server: &Server, script: &str) -> std::process::Output {
 }
 
 fn python_args(server: &Server, script: &str, args: &[&str]) -> std::process::Output {
+    python_with(server.command(Path::new("python3")), script, args)
+}
+
+/// `script` run by `python3` under `base` (a `remora run ... -- python3` command).
+fn python_with(mut base: Command, script: &str, args: &[&str]) -> std::process::Output {
     nvjitlink_off();
     // CuPy compiles with NVRTC and needs the CUDA headers under $CUDA_PATH/include.
     let cuda_path = target_dir().join("cuda-path");
@@ -31,9 +36,7 @@ fn python_args(server: &Server, script: &str, args: &[&str]) -> std::process::Ou
         let _ = std::os::unix::fs::symlink(cuda_env("CUDA12_INCLUDE"), &include);
     }
     let dir = root().join("tests/python");
-    server
-        .command(Path::new("python3"))
-        .arg(dir.join("run_site.py"))
+    base.arg(dir.join("run_site.py"))
         .arg(cuda_env("CUDA_PY"))
         .arg(dir.join(script))
         .args(args)
@@ -53,6 +56,32 @@ fn cupy_elementwise_kernels_and_reductions_match_numpy() {
     let out = python(&server, "test_cupy.py");
     let t = text(&out);
     assert!(out.status.success() && t.contains("cupy passed"), "{t}");
+}
+
+/// `script` on one virtual GPU over two members of a pool.
+fn python_on_a_virtual_gpu(script: &str) -> String {
+    let members = [Server::start(), Server::start()];
+    let pool = Pool::start(&[&members[0].connection, &members[1].connection], &[]);
+    let out = python_with(
+        pool.command_virtual_gpu(2, Path::new("python3")),
+        script,
+        &[],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    t
+}
+
+#[test]
+fn cupy_elementwise_kernels_and_reductions_match_numpy_on_a_virtual_gpu() {
+    let t = python_on_a_virtual_gpu("test_cupy.py");
+    assert!(t.contains("cupy passed"), "{t}");
+}
+
+#[test]
+fn numba_jit_kernels_match_numpy_on_a_virtual_gpu() {
+    let t = python_on_a_virtual_gpu("test_numba.py");
+    assert!(t.contains("numba passed"), "{t}");
 }
 
 #[test]

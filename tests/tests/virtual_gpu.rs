@@ -19,15 +19,8 @@ fn pool_of(ms: &[Server]) -> Pool {
 }
 
 fn run_on(pool: &Pool, m: u32, prog: &std::path::Path, args: &[&str]) -> Command {
-    let mut c = Command::new(remora());
-    c.arg("run")
-        .arg("--connection")
-        .arg(&pool.connection)
-        .args(["--virtual-gpu", &m.to_string()])
-        .arg("--")
-        .arg(prog)
-        .args(args)
-        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
+    let mut c = pool.command_virtual_gpu(m, prog);
+    c.args(args);
     c
 }
 
@@ -43,15 +36,49 @@ fn passed(out: &Output, what: &str) -> String {
 
 #[test]
 fn chained_split_and_whole_kernels_give_the_cpus_results_on_2_and_3_members() {
+    // `--split always`: every launch the footprints allow is split, however small.
     let ms = members(3);
-    let pool = pool_of(&ms);
+    let files: Vec<&std::path::Path> = ms.iter().map(|m| m.connection.as_path()).collect();
+    let metrics = metrics_port();
+    let pool = Pool::start(&files, &["--split", "always", "--metrics", &metrics]);
+    let mut split = 0.0;
     for m in [2, 3] {
         let out = run_on(&pool, m, &split_kernels(), &["check"])
             .output()
             .unwrap();
         let t = passed(&out, "split_kernels: all passed");
         assert!(t.contains(&format!("Remora virtual GPU ({m} x")), "{t}");
+        let page = scrape(&metrics);
+        let now = sample(&page, "remora_pool_vgpu_launches_total{how=\"split\"}");
+        // sgemm x3, scale x2, saxpy x3, the last sgemm: 9 launches split each time.
+        assert!(now - split >= 9.0, "{page}");
+        split = now;
+        assert!(
+            sample(&page, "remora_pool_vgpu_bytes_moved_total") > 0.0,
+            "{page}"
+        );
+        assert!(
+            sample(&page, "remora_pool_vgpu_launches_total{how=\"whole\"}") >= 2.0,
+            "the histogram runs whole: {page}"
+        );
     }
+}
+
+#[test]
+fn with_split_never_every_launch_runs_whole_and_results_are_the_same() {
+    let ms = members(2);
+    let files: Vec<&std::path::Path> = ms.iter().map(|m| m.connection.as_path()).collect();
+    let metrics = metrics_port();
+    let pool = Pool::start(&files, &["--split", "never", "--metrics", &metrics]);
+    let out = run_on(&pool, 2, &split_kernels(), &["check"])
+        .output()
+        .unwrap();
+    passed(&out, "split_kernels: all passed");
+    let page = scrape(&metrics);
+    let split = sample(&page, "remora_pool_vgpu_launches_total{how=\"split\"}");
+    assert_eq!(split, 0.0, "{page}");
+    let whole = sample(&page, "remora_pool_vgpu_launches_total{how=\"whole\"}");
+    assert!(whole >= 11.0, "{page}");
 }
 
 #[test]
@@ -59,7 +86,7 @@ fn status_shows_split_launches_the_reasons_for_the_rest_and_the_bytes_moved() {
     let ms = members(2);
     let pool = pool_of(&ms);
     // A long SGEMM run keeps the session open while status is read.
-    let mut child = run_on(&pool, 2, &split_kernels(), &["sgemm", "128", "40"])
+    let mut child = run_on(&pool, 2, &split_kernels(), &["sgemm", "256", "30"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -70,6 +97,18 @@ fn status_shows_split_launches_the_reasons_for_the_rest_and_the_bytes_moved() {
                 .any(|v| v["virtual_gpu"]["launches_split"].as_u64().unwrap_or(0) > 0)
         })
     });
+    // `remora status` shows it as a table while the run goes on.
+    let table = Command::new(remora())
+        .args(["status", "--connection"])
+        .arg(&pool.connection)
+        .output()
+        .unwrap();
+    let table = text(&table);
+    assert!(table.contains("virtual GPU over"), "{table}");
+    assert!(
+        table.contains("not split: sgemm: its first launch"),
+        "{table}"
+    );
     let out = exit_within(&mut child, Duration::from_secs(120));
     assert!(out.success());
     let v = &s["sessions"][0]["virtual_gpu"];
@@ -109,6 +148,15 @@ fn nvrtc_and_cudart_programs_pass_on_a_virtual_gpu() {
     .output()
     .unwrap();
     passed(&out, "nvrtc_kernels compute: all passed");
+}
+
+#[test]
+fn an_nvcc_built_program_with_its_fatbin_passes_on_a_virtual_gpu() {
+    let ms = members(2);
+    let pool = pool_of(&ms);
+    let mut c = run_on(&pool, 2, &nvcc_program("vector_add", true, true), &[]);
+    c.env("LD_LIBRARY_PATH", cuda_env("CUDA13_LIB"));
+    passed(&c.output().unwrap(), "vector_add passed");
 }
 
 #[test]

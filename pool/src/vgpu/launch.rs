@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::analysis::{plan_in, split_dim, Analysis, KernelFootprint, RangeFootprint, Region};
 use remora_protocol::messages::{CtxId, ModuleId, Reply, Request};
 
-use super::{lost_reply, Vgpu};
+use super::{lost_reply, SplitPolicy, Vgpu};
 
 /// Split only when the prediction is under this share of the whole run's time.
 const PAYS: f64 = 0.8;
@@ -142,7 +142,9 @@ impl Vgpu {
         };
         let dim = split_dim(grid);
         let n = grid[dim];
-        let why = if cooperative {
+        let why = if self.policy == SplitPolicy::Never {
+            Some("the pool does not split launches (--split never)".to_string())
+        } else if cooperative {
             Some("a cooperative launch".to_string())
         } else if self.members.len() < 2 {
             Some("one member".into())
@@ -157,16 +159,22 @@ impl Vgpu {
             return self.whole(req, Some(&fp), &name, &why).await;
         }
         let key: Key = (module, kernel, grid, block, shared);
-        let Some(&whole) = self.model.whole.get(&key) else {
-            return self
-                .whole_timed(
-                    req,
-                    &fp,
-                    key,
-                    &name,
-                    "its first launch at this size is timed whole",
-                )
-                .await;
+        let always = self.policy == SplitPolicy::Always;
+        let known_time = self.model.whole.get(&key).copied();
+        let whole = match known_time {
+            Some(t) => t,
+            None if always => Duration::from_secs(1),
+            None => {
+                return self
+                    .whole_timed(
+                        req,
+                        &fp,
+                        key,
+                        &name,
+                        "its first launch at this size is timed whole",
+                    )
+                    .await
+            }
         };
         let ranges = self.model.ranges(n);
         let spans: Vec<(u32, u32)> = ranges.iter().map(|&(_, lo, hi)| (lo, hi)).collect();
@@ -189,7 +197,7 @@ impl Vgpu {
         }
         let bytes = self.to_move(&ranges, &footprints);
         let (predicted, pays) = self.model.predict(whole, n, &ranges, bytes);
-        if !pays {
+        if !pays && !always {
             let why = format!(
                 "the timing model says splitting does not pay (predicted {:.1} ms split, {:.1} ms whole)",
                 predicted.as_secs_f64() * 1e3,
@@ -232,12 +240,18 @@ impl Vgpu {
                 .max(Duration::from_micros(1));
             let speed = blocks / t.as_secs_f64();
             // Relative to the home member's speed when the kernel ran whole.
-            let home_speed = f64::from(n) / whole.as_secs_f64().max(1e-6);
-            self.model.speeds[m] = 0.5 * self.model.speeds[m] + 0.5 * (speed / home_speed);
+            if known_time.is_some() {
+                let home_speed = f64::from(n) / whole.as_secs_f64().max(1e-6);
+                self.model.speeds[m] = 0.5 * self.model.speeds[m] + 0.5 * (speed / home_speed);
+            }
             self.stats().blocks[m] += u64::from(hi - lo);
         }
         let _ = started;
         self.stats().launches_split += 1;
+        self.counters
+            .launches
+            .get_or_create(&vec![("how", "split".into())])
+            .inc();
         Ok(())
     }
 
@@ -390,6 +404,10 @@ impl Vgpu {
             .entry(format!("{name}: {why}"))
             .or_default() += 1;
         self.stats().launches_whole += 1;
+        self.counters
+            .launches
+            .get_or_create(&vec![("how", "whole".into())])
+            .inc();
         let Request::Launch {
             module,
             kernel,

@@ -32,8 +32,8 @@ use remora_protocol::{ConnError, CuStatus, ServerEvent};
 use remora_transport::client::Link;
 use remora_transport::server::{Calls, ServeError};
 
+use crate::forward::{translate, Forward};
 use crate::placement::Placement;
-use crate::session::{translate, Forward};
 use coherence::{Members, Validity};
 
 /// Bytes copied between members in one piece at most (bounds the pool's buffers).
@@ -45,6 +45,42 @@ pub struct Member {
     /// The member's GPU this virtual GPU uses, as a placement of one GPU.
     pub placement: Placement,
     pub devices: u32,
+}
+
+/// When a virtual GPU splits a launch that is provably splittable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitPolicy {
+    /// When the timing model says it pays.
+    #[default]
+    Auto,
+    /// Whenever the footprints allow it (to test the split path on small kernels).
+    Always,
+    /// Never: every launch runs whole on the home member.
+    Never,
+}
+
+impl std::str::FromStr for SplitPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("`{s}`: the split policy is auto, always or never")),
+        }
+    }
+}
+
+/// The pool's counters of what its virtual GPUs did (all sessions together).
+#[derive(Clone)]
+pub struct Counters {
+    /// Launches by how they ran (`split` or `whole`).
+    pub launches: prometheus_client::metrics::family::Family<
+        Vec<(&'static str, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub bytes_moved: prometheus_client::metrics::counter::Counter,
 }
 
 /// What `remora status` shows of one virtual GPU.
@@ -128,13 +164,20 @@ pub struct Vgpu {
     modules: HashMap<ModuleId, modules::Module>,
     model: launch::Model,
     stats: Arc<Mutex<VgpuStats>>,
+    policy: SplitPolicy,
+    counters: Counters,
     /// The first error of a call the client did not wait for, told at its next call that
     /// waits (as CUDA reports asynchronous errors).
     deferred: Option<Reply>,
 }
 
 impl Vgpu {
-    pub fn new(members: Vec<Member>, stats: Arc<Mutex<VgpuStats>>) -> Self {
+    pub fn new(
+        members: Vec<Member>,
+        stats: Arc<Mutex<VgpuStats>>,
+        policy: SplitPolicy,
+        counters: Counters,
+    ) -> Self {
         let n = members.len();
         {
             let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,6 +190,8 @@ impl Vgpu {
             modules: HashMap::new(),
             model: launch::Model::new(n),
             stats,
+            policy,
+            counters,
             deferred: None,
         }
     }
@@ -297,6 +342,7 @@ impl Vgpu {
             .map_err(lost_reply)?;
         self.model.moved(len, started.elapsed());
         self.stats().bytes_moved += len;
+        self.counters.bytes_moved.inc_by(len);
         Ok(())
     }
 

@@ -53,7 +53,7 @@ impl Vgpu {
                 a(CC_MAJOR) * 10 + a(CC_MINOR)
             })
             .unwrap_or(80);
-        let rewritten = remora_emulator::loader::extract_ptx(image, cc)
+        let rewritten = guard::extract_ptx(image, cc)
             .map_err(|e| e.to_string())
             .and_then(|text| {
                 let guarded = guard::guard_ptx(&text)?;

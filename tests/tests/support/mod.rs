@@ -436,6 +436,19 @@ impl Pool {
         c
     }
 
+    /// `remora run --connection POOL --virtual-gpu M -- PROG`.
+    pub fn command_virtual_gpu(&self, m: u32, prog: &Path) -> Command {
+        let mut c = Command::new(remora());
+        c.arg("run")
+            .arg("--connection")
+            .arg(&self.connection)
+            .args(["--virtual-gpu", &m.to_string()])
+            .arg("--")
+            .arg(prog);
+        c.env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
+        c
+    }
+
     /// The members the pool's sessions are on now.
     pub fn busy_members(&self) -> std::collections::BTreeSet<String> {
         self.status()["sessions"]
@@ -583,4 +596,29 @@ pub fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStat
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A free TCP port on loopback, for `--metrics`.
+pub fn metrics_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// The metrics page at `addr`, fetched over HTTP.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    page
+}
+
+/// The value of the sample `name{labels}` on a metrics page (0 when absent).
+pub fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -168,8 +168,14 @@ mod tests {
         let g = guard_ptx(ptx).unwrap();
         assert_eq!(g.matches("__remora_split_dim,").count(), 2, "{g}");
         assert_eq!(g.matches("@%__remora_p1 ret;").count(), 2, "{g}");
-        let m = crate::Module::from_ptx(&g).unwrap();
-        assert_eq!(m.kernel("a").unwrap().params.len(), 3);
-        assert_eq!(m.kernel("b").unwrap().params.len(), 4);
+        let l = crate::lower::lower(&crate::parser::parse(&g).unwrap()).unwrap();
+        let params = |name: &str| {
+            l.funcs
+                .iter()
+                .find(|f| f.kernel && f.name == name)
+                .map(|f| f.kparams.len())
+        };
+        assert_eq!(params("a"), Some(3));
+        assert_eq!(params("b"), Some(4));
     }
 }

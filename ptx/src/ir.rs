@@ -69,6 +69,7 @@ impl Ty {
         })
     }
 
+    #[inline]
     pub fn bits(self) -> u32 {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 | Ty::Pred => 8,
@@ -79,14 +80,17 @@ impl Ty {
         }
     }
 
+    #[inline]
     pub fn bytes(self) -> u32 {
         self.bits() / 8
     }
 
+    #[inline]
     pub fn signed(self) -> bool {
         matches!(self, Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64)
     }
 
+    #[inline]
     pub fn float(self) -> bool {
         matches!(
             self,

@@ -52,6 +52,38 @@ pub struct KernelFootprint {
     pub narrow: Vec<Narrow>,
 }
 
+/// Every kernel of a lowered module with its analysis, by name, in the module's order;
+/// `.const` variables are the module's globals in the const space.
+pub fn analyze_lowered(l: &crate::lower::Lowered) -> Vec<(String, Analysis)> {
+    let is_const = |g: u32| {
+        l.globals
+            .get(g as usize)
+            .is_some_and(|g| g.space == crate::lower::GlobalSpace::Const)
+    };
+    l.funcs
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kernel && f.entry.is_some())
+        .map(|(i, f)| {
+            (
+                f.name.clone(),
+                analyze(&l.code, &l.funcs, i as u32, &is_const),
+            )
+        })
+        .collect()
+}
+
+/// [`analyze_lowered`] of PTX text; one unnamed entry saying why when the text cannot be read.
+pub fn analyze_ptx(text: &str) -> Vec<(String, Analysis)> {
+    match crate::parser::parse(text).and_then(|ast| crate::lower::lower(&ast)) {
+        Ok(l) => analyze_lowered(&l),
+        Err(e) => vec![(
+            String::new(),
+            Analysis::NotSplittable(format!("its PTX could not be read: {e}")),
+        )],
+    }
+}
+
 /// Proves kernel `kernel` (an index into `funcs`) splittable or says why not.
 /// `is_const(g)` tells whether module variable `g` is in the `.const` space (reads of those
 /// are allowed; any other module variable addressed makes the kernel not splittable).

@@ -1,9 +1,10 @@
 //! Lexer and parser of PTX text into a light syntax tree; typing happens in `lower`.
 //!
-//! The parser is fuzz-safe: every error is an [`EmuError::InvalidPtx`] with the line number,
+//! The parser is fuzz-safe: every error is an [`PtxError::InvalidPtx`] with the line number,
 //! nothing indexes past the input and nesting depth is bounded.
 
-use crate::error::EmuError;
+use crate::error::PtxError;
+pub use crate::isa::{Mod, Mods, Opcode};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -62,12 +63,15 @@ pub struct VarDecl {
     pub is_extern: bool,
 }
 
+/// One instruction: typed opcode and modifiers, operands as written.
 #[derive(Debug, Clone)]
 pub struct Inst {
     pub line: u32,
     pub guard: Option<(String, bool)>,
-    pub opcode: String,
-    pub mods: Vec<String>,
+    pub opcode: Opcode,
+    pub mods: Mods,
+    /// The opcode and modifiers as written (`ld.global.nc.v4.f32`), for messages.
+    pub text: String,
     pub args: Vec<Opnd>,
 }
 
@@ -106,37 +110,7 @@ pub struct Ast {
 
 const MAX_DEPTH: u32 = 64;
 
-/// Instruction families the emulator rejects (textures, surfaces, tensor cores, TMA).
-const UNPARSED: &[&str] = &[
-    "tex",
-    "tld4",
-    "txq",
-    "suld",
-    "sust",
-    "sured",
-    "suq",
-    "mma",
-    "wmma",
-    "wgmma",
-    "ldmatrix",
-    "stmatrix",
-    "cp",
-    "tensormap",
-    "tcgen05",
-    "movmatrix",
-    "istypep",
-    "mbarrier",
-    "setmaxnreg",
-    "multimem",
-    "clusterlaunchcontrol",
-    "elect",
-    "getctarank",
-    "alloca",
-    "stackrestore",
-    "stacksave",
-];
-
-fn lex(src: &str) -> Result<Vec<(Tok, u32)>, EmuError> {
+fn lex(src: &str) -> Result<Vec<(Tok, u32)>, PtxError> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0usize;
@@ -212,7 +186,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, u32)>, EmuError> {
             }
             let text = String::from_utf8_lossy(&b[start..i.min(b.len())]).into_owned();
             let tok =
-                number(&text).ok_or_else(|| EmuError::ptx(line, format!("bad number `{text}`")))?;
+                number(&text).ok_or_else(|| PtxError::ptx(line, format!("bad number `{text}`")))?;
             out.push((tok, line));
         } else {
             out.push((Tok::Punct(c as char), line));
@@ -257,7 +231,7 @@ struct Parser {
 }
 
 /// Parses PTX text into a syntax tree.
-pub fn parse(src: &str) -> Result<Ast, EmuError> {
+pub fn parse(src: &str) -> Result<Ast, PtxError> {
     let mut p = Parser {
         toks: lex(src)?,
         pos: 0,
@@ -289,8 +263,8 @@ impl Parser {
         }
         t
     }
-    fn err<T>(&self, msg: impl Into<String>) -> Result<T, EmuError> {
-        Err(EmuError::ptx(self.line(), msg))
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, PtxError> {
+        Err(PtxError::ptx(self.line(), msg))
     }
     fn is_punct(&self, c: char) -> bool {
         *self.peek() == Tok::Punct(c)
@@ -303,14 +277,14 @@ impl Parser {
             false
         }
     }
-    fn expect(&mut self, c: char) -> Result<(), EmuError> {
+    fn expect(&mut self, c: char) -> Result<(), PtxError> {
         if self.eat_punct(c) {
             Ok(())
         } else {
             self.err(format!("expected `{c}`, found {}", describe(self.peek())))
         }
     }
-    fn ident(&mut self) -> Result<String, EmuError> {
+    fn ident(&mut self) -> Result<String, PtxError> {
         match self.next() {
             Tok::Ident(s) => Ok(s),
             t => {
@@ -319,7 +293,7 @@ impl Parser {
             }
         }
     }
-    fn int(&mut self) -> Result<u64, EmuError> {
+    fn int(&mut self) -> Result<u64, PtxError> {
         match self.next() {
             Tok::Int(v) => Ok(v),
             t => {
@@ -346,7 +320,7 @@ impl Parser {
         self.eat_punct(';');
     }
 
-    fn module(&mut self) -> Result<Ast, EmuError> {
+    fn module(&mut self) -> Result<Ast, PtxError> {
         let mut ast = Ast::default();
         loop {
             match self.peek().clone() {
@@ -363,7 +337,7 @@ impl Parser {
         }
     }
 
-    fn skip_section(&mut self) -> Result<(), EmuError> {
+    fn skip_section(&mut self) -> Result<(), PtxError> {
         // `.section .debug_info { ... }`: skip to the matching brace.
         while !self.is_punct('{') {
             if matches!(self.peek(), Tok::Eof) {
@@ -387,7 +361,7 @@ impl Parser {
         }
     }
 
-    fn item(&mut self, ast: &mut Ast) -> Result<(), EmuError> {
+    fn item(&mut self, ast: &mut Ast) -> Result<(), PtxError> {
         let line = self.line();
         let mut is_extern = false;
         let mut weak = false;
@@ -424,7 +398,7 @@ impl Parser {
         }
     }
 
-    fn func(&mut self, line: u32, kernel: bool) -> Result<FuncDecl, EmuError> {
+    fn func(&mut self, line: u32, kernel: bool) -> Result<FuncDecl, PtxError> {
         let mut rets = Vec::new();
         if self.is_punct('(') {
             rets = self.param_list()?;
@@ -477,7 +451,7 @@ impl Parser {
         })
     }
 
-    fn param_list(&mut self) -> Result<Vec<VarDecl>, EmuError> {
+    fn param_list(&mut self) -> Result<Vec<VarDecl>, PtxError> {
         self.expect('(')?;
         let mut out = Vec::new();
         if self.eat_punct(')') {
@@ -493,7 +467,7 @@ impl Parser {
     }
 
     /// `.space [.ptr .global] [.align N] [.vN] .type name[dims] [= init]` (no `;`).
-    fn var_decl(&mut self) -> Result<VarDecl, EmuError> {
+    fn var_decl(&mut self) -> Result<VarDecl, PtxError> {
         let line = self.line();
         let mut v = VarDecl {
             line,
@@ -549,7 +523,7 @@ impl Parser {
         Ok(v)
     }
 
-    fn init(&mut self, depth: u32) -> Result<Init, EmuError> {
+    fn init(&mut self, depth: u32) -> Result<Init, PtxError> {
         if depth > MAX_DEPTH {
             return self.err("initialiser nested too deeply");
         }
@@ -585,7 +559,7 @@ impl Parser {
         Ok(Init::Lit(self.literal()?))
     }
 
-    fn literal(&mut self) -> Result<Lit, EmuError> {
+    fn literal(&mut self) -> Result<Lit, PtxError> {
         let neg = self.eat_punct('-');
         let lit = match self.next() {
             Tok::Int(v) => Lit::Int(v),
@@ -609,7 +583,7 @@ impl Parser {
         })
     }
 
-    fn body(&mut self) -> Result<Vec<Stmt>, EmuError> {
+    fn body(&mut self) -> Result<Vec<Stmt>, PtxError> {
         self.expect('{')?;
         let mut out = Vec::new();
         let mut depth = 1u32;
@@ -687,16 +661,19 @@ impl Parser {
         }
     }
 
-    fn inst(&mut self, line: u32) -> Result<Inst, EmuError> {
-        let opcode = self.ident()?;
-        let mut mods = Vec::new();
-        while let Tok::Dir(d) = self.peek().clone() {
-            self.pos += 1;
+    fn inst(&mut self, line: u32) -> Result<Inst, PtxError> {
+        let mut text = self.ident()?;
+        let opcode = Opcode::parse(&text);
+        let mut mods = Mods::default();
+        while let Tok::Dir(d) = self.peek() {
             mods.push(d);
+            text.push('.');
+            text.push_str(d);
+            self.pos += 1;
         }
         let mut args = Vec::new();
-        let bulk = opcode == "cp" && mods.iter().any(|m| m.starts_with("bulk") || m == "reduce");
-        if (UNPARSED.contains(&opcode.as_str()) && opcode != "cp") || bulk {
+        let bulk = opcode == Opcode::Cp && (mods.bulk || mods.has(Mod::Reduce));
+        if opcode.operands_unparsed() || bulk {
             // Rejected later as not supported; their operand syntax is not worth parsing.
             self.skip_to_semicolon();
             return Ok(Inst {
@@ -704,6 +681,7 @@ impl Parser {
                 guard: None,
                 opcode,
                 mods,
+                text,
                 args,
             });
         }
@@ -723,11 +701,12 @@ impl Parser {
             guard: None,
             opcode,
             mods,
+            text,
             args,
         })
     }
 
-    fn name_operand(&mut self) -> Result<String, EmuError> {
+    fn name_operand(&mut self) -> Result<String, PtxError> {
         let mut n = self.ident()?;
         // %tid.x and friends.
         if n.starts_with('%') {
@@ -742,7 +721,7 @@ impl Parser {
         Ok(n)
     }
 
-    fn operand(&mut self, depth: u32) -> Result<Opnd, EmuError> {
+    fn operand(&mut self, depth: u32) -> Result<Opnd, PtxError> {
         if depth > 4 {
             return self.err("operand nested too deeply");
         }
@@ -889,6 +868,6 @@ $L__BB0_2:
     #[test]
     fn errors_carry_line_numbers() {
         let e = parse(".version 8.0\n.entry k()\n{\n  add.s32 %r1, , ;\n}\n").unwrap_err();
-        assert!(matches!(e, EmuError::InvalidPtx { line: 4, .. }), "{e:?}");
+        assert!(matches!(e, PtxError::InvalidPtx { line: 4, .. }), "{e:?}");
     }
 }

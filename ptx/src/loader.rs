@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use crate::error::EmuError;
+use crate::error::PtxError;
 
 const FATBIN_MAGIC: u32 = 0xBA55_ED50;
 const WRAPPER_MAGIC: u32 = 0x4662_43B1;
@@ -15,7 +15,7 @@ const FLAG_ZSTD: u64 = 0x8000;
 const MAX_PAYLOAD: u64 = 1 << 30;
 
 /// Returns the PTX text to use for compute capability `cc`.
-pub fn extract_ptx(image: &[u8], cc: u32) -> Result<String, EmuError> {
+pub fn extract_ptx(image: &[u8], cc: u32) -> Result<String, PtxError> {
     if image.len() >= 4
         && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == FATBIN_MAGIC
     {
@@ -25,20 +25,20 @@ pub fn extract_ptx(image: &[u8], cc: u32) -> Result<String, EmuError> {
         && u32::from_le_bytes([image[0], image[1], image[2], image[3]]) == WRAPPER_MAGIC
     {
         // The wrapper holds a pointer into the client's memory, meaningless here.
-        return Err(EmuError::InvalidImage(
+        return Err(PtxError::InvalidImage(
             "a fatbin wrapper: send the fatbin it points to instead".into(),
         ));
     }
     if image.starts_with(b"\x7fELF") {
-        return Err(EmuError::NoBinaryForGpu(
+        return Err(PtxError::NoBinaryForGpu(
             "the image is an ELF cubin (SASS only)".into(),
         ));
     }
     let end = image.iter().position(|&b| b == 0).unwrap_or(image.len());
     let text = std::str::from_utf8(&image[..end])
-        .map_err(|_| EmuError::InvalidImage("not PTX text (invalid UTF-8)".into()))?;
+        .map_err(|_| PtxError::InvalidImage("not PTX text (invalid UTF-8)".into()))?;
     if !text.contains(".version") && !text.contains(".entry") && !text.contains(".func") {
-        return Err(EmuError::InvalidImage(
+        return Err(PtxError::InvalidImage(
             "not PTX text, a fatbin or an ELF image".into(),
         ));
     }
@@ -74,7 +74,7 @@ pub struct Entry<'a> {
 
 impl Entry<'_> {
     /// The member's bytes, decompressed (LZ4 raw block or Zstandard frame) when stored so.
-    pub fn bytes(&self) -> Result<Vec<u8>, EmuError> {
+    pub fn bytes(&self) -> Result<Vec<u8>, PtxError> {
         if self.flags & FLAG_LZ4 != 0 {
             // LZ4 expands at most 255-fold: a larger claim is a lie, refused before the
             // output buffer is allocated for it.
@@ -82,23 +82,23 @@ impl Entry<'_> {
                 .saturating_mul(255)
                 .saturating_add(16);
             if self.uncompressed > MAX_PAYLOAD.min(most) {
-                return Err(EmuError::InvalidImage(format!(
+                return Err(PtxError::InvalidImage(format!(
                     "compressed member claims {} bytes from {}",
                     self.uncompressed,
                     self.payload.len()
                 )));
             }
             lz4_flex::block::decompress(self.payload, self.uncompressed as usize)
-                .map_err(|err| EmuError::InvalidImage(format!("LZ4 payload: {err}")))
+                .map_err(|err| PtxError::InvalidImage(format!("LZ4 payload: {err}")))
         } else if self.flags & FLAG_ZSTD != 0 {
             let mut dec = ruzstd::decoding::StreamingDecoder::new(self.payload)
-                .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
+                .map_err(|err| PtxError::InvalidImage(format!("Zstandard payload: {err}")))?;
             let mut out = Vec::new();
             // No more than the member says it holds (Zstandard can expand without bound).
             (&mut dec)
                 .take(MAX_PAYLOAD.min(self.uncompressed.max(1)))
                 .read_to_end(&mut out)
-                .map_err(|err| EmuError::InvalidImage(format!("Zstandard payload: {err}")))?;
+                .map_err(|err| PtxError::InvalidImage(format!("Zstandard payload: {err}")))?;
             Ok(out)
         } else {
             Ok(self.payload.to_vec())
@@ -107,8 +107,8 @@ impl Entry<'_> {
 }
 
 /// Every member of every fatbin container in `image` (containers may come back to back).
-pub fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
-    let bad = |what: &str| EmuError::InvalidImage(format!("malformed fatbin: {what}"));
+pub fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, PtxError> {
+    let bad = |what: &str| PtxError::InvalidImage(format!("malformed fatbin: {what}"));
     let mut out = Vec::new();
     let mut pos = 0usize;
     // Containers back to back, each `magic, version, header size, size of entries`.
@@ -157,7 +157,7 @@ pub fn entries(image: &[u8]) -> Result<Vec<Entry<'_>>, EmuError> {
     Ok(out)
 }
 
-fn from_fatbin(image: &[u8], cc: u32) -> Result<String, EmuError> {
+fn from_fatbin(image: &[u8], cc: u32) -> Result<String, PtxError> {
     let all = entries(image)?;
     let best = all
         .iter()
@@ -174,7 +174,7 @@ fn from_fatbin(image: &[u8], cc: u32) -> Result<String, EmuError> {
                 )
             })
             .collect();
-        return Err(EmuError::NoBinaryForGpu(format!(
+        return Err(PtxError::NoBinaryForGpu(format!(
             "no PTX for compute capability {cc} (image holds: {})",
             archs.join(", ")
         )));
@@ -182,11 +182,11 @@ fn from_fatbin(image: &[u8], cc: u32) -> Result<String, EmuError> {
     let bytes = e.bytes()?;
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8(bytes[..end].to_vec())
-        .map_err(|_| EmuError::InvalidImage("PTX payload is not UTF-8".into()))
+        .map_err(|_| PtxError::InvalidImage("PTX payload is not UTF-8".into()))
 }
 
-/// Builds a fatbin with the given (kind, sm, flags, payload, uncompressed size) entries (tests).
-#[cfg(test)]
+/// Builds a fatbin with the given (kind, sm, flags, payload, uncompressed size) entries: the
+/// inverse of [`entries`], for tests and tools that need an image.
 pub fn build_fatbin(entries: &[(u16, u32, u64, Vec<u8>, u64)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (kind, sm, flags, payload, unc) in entries {
