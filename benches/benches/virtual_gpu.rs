@@ -170,6 +170,10 @@ fn main() -> anyhow::Result<()> {
         println!("measuring {} n={} x{} ...", w.kernel, w.n, w.iters);
         let one = run(false, &w)?;
         let split = run(true, &w)?;
+        println!(
+            "  one member: kernel {:.1} ms, total {:.1} ms; virtual GPU: kernel {:.1} ms, total {:.1} ms",
+            one.0, one.1, split.0, split.1
+        );
         rows.push((w, one, split));
     }
     let (share, total, reasons) = corpus_share()?;

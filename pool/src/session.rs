@@ -196,7 +196,10 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
         });
         let r = crate::vgpu::serve(calls, &mut vgpu, stop).await;
         vgpu.close("session over");
-        pool.vgpus().remove(&id);
+        if let Some(stats) = pool.vgpus().remove(&id) {
+            let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+            tracing::info!("virtual GPU session over: {}", stats.json());
+        }
         return r.map_err(|e| match e {
             Forward::Client(e) => e,
             Forward::Member(ConnError::Lost(why)) => {

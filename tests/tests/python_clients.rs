@@ -61,7 +61,11 @@ fn cupy_elementwise_kernels_and_reductions_match_numpy() {
 /// `script` on one virtual GPU over two members of a pool.
 fn python_on_a_virtual_gpu(script: &str) -> String {
     let members = [Server::start(), Server::start()];
-    let pool = Pool::start(&[&members[0].connection, &members[1].connection], &[]);
+    // Every launch the footprints allow is split, however small: the results must not change.
+    let pool = Pool::start(
+        &[&members[0].connection, &members[1].connection],
+        &["--split", "always"],
+    );
     let out = python_with(
         pool.command_virtual_gpu(2, Path::new("python3")),
         script,

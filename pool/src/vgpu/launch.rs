@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::analysis::{plan_in, split_dim, Analysis, KernelFootprint, RangeFootprint, Region};
 use remora_protocol::messages::{CtxId, ModuleId, Reply, Request};
 
+use super::modules::guarded_id;
 use super::{lost_reply, SplitPolicy, Vgpu};
 
 /// Split only when the prediction is under this share of the whole run's time.
@@ -222,8 +223,9 @@ impl Vgpu {
         let started = Instant::now();
         for &(m, lo, hi) in &ranges {
             let mut r = req.clone();
-            if let Request::Launch { params, .. } = &mut r {
+            if let Request::Launch { params, module, .. } = &mut r {
                 *params = member_params(lo, hi);
+                *module = guarded_id(*module);
             }
             self.post(m, &r).await?;
         }
@@ -409,8 +411,6 @@ impl Vgpu {
             .get_or_create(&vec![("how", "whole".into())])
             .inc();
         let Request::Launch {
-            module,
-            kernel,
             grid,
             block,
             ref params,
@@ -419,11 +419,6 @@ impl Vgpu {
         else {
             return Ok(());
         };
-        let guard = self
-            .modules
-            .get(&module)
-            .and_then(|m| m.kernels.get(kernel as usize))
-            .and_then(|k| k.guard);
         let footprint = fp.and_then(|fp| {
             let dim = split_dim(grid);
             self.plan(fp, params, grid, block, &[(0, grid[dim])])
@@ -447,12 +442,7 @@ impl Vgpu {
             }
             None => self.gather_all(0).await?,
         }
-        let mut r = req.clone();
-        if let Request::Launch { params, grid, .. } = &mut r {
-            let dim = split_dim(*grid);
-            *params = with_guard(params, guard, dim as u32, 0, u32::MAX);
-        }
-        self.post(0, &r).await?;
+        self.post(0, req).await?;
         match footprint {
             Some(f) => {
                 for r in &f.writes {

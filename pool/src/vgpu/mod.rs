@@ -756,8 +756,14 @@ impl Vgpu {
                 Some(self.load_module(ctx, module, payload).await?),
                 Vec::new(),
             )),
-            Request::ModuleUnload { module, .. } => {
-                self.modules.remove(&module);
+            Request::ModuleUnload { ctx, module } => {
+                if self.modules.remove(&module).is_some_and(|m| m.twin) {
+                    let twin = Request::ModuleUnload {
+                        ctx,
+                        module: modules::guarded_id(module),
+                    };
+                    self.broadcast(&twin, false).await?;
+                }
                 Ok((self.broadcast(req, wants_reply).await?, Vec::new()))
             }
             Request::Launch { .. } => done(self.launch(req).await),

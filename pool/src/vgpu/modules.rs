@@ -1,6 +1,7 @@
 //! Modules of a virtual GPU: each image's PTX is analysed once (which kernels may be split,
-//! and why the others may not) and rewritten with a guard, and the rewritten module is what
-//! every member loads.
+//! and why the others may not). Every member loads the image as it is, for launches that run
+//! whole, and, when a kernel may be split, a twin rewritten with a guard that returns for
+//! blocks outside the range given in three extra parameters.
 
 use super::analysis::{self as guard, Analysis};
 use remora_protocol::messages::{
@@ -15,14 +16,16 @@ use super::Vgpu;
 pub struct Kernel {
     pub name: String,
     pub analysis: Analysis,
-    /// Where the guard's (dimension, first block, end block) go in the members' parameter
-    /// buffer; `None` when the image had no PTX to rewrite.
+    /// Where the guard's (dimension, first block, end block) go in the parameter buffer of the
+    /// guarded twin; `None` when there is no twin to split with.
     pub guard: Option<[ParamDesc; 3]>,
 }
 
 /// A loaded module: its kernels in the order the client numbers them.
 pub struct Module {
     pub kernels: Vec<Kernel>,
+    /// Whether members hold a guarded twin of it ([`guarded_id`]).
+    pub twin: bool,
 }
 
 /// `CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR` and `_MINOR`.
@@ -56,46 +59,83 @@ impl Vgpu {
         let rewritten = guard::extract_ptx(image, cc)
             .map_err(|e| e.to_string())
             .and_then(|text| {
-                let guarded = guard::guard_ptx(&text)?;
-                Ok((analyse(&text), guarded))
+                let analyses = analyse(&text);
+                let any = analyses
+                    .iter()
+                    .any(|(_, a)| matches!(a, Analysis::Splittable(_)));
+                // Only a module with a kernel to split needs its guarded twin.
+                let guarded = if any {
+                    Some(guard::guard_ptx(&text)?.into_bytes())
+                } else {
+                    None
+                };
+                Ok((analyses, guarded))
             });
-        let (analyses, sent): (Vec<(String, Analysis)>, Vec<u8>) = match rewritten {
-            Ok((a, g)) => (a, g.into_bytes()),
-            Err(why) => (
+        let (analyses, guarded) = rewritten.unwrap_or_else(|why| {
+            (
                 vec![(
                     String::new(),
                     Analysis::NotSplittable(format!("no PTX to analyse: {why}")),
                 )],
-                image.to_vec(),
-            ),
-        };
-        let guarded = sent.as_slice() != image;
-        let hash: [u8; 32] = sha2::Sha256::digest(&sent).into();
-        let req = Request::ModuleLoad { ctx, module, hash };
+                None,
+            )
+        });
+        let hash: [u8; 32] = sha2::Sha256::digest(image).into();
+        let original = Request::ModuleLoad { ctx, module, hash };
+        let twin = guarded.as_ref().map(|g| {
+            let hash: [u8; 32] = sha2::Sha256::digest(g).into();
+            (
+                Request::ModuleLoad {
+                    ctx,
+                    module: guarded_id(module),
+                    hash,
+                },
+                g.as_slice(),
+            )
+        });
+        // Every member loads the image as it is (launches that run whole use it) and, where a
+        // kernel may be split, its guarded twin.
         let replies = futures_util::future::join_all((0..self.members.len()).map(|i| {
-            let r = self.for_member(i, &req);
             let link = &self.members[i].link;
-            let sent = &sent;
-            async move { link.call(&r, sent, None).await }
+            let original = self.for_member(i, &original);
+            let twin = twin.as_ref().map(|(r, g)| (self.for_member(i, r), *g));
+            async move {
+                let first = link.call(&original, image, None).await?;
+                let second = match twin {
+                    Some((r, g)) if first.status == 0 => Some(link.call(&r, g, None).await?),
+                    _ => None,
+                };
+                Ok::<_, ConnError>((first, second))
+            }
         }))
         .await;
         let mut home = None;
         for r in replies {
-            let r = r?;
-            if r.status != 0 {
-                return Ok(r);
+            let (first, second) = r?;
+            if first.status != 0 {
+                return Ok(first);
             }
-            home.get_or_insert(r);
+            if let Some(s) = second.as_ref().filter(|s| s.status != 0) {
+                return Ok(s.clone());
+            }
+            home.get_or_insert((first, second));
         }
-        let Some(mut reply) = home else {
+        let Some((reply, twin_reply)) = home else {
             return Ok(Reply::ok(ReplyBody::None));
         };
-        let ReplyBody::Module { kernels, .. } = &mut reply.body else {
+        let ReplyBody::Module { kernels, .. } = &reply.body else {
             return Ok(reply);
         };
+        let twin_kernels = match twin_reply.map(|r| r.body) {
+            Some(ReplyBody::Module { kernels, .. }) => kernels,
+            _ => Vec::new(),
+        };
         let mut ours = Vec::with_capacity(kernels.len());
-        for k in kernels.iter_mut() {
-            let guard = if guarded { strip_guard(k) } else { None };
+        for k in kernels {
+            let guard = twin_kernels
+                .iter()
+                .find(|t| t.name == k.name)
+                .and_then(guard_params);
             let analysis = analyses
                 .iter()
                 .find(|(n, _)| n == &k.name)
@@ -114,18 +154,26 @@ impl Vgpu {
                 guard,
             });
         }
-        self.modules.insert(module, Module { kernels: ours });
+        self.modules.insert(
+            module,
+            Module {
+                kernels: ours,
+                twin: guarded.is_some(),
+            },
+        );
         Ok(reply)
     }
 }
 
-/// Removes the guard's parameters from what the client sees of a kernel, returning where they
-/// sit in the members' buffer.
-fn strip_guard(k: &mut KernelDesc) -> Option<[ParamDesc; 3]> {
+/// The handle under which members hold a module's guarded twin: the client's with the top bit
+/// set (the client's handles never have it).
+pub fn guarded_id(module: ModuleId) -> ModuleId {
+    ModuleId(module.0 | 1 << 63)
+}
+
+/// Where the guard's parameters sit in the guarded twin's parameter buffer (its last three).
+fn guard_params(k: &KernelDesc) -> Option<[ParamDesc; 3]> {
     let n = guard::GUARD_PARAMS as usize;
-    if k.params.len() < n {
-        return None;
-    }
-    let tail = k.params.split_off(k.params.len() - n);
+    let tail = k.params.get(k.params.len().checked_sub(n)?..)?;
     Some([tail[0], tail[1], tail[2]])
 }
