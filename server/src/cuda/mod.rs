@@ -389,6 +389,37 @@ impl DeviceState {
     }
 }
 
+impl DeviceState {
+    /// Reserves `size` bytes of virtual addresses exactly at `ptr`, inside the window, where
+    /// another device placed the same allocation (the pool's virtual GPU).
+    fn reserve_at(&mut self, api: &Api, ptr: u64, size: u64) -> CuResult<(u64, Option<u64>)> {
+        let refuse = |why: String| Err(CuError::new(CuStatus::INVALID_VALUE, why));
+        let g = self.granularity;
+        let Some(offset) = ptr.checked_sub(self.base).filter(|o| o % g == 0) else {
+            return refuse(format!(
+                "{ptr:#x} is not a granule-aligned address of this device's window"
+            ));
+        };
+        if !self.space.alloc_at(offset, size) {
+            return refuse(format!("{ptr:#x} (+{size:#x}) is not free in this window"));
+        }
+        let mut got: CUdeviceptr = 0;
+        // SAFETY: reserves virtual addresses only; `ptr` is a hint the driver may ignore.
+        let r = unsafe { (api.cuMemAddressReserve)(&mut got, size as usize, g as usize, ptr, 0) };
+        if r == 0 && got == ptr {
+            return Ok((got, Some(offset)));
+        }
+        if r == 0 {
+            // SAFETY: releases the reservation just made, which nothing uses.
+            unsafe { (api.cuMemAddressFree)(got, size as usize) };
+        }
+        self.space.free(offset, size);
+        refuse(format!(
+            "the driver would not reserve {ptr:#x} (+{size:#x}) in this process"
+        ))
+    }
+}
+
 impl CudaSession {
     fn slot(&self, device: u32) -> CuResult<&Slot> {
         self.slots
@@ -680,8 +711,14 @@ impl CudaSession {
     }
 }
 
-impl DeviceSession for CudaSession {
-    fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64> {
+impl CudaSession {
+    /// Device memory of `size` bytes on `device`, mapped where `place` reserves addresses.
+    fn alloc_placed(
+        &mut self,
+        device: u32,
+        size: u64,
+        place: impl FnOnce(&mut DeviceState, &Api, u64) -> CuResult<(u64, Option<u64>)>,
+    ) -> CuResult<u64> {
         let api = self.api;
         let ordinal = self.slot(device)?.ordinal;
         let g = self.enter(device as usize)?.granularity;
@@ -700,7 +737,7 @@ impl DeviceSession for CudaSession {
             .state
             .get_mut()
             .ok_or_else(|| CuError::new(CuStatus::NOT_INITIALIZED, "no context"))?;
-        let placed = st.reserve(api, rounded);
+        let placed = place(st, api, rounded);
         let (ptr, offset) = match placed {
             Ok(p) => p,
             Err(e) => {
@@ -755,6 +792,19 @@ impl DeviceSession for CudaSession {
             },
         );
         Ok(ptr)
+    }
+}
+
+impl DeviceSession for CudaSession {
+    fn alloc(&mut self, device: u32, size: u64) -> CuResult<u64> {
+        self.alloc_placed(device, size, |st, api, rounded| st.reserve(api, rounded))
+    }
+
+    fn alloc_fixed(&mut self, device: u32, ptr: u64, size: u64) -> CuResult<()> {
+        self.alloc_placed(device, size, |st, api, rounded| {
+            st.reserve_at(api, ptr, rounded)
+        })
+        .map(|_| ())
     }
 
     fn free(&mut self, ptr: u64) -> CuResult<()> {

@@ -47,6 +47,30 @@ impl Space {
         Some(at)
     }
 
+    /// Takes exactly `[offset, offset + len)` if it is all free (one free range covers it).
+    pub fn alloc_at(&mut self, offset: u64, len: u64) -> bool {
+        let Some(end) = offset
+            .checked_add(len)
+            .filter(|&e| len > 0 && e <= self.size)
+        else {
+            return false;
+        };
+        let Some((&start, &flen)) = self.free.range(..=offset).next_back() else {
+            return false;
+        };
+        if start + flen < end {
+            return false;
+        }
+        self.free.remove(&start);
+        if offset > start {
+            self.free.insert(start, offset - start);
+        }
+        if end < start + flen {
+            self.free.insert(end, start + flen - end);
+        }
+        true
+    }
+
     /// Marks whatever is still free of `[offset, offset + len)` as used, for good.
     pub fn take(&mut self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.size);
@@ -88,6 +112,20 @@ mod tests {
     use super::*;
 
     const G: u64 = 2 << 20;
+
+    #[test]
+    fn a_range_is_taken_exactly_where_asked_only_when_all_free() {
+        let mut s = Space::new(8 * G);
+        assert!(s.alloc_at(2 * G, G));
+        assert!(!s.alloc_at(2 * G, G), "already taken");
+        assert!(!s.alloc_at(G, 2 * G), "overlaps the taken one");
+        assert!(!s.alloc_at(7 * G, 2 * G), "past the end");
+        assert!(!s.alloc_at(0, 0));
+        assert_eq!(s.alloc(2 * G, G), Some(0), "the gap before it");
+        assert_eq!(s.alloc(G, G), Some(3 * G), "and after it");
+        s.free(2 * G, G);
+        assert!(s.alloc_at(2 * G, G));
+    }
 
     #[test]
     fn first_fit_reuses_and_coalesces() {

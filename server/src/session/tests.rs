@@ -1463,3 +1463,24 @@ fn ipc_names_only_the_clients_own_allocations_and_its_own_openings() {
         CuStatus::INVALID_CONTEXT
     );
 }
+
+#[test]
+fn a_fixed_allocation_the_backend_cannot_place_holds_nothing_of_the_quota() {
+    let (mut s, _) = session(Some(4096));
+    ok(&mut s, ctx_create(A, 0));
+    let fixed = Request::MemAllocFixed {
+        ctx: A,
+        ptr: 0x7000_0000,
+        size: 4096,
+    };
+    // The fake backend cannot place allocations where told.
+    assert_eq!(fails(&mut s, fixed), CuStatus::NOT_SUPPORTED);
+    let zero = Request::MemAllocFixed {
+        ctx: A,
+        ptr: 0x7000_0000,
+        size: 0,
+    };
+    assert_eq!(fails(&mut s, zero), CuStatus::INVALID_VALUE);
+    // The whole quota is still there.
+    alloc(&mut s, A, 4096);
+}
