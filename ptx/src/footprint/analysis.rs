@@ -988,14 +988,31 @@ impl Interp<'_> {
             } => {
                 let x = self.src(st, a, ty.bits(), out, line);
                 let y = self.src(st, b, ty.bits(), out, line);
+                // A uniform operand is compared as the register reads (signed or not), not
+                // as whichever representative its polynomial holds.
+                let exact = |p: Poly, unsigned: bool| -> Option<Poly> {
+                    if p.as_const().is_some() || !p.uniform() {
+                        return Some(p);
+                    }
+                    let bits = ty.bits();
+                    match self.uniform(UOp::Ext { from: bits }, bits, !unsigned, vec![p], line) {
+                        Val::P(q) => Some(q),
+                        _ => None,
+                    }
+                };
                 let c = match (rel_of(*cmp, *ty), x, y) {
-                    (Some((rel, unsigned)), Val::P(a), Val::P(b)) => Some(PredV::one(Cond {
-                        rel,
-                        unsigned,
-                        a,
-                        b,
-                        bits: ty.bits(),
-                    })),
+                    (Some((rel, unsigned)), Val::P(a), Val::P(b)) => {
+                        match (exact(a, unsigned), exact(b, unsigned)) {
+                            (Some(a), Some(b)) => Some(PredV::one(Cond {
+                                rel,
+                                unsigned,
+                                a,
+                                b,
+                                bits: ty.bits(),
+                            })),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
                 let nc = c.as_ref().map(PredV::negate);

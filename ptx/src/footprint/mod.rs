@@ -20,6 +20,18 @@
 //! * [`plan`] checks a split: writes of different ranges disjoint, and no range reading what
 //!   another writes.
 //!
+//! * Values computed only from parameter words, `%ntid` and `%nctaid` by operations no
+//!   polynomial expresses (div, rem, shifts, bitwise ops, min/max, selp on such a condition,
+//!   extensions) become [`Atom::Uni`] atoms naming a [`Uniform`] expression that `evaluate`
+//!   computes exactly as the registers would (so `(n + 15) / 16` bounds a loop). Uniform
+//!   operands of comparisons are read as the comparison's signedness.
+//! * Patterns exact only for values in a range are recorded as [`Assume`]s, and `evaluate`
+//!   refuses a launch where the range's indices may leave it: `shl 32; shr.s64 32` (sign
+//!   extension, also through loop induction) gives the value when it lies in `[-2^31, 2^31)`,
+//!   and a sign test `shr.s x, bits-1` (numba's negative-index wrap) gives 0 when `x >= 0`.
+//! * Bound checks combined by `and.pred` (or the `or.pred` of their negations) clip like
+//!   single ones.
+//!
 //! Soundness notes: 32-bit index arithmetic is treated as exact integers, and `evaluate`
 //! refuses a launch where a 32-bit value widened into an address may have wrapped; reads in
 //! loops whose trip count is unknown come back as [`RangeFootprint::unbounded_reads`] (the
