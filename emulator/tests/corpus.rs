@@ -387,6 +387,9 @@ fn tiled_matmul(dir: &str) {
     )
     .result
     .unwrap();
+    // The loop count (n + 15) / 16 is known at launch and the tile loads are clipped by
+    // `row < n && k < n`: the split into 2 and 3 ranges of rows is accepted and matches.
+    assert_eq!(common::oracle::splits("matmul"), vec![(2, true), (3, true)]);
     let got = g.get_f32(pc, n * n);
     for i in 0..n {
         for j in 0..n {
@@ -415,6 +418,9 @@ fn transpose_tiles(dir: &str) {
     )
     .result
     .unwrap();
+    // Reads and writes clipped by both `x < w && y < h`: the split over the 2 rows of tiles
+    // is accepted (their last rows no longer overlap) and matches.
+    assert_eq!(common::oracle::splits("transpose"), vec![(2, true)]);
     let got = g.get_f32(po, w * h);
     for y in 0..h {
         for xx in 0..w {

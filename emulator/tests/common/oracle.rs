@@ -38,6 +38,29 @@ fn key(m: &Arc<Module>) -> Key {
 
 static TEXTS: Mutex<Vec<(Key, Arc<Module>, String)>> = Mutex::new(Vec::new());
 static GUARDED: Mutex<Vec<(Key, Arc<Module>)>> = Mutex::new(Vec::new());
+/// Outcome of each split check: (test thread, kernel, parts, accepted by `plan` and matched).
+type SplitLog = Vec<(std::thread::ThreadId, String, u32, bool)>;
+static SPLITS: Mutex<SplitLog> = Mutex::new(Vec::new());
+
+fn record(kernel: &str, parts: u32, ok: bool) {
+    SPLITS
+        .lock()
+        .unwrap()
+        .push((std::thread::current().id(), kernel.to_string(), parts, ok));
+}
+
+/// The split checks of `kernel` this test thread ran so far: (parts, whether [`plan_in`]
+/// accepted the split; an accepted split that differs from the unsplit run panics).
+pub fn splits(kernel: &str) -> Vec<(u32, bool)> {
+    let me = std::thread::current().id();
+    SPLITS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|x| x.0 == me && x.1 == kernel)
+        .map(|x| (x.2, x.3))
+        .collect()
+}
 
 /// Remembers a module's PTX text (keeping the module alive so the key stays unique), so that
 /// its guarded form can be built.
@@ -230,6 +253,7 @@ fn split_check(
             Ok((_, f)) => f,
             Err(e) => {
                 eprintln!("footprint: {kernel}: split into {parts} refused: {e}");
+                record(kernel, parts, false);
                 continue;
             }
         };
@@ -279,5 +303,6 @@ fn split_check(
             }
         }
         eprintln!("footprint: {kernel}: split into {parts} matches");
+        record(kernel, parts, true);
     }
 }

@@ -5,6 +5,7 @@
 //! exit test then bounds `Loop(h)`. Branch conditions of the form `e < b` are kept as facts
 //! along the paths they guard, so that `if (i < n) y[i] = ..` can clip an access at launch.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::poly::{Atom, Poly};
@@ -78,6 +79,8 @@ pub(crate) struct Cond {
     unsigned: bool,
     a: Poly,
     b: Poly,
+    /// Width of the compared registers.
+    bits: u32,
 }
 
 impl Cond {
@@ -103,6 +106,219 @@ impl Cond {
             unsigned: self.unsigned,
         })
     }
+}
+
+/// Most conditions one predicate keeps.
+const MAX_CONDS: usize = 8;
+
+/// What a predicate register holds: all of `conds` (`neg == false`), or not all of them
+/// (`neg == true`, never with a single condition: that one is negated instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PredV {
+    neg: bool,
+    conds: Vec<Cond>,
+}
+
+impl PredV {
+    fn one(c: Cond) -> PredV {
+        PredV {
+            neg: false,
+            conds: vec![c],
+        }
+    }
+    fn make(neg: bool, conds: Vec<Cond>) -> Option<PredV> {
+        if conds.is_empty() || conds.len() > MAX_CONDS {
+            return None;
+        }
+        Some(match (neg, &conds[..]) {
+            (true, [c]) => PredV::one(c.negate()),
+            _ => PredV { neg, conds },
+        })
+    }
+    fn negate(&self) -> PredV {
+        PredV::make(!self.neg, self.conds.clone()).unwrap_or_else(|| self.clone())
+    }
+    /// The condition, when the predicate is a single one.
+    fn single(&self) -> Option<Cond> {
+        match (&self.conds[..], self.neg) {
+            ([c], false) => Some(c.clone()),
+            _ => None,
+        }
+    }
+    /// Conditions that all hold when the predicate does.
+    fn all(&self) -> Option<Vec<Cond>> {
+        (!self.neg).then(|| self.conds.clone())
+    }
+    /// Conditions not all of which hold when the predicate does.
+    fn not_all(&self) -> Option<Vec<Cond>> {
+        match (&self.conds[..], self.neg) {
+            (_, true) => Some(self.conds.clone()),
+            ([c], false) => Some(vec![c.negate()]),
+            _ => None,
+        }
+    }
+    fn mentions(&self, a: Atom) -> bool {
+        self.conds
+            .iter()
+            .any(|c| c.a.mentions(a) || c.b.mentions(a))
+    }
+    /// The facts that hold where the predicate does.
+    fn facts(&self) -> Vec<Fact> {
+        self.all()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Cond::fact)
+            .collect()
+    }
+    fn and(&self, o: &PredV) -> Option<PredV> {
+        let mut c = self.all()?;
+        c.extend(o.all()?);
+        PredV::make(false, c)
+    }
+    fn or(&self, o: &PredV) -> Option<PredV> {
+        let mut c = self.not_all()?;
+        c.extend(o.not_all()?);
+        PredV::make(true, c)
+    }
+    fn comb(&self, op: BoolOp, o: &PredV) -> Option<PredV> {
+        match op {
+            BoolOp::And => self.and(o),
+            BoolOp::Or => self.or(o),
+            BoolOp::Xor => None,
+        }
+    }
+}
+
+/// An operation on uniform values, computed at launch ([`Uniform::eval`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UOp {
+    Div,
+    Rem,
+    Shr,
+    Shl,
+    And,
+    Or,
+    Xor,
+    Min,
+    Max,
+    MulHi,
+    Not,
+    Abs,
+    /// Sign- (when signed) or zero-extension from `from` bits.
+    Ext {
+        from: u32,
+    },
+    /// `args[0] rel args[1]` (compared at `bits` bits, unsigned when `unsigned`) ?
+    /// `args[2]` : `args[3]`.
+    Sel {
+        rel: Rel,
+        unsigned: bool,
+        bits: u32,
+    },
+}
+
+/// A value computed from parameter words, `%ntid`, `%nctaid` and earlier uniform values by an
+/// operation polynomials cannot express: `op` on the `bits`-bit registers holding `args`
+/// (read as signed when `signed`). [`Atom::Uni`] names it by its index in the kernel's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uniform {
+    pub op: UOp,
+    pub bits: u32,
+    pub signed: bool,
+    pub args: Vec<Poly>,
+    pub line: u32,
+}
+
+/// `v` as the `bits`-bit register holding it reads (as signed or unsigned).
+pub fn wrap(v: i128, bits: u32, signed: bool) -> i128 {
+    let m = 1i128 << bits.min(64);
+    let u = v.rem_euclid(m);
+    if signed && u >= m / 2 {
+        u - m
+    } else {
+        u
+    }
+}
+
+impl Uniform {
+    /// The value, given the arguments' values; `None` where the hardware result is not
+    /// defined (a division by zero).
+    pub fn eval(&self, a: &[i128]) -> Option<i128> {
+        let (bits, s) = (self.bits, self.signed);
+        let w = |v: i128| wrap(v, bits, s);
+        let u = |v: i128| wrap(v, bits, false);
+        let x = *a.first()?;
+        let y = || a.get(1).copied();
+        let r = match self.op {
+            UOp::Div | UOp::Rem => {
+                let (x, y) = (w(x), w(y()?));
+                if y == 0 {
+                    return None;
+                }
+                if self.op == UOp::Div {
+                    x.checked_div(y)?
+                } else {
+                    x.checked_rem(y)?
+                }
+            }
+            UOp::Shr => {
+                let n = wrap(y()?, 32, false);
+                if s {
+                    w(x) >> n.min(bits as i128 - 1)
+                } else if n >= bits as i128 {
+                    0
+                } else {
+                    u(x) >> n
+                }
+            }
+            UOp::Shl => {
+                let n = wrap(y()?, 32, false);
+                if n >= bits as i128 {
+                    0
+                } else {
+                    u(x) << n
+                }
+            }
+            UOp::And => u(x) & u(y()?),
+            UOp::Or => u(x) | u(y()?),
+            UOp::Xor => u(x) ^ u(y()?),
+            UOp::Min => w(x).min(w(y()?)),
+            UOp::Max => w(x).max(w(y()?)),
+            UOp::MulHi => w(x).checked_mul(w(y()?))? >> bits,
+            UOp::Not => !u(x),
+            UOp::Abs => w(x).abs(),
+            UOp::Ext { from } => wrap(x, from, s),
+            UOp::Sel {
+                rel,
+                unsigned,
+                bits: cb,
+            } => {
+                let c = |v: i128| wrap(v, cb, !unsigned);
+                let (p, q) = (c(x), c(y()?));
+                let holds = match rel {
+                    Rel::Lt => p < q,
+                    Rel::Le => p <= q,
+                    Rel::Gt => p > q,
+                    Rel::Ge => p >= q,
+                    Rel::Eq => p == q,
+                    Rel::Ne => p != q,
+                };
+                return a.get(if holds { 2 } else { 3 }).copied();
+            }
+        };
+        Some(w(r))
+    }
+}
+
+/// `lo <= poly < hi` must hold wherever line `line` executes for the value the analysis
+/// uses to be exact (a sign extension by shifts, a sign test); checked at launch over the
+/// range's indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assume {
+    pub poly: Poly,
+    pub lo: i128,
+    pub hi: i128,
+    pub line: u32,
 }
 
 /// `e < b` holds where an access executes (compared unsigned when `unsigned`).
@@ -153,14 +369,19 @@ pub struct Raw {
     pub accesses: Vec<Access>,
     pub loops: Vec<LoopInfo>,
     pub narrow: Vec<Narrow>,
+    pub uniforms: Vec<Uniform>,
+    pub assumes: Vec<Assume>,
 }
+
+/// Most uniform values one kernel may define.
+const MAX_UNIFORMS: usize = 1024;
 
 const MAX_FACTS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     regs: Vec<Val>,
-    preds: Vec<Option<Cond>>,
+    preds: Vec<Option<PredV>>,
     facts: BTreeSet<Fact>,
     /// Version of each enclosing loop header's state this state was computed from.
     ver: BTreeMap<u32, u32>,
@@ -211,6 +432,7 @@ enum Status {
 struct Out {
     accesses: Vec<Access>,
     narrow: Vec<Narrow>,
+    assumes: Vec<Assume>,
     reason: Option<String>,
 }
 
@@ -346,6 +568,7 @@ struct Interp<'a> {
     is_const: &'a dyn Fn(u32) -> bool,
     nregs: usize,
     npreds: usize,
+    uni: RefCell<Vec<Uniform>>,
 }
 
 fn in_window(c: i128) -> bool {
@@ -382,7 +605,91 @@ impl Interp<'_> {
         }
     }
 
-    fn set_pred(&self, st: &mut State, p: u32, c: Option<Cond>, guarded: bool) {
+    /// The uniform value `op(args)` (folded when the arguments are constants), or unknown
+    /// when an argument is not uniform.
+    fn uniform(&self, op: UOp, bits: u32, signed: bool, args: Vec<Poly>, line: u32) -> Val {
+        if !args.iter().all(Poly::uniform) {
+            return Val::Top(false);
+        }
+        let u = Uniform {
+            op,
+            bits,
+            signed,
+            args,
+            line,
+        };
+        if let Some(c) = u
+            .args
+            .iter()
+            .map(Poly::as_const)
+            .collect::<Option<Vec<_>>>()
+        {
+            return u
+                .eval(&c)
+                .map_or(Val::Top(false), |v| Val::P(Poly::constant(v)));
+        }
+        let mut t = self.uni.borrow_mut();
+        let i = match t.iter().position(|x| {
+            x.op == u.op && x.bits == u.bits && x.signed == u.signed && x.args == u.args
+        }) {
+            Some(i) => i,
+            None if t.len() < MAX_UNIFORMS => {
+                t.push(u);
+                t.len() - 1
+            }
+            None => return Val::Top(false),
+        };
+        Val::P(Poly::atom(Atom::Uni(i as u32)))
+    }
+
+    /// `shr` of a non-uniform `p` by the constant `c`: exact when every coefficient is a
+    /// multiple of `2^c` (the quotient, assumed in range), or 0 for a sign test
+    /// (`c == bits - 1`, `p` assumed non-negative).
+    #[allow(clippy::too_many_arguments)]
+    fn shr(
+        &self,
+        p: &Poly,
+        c: i128,
+        bits: u32,
+        signed: bool,
+        out: &mut Option<&mut Out>,
+        line: u32,
+    ) -> Val {
+        let b = bits as i128;
+        if !(0..b).contains(&c) {
+            return Val::Top(false);
+        }
+        let k = 1i128 << c;
+        let (v, poly, lo, hi) = if p.0.values().all(|x| x % k == 0) {
+            let q = Poly(p.0.iter().map(|(m, x)| (m.clone(), x / k)).collect());
+            let (lo, hi) = if signed {
+                (-(1i128 << (b - 1 - c)), 1i128 << (b - 1 - c))
+            } else {
+                (0, 1i128 << (b - c))
+            };
+            (q.clone(), q, lo, hi)
+        } else if c == b - 1 {
+            (Poly::default(), p.clone(), 0, 1i128 << (b - 1))
+        } else {
+            return Val::Top(false);
+        };
+        if let Some(o) = out {
+            o.assumes.push(Assume { poly, lo, hi, line });
+        }
+        Val::P(v)
+    }
+
+    fn pred(&self, st: &State, a: &PSrc) -> Option<PredV> {
+        match a {
+            PSrc::Reg(p, neg) => {
+                let c = st.preds.get(*p as usize).cloned().flatten()?;
+                Some(if *neg { c.negate() } else { c })
+            }
+            PSrc::Imm(_) => None,
+        }
+    }
+
+    fn set_pred(&self, st: &mut State, p: u32, c: Option<PredV>, guarded: bool) {
         if let Some(slot) = st.preds.get_mut(p as usize) {
             *slot = if guarded && *slot != c { None } else { c };
         }
@@ -469,15 +776,13 @@ impl Interp<'_> {
                 self.set(st, *d, v, g);
             }
             Op::MovPred { d, a } => {
-                let c = match a {
-                    PSrc::Reg(p, neg) => st.preds.get(*p as usize).cloned().flatten().map(|c| {
-                        if *neg {
-                            c.negate()
-                        } else {
-                            c
-                        }
-                    }),
-                    PSrc::Imm(_) => None,
+                let c = self.pred(st, a);
+                self.set_pred(st, *d, c, g);
+            }
+            Op::PredLogic { op, d, a, b } => {
+                let c = match (self.pred(st, a), self.pred(st, b)) {
+                    (Some(x), Some(y)) => x.comb(*op, &y),
+                    _ => None,
                 };
                 self.set_pred(st, *d, c, g);
             }
@@ -510,10 +815,45 @@ impl Interp<'_> {
                         narrow(out, &y, *signed);
                         p.mul(q).map_or(Val::Top(false), Val::P)
                     }
-                    (I2::Shl, Val::P(p), Val::P(q), _) => match q.as_const() {
-                        Some(c @ 0..=62) => p.scale(1 << c).map_or(Val::Top(false), Val::P),
-                        _ => Val::Top(false),
-                    },
+                    (I2::Shl, Val::P(p), Val::P(q), _) if matches!(q.as_const(), Some(0..=62)) => {
+                        let c = q.as_const().unwrap_or(0);
+                        p.scale(1 << c).map_or(Val::Top(false), Val::P)
+                    }
+                    (_, Val::P(p), Val::P(q), _) if p.uniform() && q.uniform() => {
+                        let u = match op {
+                            I2::Div => Some(UOp::Div),
+                            I2::Rem => Some(UOp::Rem),
+                            I2::Shr => Some(UOp::Shr),
+                            I2::Shl => Some(UOp::Shl),
+                            I2::And => Some(UOp::And),
+                            I2::Or => Some(UOp::Or),
+                            I2::Xor => Some(UOp::Xor),
+                            I2::Min => Some(UOp::Min),
+                            I2::Max => Some(UOp::Max),
+                            I2::MulHi => Some(UOp::MulHi),
+                            _ => None,
+                        };
+                        match u {
+                            Some(u) => {
+                                self.uniform(u, *bits, *signed, vec![p.clone(), q.clone()], line)
+                            }
+                            None => Val::Top(false),
+                        }
+                    }
+                    (I2::Shr, Val::P(p), Val::P(q), _) if q.as_const().is_some() => {
+                        let c = q.as_const().unwrap_or(0);
+                        self.shr(p, c, *bits, *signed, out, line)
+                    }
+                    (I2::And, Val::P(p), Val::P(q), _)
+                        if p.as_const() == Some(0) || q.as_const() == Some(0) =>
+                    {
+                        Val::P(Poly::default())
+                    }
+                    (I2::Or | I2::Xor, Val::P(p), v, _) | (I2::Or | I2::Xor, v, Val::P(p), _)
+                        if p.as_const() == Some(0) =>
+                    {
+                        v.clone()
+                    }
                     _ => top(&[&x, &y]),
                 };
                 self.set(st, *d, v, g);
@@ -527,6 +867,24 @@ impl Interp<'_> {
             } => {
                 let v = match self.src(st, a, *bits, out, line) {
                     Val::P(p) => p.scale(-1).map_or(Val::Top(false), Val::P),
+                    x => top(&[&x]),
+                };
+                self.set(st, *d, v, g);
+            }
+            Op::Int1 {
+                op: op @ (I1::Not | I1::Abs),
+                bits,
+                d,
+                a,
+                ..
+            } => {
+                let (u, signed) = if *op == I1::Not {
+                    (UOp::Not, false)
+                } else {
+                    (UOp::Abs, true)
+                };
+                let v = match self.src(st, a, *bits, out, line) {
+                    Val::P(p) => self.uniform(u, *bits, signed, vec![p], line),
                     x => top(&[&x]),
                 };
                 self.set(st, *d, v, g);
@@ -566,10 +924,21 @@ impl Interp<'_> {
                 let v = if to.float() || from.float() || *to == Ty::Pred || *from == Ty::Pred {
                     top(&[&x])
                 } else {
-                    if from.bits() <= 32 && to.bits() > from.bits() {
-                        narrow(out, &x, from.signed());
+                    match &x {
+                        Val::P(p) if to.bits() > from.bits() && p.uniform() => self.uniform(
+                            UOp::Ext { from: from.bits() },
+                            to.bits(),
+                            from.signed(),
+                            vec![p.clone()],
+                            line,
+                        ),
+                        _ => {
+                            if from.bits() <= 32 && to.bits() > from.bits() {
+                                narrow(out, &x, from.signed());
+                            }
+                            x
+                        }
                     }
-                    x
                 };
                 self.set(st, *d, v, g);
             }
@@ -583,11 +952,29 @@ impl Interp<'_> {
                 };
                 self.set(st, *d, v, g);
             }
-            Op::Selp { d, a, b, mask, .. } => {
+            Op::Selp {
+                d, a, b, mask, p, ..
+            } => {
                 let bits = 64 - mask.leading_zeros().min(63);
                 let x = self.src(st, a, bits, out, line);
                 let y = self.src(st, b, bits, out, line);
-                self.set(st, *d, x.join(&y), g);
+                let c = self.pred(st, p).and_then(|c| c.single());
+                let v = match (&x, &y, c) {
+                    _ if x == y => x.clone(),
+                    (Val::P(px), Val::P(py), Some(c)) => self.uniform(
+                        UOp::Sel {
+                            rel: c.rel,
+                            unsigned: c.unsigned,
+                            bits: c.bits,
+                        },
+                        bits,
+                        false,
+                        vec![c.a, c.b, px.clone(), py.clone()],
+                        line,
+                    ),
+                    _ => x.join(&y),
+                };
+                self.set(st, *d, v, g);
             }
             Op::Setp {
                 cmp,
@@ -601,32 +988,51 @@ impl Interp<'_> {
             } => {
                 let x = self.src(st, a, ty.bits(), out, line);
                 let y = self.src(st, b, ty.bits(), out, line);
-                let c = match (comb, rel_of(*cmp, *ty), x, y) {
-                    (None, Some((rel, unsigned)), Val::P(a), Val::P(b)) => Some(Cond {
-                        rel,
-                        unsigned,
-                        a,
-                        b,
-                    }),
+                // A uniform operand is compared as the register reads (signed or not), not
+                // as whichever representative its polynomial holds.
+                let exact = |p: Poly, unsigned: bool| -> Option<Poly> {
+                    if p.as_const().is_some() || !p.uniform() {
+                        return Some(p);
+                    }
+                    let bits = ty.bits();
+                    match self.uniform(UOp::Ext { from: bits }, bits, !unsigned, vec![p], line) {
+                        Val::P(q) => Some(q),
+                        _ => None,
+                    }
+                };
+                let c = match (rel_of(*cmp, *ty), x, y) {
+                    (Some((rel, unsigned)), Val::P(a), Val::P(b)) => {
+                        match (exact(a, unsigned), exact(b, unsigned)) {
+                            (Some(a), Some(b)) => Some(PredV::one(Cond {
+                                rel,
+                                unsigned,
+                                a,
+                                b,
+                                bits: ty.bits(),
+                            })),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
-                let nc = c.as_ref().map(Cond::negate);
+                let nc = c.as_ref().map(PredV::negate);
+                let (c, nc) = match comb {
+                    None => (c, nc),
+                    Some((op, ps)) => {
+                        let other = self.pred(st, ps);
+                        let f = |c: Option<PredV>| {
+                            c.zip(other.clone()).and_then(|(c, o)| c.comb(*op, &o))
+                        };
+                        (f(c), f(nc))
+                    }
+                };
                 self.set_pred(st, *p, c, g);
                 if *q != SINK {
                     self.set_pred(st, *q, nc, g);
                 }
             }
             Op::PredNot { d, a } => {
-                let c = match a {
-                    PSrc::Reg(p, neg) => st.preds.get(*p as usize).cloned().flatten().map(|c| {
-                        if *neg {
-                            c
-                        } else {
-                            c.negate()
-                        }
-                    }),
-                    PSrc::Imm(_) => None,
-                };
+                let c = self.pred(st, a).map(|c| c.negate());
                 self.set_pred(st, *d, c, g);
             }
             Op::Ld {
@@ -795,6 +1201,7 @@ pub fn interpret(
         is_const,
         nregs: f.nregs as usize,
         npreds: f.npreds as usize,
+        uni: RefCell::new(Vec::new()),
     };
     let g = cfg(code, start, end);
     let nb = g.blocks.len();
@@ -816,7 +1223,9 @@ pub fn interpret(
                     let taken = g.blocks[t].0 == *target as usize;
                     let holds = taken != neg;
                     let c = if holds { c } else { c.negate() };
-                    s.add_fact(c.fact());
+                    for f in c.facts() {
+                        s.add_fact(Some(f));
+                    }
                 }
             }
         }
@@ -903,8 +1312,7 @@ pub fn interpret(
                 }
                 for (p, c) in st.preds.iter_mut().enumerate() {
                     let keep = c.as_ref().is_some_and(|c| {
-                        !c.a.mentions(la)
-                            && !c.b.mentions(la)
+                        !c.mentions(la)
                             && back.as_ref().is_none_or(|b| b.preds[p].as_ref() == Some(c))
                     });
                     if !keep {
@@ -1014,7 +1422,7 @@ pub fn interpret(
             let (Op::Bra { target }, Some((p, neg))) = (&last.op, last.guard) else {
                 return None;
             };
-            let c = outs[k].as_ref()?.preds.get(p as usize)?.clone()?;
+            let c = outs[k].as_ref()?.preds.get(p as usize)?.clone()?.single()?;
             Some((c, *target, neg))
         };
         let mut cont = None;
@@ -1057,5 +1465,7 @@ pub fn interpret(
         accesses: out.accesses,
         loops,
         narrow: out.narrow,
+        uniforms: it.uni.into_inner(),
+        assumes: out.assumes,
     })
 }

@@ -20,6 +20,18 @@
 //! * [`plan`] checks a split: writes of different ranges disjoint, and no range reading what
 //!   another writes.
 //!
+//! * Values computed only from parameter words, `%ntid` and `%nctaid` by operations no
+//!   polynomial expresses (div, rem, shifts, bitwise ops, min/max, selp on such a condition,
+//!   extensions) become [`Atom::Uni`] atoms naming a [`Uniform`] expression that `evaluate`
+//!   computes exactly as the registers would (so `(n + 15) / 16` bounds a loop). Uniform
+//!   operands of comparisons are read as the comparison's signedness.
+//! * Patterns exact only for values in a range are recorded as [`Assume`]s, and `evaluate`
+//!   refuses a launch where the range's indices may leave it: `shl 32; shr.s64 32` (sign
+//!   extension, also through loop induction) gives the value when it lies in `[-2^31, 2^31)`,
+//!   and a sign test `shr.s x, bits-1` (numba's negative-index wrap) gives 0 when `x >= 0`.
+//! * Bound checks combined by `and.pred` (or the `or.pred` of their negations) clip like
+//!   single ones.
+//!
 //! Soundness notes: 32-bit index arithmetic is treated as exact integers, and `evaluate`
 //! refuses a launch where a 32-bit value widened into an address may have wrapped; reads in
 //! loops whose trip count is unknown come back as [`RangeFootprint::unbounded_reads`] (the
@@ -30,7 +42,7 @@ pub mod poly;
 
 use std::collections::BTreeMap;
 
-pub use analysis::{Access, Fact, LoopBound, LoopInfo, Narrow, Rel};
+pub use analysis::{wrap, Access, Assume, Fact, LoopBound, LoopInfo, Narrow, Rel, UOp, Uniform};
 use poly::ceil_div;
 pub use poly::{Atom, Poly};
 
@@ -50,6 +62,10 @@ pub struct KernelFootprint {
     pub accesses: Vec<Access>,
     pub loops: Vec<LoopInfo>,
     pub narrow: Vec<Narrow>,
+    /// The uniform values [`Atom::Uni`] names, each over earlier ones only.
+    pub uniforms: Vec<Uniform>,
+    /// Ranges values must lie in for the accesses to be exact, checked at launch.
+    pub assumes: Vec<Assume>,
 }
 
 /// Every kernel of a lowered module with its analysis, by name, in the module's order;
@@ -98,6 +114,8 @@ pub fn analyze(
             accesses: r.accesses,
             loops: r.loops,
             narrow: r.narrow,
+            uniforms: r.uniforms,
+            assumes: r.assumes,
         }),
         Err(why) => Analysis::NotSplittable(why),
     }
@@ -233,14 +251,25 @@ impl KernelFootprint {
             ));
         }
         let mut bad_param = None;
-        let fixed = |a: Atom| -> Option<i128> {
+        let known = |a: Atom, uni: &[Option<i128>]| -> Option<i128> {
             match a {
                 Atom::Param { offset, size } => param(params, offset, size),
                 Atom::Ntid(d) => Some(block[d as usize] as i128),
                 Atom::Nctaid(d) => Some(grid[d as usize] as i128),
+                Atom::Uni(i) => uni.get(i as usize).copied().flatten(),
                 _ => None,
             }
         };
+        let mut uni: Vec<Option<i128>> = Vec::with_capacity(self.uniforms.len());
+        for u in &self.uniforms {
+            let args = u
+                .args
+                .iter()
+                .map(|p| p.subst(&|a| known(a, &uni))?.as_const())
+                .collect::<Option<Vec<_>>>();
+            uni.push(args.and_then(|a| u.eval(&a)));
+        }
+        let fixed = |a: Atom| known(a, &uni);
         for a in self.accesses.iter().flat_map(|x| x.addr.atoms()) {
             if let Atom::Param { offset, size } = a {
                 if param(params, offset, size).is_none() {
@@ -287,6 +316,24 @@ impl KernelFootprint {
             }
         }
         let range = |p: &Poly| p.range(&|a| ranges(&loops, a));
+        for a in &self.assumes {
+            let r = a.poly.subst(&fixed).and_then(|p| range(&p));
+            match r {
+                Some((x, y)) if x >= a.lo && y < a.hi => {}
+                Some((x, y)) => {
+                    return Err(format!(
+                        "the value at line {} must lie in {}..{} but may be {x}..={y}",
+                        a.line, a.lo, a.hi
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "the value at line {} cannot be bounded (it must lie in {}..{})",
+                        a.line, a.lo, a.hi
+                    ))
+                }
+            }
+        }
         for n in &self.narrow {
             let Some((a, b)) = range(n.poly.subst(&fixed).as_ref().unwrap_or(&n.poly)) else {
                 continue;

@@ -20,6 +20,19 @@ pub enum Atom {
     /// Iteration index of the loop whose header is instruction `.0`: 0 on entry, one more
     /// each time a back edge is taken.
     Loop(u32),
+    /// Uniform value `.0` of the kernel's table ([`super::Uniform`]): a function of parameter
+    /// words, `%ntid`, `%nctaid` and earlier uniform values, computed exactly at launch.
+    Uni(u32),
+}
+
+impl Atom {
+    /// Whether the atom is known once the launch is (no block, thread or loop index).
+    pub fn uniform(self) -> bool {
+        matches!(
+            self,
+            Atom::Param { .. } | Atom::Ntid(_) | Atom::Nctaid(_) | Atom::Uni(_)
+        )
+    }
 }
 
 /// Most monomials and the highest degree a polynomial may have; past them it becomes unknown,
@@ -69,6 +82,11 @@ impl Poly {
 
     pub fn atoms(&self) -> impl Iterator<Item = Atom> + '_ {
         self.0.keys().flat_map(|m| m.iter().copied())
+    }
+
+    /// Whether every atom is [`Atom::uniform`].
+    pub fn uniform(&self) -> bool {
+        self.atoms().all(Atom::uniform)
     }
 
     pub fn mentions(&self, a: Atom) -> bool {
