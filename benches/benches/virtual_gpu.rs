@@ -12,7 +12,7 @@
 //! Each workload runs ITERS launches after one warm-up launch (which the virtual GPU runs
 //! whole, to time it); the kernel time is the mean launch after the warm-up, the end-to-end
 //! time everything from the first copy in to the last copy out. It also prints the share of
-//! the PTX corpus's kernels (`emulator/tests/ptx*`) proven splittable, with the reasons for
+//! the PTX corpus's kernels (`emulator/tests/ptx*`: NVRTC, numba, CuPy) proven splittable, with the reasons for
 //! the rest.
 //!
 //! ```text
@@ -250,7 +250,7 @@ fn corpus_share() -> anyhow::Result<(usize, usize, BTreeMap<String, usize>)> {
     let root = harness::workspace_root()?;
     let (mut yes, mut all) = (0, 0);
     let mut reasons = BTreeMap::new();
-    for dir in ["ptx", "ptx13", "ptx_numba"] {
+    for dir in ["ptx", "ptx13", "ptx_numba", "ptx_cupy"] {
         let d = root.join("emulator/tests").join(dir);
         let mut files: Vec<_> = std::fs::read_dir(&d)
             .with_context(|| d.display().to_string())?
