@@ -6,7 +6,7 @@ use std::time::Duration;
 use remora_protocol::access::Account;
 use remora_protocol::client::{Buffers, INLINE_PAYLOAD};
 use remora_protocol::messages::{Reply, Request, Window};
-use remora_protocol::{ConnError, CuStatus, ServerEvent};
+use remora_protocol::{ConnError, CuStatus, ServerEvent, Ticket};
 use remora_transport::client::Link;
 use remora_transport::server::{Calls, ServeError};
 
@@ -94,32 +94,14 @@ pub(crate) async fn forward(
         };
         translate(&mut req, placement, member_devices);
         if payload_len > INLINE_PAYLOAD as u64 {
-            // A large payload is relayed piece by piece as it arrives, never held whole.
-            let mut w = link.begin_payload(&req, payload_len, wants_reply).await?;
-            let mut got = 0u64;
-            while got < payload_len {
-                match calls.next().await? {
-                    Some(ServerEvent::Payload { chunk, .. }) => {
-                        got += chunk.len() as u64;
-                        w.write(&chunk).await?;
-                    }
-                    _ => return Err(ServeError::Truncated.into()),
-                }
-            }
-            if let Some(ticket) = w.finish()? {
+            if let Some(ticket) = relay(&mut calls, link, &req, payload_len, wants_reply).await? {
                 let reply = answer(&mut calls, link.wait(ticket).await).await?;
                 calls.reply(&reply, 0);
                 calls.flush().await?;
             }
             continue;
         }
-        payload.clear();
-        while (payload.len() as u64) < payload_len {
-            match calls.next().await? {
-                Some(ServerEvent::Payload { chunk, .. }) => payload.extend_from_slice(&chunk),
-                _ => return Err(ServeError::Truncated.into()),
-            }
-        }
+        collect(&mut calls, payload_len, &mut payload).await?;
         if !wants_reply {
             link.post_large(&req, &payload).await?;
             continue;
@@ -142,6 +124,41 @@ pub(crate) async fn forward(
         calls.reply(&reply, n as u64);
         calls.reply_data().extend_from_slice(&data[..n]);
         calls.flush().await?;
+    }
+    Ok(())
+}
+
+/// Relays a large payload to `link` piece by piece as it arrives, never holding it whole;
+/// the ticket to wait for when the call wants a reply.
+pub(crate) async fn relay(
+    calls: &mut Calls,
+    link: &Link<Buffers>,
+    req: &Request,
+    payload_len: u64,
+    wants_reply: bool,
+) -> Result<Option<Ticket>, Forward> {
+    let mut w = link.begin_payload(req, payload_len, wants_reply).await?;
+    let mut got = 0u64;
+    while got < payload_len {
+        match calls.next().await? {
+            Some(ServerEvent::Payload { chunk, .. }) => {
+                got += chunk.len() as u64;
+                w.write(&chunk).await?;
+            }
+            _ => return Err(ServeError::Truncated.into()),
+        }
+    }
+    Ok(w.finish()?)
+}
+
+/// Reads a call's payload of `len` bytes into `out` (emptied first).
+pub(crate) async fn collect(calls: &mut Calls, len: u64, out: &mut Vec<u8>) -> Result<(), Forward> {
+    out.clear();
+    while (out.len() as u64) < len {
+        match calls.next().await? {
+            Some(ServerEvent::Payload { chunk, .. }) => out.extend_from_slice(&chunk),
+            _ => return Err(ServeError::Truncated.into()),
+        }
     }
     Ok(())
 }

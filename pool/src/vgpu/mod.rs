@@ -32,7 +32,7 @@ use remora_protocol::{ConnError, CuStatus, ServerEvent};
 use remora_transport::client::Link;
 use remora_transport::server::{Calls, ServeError};
 
-use crate::forward::{translate, Forward};
+use crate::forward::{collect, relay, translate, Forward};
 use crate::placement::Placement;
 use coherence::{Members, Validity};
 
@@ -608,21 +608,8 @@ pub(crate) async fn serve(
                     vgpu.wrote(dst, payload_len, 0);
                 }
                 let home = &vgpu.members[0].link;
-                let mut w = home
-                    .begin_payload(&vgpu.for_member(0, &req), payload_len, wants_reply)
-                    .await?;
-                let mut got = 0u64;
-                while got < payload_len {
-                    match calls.next().await? {
-                        Some(ServerEvent::Payload { chunk, .. }) => {
-                            got += chunk.len() as u64;
-                            w.write(&chunk).await?;
-                        }
-                        _ => return Err(ServeError::Truncated.into()),
-                    }
-                }
-                let ticket = w.finish()?;
-                if let Some(t) = ticket {
+                let req = vgpu.for_member(0, &req);
+                if let Some(t) = relay(&mut calls, home, &req, payload_len, wants_reply).await? {
                     let r = home.wait(t).await?;
                     calls.reply(&r, 0);
                     calls.flush().await?;
@@ -630,12 +617,7 @@ pub(crate) async fn serve(
                 continue;
             }
         }
-        while (payload.len() as u64) < payload_len {
-            match calls.next().await? {
-                Some(ServerEvent::Payload { chunk, .. }) => payload.extend_from_slice(&chunk),
-                _ => return Err(ServeError::Truncated.into()),
-            }
-        }
+        collect(&mut calls, payload_len, &mut payload).await?;
         let (reply, data) = match vgpu.handle(&req, &payload, wants_reply).await {
             Ok(r) => r,
             Err(e) => {

@@ -4,7 +4,7 @@ use remora_protocol::messages::{CtxId, ReplyBody, StreamId};
 use remora_protocol::CuStatus;
 
 use super::{Alloc, AllocKind, Session};
-use crate::backend::{CuError, CuResult};
+use crate::backend::{CuError, CuResult, DeviceSession};
 
 impl Session {
     /// Validates a host-to-device copy before its bytes are read off the wire.
@@ -42,6 +42,31 @@ impl Session {
     }
 
     pub(super) fn mem_alloc(&mut self, ctx: CtxId, size: u64) -> CuResult<ReplyBody> {
+        let ptr = self.alloc_user(ctx, size, |b, device| b.alloc(device, size))?;
+        Ok(ReplyBody::Ptr { ptr })
+    }
+
+    /// An allocation at an address another device chose (the pool's virtual GPU places each
+    /// allocation at one address on all of its members); counted against the quota.
+    pub(super) fn mem_alloc_fixed(
+        &mut self,
+        ctx: CtxId,
+        ptr: u64,
+        size: u64,
+    ) -> CuResult<ReplyBody> {
+        self.alloc_user(ctx, size, |b, device| {
+            b.alloc_fixed(device, ptr, size).map(|()| ptr)
+        })?;
+        Ok(ReplyBody::None)
+    }
+
+    /// An allocation of `size` bytes in `ctx`, held against the quota, placed by `place`.
+    fn alloc_user(
+        &mut self,
+        ctx: CtxId,
+        size: u64,
+        place: impl FnOnce(&mut dyn DeviceSession, u32) -> CuResult<u64>,
+    ) -> CuResult<u64> {
         let device = self.ctx(ctx)?.device;
         if size == 0 {
             return Err(CuError::new(
@@ -50,7 +75,7 @@ impl Session {
             ));
         }
         self.hold(size)?;
-        let ptr = match self.backend.alloc(device, size) {
+        let ptr = match place(self.backend.as_mut(), device) {
             Ok(p) => p,
             Err(e) => {
                 self.unhold(size);
@@ -65,38 +90,7 @@ impl Session {
                 kind: AllocKind::User,
             },
         );
-        Ok(ReplyBody::Ptr { ptr })
-    }
-
-    /// An allocation at an address another device chose (the pool's virtual GPU places each
-    /// allocation at one address on all of its members); counted against the quota.
-    pub(super) fn mem_alloc_fixed(
-        &mut self,
-        ctx: CtxId,
-        ptr: u64,
-        size: u64,
-    ) -> CuResult<ReplyBody> {
-        let device = self.ctx(ctx)?.device;
-        if size == 0 {
-            return Err(CuError::new(
-                CuStatus::INVALID_VALUE,
-                "allocation of 0 bytes",
-            ));
-        }
-        self.hold(size)?;
-        if let Err(e) = self.backend.alloc_fixed(device, ptr, size) {
-            self.unhold(size);
-            return Err(e);
-        }
-        self.allocs.insert(
-            ptr,
-            Alloc {
-                size,
-                ctx,
-                kind: AllocKind::User,
-            },
-        );
-        Ok(ReplyBody::None)
+        Ok(ptr)
     }
 
     /// Frees an allocation `ctx` made. Module globals go with their module only.
