@@ -138,6 +138,14 @@ static int check(CUmodule mod) {
     cpu_sgemm(c2, c2, want, n);
     CHECK(cuMemcpyDtoH(got, da, nn * 4));
     close_enough(got, want, nn, "sgemm of scaled results");
+    /* The same image loaded again (the shim then sends only its hash): its kernels work too. */
+    CUmodule again = load();
+    CUfunction sgemm2;
+    CHECK(cuModuleGetFunction(&sgemm2, again, "sgemm"));
+    sgemm_launch(sgemm2, dc, dd, db, n);
+    CHECK(cuMemcpyDtoH(got, db, nn * 4));
+    close_enough(got, want, nn, "sgemm from the module loaded twice");
+    CHECK(cuModuleUnload(again));
     CHECK(cuMemFree(dk)); CHECK(cuMemFree(dbins));
     CHECK(cuMemFree(da)); CHECK(cuMemFree(db)); CHECK(cuMemFree(dc)); CHECK(cuMemFree(dd));
     return finish("split_kernels");

@@ -166,6 +166,7 @@ pub struct Vgpu {
     stats: Arc<Mutex<VgpuStats>>,
     policy: SplitPolicy,
     counters: Counters,
+    images: modules::Images,
     /// The first error of a call the client did not wait for, told at its next call that
     /// waits (as CUDA reports asynchronous errors).
     deferred: Option<Reply>,
@@ -192,6 +193,7 @@ impl Vgpu {
             stats,
             policy,
             counters,
+            images: modules::Images::default(),
             deferred: None,
         }
     }
@@ -734,10 +736,25 @@ impl Vgpu {
                     Vec::new(),
                 ))
             }
-            Request::ModuleLoad { ctx, module, .. } => Ok((
-                Some(self.load_module(ctx, module, payload).await?),
-                Vec::new(),
-            )),
+            Request::ModuleLoad { ctx, module, hash } => {
+                // A client sends an image it already sent in this session by its hash alone.
+                let image = match self.images.image(hash, payload) {
+                    Some(i) => i,
+                    None => {
+                        return Ok((
+                            Some(Reply::error(
+                                CuStatus::INVALID_VALUE,
+                                "module image is not cached on the server; send it",
+                            )),
+                            Vec::new(),
+                        ))
+                    }
+                };
+                Ok((
+                    Some(self.load_module(ctx, module, &image).await?),
+                    Vec::new(),
+                ))
+            }
             Request::ModuleUnload { ctx, module } => {
                 if self.modules.remove(&module).is_some_and(|m| m.twin) {
                     let twin = Request::ModuleUnload {

@@ -3,6 +3,9 @@
 //! whole, and, when a kernel may be split, a twin rewritten with a guard that returns for
 //! blocks outside the range given in three extra parameters.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
 use super::analysis::{self as guard, Analysis};
 use remora_protocol::messages::{
     CtxId, KernelDesc, ModuleId, ParamDesc, Reply, ReplyBody, Request,
@@ -26,6 +29,43 @@ pub struct Module {
     pub kernels: Vec<Kernel>,
     /// Whether members hold a guarded twin of it ([`guarded_id`]).
     pub twin: bool,
+}
+
+/// Module images the client sent in this session, by their hash: a client sends an image it
+/// already sent by its hash alone (as a server caches them). Bounded: the oldest go first.
+#[derive(Default)]
+pub struct Images {
+    by_hash: HashMap<[u8; 32], Arc<[u8]>>,
+    order: VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+/// Bytes of images a virtual GPU keeps for a client's repeated loads.
+const IMAGES_KEPT: usize = 256 << 20;
+
+impl Images {
+    /// The image a load names: `payload` when it carries one (then kept), else the one sent
+    /// before under `hash`, if kept.
+    pub fn image(&mut self, hash: [u8; 32], payload: &[u8]) -> Option<Arc<[u8]>> {
+        if payload.is_empty() {
+            return self.by_hash.get(&hash).cloned();
+        }
+        let image: Arc<[u8]> = payload.into();
+        if !self.by_hash.contains_key(&hash) && image.len() <= IMAGES_KEPT {
+            while self.bytes + image.len() > IMAGES_KEPT {
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
+                if let Some(i) = self.by_hash.remove(&old) {
+                    self.bytes -= i.len();
+                }
+            }
+            self.bytes += image.len();
+            self.order.push_back(hash);
+            self.by_hash.insert(hash, image.clone());
+        }
+        Some(image)
+    }
 }
 
 /// `CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR` and `_MINOR`.
@@ -176,4 +216,21 @@ fn guard_params(k: &KernelDesc) -> Option<[ParamDesc; 3]> {
     let n = guard::GUARD_PARAMS as usize;
     let tail = k.params.get(k.params.len().checked_sub(n)?..)?;
     Some([tail[0], tail[1], tail[2]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_sent_before_are_found_by_hash_and_the_oldest_go_first() {
+        let mut kept = Images::default();
+        assert!(kept.image([1; 32], &[]).is_none(), "never sent");
+        assert_eq!(&*kept.image([1; 32], b"ptx").unwrap(), b"ptx");
+        assert_eq!(&*kept.image([1; 32], &[]).unwrap(), b"ptx");
+        let big = vec![0u8; IMAGES_KEPT - 2];
+        kept.image([2; 32], &big).unwrap();
+        assert!(kept.image([1; 32], &[]).is_none(), "evicted to make room");
+        assert_eq!(kept.image([2; 32], &[]).unwrap().len(), big.len());
+    }
 }
