@@ -553,6 +553,24 @@ static void new_node_types(void) {
     }
     CHECK(cuGraphExecDestroy(exec));
     CHECK(cuGraphDestroy(gm));
+    /* An allocation without a free node, freed outside the graph after each launch. */
+    CHECK(cuGraphCreate(&gm, 0));
+    CHECK(cuGraphAddMemAllocNode(&alloc, gm, NULL, 0, &ap));
+    m = ap.dptr;
+    ms.dst = m; ms.value = 0x40800000; /* 4.0f */
+    CHECK(cuGraphAddMemsetNode(&mset, gm, &alloc, 1, &ms, NULL));
+    cp.srcDevice = m;
+    CHECK(cuGraphAddMemcpyNode(&mcopy, gm, &mset, 1, &cp, NULL));
+    CHECK(cuGraphInstantiateWithFlags(&exec, gm, 0));
+    CHECK(cuGraphDestroy(gm));
+    for (int i = 0; i < 2; i++) {
+        CHECK(cuMemsetD32(y, 0, N));
+        CHECK(cuGraphLaunch(exec, s));
+        CHECK(cuMemFreeAsync(m, s));
+        CHECK(cuStreamSynchronize(s));
+        expect_all(y, 4.0f, "allocation freed outside the graph");
+    }
+    CHECK(cuGraphExecDestroy(exec));
     CHECK(cuGraphDestroy(g));
 
     EXPECT_ERR(cuGraphNodeGetType(NULL, &(CUgraphNodeType){0}), CUDA_ERROR_INVALID_VALUE);

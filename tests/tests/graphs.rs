@@ -41,6 +41,7 @@ fn captured_and_hand_built_graphs_run_and_capture_errors_are_the_drivers() {
         "ok   cloned parent = 2",
         "cuGraphAddChildGraphNode(&cbad, parent, NULL, 0, gm) -> 1",
         "ok   memory nodes = 3",
+        "ok   allocation freed outside the graph = 4",
         "cuGraphMemFreeNodeGetParams(alloc, &freed) -> 1",
         "ok   captured host function y[0] = 20",
         "cuMemFreeAsync(not_graph, s) -> 1",

@@ -268,7 +268,7 @@ impl Op {
     }
 }
 
-/// Graph allocations: address -> (holders, size). A holder is a graph node or an executable
+/// Graph allocations: address -> (holders, context). A holder is a graph node or an executable
 /// graph with an allocation node for it; the memory goes back when the last one goes.
 fn allocs() -> MutexGuard<'static, HashMap<u64, (usize, u64)>> {
     static ALLOCS: LazyLock<Mutex<HashMap<u64, (usize, u64)>>> = LazyLock::new(Mutex::default);
@@ -280,10 +280,21 @@ pub fn is_graph_alloc(ptr: u64) -> bool {
     allocs().contains_key(&ptr)
 }
 
+/// The context of the allocation at `ptr` now, if it is one.
+fn alloc_ctx(ptr: u64) -> Option<u64> {
+    registry().memory(|m| m.allocs.get(&ptr).map(|a| a.ctx))
+}
+
 /// One more holder of the allocation `op` makes, if it is an allocation node.
 pub fn hold(op: &Op) {
-    if let &Op::MemAlloc { ptr, size, .. } = op {
-        allocs().entry(ptr).or_insert((0, size)).0 += 1;
+    if let &Op::MemAlloc { ptr, .. } = op {
+        let mut t = allocs();
+        match t.get_mut(&ptr) {
+            Some(e) => e.0 += 1,
+            None => {
+                t.insert(ptr, (1, alloc_ctx(ptr).unwrap_or(0)));
+            }
+        }
     }
 }
 
@@ -295,14 +306,15 @@ pub fn unhold(op: &Op) {
             match t.get_mut(&ptr) {
                 Some(e) if e.0 > 1 => {
                     e.0 -= 1;
-                    false
+                    None
                 }
-                Some(_) => t.remove(&ptr).is_some(),
-                None => false,
+                Some(_) => t.remove(&ptr).map(|(_, ctx)| ctx),
+                None => None,
             }
         };
-        if last {
-            // A context torn down meanwhile took the memory with it.
+        // A context torn down meanwhile took the memory with it (and the address may be
+        // another allocation's now): only the allocation made for the node goes.
+        if last.is_some_and(|c| alloc_ctx(ptr) == Some(c)) {
             let _ = super::memory::free(ptr);
         }
     }
@@ -1178,5 +1190,47 @@ mod tests {
         remove_graph(g).unwrap();
         assert!(remove_graph(g).is_err());
         assert!(with_node(b, |_, _| ()).is_err());
+    }
+
+    #[test]
+    fn child_graphs_are_copied_owned_and_removed_with_their_node() {
+        let inner_of = |node: u64| {
+            with_node(node, |_, n| match n.op {
+                Op::Child { graph } => graph,
+                _ => 0,
+            })
+            .unwrap()
+        };
+        let child = new_graph();
+        add_node(child, Op::Empty, &[]).unwrap();
+        let parent = new_graph();
+        let c = add_child(parent, child, &[]).unwrap();
+        let inner = inner_of(c);
+        assert!(inner != 0 && inner != child);
+        let mut t = 0;
+        node_get_type(c, &mut t).unwrap();
+        assert_eq!(t, TYPE_GRAPH);
+        // The node holds a copy: later changes to the child graph do not reach it.
+        add_node(child, Op::Empty, &[]).unwrap();
+        assert_eq!(with_graph(inner, |g| g.nodes.len()).unwrap(), 1);
+        // A clone of the parent copies the child graph too.
+        let mut copy = 0;
+        clone(&mut copy, parent).unwrap();
+        let copied = with_graph(copy, |g| g.nodes.keys().copied().collect::<Vec<_>>()).unwrap();
+        let inner2 = inner_of(copied[0]);
+        assert!(inner2 != 0 && inner2 != inner);
+        destroy_node(c).unwrap();
+        assert!(with_graph(inner, |_| ()).is_err());
+        remove_graph(copy).unwrap();
+        assert!(with_graph(inner2, |_| ()).is_err());
+        // Memory nodes may not be in a child graph; a NULL graph is an invalid value.
+        add_node(child, Op::MemFree { ptr: 0x1000 }, &[]).unwrap();
+        assert!(add_child(parent, child, &[]).is_err());
+        assert_eq!(
+            add_node(0, Op::Empty, &[]).unwrap_err().status(),
+            CuStatus::INVALID_VALUE
+        );
+        remove_graph(child).unwrap();
+        remove_graph(parent).unwrap();
     }
 }
