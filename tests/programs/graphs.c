@@ -5,7 +5,8 @@
  * device-to-host) instantiated and launched many times; a graph built by hand with
  * dependencies; kernel node parameters read back and changed on the graph and on the
  * executable graph; a fork and join through events; capture errors (synchronising inside a
- * capture, ending a capture that is not, capturing the default stream, a cycle). */
+ * capture, ending a capture that is not, capturing the default stream, a cycle); host, event
+ * record and wait, child graph and memory nodes built by hand and captured, and their errors. */
 #include <cuda.h>
 #include "check.h"
 
@@ -339,6 +340,321 @@ static void capture_errors(void) {
     CHECK(cuStreamDestroy(s));
 }
 
+/* Host node data: `in` is copied from the device before the function runs, `out` to the device
+ * after it. */
+struct host_io { float in, out; int calls; float scale; };
+
+static void host_fn(void *p) {
+    struct host_io *h = p;
+    h->out = h->in * h->scale;
+    h->calls++;
+}
+
+static CUgraphNodeType type_of(CUgraphNode n) {
+    CUgraphNodeType t = (CUgraphNodeType)-1;
+    CHECK(cuGraphNodeGetType(n, &t));
+    return t;
+}
+
+/* A copy node of `bytes` between host and device (`to_device` says which way). */
+static void add_copy(CUgraphNode *out, CUgraph g, CUgraphNode *deps, size_t n, void *host,
+                     CUdeviceptr dev, size_t bytes, int to_device) {
+    CUDA_MEMCPY3D cp = {0};
+    if (to_device) {
+        cp.srcMemoryType = CU_MEMORYTYPE_HOST; cp.srcHost = host;
+        cp.dstMemoryType = CU_MEMORYTYPE_DEVICE; cp.dstDevice = dev;
+    } else {
+        cp.srcMemoryType = CU_MEMORYTYPE_DEVICE; cp.srcDevice = dev;
+        cp.dstMemoryType = CU_MEMORYTYPE_HOST; cp.dstHost = host;
+    }
+    cp.WidthInBytes = bytes; cp.Height = 1; cp.Depth = 1;
+    CHECK(cuGraphAddMemcpyNode(out, g, deps, n, &cp, NULL));
+}
+
+static void add_axpb(CUgraphNode *out, CUgraph g, CUgraphNode *deps, size_t n, CUdeviceptr *p,
+                     float *a, float *b) {
+    static unsigned count = N;
+    void *args[] = {p, &count, a, b};
+    CUDA_KERNEL_NODE_PARAMS kp = {0};
+    kp.func = f; kp.gridDimX = N / 256; kp.gridDimY = 1; kp.gridDimZ = 1;
+    kp.blockDimX = 256; kp.blockDimY = 1; kp.blockDimZ = 1; kp.kernelParams = args;
+    CHECK(cuGraphAddKernelNode(out, g, deps, n, &kp));
+}
+
+/* Host, event, child graph and memory nodes, built by hand. */
+static void new_node_types(void) {
+    CUstream s;
+    CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CUdeviceptr x, y;
+    CHECK(cuMemAlloc(&x, N * 4));
+    CHECK(cuMemAlloc(&y, N * 4));
+    static float two = 2.0f, one = 1.0f, zero = 0.0f;
+
+    /* Host node: x = 1 -> x = 3 (kernel) -> host reads x[0], writes 10 * it -> y[0]. */
+    struct host_io io = {0, 0, 0, 10.0f};
+    CUgraph g;
+    CHECK(cuGraphCreate(&g, 0));
+    CUDA_MEMSET_NODE_PARAMS ms = {0};
+    ms.dst = x; ms.value = 0x3f800000; /* 1.0f */ ms.elementSize = 4; ms.width = N; ms.height = 1;
+    CUgraphNode set, k, down, host, up, rec, wait, bad;
+    CHECK(cuGraphAddMemsetNode(&set, g, NULL, 0, &ms, NULL));
+    add_axpb(&k, g, &set, 1, &x, &two, &one);
+    add_copy(&down, g, &k, 1, &io.in, x, 4, 0);
+    CUDA_HOST_NODE_PARAMS hp = {host_fn, &io};
+    CHECK(cuGraphAddHostNode(&host, g, &down, 1, &hp));
+    add_copy(&up, g, &host, 1, &io.out, y, 4, 1);
+    CUDA_HOST_NODE_PARAMS got = {0};
+    CHECK(cuGraphHostNodeGetParams(host, &got));
+    EXPECT(got.fn == host_fn && got.userData == &io, "host node parameters read back wrong");
+    EXPECT(type_of(host) == CU_GRAPH_NODE_TYPE_HOST, "host node type %d", type_of(host));
+    EXPECT_ERR(cuGraphHostNodeGetParams(k, &got), CUDA_ERROR_INVALID_VALUE);
+    CUDA_HOST_NODE_PARAMS null_fn = {NULL, &io};
+    EXPECT_ERR(cuGraphAddHostNode(&bad, g, NULL, 0, &null_fn), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphAddHostNode(&bad, NULL, NULL, 0, &hp), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphAddHostNode(&bad, g, NULL, 0, NULL), CUDA_ERROR_INVALID_VALUE);
+
+    /* Event record after the upload, a wait for an event recorded outside the graph. */
+    CUevent ev, ev2, outside;
+    CHECK(cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuEventCreate(&ev2, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuEventCreate(&outside, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuEventRecord(outside, NULL));
+    CHECK(cuGraphAddEventWaitNode(&wait, g, NULL, 0, outside));
+    CUgraphNode before_rec[2] = {up, wait};
+    CHECK(cuGraphAddEventRecordNode(&rec, g, before_rec, 2, ev2));
+    CUevent e = NULL;
+    CHECK(cuGraphEventRecordNodeGetEvent(rec, &e));
+    EXPECT(e == ev2, "event record node event read back wrong");
+    CHECK(cuGraphEventRecordNodeSetEvent(rec, ev));
+    CHECK(cuGraphEventRecordNodeGetEvent(rec, &e));
+    EXPECT(e == ev, "event record node event not changed");
+    CHECK(cuGraphEventWaitNodeGetEvent(wait, &e));
+    EXPECT(e == outside, "event wait node event read back wrong");
+    EXPECT(type_of(rec) == CU_GRAPH_NODE_TYPE_EVENT_RECORD, "record node type %d", type_of(rec));
+    EXPECT(type_of(wait) == CU_GRAPH_NODE_TYPE_WAIT_EVENT, "wait node type %d", type_of(wait));
+    EXPECT_ERR(cuGraphEventRecordNodeGetEvent(wait, &e), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphEventWaitNodeGetEvent(rec, &e), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphEventWaitNodeSetEvent(host, ev), CUDA_ERROR_INVALID_VALUE);
+
+    CUgraphExec exec;
+    CHECK(cuGraphInstantiateWithFlags(&exec, g, 0));
+    CHECK(cuGraphLaunch(exec, s));
+    CHECK(cuEventSynchronize(ev));
+    CHECK(cuEventQuery(ev));
+    float h[N];
+    CHECK(cuMemcpyDtoH(h, y, 4));
+    EXPECT(io.calls == 1 && io.in == 3.0f && h[0] == 30.0f,
+           "host node: calls %d, in %g, y[0] %g", io.calls, io.in, h[0]);
+    /* New parameters on the executable graph: scale 100 through another struct. */
+    struct host_io io2 = {0, 0, 0, 100.0f};
+    CUDA_HOST_NODE_PARAMS hp2 = {host_fn, &io2};
+    CHECK(cuGraphExecHostNodeSetParams(exec, host, &hp2));
+    EXPECT_ERR(cuGraphExecHostNodeSetParams(exec, k, &hp2), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuGraphExecEventRecordNodeSetEvent(exec, rec, ev2));
+    EXPECT_ERR(cuGraphExecEventRecordNodeSetEvent(exec, wait, ev2), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuGraphLaunch(exec, s));
+    CHECK(cuStreamSynchronize(s));
+    CHECK(cuEventQuery(ev2));
+    CHECK(cuMemcpyDtoH(h, y, 4));
+    /* The copy nodes still read and write `io`: io2 is only the function's data now. */
+    EXPECT(io.calls == 1 && io2.calls == 1 && h[0] == 30.0f,
+           "exec host update: calls %d/%d, y[0] %g", io.calls, io2.calls, h[0]);
+    printf("ok   host node y[0] = 30, event record and wait nodes\n");
+    CHECK(cuGraphExecDestroy(exec));
+
+    /* Child graph: x += 1; the parent sets x = 0 and runs the child twice. */
+    CUgraph child, parent;
+    CHECK(cuGraphCreate(&child, 0));
+    CUgraphNode ck;
+    add_axpb(&ck, child, NULL, 0, &x, &one, &one);
+    CHECK(cuGraphCreate(&parent, 0));
+    CUgraphNode pset, c1, c2, cbad;
+    ms.dst = x; ms.value = 0;
+    CHECK(cuGraphAddMemsetNode(&pset, parent, NULL, 0, &ms, NULL));
+    CHECK(cuGraphAddChildGraphNode(&c1, parent, &pset, 1, child));
+    CHECK(cuGraphAddChildGraphNode(&c2, parent, &c1, 1, child));
+    /* The child was cloned into the node: changing it now does not reach the parent. */
+    CUgraphNode extra;
+    add_axpb(&extra, child, &ck, 1, &x, &one, &one);
+    EXPECT(type_of(c1) == CU_GRAPH_NODE_TYPE_GRAPH, "child node type %d", type_of(c1));
+    CUgraph inner = NULL;
+    CHECK(cuGraphChildGraphNodeGetGraph(c2, &inner));
+    size_t count = 0;
+    CHECK(cuGraphGetNodes(inner, NULL, &count));
+    EXPECT(inner != NULL && inner != child && count == 1, "child graph has %zu nodes", count);
+    EXPECT_ERR(cuGraphChildGraphNodeGetGraph(pset, &inner), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphAddChildGraphNode(&cbad, parent, NULL, 0, NULL), CUDA_ERROR_INVALID_VALUE);
+    CUgraph parent2;
+    CHECK(cuGraphClone(&parent2, parent));
+    CHECK(cuGraphInstantiateWithFlags(&exec, parent, 0));
+    for (int i = 0; i < 2; i++) {
+        CHECK(cuGraphLaunch(exec, s));
+        CHECK(cuStreamSynchronize(s));
+        expect_all(x, 2.0f, "child graph twice");
+    }
+    CHECK(cuGraphExecDestroy(exec));
+    CHECK(cuGraphDestroy(parent));
+    CHECK(cuGraphInstantiateWithFlags(&exec, parent2, 0));
+    CHECK(cuGraphLaunch(exec, s));
+    CHECK(cuStreamSynchronize(s));
+    expect_all(x, 2.0f, "cloned parent");
+    CHECK(cuGraphExecDestroy(exec));
+    CHECK(cuGraphDestroy(parent2));
+    CHECK(cuGraphDestroy(child));
+
+    /* Memory nodes: alloc -> memset 1 -> kernel (3) -> copy to y -> free. */
+    CUgraph gm;
+    CHECK(cuGraphCreate(&gm, 0));
+    CUdevice dev;
+    CHECK(cuCtxGetDevice(&dev));
+    CUDA_MEM_ALLOC_NODE_PARAMS ap;
+    memset(&ap, 0, sizeof ap);
+    ap.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    ap.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    ap.poolProps.location.id = dev;
+    ap.bytesize = N * 4;
+    CUgraphNode alloc, mset, mk, mcopy, mfree;
+    CHECK(cuGraphAddMemAllocNode(&alloc, gm, NULL, 0, &ap));
+    static CUdeviceptr m;
+    m = ap.dptr;
+    EXPECT(m != 0, "no address for the graph allocation");
+    ms.dst = m; ms.value = 0x3f800000;
+    CHECK(cuGraphAddMemsetNode(&mset, gm, &alloc, 1, &ms, NULL));
+    add_axpb(&mk, gm, &mset, 1, &m, &two, &one);
+    CUDA_MEMCPY3D cp = {0};
+    cp.srcMemoryType = CU_MEMORYTYPE_DEVICE; cp.srcDevice = m;
+    cp.dstMemoryType = CU_MEMORYTYPE_DEVICE; cp.dstDevice = y;
+    cp.WidthInBytes = N * 4; cp.Height = 1; cp.Depth = 1;
+    CHECK(cuGraphAddMemcpyNode(&mcopy, gm, &mk, 1, &cp, NULL));
+    CHECK(cuGraphAddMemFreeNode(&mfree, gm, &mcopy, 1, m));
+    EXPECT_ERR(cuGraphAddMemFreeNode(&bad, gm, NULL, 0, x), CUDA_ERROR_INVALID_VALUE);
+    EXPECT(type_of(alloc) == CU_GRAPH_NODE_TYPE_MEM_ALLOC && type_of(mfree) == CU_GRAPH_NODE_TYPE_MEM_FREE,
+           "memory node types %d %d", type_of(alloc), type_of(mfree));
+    CUDA_MEM_ALLOC_NODE_PARAMS back;
+    memset(&back, 0, sizeof back);
+    CHECK(cuGraphMemAllocNodeGetParams(alloc, &back));
+    EXPECT(back.dptr == m && back.bytesize == N * 4 && back.poolProps.location.id == dev,
+           "allocation node parameters read back wrong");
+    CUdeviceptr freed = 0;
+    CHECK(cuGraphMemFreeNodeGetParams(mfree, &freed));
+    EXPECT(freed == m, "free node address read back wrong");
+    EXPECT_ERR(cuGraphMemFreeNodeGetParams(alloc, &freed), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphMemAllocNodeGetParams(mfree, &back), CUDA_ERROR_INVALID_VALUE);
+    /* A child graph may not hold memory nodes. */
+    CHECK(cuGraphCreate(&parent, 0));
+    EXPECT_ERR(cuGraphAddChildGraphNode(&cbad, parent, NULL, 0, gm), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuGraphDestroy(parent));
+    CHECK(cuGraphInstantiateWithFlags(&exec, gm, 0));
+    for (int i = 0; i < 2; i++) {
+        CHECK(cuMemsetD32(y, 0, N));
+        CHECK(cuGraphLaunch(exec, s));
+        CHECK(cuStreamSynchronize(s));
+        expect_all(y, 3.0f, "memory nodes");
+    }
+    CHECK(cuGraphExecDestroy(exec));
+    CHECK(cuGraphDestroy(gm));
+    /* An allocation without a free node, freed outside the graph after each launch. */
+    CHECK(cuGraphCreate(&gm, 0));
+    CHECK(cuGraphAddMemAllocNode(&alloc, gm, NULL, 0, &ap));
+    m = ap.dptr;
+    ms.dst = m; ms.value = 0x40800000; /* 4.0f */
+    CHECK(cuGraphAddMemsetNode(&mset, gm, &alloc, 1, &ms, NULL));
+    cp.srcDevice = m;
+    CHECK(cuGraphAddMemcpyNode(&mcopy, gm, &mset, 1, &cp, NULL));
+    CHECK(cuGraphInstantiateWithFlags(&exec, gm, 0));
+    CHECK(cuGraphDestroy(gm));
+    for (int i = 0; i < 2; i++) {
+        CHECK(cuMemsetD32(y, 0, N));
+        CHECK(cuGraphLaunch(exec, s));
+        CHECK(cuMemFreeAsync(m, s));
+        CHECK(cuStreamSynchronize(s));
+        expect_all(y, 4.0f, "allocation freed outside the graph");
+    }
+    CHECK(cuGraphExecDestroy(exec));
+    CHECK(cuGraphDestroy(g));
+
+    EXPECT_ERR(cuGraphNodeGetType(NULL, &(CUgraphNodeType){0}), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphGetNodes(NULL, NULL, &count), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuEventDestroy(ev));
+    CHECK(cuEventDestroy(ev2));
+    CHECK(cuEventDestroy(outside));
+    CHECK(cuMemFree(x));
+    CHECK(cuMemFree(y));
+    CHECK(cuStreamDestroy(s));
+}
+
+/* The same kinds captured: an allocation, a host function, an external event record, a wait
+ * for an event from outside the capture, a free. */
+static void captured_new_nodes(void) {
+    CUstream s, other;
+    CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CHECK(cuStreamCreate(&other, CU_STREAM_NON_BLOCKING));
+    CUdeviceptr y;
+    CHECK(cuMemAlloc(&y, N * 4));
+    CUevent ev, outside;
+    CHECK(cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuEventCreate(&outside, CU_EVENT_DISABLE_TIMING));
+    CHECK(cuEventRecord(outside, other));
+    static struct host_io io = {0, 0, 0, 10.0f};
+    static CUdeviceptr p;
+    CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    CHECK(cuStreamWaitEvent(s, outside, 0));
+    CHECK(cuMemAllocAsync(&p, N * 4, s));
+    CHECK(cuMemsetD32Async(p, 0x3f800000, N, s)); /* 1 */
+    axpb(s, p, 1.0f, 1.0f);                       /* 2 */
+    CHECK(cuMemcpyDtoHAsync(&io.in, p, 4, s));
+    CHECK(cuLaunchHostFunc(s, host_fn, &io));
+    EXPECT(io.calls == 0, "a captured host function ran during the capture");
+    CHECK(cuMemcpyHtoDAsync(y, &io.out, 4, s));
+    CHECK(cuEventRecordWithFlags(ev, s, CU_EVENT_RECORD_EXTERNAL));
+    CHECK(cuMemFreeAsync(p, s));
+    CUdeviceptr not_graph;
+    CHECK(cuMemAlloc(&not_graph, 4));
+    CUgraph g;
+    CHECK(cuStreamEndCapture(s, &g));
+    CUgraphNode nodes[16];
+    size_t count = 16;
+    CHECK(cuGraphGetNodes(g, nodes, &count));
+    int want[] = {CU_GRAPH_NODE_TYPE_WAIT_EVENT, CU_GRAPH_NODE_TYPE_MEM_ALLOC,
+                  CU_GRAPH_NODE_TYPE_MEMSET, CU_GRAPH_NODE_TYPE_KERNEL, CU_GRAPH_NODE_TYPE_MEMCPY,
+                  CU_GRAPH_NODE_TYPE_HOST, CU_GRAPH_NODE_TYPE_MEMCPY,
+                  CU_GRAPH_NODE_TYPE_EVENT_RECORD, CU_GRAPH_NODE_TYPE_MEM_FREE};
+    EXPECT(count == 9, "captured %zu nodes, want 9", count);
+    for (size_t i = 0; i < count && i < 9; i++)
+        EXPECT((int)type_of(nodes[i]) == want[i], "captured node %zu has type %d, want %d", i,
+               type_of(nodes[i]), want[i]);
+    CUDA_MEM_ALLOC_NODE_PARAMS ap;
+    memset(&ap, 0, sizeof ap);
+    CHECK(cuGraphMemAllocNodeGetParams(nodes[1], &ap));
+    EXPECT(ap.dptr == p && ap.bytesize == N * 4, "captured allocation parameters wrong");
+    CUgraphExec exec;
+    CHECK(cuGraphInstantiateWithFlags(&exec, g, 0));
+    float h[1];
+    for (int i = 0; i < 2; i++) {
+        CHECK(cuGraphLaunch(exec, s));
+        CHECK(cuStreamSynchronize(s));
+        CHECK(cuEventQuery(ev));
+        CHECK(cuMemcpyDtoH(h, y, 4));
+        EXPECT(io.calls == i + 1 && h[0] == 20.0f, "captured launch %d: calls %d, y[0] %g", i,
+               io.calls, h[0]);
+    }
+    printf("ok   captured host function y[0] = %g\n", h[0]);
+    /* A captured free of memory that is no graph allocation. */
+    CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    EXPECT_ERR(cuMemFreeAsync(not_graph, s), CUDA_ERROR_INVALID_VALUE);
+    CUgraph g2;
+    CHECK(cuStreamEndCapture(s, &g2));
+    CHECK(cuGraphDestroy(g2));
+    CHECK(cuGraphExecDestroy(exec));
+    CHECK(cuGraphDestroy(g));
+    CHECK(cuMemFree(not_graph));
+    CHECK(cuMemFree(y));
+    CHECK(cuEventDestroy(ev));
+    CHECK(cuEventDestroy(outside));
+    CHECK(cuStreamDestroy(s));
+    CHECK(cuStreamDestroy(other));
+}
+
 /* One captured graph of `kernels` launches, launched once between two synchronisations. */
 static void launch_only(int kernels) {
     CUstream s;
@@ -378,5 +694,7 @@ int main(int argc, char **argv) {
     built_by_hand();
     fork_join();
     capture_errors();
+    new_node_types();
+    captured_new_nodes();
     return finish("graphs");
 }

@@ -32,6 +32,19 @@ fn captured_and_hand_built_graphs_run_and_capture_errors_are_the_drivers() {
         "cuStreamEndCapture(s1, &g2) -> 904",
         "cuGraphInstantiateWithFlags(&bad, g, 0) -> 1",
         "fork/join b = 22",
+        // Host, event, child graph and memory nodes, by hand and captured.
+        "ok   host node y[0] = 30, event record and wait nodes",
+        "cuGraphHostNodeGetParams(k, &got) -> 1",
+        "cuGraphAddHostNode(&bad, NULL, NULL, 0, &hp) -> 1",
+        "cuGraphEventRecordNodeGetEvent(wait, &e) -> 1",
+        "ok   child graph twice = 2",
+        "ok   cloned parent = 2",
+        "cuGraphAddChildGraphNode(&cbad, parent, NULL, 0, gm) -> 1",
+        "ok   memory nodes = 3",
+        "ok   allocation freed outside the graph = 4",
+        "cuGraphMemFreeNodeGetParams(alloc, &freed) -> 1",
+        "ok   captured host function y[0] = 20",
+        "cuMemFreeAsync(not_graph, s) -> 1",
     ] {
         assert!(t.contains(line), "missing {line:?} in {t}");
     }

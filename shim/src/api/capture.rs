@@ -345,6 +345,11 @@ pub fn record_event(event: u64, stream: u64) -> ShimResult<bool> {
     Ok(true)
 }
 
+/// Whether `event` was last recorded in a capture that is still going.
+pub fn in_a_capture(event: u64) -> bool {
+    ACTIVE.load(Ordering::Acquire) > 0 && table().events.contains_key(&event)
+}
+
 /// `cuStreamWaitEvent` for an event recorded during a capture: the stream joins the capture
 /// (or, already in it, gains the event's position as a dependency). `Ok(false)` when neither
 /// the event nor the stream is part of a capture. An event from outside the capture, waited

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_uint, c_void};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
-use remora_protocol::messages::{CtxId, ModuleId, Request, StreamId};
+use remora_protocol::messages::{CtxId, EventId, ModuleId, Request, StreamId};
 use remora_protocol::CuStatus;
 
 use super::params::{self, Geometry};
@@ -29,6 +29,15 @@ const TYPE_KERNEL: c_uint = 0;
 const TYPE_MEMCPY: c_uint = 1;
 const TYPE_MEMSET: c_uint = 2;
 const TYPE_EMPTY: c_uint = 5;
+const TYPE_HOST: c_uint = 3;
+const TYPE_GRAPH: c_uint = 4;
+const TYPE_EVENT_RECORD: c_uint = 7;
+const TYPE_WAIT_EVENT: c_uint = 6;
+const TYPE_MEM_ALLOC: c_uint = 10;
+const TYPE_MEM_FREE: c_uint = 11;
+
+/// A host node's function (`CUhostFn` without its NULL).
+pub type HostFn = unsafe extern "C" fn(*mut c_void);
 
 /// Which way a copy goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +78,38 @@ pub enum Op {
         src_pitch: u64,
     },
     Empty,
+    /// A host function, run once everything before it has completed.
+    Host {
+        func: HostFn,
+        data: usize,
+    },
+    /// `cuEventRecord` of `event` at this point.
+    EventRecord {
+        event: u64,
+    },
+    /// `cuStreamWaitEvent` for `event` at this point.
+    EventWait {
+        event: u64,
+    },
+    /// A child graph (a graph handle the node owns), run as its nodes in their order. Expanded
+    /// at instantiation; never posted itself.
+    Child {
+        graph: u64,
+    },
+    /// A graph allocation. Its address is fixed when the node is created, as CUDA fixes it; the
+    /// shim allocates the memory then and keeps it while any graph node or executable graph
+    /// holds the allocation (see [`hold`]), so running the node allocates nothing and a free
+    /// node or `cuMemFreeAsync` of it frees nothing: the address stays valid, which covers
+    /// every use CUDA allows (from the node's execution to the free).
+    MemAlloc {
+        ptr: u64,
+        size: u64,
+        device: i32,
+    },
+    /// The end of a graph allocation's lifetime (nothing to do: see [`Op::MemAlloc`]).
+    MemFree {
+        ptr: u64,
+    },
 }
 
 impl Op {
@@ -78,6 +119,12 @@ impl Op {
             Op::Memset { .. } => TYPE_MEMSET,
             Op::Copy { .. } => TYPE_MEMCPY,
             Op::Empty => TYPE_EMPTY,
+            Op::Host { .. } => TYPE_HOST,
+            Op::EventRecord { .. } => TYPE_EVENT_RECORD,
+            Op::EventWait { .. } => TYPE_WAIT_EVENT,
+            Op::Child { .. } => TYPE_GRAPH,
+            Op::MemAlloc { .. } => TYPE_MEM_ALLOC,
+            Op::MemFree { .. } => TYPE_MEM_FREE,
         }
     }
 
@@ -188,13 +235,93 @@ impl Op {
                 }
                 Ok(())
             }
-            Op::Empty => Ok(()),
+            Op::Empty | Op::MemAlloc { .. } | Op::MemFree { .. } => Ok(()),
+            &Op::Host { func, data } => {
+                // As `cuLaunchHostFunc`: the stream's earlier work completes first (one round
+                // trip), and later work is queued only after the function returns.
+                super::managed::sync_call(c, &Request::StreamSynchronize { ctx, stream })?;
+                // SAFETY: the application's host function with its own user data, as
+                // cuGraphAddHostNode specifies.
+                unsafe { func(data as *mut c_void) };
+                Ok(())
+            }
+            &Op::EventRecord { event } => c.post(
+                &Request::EventRecord {
+                    ctx,
+                    event: EventId(event),
+                    stream,
+                },
+                &[],
+            ),
+            &Op::EventWait { event } => c.post(
+                &Request::StreamWaitEvent {
+                    ctx,
+                    stream,
+                    event: EventId(event),
+                },
+                &[],
+            ),
+            Op::Child { .. } => Err(invalid(
+                "a child graph node is expanded when its graph is instantiated",
+            )),
+        }
+    }
+}
+
+/// Graph allocations: address -> (holders, context). A holder is a graph node or an executable
+/// graph with an allocation node for it; the memory goes back when the last one goes.
+fn allocs() -> MutexGuard<'static, HashMap<u64, (usize, u64)>> {
+    static ALLOCS: LazyLock<Mutex<HashMap<u64, (usize, u64)>>> = LazyLock::new(Mutex::default);
+    ALLOCS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `ptr` is the address of a graph allocation.
+pub fn is_graph_alloc(ptr: u64) -> bool {
+    allocs().contains_key(&ptr)
+}
+
+/// The context of the allocation at `ptr` now, if it is one.
+fn alloc_ctx(ptr: u64) -> Option<u64> {
+    registry().memory(|m| m.allocs.get(&ptr).map(|a| a.ctx))
+}
+
+/// One more holder of the allocation `op` makes, if it is an allocation node.
+pub fn hold(op: &Op) {
+    if let &Op::MemAlloc { ptr, .. } = op {
+        let mut t = allocs();
+        match t.get_mut(&ptr) {
+            Some(e) => e.0 += 1,
+            None => {
+                t.insert(ptr, (1, alloc_ctx(ptr).unwrap_or(0)));
+            }
+        }
+    }
+}
+
+/// One holder fewer of the allocation `op` makes; the memory goes back with the last one.
+pub fn unhold(op: &Op) {
+    if let &Op::MemAlloc { ptr, .. } = op {
+        let last = {
+            let mut t = allocs();
+            match t.get_mut(&ptr) {
+                Some(e) if e.0 > 1 => {
+                    e.0 -= 1;
+                    None
+                }
+                Some(_) => t.remove(&ptr).map(|(_, ctx)| ctx),
+                None => None,
+            }
+        };
+        // A context torn down meanwhile took the memory with it (and the address may be
+        // another allocation's now): only the allocation made for the node goes.
+        if last.is_some_and(|c| alloc_ctx(ptr) == Some(c)) {
+            let _ = super::memory::free(ptr);
         }
     }
 }
 
 /// One node: its operation and the nodes it waits for.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Node {
     pub op: Op,
     pub deps: Vec<u64>,
@@ -215,7 +342,7 @@ impl Node {
 }
 
 /// A graph: nodes by handle (minted in increasing order, so the map keeps creation order).
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct Graph {
     pub nodes: BTreeMap<u64, Node>,
 }
@@ -280,6 +407,10 @@ fn graphs() -> MutexGuard<'static, Graphs> {
 }
 
 fn no_graph(h: u64) -> ShimError {
+    if h == 0 {
+        // The driver documents CUDA_ERROR_INVALID_VALUE for a NULL graph.
+        return invalid("null graph");
+    }
     crate::error::invalid_handle("graph", h)
 }
 
@@ -314,6 +445,7 @@ pub fn add_node(graph: u64, op: Op, deps: &[u64]) -> ShimResult<u64> {
         }
     }
     let h = registry::mint();
+    hold(&op);
     g.nodes.insert(h, Node::new(op, deps.to_vec()));
     t.owner.insert(h, graph);
     Ok(h)
@@ -333,12 +465,34 @@ pub fn with_node<R>(h: u64, f: impl FnOnce(u64, &mut Node) -> R) -> ShimResult<R
 
 /// Removes graph `h` and its nodes.
 pub fn remove_graph(h: u64) -> ShimResult<()> {
-    let mut t = graphs();
+    let mut dropped = Vec::new();
+    let r = remove_in(&mut graphs(), h, &mut dropped);
+    // Outside the lock: the last holder of an allocation frees it.
+    dropped.iter().for_each(unhold);
+    r
+}
+
+/// Removes graph `h`, its nodes and the child graphs they own; the operations that held
+/// allocations go to `dropped`.
+fn remove_in(t: &mut Graphs, h: u64, dropped: &mut Vec<Op>) -> ShimResult<()> {
     let g = t.graphs.remove(&h).ok_or_else(|| no_graph(h))?;
-    for n in g.nodes.keys() {
-        t.owner.remove(n);
+    for (n, node) in g.nodes {
+        t.owner.remove(&n);
+        drop_op(t, node.op, dropped);
     }
     Ok(())
+}
+
+/// What removing a node's operation entails: its child graph goes, its allocation is held
+/// once less.
+fn drop_op(t: &mut Graphs, op: Op, dropped: &mut Vec<Op>) {
+    match op {
+        Op::Child { graph } => {
+            let _ = remove_in(t, graph, dropped);
+        }
+        op @ Op::MemAlloc { .. } => dropped.push(op),
+        _ => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,7 +512,7 @@ pub fn destroy(h: u64) -> ShimResult<()> {
 
 /// # Safety
 /// `deps` has `n` node handles (or is NULL with `n` 0).
-unsafe fn dependencies<'a>(deps: *const *mut c_void, n: usize) -> ShimResult<&'a [u64]> {
+pub unsafe fn dependencies<'a>(deps: *const *mut c_void, n: usize) -> ShimResult<&'a [u64]> {
     if n == 0 {
         return Ok(&[]);
     }
@@ -785,7 +939,7 @@ pub unsafe fn add_dependencies(
 ///
 /// # Safety
 /// `out` is NULL or has `*count` entries.
-unsafe fn hand_out(list: &[u64], out: *mut *mut c_void, count: &mut usize) {
+pub unsafe fn hand_out(list: &[u64], out: *mut *mut c_void, count: &mut usize) {
     if out.is_null() {
         *count = list.len();
         return;
@@ -876,34 +1030,83 @@ pub fn node_get_type(node: u64, out: &mut c_uint) -> ShimResult<()> {
 
 /// `cuGraphDestroyNode`: the node and every edge to or from it.
 pub fn destroy_node(node: u64) -> ShimResult<()> {
-    let mut t = graphs();
-    let g = t.owner.remove(&node).ok_or_else(|| no_node(node))?;
-    if let Some(g) = t.graphs.get_mut(&g) {
-        g.nodes.remove(&node);
-        for n in g.nodes.values_mut() {
-            n.deps.retain(|&d| d != node);
+    let mut dropped = Vec::new();
+    {
+        let mut t = graphs();
+        let g = t.owner.remove(&node).ok_or_else(|| no_node(node))?;
+        let op = t.graphs.get_mut(&g).and_then(|g| {
+            let n = g.nodes.remove(&node);
+            for n in g.nodes.values_mut() {
+                n.deps.retain(|&d| d != node);
+            }
+            n
+        });
+        if let Some(n) = op {
+            drop_op(&mut t, n.op, &mut dropped);
         }
     }
+    dropped.iter().for_each(unhold);
     Ok(())
 }
 
 /// `cuGraphClone`: the same nodes and edges under new handles.
 pub fn clone(out: &mut u64, graph: u64) -> ShimResult<()> {
-    let mut t = graphs();
-    let g = t.graphs.get(&graph).ok_or_else(|| no_graph(graph))?;
+    *out = clone_in(&mut graphs(), graph, 0)?;
+    Ok(())
+}
+
+/// Child graphs nested deeper than this are refused (and cycles of them cannot form).
+pub const MAX_DEPTH: u32 = 64;
+
+/// A copy of graph `graph` (child graphs copied too) in `t`; its handle.
+fn clone_in(t: &mut Graphs, graph: u64, depth: u32) -> ShimResult<u64> {
+    if depth > MAX_DEPTH {
+        return Err(invalid("child graphs nested too deep"));
+    }
+    let g = t.graphs.get(&graph).ok_or_else(|| no_graph(graph))?.clone();
     let renamed: HashMap<u64, u64> = g.nodes.keys().map(|&h| (h, registry::mint())).collect();
     let mut copy = Graph::default();
     for (h, n) in &g.nodes {
         let deps = n.deps.iter().map(|d| renamed[d]).collect();
-        copy.nodes.insert(renamed[h], Node::new(n.op.clone(), deps));
+        let op = match n.op {
+            Op::Child { graph } => Op::Child {
+                graph: clone_in(t, graph, depth + 1)?,
+            },
+            ref op => op.clone(),
+        };
+        hold(&op);
+        copy.nodes.insert(renamed[h], Node::new(op, deps));
     }
     let h = registry::mint();
     for &n in copy.nodes.keys() {
         t.owner.insert(n, h);
     }
     t.graphs.insert(h, copy);
-    *out = h;
-    Ok(())
+    Ok(h)
+}
+
+/// Adds a child graph node holding a copy of `child` (cloned under the lock, so the graph
+/// cannot change meanwhile).
+pub fn add_child(graph: u64, child: u64, deps: &[u64]) -> ShimResult<u64> {
+    let copy = {
+        let mut t = graphs();
+        let c = t.graphs.get(&child).ok_or_else(|| no_graph(child))?;
+        if c.nodes
+            .values()
+            .any(|n| matches!(n.op, Op::MemAlloc { .. } | Op::MemFree { .. }))
+        {
+            return Err(invalid(
+                "a child graph may not contain memory allocation or free nodes",
+            ));
+        }
+        if !t.graphs.contains_key(&graph) {
+            return Err(no_graph(graph));
+        }
+        clone_in(&mut t, child, 1)?
+    };
+    add_node(graph, Op::Child { graph: copy }, deps).inspect_err(|_| {
+        let _ = remove_graph(copy);
+    })
 }
 
 /// `cuGraphDebugDotPrint`: the graph in Graphviz's language.
@@ -928,6 +1131,12 @@ pub fn debug_dot_print(graph: u64, path: &str, _flags: c_uint) -> ShimResult<()>
                     dir, width, rows, ..
                 } => format!("memcpy {dir:?} {width} B x {rows}"),
                 Op::Empty => "empty".into(),
+                Op::Host { .. } => "host function".into(),
+                Op::EventRecord { event } => format!("event record {event:#x}"),
+                Op::EventWait { event } => format!("event wait {event:#x}"),
+                Op::Child { graph } => format!("child graph {graph:#x}"),
+                Op::MemAlloc { ptr, size, .. } => format!("mem alloc {ptr:#x} {size} B"),
+                Op::MemFree { ptr } => format!("mem free {ptr:#x}"),
             };
             s += &format!("  n{h:x} [label=\"{label}\"];\n");
             for d in &n.deps {
@@ -981,5 +1190,47 @@ mod tests {
         remove_graph(g).unwrap();
         assert!(remove_graph(g).is_err());
         assert!(with_node(b, |_, _| ()).is_err());
+    }
+
+    #[test]
+    fn child_graphs_are_copied_owned_and_removed_with_their_node() {
+        let inner_of = |node: u64| {
+            with_node(node, |_, n| match n.op {
+                Op::Child { graph } => graph,
+                _ => 0,
+            })
+            .unwrap()
+        };
+        let child = new_graph();
+        add_node(child, Op::Empty, &[]).unwrap();
+        let parent = new_graph();
+        let c = add_child(parent, child, &[]).unwrap();
+        let inner = inner_of(c);
+        assert!(inner != 0 && inner != child);
+        let mut t = 0;
+        node_get_type(c, &mut t).unwrap();
+        assert_eq!(t, TYPE_GRAPH);
+        // The node holds a copy: later changes to the child graph do not reach it.
+        add_node(child, Op::Empty, &[]).unwrap();
+        assert_eq!(with_graph(inner, |g| g.nodes.len()).unwrap(), 1);
+        // A clone of the parent copies the child graph too.
+        let mut copy = 0;
+        clone(&mut copy, parent).unwrap();
+        let copied = with_graph(copy, |g| g.nodes.keys().copied().collect::<Vec<_>>()).unwrap();
+        let inner2 = inner_of(copied[0]);
+        assert!(inner2 != 0 && inner2 != inner);
+        destroy_node(c).unwrap();
+        assert!(with_graph(inner, |_| ()).is_err());
+        remove_graph(copy).unwrap();
+        assert!(with_graph(inner2, |_| ()).is_err());
+        // Memory nodes may not be in a child graph; a NULL graph is an invalid value.
+        add_node(child, Op::MemFree { ptr: 0x1000 }, &[]).unwrap();
+        assert!(add_child(parent, child, &[]).is_err());
+        assert_eq!(
+            add_node(0, Op::Empty, &[]).unwrap_err().status(),
+            CuStatus::INVALID_VALUE
+        );
+        remove_graph(child).unwrap();
+        remove_graph(parent).unwrap();
     }
 }

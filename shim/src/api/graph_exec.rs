@@ -35,24 +35,43 @@ fn no_exec(h: u64) -> ShimError {
 /// Instantiates `graph`; a cycle is `CUDA_ERROR_INVALID_VALUE`, and a kernel whose module is
 /// gone `CUDA_ERROR_INVALID_HANDLE`.
 fn instantiate(graph: u64) -> ShimResult<u64> {
+    let order = flatten(graph, 0)?;
+    // The executable graph holds its allocations too: they outlive the graph if it goes first.
+    order.iter().for_each(|(_, op)| graph::hold(op));
+    let h = registry::mint();
+    execs().insert(h, Exec { order });
+    Ok(h)
+}
+
+/// The nodes of `graph` in dependency order, each child graph node replaced by its graph's
+/// nodes in theirs (between the node's dependencies and its dependents).
+fn flatten(graph: u64, depth: u32) -> ShimResult<Vec<(u64, Op)>> {
+    if depth > graph::MAX_DEPTH {
+        return Err(invalid("child graphs nested too deep"));
+    }
     let order = graph::with_graph(graph, |g| {
         let order = g
             .topological()
             .ok_or_else(|| invalid(format!("graph {graph:#x} has a cycle")))?;
-        order
-            .into_iter()
-            .map(|h| {
-                let op = g.nodes[&h].op.clone();
-                if let Op::Kernel { func, .. } = op {
-                    registry().function(func)?;
-                }
-                Ok((h, op))
-            })
-            .collect::<ShimResult<Vec<_>>>()
+        Ok::<_, ShimError>(
+            order
+                .into_iter()
+                .map(|h| (h, g.nodes[&h].op.clone()))
+                .collect::<Vec<_>>(),
+        )
     })??;
-    let h = registry::mint();
-    execs().insert(h, Exec { order });
-    Ok(h)
+    let mut out = Vec::with_capacity(order.len());
+    for (h, op) in order {
+        match op {
+            Op::Child { graph } => out.extend(flatten(graph, depth + 1)?),
+            Op::Kernel { func, .. } => {
+                registry().function(func)?;
+                out.push((h, op));
+            }
+            op => out.push((h, op)),
+        }
+    }
+    Ok(out)
 }
 
 /// `CUDA_GRAPH_INSTANTIATE_FLAG_*` the shim accepts: auto-free on launch, upload, device launch
@@ -132,10 +151,9 @@ pub unsafe fn instantiate_with_params(
 }
 
 pub fn destroy(exec: u64) -> ShimResult<()> {
-    execs()
-        .remove(&exec)
-        .map(|_| ())
-        .ok_or_else(|| no_exec(exec))
+    let e = execs().remove(&exec).ok_or_else(|| no_exec(exec))?;
+    e.order.iter().for_each(|(_, op)| graph::unhold(op));
+    Ok(())
 }
 
 /// `cuGraphUpload`: nothing is resident to upload; the handles are checked.
@@ -196,4 +214,48 @@ pub unsafe fn kernel_node_set_params(exec: u64, node: u64, p: &KernelParams) -> 
         }
         _ => Err(invalid(format!("node {node:#x} is not a kernel node"))),
     }
+}
+
+/// Replaces the operation of node `node` in executable graph `exec` with `op`, if the node is
+/// of the same kind (`what` names it for the error).
+fn set_op(exec: u64, node: u64, op: Op, what: &str) -> ShimResult<()> {
+    let mut t = execs();
+    let e = t.get_mut(&exec).ok_or_else(|| no_exec(exec))?;
+    let slot = e
+        .order
+        .iter_mut()
+        .find(|(h, _)| *h == node)
+        .ok_or_else(|| invalid(format!("node {node:#x} is not in graph exec {exec:#x}")))?;
+    if std::mem::discriminant(&slot.1) != std::mem::discriminant(&op) {
+        return Err(invalid(format!("node {node:#x} is not {what}")));
+    }
+    slot.1 = op;
+    Ok(())
+}
+
+/// `cuGraphExecHostNodeSetParams`.
+pub fn host_node_set_params(
+    exec: u64,
+    node: u64,
+    p: &super::graph_nodes::HostParams,
+) -> ShimResult<()> {
+    let op = super::graph_nodes::host_op(p)?;
+    set_op(exec, node, op, "a host node")
+}
+
+/// `cuGraphExecEventRecordNodeSetEvent`.
+pub fn event_record_node_set_event(exec: u64, node: u64, event: u64) -> ShimResult<()> {
+    registry().event_ctx(event)?;
+    set_op(
+        exec,
+        node,
+        Op::EventRecord { event },
+        "an event record node",
+    )
+}
+
+/// `cuGraphExecEventWaitNodeSetEvent`.
+pub fn event_wait_node_set_event(exec: u64, node: u64, event: u64) -> ShimResult<()> {
+    registry().event_ctx(event)?;
+    set_op(exec, node, Op::EventWait { event }, "an event wait node")
 }

@@ -68,6 +68,11 @@ pub fn free(ptr: u64) -> ShimResult<()> {
     if ptr == 0 {
         return Ok(());
     }
+    // A graph allocation stays while its graphs do (see `graph::Op::MemAlloc`): freeing it
+    // ends its use, as CUDA allows, and the memory goes when the last graph holding it does.
+    if super::graph::is_graph_alloc(ptr) {
+        return Ok(());
+    }
     if ipc::is_opened(ptr) {
         return Err(invalid(format!(
             "{ptr:#x} is another process's memory opened by IPC: close it with cuIpcCloseMemHandle"

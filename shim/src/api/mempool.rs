@@ -19,6 +19,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use remora_protocol::CuStatus;
 
+use super::graph::Op;
 use super::{capture, device, device_alloc};
 use crate::client;
 use crate::ffi::{invalid, put, FromCuda, ShimError, ShimResult};
@@ -200,16 +201,32 @@ pub fn device_set(dev: c_int, pool: u64) -> ShimResult<()> {
 /// `CUmemPoolProps` as cuda.h lays it out.
 #[repr(C)]
 pub struct PoolProps {
-    alloc_type: c_uint,
+    pub(crate) alloc_type: c_uint,
     handle_types: c_uint,
-    location_type: c_uint,
-    location_id: c_int,
+    pub(crate) location_type: c_uint,
+    pub(crate) location_id: c_int,
     _win32: *mut c_void,
     max_size: usize,
     _usage: u16,
     _reserved: [u8; 54],
 }
 const _: () = assert!(std::mem::size_of::<PoolProps>() == 88);
+
+impl PoolProps {
+    /// Pinned memory on device `device`, no handle types, no limit.
+    pub fn device_pinned(device: c_int) -> Self {
+        Self {
+            alloc_type: 1,
+            handle_types: 0,
+            location_type: 1,
+            location_id: device,
+            _win32: std::ptr::null_mut(),
+            max_size: 0,
+            _usage: 0,
+            _reserved: [0; 54],
+        }
+    }
+}
 
 impl<'a> FromCuda<'a, *const CUmemPoolProps> for &'a PoolProps {
     unsafe fn from_cuda(p: &'a *const CUmemPoolProps) -> ShimResult<&'a PoolProps> {
@@ -341,8 +358,23 @@ fn alloc(pool: u64, size: usize, stream: u64) -> ShimResult<u64> {
         return Err(invalid("allocation of 0 bytes"));
     }
     let (ctx, sid) = registry().stream(stream)?;
-    capture::refuse_on(sid, "a stream-ordered allocation")?;
     let device = registry().with_context(ctx, |c| c.device)?;
+    if let Some(cap) = capture::of(sid)? {
+        // Captured: an allocation node, whose memory is the graph's (not the pool's).
+        let op = super::graph_nodes::alloc_op(ctx, device, size as u64)?;
+        let Op::MemAlloc { ptr, .. } = op else {
+            return Err(invalid("not an allocation"));
+        };
+        return match cap.add(op.clone()) {
+            Ok(()) => Ok(ptr),
+            Err(e) => {
+                super::graph::hold(&op);
+                super::graph::unhold(&op);
+                Err(e)
+            }
+        };
+    }
+    capture::refuse_on(sid, "a stream-ordered allocation")?;
     let need = (size as u64)
         .checked_next_multiple_of(GRANULE)
         .ok_or_else(|| invalid("allocation too large"))?;
@@ -422,6 +454,19 @@ fn alloc(pool: u64, size: usize, stream: u64) -> ShimResult<u64> {
 /// earlier work.
 pub fn free_async(ptr: u64, stream: u64) -> ShimResult<()> {
     let (_, sid) = registry().stream(stream)?;
+    if let Some(cap) = capture::of(sid)? {
+        // Captured: a free node, which only a graph allocation may have.
+        if !super::graph::is_graph_alloc(ptr) {
+            return Err(invalid(format!(
+                "{ptr:#x} is not a graph allocation: a captured free cannot free it"
+            )));
+        }
+        return cap.add(Op::MemFree { ptr });
+    }
+    // A graph allocation stays while its graphs do (see `graph::Op::MemAlloc`).
+    if super::graph::is_graph_alloc(ptr) {
+        return Ok(());
+    }
     capture::refuse_on(sid, "a stream-ordered free")?;
     let mut t = pools();
     // An entry whose context was torn down is stale: the address may be another's now.

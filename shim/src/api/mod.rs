@@ -19,6 +19,7 @@ pub mod device;
 pub mod device_alloc;
 pub mod graph;
 pub mod graph_exec;
+pub mod graph_nodes;
 pub mod image;
 pub mod init;
 pub mod ipc;
@@ -273,8 +274,8 @@ implement! { $
     cuEventCreate(phEvent, Flags) => stream::event_create(phEvent, Flags);
     cuEventRecord(hEvent, hStream) => stream::event_record(hEvent, hStream);
     cuEventRecord_ptsz(hEvent, hStream) => stream::event_record(hEvent, hStream);
-    cuEventRecordWithFlags(hEvent, hStream, _flags: Ignored) => stream::event_record(hEvent, hStream);
-    cuEventRecordWithFlags_ptsz(hEvent, hStream, _flags: Ignored) => stream::event_record(hEvent, hStream);
+    cuEventRecordWithFlags(hEvent, hStream, flags) => stream::event_record_with_flags(hEvent, hStream, flags);
+    cuEventRecordWithFlags_ptsz(hEvent, hStream, flags) => stream::event_record_with_flags(hEvent, hStream, flags);
     cuEventSynchronize(hEvent) => stream::event_synchronize(hEvent);
     cuEventQuery(hEvent) => stream::event_query(hEvent);
     cuEventElapsedTime(pMilliseconds, hStart, hEnd) => stream::event_elapsed(pMilliseconds, hStart, hEnd);
@@ -387,6 +388,21 @@ implement! { $
     cuGraphKernelNodeSetParams(hNode, nodeParams) => graph::kernel_set_params(hNode, nodeParams);
     cuGraphKernelNodeSetParams_v2(hNode, nodeParams) => graph::kernel_set_params(hNode, nodeParams);
     cuGraphDebugDotPrint(hGraph, path, flags) => graph::debug_dot_print(hGraph, path, flags);
+    cuGraphAddHostNode(phGraphNode, hGraph, dependencies, numDependencies, nodeParams) => graph_nodes::add_host(phGraphNode, hGraph, dependencies, numDependencies, nodeParams);
+    cuGraphHostNodeGetParams(hNode, nodeParams) => graph_nodes::host_get_params(hNode, nodeParams);
+    cuGraphHostNodeSetParams(hNode, nodeParams) => graph_nodes::host_set_params(hNode, nodeParams);
+    cuGraphAddEventRecordNode(phGraphNode, hGraph, dependencies, numDependencies, event) => graph_nodes::add_event_record(phGraphNode, hGraph, dependencies, numDependencies, event);
+    cuGraphAddEventWaitNode(phGraphNode, hGraph, dependencies, numDependencies, event) => graph_nodes::add_event_wait(phGraphNode, hGraph, dependencies, numDependencies, event);
+    cuGraphEventRecordNodeGetEvent(hNode, event_out) => graph_nodes::event_record_get(hNode, event_out);
+    cuGraphEventRecordNodeSetEvent(hNode, event) => graph_nodes::event_record_set(hNode, event);
+    cuGraphEventWaitNodeGetEvent(hNode, event_out) => graph_nodes::event_wait_get(hNode, event_out);
+    cuGraphEventWaitNodeSetEvent(hNode, event) => graph_nodes::event_wait_set(hNode, event);
+    cuGraphAddChildGraphNode(phGraphNode, hGraph, dependencies, numDependencies, childGraph) => graph_nodes::add_child(phGraphNode, hGraph, dependencies, numDependencies, childGraph);
+    cuGraphChildGraphNodeGetGraph(hNode, phGraph) => graph_nodes::child_get_graph(hNode, phGraph);
+    cuGraphAddMemAllocNode(phGraphNode, hGraph, dependencies, numDependencies, nodeParams) => graph_nodes::add_mem_alloc(phGraphNode, hGraph, dependencies, numDependencies, nodeParams);
+    cuGraphMemAllocNodeGetParams(hNode, params_out) => graph_nodes::mem_alloc_get_params(hNode, params_out);
+    cuGraphAddMemFreeNode(phGraphNode, hGraph, dependencies, numDependencies, dptr) => graph_nodes::add_mem_free(phGraphNode, hGraph, dependencies, numDependencies, dptr);
+    cuGraphMemFreeNodeGetParams(hNode, dptr_out) => graph_nodes::mem_free_get_params(hNode, dptr_out);
 
     // Executable graphs: a launch is one batch of queued calls.
     cuGraphInstantiate(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize) => graph_exec::instantiate_with_log(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize);
@@ -401,6 +417,9 @@ implement! { $
     cuGraphExecDestroy(hGraphExec) => graph_exec::destroy(hGraphExec);
     cuGraphExecKernelNodeSetParams(hGraphExec, hNode, nodeParams) => graph_exec::kernel_node_set_params(hGraphExec, hNode, nodeParams);
     cuGraphExecKernelNodeSetParams_v2(hGraphExec, hNode, nodeParams) => graph_exec::kernel_node_set_params(hGraphExec, hNode, nodeParams);
+    cuGraphExecHostNodeSetParams(hGraphExec, hNode, nodeParams) => graph_exec::host_node_set_params(hGraphExec, hNode, nodeParams);
+    cuGraphExecEventRecordNodeSetEvent(hGraphExec, hNode, event) => graph_exec::event_record_node_set_event(hGraphExec, hNode, event);
+    cuGraphExecEventWaitNodeSetEvent(hGraphExec, hNode, event) => graph_exec::event_wait_node_set_event(hGraphExec, hNode, event);
 
     // Memory pools and stream-ordered allocation.
     cuDeviceGetDefaultMemPool(pool_out, dev) => mempool::device_default(pool_out, dev);

@@ -71,9 +71,22 @@ pub fn query(stream: u64) -> ShimResult<()> {
         .map(|_| ())
 }
 
-pub fn wait_event(stream: u64, event: u64, _flags: c_uint) -> ShimResult<()> {
+/// `CU_EVENT_WAIT_EXTERNAL` and `CU_EVENT_RECORD_EXTERNAL`.
+const EXTERNAL: c_uint = 1;
+
+pub fn wait_event(stream: u64, event: u64, flags: c_uint) -> ShimResult<()> {
+    if flags & !EXTERNAL != 0 {
+        return Err(invalid(format!("stream wait flags {flags:#x}")));
+    }
     registry().event_ctx(event)?;
     let (ctx, stream) = registry().stream(stream)?;
+    // A capturing stream waiting for an event from outside the capture (or asked to treat it
+    // as external) records a wait node; an event of the capture forks or joins instead.
+    if let Some(cap) = capture::of(stream)? {
+        if flags & EXTERNAL != 0 || !capture::in_a_capture(event) {
+            return cap.add(capture::Op::EventWait { event });
+        }
+    }
     if capture::wait_event(stream, event)? {
         return Ok(());
     }
@@ -138,8 +151,23 @@ pub fn event_create(ph: &mut u64, flags: c_uint) -> ShimResult<()> {
 }
 
 pub fn event_record(event: u64, stream: u64) -> ShimResult<()> {
+    event_record_with_flags(event, stream, 0)
+}
+
+/// `cuEventRecordWithFlags`. During a capture a plain record marks the capture's position (for
+/// forks and joins, as the driver does: no node); `CU_EVENT_RECORD_EXTERNAL` records an event
+/// record node as well, so the event is recorded when the graph runs.
+pub fn event_record_with_flags(event: u64, stream: u64, flags: c_uint) -> ShimResult<()> {
+    if flags & !EXTERNAL != 0 {
+        return Err(invalid(format!("event record flags {flags:#x}")));
+    }
     registry().event_ctx(event)?;
     let (ctx, stream) = registry().stream(stream)?;
+    if flags & EXTERNAL != 0 {
+        if let Some(cap) = capture::of(stream)? {
+            cap.add(capture::Op::EventRecord { event })?;
+        }
+    }
     if capture::record_event(event, stream)? {
         return Ok(());
     }
@@ -215,6 +243,14 @@ pub unsafe fn launch_host_func(
     data: *mut c_void,
 ) -> ShimResult<()> {
     let f = f.ok_or_else(|| invalid("null host function"))?;
+    // Captured: a host node, run when the graph runs.
+    let (_, sid) = registry().stream(stream)?;
+    if let Some(cap) = capture::of(sid)? {
+        return cap.add(capture::Op::Host {
+            func: f,
+            data: data as usize,
+        });
+    }
     synchronize(stream)?;
     // SAFETY: the application's callback with its own user data, as cuLaunchHostFunc specifies.
     unsafe { f(data) };
