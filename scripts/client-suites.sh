@@ -165,9 +165,11 @@ run_samples() {
             printf '%s\t%s\t%s\n' "$name" 127 0 >>"$RUN/modules.tsv"
             continue
         fi
-        # As NVIDIA runs them: from their folder, which holds their helpers (or beside common/).
+        # As NVIDIA runs them: from their folder, with the examples folder importable (its
+        # pytest.ini: pythonpath = .), so that `from common import common` finds common/ as a
+        # package. Not common/ itself: its common.py would shadow the package.
         run_module "$name" "$(dirname "$path")" env \
-            PYTHONPATH="$SUITES:$CUDA_PYTHON_SAMPLES:$CUDA_PYTHON_SAMPLES/common" python3 "$path"
+            PYTHONPATH="$SUITES:$CUDA_PYTHON_SAMPLES" python3 "$path"
     done < <(list "$SUITES/samples.txt")
 }
 

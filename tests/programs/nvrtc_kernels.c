@@ -5,7 +5,9 @@
  *   fault KIND  a kernel that faults (oob, misaligned, assert, trap, hang); prints the error
  *               the synchronising call returns and what later calls in the context return
  *   libraries   (two devices) a library loaded in device 0's context, its kernel launched and
- *               its global read in device 1's: libraries are context-independent */
+ *               its global read in device 1's: libraries are context-independent
+ *   cubin       NVRTC's cubin (--gpu-architecture=sm_80, machine code only), as NVIDIA's
+ *               cuda-python samples load it: prints what cuModuleLoadData returns */
 #include <cuda.h>
 #include <nvrtc.h>
 #include <math.h>
@@ -32,20 +34,29 @@ static const char *SRC =
     "extern \"C\" __global__ void traps() { __trap(); }\n"
     "extern \"C\" __global__ void hangs(volatile int *p) { while (*p == 0) { } }\n";
 
-static char *compile(void) {
+static char *compile_for(const char *arch, int cubin) {
     nvrtcProgram prog;
     if (nvrtcCreateProgram(&prog, SRC, "kernels.cu", 0, NULL, NULL) != NVRTC_SUCCESS) { printf("FAIL nvrtcCreateProgram\n"); exit(1); }
-    const char *opts[] = {"--gpu-architecture=compute_80"};
+    const char *opts[] = {arch};
     nvrtcResult r = nvrtcCompileProgram(prog, 1, opts);
     if (r != NVRTC_SUCCESS) {
         size_t n; nvrtcGetProgramLogSize(prog, &n); char *log = malloc(n); nvrtcGetProgramLog(prog, log);
         printf("FAIL nvrtc: %s\n%s\n", nvrtcGetErrorString(r), log); exit(1);
     }
-    size_t n; nvrtcGetPTXSize(prog, &n);
-    char *ptx = malloc(n); nvrtcGetPTX(prog, ptx);
+    size_t n;
+    char *image;
+    if (cubin) {
+        if (nvrtcGetCUBINSize(prog, &n) != NVRTC_SUCCESS) { printf("FAIL nvrtcGetCUBINSize\n"); exit(1); }
+        image = malloc(n); nvrtcGetCUBIN(prog, image);
+    } else {
+        nvrtcGetPTXSize(prog, &n);
+        image = malloc(n); nvrtcGetPTX(prog, image);
+    }
     nvrtcDestroyProgram(&prog);
-    return ptx;
+    return image;
 }
+
+static char *compile(void) { return compile_for("--gpu-architecture=compute_80", 0); }
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -54,6 +65,14 @@ int main(int argc, char **argv) {
     CHECK(cuInit(0));
     CHECK(cuDeviceGet(&dev, 0));
     CHECK(cuCtxCreate(&ctx, 0, dev));
+    if (!strcmp(mode, "cubin")) {
+        char *cubin = compile_for("--gpu-architecture=sm_80", 1);
+        printf("cubin load %d\n", (int)cuModuleLoadData(&mod, cubin));
+        /* The context stays usable: PTX of the same source loads. */
+        CHECK(cuModuleLoadData(&mod, compile()));
+        printf("nvrtc_kernels cubin: done\n");
+        return 0;
+    }
     char *ptx = compile();
     CHECK(cuModuleLoadData(&mod, ptx));
 

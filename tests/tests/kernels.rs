@@ -19,6 +19,23 @@ fn nvrtc_compiled_kernels_compute_checked_results() {
 }
 
 #[test]
+fn an_nvrtc_cubin_is_refused_on_the_emulated_gpu_with_the_way_to_ptx() {
+    // NVIDIA's cuda-python samples compile with --gpu-architecture=sm_XY and load the cubin:
+    // machine code only, which the emulated GPU cannot run. It must say so, and how to get PTX.
+    let server = Server::start();
+    let out = server.run(&nvrtc_program(), &["cubin"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("cubin load 209"), "{t}");
+    assert!(t.contains("ELF cubin (SASS only)"), "{t}");
+    assert!(
+        t.contains("NVRTC's cubin for --gpu-architecture=sm_XY"),
+        "{t}"
+    );
+    assert!(t.contains("nvrtc_kernels cubin: done"), "{t}");
+}
+
+#[test]
 fn a_library_kernel_runs_in_another_devices_context() {
     let server = Server::start_with(&["--devices", "2"]);
     let out = server.run(&nvrtc_program(), &["libraries"]);

@@ -57,7 +57,8 @@ fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
                 eprintln!(
                     "remora: module {} ({} bytes) cannot be loaded: {e}. The emulated GPU runs PTX only: \
                  this module needs a real GPU, or, if it was built at run time (numba with nvJitLink, \
-                 CuPy without CUPY_COMPILE_WITH_PTX), a build to PTX",
+                 CuPy without CUPY_COMPILE_WITH_PTX, NVRTC's cubin for --gpu-architecture=sm_XY), a \
+                 build to PTX (NVRTC: compute_XY and nvrtcGetPTX)",
                     hex_prefix(&hash),
                     image.len()
                 );
