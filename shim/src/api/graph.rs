@@ -315,7 +315,7 @@ pub fn unhold(op: &Op) {
         // A context torn down meanwhile took the memory with it (and the address may be
         // another allocation's now): only the allocation made for the node goes.
         if last.is_some_and(|c| alloc_ctx(ptr) == Some(c)) {
-            let _ = super::memory::free(ptr);
+            let _ = super::device_alloc::free(ptr);
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::ffi::{c_int, c_uint, c_void};
 
 use super::graph::{self, dependencies, Op};
-use super::mempool::PoolProps;
+use super::pool_props::PoolProps;
 use crate::ffi::{invalid, FromCuda, ShimResult};
 use crate::generated::{CUhostFn, CUDA_HOST_NODE_PARAMS, CUDA_MEM_ALLOC_NODE_PARAMS};
 use crate::registry::{self, registry};

@@ -20,10 +20,10 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use remora_protocol::CuStatus;
 
 use super::graph::Op;
+use super::pool_props::PoolProps;
 use super::{capture, device, device_alloc};
 use crate::client;
-use crate::ffi::{invalid, put, FromCuda, ShimError, ShimResult};
-use crate::generated::CUmemPoolProps;
+use crate::ffi::{invalid, put, ShimError, ShimResult};
 use crate::registry::{self, registry};
 
 /// Blocks are sized in multiples of this (the lease's placement granularity).
@@ -196,43 +196,6 @@ pub fn device_set(dev: c_int, pool: u64) -> ShimResult<()> {
     }
     t.current.insert(dev, pool);
     Ok(())
-}
-
-/// `CUmemPoolProps` as cuda.h lays it out.
-#[repr(C)]
-pub struct PoolProps {
-    pub(crate) alloc_type: c_uint,
-    handle_types: c_uint,
-    pub(crate) location_type: c_uint,
-    pub(crate) location_id: c_int,
-    _win32: *mut c_void,
-    max_size: usize,
-    _usage: u16,
-    _reserved: [u8; 54],
-}
-const _: () = assert!(std::mem::size_of::<PoolProps>() == 88);
-
-impl PoolProps {
-    /// Pinned memory on device `device`, no handle types, no limit.
-    pub fn device_pinned(device: c_int) -> Self {
-        Self {
-            alloc_type: 1,
-            handle_types: 0,
-            location_type: 1,
-            location_id: device,
-            _win32: std::ptr::null_mut(),
-            max_size: 0,
-            _usage: 0,
-            _reserved: [0; 54],
-        }
-    }
-}
-
-impl<'a> FromCuda<'a, *const CUmemPoolProps> for &'a PoolProps {
-    unsafe fn from_cuda(p: &'a *const CUmemPoolProps) -> ShimResult<&'a PoolProps> {
-        // SAFETY: PoolProps mirrors cuda.h's layout; a valid input.
-        unsafe { p.cast::<PoolProps>().as_ref() }.ok_or_else(|| invalid("null pool properties"))
-    }
 }
 
 pub fn create(out: &mut u64, p: &PoolProps) -> ShimResult<()> {

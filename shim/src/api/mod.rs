@@ -29,6 +29,7 @@ pub mod memory;
 pub mod mempool;
 pub mod module;
 pub mod params;
+pub mod pool_props;
 pub mod stream;
 
 use crate::driver::{self, Driver};
