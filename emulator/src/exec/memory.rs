@@ -124,9 +124,11 @@ impl Runner<'_, '_> {
             } => {
                 let base = self.fetch(&addr.base, b);
                 let (size, n) = (*size, *n);
-                for l in lanes(m).filter(|_| self.ctx.record.is_some()) {
-                    let a = base[l].wrapping_add(addr.off as u64);
-                    (0..n).for_each(|k| self.record(*space, a + (k * size) as u64, size, true));
+                if self.ctx.record.is_some() {
+                    for l in lanes(m) {
+                        let a = base[l].wrapping_add(addr.off as u64);
+                        (0..n).for_each(|k| self.record(*space, a + (k * size) as u64, size, true));
+                    }
                 }
                 if n == 1 && size == 4 && matches!(space, Space::Global | Space::Generic) {
                     let val = self.fetch(&srcs[0], b);
@@ -204,8 +206,13 @@ impl Runner<'_, '_> {
     }
 
     /// Logs a global-memory access for the footprint oracle, when the launch asks.
+    #[inline]
     pub(super) fn record(&self, space: Space, addr: u64, size: u32, write: bool) {
-        if let (Some(log), (Space::Global, a)) = (self.ctx.record, self.resolve(space, addr)) {
+        // On the loads' path: nothing but this test when no log is asked for.
+        let Some(log) = self.ctx.record else {
+            return;
+        };
+        if let (Space::Global, a) = self.resolve(space, addr) {
             let block = self.ctaid[0] as u64
                 + self.ctx.grid[0] as u64
                     * (self.ctaid[1] as u64 + self.ctx.grid[1] as u64 * self.ctaid[2] as u64);

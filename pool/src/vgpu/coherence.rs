@@ -11,6 +11,12 @@ use std::collections::BTreeMap;
 /// A set of members, bit `i` for member `i` (a virtual GPU has at most 64).
 pub type Members = u64;
 
+/// The member to read a piece from: the lowest-numbered holder, so the home member (0)
+/// whenever it holds the piece.
+pub fn first(set: Members) -> usize {
+    set.trailing_zeros() as usize
+}
+
 /// The pieces of one allocation: start offset -> (end offset, holders). The pieces cover
 /// `[0, size)` without gaps or overlaps.
 #[derive(Debug, Clone)]
@@ -110,12 +116,12 @@ impl Validity {
     }
 
     /// The pieces of `[lo, hi)` that `member` lacks, each with the member to copy it from
-    /// (the lowest-numbered holder, so copies come from the home member when it has them).
+    /// ([`first`]).
     pub fn missing(&self, lo: u64, hi: u64, member: usize) -> Vec<(u64, u64, usize)> {
         self.holders(lo, hi)
             .into_iter()
             .filter(|&(_, _, set)| set & (1 << member) == 0)
-            .map(|(s, e, set)| (s, e, set.trailing_zeros() as usize))
+            .map(|(s, e, set)| (s, e, first(set)))
             .collect()
     }
 

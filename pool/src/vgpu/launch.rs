@@ -220,7 +220,6 @@ impl Vgpu {
                 }
             }
         }
-        let started = Instant::now();
         for &(m, lo, hi) in &ranges {
             let mut r = req.clone();
             if let Request::Launch { params, module, .. } = &mut r {
@@ -248,7 +247,6 @@ impl Vgpu {
             }
             self.stats().blocks[m] += u64::from(hi - lo);
         }
-        let _ = started;
         self.stats().launches_split += 1;
         self.counters
             .launches

@@ -363,19 +363,17 @@ impl Vgpu {
 
     /// `[addr, addr + len)` was written on member `by` only.
     fn wrote(&mut self, addr: u64, len: u64, by: usize) {
-        let ranges: Vec<(u64, u64)> = self
-            .allocs
-            .range(..addr.saturating_add(len))
-            .rev()
-            .take_while(|(&b, a)| b + a.valid.size() > addr)
-            .map(|(&b, _)| (b, 0))
-            .collect();
-        for (b, _) in ranges {
-            if let Some(a) = self.allocs.get_mut(&b) {
-                let lo = addr.saturating_sub(b);
-                let hi = (addr + len).saturating_sub(b);
-                a.valid.wrote(lo, hi, by);
+        self.held_by(addr, len, 1 << by);
+    }
+
+    /// `[addr, addr + len)` is valid on `set` only, in every allocation it reaches.
+    fn held_by(&mut self, addr: u64, len: u64, set: Members) {
+        let end = addr.saturating_add(len);
+        for (&b, a) in self.allocs.range_mut(..end).rev() {
+            if b + a.valid.size() <= addr {
+                break;
             }
+            a.valid.wrote_on(addr.saturating_sub(b), end - b, set);
         }
     }
 
@@ -451,15 +449,7 @@ impl Vgpu {
                 .valid
                 .holders(src - base, src - base + size)
                 .into_iter()
-                .map(|(s, e, set)| {
-                    // The home member when it holds the piece, else the lowest holder.
-                    let from = if set & 1 != 0 {
-                        0
-                    } else {
-                        set.trailing_zeros() as usize
-                    };
-                    (base + s, e - s, from)
-                })
+                .map(|(s, e, set)| (base + s, e - s, coherence::first(set)))
                 .collect(),
             _ => vec![(src, size, 0)],
         };
@@ -513,11 +503,7 @@ impl Vgpu {
         let (base, a) = self.alloc_of(src).expect("checked above");
         let pieces = a.valid.holders(src - base, src - base + size);
         for (s, e, set) in pieces {
-            let by = if set & 1 != 0 {
-                0
-            } else {
-                set.trailing_zeros() as usize
-            };
+            let by = coherence::first(set);
             let off = base + s - src;
             let (ctx, stream) = match req {
                 Request::MemcpyDtoD { ctx, stream, .. } => (*ctx, *stream),
@@ -557,12 +543,7 @@ impl Vgpu {
             let rows = if pitch == row { 1 } else { height };
             let row = if pitch == row { row * height } else { row };
             for r in 0..rows {
-                let at = dst + r * pitch;
-                if let Some((b, _)) = self.alloc_of(at) {
-                    if let Some(a) = self.allocs.get_mut(&b) {
-                        a.valid.wrote_on(at - b, at - b + row, everyone);
-                    }
-                }
+                self.held_by(dst + r * pitch, row, everyone);
             }
         }
         Ok(())

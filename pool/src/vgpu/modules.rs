@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::analysis::{self as guard, Analysis};
+use super::analysis::{self as ptx, Analysis};
 use remora_protocol::messages::{
     CtxId, KernelDesc, ModuleId, ParamDesc, Reply, ReplyBody, Request,
 };
@@ -72,11 +72,6 @@ impl Images {
 const CC_MAJOR: u32 = 75;
 const CC_MINOR: u32 = 76;
 
-/// The kernels of PTX `text`, analysed (by name).
-fn analyse(text: &str) -> Vec<(String, Analysis)> {
-    guard::analyze_ptx(text)
-}
-
 impl Vgpu {
     /// Loads an image on every member: the PTX rewritten with a guard where the image has PTX,
     /// else the image as it is (then no kernel of it is split).
@@ -96,16 +91,16 @@ impl Vgpu {
                 a(CC_MAJOR) * 10 + a(CC_MINOR)
             })
             .unwrap_or(80);
-        let rewritten = guard::extract_ptx(image, cc)
+        let rewritten = ptx::extract_ptx(image, cc)
             .map_err(|e| e.to_string())
             .and_then(|text| {
-                let analyses = analyse(&text);
+                let analyses = ptx::analyze_ptx(&text);
                 let any = analyses
                     .iter()
                     .any(|(_, a)| matches!(a, Analysis::Splittable(_)));
                 // Only a module with a kernel to split needs its guarded twin.
                 let guarded = if any {
-                    Some(guard::guard_ptx(&text)?.into_bytes())
+                    Some(ptx::guard_ptx(&text)?.into_bytes())
                 } else {
                     None
                 };
@@ -213,7 +208,7 @@ pub fn guarded_id(module: ModuleId) -> ModuleId {
 
 /// Where the guard's parameters sit in the guarded twin's parameter buffer (its last three).
 fn guard_params(k: &KernelDesc) -> Option<[ParamDesc; 3]> {
-    let n = guard::GUARD_PARAMS as usize;
+    let n = ptx::GUARD_PARAMS as usize;
     let tail = k.params.get(k.params.len().checked_sub(n)?..)?;
     Some([tail[0], tail[1], tail[2]])
 }
