@@ -18,7 +18,7 @@ use crate::Pool;
 const NO_SUCH_DEVICE: u32 = u32::MAX;
 
 /// Resolves with the reason once the pool ends its sessions (the end of a drain).
-pub(crate) async fn ended(pool: &Pool) -> String {
+async fn ended(pool: &Pool) -> String {
     let mut rx = pool.ending.subscribe();
     loop {
         if let Some(why) = rx.borrow_and_update().clone() {
@@ -30,7 +30,7 @@ pub(crate) async fn ended(pool: &Pool) -> String {
     }
 }
 /// Resolves once `account` is revoked (never for the pool's own token).
-pub(crate) async fn revoked(account: Option<&Account>) {
+async fn revoked(account: Option<&Account>) {
     match account {
         Some(a) => {
             while !a.revoked() {
@@ -40,6 +40,18 @@ pub(crate) async fn revoked(account: Option<&Account>) {
         None => std::future::pending().await,
     }
 }
+/// Resolves with the reason a running session must end: its token was revoked, or the pool
+/// ended its sessions (the end of a drain).
+pub(crate) async fn stopped(account: Option<&Account>, pool: &Pool) -> ServeError {
+    tokio::select! {
+        () = revoked(account) => {
+            let name = account.map_or("", |a| a.name.as_str());
+            ServeError::Refused(format!("token `{name}` was revoked by the pool's operator"))
+        }
+        why = ended(pool) => ServeError::Refused(why),
+    }
+}
+
 /// Which side of a forwarded session failed.
 pub(crate) enum Forward {
     Client(ServeError),
@@ -74,14 +86,7 @@ pub(crate) async fn forward(
     loop {
         let next = tokio::select! {
             ev = calls.next() => ev?,
-            () = revoked(account) => {
-                let name = account.map_or("", |a| a.name.as_str());
-                return Err(ServeError::Refused(format!(
-                    "token `{name}` was revoked by the pool's operator"
-                ))
-                .into());
-            }
-            why = ended(pool) => return Err(ServeError::Refused(why).into()),
+            e = stopped(account, pool) => return Err(e.into()),
         };
         let Some(ev) = next else { break };
         let ServerEvent::Call {

@@ -13,7 +13,7 @@ use remora_protocol::{ConnError, CuStatus, ServerEvent};
 use remora_transport::client::Link;
 use remora_transport::server::{self, Hello, ServeError};
 
-use crate::forward::{ended, forward, revoked, Forward};
+use crate::forward::{forward, Forward};
 use crate::placement::{Placement, SessionId, State, Want};
 use crate::Pool;
 
@@ -185,15 +185,7 @@ async fn run(conn: &quinn::Connection, pool: &Pool) -> Result<(), ServeError> {
         let stats = pool.vgpu_stats(id);
         let mut vgpu =
             crate::vgpu::Vgpu::new(members, stats, pool.split, pool.metrics.vgpu.clone());
-        let stop = Box::pin(async {
-            tokio::select! {
-                () = revoked(account.as_deref()) => {
-                    let name = account.as_deref().map_or("", |a| a.name.as_str());
-                    ServeError::Refused(format!("token `{name}` was revoked by the pool's operator"))
-                }
-                why = ended(pool) => ServeError::Refused(why),
-            }
-        });
+        let stop = Box::pin(crate::forward::stopped(account.as_deref(), pool));
         let r = crate::vgpu::serve(calls, &mut vgpu, stop).await;
         vgpu.close("session over");
         if let Some(stats) = pool.vgpus().remove(&id) {
