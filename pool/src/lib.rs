@@ -177,7 +177,7 @@ impl PoolServer {
             let pool = self.pool.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                match incoming.await {
+                match remora_transport::server::accept(incoming).await {
                     Ok(conn) => session::serve(conn, pool).await,
                     Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
                 }

@@ -251,6 +251,7 @@ async fn connect_members(
         observer: false,
         virtual_gpu: 0,
     };
+    let to_member = &to_member;
     let mut parts = vec![Placement {
         also: Vec::new(),
         ..placement.clone()
@@ -261,24 +262,35 @@ async fn connect_members(
         memory_per_gpu: placement.memory_per_gpu,
         also: Vec::new(),
     }));
-    let mut links = Vec::with_capacity(parts.len());
-    for p in parts {
+    // Every member at once: a virtual GPU's start costs one member's set-up, not M of them.
+    let tries = parts.into_iter().map(|p| async move {
         let Some(member) = pool.members.get(p.member) else {
-            return Err((p.member, "member vanished".into()));
+            return Err((p.member, "member vanished".to_string()));
         };
         let addr = member.file.address;
-        match remora_transport::client::connect(&member.file, &to_member, LINK_TIMEOUT, |_| {})
+        match remora_transport::client::connect(&member.file, to_member, LINK_TIMEOUT, |_| {})
             .await
         {
-            Ok(c) => links.push((p, Link::new(c, Buffers::default()))),
+            Ok(c) => Ok((p, Link::new(c, Buffers::default()))),
             Err(e) => {
-                for (_, l) in &links {
-                    l.close("the session went elsewhere");
-                }
                 let why = format!("the pool's member {addr} did not take the session: {e}");
-                return Err((p.member, why));
+                Err((p.member, why))
             }
         }
+    });
+    let mut links = Vec::new();
+    let mut failed = None;
+    for r in futures_util::future::join_all(tries).await {
+        match r {
+            Ok(l) => links.push(l),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        for (_, l) in &links {
+            l.close("the session went elsewhere");
+        }
+        return Err(e);
     }
     Ok(links)
 }

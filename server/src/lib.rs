@@ -186,7 +186,7 @@ impl Server {
             tokio::spawn(async move {
                 let _guard = guard;
                 let remote = incoming.remote_address();
-                match incoming.await {
+                match remora_transport::server::accept(incoming).await {
                     Ok(conn) => connection::serve(conn, shared).await,
                     Err(e) => tracing::info!(%remote, "handshake failed: {e}"),
                 }

@@ -219,3 +219,60 @@ fn a_relay_that_loses_everything_fails_the_program_with_a_clear_error() {
     );
     drop(d.server);
 }
+
+/// Connects once to the server the connection file names, through the relay.
+fn connect_once(rt: &tokio::runtime::Runtime, file: &Path) -> remora_transport::client::Connected {
+    let file = remora_protocol::ConnectionFile::read(file).expect("connection file");
+    rt.block_on(remora_transport::client::connect(
+        &file,
+        &Default::default(),
+        Duration::from_secs(10),
+        |_| {},
+    ))
+    .expect("connect")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A process that connects again (a pool's link to a member for each session) resumes its TLS
+/// session and sends its hello with the first flight: one round trip, not two. A server that
+/// restarted knows no ticket: the early hello is refused, sent again, and the session starts.
+#[test]
+fn a_second_connection_sends_its_hello_as_0rtt_and_a_restarted_server_still_takes_it() {
+    let mut d = Distant::start(&["--delay-ms", DELAY_MS]);
+    let rt = runtime();
+    let first = connect_once(&rt, &d.connection);
+    assert!(
+        !first.zero_rtt,
+        "a first connection has no ticket to resume"
+    );
+    assert!(!first.info.devices.is_empty());
+    // The server's session tickets follow its handshake; give them a moment to arrive.
+    std::thread::sleep(Duration::from_millis(200));
+    let second = connect_once(&rt, &d.connection);
+    assert!(
+        second.zero_rtt,
+        "the second connection did not resume with 0-RTT"
+    );
+    assert_eq!(second.info.devices.len(), first.info.devices.len());
+    drop((first, second));
+
+    // The same identity (state folder) and address, a new process: the tickets are unknown.
+    let listen = server_address(&d.server);
+    let state = d.server.dir.0.clone();
+    d.server.kill();
+    let _restarted =
+        Server::start_with(&["--listen", &listen, "--state-dir", state.to_str().unwrap()]);
+    let third = connect_once(&rt, &d.connection);
+    assert!(
+        !third.zero_rtt,
+        "a restarted server cannot have accepted an old ticket"
+    );
+    assert!(!third.info.devices.is_empty());
+}

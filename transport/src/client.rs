@@ -29,6 +29,9 @@ pub struct Connected {
     pub info: ServerInfo,
     /// Bytes the server sent after its hello.
     pub rest: Vec<u8>,
+    /// The session resumed an earlier one and its hello went with the first flight (0-RTT),
+    /// accepted by the server: connecting cost one round trip.
+    pub zero_rtt: bool,
 }
 
 /// Connects to the server a connection file names, pins its certificate, presents the token
@@ -50,23 +53,44 @@ pub async fn connect(
     };
     let endpoint = endpoint::client(addr, file.cert_sha256).map_err(|e| fail(&e))?;
     let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| fail(&e))?;
-    let conn = tokio::time::timeout(timeout, connecting)
+    // With a ticket from an earlier connection to this server, the hello leaves with the
+    // first flight (0-RTT) and its answer comes back with the server's: one round trip.
+    let (conn, early) = match connecting.into_0rtt() {
+        Ok((conn, accepted)) => (conn, Some(accepted)),
+        Err(connecting) => (
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| fail(&format!("no answer within {timeout:?}")))?
+                .map_err(|e| fail(&e))?,
+            None,
+        ),
+    };
+    let zero_rtt = early.is_some();
+    let (mut send, mut recv, mut hs) = send_hello(&conn, file, request)
         .await
-        .map_err(|_| fail(&format!("no answer within {timeout:?}")))?
         .map_err(|e| fail(&e))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&e))?;
-    let (mut hs, hello) = ClientHandshake::new(&file.token, request);
-    send.write_all(&hello).await.map_err(|e| fail(&e))?;
     // The first answer comes at once; a queued session waits as long as it asked to.
     let mut wait = timeout;
+    let mut early = early;
     let accepted = loop {
         let mut answer = hs.poll(&[]);
         while answer.is_none() {
-            let chunk = tokio::time::timeout(wait, recv.read_chunk(READ_CHUNK, true))
+            let chunk = match tokio::time::timeout(wait, recv.read_chunk(READ_CHUNK, true))
                 .await
                 .map_err(|_| fail(&"no handshake reply"))?
-                .map_err(|e| fail(&e))?
-                .ok_or_else(|| fail(&"the server closed the stream during the handshake"))?;
+            {
+                // The server lost or refused the ticket (it restarted, or the ticket was used):
+                // the hello sent early never reached it, so it goes again, after the handshake.
+                Err(quinn::ReadError::ZeroRttRejected) if early.take().is_some() => {
+                    (send, recv, hs) = send_hello(&conn, file, request)
+                        .await
+                        .map_err(|e| fail(&e))?;
+                    continue;
+                }
+                r => r.map_err(|e| fail(&e))?,
+            };
+            let chunk =
+                chunk.ok_or_else(|| fail(&"the server closed the stream during the handshake"))?;
             answer = hs.poll(&chunk.bytes);
         }
         let said = |e: HandshakeError| format!("Remora server at {addr}: {e}");
@@ -83,6 +107,12 @@ pub async fn connect(
             None => unreachable!("the loop above waits for an answer"),
         }
     };
+    // Whether the hello really went early is known once the handshake completes, which it
+    // has by the time the server's answer was read.
+    let zero_rtt = match early {
+        Some(accepted) => zero_rtt && accepted.await,
+        None => false,
+    };
     Ok(Connected {
         endpoint,
         conn,
@@ -90,7 +120,20 @@ pub async fn connect(
         recv,
         info: accepted.0,
         rest: accepted.1,
+        zero_rtt,
     })
+}
+
+/// Opens the call stream and writes the hello on it.
+async fn send_hello(
+    conn: &quinn::Connection,
+    file: &ConnectionFile,
+    request: &SessionRequest,
+) -> Result<(quinn::SendStream, quinn::RecvStream, ClientHandshake), quinn::WriteError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    let (hs, hello) = ClientHandshake::new(&file.token, request);
+    send.write_all(&hello).await?;
+    Ok((send, recv, hs))
 }
 
 /// Why a connection could not be made.

@@ -181,7 +181,12 @@ pub fn server(addr: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Endpoi
         .with_no_client_auth()
         .with_single_cert(vec![CertificateDer::from(id.cert_der.clone())], key)?;
     tls.alpn_protocols = vec![remora_protocol::ALPN.to_vec()];
-    tls.max_early_data_size = 0;
+    // 0-RTT: a client that connected before in this process may send its hello with its
+    // first flight (see `client_tls`). rustls accepts early data only with its stateful
+    // session cache, whose tickets are single use (`take`): a replayed first flight finds its
+    // ticket gone and is answered with a full handshake, its early data dropped unread. QUIC
+    // requires the maximum to be exactly u32::MAX.
+    tls.max_early_data_size = u32::MAX;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -200,18 +205,7 @@ pub fn server(addr: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Endpoi
 /// A client endpoint configured to trust only the certificate with `pinned` SHA-256.
 /// Must be called inside a tokio runtime.
 pub fn client(server_addr: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoint, EndpointError> {
-    let provider = provider();
-    let verifier = Arc::new(PinnedCert {
-        pinned,
-        provider: provider.clone(),
-    });
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![remora_protocol::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(pinned)?)
         .map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(server_addr.ip().is_loopback())));
@@ -232,6 +226,46 @@ pub fn client(server_addr: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoi
     )?;
     ep.set_default_client_config(cfg);
     Ok(ep)
+}
+
+/// The client's TLS: trusts only the pinned certificate and resumes sessions with it.
+///
+/// Session tickets (and the configuration) are kept per pinned certificate for the life of the process, so a process
+/// that connects again to the same server (a pool's link to a member for each session, a
+/// member watch that reconnects, a second client in one program) resumes, and sends its hello
+/// as 0-RTT data: the connection and the hello then cost one round trip instead of two.
+/// Keying by the pin means a ticket is only ever offered to the server that issued it, and
+/// never skips the pin check for another certificate. rustls offers no way to write a ticket
+/// out, so a new process (each `remora run`) starts with a full handshake.
+fn client_tls(pinned: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, EndpointError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    // One configuration per pin, not just one ticket store: rustls resumes a ticket only with
+    // the very verifier (the same `Arc`) that checked the certificate it was issued under.
+    static CONFIGS: OnceLock<Mutex<HashMap<[u8; 32], Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    let mut configs = CONFIGS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = configs.get(&pinned) {
+        return Ok(c.clone());
+    }
+    let provider = provider();
+    let verifier = Arc::new(PinnedCert {
+        pinned,
+        provider: provider.clone(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![remora_protocol::ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(32);
+    tls.enable_early_data = true;
+    let tls = Arc::new(tls);
+    configs.insert(pinned, tls.clone());
+    Ok(tls)
 }
 
 /// Trusts exactly one certificate, named by its SHA-256 (the connection file's pin).

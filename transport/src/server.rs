@@ -30,6 +30,21 @@ pub enum ServeError {
     Truncated,
 }
 
+/// Accepts a connection attempt. The connection is handed out before the TLS handshake
+/// completes, so a client's hello sent as 0-RTT data is answered at once, with the server's
+/// first flight (0.5-RTT data): nothing is sent on it before [`hello`] has read a valid token,
+/// and a handshake that then fails closes the connection, ending whatever was started.
+pub async fn accept(
+    incoming: quinn::Incoming,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let connecting = incoming.accept()?;
+    match connecting.into_0rtt() {
+        Ok((conn, _)) => Ok(conn),
+        // quinn documents that this never happens on a server; wait for the handshake.
+        Err(connecting) => connecting.await,
+    }
+}
+
 /// Accepts a client's call stream and reads its hello: a token that is none of `tokens`
 /// (checked first) or another protocol version is refused, with the reason, before this
 /// returns. The server then decides with [`Hello::accept`], [`Hello::queued`] or
