@@ -70,6 +70,10 @@ fn main() -> anyhow::Result<()> {
     }
     let bulk_mib = env_usize("REMORA_BENCH_DISTANCE_BULK_MIB", 256);
     let paths = Paths::find()?;
+    if std::env::var("REMORA_BENCH_DISTANCE_ONLY").as_deref() == Ok("connect") {
+        report_connect(&measure_connect(&paths)?);
+        return Ok(());
+    }
     let step_loop = compile(&paths, "step_loop")?;
     let bulk_copy = compile(&paths, "bulk_copy")?;
     let server = start_server(&paths, &[])?;
@@ -109,6 +113,8 @@ fn main() -> anyhow::Result<()> {
         )?,
         measure_startup(&paths, &server, &programs[3], "numba", None)?,
     ];
+    eprintln!("measuring connection set-up ...");
+    let connects = measure_connect(&paths)?;
     eprintln!("measuring bulk copies ...");
     let bulk = measure_bulk(&paths, &server, &bulk_copy, bulk_mib)?;
 
@@ -116,6 +122,7 @@ fn main() -> anyhow::Result<()> {
     missed += report_steps(&results[..2], "1. driver-API C step (step_loop.c)");
     missed += report_steps(&results[2..], "2. CuPy and numba steps");
     missed += report_startup(&startup);
+    report_connect(&connects);
     missed += report_bulk(&bulk, bulk_mib);
     println!();
     println!(
@@ -468,6 +475,98 @@ fn measure_startup(
         ms_at_zero,
         ms_at,
     })
+}
+
+/// Connection set-up (QUIC + TLS 1.3 + the session's hello) through the relay, at each
+/// round trip: a process's first connection to a server, and later ones, which resume the TLS
+/// session and send the hello as 0-RTT data.
+struct ConnectRow {
+    rtt_ms: f64,
+    first_ms: f64,
+    /// Median of CONNECT_AGAIN connections after the first.
+    again_ms: f64,
+    again_zero_rtt: usize,
+}
+
+const CONNECT_AGAIN: usize = 5;
+
+fn measure_connect(paths: &Paths) -> anyhow::Result<Vec<ConnectRow>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for &rtt_ms in &RTTS_MS {
+        // A server of its own per row: this process holds no ticket for it yet.
+        let server = start_server(paths, &[])?;
+        let h = hop(&server, delay_link(rtt_ms))?;
+        let file = remora_protocol::ConnectionFile::read(&h.conn)?;
+        // Open connections stay open for the row, as a pool's links do: each receives the
+        // server's new tickets after its handshake.
+        let open = std::cell::RefCell::new(Vec::new());
+        let connect = || -> anyhow::Result<(f64, bool)> {
+            let t = Instant::now();
+            let c = rt.block_on(remora_transport::client::connect(
+                &file,
+                &Default::default(),
+                Duration::from_secs(30),
+                |_| {},
+            ))?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let zero_rtt = c.zero_rtt;
+            open.borrow_mut().push(c);
+            Ok((ms, zero_rtt))
+        };
+        let (first_ms, _) = connect()?;
+        // The tickets follow the first handshake by half a round trip.
+        std::thread::sleep(Duration::from_secs_f64(rtt_ms / 1e3 + 0.05));
+        let mut again = Vec::new();
+        let mut again_zero_rtt = 0;
+        for _ in 0..CONNECT_AGAIN {
+            let (ms, zero) = connect()?;
+            again.push(ms);
+            again_zero_rtt += usize::from(zero);
+        }
+        again.sort_by(f64::total_cmp);
+        rows.push(ConnectRow {
+            rtt_ms,
+            first_ms,
+            again_ms: again[again.len() / 2],
+            again_zero_rtt,
+        });
+    }
+    Ok(rows)
+}
+
+fn report_connect(rows: &[ConnectRow]) {
+    println!();
+    println!("4. connection set-up (QUIC, TLS 1.3 and the session's hello): a process's first connection, and again (TLS resumed, hello as 0-RTT data)");
+    println!(
+        "{:>8} | {:>12} {:>8} | {:>14} {:>8} {:>8}",
+        "rtt ms", "first ms", "RT", "again ms (p50)", "RT", "0-RTT"
+    );
+    println!("{}", "-".repeat(72));
+    for r in rows {
+        let rt = |ms: f64| {
+            if r.rtt_ms >= 5.0 {
+                format!("{:.2}", ms / r.rtt_ms)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{:>8} | {:>12.1} {:>8} | {:>14.1} {:>8} {:>5}/{}",
+            r.rtt_ms,
+            r.first_ms,
+            rt(r.first_ms),
+            r.again_ms,
+            rt(r.again_ms),
+            r.again_zero_rtt,
+            CONNECT_AGAIN
+        );
+    }
+    println!("{}", "-".repeat(72));
+    println!("RT: ms / rtt. A new process (each `remora run`) always makes a first connection: rustls cannot write a ticket out.");
 }
 
 struct BulkRow {

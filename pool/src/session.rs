@@ -268,8 +268,7 @@ async fn connect_members(
             return Err((p.member, "member vanished".to_string()));
         };
         let addr = member.file.address;
-        match remora_transport::client::connect(&member.file, to_member, LINK_TIMEOUT, |_| {})
-            .await
+        match remora_transport::client::connect(&member.file, to_member, LINK_TIMEOUT, |_| {}).await
         {
             Ok(c) => Ok((p, Link::new(c, Buffers::default()))),
             Err(e) => {
