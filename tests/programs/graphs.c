@@ -492,6 +492,24 @@ static void new_node_types(void) {
         CHECK(cuStreamSynchronize(s));
         expect_all(x, 2.0f, "child graph twice");
     }
+    /* The first child node takes the parameters of a graph of the same shape: x += 5. */
+    static float five = 5.0f;
+    CUgraph child5;
+    CUgraphNode k5;
+    CHECK(cuGraphCreate(&child5, 0));
+    add_axpb(&k5, child5, NULL, 0, &x, &one, &five);
+    CHECK(cuGraphExecChildGraphNodeSetParams(exec, c1, child5));
+    CHECK(cuGraphLaunch(exec, s));
+    CHECK(cuStreamSynchronize(s));
+    expect_all(x, 6.0f, "child graph node with new parameters");
+    /* `child` now has two nodes: another shape. A memset node is not a child graph node. */
+    EXPECT_ERR(cuGraphExecChildGraphNodeSetParams(exec, c1, child), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_ERR(cuGraphExecChildGraphNodeSetParams(exec, pset, child5), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuGraphLaunch(exec, s));
+    CHECK(cuStreamSynchronize(s));
+    expect_all(x, 6.0f, "child graph node after refused updates");
+    CHECK(cuGraphDestroy(child5));
+    printf("ok   child graph node updated in the executable graph\n");
     CHECK(cuGraphExecDestroy(exec));
     CHECK(cuGraphDestroy(parent));
     CHECK(cuGraphInstantiateWithFlags(&exec, parent2, 0));

@@ -24,6 +24,9 @@ fn captured_and_hand_built_graphs_run_and_capture_errors_are_the_drivers() {
     // The negative cases ran and answered as the driver does.
     for line in [
         "ok   100 launches of a captured graph",
+        "ok   child graph node with new parameters = 6",
+        "ok   cuGraphExecChildGraphNodeSetParams(exec, c1, child) -> 1",
+        "ok   cuGraphExecChildGraphNodeSetParams(exec, pset, child5) -> 1",
         "cuStreamEndCapture(s, &g) -> 401",
         "cuStreamSynchronize(s) -> 900",
         "cuMemsetD32Async(x, 0, N, s) -> 901",

@@ -20,6 +20,8 @@ use crate::registry::{self, registry};
 /// order that respects every dependency.
 struct Exec {
     order: Vec<(u64, Op)>,
+    /// Where each child graph node's nodes lie in `order` (nested ones included).
+    children: HashMap<u64, std::ops::Range<usize>>,
 }
 
 fn execs() -> MutexGuard<'static, HashMap<u64, Exec>> {
@@ -35,17 +37,25 @@ fn no_exec(h: u64) -> ShimError {
 /// Instantiates `graph`; a cycle is `CUDA_ERROR_INVALID_VALUE`, and a kernel whose module is
 /// gone `CUDA_ERROR_INVALID_HANDLE`.
 fn instantiate(graph: u64) -> ShimResult<u64> {
-    let order = flatten(graph, 0)?;
+    let mut order = Vec::new();
+    let mut children = HashMap::new();
+    flatten(graph, 0, &mut order, &mut children)?;
     // The executable graph holds its allocations too: they outlive the graph if it goes first.
     order.iter().for_each(|(_, op)| graph::hold(op));
     let h = registry::mint();
-    execs().insert(h, Exec { order });
+    execs().insert(h, Exec { order, children });
     Ok(h)
 }
 
-/// The nodes of `graph` in dependency order, each child graph node replaced by its graph's
-/// nodes in theirs (between the node's dependencies and its dependents).
-fn flatten(graph: u64, depth: u32) -> ShimResult<Vec<(u64, Op)>> {
+/// Appends the nodes of `graph` to `out` in dependency order, each child graph node replaced
+/// by its graph's nodes in theirs (between the node's dependencies and its dependents), and
+/// notes in `children` where each child graph node's nodes went.
+fn flatten(
+    graph: u64,
+    depth: u32,
+    out: &mut Vec<(u64, Op)>,
+    children: &mut HashMap<u64, std::ops::Range<usize>>,
+) -> ShimResult<()> {
     if depth > graph::MAX_DEPTH {
         return Err(invalid("child graphs nested too deep"));
     }
@@ -60,10 +70,13 @@ fn flatten(graph: u64, depth: u32) -> ShimResult<Vec<(u64, Op)>> {
                 .collect::<Vec<_>>(),
         )
     })??;
-    let mut out = Vec::with_capacity(order.len());
     for (h, op) in order {
         match op {
-            Op::Child { graph } => out.extend(flatten(graph, depth + 1)?),
+            Op::Child { graph } => {
+                let start = out.len();
+                flatten(graph, depth + 1, out, children)?;
+                children.insert(h, start..out.len());
+            }
             Op::Kernel { func, .. } => {
                 registry().function(func)?;
                 out.push((h, op));
@@ -71,7 +84,7 @@ fn flatten(graph: u64, depth: u32) -> ShimResult<Vec<(u64, Op)>> {
             op => out.push((h, op)),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `CUDA_GRAPH_INSTANTIATE_FLAG_*` the shim accepts: auto-free on launch, upload, device launch
@@ -230,6 +243,54 @@ fn set_op(exec: u64, node: u64, op: Op, what: &str) -> ShimResult<()> {
         return Err(invalid(format!("node {node:#x} is not {what}")));
     }
     slot.1 = op;
+    Ok(())
+}
+
+/// `cuGraphExecChildGraphNodeSetParams`: the nodes of child graph node `node` take the
+/// parameters of `child`'s, which must have the same topology and node insertion order (so
+/// the same dependency order), node for node of the same kind, as CUDA requires; kernels stay
+/// in their context, and memory nodes cannot change.
+pub fn child_node_set_params(exec: u64, node: u64, child: u64) -> ShimResult<()> {
+    let mut new = Vec::new();
+    flatten(child, 1, &mut new, &mut HashMap::new())?;
+    let mut t = execs();
+    let e = t.get_mut(&exec).ok_or_else(|| no_exec(exec))?;
+    let range = e.children.get(&node).cloned().ok_or_else(|| {
+        invalid(format!(
+            "node {node:#x} is not a child graph node of graph exec {exec:#x}"
+        ))
+    })?;
+    let old = &e.order[range.clone()];
+    if old.len() != new.len() {
+        return Err(invalid(format!(
+            "child graph {child:#x} has {} nodes where the instantiated one has {}",
+            new.len(),
+            old.len()
+        )));
+    }
+    for ((_, was), (_, now)) in old.iter().zip(&new) {
+        if std::mem::discriminant(was) != std::mem::discriminant(now) {
+            return Err(invalid(format!(
+                "child graph {child:#x} differs in topology or node kinds from the instantiated one"
+            )));
+        }
+        match (was, now) {
+            (Op::MemAlloc { .. } | Op::MemFree { .. }, _) => {
+                return Err(invalid(
+                    "memory nodes of an executable graph cannot be updated",
+                ))
+            }
+            (Op::Kernel { func: a, .. }, Op::Kernel { func: b, .. })
+                if registry().function(*a)?.ctx != registry().function(*b)?.ctx =>
+            {
+                return Err(invalid("a kernel node cannot move to another context"))
+            }
+            _ => {}
+        }
+    }
+    for (slot, (_, op)) in e.order[range].iter_mut().zip(new) {
+        slot.1 = op;
+    }
     Ok(())
 }
 

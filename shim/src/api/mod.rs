@@ -419,6 +419,7 @@ implement! { $
     cuGraphExecKernelNodeSetParams(hGraphExec, hNode, nodeParams) => graph_exec::kernel_node_set_params(hGraphExec, hNode, nodeParams);
     cuGraphExecKernelNodeSetParams_v2(hGraphExec, hNode, nodeParams) => graph_exec::kernel_node_set_params(hGraphExec, hNode, nodeParams);
     cuGraphExecHostNodeSetParams(hGraphExec, hNode, nodeParams) => graph_exec::host_node_set_params(hGraphExec, hNode, nodeParams);
+    cuGraphExecChildGraphNodeSetParams(hGraphExec, hNode, childGraph) => graph_exec::child_node_set_params(hGraphExec, hNode, childGraph);
     cuGraphExecEventRecordNodeSetEvent(hGraphExec, hNode, event) => graph_exec::event_record_node_set_event(hGraphExec, hNode, event);
     cuGraphExecEventWaitNodeSetEvent(hGraphExec, hNode, event) => graph_exec::event_wait_node_set_event(hGraphExec, hNode, event);
 
