@@ -94,6 +94,7 @@ driver_api! {
         cuMemGetAllocationGranularity(*mut usize, *const CUmemAllocationProp, c_uint);
         cuMemCreate(*mut Handle, usize, *const CUmemAllocationProp, u64);
         cuMemRelease(Handle);
+        cuMemRetainAllocationHandle(*mut Handle, *mut c_void);
         cuMemMap(CUdeviceptr, usize, usize, Handle, u64);
         cuMemUnmap(CUdeviceptr, usize);
         cuMemSetAccess(CUdeviceptr, usize, *const CUmemAccessDesc, usize);

@@ -21,6 +21,13 @@
 //! window can be had does an allocation go elsewhere, with a warning that the client will
 //! misclassify that pointer.
 //!
+//! CUDA IPC between the sessions of this server shares the physical allocation, not a copy:
+//! the exporter's `cuMemCreate` handle is retained (`cuMemRetainAllocationHandle`) for as long
+//! as the handle is exported, and an opening session maps it at an address of its own window
+//! (`cuMemMap` of the same handle), as `cuIpcOpenMemHandle` maps another process's memory. The
+//! sessions are contexts of one process, so the driver's own IPC handles (which are for other
+//! processes) are not needed.
+//!
 //! Known limits: module globals are placed by `cuModuleLoadData` outside the window (the client
 //! learns their addresses from the load reply and registers them); kernel `printf` output goes
 //! to the server's stdout, not to the client; every allocation takes at least the driver's
@@ -42,10 +49,11 @@ use cudarc::driver::sys::{
     CUmemAllocationHandleType, CUmemAllocationProp, CUmemAllocationProp_st__bindgen_ty_1,
     CUmemAllocationType, CUmemLocation, CUmemLocationType, CUmodule,
 };
-use remora_protocol::messages::{DeviceInfo, GlobalDesc, KernelDesc, ParamDesc, Window};
+use remora_protocol::messages::{DeviceInfo, GlobalDesc, IpcHandle, KernelDesc, ParamDesc, Window};
 use remora_protocol::CuStatus;
 
 use crate::backend::{Backend, CuError, CuResult, DeviceSession, Launch, ModuleImage};
+use crate::ipc::IpcTable;
 use driver::{api, Api};
 use space::Space;
 
@@ -125,6 +133,8 @@ fn probe_inner() -> Result<CudaBackend, String> {
         driver_version: version,
         devices,
         ordinals,
+        ipc: Arc::default(),
+        next_session: std::sync::atomic::AtomicU64::new(1),
     })
 }
 
@@ -177,6 +187,24 @@ pub struct CudaBackend {
     devices: Vec<DeviceInfo>,
     /// `CUdevice` of each device index.
     ordinals: Vec<c_int>,
+    ipc: Arc<IpcTable<Arc<Retained>>>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+/// One reference to a physical allocation (`cuMemCreate`'s handle), released when dropped:
+/// what an IPC export shares.
+struct Retained {
+    api: &'static Api,
+    handle: u64,
+    size: u64,
+}
+
+impl Drop for Retained {
+    fn drop(&mut self) {
+        // SAFETY: the handle was retained once for this value and is released once here; the
+        // memory lives on while any mapping of it does.
+        unsafe { (self.api.cuMemRelease)(self.handle) };
+    }
 }
 
 impl Backend for CudaBackend {
@@ -213,6 +241,10 @@ impl Backend for CudaBackend {
         }
         Ok(Box::new(CudaSession {
             api,
+            id: self
+                .next_session
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ipc: self.ipc.clone(),
             slots,
             allocs: BTreeMap::new(),
             modules: HashMap::new(),
@@ -246,6 +278,8 @@ struct Mapping {
     /// Where the allocation sits in the window's `space`; `None` when it had to go outside.
     offset: Option<u64>,
     handle: u64,
+    /// Another session's allocation, mapped here by `ipc_open`.
+    opened: bool,
 }
 
 struct Loaded {
@@ -259,6 +293,9 @@ struct Loaded {
 /// One client's contexts, allocations and modules on the real GPUs.
 pub struct CudaSession {
     api: &'static Api,
+    /// This session among the backend's, for IPC.
+    id: u64,
+    ipc: Arc<IpcTable<Arc<Retained>>>,
     slots: Vec<Slot>,
     allocs: BTreeMap<u64, Mapping>,
     modules: HashMap<u64, Loaded>,
@@ -733,19 +770,34 @@ impl CudaSession {
             unsafe { (api.cuMemCreate)(&mut handle, rounded as usize, &prop, 0) },
             "cuMemCreate",
         )?;
+        let mapped = self.map_placed(device, handle, rounded, false, place);
+        if mapped.is_err() {
+            // SAFETY: the handle was created above and is not mapped.
+            unsafe { (api.cuMemRelease)(handle) };
+        }
+        mapped
+    }
+
+    /// Maps the physical allocation `handle` (`rounded` bytes) where `place` reserves
+    /// addresses on `device`, readable and writable there. The mapping then owns one reference
+    /// to the handle, released when it is unmapped. On failure nothing is left reserved or
+    /// mapped and the caller still owns its reference.
+    fn map_placed(
+        &mut self,
+        device: u32,
+        handle: u64,
+        rounded: u64,
+        opened: bool,
+        place: impl FnOnce(&mut DeviceState, &Api, u64) -> CuResult<(u64, Option<u64>)>,
+    ) -> CuResult<u64> {
+        let api = self.api;
+        let ordinal = self.slot(device)?.ordinal;
+        self.enter(device as usize)?;
         let st = self.slots[device as usize]
             .state
             .get_mut()
             .ok_or_else(|| CuError::new(CuStatus::NOT_INITIALIZED, "no context"))?;
-        let placed = place(st, api, rounded);
-        let (ptr, offset) = match placed {
-            Ok(p) => p,
-            Err(e) => {
-                // SAFETY: the handle was created above and is not mapped.
-                unsafe { (api.cuMemRelease)(handle) };
-                return Err(e);
-            }
-        };
+        let (ptr, offset) = place(st, api, rounded)?;
         let desc = CUmemAccessDesc {
             location: CUmemLocation {
                 type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
@@ -771,17 +823,35 @@ impl CudaSession {
             }
             r
         });
-        if let Err(e) = accessible {
-            // SAFETY: nothing is mapped in the reservation any more; the handle is unmapped.
-            unsafe {
-                (api.cuMemAddressFree)(ptr, rounded as usize);
-                (api.cuMemRelease)(handle);
+        // Another session's memory: this mapping takes a reference of its own, so that it
+        // outlives the export (the caller's reference is the export's).
+        let handle = accessible.and_then(|()| {
+            if !opened {
+                return Ok(handle);
             }
-            if let Some(offset) = offset {
-                st.space.free(offset, rounded);
+            let mut own = 0u64;
+            // SAFETY: `ptr` was mapped above; valid out-pointer.
+            let r = api.check(
+                unsafe { (api.cuMemRetainAllocationHandle)(&mut own, ptr as *mut c_void) },
+                "cuMemRetainAllocationHandle",
+            );
+            if r.is_err() {
+                // SAFETY: undoes the mapping above.
+                unsafe { (api.cuMemUnmap)(ptr, rounded as usize) };
             }
-            return Err(e);
-        }
+            r.map(|()| own)
+        });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                // SAFETY: nothing is mapped in the reservation any more.
+                unsafe { (api.cuMemAddressFree)(ptr, rounded as usize) };
+                if let Some(offset) = offset {
+                    st.space.free(offset, rounded);
+                }
+                return Err(e);
+            }
+        };
         self.allocs.insert(
             ptr,
             Mapping {
@@ -789,6 +859,7 @@ impl CudaSession {
                 size: rounded,
                 offset,
                 handle,
+                opened,
             },
         );
         Ok(ptr)
@@ -808,6 +879,56 @@ impl DeviceSession for CudaSession {
     }
 
     fn free(&mut self, ptr: u64) -> CuResult<()> {
+        if self.allocs.get(&ptr).is_some_and(|m| m.opened) {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("{ptr:#x} is another client's memory, opened by IPC: close it with cuIpcCloseMemHandle"),
+            ));
+        }
+        // Withdrawn first: no session may open it while it goes.
+        self.ipc.withdraw(self.id, ptr);
+        self.unmap(ptr)
+    }
+
+    fn ipc_export(&mut self, device: u32, ptr: u64, owner: &str) -> CuResult<IpcHandle> {
+        let m = self
+            .allocs
+            .get(&ptr)
+            .filter(|m| m.device == device as usize && !m.opened)
+            .ok_or_else(|| {
+                CuError::new(
+                    CuStatus::INVALID_VALUE,
+                    format!("{ptr:#x} is not the start of an allocation on device {device}"),
+                )
+            })?;
+        let size = m.size;
+        let api = self.api;
+        let mut handle = 0u64;
+        api.check(
+            // SAFETY: `ptr` is the start of a live mapping of this session; valid out-pointer.
+            unsafe { (api.cuMemRetainAllocationHandle)(&mut handle, ptr as *mut c_void) },
+            "cuMemRetainAllocationHandle",
+        )?;
+        let shared = Arc::new(Retained { api, handle, size });
+        // Exported before: the table keeps its reference and this one is released.
+        Ok(self.ipc.export(self.id, owner, device, ptr, shared))
+    }
+
+    fn ipc_open(&mut self, device: u32, handle: &IpcHandle, owner: &str) -> CuResult<(u64, u64)> {
+        let shared = self.ipc.open(self.id, owner, device, handle)?;
+        let ptr = self.map_placed(device, shared.handle, shared.size, true, |st, api, size| {
+            st.reserve(api, size)
+        })?;
+        Ok((ptr, shared.size))
+    }
+
+    fn ipc_close(&mut self, ptr: u64) -> CuResult<()> {
+        if !self.allocs.get(&ptr).is_some_and(|m| m.opened) {
+            return Err(CuError::new(
+                CuStatus::INVALID_VALUE,
+                format!("{ptr:#x} is not memory opened by cuIpcOpenMemHandle"),
+            ));
+        }
         self.unmap(ptr)
     }
 
@@ -1011,6 +1132,7 @@ impl CudaSession {
 impl Drop for CudaSession {
     fn drop(&mut self) {
         let api = self.api;
+        self.ipc.withdraw_all(self.id);
         for slot in &self.slots {
             if let Some(st) = slot.state.get() {
                 // SAFETY: the context is alive; waiting lets in-flight work finish before its
