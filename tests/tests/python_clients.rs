@@ -144,6 +144,11 @@ fn numba_runtime_allocates_and_frees_in_kernels() {
 }
 
 #[test]
+fn numba_links_cuda_cpp_compiled_by_nvrtc_through_the_stand_in() {
+    numba_case(&Server::start(), "cuda_cpp_link");
+}
+
+#[test]
 fn numba_kernel_on_two_gpus() {
     numba_case(&Server::start_with(&["--devices", "2"]), "multi_gpu");
 }
