@@ -40,9 +40,15 @@ static char *cubin_of(const char *src, int n_opts, const char **opts, size_t *si
     return cubin;
 }
 
-static void vector_add(const char *image, size_t size, const char *label) {
+static void vector_add(const char *image, size_t size, const char *label, int may_not_fit) {
     CUmodule mod; CUfunction f;
-    CHECK(cuModuleLoadData(&mod, image));
+    CUresult loaded = cuModuleLoadData(&mod, image);
+    if (may_not_fit && loaded == CUDA_ERROR_NO_BINARY_FOR_GPU) {
+        /* A real GPU older than the architecture: NVIDIA's cubin cannot run on it. */
+        printf("skip %s: machine code for another GPU\n", label);
+        return;
+    }
+    CHECK(loaded);
     CHECK(cuModuleGetFunction(&f, mod, "vectorAdd"));
     int n = 50000;
     float *a = malloc(n * 4), *b = malloc(n * 4), *c = malloc(n * 4);
@@ -104,7 +110,7 @@ int main(int argc, char **argv) {
             char *cubin = cubin_of(SRC, counts[i], spellings[i], &size);
             char label[128];
             snprintf(label, sizeof label, "%s%s%s", spellings[i][0], counts[i] > 1 ? " " : "", counts[i] > 1 ? spellings[i][1] : "");
-            vector_add(cubin, size, label);
+            vector_add(cubin, size, label, spellings[i][0] == sm_a && major * 10 + minor < 90);
             free(cubin);
         }
         return finish("nvrtc_cubin cubin");

@@ -20,6 +20,18 @@ fn nvrtc_cubin_13() -> std::path::PathBuf {
     c_program_cuda13("nvrtc_cubin", &["-lnvrtc"])
 }
 
+/// The kernels the program ran: all five spellings on the emulated GPU; on a real GPU (the GPU
+/// check, without the stand-in) NVIDIA's sm_90a cubin does not run on an older GPU.
+fn launched(t: &str) -> usize {
+    let n = t.matches("loads and vectorAdd is right").count();
+    let emulated =
+        std::env::var("REMORA_TEST_BACKEND").unwrap_or_else(|_| "emulated".into()) == "emulated";
+    if !emulated && n == 4 && t.contains("skip -arch=sm_90a") {
+        return 5;
+    }
+    n
+}
+
 /// `remora run` of a program linked against NVRTC 13, which finds it on LD_LIBRARY_PATH.
 fn run_13(server: &Server, args: &[&str]) -> std::process::Output {
     server
@@ -38,7 +50,7 @@ fn a_program_linked_with_nvrtc_12_loads_the_cubin_it_asked_for() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("NVRTC 12."), "{t}");
     // --gpu-architecture=sm_XY, -arch=sm_XY, each as one option and as two, and sm_XYa.
-    assert_eq!(t.matches("loads and vectorAdd is right").count(), 5, "{t}");
+    assert_eq!(launched(&t), 5, "{t}");
     assert!(t.contains("nvrtc_cubin cubin: all passed"), "{t}");
 }
 
@@ -49,7 +61,7 @@ fn a_program_linked_with_nvrtc_13_loads_the_cubin_it_asked_for() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("NVRTC 13."), "{t}");
-    assert_eq!(t.matches("loads and vectorAdd is right").count(), 5, "{t}");
+    assert_eq!(launched(&t), 5, "{t}");
     assert!(t.contains("nvrtc_cubin cubin: all passed"), "{t}");
 }
 
