@@ -50,7 +50,7 @@ if [[ $SETUP == 1 ]]; then
     else
         bash scripts/setup-cuda.sh --python
     fi
-    nice cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvml
+    nice cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvrtc -p remora-nvrtc13 -p remora-nvml
 fi
 # shellcheck source=/dev/null
 source .cache/cuda/env.sh

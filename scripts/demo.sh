@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-cuda.sh
 source .cache/cuda/env.sh
-cargo build --release --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvml
+cargo build --release --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvrtc -p remora-nvrtc13 -p remora-nvml
 mkdir -p target/demo/lib
 ln -sf ../../release/libremora_shim.so target/demo/lib/libcuda.so
 gcc -O2 -Wno-deprecated-declarations -I"$CUDA12_INCLUDE" -Itests/programs tests/programs/nvrtc_kernels.c \

@@ -12,8 +12,8 @@ record() { results+=("$(printf '%-58s %s' "$1" "$2")"); }
 nvidia-smi -L || echo "nvidia-smi not available"
 bash scripts/setup-cuda.sh --python >/dev/null || { echo "setup failed"; exit 1; }
 source .cache/cuda/env.sh
-cargo build --release --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvml 2>&1 | tail -1
-cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvml 2>&1 | tail -1
+cargo build --release --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvrtc -p remora-nvrtc13 -p remora-nvml 2>&1 | tail -1
+cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvrtc -p remora-nvrtc13 -p remora-nvml 2>&1 | tail -1
 
 # 1. The backend's own tests (probe, layouts, error mapping) with a real driver present.
 if timeout 120 cargo test --locked -p remora-server cuda 2>&1 | tail -3 | grep -q "test result: ok"; then

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-cuda.sh --python
-cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvml
+cargo build --locked -p remora -p remora-shim -p remora-nvjitlink-off -p remora-nvrtc -p remora-nvrtc13 -p remora-nvml
 cargo build --locked -p remora-benches --bin remora-relay
 # Benches are built (not run) so they do not rot.
 cargo bench --locked --no-run -p remora-benches

@@ -122,8 +122,13 @@ fn start_embedded(args: &RunArgs) -> anyhow::Result<(Embedded, PathBuf)> {
 }
 
 /// A folder with `libcuda.so` and `libcuda.so.1` naming the shim, for programs that dlopen
-/// the unversioned name or an absolute-free path search.
-fn link_dir(shim: &Path, nvml: Option<&Path>, base: &Path) -> anyhow::Result<PathBuf> {
+/// the unversioned name or an absolute-free path search; `extra` links (name, target) beside them.
+fn link_dir(
+    shim: &Path,
+    nvml: Option<&Path>,
+    extra: &[(&str, &Path)],
+    base: &Path,
+) -> anyhow::Result<PathBuf> {
     let dir = base.join("lib");
     std::fs::create_dir_all(&dir)?;
     let nvml = nvml
@@ -132,6 +137,7 @@ fn link_dir(shim: &Path, nvml: Option<&Path>, base: &Path) -> anyhow::Result<Pat
     for (name, target) in [("libcuda.so", shim), ("libcuda.so.1", shim)]
         .into_iter()
         .chain(nvml)
+        .chain(extra.iter().copied())
     {
         let l = dir.join(name);
         let _ = std::fs::remove_file(&l);
@@ -213,29 +219,42 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             d
         }
     };
+    let emulated = embedded.is_some() || serves_emulated(&conn);
     // The NVML stand-in answers for the session's GPUs beside the shim, under NVML's names.
     let nvml = Some(shim.with_file_name("libremora_nvml.so")).filter(|p| p.exists());
-    let libs = link_dir(&shim, nvml.as_deref(), &links_base)?;
+    let beside = |name: &str| Some(shim.with_file_name(name)).filter(|p| emulated && p.exists());
+    // Compilers and linkers that emit machine code are of no use to an emulated GPU, which runs
+    // PTX only. nvJitLink: a stand-in that links PTX into PTX (numba-cuda, cuda-core). NVRTC:
+    // NVIDIA's, forwarded to, except that a cubin asked for (--gpu-architecture=sm_XY, then
+    // nvrtcGetCUBIN) is the PTX. Both are preloaded, which is how
+    // cuda-pathfinder (it takes a library already loaded) and programs linked against them find
+    // them. NVRTC 13's stand-in is not preloaded: cuda-pathfinder asks for libnvrtc.so.13
+    // before libnvrtc.so.12, and would hand it to CUDA 12 clients too; it is in the links'
+    // folder, on LD_LIBRARY_PATH, where programs linked against NVRTC 13 look for it.
+    let no_jitlink = beside("libremora_nvjitlink_off.so");
+    let nvrtc = beside("libremora_nvrtc.so");
+    let nvrtc13 = beside("libremora_nvrtc13.so");
+    let extra: Vec<(&str, &Path)> = nvrtc13
+        .as_deref()
+        .map(|p| ("libnvrtc.so.13", p))
+        .into_iter()
+        .collect();
+    let libs = link_dir(&shim, nvml.as_deref(), &extra, &links_base)?;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..])
         .env("REMORA_CONNECTION", &conn)
         .env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &[&libs]));
     let mut preload = vec![shim.as_path()];
     preload.extend(nvml.as_deref());
-    let no_jitlink = shim.with_file_name("libremora_nvjitlink_off.so");
-    if embedded.is_some() || serves_emulated(&conn) {
+    if emulated {
         for (k, v) in EMULATED_ENV {
             if std::env::var_os(k).is_none() {
                 cmd.env(k, v);
             }
         }
-        // JIT linkers that emit machine code (nvJitLink) are of no use to an emulated GPU:
-        // preload an empty stand-in so clients (numba-cuda, cuda-core) link through the
-        // driver's cuLink*, which yields PTX.
-        if no_jitlink.exists() {
-            preload.push(&no_jitlink);
-        }
     }
+    preload.extend(no_jitlink.as_deref());
+    preload.extend(nvrtc.as_deref());
     if let Some(g) = args.gpus {
         cmd.env("REMORA_GPUS", g.to_string());
     }

@@ -130,6 +130,33 @@ def multi_gpu():
     np.testing.assert_equal(b1, a + 1)
 
 
+def cuda_cpp_link():
+    # A CUDA C++ device function linked into a kernel: numba compiles it with NVRTC (for the
+    # device's sm_XY, asking for PTX), through `remora run`'s NVRTC stand-in.
+    import os
+    import tempfile
+
+    from numba import int32
+
+    src = 'extern "C" __device__ int add_one(int *ret, int x) { *ret = x + 1; return 0; }\n'
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "add_one.cu")
+        with open(path, "w") as f:
+            f.write(src)
+        add_one = cuda.declare_device("add_one", int32(int32))
+
+        @cuda.jit(link=[path])
+        def kernel(a):
+            i = cuda.grid(1)
+            if i < a.size:
+                a[i] = add_one(a[i])
+
+        a = np.arange(64, dtype=np.int32)
+        d_a = cuda.to_device(a)
+        kernel[2, 32](d_a)
+        np.testing.assert_equal(d_a.copy_to_host(), a + 1)
+
+
 case = sys.argv[1]
 globals()[case]()
 print(f"{case} passed")

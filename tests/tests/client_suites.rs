@@ -44,6 +44,7 @@ fn numba_cuda_quick_modules_pass() {
     remora();
     shim();
     nvjitlink_off();
+    nvrtc_stand_ins();
     let out = Command::new("bash")
         .arg(root().join("scripts/client-suites.sh"))
         .args(["numba", "--quick", "--no-setup"])

@@ -19,19 +19,26 @@ fn nvrtc_compiled_kernels_compute_checked_results() {
 }
 
 #[test]
-fn an_nvrtc_cubin_is_refused_on_the_emulated_gpu_with_the_way_to_ptx() {
+fn without_remora_run_an_nvrtc_cubin_is_refused_on_the_emulated_gpu_with_the_way_to_ptx() {
     // NVIDIA's cuda-python samples compile with --gpu-architecture=sm_XY and load the cubin:
-    // machine code only, which the emulated GPU cannot run. It must say so, and how to get PTX.
+    // machine code only, which the emulated GPU cannot run. `remora run` preloads an NVRTC that
+    // hands out PTX instead (tests/tests/nvrtc.rs); with the shim alone, NVIDIA's NVRTC makes
+    // the cubin, and the load must say why it fails and how to get PTX.
     let server = Server::start();
-    let out = server.run(&nvrtc_program(), &["cubin"]);
+    let out = std::process::Command::new(nvrtc_program())
+        .arg("cubin")
+        .env("LD_PRELOAD", shim())
+        .env("REMORA_CONNECTION", &server.connection)
+        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"))
+        .output()
+        .unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("cubin load 209"), "{t}");
     assert!(t.contains("ELF cubin (SASS only)"), "{t}");
-    assert!(
-        t.contains("NVRTC's cubin for --gpu-architecture=sm_XY"),
-        "{t}"
-    );
+    assert!(t.contains("The emulated GPU runs PTX only"), "{t}");
+    assert!(t.contains("`remora run` arranges that for NVRTC"), "{t}");
+    assert!(t.contains("NVRTC: compute_XY and nvrtcGetPTX"), "{t}");
     assert!(t.contains("nvrtc_kernels cubin: done"), "{t}");
 }
 

@@ -28,6 +28,7 @@ fn python_args(server: &Server, script: &str, args: &[&str]) -> std::process::Ou
 /// `script` run by `python3` under `base` (a `remora run ... -- python3` command).
 fn python_with(mut base: Command, script: &str, args: &[&str]) -> std::process::Output {
     nvjitlink_off();
+    nvrtc_stand_ins();
     // CuPy compiles with NVRTC and needs the CUDA headers under $CUDA_PATH/include.
     let cuda_path = target_dir().join("cuda-path");
     std::fs::create_dir_all(&cuda_path).unwrap();
@@ -140,6 +141,11 @@ fn numba_bfloat16_fma_relu() {
 #[test]
 fn numba_runtime_allocates_and_frees_in_kernels() {
     numba_case(&Server::start(), "nrt");
+}
+
+#[test]
+fn numba_links_cuda_cpp_compiled_by_nvrtc_through_the_stand_in() {
+    numba_case(&Server::start(), "cuda_cpp_link");
 }
 
 #[test]
@@ -274,6 +280,90 @@ fn a_library_the_emulated_gpu_cannot_load_is_an_error_never_a_silent_wrong_resul
     let t = text(&out);
     assert!(
         out.status.success() && t.contains("no silent wrong result passed"),
+        "{t}"
+    );
+}
+
+/// `tests/programs/nvrtc_cubin.py MODE` under `remora run`, with `env` added.
+fn nvrtc_sample(server: &Server, mode: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let script = root().join("tests/programs/nvrtc_cubin.py");
+    let mut cmd = server.command(Path::new("python3"));
+    cmd.arg(root().join("tests/python/run_site.py"))
+        .arg(cuda_env("CUDA_PY"))
+        .arg(script)
+        .arg(mode)
+        .env("LD_LIBRARY_PATH", library_path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    nvjitlink_off();
+    nvrtc_stand_ins();
+    cmd.output().unwrap()
+}
+
+#[test]
+fn cuda_bindings_nvrtc_cubins_load_unmodified_as_in_nvidias_samples() {
+    // --gpu-architecture=sm_XY from cudaDeviceGetAttribute and cuDeviceGetAttribute,
+    // nvrtcGetCUBIN, cuModuleLoadData, vectorAdd checked: cuda-pathfinder finds the preloaded
+    // NVRTC stand-in, which forwards to NVIDIA's NVRTC on LD_LIBRARY_PATH.
+    let server = Server::start();
+    let out = nvrtc_sample(&server, "cubin", &[]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("nvrtc cubin passed"),
+        "{t}"
+    );
+    assert!(t.contains("NVRTC 12."), "{t}");
+    assert_eq!(t.matches("loads and vectorAdd is right").count(), 5, "{t}");
+}
+
+#[test]
+fn the_nvrtc_stand_in_finds_nvidias_nvrtc_in_the_wheel_beside_the_python_packages() {
+    // No NVRTC on LD_LIBRARY_PATH: the stand-in takes the nvidia-cuda-nvrtc wheel's, beside
+    // the cuda-bindings it was loaded for (where cuda-pathfinder would have looked).
+    let server = Server::start();
+    let jitlink = format!("{}/nvidia/nvjitlink/lib", cuda_env("CUDA_PY"));
+    let out = nvrtc_sample(&server, "cubin", &[("LD_LIBRARY_PATH", &jitlink)]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("nvrtc cubin passed"),
+        "{t}"
+    );
+}
+
+#[test]
+fn cuda_bindings_nvrtc_compile_errors_and_compute_xy_programs_are_nvidias() {
+    let server = Server::start();
+    let out = nvrtc_sample(&server, "negative", &[]);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("nvrtc negative passed"),
+        "{t}"
+    );
+    assert!(
+        t.contains("a compile error: NVRTC_ERROR_COMPILATION"),
+        "{t}"
+    );
+    // As NVIDIA's NVRTC (tests/tests/nvrtc.rs compares): no machine code, an empty cubin.
+    assert!(t.contains("compute_XY cubin size 0"), "{t}");
+}
+
+#[test]
+fn cuda_bindings_without_nvidias_nvrtc_get_an_nvrtc_error_and_the_reason() {
+    let server = Server::start();
+    let out = nvrtc_sample(
+        &server,
+        "cubin",
+        &[("REMORA_NVRTC_LIBRARY", "/nonexistent/libnvrtc.so.12")],
+    );
+    let t = text(&out);
+    // A Python exception (exit status 1), not a crash.
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("NVRTC_ERROR_INTERNAL_ERROR"), "{t}");
+    assert!(
+        t.contains(
+            "NVIDIA's NVRTC was not found (REMORA_NVRTC_LIBRARY=/nonexistent/libnvrtc.so.12"
+        ),
         "{t}"
     );
 }

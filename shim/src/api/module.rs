@@ -56,9 +56,11 @@ fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
             if e.status() == CuStatus::NO_BINARY_FOR_GPU && registry().mark_uploaded(hash) {
                 eprintln!(
                     "remora: module {} ({} bytes) cannot be loaded: {e}. The emulated GPU runs PTX only: \
-                 this module needs a real GPU, or, if it was built at run time (numba with nvJitLink, \
-                 CuPy without CUPY_COMPILE_WITH_PTX, NVRTC's cubin for --gpu-architecture=sm_XY), a \
-                 build to PTX (NVRTC: compute_XY and nvrtcGetPTX)",
+                 this module needs a real GPU, or, if it was built at run time, a build to PTX. \
+                 `remora run` arranges that for NVRTC (a cubin for --gpu-architecture=sm_XY is \
+                 its PTX), numba's nvJitLink and CuPy; without it (the shim preloaded by hand, \
+                 NVRTC linked statically, a cubin built ahead of time) ask for PTX (NVRTC: \
+                 compute_XY and nvrtcGetPTX; nvcc: -arch=compute_XY -code=compute_XY)",
                     hex_prefix(&hash),
                     image.len()
                 );

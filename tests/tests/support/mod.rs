@@ -43,6 +43,20 @@ pub fn nvjitlink_off() -> PathBuf {
     p
 }
 
+/// Built beside the shim; `remora run` preloads the first (`libnvrtc.so.12`) for emulated GPUs
+/// and links the second as `libnvrtc.so.13` into its library folder.
+pub fn nvrtc_stand_ins() -> [PathBuf; 2] {
+    ["libremora_nvrtc.so", "libremora_nvrtc13.so"].map(|name| {
+        let p = target_dir().join("debug").join(name);
+        assert!(
+            p.exists(),
+            "{} is missing: run `cargo build -p remora-nvrtc -p remora-nvrtc13` first",
+            p.display()
+        );
+        p
+    })
+}
+
 pub fn shim() -> PathBuf {
     let p = target_dir().join("debug/libremora_shim.so");
     assert!(
@@ -101,7 +115,26 @@ pub fn c_program_at(src: &Path, libs: &[&str]) -> PathBuf {
     let name = src
         .file_stem()
         .and_then(|s| s.to_str())
-        .expect("a C source file");
+        .expect("a C source file")
+        .to_string();
+    build_c(src, &name, libs, "CUDA12_INCLUDE", "CUDA12_LINK")
+}
+
+/// As [`c_program_with`], against CUDA 13's headers and libraries (`-lnvrtc` is NVRTC 13's),
+/// into `target/c/NAME-cuda13`.
+pub fn c_program_cuda13(name: &str, libs: &[&str]) -> PathBuf {
+    build_c(
+        &root().join("tests/programs").join(format!("{name}.c")),
+        &format!("{name}-cuda13"),
+        libs,
+        "CUDA13_INCLUDE",
+        "CUDA13_LINK",
+    )
+}
+
+/// Builds `src` into `target/c/NAME`, with the headers of `include` and the libraries of `link`
+/// (variables of `.cache/cuda/env.sh`), linked `-lcuda` against the shim.
+fn build_c(src: &Path, name: &str, libs: &[&str], include: &str, link: &str) -> PathBuf {
     let out_dir = target_dir().join("c");
     let lib = out_dir.join("lib");
     std::fs::create_dir_all(&lib).unwrap();
@@ -123,10 +156,10 @@ pub fn c_program_at(src: &Path, libs: &[&str]) -> PathBuf {
         .args(["-O1", "-Wall", "-Wno-deprecated-declarations", "-o"])
         .arg(&tmp)
         .arg(src)
-        .arg(format!("-I{}", cuda_env("CUDA12_INCLUDE")))
+        .arg(format!("-I{}", cuda_env(include)))
         .arg(format!("-I{}", root().join("tests/programs").display()))
         .arg(format!("-L{}", lib.display()))
-        .arg(format!("-L{}", cuda_env("CUDA12_LINK")))
+        .arg(format!("-L{}", cuda_env(link)))
         .arg("-lcuda")
         .args(libs)
         .arg("-lm")
