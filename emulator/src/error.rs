@@ -68,13 +68,6 @@ impl EmuError {
             EmuError::OutOfMemory(_) => 2,
         }
     }
-
-    pub(crate) fn unsupported(line: u32, what: impl Into<String>) -> Self {
-        EmuError::NotSupported {
-            line,
-            what: what.into(),
-        }
-    }
 }
 
 impl From<MemError> for EmuError {

@@ -11,42 +11,16 @@ use crate::ir::{Func, Inst};
 use crate::lower::{self as lowering, Reloc};
 pub use crate::lower::{GlobalInfo, GlobalSpace};
 use crate::memory::AddressSpace;
+use remora_ptx::kernels;
 
 /// Most threads in a block.
-pub const MAX_BLOCK_THREADS: u32 = 1024;
+pub use remora_ptx::kernels::MAX_BLOCK_THREADS;
 /// Most shared memory per block (static plus dynamic), as on sm_80.
 pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
-/// One kernel parameter: its offset and size in the packed parameter buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParamInfo {
-    pub offset: u32,
-    pub size: u32,
-}
-
-/// What a launcher needs to know about a kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelInfo {
-    pub name: String,
-    pub params: Vec<ParamInfo>,
-    pub static_shared_bytes: u32,
-    pub local_bytes: u32,
-    pub num_regs: u32,
-    pub max_threads_per_block: u32,
-    /// Bytes of the module's `.const` variables, all of which any kernel may use.
-    pub const_bytes: u32,
-}
-
-impl KernelInfo {
-    /// Bytes of the packed parameter buffer.
-    pub fn params_size(&self) -> u32 {
-        self.params
-            .iter()
-            .map(|p| p.offset + p.size)
-            .max()
-            .unwrap_or(0)
-    }
-}
+/// What a launcher needs to know about a kernel, and each parameter's place: computed by the
+/// PTX front end ([`remora_ptx::kernels::describe`]), which the client uses too.
+pub use remora_ptx::kernels::{KernelInfo, ParamInfo};
 
 /// A parsed and lowered module image.
 #[derive(Debug)]
@@ -76,41 +50,9 @@ impl Module {
         let l = lowering::lower(&ast)?;
         let mut kernels = Vec::new();
         let mut layouts = Vec::new();
-        let const_bytes = l
-            .globals
-            .iter()
-            .filter(|g| g.space == lowering::GlobalSpace::Const)
-            .map(|g| g.size)
-            .sum::<u64>()
-            .min(u32::MAX as u64) as u32;
-        for (i, f) in l.funcs.iter().enumerate() {
-            if !f.kernel || f.entry.is_none() {
-                continue;
-            }
-            let lay = exec::layout(&l.funcs, &l.shared_vars, i as u32);
-            let (local, regs) = lay.as_ref().map(|x| (x.local, x.regs)).unwrap_or((0, 0));
-            kernels.push(KernelInfo {
-                name: f.name.clone(),
-                params: f
-                    .kparams
-                    .iter()
-                    .map(|&(offset, size)| ParamInfo { offset, size })
-                    .collect(),
-                static_shared_bytes: lay.as_ref().map(|x| x.static_shared).unwrap_or(0),
-                local_bytes: local,
-                // A register budget the kernel declares (`.maxnreg`) caps what it reports, as
-                // ptxas's allocation stays within it.
-                num_regs: regs
-                    .min(255)
-                    .min(entry_directive(text, &f.name, ".maxnreg").unwrap_or(255))
-                    .max(1),
-                const_bytes,
-                max_threads_per_block: f
-                    .max_threads
-                    .unwrap_or(MAX_BLOCK_THREADS)
-                    .clamp(1, MAX_BLOCK_THREADS),
-            });
-            layouts.push((i as u32, lay));
+        for d in kernels::describe(text, &l) {
+            kernels.push(d.info);
+            layouts.push((d.func, d.layout.map_err(EmuError::from)));
         }
         Ok(Module {
             code: l.code,
@@ -155,31 +97,6 @@ impl Module {
             &is_const,
         ))
     }
-}
-
-/// The number after `directive` in the header of kernel `name` (between `.entry name` and its
-/// body), if it has one.
-fn entry_directive(text: &str, name: &str, directive: &str) -> Option<u32> {
-    let mut rest = text;
-    while let Some(at) = rest.find(".entry") {
-        let after = rest[at + ".entry".len()..].trim_start();
-        rest = &rest[at + ".entry".len()..];
-        let Some(tail) = after.strip_prefix(name) else {
-            continue;
-        };
-        if tail.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$') {
-            continue;
-        }
-        let header = &tail[..tail.find('{')?];
-        let value = header.split(directive).nth(1)?;
-        let digits: String = value
-            .trim_start()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        return digits.parse().ok();
-    }
-    None
 }
 
 /// Launch geometry.
@@ -431,26 +348,6 @@ const _: () = {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn kernel_directives_cap_registers_and_const_bytes_are_the_modules() {
-        let ptx = ".version 7.0\n.target sm_80\n.address_size 64\n\
-            .const .align 8 .b8 c[24];\n.const .u32 d;\n\
-            .visible .entry kk(.param .u64 p) { .reg .b32 %r<30>; mov.u32 %r1, %tid.x; ret; }\n\
-            .visible .entry k(.param .u64 p) .maxntid 64, 2, 1 .maxnreg 2 {\n\
-            .reg .b32 %r<30>; mov.u32 %r1, %tid.x; mov.u32 %r2, %r1; mov.u32 %r3, %r2; ret; }\n";
-        let m = Module::from_ptx(ptx).unwrap();
-        let k = m.kernel("k").unwrap();
-        assert_eq!(
-            (k.num_regs, k.max_threads_per_block, k.const_bytes),
-            (2, 128, 28)
-        );
-        assert_eq!(m.kernel("kk").unwrap().const_bytes, 28);
-        assert_eq!(entry_directive(ptx, "k", ".maxnreg"), Some(2));
-        assert_eq!(entry_directive(ptx, "kk", ".maxnreg"), None);
-        assert_eq!(entry_directive(ptx, "missing", ".maxnreg"), None);
-    }
-
     use super::*;
     use crate::memory::DeviceMemory;
 

@@ -2,10 +2,13 @@
 //! and data out.
 //!
 //! Calls come in two classes here (local calls never reach the wire):
-//! - *asynchronous* ones ([`ClientConn::post`], [`ClientConn::post_read`]) are appended to a
-//!   batch and cost a memcpy; the batch is written when a synchronising call needs the wire or
-//!   when it grows large. Their errors come back with the next synchronising call's reply, as a
-//!   real GPU's asynchronous errors do;
+//! - *asynchronous* ones ([`ClientConn::post`], [`ClientConn::post_read`],
+//!   [`ClientConn::post_call`]) are appended to a batch and cost a memcpy; the batch is written
+//!   when a synchronising call needs the wire or when it grows large. Their errors come back
+//!   with the next synchronising call's reply, as a real GPU's asynchronous errors do. A
+//!   *posted call* ([`ClientConn::post_call`]) also keeps its reply for whoever asks for it
+//!   later by its ticket (a module load: the client goes on with what it read of the image,
+//!   and only a call that needs what the server alone knows waits for the reply);
 //! - *synchronising* ones ([`ClientConn::call`]) want a reply now: everything queued before
 //!   them goes out with them.
 //!
@@ -83,8 +86,12 @@ struct Owed {
     /// Where the reply's data goes, and how many bytes it must be (0: none expected).
     dst: u64,
     len: u64,
-    /// An asynchronous copy's reply: nobody takes it; its error is deferred.
+    /// An asynchronous call's reply: its error is deferred to the next synchronising reply.
     asynchronous: bool,
+    /// A posted call's reply, kept until its ticket is taken (or forgotten).
+    keep: bool,
+    /// The request's name, for the counters.
+    name: &'static str,
     /// The number of frames queued when this one was.
     seq: u64,
     /// The body a successful reply must carry.
@@ -126,10 +133,12 @@ pub struct ClientConn {
     owed: VecDeque<Owed>,
     decoder: FrameDecoder,
     receiving: Option<Receiving>,
-    /// Replies of synchronising calls, until their callers take them.
+    /// Replies of synchronising calls and posted calls, until their callers take them.
     done: HashMap<Ticket, Reply>,
-    /// The first failure of an asynchronous copy, reported with the next synchronising reply.
+    /// The first failure of an asynchronous call, reported with the next synchronising reply.
     deferred: Option<Reply>,
+    /// The posted call whose failure `deferred` is: taking its reply reports it.
+    deferred_from: Option<Ticket>,
     /// Kernel output that arrived with asynchronous replies, delivered with the next one taken.
     output: String,
     lost: Option<String>,
@@ -178,7 +187,7 @@ impl ClientConn {
         inline
     }
 
-    fn owe(&mut self, dst: u64, len: u64, asynchronous: bool, expects: ReplyKind) -> Ticket {
+    fn owe(&mut self, dst: u64, len: u64, asynchronous: bool, req: &Request) -> Ticket {
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
         self.owed.push_back(Owed {
@@ -186,8 +195,10 @@ impl ClientConn {
             dst,
             len,
             asynchronous,
+            keep: false,
+            name: req.name(),
             seq: self.seq,
-            expects,
+            expects: req.reply_kind(),
         });
         ticket
     }
@@ -227,7 +238,7 @@ impl ClientConn {
             return Ok(None);
         }
         *self.stats.round_trips.entry(req.name()).or_default() += 1;
-        Ok(Some(self.owe(0, 0, false, req.reply_kind())))
+        Ok(Some(self.owe(0, 0, false, req)))
     }
 
     /// Queues an asynchronous device-to-host copy: its reply carries `len` bytes for `dst`,
@@ -237,7 +248,66 @@ impl ClientConn {
         self.alive()?;
         *self.stats.posted.entry(req.name()).or_default() += 1;
         self.queue(req, FLAG_REPLY, &[]);
-        Ok(self.owe(dst, len, true, req.reply_kind()))
+        Ok(self.owe(dst, len, true, req))
+    }
+
+    /// Queues a *posted call*: a call whose reply (without data) the caller does not wait for
+    /// now. Its error, if any, is reported by the next synchronising call, as an asynchronous
+    /// call's is; the reply itself is kept until [`ClientConn::take_reply`] takes it by the
+    /// ticket returned (or [`ClientConn::forget`] drops it). A payload larger than
+    /// [`INLINE_PAYLOAD`] must be written by the caller right after the batch
+    /// ([`Flush::NowThenPayload`]).
+    pub fn post_call(
+        &mut self,
+        req: &Request,
+        payload: &[u8],
+    ) -> Result<(Ticket, Flush), ConnError> {
+        self.alive()?;
+        *self.stats.posted.entry(req.name()).or_default() += 1;
+        let inline = self.queue(req, FLAG_REPLY, payload);
+        let t = self.owe(0, 0, true, req);
+        if let Some(o) = self.owed.back_mut() {
+            o.keep = true;
+        }
+        let flush = if !inline {
+            Flush::NowThenPayload
+        } else if self.batch.len() >= BATCH_FLUSH {
+            Flush::Now
+        } else {
+            Flush::Later
+        };
+        Ok((t, flush))
+    }
+
+    /// Drops a posted call's reply, now or when it arrives: nobody will take it.
+    pub fn forget(&mut self, ticket: Ticket) {
+        if self.done.remove(&ticket).is_some() {
+            return;
+        }
+        let owed = self
+            .owed
+            .iter_mut()
+            .chain(self.receiving.as_mut().map(|r| &mut r.owed))
+            .find(|o| o.ticket == ticket);
+        if let Some(o) = owed {
+            o.keep = false;
+        }
+    }
+
+    /// Counts a wait for a posted call's reply that has not arrived yet as a round trip of its
+    /// request (for [`Stats`]): the caller is about to wait for the server after all.
+    pub fn waiting_for(&mut self, ticket: Ticket) {
+        if self.done.contains_key(&ticket) || self.lost.is_some() {
+            return;
+        }
+        let owed = self
+            .owed
+            .iter()
+            .chain(self.receiving.as_ref().map(|r| &r.owed))
+            .find(|o| o.ticket == ticket && o.keep);
+        if let Some(o) = owed {
+            *self.stats.round_trips.entry(o.name).or_default() += 1;
+        }
     }
 
     /// Queues a synchronising call; the batch must be transmitted now. If `read` names a
@@ -252,7 +322,7 @@ impl ClientConn {
         *self.stats.round_trips.entry(req.name()).or_default() += 1;
         let inline = self.queue(req, FLAG_REPLY, payload);
         let (dst, len) = read.unwrap_or((0, 0));
-        let t = self.owe(dst, len, false, req.reply_kind());
+        let t = self.owe(dst, len, false, req);
         Ok((
             t,
             if inline {
@@ -380,12 +450,17 @@ impl ClientConn {
         if owed.asynchronous {
             self.output.push_str(&std::mem::take(&mut reply.output));
             if reply.status != 0 && self.deferred.is_none() {
-                self.deferred = Some(reply);
+                self.deferred = Some(reply.clone());
+                self.deferred_from = owed.keep.then_some(owed.ticket);
+            }
+            if owed.keep {
+                self.done.insert(owed.ticket, reply);
             }
             return;
         }
         let mut output = std::mem::take(&mut self.output);
         output.push_str(&reply.output);
+        self.deferred_from = None;
         let reply = match self.deferred.take() {
             // An earlier asynchronous copy failed: report it here, as CUDA reports
             // asynchronous errors at the next synchronising call.
@@ -398,9 +473,14 @@ impl ClientConn {
         self.done.insert(owed.ticket, reply);
     }
 
-    /// The reply for `ticket` once it has arrived (its data already delivered).
+    /// The reply for `ticket` once it has arrived (its data already delivered). A posted
+    /// call's failure taken here is reported here, and no longer by the next synchronising call.
     pub fn take_reply(&mut self, ticket: Ticket) -> Option<Result<Reply, ConnError>> {
         if let Some(r) = self.done.remove(&ticket) {
+            if self.deferred_from == Some(ticket) {
+                self.deferred_from = None;
+                self.deferred = None;
+            }
             return Some(Ok(r));
         }
         self.lost

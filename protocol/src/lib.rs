@@ -36,7 +36,7 @@ pub use tokens::{Limits, TokenEntry, TokensFile};
 
 /// Bumped whenever a message changes shape: peers of different versions refuse each other in
 /// the handshake with a message, instead of misreading each other's bytes.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Opens every handshake in both directions.
 pub const MAGIC: [u8; 4] = *b"RMRA";

@@ -196,6 +196,13 @@ pub enum Request {
         ctx: CtxId,
         module: ModuleId,
         hash: [u8; 32],
+        /// Set by a client that read the image's kernels itself and goes on without waiting for
+        /// this reply (a *posted* load): the kernels' names in the order its launches number
+        /// them ([`kernel_order`] maps them to the device's). The reply then carries this
+        /// load's own outcome only (an earlier call's deferred error waits for the next
+        /// reply), and if the load fails, every later launch of the module fails with its
+        /// error. `None`: the client waits, and kernels are numbered as the reply lists them.
+        kernels: Option<Vec<String>>,
     },
     ModuleUnload {
         ctx: CtxId,
@@ -365,6 +372,31 @@ pub struct KernelDesc {
     pub max_threads: u32,
     /// Bytes of `.const` variables the kernel may use (`CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES`).
     pub const_bytes: u32,
+}
+
+/// How a module's kernels are numbered when a client named them itself
+/// ([`Request::ModuleLoad::kernels`]): for each of the client's numbers, the position in
+/// `loaded` (the kernels the device's module holds, as its load reply lists them) of the kernel
+/// of that name, or `None` if the device's module lacks it. The client's names come first, in
+/// its order; after them, the loaded kernels it did not name, in their order. Without names, the
+/// numbering is the loaded order itself. Both ends of a posted load use this one rule.
+pub fn kernel_order(client: Option<&[String]>, loaded: &[KernelDesc]) -> Vec<Option<usize>> {
+    let Some(names) = client else {
+        return (0..loaded.len()).map(Some).collect();
+    };
+    let mut order: Vec<Option<usize>> = names
+        .iter()
+        .map(|n| loaded.iter().position(|k| &k.name == n))
+        .collect();
+    let named: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    order.extend(
+        loaded
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| !named.contains(k.name.as_str()))
+            .map(|(i, _)| Some(i)),
+    );
+    order
 }
 
 /// A module-scope variable, placed in device memory at load.
@@ -594,6 +626,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn kernels_a_client_named_keep_its_numbers_and_the_rest_follow() {
+        let k = |name: &str| KernelDesc {
+            name: name.into(),
+            params: Vec::new(),
+            shared_bytes: 0,
+            local_bytes: 0,
+            num_regs: 1,
+            max_threads: 1024,
+            const_bytes: 0,
+        };
+        let loaded = [k("b"), k("extra"), k("a")];
+        assert_eq!(kernel_order(None, &loaded), vec![Some(0), Some(1), Some(2)]);
+        let names = ["a".to_string(), "b".into(), "missing".into()];
+        assert_eq!(
+            kernel_order(Some(&names), &loaded),
+            vec![Some(2), Some(0), None, Some(1)]
+        );
+    }
+
     fn arb_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             any::<(u64, u64)>().prop_map(|(ctx, size)| Request::MemAlloc {
@@ -641,11 +693,16 @@ mod tests {
                     params,
                     cooperative: grid[0] % 2 == 0,
                 }),
-            any::<[u8; 32]>().prop_map(|hash| Request::ModuleLoad {
-                ctx: CtxId(1),
-                module: ModuleId(2),
-                hash
-            }),
+            (
+                any::<[u8; 32]>(),
+                proptest::option::of(proptest::collection::vec("[a-z_]{1,12}", 0..4))
+            )
+                .prop_map(|(hash, kernels)| Request::ModuleLoad {
+                    ctx: CtxId(1),
+                    module: ModuleId(2),
+                    hash,
+                    kernels,
+                }),
         ]
     }
 

@@ -8,7 +8,7 @@ use remora_protocol::handshake::{
     server_accept, ClientEvent, ClientHandshake, HandshakeError, ServerDecision, ServerHandshake,
 };
 use remora_protocol::messages::{
-    CtxId, DeviceInfo, ReplyBody, ServerInfo, SessionRequest, StreamId,
+    CtxId, DeviceInfo, GlobalDesc, ModuleId, ReplyBody, ServerInfo, SessionRequest, StreamId,
 };
 // Host memory for device-to-host data: destination addresses are keys.
 use remora_protocol::client::Buffers as Host;
@@ -106,6 +106,25 @@ impl Toy {
                 }
                 None => (Self::fault("bad memset"), vec![]),
             },
+            Request::ModuleLoad { hash, .. } if hash[0] == 0xbd => {
+                // The image is read and dropped.
+                self.writing = Some((0, 0));
+                (Reply::error(CuStatus::INVALID_PTX, "bad image"), vec![])
+            }
+            Request::ModuleLoad { hash, .. } => (
+                {
+                    self.writing = Some((0, 0));
+                    Reply::ok(ReplyBody::Module {
+                        kernels: Vec::new(),
+                        globals: vec![GlobalDesc {
+                            name: "g".into(),
+                            addr: u64::from(hash[0]),
+                            size: 4,
+                        }],
+                    })
+                },
+                vec![],
+            ),
             _ => (Reply::ok(ReplyBody::None), vec![]),
         }
     }
@@ -332,6 +351,64 @@ fn an_asynchronous_error_is_reported_by_the_next_synchronising_call_only() {
     // The work queued after the failing call still ran.
     assert_eq!(p.call(dtoh(buf, 16), Some((9, 16))).status, 0);
     assert_eq!(p.host.0[&9], [2; 16]);
+}
+
+fn load(hash: u8) -> Request {
+    Request::ModuleLoad {
+        ctx: CtxId(1),
+        module: ModuleId(u64::from(hash)),
+        hash: [hash; 32],
+        kernels: Some(Vec::new()),
+    }
+}
+
+#[test]
+fn a_posted_call_keeps_its_reply_for_its_ticket_and_defers_its_error() {
+    let mut p = Pair::new(3);
+    let (good, flush) = p.client.post_call(&load(7), b"image").unwrap();
+    assert_eq!(flush, Flush::Later, "posted: nothing written yet");
+    let (bad, _) = p.client.post_call(&load(0xbd), b"image").unwrap();
+    let (forgotten, _) = p.client.post_call(&load(9), b"image").unwrap();
+    p.client.forget(forgotten);
+    assert!(p.client.take_reply(good).is_none(), "not sent yet");
+    p.client.waiting_for(good);
+    assert_eq!(
+        p.client.stats().round_trips["ModuleLoad"],
+        1,
+        "a wait counts"
+    );
+    assert!(!p.client.stats().round_trips.contains_key("MemAlloc"));
+    // The next synchronising call carries the loads; the failed one is reported there.
+    let r = p.call(Request::Flush, None);
+    assert_eq!(CuStatus(r.status), CuStatus::INVALID_PTX);
+    assert_eq!(r.message, "bad image");
+    assert_eq!(p.server.seen[..3], [("ModuleLoad", true); 3]);
+    // Each kept reply is there for its ticket, once.
+    let g = p.client.take_reply(good).unwrap().unwrap();
+    assert!(matches!(&g.body, ReplyBody::Module { globals, .. } if globals[0].addr == 7));
+    assert!(p.client.take_reply(good).is_none());
+    let b = p.client.take_reply(bad).unwrap().unwrap();
+    assert_eq!(CuStatus(b.status), CuStatus::INVALID_PTX);
+    assert!(p.client.take_reply(forgotten).is_none(), "forgotten");
+    assert_eq!(p.call(Request::Flush, None).status, 0, "reported once");
+    assert_eq!(p.client.stats().posted["ModuleLoad"], 3);
+}
+
+#[test]
+fn a_posted_failure_taken_by_its_ticket_is_not_reported_again() {
+    let mut p = Pair::new(1 << 20);
+    let (bad, _) = p.client.post_call(&load(0xbd), b"image").unwrap();
+    // Something else reads the replies (a read collected before a free).
+    p.pump(None);
+    let b = p.client.take_reply(bad).unwrap().unwrap();
+    assert_eq!(CuStatus(b.status), CuStatus::INVALID_PTX);
+    assert_eq!(p.call(Request::Flush, None).status, 0, "already reported");
+    // A large image is written after the batch, by the caller.
+    let big = vec![b'x'; 100 << 10];
+    let (t, flush) = p.client.post_call(&load(5), &big).unwrap();
+    assert_eq!(flush, Flush::NowThenPayload);
+    p.pump(Some(&big));
+    assert_eq!(p.client.take_reply(t).unwrap().unwrap().status, 0);
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! instruction indices, one operation per type and modifier set, kernel parameter and local
 //! frame layouts computed with PTX's alignment rules.
 //!
+//! [`kernels`] describes each kernel as a launcher needs it (parameter layout, frame layout,
+//! the attributes a driver reports): the emulated GPU and the client both use it, so the client
+//! can read a module's kernels before the server has answered its load.
+//!
 //! The analyses other rooms need: [`footprint`] proves which kernels may be split by blocks
 //! across devices (the global bytes each range of blocks reads and writes, as expressions of
 //! the parameters evaluated at launch), and [`guard`] rewrites a module so that each kernel
@@ -30,6 +34,7 @@ pub mod footprint;
 pub mod guard;
 pub mod ir;
 pub mod isa;
+pub mod kernels;
 pub mod loader;
 pub mod lower;
 pub mod parser;

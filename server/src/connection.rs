@@ -163,6 +163,17 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         };
         let name = req.name();
         shared.metrics.call(name, wants_reply);
+        // A posted module load's reply carries its own outcome only, and its failure is
+        // remembered for the module's launches (`Request::ModuleLoad::kernels`).
+        let posted = match &req {
+            Request::ModuleLoad {
+                ctx,
+                module,
+                kernels: Some(_),
+                ..
+            } => Some((*ctx, *module)),
+            _ => None,
+        };
         // Kernels run for as long as they run, and parsing a large image is CPU work: keep the
         // QUIC driver (keep-alives, other clients) off this thread meanwhile.
         let step = if matches!(req, Request::Launch { .. }) {
@@ -207,8 +218,13 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
                 };
                 receive(&mut session, shared, &mut calls, inbound, payload_len).await?
             }
-            Step::ReceiveImage { ctx, module, hash } => {
-                let inbound = match Upload::begin(ctx, module, hash, payload_len) {
+            Step::ReceiveImage {
+                ctx,
+                module,
+                hash,
+                kernels,
+            } => {
+                let inbound = match Upload::begin(ctx, module, hash, kernels, payload_len) {
                     Ok(up) => Inbound::Image(up),
                     Err(e) => Inbound::Discard { result: Err(e) },
                 };
@@ -218,8 +234,16 @@ async fn run(conn: &quinn::Connection, shared: &Shared) -> Result<(), ServeError
         if let Err(e) = &result {
             shared.metrics.error(e.status);
         }
+        if let (Some((ctx, module)), Err(e)) = (posted, &result) {
+            session.posted_load_failed(ctx, module, e.clone());
+        }
         if wants_reply {
-            let r = match session.settle(result) {
+            let result = if posted.is_some() {
+                result
+            } else {
+                session.settle(result)
+            };
+            let r = match result {
                 Ok(body) => Reply::ok(body),
                 Err(e) => {
                     tracing::debug!(request = name, %e, "request failed");
@@ -360,17 +384,17 @@ async fn receive(
     Ok(match inbound {
         Inbound::Copy { result, .. } => result.map(|()| ReplyBody::None),
         Inbound::Discard { result } => result,
-        Inbound::Image(up) => {
-            let (ctx, module, hash) = (up.ctx, up.module, up.hash);
+        Inbound::Image(mut up) => {
+            let (ctx, module, hash, kernels) = (up.ctx, up.module, up.hash, up.kernels.take());
             let image = if len == 0 {
                 upload::cached(shared, &hash)
             } else {
                 up.finish(shared)
             };
             match image {
-                Ok(img) => {
-                    tokio::task::block_in_place(|| session.load_module(ctx, module, hash, img))
-                }
+                Ok(img) => tokio::task::block_in_place(|| {
+                    session.load_module(ctx, module, hash, img, kernels.as_deref())
+                }),
                 Err(e) => Err(e),
             }
         }

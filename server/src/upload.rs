@@ -49,6 +49,8 @@ pub(crate) struct Upload {
     pub ctx: CtxId,
     pub module: ModuleId,
     pub hash: [u8; 32],
+    /// A posted load's kernel names ([`remora_protocol::messages::Request::ModuleLoad`]).
+    pub kernels: Option<Vec<String>>,
     bytes: Vec<u8>,
     hasher: Sha256,
     /// The budget this upload holds, returned when it is dropped.
@@ -60,7 +62,13 @@ pub(crate) struct Upload {
 
 impl Upload {
     /// An upload announced as `len` bytes; refused at once when larger than [`MAX_IMAGE`].
-    pub fn begin(ctx: CtxId, module: ModuleId, hash: [u8; 32], len: u64) -> CuResult<Self> {
+    pub fn begin(
+        ctx: CtxId,
+        module: ModuleId,
+        hash: [u8; 32],
+        kernels: Option<Vec<String>>,
+        len: u64,
+    ) -> CuResult<Self> {
         if len > MAX_IMAGE {
             return Err(CuError::new(
                 CuStatus::INVALID_IMAGE,
@@ -71,6 +79,7 @@ impl Upload {
             ctx,
             module,
             hash,
+            kernels,
             bytes: Vec::with_capacity(len.min(INITIAL_CAPACITY) as usize),
             hasher: Sha256::new(),
             held: None,
@@ -193,7 +202,7 @@ mod tests {
     use super::*;
 
     fn upload(len: u64) -> Upload {
-        Upload::begin(CtxId(1), ModuleId(2), [0; 32], len).unwrap()
+        Upload::begin(CtxId(1), ModuleId(2), [0; 32], None, len).unwrap()
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -225,7 +234,7 @@ mod tests {
 
     #[test]
     fn an_image_larger_than_the_limit_is_refused_before_any_byte() {
-        let e = Upload::begin(CtxId(1), ModuleId(2), [0; 32], MAX_IMAGE + 1)
+        let e = Upload::begin(CtxId(1), ModuleId(2), [0; 32], None, MAX_IMAGE + 1)
             .err()
             .unwrap();
         assert_eq!(e.status, CuStatus::INVALID_IMAGE);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use remora_protocol::client::INLINE_PAYLOAD;
 use remora_protocol::messages::{Reply, Request, ServerInfo, SessionRequest, Window};
-use remora_protocol::{ConnError, ConnectionFile, CuStatus, Flush, Sink};
+use remora_protocol::{ConnError, ConnectionFile, CuStatus, Flush, Sink, Ticket};
 use remora_transport::client::{ConnectError, Link};
 
 use crate::ffi::{ShimError, ShimResult};
@@ -305,6 +305,39 @@ impl Client {
             .post_read(req, dst as usize as u64, len as u64)
             .map(|_| ())
             .map_err(Self::lost)
+    }
+
+    /// Queues a posted call (a module load), its payload handed to the transport before this
+    /// returns: nobody waits for its reply now; [`Client::wait_posted`] takes it later by the
+    /// ticket, and its error is also reported by the next synchronising call.
+    pub fn post_call(&self, req: &Request, payload: &[u8]) -> ShimResult<Ticket> {
+        self.block_on(self.link.post_call(req, payload))
+            .map_err(Self::lost)
+    }
+
+    /// The reply of a posted call, waiting for it if it has not arrived; an error status is
+    /// returned as the error.
+    pub fn wait_posted(&self, ticket: Ticket) -> ShimResult<Reply> {
+        let reply = self.block_on(self.link.wait_posted(ticket)).map_err(|e| {
+            let e = Self::lost(e);
+            report_once(&e);
+            e
+        })?;
+        deliver_output(&reply.output);
+        if reply.status != 0 {
+            return Err(ShimError::new(
+                CuStatus(reply.status),
+                reply.message.clone(),
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// Drops posted calls' replies nobody will wait for.
+    pub fn forget(&self, tickets: &[Ticket]) {
+        for &t in tickets {
+            self.link.forget(t);
+        }
     }
 
     /// Reports `e` again at the next synchronising call (stream, event or context

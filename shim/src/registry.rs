@@ -25,8 +25,8 @@ use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use remora_protocol::messages::{GlobalDesc, KernelDesc};
-use remora_protocol::CuStatus;
+use remora_protocol::messages::{kernel_order, GlobalDesc, KernelDesc};
+use remora_protocol::{CuStatus, Ticket};
 
 use crate::error::{invalid, invalid_context, invalid_handle, ShimError, ShimResult};
 
@@ -99,9 +99,29 @@ pub struct Event {
 
 pub struct Module {
     pub kernels: Vec<Arc<KernelDesc>>,
+    /// The globals' device addresses, known once the server's load reply is (see `posted`).
     pub globals: Vec<GlobalDesc>,
     /// Function handles by kernel index, minted on first lookup.
     functions: HashMap<u32, u64>,
+    /// A posted load whose reply has not been taken yet: `kernels` are what the shim read of
+    /// the image, and `globals` are empty.
+    pub posted: Option<Arc<PostedLoad>>,
+    /// The posted load failed: what calls that need the module report.
+    pub failed: Option<ShimError>,
+}
+
+/// A module load posted without waiting for its reply (see `api::module`).
+pub struct PostedLoad {
+    pub ticket: Ticket,
+    /// The kernels' names as the shim read them, in the order it numbers them.
+    pub names: Vec<String>,
+    /// Whether the kernels' attributes are already what the server will report (an emulated
+    /// device computes them with the shim's own code); else only the parameter layouts are.
+    pub exact: bool,
+    /// Whether the image declares module globals (whose addresses only the reply gives).
+    pub has_globals: bool,
+    /// The outcome once one thread waited for it, so every other waiter gets the same.
+    pub outcome: Mutex<Option<ShimResult<()>>>,
 }
 
 /// A function (or kernel) handle: what a launch needs, readable without a lock.
@@ -109,8 +129,17 @@ pub struct Function {
     pub ctx: u64,
     pub module: u64,
     pub index: u32,
-    /// The parameter layout and attributes, shared with the module.
-    pub kernel: Arc<KernelDesc>,
+    /// The parameter layout and attributes, shared with the module; see [`Function::desc`].
+    kernel: Arc<KernelDesc>,
+    /// The server's description, when it arrived (a posted load's reply) after the function
+    /// was minted from what the shim read of the image.
+    settled: OnceLock<Arc<KernelDesc>>,
+    /// Whether [`Function::desc`] is what the server reports: always, but for a function of
+    /// a posted load on a real GPU before its reply (the driver's own register and shared
+    /// memory counts).
+    exact: AtomicBool,
+    /// The module's posted load failed: launches report this.
+    failed: OnceLock<ShimError>,
     /// NUL-terminated for `cuFuncGetName`; lives as long as the process.
     pub name: CString,
     max_dynamic_shared: AtomicI32,
@@ -118,6 +147,22 @@ pub struct Function {
 }
 
 impl Function {
+    /// The parameter layout and attributes. The layout is final from the start; attributes
+    /// are once [`Function::exact`] says so.
+    pub fn desc(&self) -> &KernelDesc {
+        self.settled.get().unwrap_or(&self.kernel)
+    }
+
+    /// Whether the attributes of [`Function::desc`] are the server's.
+    pub fn exact(&self) -> bool {
+        self.exact.load(Ordering::Acquire)
+    }
+
+    /// The error of the module's failed posted load, once known.
+    pub fn failed(&self) -> Option<&ShimError> {
+        self.failed.get()
+    }
+
     /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`.
     pub fn max_dynamic_shared(&self) -> i32 {
         self.max_dynamic_shared.load(Ordering::Relaxed)
@@ -267,6 +312,8 @@ struct Tables {
     /// Libraries (`cuLibraryLoad*`) by handle: context-independent in CUDA, so each keeps its
     /// image to load it again into any other context a kernel of it is launched in.
     libraries: HashMap<u64, Library>,
+    /// Tickets of posted loads nobody will take the replies of ([`Registry::take_orphaned`]).
+    orphaned: Vec<Ticket>,
 }
 
 struct Library {
@@ -282,6 +329,16 @@ struct Link {
 }
 
 impl Tables {
+    /// Remembers the tickets of posted loads of modules that are going, whose replies nobody
+    /// will take ([`Registry::take_orphaned`]).
+    fn orphan<'a>(&mut self, modules: impl IntoIterator<Item = &'a Module>) {
+        self.orphaned.extend(
+            modules
+                .into_iter()
+                .filter_map(|m| m.posted.as_ref().map(|p| p.ticket)),
+        );
+    }
+
     fn context(&mut self, h: u64) -> ShimResult<&mut Context> {
         self.contexts.get_mut(&h).ok_or_else(|| invalid_context(h))
     }
@@ -397,6 +454,7 @@ impl Registry {
                 )
             }
         };
+        t.orphan(modules.values());
         drop(t);
         for &s in &streams {
             self.kill_stream(s);
@@ -499,21 +557,40 @@ impl Registry {
 
     // Modules and functions ----------------------------------------------------------------
 
-    /// Adds a loaded module to context `ctx`; its globals join the address map.
+    /// Adds a loaded module to context `ctx`; its globals join the address map. With
+    /// `posted`, the load's reply is still to come and `globals` is empty
+    /// ([`Registry::settle_module`]).
     pub fn add_module(
         &self,
         ctx: u64,
         module: u64,
         kernels: Vec<KernelDesc>,
         globals: Vec<GlobalDesc>,
+        posted: Option<Arc<PostedLoad>>,
     ) -> ShimResult<()> {
         let mut t = self.tables();
         let c = t.context(ctx)?;
         let device = c.device;
-        // Globals are device memory the application may copy to (cudaMemcpyToSymbol): the
-        // address map checks copies against them as against allocations, until the module goes.
+        self.map_globals(ctx, device, module, &globals);
+        let kernels = kernels.into_iter().map(Arc::new).collect();
+        c.modules.insert(
+            module,
+            Module {
+                kernels,
+                globals,
+                functions: HashMap::new(),
+                posted,
+                failed: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Globals are device memory the application may copy to (cudaMemcpyToSymbol): the
+    /// address map checks copies against them as against allocations, until the module goes.
+    fn map_globals(&self, ctx: u64, device: i32, module: u64, globals: &[GlobalDesc]) {
         self.memory(|m| {
-            for g in &globals {
+            for g in globals {
                 let alloc = Alloc {
                     size: g.size,
                     ctx,
@@ -524,16 +601,86 @@ impl Registry {
                 m.allocs.insert(g.addr, alloc);
             }
         });
-        let kernels = kernels.into_iter().map(Arc::new).collect();
-        c.modules.insert(
-            module,
-            Module {
-                kernels,
-                globals,
-                functions: HashMap::new(),
-            },
-        );
-        Ok(())
+    }
+
+    /// The posted load of module `h` whose reply has not been taken yet, if any.
+    pub fn posted_load(&self, h: u64) -> ShimResult<Option<Arc<PostedLoad>>> {
+        self.tables().module(h).map(|(_, m)| m.posted.clone())
+    }
+
+    /// Posted loads not taken yet whose images declare globals, of every module.
+    pub fn posted_with_globals(&self) -> Vec<(u64, Arc<PostedLoad>)> {
+        self.tables()
+            .contexts
+            .values()
+            .flat_map(|c| c.modules.iter())
+            .filter_map(|(&h, m)| m.posted.clone().map(|p| (h, p)))
+            .filter(|(_, p)| p.has_globals)
+            .collect()
+    }
+
+    /// The reply of module `h`'s posted load `load` arrived: the server's kernels replace what
+    /// the shim read (numbered as the shim numbered them: [`kernel_order`]), its globals join
+    /// the module and the address map; or, with an error, the module is marked failed. Does
+    /// nothing if the module is gone or was settled already.
+    pub fn settle_module(
+        &self,
+        h: u64,
+        load: &Arc<PostedLoad>,
+        outcome: Result<(Vec<KernelDesc>, Vec<GlobalDesc>), ShimError>,
+    ) {
+        let mut t = self.tables();
+        let Ok((ctx, m)) = t.module(h) else {
+            return;
+        };
+        if !m.posted.as_ref().is_some_and(|p| Arc::ptr_eq(p, load)) {
+            return;
+        }
+        m.posted = None;
+        let (kernels, globals) = match outcome {
+            Ok(k) => k,
+            Err(e) => {
+                for &f in m.functions.values() {
+                    if let Some(f) = slot(f, FUNCTION_BASE).and_then(|i| self.functions.get(i)) {
+                        let _ = f.failed.set(e.clone());
+                        f.exact.store(true, Ordering::Release);
+                    }
+                }
+                m.failed = Some(e);
+                return;
+            }
+        };
+        let ours = std::mem::take(&mut m.kernels);
+        m.kernels = kernel_order(Some(&load.names), &kernels)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, at)| match at {
+                Some(j) => kernels.get(j).cloned().map(Arc::new),
+                // Read in the image but not in the module the server loaded: launches of it
+                // fail there, saying so.
+                None => ours.get(i).cloned(),
+            })
+            .collect();
+        for (&i, &f) in &m.functions {
+            let (Some(f), Some(k)) = (
+                slot(f, FUNCTION_BASE).and_then(|s| self.functions.get(s)),
+                m.kernels.get(i as usize),
+            ) else {
+                continue;
+            };
+            let _ = f.settled.set(k.clone());
+            f.exact.store(true, Ordering::Release);
+        }
+        m.globals = globals;
+        let device = t.contexts.get(&ctx).map_or(0, |c| c.device);
+        let globals = t
+            .contexts
+            .get(&ctx)
+            .and_then(|c| c.modules.get(&h))
+            .map(|m| m.globals.clone())
+            .unwrap_or_default();
+        drop(t);
+        self.map_globals(ctx, device, h, &globals);
     }
 
     /// Removes a module, its globals and its function handles; returns its context.
@@ -545,6 +692,7 @@ impl Registry {
             .get_mut(&ctx)
             .and_then(|c| c.modules.remove(&h))
             .expect("found above");
+        t.orphan([&m]);
         drop(t);
         self.kill_functions(&m);
         self.memory(|mem| mem.allocs.retain(|_, a| a.module != Some(h)));
@@ -600,12 +748,19 @@ impl Registry {
             .get(index as usize)
             .ok_or_else(|| invalid(format!("module {module:#x} has no kernel {index}")))?
             .clone();
+        let failed = OnceLock::new();
+        if let Some(e) = &m.failed {
+            let _ = failed.set(e.clone());
+        }
         let slot = self.functions.push(Function {
             ctx,
             module,
             index,
             name: CString::new(kernel.name.clone()).unwrap_or_default(),
             kernel,
+            settled: OnceLock::new(),
+            exact: AtomicBool::new(m.posted.as_ref().is_none_or(|p| p.exact)),
+            failed,
             max_dynamic_shared: AtomicI32::new(48 << 10),
             live: AtomicBool::new(true),
         })?;
@@ -634,6 +789,12 @@ impl Registry {
                 f.live.store(false, Ordering::Release);
             }
         }
+    }
+
+    /// Tickets of posted loads whose modules went before their replies were taken: the
+    /// connection may drop those replies.
+    pub fn take_orphaned(&self) -> Vec<Ticket> {
+        std::mem::take(&mut self.tables().orphaned)
     }
 
     /// Whether this connection has uploaded the image with this hash.
@@ -936,10 +1097,11 @@ mod tests {
             addr: 0x1000,
             size: 8,
         };
-        r.add_module(ctx, m, vec![kernel("k")], vec![g]).unwrap();
+        r.add_module(ctx, m, vec![kernel("k")], vec![g], None)
+            .unwrap();
         let f = r.find_function(m, "k").unwrap();
         assert_eq!(r.function_handle(m, 0).unwrap(), f);
-        assert_eq!(r.function(f).unwrap().kernel.name, "k");
+        assert_eq!(r.function(f).unwrap().desc().name, "k");
         r.storage_put(ctx, 7, 9, None).unwrap();
         r.memory(|mem| {
             mem.allocs.insert(

@@ -77,10 +77,8 @@ fn a_graph_launch_of_100_kernels_costs_no_round_trip() {
     // after it: as many round trips for 100 kernels as for 1.
     let trips = |t: &str| stats_line(t, "remora: stats: round trips by call: ").to_string();
     assert_eq!(trips(&one), trips(&hundred), "{one}\n{hundred}");
-    assert_eq!(
-        trips(&hundred),
-        "StreamSynchronize 2, MemcpyDtoH 1, ModuleLoad 1"
-    );
+    // The module load is posted (the shim reads its PTX): not a round trip.
+    assert_eq!(trips(&hundred), "StreamSynchronize 2, MemcpyDtoH 1");
     assert!(
         stats_line(&hundred, "remora: stats: asynchronous by call: ").contains("Launch 100,"),
         "{hundred}"

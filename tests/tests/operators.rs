@@ -251,12 +251,33 @@ fn limits_are_enforced_per_token() {
     );
     holder.finish();
 
-    // Module cache: the trial's PTX image is larger than erin's 256 bytes.
+    // Module cache: the trial's PTX image is larger than erin's 256 bytes. The shim read the
+    // PTX and posted the load, so the refusal is reported by the next synchronising call (the
+    // copy of the result), as a driver that loads lazily reports it; never a wrong result.
     let (ok, out) = output(&mut run_as(&erin, &trial, &["1", "0"]));
     assert!(
-        !ok && out.contains("cuModuleLoadData") && out.contains("CUDA_ERROR_OUT_OF_MEMORY"),
+        !ok && out.contains("cuMemcpyDtoH") && out.contains("CUDA_ERROR_OUT_OF_MEMORY"),
         "{out}"
     );
+    // Step by step: the load and the launch succeed at the call, the synchronisation reports
+    // the refusal, a later launch fails again, and once the reply was taken (by
+    // cuModuleGetGlobal, which reports it) launches fail at the call.
+    let (ok, out) = output(&mut run_as(&erin, &c_program("module_loads"), &["refused"]));
+    assert!(ok, "{out}");
+    for line in [
+        "load 0",
+        "function 0",
+        "launch 0",
+        "sync 2",
+        "again launch 0 sync 2",
+        "global 2",
+        "after launch 2",
+        "final sync 0",
+        "unload 0",
+        "clean sync 0",
+    ] {
+        assert!(out.lines().any(|l| l == line), "`{line}` in:\n{out}");
+    }
 
     // Bad limits never reach the file.
     let o = op.token(&["add", "frank", "--memory", "lots"]);

@@ -319,6 +319,7 @@ fn module_images_are_checked_as_they_arrive_and_the_connection_keeps_serving() {
             ctx: CtxId(1),
             module: ModuleId(module),
             hash,
+            kernels: None,
         };
         // 64 MiB of zeros announced as a module: refused from its first bytes, the rest read
         // and dropped, never gathered.
@@ -407,6 +408,7 @@ fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_not
                     ctx: c1,
                     module,
                     hash,
+                    kernels: None,
                 },
                 COPY8,
             )
@@ -520,6 +522,7 @@ fn another_clients_handles_and_pointers_replayed_guessed_or_off_by_one_reach_not
                     ctx: c1,
                     module,
                     hash,
+                    kernels: None,
                 },
                 &[],
             )

@@ -224,6 +224,59 @@ impl<S: Sink + Send> Link<S> {
         .await
     }
 
+    /// Queues a posted call (a module load whose reply nobody waits for yet), its payload
+    /// of any size handed to the transport before this returns; the reply is kept for
+    /// [`Link::wait_posted`] by the ticket returned, and its error is also reported by the next
+    /// synchronising call ([`ClientConn::post_call`]).
+    pub async fn post_call(&self, req: &Request, payload: &[u8]) -> Result<Ticket, ConnError> {
+        if payload.len() <= remora_protocol::client::INLINE_PAYLOAD {
+            let (ticket, flush) = self.state().0.post_call(req, payload)?;
+            if flush != Flush::Later {
+                self.flush().await?;
+            }
+            return Ok(ticket);
+        }
+        // Held from queuing to the payload's last byte: nothing may come between the two.
+        let mut send = self.send.lock().await;
+        let (bytes, ticket) = {
+            let mut st = self.state();
+            let (ticket, _) = st.0.post_call(req, payload)?;
+            (st.0.take_transmit(), ticket)
+        };
+        self.write(&mut send, &bytes, Some(payload)).await?;
+        Ok(ticket)
+    }
+
+    /// Waits for the reply of a posted call ([`Link::post_call`]); a wait that finds it not
+    /// yet arrived counts as a round trip of its request, and its time as time waited. A
+    /// batch queued since is written first, as a synchronising call writes it.
+    pub async fn wait_posted(&self, ticket: Ticket) -> Result<Reply, ConnError> {
+        let arrived = {
+            let mut st = self.state();
+            st.0.waiting_for(ticket);
+            st.0.take_reply(ticket)
+        };
+        if let Some(r) = arrived {
+            return r;
+        }
+        let started = std::time::Instant::now();
+        let r = async {
+            self.flush().await?;
+            self.wait(ticket).await
+        }
+        .await;
+        self.waited_ns.fetch_add(
+            started.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        r
+    }
+
+    /// Drops a posted call's reply: nobody will wait for it.
+    pub fn forget(&self, ticket: Ticket) {
+        self.state().0.forget(ticket);
+    }
+
     /// Queues an asynchronous device-to-host copy into `dst` (`len` bytes), delivered through
     /// the sink when replies are next read.
     pub fn post_read(&self, req: &Request, dst: u64, len: u64) -> Result<Ticket, ConnError> {

@@ -124,6 +124,11 @@ impl Vgpu {
         else {
             return Ok(());
         };
+        if let Some((failed, _)) = self.failed_loads.get(&module) {
+            let mut r = failed.clone();
+            r.message = format!("the module's load failed: {}", r.message);
+            return Err(r);
+        }
         let known = self
             .modules
             .get(&module)

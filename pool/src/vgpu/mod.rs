@@ -167,6 +167,9 @@ pub struct Vgpu {
     policy: SplitPolicy,
     counters: Counters,
     images: modules::Images,
+    /// Posted module loads that failed: their error reply, which every launch of the module
+    /// reports, and whether the members saw the load (so must see its unload).
+    failed_loads: HashMap<ModuleId, (Reply, bool)>,
     /// The first error of a call the client did not wait for, told at its next call that
     /// waits (as CUDA reports asynchronous errors).
     deferred: Option<Reply>,
@@ -194,6 +197,7 @@ impl Vgpu {
             policy,
             counters,
             images: modules::Images::default(),
+            failed_loads: HashMap::new(),
             deferred: None,
         }
     }
@@ -611,6 +615,14 @@ pub(crate) async fn serve(
             }
         };
         let lost = reply.as_ref().is_some_and(is_lost);
+        // A posted module load's reply carries its own outcome only.
+        let posted = matches!(
+            req,
+            Request::ModuleLoad {
+                kernels: Some(_),
+                ..
+            }
+        );
         let reply = match reply {
             Some(r) if !wants_reply => {
                 if r.status != 0 && vgpu.deferred.is_none() {
@@ -618,7 +630,7 @@ pub(crate) async fn serve(
                 }
                 None
             }
-            Some(r) if r.status == 0 => Some(vgpu.deferred.take().unwrap_or(r)),
+            Some(r) if r.status == 0 && !posted => Some(vgpu.deferred.take().unwrap_or(r)),
             other => other,
         };
         if let Some(reply) = reply.filter(|_| wants_reply) {
@@ -717,26 +729,43 @@ impl Vgpu {
                     Vec::new(),
                 ))
             }
-            Request::ModuleLoad { ctx, module, hash } => {
+            Request::ModuleLoad {
+                ctx,
+                module,
+                hash,
+                ref kernels,
+            } => {
                 // A client sends an image it already sent in this session by its hash alone.
-                let image = match self.images.image(hash, payload) {
-                    Some(i) => i,
-                    None => {
-                        return Ok((
-                            Some(Reply::error(
-                                CuStatus::INVALID_VALUE,
-                                "module image is not cached on the server; send it",
-                            )),
-                            Vec::new(),
-                        ))
-                    }
+                let (reply, members_saw) = match self.images.image(hash, payload) {
+                    Some(image) => (
+                        self.load_module(ctx, module, &image, kernels.as_deref())
+                            .await?,
+                        true,
+                    ),
+                    None => (
+                        Reply::error(
+                            CuStatus::INVALID_VALUE,
+                            "module image is not cached on the server; send it",
+                        ),
+                        false,
+                    ),
                 };
-                Ok((
-                    Some(self.load_module(ctx, module, &image).await?),
-                    Vec::new(),
-                ))
+                if kernels.is_some() && reply.status != 0 {
+                    // Bounded as a server bounds them: forgotten, a launch still fails.
+                    if self.failed_loads.len() >= 4096 {
+                        self.failed_loads.clear();
+                    }
+                    self.failed_loads
+                        .insert(module, (reply.clone(), members_saw));
+                }
+                Ok((Some(reply), Vec::new()))
             }
             Request::ModuleUnload { ctx, module } => {
+                // The members of a failed posted load hold what its load left them (the image,
+                // or what failed there), unless it never reached them.
+                if let Some((_, false)) = self.failed_loads.remove(&module) {
+                    return Ok((wants_reply.then(|| Reply::ok(ReplyBody::None)), Vec::new()));
+                }
                 if self.modules.remove(&module).is_some_and(|m| m.twin) {
                     let twin = Request::ModuleUnload {
                         ctx,

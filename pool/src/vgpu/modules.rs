@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::analysis::{self as ptx, Analysis};
 use remora_protocol::messages::{
-    CtxId, KernelDesc, ModuleId, ParamDesc, Reply, ReplyBody, Request,
+    kernel_order, CtxId, KernelDesc, ModuleId, ParamDesc, Reply, ReplyBody, Request,
 };
 use remora_protocol::ConnError;
 use sha2::Digest;
@@ -74,12 +74,15 @@ const CC_MINOR: u32 = 76;
 
 impl Vgpu {
     /// Loads an image on every member: the PTX rewritten with a guard where the image has PTX,
-    /// else the image as it is (then no kernel of it is split).
+    /// else the image as it is (then no kernel of it is split). `names` are a posted load's
+    /// kernel names: members number the kernels of both the image and its twin by them, and
+    /// so does the virtual GPU ([`kernel_order`]).
     pub(super) async fn load_module(
         &mut self,
         ctx: CtxId,
         module: ModuleId,
         image: &[u8],
+        names: Option<&[String]>,
     ) -> Result<Reply, ConnError> {
         let info = &self.members[0].link.info;
         let dev = self.members[0].placement.gpus[0] as usize;
@@ -116,7 +119,12 @@ impl Vgpu {
             )
         });
         let hash: [u8; 32] = sha2::Sha256::digest(image).into();
-        let original = Request::ModuleLoad { ctx, module, hash };
+        let original = Request::ModuleLoad {
+            ctx,
+            module,
+            hash,
+            kernels: names.map(<[String]>::to_vec),
+        };
         let twin = guarded.as_ref().map(|g| {
             let hash: [u8; 32] = sha2::Sha256::digest(g).into();
             (
@@ -124,6 +132,7 @@ impl Vgpu {
                     ctx,
                     module: guarded_id(module),
                     hash,
+                    kernels: names.map(<[String]>::to_vec),
                 },
                 g.as_slice(),
             )
@@ -166,7 +175,17 @@ impl Vgpu {
             _ => Vec::new(),
         };
         let mut ours = Vec::with_capacity(kernels.len());
-        for k in kernels {
+        for (i, at) in kernel_order(names, kernels).into_iter().enumerate() {
+            let Some(k) = at.map(|j| &kernels[j]) else {
+                // Named by the client, absent from the members' module: launches of it fail
+                // there, saying so.
+                ours.push(Kernel {
+                    name: names.and_then(|n| n.get(i)).cloned().unwrap_or_default(),
+                    analysis: Analysis::NotSplittable("not in the members' module".into()),
+                    guard: None,
+                });
+                continue;
+            };
             let guard = twin_kernels
                 .iter()
                 .find(|t| t.name == k.name)

@@ -82,6 +82,7 @@ impl Session {
             let r = self.unload_module(m);
             first = first.and(r);
         }
+        self.failed_loads.retain(|_, (c, _)| *c != ctx);
         let ptrs: Vec<u64> = self
             .allocs
             .iter()

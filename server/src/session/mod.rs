@@ -64,8 +64,10 @@ struct Alloc {
 
 struct Module {
     ctx: CtxId,
-    /// Per kernel, the bytes its parameter buffer must hold (the end of its last parameter).
-    kernels: Vec<u64>,
+    /// Per kernel, by the client's numbering: the backend's number for it (`None`: the module
+    /// the backend loaded lacks a kernel the client read in the image) and the bytes its
+    /// parameter buffer must hold (the end of its last parameter).
+    kernels: Vec<Option<(u32, u64)>>,
     globals: Vec<u64>,
     /// Bytes of its image, counted against the token's module cache limit.
     image_bytes: u64,
@@ -89,6 +91,8 @@ pub enum Step {
         ctx: CtxId,
         module: ModuleId,
         hash: [u8; 32],
+        /// A posted load's kernel names ([`Request::ModuleLoad`]).
+        kernels: Option<Vec<String>>,
     },
     /// Reply with `size` bytes of device memory from `src`, if `check` allows.
     Send {
@@ -110,6 +114,9 @@ pub struct Session {
     streams: HashMap<StreamId, CtxId>,
     events: HashMap<EventId, Event>,
     modules: HashMap<ModuleId, Module>,
+    /// Posted module loads that failed, with their error: every launch of the module reports
+    /// it (bounded by [`MAX_FAILED_LOADS`]).
+    failed_loads: HashMap<ModuleId, (CtxId, CuError)>,
     allocs: BTreeMap<u64, Alloc>,
     /// The first error of an asynchronous call, reported by the next synchronising call.
     deferred: Option<CuError>,
@@ -139,6 +146,10 @@ impl Drop for Session {
     }
 }
 
+/// Failed posted loads a session remembers; past this many it forgets those it holds (their
+/// launches then fail as launches of an unknown module: still an error, never a wrong result).
+const MAX_FAILED_LOADS: usize = 4096;
+
 fn invalid_handle(what: &str, h: impl std::fmt::LowerHex) -> CuError {
     CuError::new(
         CuStatus::INVALID_HANDLE,
@@ -165,6 +176,7 @@ impl Session {
             streams: HashMap::new(),
             events: HashMap::new(),
             modules: HashMap::new(),
+            failed_loads: HashMap::new(),
             allocs: BTreeMap::new(),
             deferred: None,
             output: String::new(),
@@ -239,7 +251,19 @@ impl Session {
             }
             R::ModuleHave { hash } => return Step::HaveImage { hash },
             R::Status => return Step::Status,
-            R::ModuleLoad { ctx, module, hash } => return Step::ReceiveImage { ctx, module, hash },
+            R::ModuleLoad {
+                ctx,
+                module,
+                hash,
+                kernels,
+            } => {
+                return Step::ReceiveImage {
+                    ctx,
+                    module,
+                    hash,
+                    kernels,
+                }
+            }
             R::SetWindows { .. } => Err(CuError::new(
                 CuStatus::ILLEGAL_STATE,
                 "address windows are already set",

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use remora_protocol::messages::{CtxId, ModuleId, ReplyBody, StreamId};
+use remora_protocol::messages::{kernel_order, CtxId, ModuleId, ReplyBody, StreamId};
 use remora_protocol::CuStatus;
 
-use super::{invalid_handle, Alloc, AllocKind, Module, Session};
+use super::{invalid_handle, Alloc, AllocKind, Module, Session, MAX_FAILED_LOADS};
 use crate::backend::{CuError, CuResult, Launch};
 
 impl Session {
@@ -21,12 +21,16 @@ impl Session {
         Ok(device)
     }
 
+    /// Loads a module. `kernels` are a posted load's kernel names, by which the client numbers
+    /// the kernels it launches ([`kernel_order`]); the reply lists the backend's kernels in the
+    /// backend's order either way.
     pub fn load_module(
         &mut self,
         ctx: CtxId,
         module: ModuleId,
         hash: [u8; 32],
         image: Arc<[u8]>,
+        kernels: Option<&[String]>,
     ) -> CuResult<ReplyBody> {
         let device = self.begin_module_load(ctx, module)?;
         let image_bytes = image.len() as u64;
@@ -56,20 +60,23 @@ impl Session {
             );
             globals.push(g.addr);
         }
+        let needed = |i: usize| {
+            let k = &loaded.kernels[i];
+            let bytes = k
+                .params
+                .iter()
+                .map(|p| u64::from(p.offset) + u64::from(p.size))
+                .max()
+                .unwrap_or(0);
+            (i as u32, bytes)
+        };
         self.modules.insert(
             module,
             Module {
                 ctx,
-                kernels: loaded
-                    .kernels
-                    .iter()
-                    .map(|k| {
-                        k.params
-                            .iter()
-                            .map(|p| u64::from(p.offset) + u64::from(p.size))
-                            .max()
-                            .unwrap_or(0)
-                    })
+                kernels: kernel_order(kernels, &loaded.kernels)
+                    .into_iter()
+                    .map(|i| i.map(needed))
                     .collect(),
                 globals,
                 image_bytes,
@@ -81,7 +88,34 @@ impl Session {
         })
     }
 
+    /// Remembers that a posted load of `module` failed with `e`: launches of it report `e`
+    /// (the client went on as if it had loaded, as a driver that loads lazily does).
+    pub fn posted_load_failed(&mut self, ctx: CtxId, module: ModuleId, e: CuError) {
+        if self.modules.contains_key(&module) {
+            return;
+        }
+        if self.failed_loads.len() >= MAX_FAILED_LOADS {
+            self.failed_loads.clear();
+        }
+        self.failed_loads.insert(module, (ctx, e));
+    }
+
+    /// The error of a failed posted load of `module`, if that is what it is.
+    fn failed_load(&self, module: ModuleId) -> CuResult<()> {
+        match self.failed_loads.get(&module) {
+            Some((_, e)) => Err(CuError::new(
+                e.status,
+                format!("the module's load failed: {}", e.message),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn module_unload(&mut self, ctx: CtxId, module: ModuleId) -> CuResult<ReplyBody> {
+        self.ctx(ctx)?;
+        if self.failed_loads.remove(&module).is_some() {
+            return Ok(ReplyBody::None);
+        }
         self.module(ctx, module)?;
         self.unload_module(module)?;
         Ok(ReplyBody::None)
@@ -115,11 +149,18 @@ impl Session {
         params: &[u8],
     ) -> CuResult<ReplyBody> {
         self.stream(ctx, stream)?;
+        self.failed_load(module)?;
         let m = self.module(ctx, module)?;
-        let needed = *m
+        let (kernel, needed) = m
             .kernels
             .get(kernel as usize)
-            .ok_or_else(|| invalid_handle("function", u64::from(kernel)))?;
+            .ok_or_else(|| invalid_handle("function", u64::from(kernel)))?
+            .ok_or_else(|| {
+                CuError::new(
+                    CuStatus::NOT_FOUND,
+                    "the kernel is in the image's PTX but not in the module the device loaded",
+                )
+            })?;
         // Backends read the whole parameter layout the load reply described.
         if (params.len() as u64) < needed {
             return Err(CuError::new(

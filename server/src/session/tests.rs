@@ -308,7 +308,7 @@ fn alloc(s: &mut Session, ctx: CtxId, size: u64) -> u64 {
 }
 
 fn load(s: &mut Session, ctx: CtxId, module: ModuleId) -> CuResult<ReplyBody> {
-    s.load_module(ctx, module, [0; 32], Arc::from(&b"image"[..]))
+    s.load_module(ctx, module, [0; 32], Arc::from(&b"image"[..]), None)
 }
 
 /// The address of module `module`'s global, from the fake.
@@ -949,10 +949,74 @@ fn module_handle_in_use_is_refused() {
 #[test]
 fn failed_module_load_leaves_nothing_behind() {
     let (mut s, _) = two_contexts();
-    let r = s.load_module(A, ModuleId(0x33), [0; 32], Arc::from(BAD_IMAGE));
+    let r = s.load_module(A, ModuleId(0x33), [0; 32], Arc::from(BAD_IMAGE), None);
     assert_eq!(status(r), CuStatus::INVALID_IMAGE);
     assert!(!s.modules.contains_key(&ModuleId(0x33)));
     load(&mut s, A, ModuleId(0x33)).unwrap();
+}
+
+#[test]
+fn a_posted_load_numbers_kernels_as_the_client_named_them() {
+    let (mut s, fake) = two_contexts();
+    // The fake's kernels are no_params (0) and twelve_bytes (1); the client read them in the
+    // other order, and one more the device's module lacks.
+    let names = [
+        "twelve_bytes".to_string(),
+        "only_in_ptx".into(),
+        "no_params".into(),
+    ];
+    let m = ModuleId(0x44);
+    let r = s.load_module(A, m, [0; 32], Arc::from(&b"image"[..]), Some(&names));
+    let Ok(ReplyBody::Module { kernels, .. }) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        kernels[0].name, "no_params",
+        "the reply keeps the backend's order"
+    );
+    ok(&mut s, launch(A, StreamId(0), m, 0, vec![0; 12]));
+    ok(&mut s, launch(A, StreamId(0), m, 2, vec![]));
+    let ran: Vec<u32> = fake.state().launches.iter().map(|l| l.kernel).collect();
+    assert_eq!(ran, [1, 0], "the backend's numbers");
+    // Its parameter buffer is checked as the backend's kernel needs.
+    assert_eq!(
+        fails(&mut s, launch(A, StreamId(0), m, 0, vec![0; 8])),
+        CuStatus::INVALID_VALUE
+    );
+    assert_eq!(
+        fails(&mut s, launch(A, StreamId(0), m, 1, vec![])),
+        CuStatus::NOT_FOUND
+    );
+    assert_eq!(
+        fails(&mut s, launch(A, StreamId(0), m, 3, vec![])),
+        CuStatus::INVALID_HANDLE
+    );
+}
+
+#[test]
+fn launches_of_a_failed_posted_load_report_its_error_until_unloaded() {
+    let (mut s, fake) = two_contexts();
+    let m = ModuleId(0x55);
+    let r = s.load_module(A, m, [0; 32], Arc::from(BAD_IMAGE), Some(&[]));
+    let e = r.unwrap_err();
+    s.posted_load_failed(A, m, e);
+    let r = s.reply_to(launch(A, StreamId(0), m, 0, vec![]));
+    let e = r.unwrap_err();
+    assert_eq!(e.status, CuStatus::INVALID_IMAGE);
+    assert!(e.message.contains("fake: bad image"), "{}", e.message);
+    assert!(fake.state().launches.is_empty());
+    assert_eq!(
+        ok(&mut s, Request::ModuleUnload { ctx: A, module: m }),
+        ReplyBody::None
+    );
+    assert_eq!(
+        fails(&mut s, launch(A, StreamId(0), m, 0, vec![])),
+        CuStatus::INVALID_HANDLE,
+        "forgotten once unloaded"
+    );
+    // A module that did load is never shadowed by a failure recorded for its handle.
+    s.posted_load_failed(A, MA, CuError::new(CuStatus::INVALID_IMAGE, "late"));
+    ok(&mut s, launch(A, StreamId(0), MA, 0, vec![]));
 }
 
 #[test]
@@ -1359,6 +1423,7 @@ fn bulk_requests_become_steps_for_the_connection() {
             ctx: A,
             module: ModuleId(0x33),
             hash: [0; 32],
+            kernels: None,
         }),
         Step::ReceiveImage {
             module: ModuleId(0x33),

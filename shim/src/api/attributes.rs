@@ -1,5 +1,6 @@
 //! Function and kernel attributes (`cuFuncGetAttribute`, `cuKernelGetAttribute`), answered
-//! from what the server reported for each kernel at load: no round trip.
+//! from each kernel's description: no round trip, but for the driver's own counts on a real GPU
+//! before a posted load's reply was taken (see `module::exact`).
 
 use std::ffi::{c_int, c_uint};
 
@@ -12,7 +13,10 @@ pub const MAX_BLOCK_THREADS: u32 = 1024;
 /// `CU_FUNC_ATTRIBUTE_*` of function (or kernel) handle `f`.
 pub fn function_attribute(pi: &mut c_int, attrib: c_uint, f: u64) -> ShimResult<()> {
     let func = module::function(f)?;
-    let (k, dynamic) = (&func.kernel, func.max_dynamic_shared());
+    let (k, dynamic) = match attrib {
+        0..=4 => (module::exact(func)?, func.max_dynamic_shared()),
+        _ => (func.desc(), func.max_dynamic_shared()),
+    };
     *pi = match attrib {
         0 => max_threads(k.max_threads) as c_int, // MAX_THREADS_PER_BLOCK (`.maxntid`)
         1 => k.shared_bytes as c_int,             // SHARED_SIZE_BYTES

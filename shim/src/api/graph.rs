@@ -636,7 +636,7 @@ pub fn kernel_get_params(node: u64, out: &mut KernelParams) -> ShimResult<()> {
         };
         let f = registry().function(*func)?;
         n.param_copies = f
-            .kernel
+            .desc()
             .params
             .iter()
             .map(|p| params[p.offset as usize..(p.offset + p.size) as usize].to_vec())
@@ -694,7 +694,7 @@ impl<'a> FromCuda<'a, *const CUDA_MEMSET_NODE_PARAMS> for &'a MemsetParams {
 
 /// Checks that `[p, p + n)` lies inside one device allocation.
 fn check_device(p: u64, n: u64) -> ShimResult<()> {
-    registry().memory(|m| m.alloc_range(p, n).map(|_| ()))
+    super::module::in_memory(|m| m.alloc_range(p, n).map(|_| ()))
 }
 
 /// # Safety
@@ -1120,7 +1120,7 @@ pub fn debug_dot_print(graph: u64, path: &str, _flags: c_uint) -> ShimResult<()>
                 } => {
                     let name = registry()
                         .function(*func)
-                        .map(|f| f.kernel.name.clone())
+                        .map(|f| f.desc().name.clone())
                         .unwrap_or_default();
                     format!("kernel {name} {grid:?} x {block:?}")
                 }

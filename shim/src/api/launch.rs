@@ -1,8 +1,10 @@
 //! Kernel launches and occupancy.
 //!
 //! A launch packs `kernelParams` (or the `extra` buffer) into one parameter buffer using the
-//! layout the module load returned, and is queued: it never waits for the network. Its errors
-//! arrive with the next synchronising call, as a real GPU's do.
+//! kernel's layout (read from the image by the shim, or returned by the module load), and is
+//! queued: it never waits for the network. Its errors arrive with the next synchronising call,
+//! as a real GPU's do; a kernel whose module's posted load is known to have failed fails at
+//! the call.
 
 use std::ffi::{c_int, c_uint, c_void};
 
@@ -74,7 +76,7 @@ unsafe fn launch_as(
     let buf = unsafe { pack(func, params, extra) }?;
     let (ctx, stream) = registry().stream(stream)?;
     if cooperative {
-        let desc = &func.kernel;
+        let desc = module::exact(func)?;
         let threads = g.block.iter().map(|&d| u64::from(d)).product::<u64>();
         let dev = registry().with_context(ctx, |c| c.device)?;
         let shared = u64::from(desc.shared_bytes) + u64::from(g.shared);
@@ -191,7 +193,7 @@ fn blocks_per_sm(f: &Function, block: i32, dynamic_shared: usize) -> ShimResult<
         return Ok(0);
     }
     let dev = registry().with_context(f.ctx, |c| c.device)?;
-    let shared = dynamic_shared as u64 + u64::from(f.kernel.shared_bytes);
+    let shared = dynamic_shared as u64 + u64::from(module::exact(f)?.shared_bytes);
     Ok(device::device(dev)?.blocks_per_sm(block as u32, shared) as i32)
 }
 
@@ -211,7 +213,7 @@ pub unsafe fn max_potential_block_size(
     limit: c_int,
 ) -> ShimResult<()> {
     let func = module::function(f)?;
-    let k = &func.kernel;
+    let k = module::exact(func)?;
     let max =
         if limit > 0 { limit.min(1024) } else { 1024 }.min(k.max_threads.clamp(32, 1024) as i32);
     let sms = device::device(context::current_device()?)?
@@ -243,7 +245,7 @@ pub fn available_dynamic_shared(
     blocks: c_int,
     _block: c_int,
 ) -> ShimResult<()> {
-    let k = &module::function(f)?.kernel;
+    let k = module::exact(module::function(f)?)?;
     let per_block = SHARED_PER_SM / blocks.max(1) as usize;
     *size = per_block
         .min(166_912)

@@ -18,7 +18,7 @@ use crate::generated::CUDA_MEMCPY2D;
 use crate::registry::{self, registry, HostRange};
 
 use super::graph::{Dir, Op};
-use super::{capture, device_alloc, ipc, managed};
+use super::{capture, device_alloc, ipc, managed, module};
 
 /// Row pitch alignment `cuMemAllocPitch` uses (TEXTURE_PITCH_ALIGNMENT of the device class).
 const PITCH_ALIGN: usize = 512;
@@ -112,7 +112,7 @@ pub fn get_address_range(
     size: Option<&mut usize>,
     ptr: u64,
 ) -> ShimResult<()> {
-    let (b, sz) = registry().memory(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
+    let (b, sz) = module::in_memory(|s| s.alloc_range(ptr, 0).map(|(b, a)| (b, a.size)))?;
     if let Some(base) = base {
         *base = b;
     }
@@ -126,7 +126,7 @@ pub fn get_address_range(
 fn prepare(stream: u64, ranges: &[(u64, u64)]) -> ShimResult<(u64, u64)> {
     let cs = registry().stream(stream)?;
     if !ranges.is_empty() {
-        registry().memory(|m| {
+        module::in_memory(|m| {
             ranges
                 .iter()
                 .try_for_each(|&(p, n)| m.alloc_range(p, n).map(|_| ()))
@@ -703,21 +703,22 @@ enum Kind {
 
 fn classify(p: u64) -> Kind {
     let managed = managed::is_managed(p);
-    let kind = registry().memory(|s| {
+    let kind = module::in_memory(|s| {
         if let Ok((base, a)) = s.alloc_range(p, 0) {
-            return Kind::Device {
+            return Ok(Kind::Device {
                 base,
                 size: a.size,
                 ctx: a.ctx,
                 device: a.device,
                 managed: false,
-            };
+            });
         }
         match s.host_range(p as usize) {
-            Some((base, r)) => Kind::Host { base, size: r.size },
-            None => Kind::Unknown,
+            Some((base, r)) => Ok(Kind::Host { base, size: r.size }),
+            None => Err(invalid("unknown")),
         }
-    });
+    })
+    .unwrap_or(Kind::Unknown);
     match kind {
         Kind::Device {
             base,

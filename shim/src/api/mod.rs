@@ -24,6 +24,7 @@ pub mod image;
 pub mod init;
 pub mod ipc;
 pub mod launch;
+pub mod local_image;
 pub mod managed;
 pub mod memory;
 pub mod mempool;

@@ -1,24 +1,47 @@
 //! Modules and libraries, functions and kernels, module globals, and the `cuLink*` linker.
 //!
-//! A module load is one round trip (two for a large image the server has not seen: images are
-//! keyed by content hash and uploaded once per server). Its reply carries every kernel's
-//! parameter layout, so later lookups and launches need no round trip. Libraries
-//! (`cuLibrary*`) are modules, and kernels (`CUkernel`) are functions: the same handles serve
-//! both families, as cudart expects when it hands a `CUkernel` to `cuLaunchKernel`.
+//! Launches need each kernel's parameter layout, which the shim reads from the image itself
+//! when it can ([`local_image`]: PTX text, or a fatbin with PTX for the device, read with the
+//! emulated GPU's own front end). Such a load is *posted*: it travels with the next batch and
+//! nothing waits for it, so loading a module, looking up its functions and launching them
+//! costs no round trip until the program synchronises. The request names the kernels in the
+//! order the shim numbers them (`Request::ModuleLoad::kernels`), so the server launches the
+//! kernel the shim meant whatever order its backend lists them in. What only the server
+//! knows stays lazy: the globals' device addresses, and on a real GPU the driver's register,
+//! local and shared memory counts (on an emulated one the shim's are the server's, computed by
+//! the same code). The first call that needs them ([`settle`]: `cuModuleGetGlobal`, an
+//! attribute or occupancy query on a real GPU, a block over 256 threads there, an address the
+//! address map does not know) waits for the load's reply, kept by its ticket, and the server's
+//! description replaces the shim's. A posted load that fails is reported by the next
+//! synchronising call, as a driver that loads lazily reports it, and every later launch of its
+//! kernels fails with its error (the server remembers it; here once the reply was taken).
+//!
+//! An image the shim cannot read (machine code only, PTX too large or that the front end does
+//! not take) is loaded as before, waiting for the reply: one round trip, so its error (with
+//! the JIT log) is reported at the call. Either way an image over 64 KiB that this process has
+//! not uploaded is first offered by its hash (`ModuleHave`, a round trip): images are keyed by
+//! content hash and uploaded once per server, whose cache outlives processes, and re-sending a
+//! large image costs more than a round trip on slow links.
+//!
+//! Libraries (`cuLibrary*`) are modules, and kernels (`CUkernel`) are functions: the same
+//! handles serve both families, as cudart expects when it hands a `CUkernel` to
+//! `cuLaunchKernel`.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::{Arc, Mutex};
 
-use remora_protocol::messages::{CtxId, ModuleId};
+use remora_protocol::messages::{CtxId, GlobalDesc, KernelDesc, ModuleId};
 use remora_protocol::messages::{ReplyBody, Request};
 use remora_protocol::CuStatus;
 use sha2::{Digest, Sha256};
 
-use super::{context, image};
+use super::local_image::{self, LocalImage};
+use super::{context, device, image};
 use crate::client;
 use crate::devrt;
 use crate::error::invalid_handle;
 use crate::ffi::{invalid, ShimError, ShimResult};
-use crate::registry::{self, registry, Function};
+use crate::registry::{self, registry, Function, PostedLoad};
 
 /// Images at most this large are sent with their load request instead of asking first.
 const ASK_FIRST: usize = 64 << 10;
@@ -36,6 +59,7 @@ pub fn load(image: &[u8]) -> ShimResult<u64> {
 
 fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
     let c = client::client()?;
+    c.forget(&registry().take_orphaned());
     let hash: [u8; 32] = Sha256::digest(image).into();
     let known = registry().uploaded(&hash);
     let send = if known {
@@ -48,8 +72,20 @@ fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
     };
     let module = registry::mint();
     let payload = if send { image } else { &[][..] };
+    let dev = device::device(registry().with_context(ctx, |c| c.device)?)?;
+    if let Some(local) = local_image::read_for(image, dev) {
+        return post_load(c, ctx, module, hash, payload, local, dev.emulated);
+    }
     let reply = c
-        .call_write(&Request::ModuleLoad { ctx: CtxId(ctx), module: ModuleId(module), hash }, payload)
+        .call_write(
+            &Request::ModuleLoad {
+                ctx: CtxId(ctx),
+                module: ModuleId(module),
+                hash,
+                kernels: None,
+            },
+            payload,
+        )
         .inspect_err(|e| {
             // Machine-code-only modules (cuBLAS, CUB) cannot run on an emulated GPU; libraries
             // often swallow the error, so say it where the user will see it, once per image.
@@ -73,8 +109,106 @@ fn load_into(ctx: u64, image: &[u8]) -> ShimResult<u64> {
         ));
     };
     registry().mark_uploaded(hash);
-    registry().add_module(ctx, module, kernels, globals)?;
+    registry().add_module(ctx, module, kernels, globals, None)?;
     Ok(module)
+}
+
+/// Posts the load of an image the shim read, and registers the module from what it read.
+/// The image counts as uploaded from here: the server keeps an image whose bytes match its
+/// hash before it loads it, and a later load naming it by its hash alone comes after this one.
+fn post_load(
+    c: &client::Client,
+    ctx: u64,
+    module: u64,
+    hash: [u8; 32],
+    payload: &[u8],
+    local: LocalImage,
+    exact: bool,
+) -> ShimResult<u64> {
+    let names: Vec<String> = local.kernels.iter().map(|k| k.name.clone()).collect();
+    let req = Request::ModuleLoad {
+        ctx: CtxId(ctx),
+        module: ModuleId(module),
+        hash,
+        kernels: Some(names.clone()),
+    };
+    let ticket = c.post_call(&req, payload)?;
+    registry().mark_uploaded(hash);
+    let load = Arc::new(PostedLoad {
+        ticket,
+        names,
+        exact,
+        has_globals: !local.globals.is_empty(),
+        outcome: Mutex::new(None),
+    });
+    if let Err(e) = registry().add_module(ctx, module, local.kernels, Vec::new(), Some(load)) {
+        c.forget(&[ticket]);
+        return Err(e);
+    }
+    Ok(module)
+}
+
+/// Waits, if it has not yet, for the reply of module `module`'s posted load, and replaces what
+/// the shim read with the server's description; the load's error if it failed (then also
+/// every later launch's). Nothing to do for a module loaded the way that waits.
+pub fn settle(module: u64) -> ShimResult<()> {
+    let Some(load) = registry().posted_load(module)? else {
+        return match registry().with_module(module, |m| m.failed.clone())? {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    };
+    let mut outcome = load.outcome.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(done) = outcome.as_ref() {
+        return done.clone();
+    }
+    let reply = client::client()?.wait_posted(load.ticket);
+    let got: ShimResult<(Vec<KernelDesc>, Vec<GlobalDesc>)> = match reply {
+        Ok(r) => match r.body {
+            ReplyBody::Module { kernels, globals } => Ok((kernels, globals)),
+            _ => Err(ShimError::new(
+                CuStatus::UNKNOWN,
+                "server answered a module load without its contents",
+            )),
+        },
+        Err(e) => Err(e),
+    };
+    let done = got.as_ref().map(|_| ()).map_err(Clone::clone);
+    registry().settle_module(module, &load, got);
+    *outcome = Some(done.clone());
+    done
+}
+
+/// [`settle`] for a function whose attributes are wanted: only when they are not the server's
+/// yet (a posted load on a real GPU). The function's description once they are.
+pub fn exact(f: &Function) -> ShimResult<&KernelDesc> {
+    if let Some(e) = f.failed() {
+        return Err(e.clone());
+    }
+    if !f.exact() {
+        settle(f.module)?;
+    }
+    Ok(f.desc())
+}
+
+/// Runs `f` on the address maps; if it fails, and posted loads whose images declare globals
+/// are still unsettled, settles them and runs it again. An address the maps do not know may be
+/// a global the program has without asking for it (a kernel stored its address), whose
+/// module's reply has not been taken yet.
+pub fn in_memory<T>(f: impl Fn(&mut registry::Memory) -> ShimResult<T>) -> ShimResult<T> {
+    let first = registry().memory(&f);
+    if first.is_ok() {
+        return first;
+    }
+    let pending = registry().posted_with_globals();
+    if pending.is_empty() {
+        return first;
+    }
+    for (m, _) in &pending {
+        // A failed load has no globals to add; its error is its launches'.
+        let _ = settle(*m);
+    }
+    registry().memory(&f)
 }
 
 /// JIT options that carry log buffers: the server's message goes into the error log.
@@ -227,7 +361,9 @@ pub fn load_file(pmod: &mut u64, path: &str) -> ShimResult<()> {
 
 pub fn unload(h: u64) -> ShimResult<()> {
     let ctx = registry().remove_module(h)?;
-    client::client()?.post(
+    let c = client::client()?;
+    c.forget(&registry().take_orphaned());
+    c.post(
         &Request::ModuleUnload {
             ctx: CtxId(ctx),
             module: ModuleId(h),
@@ -241,7 +377,14 @@ fn hex_prefix(hash: &[u8; 32]) -> String {
 }
 
 pub fn get_function(pf: &mut u64, module: u64, name: &str) -> ShimResult<()> {
-    *pf = registry().find_function(module, name)?;
+    *pf = match registry().find_function(module, name) {
+        Err(e) if e.status() == CuStatus::NOT_FOUND => {
+            // Not in the PTX the shim read: on a real GPU the driver's module may have it.
+            kernels_known(module)?;
+            registry().find_function(module, name)?
+        }
+        r => r?,
+    };
     Ok(())
 }
 
@@ -257,6 +400,7 @@ pub fn get_global(
         Some(ctx) => instance(module, registry().module_context(module)?, ctx)?,
         None => module,
     };
+    settle(module)?;
     let (addr, sz) = registry().with_module(module, |md| {
         md.globals
             .iter()
@@ -273,12 +417,23 @@ pub fn get_global(
     Ok(())
 }
 
+/// A module's kernels as the server's device holds them: on a real GPU its driver may know
+/// kernels the image's PTX does not (machine code for the device), so a posted load is settled.
+fn kernels_known(module: u64) -> ShimResult<()> {
+    match registry().posted_load(module)? {
+        Some(load) if !load.exact => settle(module),
+        _ => Ok(()),
+    }
+}
+
 pub fn function_count(count: &mut c_uint, module: u64) -> ShimResult<()> {
+    kernels_known(module)?;
     *count = registry().with_module(module, |md| md.kernels.len() as c_uint)?;
     Ok(())
 }
 
 pub fn enumerate_functions(fns: &mut [*mut c_void], module: u64) -> ShimResult<()> {
+    kernels_known(module)?;
     let handles = registry().module_functions(module)?;
     if fns.len() < handles.len() {
         return Err(invalid("function array too small"));
@@ -337,7 +492,7 @@ pub fn get_param_info(
     offset: Option<&mut usize>,
     size: Option<&mut usize>,
 ) -> ShimResult<()> {
-    let k = &function(f)?.kernel;
+    let k = function(f)?.desc();
     let p = k
         .params
         .get(index)

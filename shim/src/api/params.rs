@@ -1,6 +1,7 @@
 //! Kernel parameters and launch shapes, as a launch and a graph's kernel node both take them:
-//! `kernelParams` (or the `extra` buffer) packed into one buffer with the layout the module load
-//! returned, and the geometry checked against the device's and the kernel's limits.
+//! `kernelParams` (or the `extra` buffer) packed into one buffer with the kernel's layout (read
+//! from the image, or returned by the module load), and the geometry checked against the
+//! device's and the kernel's limits.
 
 use std::ffi::c_void;
 
@@ -18,10 +19,17 @@ pub struct Geometry {
     pub shared: u32,
 }
 
+/// Threads a block of any kernel may have on the GPUs the driver runs: even at 255 registers
+/// a thread, 256 threads fit in a block's 64 Ki registers. A larger block of a kernel whose
+/// driver-given limit is not known yet waits for it (`module::exact`).
+const ANY_KERNEL_THREADS: u64 = 256;
+
 /// Refuses a launch shape the device or the kernel does not allow, as the driver does at the
 /// launch itself (not at a later synchronisation).
 pub fn check_geometry(func: &Function, g: &Geometry) -> ShimResult<()> {
-    let desc = &*func.kernel;
+    if let Some(e) = func.failed() {
+        return Err(e.clone());
+    }
     if g.grid.contains(&0) || g.block.contains(&0) {
         return Err(invalid("grid and block dimensions must be at least 1"));
     }
@@ -37,6 +45,11 @@ pub fn check_geometry(func: &Function, g: &Geometry) -> ShimResult<()> {
             g.grid, g.block
         )));
     }
+    let desc = if threads > ANY_KERNEL_THREADS {
+        super::module::exact(func)?
+    } else {
+        func.desc()
+    };
     // The kernel's own limit (`.maxntid`, else the device's 1024).
     let limit = super::attributes::max_threads(desc.max_threads);
     if threads > limit as u64 {
@@ -49,7 +62,7 @@ pub fn check_geometry(func: &Function, g: &Geometry) -> ShimResult<()> {
 }
 
 /// Packs `kernelParams` (or the `extra` buffer) into one parameter buffer laid out as the
-/// module load described the kernel's parameters.
+/// kernel's description says.
 ///
 /// # Safety
 /// As for `cuLaunchKernel`: `params` has one valid pointer per kernel parameter, or `extra` is
@@ -59,7 +72,7 @@ pub unsafe fn pack(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> ShimResult<Vec<u8>> {
-    let desc = &*func.kernel;
+    let desc = func.desc();
     let size = desc
         .params
         .iter()
