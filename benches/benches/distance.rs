@@ -14,7 +14,8 @@
 //!    everything (goal: <= 8 for C, <= 12 for CuPy; numba is reported).
 //! 4. Bulk: one 256 MiB `cuMemcpyHtoD` and one `cuMemcpyDtoH` (`bulk_copy.c`) through a
 //!    1 Gbit/s link at 30 ms round trip, without loss and with 1 % loss each way, against the
-//!    cap (goal: >= 0.9x without loss, >= 0.7x with).
+//!    cap (goal: >= 0.9x without loss, >= 0.7x with); with the default congestion controller,
+//!    then with quinn's Cubic and BBR for comparison.
 //!
 //! Round trips per step come from `REMORA_STATS=1` too: (round trips of a run of W warm-up and
 //! S measured steps - those of a run of W warm-up steps alone) / S, so start-up cancels.
@@ -29,7 +30,8 @@
 //! ```
 //!
 //! It needs gcc, `.cache/cuda/env.sh` (`scripts/setup-cuda.sh`: CUDA headers, CuPy and
-//! numba-cuda) and takes a few minutes. REMORA_BENCH_DISTANCE_BULK_MIB overrides the 256 MiB.
+//! numba-cuda) and takes a few minutes. REMORA_BENCH_DISTANCE_BULK_MIB overrides the 256 MiB;
+//! REMORA_BENCH_DISTANCE_ONLY=bulk runs only the bulk rows.
 //! `cargo test -p remora-benches --benches` runs only a self-check of the parsing and the
 //! arithmetic.
 
@@ -83,6 +85,15 @@ fn main() -> anyhow::Result<()> {
         RTTS_MS,
         loadavg()
     );
+    let mut missed = 0;
+    if std::env::var("REMORA_BENCH_DISTANCE_ONLY").as_deref() == Ok("bulk") {
+        eprintln!("measuring bulk copies only ...");
+        missed += report_bulk(
+            &measure_bulk(&paths, &server, &bulk_copy, bulk_mib)?,
+            bulk_mib,
+        );
+        return finish(missed, started);
+    }
 
     let programs = [
         Program::c(&step_loop, 20),
@@ -118,12 +129,15 @@ fn main() -> anyhow::Result<()> {
     eprintln!("measuring bulk copies ...");
     let bulk = measure_bulk(&paths, &server, &bulk_copy, bulk_mib)?;
 
-    let mut missed = 0;
     missed += report_steps(&results[..2], "1. driver-API C step (step_loop.c)");
     missed += report_steps(&results[2..], "2. CuPy and numba steps");
     missed += report_startup(&startup);
     report_connect(&connects);
     missed += report_bulk(&bulk, bulk_mib);
+    finish(missed, started)
+}
+
+fn finish(missed: usize, started: Instant) -> anyhow::Result<()> {
     println!();
     println!(
         "{missed} goal(s) missed; {:.0} s in all; load average now {}",
@@ -583,15 +597,19 @@ fn measure_bulk(
     exe: &Path,
     mib: usize,
 ) -> anyhow::Result<Vec<BulkRow>> {
-    let mut rows = Vec::new();
-    // BBR rides through random loss where Cubic halves its window at every loss, but quinn's
-    // BBR collapses when its start-up overshoots a shallow drop-tail queue: so it is opt-in,
-    // with a flow-control window near twice the bandwidth-delay product (3.75 MB here).
+    // The default is Remora's loss-tolerant Cubic (`transport/src/congestion.rs`); quinn's
+    // Cubic and BBR run beside it for comparison. Cubic halves its window at every random loss;
+    // quinn's BBR rides through it but collapses when its start-up overshoots a shallow
+    // drop-tail queue, so it gets a flow-control window near twice the bandwidth-delay product
+    // (3.75 MB here). The setting is read by both ends, so each has its own server.
+    let cubic: Vec<(String, String)> = vec![("REMORA_CONGESTION".into(), "cubic".into())];
     let bbr: Vec<(String, String)> = vec![
         ("REMORA_CONGESTION".into(), "bbr".into()),
         ("REMORA_WINDOW".into(), "8M".into()),
     ];
+    let cubic_server = start_server(paths, &cubic)?;
     let bbr_server = start_server(paths, &bbr)?;
+    let mut rows = Vec::new();
     for (label, loss, goal, server, env) in [
         ("1 Gbit/s, 30 ms", 0.0, GOAL_BULK, server, &[][..]),
         (
@@ -600,6 +618,20 @@ fn measure_bulk(
             GOAL_BULK_LOSSY,
             server,
             &[][..],
+        ),
+        (
+            "  same, quinn's Cubic",
+            0.0,
+            GOAL_BULK,
+            &cubic_server,
+            &cubic[..],
+        ),
+        (
+            "  same, Cubic, 1 % loss",
+            BULK_LOSS,
+            GOAL_BULK_LOSSY,
+            &cubic_server,
+            &cubic[..],
         ),
         (
             "  same, BBR, 8M window",
@@ -622,6 +654,7 @@ fn measure_bulk(
             ..delay_link(BULK_RTT_MS)
         };
         let h = hop(server, link)?;
+        eprintln!("  {label} ...");
         let row = match run_program(paths, &h.conn, exe, &[mib.to_string()], env) {
             Ok(r) => BulkRow {
                 label,

@@ -10,6 +10,7 @@
 //! deferred errors; the server decides what a request does. This crate only moves bytes.
 
 pub mod client;
+pub mod congestion;
 pub mod endpoint;
 pub mod server;
 
