@@ -31,7 +31,7 @@
 //!
 //! It needs gcc, `.cache/cuda/env.sh` (`scripts/setup-cuda.sh`: CUDA headers, CuPy and
 //! numba-cuda) and takes a few minutes. REMORA_BENCH_DISTANCE_BULK_MIB overrides the 256 MiB;
-//! REMORA_BENCH_DISTANCE_ONLY=bulk runs only the bulk rows.
+//! REMORA_BENCH_DISTANCE_ONLY=bulk runs only the bulk rows, =connect only the connection set-up.
 //! `cargo test -p remora-benches --benches` runs only a self-check of the parsing and the
 //! arithmetic.
 
