@@ -151,6 +151,14 @@ run_samples() {
             "CUDA_PYTHON_SAMPLES to the cuda_bindings/examples folder of a cuda-python checkout" >&2
         return
     fi
+    # The samples' helpers need cuda-bindings 13 (with 12.9, the setup's, vectorAddDrv and
+    # jit_program fail in cuda-bindings itself); installed once into a folder of their own,
+    # first on their PYTHONPATH only.
+    local samples_py="$CUDA_CACHE/samples-py"
+    if [[ ! -d "$samples_py/cuda/bindings" ]]; then
+        python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$samples_py" \
+            cuda-bindings==13.5.0 cuda-pathfinder==1.4.2 >&2
+    fi
     local names name path
     while read -r -a names; do
         path=""
@@ -169,7 +177,7 @@ run_samples() {
         # pytest.ini: pythonpath = .), so that `from common import common` finds common/ as a
         # package. Not common/ itself: its common.py would shadow the package.
         run_module "$name" "$(dirname "$path")" env \
-            PYTHONPATH="$SUITES:$CUDA_PYTHON_SAMPLES" python3 "$path"
+            PYTHONPATH="$SUITES:$samples_py:$CUDA_PYTHON_SAMPLES" python3 "$path"
     done < <(list "$SUITES/samples.txt")
 }
 
