@@ -25,11 +25,9 @@ fn without_remora_run_an_nvrtc_cubin_is_refused_on_the_emulated_gpu_with_the_way
     // hands out PTX instead (tests/tests/nvrtc.rs); with the shim alone, NVIDIA's NVRTC makes
     // the cubin, and the load must say why it fails and how to get PTX.
     let server = Server::start();
-    let out = std::process::Command::new(nvrtc_program())
+    let out = server
+        .shim_only(&nvrtc_program())
         .arg("cubin")
-        .env("LD_PRELOAD", shim())
-        .env("REMORA_CONNECTION", &server.connection)
-        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"))
         .output()
         .unwrap();
     let t = text(&out);

@@ -68,11 +68,9 @@ fn a_program_linked_with_nvrtc_13_loads_the_cubin_it_asked_for() {
 /// The program's line about a compute_XY program's cubin, run with the shim alone (NVIDIA's
 /// NVRTC, no stand-in), for comparison.
 fn compute_line_without_the_stand_in(server: &Server) -> String {
-    let out = Command::new(nvrtc_cubin_12())
+    let out = server
+        .shim_only(&nvrtc_cubin_12())
         .arg("negative")
-        .env("LD_PRELOAD", shim())
-        .env("REMORA_CONNECTION", &server.connection)
-        .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"))
         .output()
         .unwrap();
     let t = text(&out);

@@ -209,12 +209,7 @@ pub unsafe fn kernel_node_set_params(exec: u64, node: u64, p: &KernelParams) -> 
         return Err(invalid("not a kernel"));
     };
     let mut t = execs();
-    let e = t.get_mut(&exec).ok_or_else(|| no_exec(exec))?;
-    let slot = e
-        .order
-        .iter_mut()
-        .find(|(h, _)| *h == node)
-        .ok_or_else(|| invalid(format!("node {node:#x} is not in graph exec {exec:#x}")))?;
+    let slot = slot(&mut t, exec, node)?;
     match slot.1 {
         Op::Kernel { func, .. } => {
             // The owning context of the function cannot change.
@@ -229,16 +224,21 @@ pub unsafe fn kernel_node_set_params(exec: u64, node: u64, p: &KernelParams) -> 
     }
 }
 
+/// Node `node` of executable graph `exec` and its operation.
+fn slot(t: &mut HashMap<u64, Exec>, exec: u64, node: u64) -> ShimResult<&mut (u64, Op)> {
+    t.get_mut(&exec)
+        .ok_or_else(|| no_exec(exec))?
+        .order
+        .iter_mut()
+        .find(|(h, _)| *h == node)
+        .ok_or_else(|| invalid(format!("node {node:#x} is not in graph exec {exec:#x}")))
+}
+
 /// Replaces the operation of node `node` in executable graph `exec` with `op`, if the node is
 /// of the same kind (`what` names it for the error).
 fn set_op(exec: u64, node: u64, op: Op, what: &str) -> ShimResult<()> {
     let mut t = execs();
-    let e = t.get_mut(&exec).ok_or_else(|| no_exec(exec))?;
-    let slot = e
-        .order
-        .iter_mut()
-        .find(|(h, _)| *h == node)
-        .ok_or_else(|| invalid(format!("node {node:#x} is not in graph exec {exec:#x}")))?;
+    let slot = slot(&mut t, exec, node)?;
     if std::mem::discriminant(&slot.1) != std::mem::discriminant(&op) {
         return Err(invalid(format!("node {node:#x} is not {what}")));
     }

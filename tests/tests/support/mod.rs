@@ -279,6 +279,16 @@ impl Server {
         c
     }
 
+    /// `prog` with the shim preloaded directly, not through `remora run`: none of the stand-ins
+    /// (NVRTC, nvJitLink) that `remora run` adds on emulated GPUs.
+    pub fn shim_only(&self, prog: &Path) -> Command {
+        let mut c = Command::new(prog);
+        c.env("LD_PRELOAD", shim())
+            .env("REMORA_CONNECTION", &self.connection)
+            .env("LD_LIBRARY_PATH", cuda_env("CUDA12_LIB"));
+        c
+    }
+
     pub fn run(&self, prog: &Path, args: &[&str]) -> Output {
         self.command(prog).args(args).output().expect("remora run")
     }
